@@ -1,0 +1,121 @@
+# ngx_http_chat_module
+#
+#   make                  the dynamic module against Debian's nginx-dev
+#   make NGINX_SRC=DIR    the dynamic module against an nginx source tree
+#   make static NGINX_SRC=DIR   an nginx binary with the module built in
+#   make run / make stop  the demo: nginx + private PostgreSQL on :8080
+#   make test             every test (installs what it needs)
+#   make test-asan        the same suite against nginx built with ASan+UBSan
+#   make fuzz             each libFuzzer target for FUZZ_SECONDS
+
+SHELL        := /bin/bash
+PYTHON       := /usr/bin/python3
+BUILD        := $(CURDIR)/build
+MODULE_NAME  := ngx_http_chat_module
+
+NGINX_DEV    := /usr/share/nginx/src
+NGINX_SRC    ?=
+FUZZ_SECONDS ?= 10
+PYTEST_ARGS  ?=
+
+CHAT_CFLAGS  := -g -O2 -Wall -Wextra -Wno-unused-parameter -Werror
+
+SOURCES      := config ngx_http_chat_module.c $(wildcard src/*.c src/*.h)
+
+ifeq ($(NGINX_SRC),)
+# Debian's nginx-dev ships headers and configure only; configure runs in a
+# private copy so that /usr/share/nginx/src stays untouched.
+NGINX_TREE   := $(BUILD)/nginx-dev
+NGINX_FLAGS   = $(shell bash -c '. $(NGINX_DEV)/conf_flags; \
+                                 echo "$${NGX_CONF_FLAGS[@]}"')
+MODULE       := $(BUILD)/$(MODULE_NAME).so
+else
+NGINX_TREE   := $(abspath $(NGINX_SRC))
+NGINX_FLAGS  := --with-compat --with-http_ssl_module
+MODULE       := $(BUILD)/upstream/$(MODULE_NAME).so
+endif
+
+NGINX_OBJS    = $(dir $(MODULE))objs
+
+.PHONY: all module static deps run stop test test-unit test-t test-asan \
+        fuzz clean
+
+all: module
+
+module: $(MODULE)
+
+$(BUILD)/nginx-dev/configure:
+	mkdir -p $(BUILD)
+	rm -rf $(BUILD)/nginx-dev
+	cp -a $(NGINX_DEV) $(BUILD)/nginx-dev
+
+$(NGINX_OBJS)/Makefile: config $(if $(NGINX_SRC),,$(BUILD)/nginx-dev/configure)
+	@test -n "$(NGINX_SRC)" -o -d $(NGINX_DEV) || { \
+	    echo "nginx-dev is missing: apt-get install nginx-dev," \
+	         "or make NGINX_SRC=/path/to/nginx"; exit 1; }
+	cd $(NGINX_TREE) && \
+	    $$( [ -x ./configure ] && echo ./configure || echo ./auto/configure ) \
+	    $(NGINX_FLAGS) --builddir=$(NGINX_OBJS) \
+	    --with-cc-opt="$(CHAT_CFLAGS)" \
+	    --add-dynamic-module=$(CURDIR)
+
+$(MODULE): $(NGINX_OBJS)/Makefile $(SOURCES)
+	$(MAKE) -C $(NGINX_TREE) -f $(NGINX_OBJS)/Makefile modules
+	@# a new inode: a running nginx maps the old file, and overwriting it
+	@# in place would crash it
+	cp $(NGINX_OBJS)/$(MODULE_NAME).so $@.tmp && mv -f $@.tmp $@
+
+# nginx itself with the module compiled in (needs a full source tree)
+static:
+	@test -n "$(NGINX_SRC)" || { echo "usage: make static NGINX_SRC=DIR"; \
+	                              exit 1; }
+	cd $(NGINX_TREE) && \
+	    $$( [ -x ./configure ] && echo ./configure || echo ./auto/configure ) \
+	    --with-http_ssl_module --builddir=$(BUILD)/static \
+	    --prefix=$(BUILD)/static/prefix \
+	    --with-cc-opt="$(CHAT_CFLAGS)" --add-module=$(CURDIR)
+	$(MAKE) -C $(NGINX_TREE) -f $(BUILD)/static/Makefile
+	@echo "built $(BUILD)/static/nginx"
+
+deps:
+	@bash scripts/deps.sh
+
+run: deps module
+	@bash scripts/run.sh
+
+stop:
+	@bash scripts/stop.sh
+
+# unit tests: pure C parsers, no nginx needed
+UNIT_SRCS    := $(wildcard t/unit/test_*.c)
+UNIT_BINS    := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+UNIT_CC      ?= cc
+UNIT_CFLAGS  ?= -g -O1 -Wall -Wextra -Werror
+UNIT_LIBS    := -ljansson -lcrypto
+
+$(BUILD)/unit/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
+	@mkdir -p $(dir $@)
+	$(UNIT_CC) $(UNIT_CFLAGS) -Isrc -It/unit -o $@ $< \
+	    src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c \
+	    src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c $(UNIT_LIBS)
+
+test-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do \
+	    CHAT_TESTDATA=$(CURDIR)/t/data $$t; done
+
+test-t: module
+	cd t && CHAT_MODULE=$(MODULE) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) module
+	$(MAKE) test-unit
+	$(MAKE) test-t
+
+test-asan: deps
+	@bash scripts/asan.sh
+
+fuzz: deps
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,690 @@
+
+/*
+ * ngx_http_chat_module: real-time chat inside nginx.
+ *
+ * This file holds the module definition, the directives and the
+ * configuration; each concern lives in its own file under src/.
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+static void *ngx_http_chat_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_chat_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_chat_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_chat_user_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static char *ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_chat_jwt_key_cleanup(void *data);
+static char *ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_allowed_origins(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_chat_fragments_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_chat_length_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
+static ngx_command_t  ngx_http_chat_commands[] = {
+
+    { ngx_string("chat_websocket"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_mode,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_CHAT_MODE_WEBSOCKET,
+      NULL },
+
+    { ngx_string("chat_echo"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_mode,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_CHAT_MODE_ECHO,
+      NULL },
+
+    { ngx_string("chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_mode,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_CHAT_MODE_API,
+      NULL },
+
+    { ngx_string("chat_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_mode,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_CHAT_MODE_STATUS,
+      NULL },
+
+    { ngx_string("chat_dev_token"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_mode,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_CHAT_MODE_DEV_TOKEN,
+      NULL },
+
+    { ngx_string("chat_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_chat_jwt_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, jwt_issuer),
+      NULL },
+
+    { ngx_string("chat_jwt_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, jwt_audience),
+      NULL },
+
+    { ngx_string("chat_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("chat_jwt_require_exp"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, jwt_require_exp),
+      NULL },
+
+    { ngx_string("chat_token_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, token_cookie),
+      NULL },
+
+    { ngx_string("chat_identity"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_identity,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_allowed_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_allowed_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, max_message_size),
+      NULL },
+
+    { ngx_string("chat_max_fragments"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, max_fragments),
+      &ngx_http_chat_fragments_bounds },
+
+    { ngx_string("chat_send_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, send_buffer),
+      NULL },
+
+    { ngx_string("chat_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, heartbeat),
+      NULL },
+
+    { ngx_string("chat_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("chat_close_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, close_timeout),
+      NULL },
+
+    { ngx_string("chat_send_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, send_timeout),
+      NULL },
+
+    { ngx_string("chat_max_message_length"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, max_message_length),
+      &ngx_http_chat_length_bounds },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_chat_module_ctx = {
+    ngx_http_chat_add_variables,           /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_chat_create_main_conf,        /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_chat_create_loc_conf,         /* create location configuration */
+    ngx_http_chat_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chat_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chat_module_ctx,             /* module context */
+    ngx_http_chat_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_chat_vars[] = {
+
+    { ngx_string("chat_user"), NULL, ngx_http_chat_user_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static void *
+ngx_http_chat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->stats_zone = NULL;
+     *     cmcf->stats = NULL;
+     */
+
+    return cmcf;
+}
+
+
+static void *
+ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_chat_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->mode = NGX_HTTP_CHAT_MODE_NONE;
+     *     conf->jwt_issuer = { 0, NULL };
+     *     conf->jwt_audience = { 0, NULL };
+     *     conf->token_cookie = { 0, NULL };
+     */
+
+    conf->jwt_key = NGX_CONF_UNSET_PTR;
+    conf->jwt_leeway = NGX_CONF_UNSET;
+    conf->jwt_require_exp = NGX_CONF_UNSET;
+    conf->identity = NGX_CONF_UNSET_PTR;
+    conf->identity_name = NGX_CONF_UNSET_PTR;
+    conf->allowed_origins = NGX_CONF_UNSET_PTR;
+    conf->max_message_size = NGX_CONF_UNSET_SIZE;
+    conf->max_fragments = NGX_CONF_UNSET_UINT;
+    conf->send_buffer = NGX_CONF_UNSET_SIZE;
+    conf->heartbeat = NGX_CONF_UNSET_MSEC;
+    conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->close_timeout = NGX_CONF_UNSET_MSEC;
+    conf->send_timeout = NGX_CONF_UNSET_MSEC;
+    conf->max_message_length = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_chat_loc_conf_t *prev = parent;
+    ngx_http_chat_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->jwt_key, prev->jwt_key, NULL);
+    ngx_conf_merge_str_value(conf->jwt_issuer, prev->jwt_issuer, "");
+    ngx_conf_merge_str_value(conf->jwt_audience, prev->jwt_audience, "");
+    ngx_conf_merge_sec_value(conf->jwt_leeway, prev->jwt_leeway, 30);
+    ngx_conf_merge_value(conf->jwt_require_exp, prev->jwt_require_exp, 1);
+    ngx_conf_merge_str_value(conf->token_cookie, prev->token_cookie, "");
+    ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
+    ngx_conf_merge_ptr_value(conf->identity_name, prev->identity_name,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->allowed_origins, prev->allowed_origins,
+                             NULL);
+
+    ngx_conf_merge_size_value(conf->max_message_size,
+                              prev->max_message_size, 64 * 1024);
+    ngx_conf_merge_uint_value(conf->max_fragments, prev->max_fragments, 128);
+    ngx_conf_merge_size_value(conf->send_buffer, prev->send_buffer,
+                              256 * 1024);
+    ngx_conf_merge_msec_value(conf->heartbeat, prev->heartbeat, 30000);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 0);
+    ngx_conf_merge_msec_value(conf->close_timeout, prev->close_timeout,
+                              5000);
+    ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout,
+                              60000);
+    ngx_conf_merge_uint_value(conf->max_message_length,
+                              prev->max_message_length, 5000);
+
+    if (conf->max_message_size < NGX_HTTP_CHAT_CONTROL_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_max_message_size\" must be at least "
+                           "%d bytes", NGX_HTTP_CHAT_CONTROL_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    switch (conf->mode) {
+
+    case NGX_HTTP_CHAT_MODE_WEBSOCKET:
+    case NGX_HTTP_CHAT_MODE_ECHO:
+    case NGX_HTTP_CHAT_MODE_API:
+        if (conf->jwt_key == NULL && conf->identity == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "chat locations need \"chat_jwt_key\" or "
+                               "\"chat_identity\" to authenticate users");
+            return NGX_CONF_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_CHAT_MODE_DEV_TOKEN:
+        if (conf->jwt_key == NULL
+            || conf->jwt_key->alg < NGX_HTTP_CHAT_JWT_HS256
+            || conf->jwt_key->alg > NGX_HTTP_CHAT_JWT_HS512)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"chat_dev_token\" needs an HS256, HS384 or "
+                               "HS512 \"chat_jwt_key\" to sign with");
+            return NGX_CONF_ERROR;
+        }
+        break;
+
+    default:
+        break;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_chat_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_user_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_chat_identity_t  *id;
+
+    id = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+
+    if (id == NULL || id->id.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = id->id.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = id->id.data;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (ccf->mode != NGX_HTTP_CHAT_MODE_NONE) {
+        return "is duplicate: a location serves one chat endpoint";
+    }
+
+    ccf->mode = (ngx_http_chat_mode_e) cmd->offset;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    switch (ccf->mode) {
+
+    case NGX_HTTP_CHAT_MODE_WEBSOCKET:
+    case NGX_HTTP_CHAT_MODE_ECHO:
+        clcf->handler = ngx_http_chat_ws_handler;
+        break;
+
+    case NGX_HTTP_CHAT_MODE_API:
+        clcf->handler = ngx_http_chat_api_handler;
+        break;
+
+    case NGX_HTTP_CHAT_MODE_STATUS:
+        clcf->handler = ngx_http_chat_status_handler;
+        break;
+
+    default: /* NGX_HTTP_CHAT_MODE_DEV_TOKEN */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"chat_dev_token\" mints a token for anyone who "
+                           "asks: for development only, never in production");
+        clcf->handler = ngx_http_chat_dev_token_handler;
+        break;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (ngx_http_chat_status_init_conf(cf, cmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    u_char                   *buf;
+    ssize_t                   n;
+    ngx_fd_t                  fd;
+    ngx_str_t                *value, path;
+    ngx_file_info_t           fi;
+    const char               *err;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_chat_jwt_alg_e   alg;
+    ngx_http_chat_jwt_key_t  *key;
+
+    if (ccf->jwt_key != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    alg = ngx_http_chat_jwt_alg((char *) value[1].data, value[1].len);
+
+    if (alg == NGX_HTTP_CHAT_JWT_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unsupported JWT algorithm \"%V\": use hs256, "
+                           "hs384, hs512, rs256 or es256", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[2].len <= 5 || ngx_strncmp(value[2].data, "file=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected file=PATH",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    path.data = value[2].data + 5;
+    path.len = value[2].len - 5;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* read at configuration time, in the master: blocking is fine here */
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 64 * 1024)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "key file \"%V\" is unreadable or over 64k",
+                           &path);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, (size_t) ngx_file_size(&fi));
+
+    (void) ngx_close_file(fd);
+
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read key file \"%V\"", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    key = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_jwt_key_t));
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_chat_jwt_key_cleanup;
+    cln->data = key;
+
+    if (ngx_http_chat_jwt_key_load(key, alg, buf, (size_t) n, &err) != 0) {
+        ngx_explicit_memzero(buf, (size_t) n);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid key in \"%V\": %s", &path, err);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_explicit_memzero(buf, (size_t) n);
+
+    ccf->jwt_key = key;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_chat_jwt_key_cleanup(void *data)
+{
+    ngx_http_chat_jwt_key_t  *key = data;
+
+    ngx_http_chat_jwt_key_free(key);
+}
+
+
+static char *
+ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    ngx_str_t                         *value, name;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (ccf->identity != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ccf->identity = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (ccf->identity == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = ccf->identity;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ccf->identity_name = NULL;
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (value[2].len <= 5 || ngx_strncmp(value[2].data, "name=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected name=VALUE",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[2].data + 5;
+    name.len = value[2].len - 5;
+
+    ccf->identity_name = ngx_palloc(cf->pool,
+                                    sizeof(ngx_http_complex_value_t));
+    if (ccf->identity_name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &name;
+    ccv.complex_value = ccf->identity_name;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    u_char      *p, *host;
+    ngx_str_t   *value, *origin;
+    ngx_uint_t   i;
+
+    if (ccf->allowed_origins != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    ccf->allowed_origins = ngx_array_create(cf->pool, cf->args->nelts,
+                                            sizeof(ngx_str_t));
+    if (ccf->allowed_origins == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        /* "*", or scheme://host[:port] exactly as browsers send it */
+
+        if (!(value[i].len == 1 && value[i].data[0] == '*')) {
+            p = ngx_strlcasestrn(value[i].data, value[i].data + value[i].len,
+                                 (u_char *) "://", 3 - 1);
+            host = (p == NULL) ? NULL : p + 3;
+
+            if (host == NULL || host == value[i].data + value[i].len
+                || ngx_strlchr(host, value[i].data + value[i].len, '/')
+                   != NULL)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid origin \"%V\": expected "
+                                   "\"*\" or scheme://host[:port]",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        origin = ngx_array_push(ccf->allowed_origins);
+        if (origin == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *origin = value[i];
+        ngx_strlow(origin->data, origin->data, origin->len);
+    }
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,221 @@
+
+/*
+ * ngx_http_chat_module: types shared by the module's files.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_H_INCLUDED_
+#define _NGX_HTTP_CHAT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include <ngx_http_chat_frame.h>
+#include <ngx_http_chat_jwt.h>
+
+
+#define NGX_HTTP_CHAT_SUBPROTOCOL      "chat.v1"
+#define NGX_HTTP_CHAT_MAX_JSON_DEPTH   32
+#define NGX_HTTP_CHAT_DEV_TOKEN_TTL    86400
+
+
+typedef enum {
+    NGX_HTTP_CHAT_MODE_NONE = 0,
+    NGX_HTTP_CHAT_MODE_WEBSOCKET,
+    NGX_HTTP_CHAT_MODE_ECHO,
+    NGX_HTTP_CHAT_MODE_API,
+    NGX_HTTP_CHAT_MODE_STATUS,
+    NGX_HTTP_CHAT_MODE_DEV_TOKEN
+} ngx_http_chat_mode_e;
+
+
+/* counters in shared memory, read by chat_status */
+typedef struct {
+    ngx_atomic_t                  connections;        /* open WebSockets */
+    ngx_atomic_t                  upgrades;           /* 101 sent */
+    ngx_atomic_t                  handshake_failures;
+    ngx_atomic_t                  auth_failures;
+    ngx_atomic_t                  frames_in;
+    ngx_atomic_t                  messages_in;
+    ngx_atomic_t                  messages_out;
+    ngx_atomic_t                  bytes_in;
+    ngx_atomic_t                  bytes_out;
+    ngx_atomic_t                  requests_bad;       /* bad_request replies */
+    ngx_atomic_t                  closes_protocol;    /* 1002, 1003, 1007 */
+    ngx_atomic_t                  closes_limit;       /* 1008, 1009 */
+    ngx_atomic_t                  closes_timeout;     /* no pong, idle */
+    ngx_atomic_t                  closes_token;       /* 4001 */
+    ngx_atomic_t                  closes_shutdown;    /* 1001 */
+    ngx_atomic_t                  tokens_minted;
+} ngx_http_chat_stats_t;
+
+
+typedef struct {
+    ngx_shm_zone_t               *stats_zone;
+    ngx_http_chat_stats_t        *stats;
+} ngx_http_chat_main_conf_t;
+
+
+typedef struct {
+    ngx_http_chat_mode_e          mode;
+
+    /* authentication */
+    ngx_http_chat_jwt_key_t      *jwt_key;
+    ngx_str_t                     jwt_issuer;      /* NUL-terminated */
+    ngx_str_t                     jwt_audience;    /* NUL-terminated */
+    time_t                        jwt_leeway;
+    ngx_flag_t                    jwt_require_exp;
+    ngx_str_t                     token_cookie;
+    ngx_http_complex_value_t     *identity;        /* chat_identity */
+    ngx_http_complex_value_t     *identity_name;
+
+    /* handshake */
+    ngx_array_t                  *allowed_origins; /* ngx_str_t, or NULL */
+
+    /* WebSocket limits and timers */
+    size_t                        max_message_size;
+    ngx_uint_t                    max_fragments;
+    size_t                        send_buffer;
+    ngx_msec_t                    heartbeat;
+    ngx_msec_t                    idle_timeout;
+    ngx_msec_t                    close_timeout;
+    ngx_msec_t                    send_timeout;
+
+    /* chat protocol */
+    ngx_uint_t                    max_message_length;
+} ngx_http_chat_loc_conf_t;
+
+
+/* identity established by the handshake or a REST request */
+typedef struct {
+    ngx_str_t                     id;
+    ngx_str_t                     name;
+    ngx_str_t                     avatar;
+    time_t                        exp;       /* 0: never expires */
+} ngx_http_chat_identity_t;
+
+
+/* a payload shared by every out queue entry that sends it */
+typedef struct {
+    ngx_uint_t                    refs;
+    size_t                        len;
+    size_t                        size;
+    u_char                        data[1];
+} ngx_http_chat_buf_t;
+
+
+typedef struct ngx_http_chat_out_s  ngx_http_chat_out_t;
+
+struct ngx_http_chat_out_s {
+    ngx_http_chat_out_t          *next;
+    ngx_http_chat_buf_t          *buf;       /* NULL for a header alone */
+    size_t                        sent;      /* of header, then payload */
+    u_char                        hlen;
+    u_char                        header[NGX_HTTP_CHAT_FRAME_HEADER_MAX];
+};
+
+
+typedef struct ngx_http_chat_conn_s  ngx_http_chat_conn_t;
+
+struct ngx_http_chat_conn_s {
+    ngx_connection_t             *connection;
+    ngx_http_request_t           *request;   /* until the upgrade is done */
+    ngx_http_chat_loc_conf_t     *conf;
+
+    ngx_http_chat_frame_parser_t  parser;
+    ngx_http_chat_buf_t          *msg;       /* data message being read */
+
+    ngx_http_chat_out_t          *out;
+    ngx_http_chat_out_t         **out_last;
+    size_t                        out_bytes;
+
+    ngx_http_chat_buf_t          *upgrade;   /* the 101 before the start */
+    u_char                       *early;     /* bytes sent before the 101 */
+    size_t                        early_len;
+
+    ngx_http_chat_identity_t      id;
+    ngx_uint_t                    session;
+
+    ngx_msec_t                    last_data;  /* last data message in */
+
+    unsigned                      echo:1;
+    unsigned                      started:1;
+    unsigned                      ping_sent:1;
+    unsigned                      read_blocked:1;
+    unsigned                      close_sent:1;
+    unsigned                      close_received:1;
+    unsigned                      discard:1;  /* input past a failure */
+    unsigned                      lingering:1;
+    unsigned                      finalized:1;
+};
+
+
+/* the request's module context: who is asking, and the WebSocket to be */
+typedef struct {
+    ngx_http_chat_identity_t      id;
+    ngx_http_chat_conn_t         *wc;
+} ngx_http_chat_ctx_t;
+
+
+extern ngx_module_t  ngx_http_chat_module;
+
+
+#define ngx_http_chat_stat(mcf, field, n)                                    \
+    if ((mcf)->stats) {                                                      \
+        (void) ngx_atomic_fetch_add(&(mcf)->stats->field, n);                \
+    }
+
+
+/* ngx_http_chat_http.c: JSON answers to plain HTTP requests */
+ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body);
+ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message);
+u_char *ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec);
+json_t *ngx_http_chat_user_json(ngx_http_chat_identity_t *id);
+
+#define NGX_HTTP_CHAT_TIME_LEN  (sizeof("2026-11-21T10:00:00.123Z") - 1)
+
+/* ngx_http_chat_auth.c */
+ngx_int_t ngx_http_chat_authenticate(ngx_http_request_t *r,
+    ngx_http_chat_loc_conf_t *ccf, ngx_pool_t *pool,
+    ngx_http_chat_identity_t *id, const char **err);
+ngx_int_t ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *clcf,
+    u_char *token, size_t len, ngx_http_chat_jwt_t *jwt, const char **err);
+ngx_int_t ngx_http_chat_dev_token_handler(ngx_http_request_t *r);
+
+/* ngx_http_chat_handshake.c */
+ngx_int_t ngx_http_chat_ws_handler(ngx_http_request_t *r);
+
+/* ngx_http_chat_ws.c: the connection after the upgrade */
+void ngx_http_chat_ws_start(ngx_event_t *ev);
+ngx_int_t ngx_http_chat_ws_send_text(ngx_http_chat_conn_t *wc, u_char *data,
+    size_t len);
+ngx_int_t ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc,
+    unsigned opcode, ngx_http_chat_buf_t *buf);
+void ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
+    const char *reason);
+void ngx_http_chat_ws_rearm(ngx_http_chat_conn_t *wc);
+ngx_http_chat_buf_t *ngx_http_chat_buf_alloc(size_t size, ngx_log_t *log);
+void ngx_http_chat_buf_release(ngx_http_chat_buf_t *buf);
+
+/* ngx_http_chat_session.c: the chat protocol on a connection */
+ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
+ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
+    u_char *data, size_t len);
+void ngx_http_chat_session_close(ngx_http_chat_conn_t *wc);
+
+/* ngx_http_chat_status.c */
+ngx_int_t ngx_http_chat_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_status_init_conf(ngx_conf_t *cf,
+    ngx_http_chat_main_conf_t *cmcf);
+
+/* ngx_http_chat_api.c */
+ngx_int_t ngx_http_chat_api_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_CHAT_H_INCLUDED_ */

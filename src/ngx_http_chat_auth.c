@@ -1,0 +1,368 @@
+
+/*
+ * Who is asking: a JWT from the Authorization header, the access_token
+ * argument or a configured cookie, or an identity that an earlier module
+ * (auth_request, for instance) left in an nginx variable.  Also the
+ * development-only token minting endpoint.
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+#define NGX_HTTP_CHAT_DEV_USER_MAX  64
+#define NGX_HTTP_CHAT_DEV_NAME_MAX  64
+
+
+static ngx_int_t ngx_http_chat_find_token(ngx_http_request_t *r,
+    ngx_http_chat_loc_conf_t *ccf, ngx_str_t *token);
+static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
+    ngx_http_chat_identity_t *id, const char *sub, size_t sub_len,
+    const char *name, size_t name_len, const char *avatar,
+    size_t avatar_len);
+static ngx_int_t ngx_http_chat_dev_user_valid(ngx_str_t *user);
+
+
+ngx_int_t
+ngx_http_chat_authenticate(ngx_http_request_t *r,
+    ngx_http_chat_loc_conf_t *ccf, ngx_pool_t *pool,
+    ngx_http_chat_identity_t *id, const char **err)
+{
+    ngx_int_t            rc;
+    ngx_str_t            token, user, name;
+    ngx_http_chat_jwt_t  jwt;
+
+    ngx_memzero(id, sizeof(ngx_http_chat_identity_t));
+
+    if (ccf->identity != NULL) {
+
+        if (ngx_http_complex_value(r, ccf->identity, &user) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (user.len == 0) {
+            *err = "not authenticated";
+            return NGX_DECLINED;
+        }
+
+        if (user.len > NGX_HTTP_CHAT_JWT_MAX_SUB) {
+            *err = "user id is too long";
+            return NGX_DECLINED;
+        }
+
+        ngx_str_null(&name);
+
+        if (ccf->identity_name != NULL
+            && ngx_http_complex_value(r, ccf->identity_name, &name) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_chat_copy_identity(pool, id, (char *) user.data,
+                                           user.len, (char *) name.data,
+                                           name.len, NULL, 0);
+    }
+
+    if (ngx_http_chat_find_token(r, ccf, &token) != NGX_OK) {
+        *err = "no token: send Authorization: Bearer, the access_token "
+               "argument or the token cookie";
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_chat_verify_token(ccf, token.data, token.len, &jwt, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_chat_copy_identity(pool, id, jwt.sub, jwt.sub_len,
+                                     jwt.name, jwt.name_len, jwt.avatar,
+                                     jwt.avatar_len);
+    id->exp = (time_t) jwt.exp;
+
+    ngx_http_chat_jwt_free(&jwt);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *ccf, u_char *token,
+    size_t len, ngx_http_chat_jwt_t *jwt, const char **err)
+{
+    ngx_http_chat_jwt_opts_t  opts;
+
+    if (ccf->jwt_key == NULL) {
+        *err = "tokens are not accepted here";
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&opts, sizeof(ngx_http_chat_jwt_opts_t));
+
+    opts.now = ngx_time();
+    opts.leeway = ccf->jwt_leeway;
+    opts.require_exp = ccf->jwt_require_exp ? 1 : 0;
+    opts.issuer = ccf->jwt_issuer.len ? (char *) ccf->jwt_issuer.data : NULL;
+    opts.audience = ccf->jwt_audience.len ? (char *) ccf->jwt_audience.data
+                                          : NULL;
+
+    if (ngx_http_chat_jwt_verify(ccf->jwt_key, &opts, token, len, jwt, err)
+        != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
+    ngx_str_t *token)
+{
+    ngx_str_t         *auth;
+    ngx_table_elt_t   *h;
+
+    h = r->headers_in.authorization;
+
+    if (h != NULL) {
+        auth = &h->value;
+
+        if (auth->len > sizeof("Bearer ") - 1
+            && ngx_strncasecmp(auth->data, (u_char *) "Bearer ",
+                               sizeof("Bearer ") - 1) == 0)
+        {
+            token->data = auth->data + sizeof("Bearer ") - 1;
+            token->len = auth->len - (sizeof("Bearer ") - 1);
+
+            while (token->len && token->data[0] == ' ') {
+                token->data++;
+                token->len--;
+            }
+
+            if (token->len) {
+                return NGX_OK;
+            }
+        }
+    }
+
+    if (ngx_http_arg(r, (u_char *) "access_token", sizeof("access_token") - 1,
+                     token)
+        == NGX_OK && token->len)
+    {
+        return NGX_OK;
+    }
+
+    if (ccf->token_cookie.len) {
+#if (nginx_version >= 1023000)
+        if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
+                                              &ccf->token_cookie, token)
+            != NULL && token->len)
+        {
+            return NGX_OK;
+        }
+#else
+        if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
+                                              &ccf->token_cookie, token)
+            != NGX_DECLINED && token->len)
+        {
+            return NGX_OK;
+        }
+#endif
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_chat_copy_identity(ngx_pool_t *pool, ngx_http_chat_identity_t *id,
+    const char *sub, size_t sub_len, const char *name, size_t name_len,
+    const char *avatar, size_t avatar_len)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, sub_len + name_len + avatar_len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    id->id.data = p;
+    id->id.len = sub_len;
+    p = ngx_cpymem(p, sub, sub_len);
+
+    id->name.data = p;
+    id->name.len = name_len;
+    p = ngx_cpymem(p, name, name_len);
+
+    id->avatar.data = p;
+    id->avatar.len = avatar_len;
+    ngx_memcpy(p, avatar, avatar_len);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
+{
+    u_char                     *dst, *src, *token;
+    time_t                      now;
+    json_t                     *claims, *body;
+    ssize_t                     n;
+    ngx_int_t                   rc;
+    ngx_str_t                   user, name, arg;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+    u_char                      expires[NGX_HTTP_CHAT_TIME_LEN + 1];
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                        "bad_request", "use GET");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (ngx_http_arg(r, (u_char *) "user", 4, &user) != NGX_OK
+        || ngx_http_chat_dev_user_valid(&user) != NGX_OK)
+    {
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request",
+                                        "user must be 1 to 64 characters "
+                                        "of A-Z a-z 0-9 _ . @ -");
+    }
+
+    ngx_str_null(&name);
+
+    if (ngx_http_arg(r, (u_char *) "name", 4, &arg) == NGX_OK && arg.len) {
+
+        name.data = ngx_pnalloc(r->pool, arg.len);
+        if (name.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        dst = name.data;
+        src = arg.data;
+        ngx_unescape_uri(&dst, &src, arg.len, NGX_UNESCAPE_URI);
+        name.len = dst - name.data;
+
+        for (n = 0; n < (ssize_t) name.len; n++) {
+            if (name.data[n] == '+') {
+                name.data[n] = ' ';
+            }
+        }
+
+        for (n = 0; n < (ssize_t) name.len; n++) {
+            if (name.data[n] < 0x20 || name.data[n] == 0x7f) {
+                break;
+            }
+        }
+
+        if (name.len > NGX_HTTP_CHAT_DEV_NAME_MAX || n < (ssize_t) name.len) {
+            return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                            "bad_request",
+                                            "name must be at most 64 bytes "
+                                            "with no control characters");
+        }
+    }
+
+    now = ngx_time();
+
+    claims = json_object();
+    if (claims == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (json_object_set_new(claims, "sub",
+                            json_stringn((char *) user.data, user.len)) != 0
+        || (name.len
+            && json_object_set_new(claims, "name",
+                                   json_stringn((char *) name.data, name.len))
+               != 0)
+        || json_object_set_new(claims, "iat", json_integer(now)) != 0
+        || json_object_set_new(claims, "exp",
+                               json_integer(now + NGX_HTTP_CHAT_DEV_TOKEN_TTL))
+           != 0
+        || (ccf->jwt_issuer.len
+            && json_object_set_new(claims, "iss",
+                                json_string((char *) ccf->jwt_issuer.data))
+               != 0)
+        || (ccf->jwt_audience.len
+            && json_object_set_new(claims, "aud",
+                              json_string((char *) ccf->jwt_audience.data))
+               != 0))
+    {
+        /* json_stringn() refuses bytes that are not UTF-8 */
+        json_decref(claims);
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request",
+                                        "name must be valid UTF-8");
+    }
+
+    token = ngx_pnalloc(r->pool, NGX_HTTP_CHAT_JWT_MAX_TOKEN);
+    if (token == NULL) {
+        json_decref(claims);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = ngx_http_chat_jwt_sign(ccf->jwt_key, claims, token,
+                               NGX_HTTP_CHAT_JWT_MAX_TOKEN);
+
+    json_decref(claims);
+
+    if (n < 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "chat: cannot sign a development token");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_http_chat_time(expires, now + NGX_HTTP_CHAT_DEV_TOKEN_TTL, 0) = '\0';
+
+    body = json_pack("{s:s%, s:s, s:{s:s%, s:s%}}",
+                     "token", (char *) token, (size_t) n,
+                     "expires_at", (char *) expires,
+                     "user", "id", (char *) user.data, user.len,
+                     "name", name.len ? (char *) name.data
+                                      : (char *) user.data,
+                     name.len ? name.len : user.len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_chat_stat(cmcf, tokens_minted, 1);
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK, body);
+}
+
+
+static ngx_int_t
+ngx_http_chat_dev_user_valid(ngx_str_t *user)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (user->len == 0 || user->len > NGX_HTTP_CHAT_DEV_USER_MAX) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < user->len; i++) {
+        c = user->data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9')
+            || c == '_' || c == '.' || c == '@' || c == '-')
+        {
+            continue;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}

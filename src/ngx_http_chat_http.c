@@ -1,0 +1,116 @@
+
+/*
+ * JSON answers to plain HTTP requests: the REST routes, the status and
+ * token endpoints, and refused WebSocket handshakes all answer this way.
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+ngx_int_t
+ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body)
+{
+    size_t        size;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    size = json_dumpb(body, NULL, 0, JSON_COMPACT);
+
+    b = ngx_create_temp_buf(r->pool, size + 1);
+    if (b == NULL || size == 0) {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last += json_dumpb(body, (char *) b->pos, size, JSON_COMPACT);
+    *b->last++ = '\n';
+
+    json_decref(body);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    json_t  *body;
+
+    body = json_pack("{s:{s:s, s:s}}", "error", "code", code,
+                     "message", message);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* an error page configured for the status must not replace the JSON */
+    r->err_status = 0;
+
+    return ngx_http_chat_send_json(r, status, body);
+}
+
+
+u_char *
+ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(sec, &tm);
+
+    return ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       msec % 1000);
+}
+
+
+/* {"id", "name", "avatar"} of a user; name falls back to the id */
+
+json_t *
+ngx_http_chat_user_json(ngx_http_chat_identity_t *id)
+{
+    ngx_str_t  *name;
+    json_t     *user;
+
+    name = id->name.len ? &id->name : &id->id;
+
+    user = json_pack("{s:s%, s:s%}", "id", id->id.data, id->id.len,
+                     "name", name->data, name->len);
+    if (user == NULL) {
+        return NULL;
+    }
+
+    if (id->avatar.len
+        && json_object_set_new(user, "avatar",
+                               json_stringn((char *) id->avatar.data,
+                                            id->avatar.len))
+           != 0)
+    {
+        json_decref(user);
+        return NULL;
+    }
+
+    return user;
+}
