@@ -21,13 +21,16 @@ enum {
     ngx_http_chat_st_mask,
     ngx_http_chat_st_payload,
     ngx_http_chat_st_control,
-    ngx_http_chat_st_message_end,
     ngx_http_chat_st_error
 };
 
 
 static ngx_http_chat_frame_rc_e ngx_http_chat_frame_fail(
     ngx_http_chat_frame_parser_t *p, unsigned code, const char *error);
+static ngx_http_chat_frame_rc_e ngx_http_chat_frame_opcode(
+    ngx_http_chat_frame_parser_t *p);
+static ngx_http_chat_frame_rc_e ngx_http_chat_frame_length(
+    ngx_http_chat_frame_parser_t *p);
 static ngx_http_chat_frame_rc_e ngx_http_chat_frame_header_done(
     ngx_http_chat_frame_parser_t *p);
 static ngx_http_chat_frame_rc_e ngx_http_chat_frame_end(
@@ -70,11 +73,6 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
 
         case ngx_http_chat_st_error:
             return NGX_HTTP_CHAT_FRAME_ERROR;
-
-        case ngx_http_chat_st_message_end:
-            p->state = ngx_http_chat_st_start;
-            *pos = b;
-            return NGX_HTTP_CHAT_FRAME_MESSAGE;
 
         case ngx_http_chat_st_payload:
 
@@ -171,6 +169,13 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
             p->fin = (c & 0x80) ? 1 : 0;
             p->opcode = c & 0x0f;
             p->state = ngx_http_chat_st_len;
+
+            rc = ngx_http_chat_frame_opcode(p);
+            if (rc != NGX_HTTP_CHAT_FRAME_AGAIN) {
+                *pos = b;
+                return rc;
+            }
+
             break;
 
         case ngx_http_chat_st_len:
@@ -187,6 +192,14 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
                                                       : "unmasked client frame");
             }
 
+            if ((p->opcode & 0x08) && p->frame_len > NGX_HTTP_CHAT_CONTROL_MAX)
+            {
+                *pos = b;
+                return ngx_http_chat_frame_fail(p,
+                                             NGX_HTTP_CHAT_CLOSE_PROTOCOL,
+                                             "control frame over 125 bytes");
+            }
+
             if (p->frame_len == 126) {
                 p->need = 2;
                 p->ext64 = 0;
@@ -199,12 +212,8 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
                 p->frame_len = 0;
                 p->state = ngx_http_chat_st_ext_len;
 
-            } else if (p->masked) {
-                p->need = 4;
-                p->state = ngx_http_chat_st_mask;
-
             } else {
-                rc = ngx_http_chat_frame_header_done(p);
+                rc = ngx_http_chat_frame_length(p);
                 if (rc != NGX_HTTP_CHAT_FRAME_AGAIN) {
                     *pos = b;
                     return rc;
@@ -237,13 +246,7 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
                                              "length not minimally encoded");
             }
 
-            if (p->masked) {
-                p->need = 4;
-                p->state = ngx_http_chat_st_mask;
-                break;
-            }
-
-            rc = ngx_http_chat_frame_header_done(p);
+            rc = ngx_http_chat_frame_length(p);
             if (rc != NGX_HTTP_CHAT_FRAME_AGAIN) {
                 *pos = b;
                 return rc;
@@ -271,11 +274,11 @@ ngx_http_chat_frame_parse(ngx_http_chat_frame_parser_t *p, u_char **pos,
 }
 
 
-static ngx_http_chat_frame_rc_e
-ngx_http_chat_frame_header_done(ngx_http_chat_frame_parser_t *p)
-{
-    p->remaining = p->frame_len;
+/* the first byte decides what the opcode allows */
 
+static ngx_http_chat_frame_rc_e
+ngx_http_chat_frame_opcode(ngx_http_chat_frame_parser_t *p)
+{
     if (p->opcode & 0x08) {
 
         if (p->opcode > NGX_HTTP_CHAT_OP_PONG) {
@@ -287,14 +290,6 @@ ngx_http_chat_frame_header_done(ngx_http_chat_frame_parser_t *p)
             return ngx_http_chat_frame_fail(p, NGX_HTTP_CHAT_CLOSE_PROTOCOL,
                                             "fragmented control frame");
         }
-
-        if (p->frame_len > NGX_HTTP_CHAT_CONTROL_MAX) {
-            return ngx_http_chat_frame_fail(p, NGX_HTTP_CHAT_CLOSE_PROTOCOL,
-                                            "control frame over 125 bytes");
-        }
-
-        p->control_len = 0;
-        p->state = ngx_http_chat_st_control;
 
         return NGX_HTTP_CHAT_FRAME_AGAIN;
     }
@@ -339,16 +334,50 @@ ngx_http_chat_frame_header_done(ngx_http_chat_frame_parser_t *p)
                                         "too many fragments");
     }
 
-    if (p->max_message
-        && (p->frame_len > p->max_message
-            || p->msg_size + p->frame_len > p->max_message))
-    {
-        return ngx_http_chat_frame_fail(p, NGX_HTTP_CHAT_CLOSE_TOO_BIG,
-                                        "message too big");
+    return NGX_HTTP_CHAT_FRAME_AGAIN;
+}
+
+
+/* the length is known: the size limit is decided before any payload */
+
+static ngx_http_chat_frame_rc_e
+ngx_http_chat_frame_length(ngx_http_chat_frame_parser_t *p)
+{
+    if (!(p->opcode & 0x08)) {
+
+        if (p->max_message
+            && (p->frame_len > p->max_message
+                || p->msg_size + p->frame_len > p->max_message))
+        {
+            return ngx_http_chat_frame_fail(p, NGX_HTTP_CHAT_CLOSE_TOO_BIG,
+                                            "message too big");
+        }
+
+        p->msg_size += p->frame_len;
     }
 
-    p->msg_size += p->frame_len;
-    p->state = ngx_http_chat_st_payload;
+    if (p->masked) {
+        p->need = 4;
+        p->state = ngx_http_chat_st_mask;
+        return NGX_HTTP_CHAT_FRAME_AGAIN;
+    }
+
+    return ngx_http_chat_frame_header_done(p);
+}
+
+
+static ngx_http_chat_frame_rc_e
+ngx_http_chat_frame_header_done(ngx_http_chat_frame_parser_t *p)
+{
+    p->remaining = p->frame_len;
+
+    if (p->opcode & 0x08) {
+        p->control_len = 0;
+        p->state = ngx_http_chat_st_control;
+
+    } else {
+        p->state = ngx_http_chat_st_payload;
+    }
 
     return NGX_HTTP_CHAT_FRAME_AGAIN;
 }
