@@ -9,6 +9,8 @@
 #   make fuzz             each libFuzzer target for FUZZ_SECONDS
 
 SHELL        := /bin/bash
+# no "Entering/Leaving directory" lines: the test summary stays the last
+MAKEFLAGS    += --no-print-directory
 PYTHON       := /usr/bin/python3
 BUILD        := $(CURDIR)/build
 MODULE_NAME  := ngx_http_chat_module
@@ -86,14 +88,16 @@ run: deps module
 stop:
 	@bash scripts/stop.sh
 
-# unit tests: pure C parsers, no nginx needed
+# unit tests: pure C parsers, no nginx needed; UNIT_OUT keeps sanitizer
+# builds (scripts/asan.sh) apart from the plain ones
 UNIT_SRCS    := $(wildcard t/unit/test_*.c)
-UNIT_BINS    := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+UNIT_OUT     ?= $(BUILD)/unit
+UNIT_BINS    := $(patsubst t/unit/%.c,$(UNIT_OUT)/%,$(UNIT_SRCS))
 UNIT_CC      ?= cc
 UNIT_CFLAGS  ?= -g -O1 -Wall -Wextra -Werror
 UNIT_LIBS    := -ljansson -lcrypto
 
-$(BUILD)/unit/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
+$(UNIT_OUT)/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
 	@mkdir -p $(dir $@)
 	$(UNIT_CC) $(UNIT_CFLAGS) -Isrc -It/unit -o $@ $< \
 	    src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c \
@@ -101,7 +105,9 @@ $(BUILD)/unit/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do \
-	    CHAT_TESTDATA=$(CURDIR)/t/data $$t; done
+	    CHAT_TESTDATA=$(CURDIR)/t/data \
+	    CHAT_JSON_CORPUS=$(dir $(CURDIR))shared/testdata/json/test_parsing \
+	    $$t; done
 
 test-t: module
 	cd t && CHAT_MODULE=$(MODULE) $(PYTHON) -m pytest $(PYTEST_ARGS)

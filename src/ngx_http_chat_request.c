@@ -22,13 +22,22 @@ ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
 
     memset(req, 0, sizeof(ngx_http_chat_request_t));
 
+    /* jansson stops at a NUL byte and would accept what precedes it */
+
+    if (memchr(data, '\0', len) != NULL) {
+        *err = "not valid JSON";
+        return -1;
+    }
+
     if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
         *err = "JSON nested too deeply";
         return -1;
     }
 
-    root = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES,
-                      &error);
+    /* any top-level value, so that a scalar gets the reason below */
+
+    root = json_loadb((const char *) data, len,
+                      JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &error);
     if (root == NULL) {
         *err = "not valid JSON";
         return -1;
