@@ -71,6 +71,19 @@ if ! out=$("$NGINX" -p "$RUN/" -c "$CONF" -t -q 2>&1); then
     fail "$CONF does not pass nginx -t"
 fi
 
+# A reload cannot pick up a rebuilt module: the master keeps the old .so
+# loaded and dlopen() hands it back by name.  So a new build restarts.
+if [ -n "$pid" ] && [ "$MODULE" -nt "$PIDFILE" ]; then
+    echo "run: the module was rebuilt; restarting nginx $pid"
+    kill -QUIT "$pid"
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && fail "nginx $pid did not stop"
+    pid=
+fi
+
 if [ -n "$pid" ]; then
     echo "run: nginx $pid is running; reloading its configuration"
     "$NGINX" -p "$RUN/" -c "$CONF" -s reload || fail "reload failed"
