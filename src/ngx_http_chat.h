@@ -187,6 +187,7 @@ ngx_int_t ngx_http_chat_authenticate(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *clcf,
     u_char *token, size_t len, ngx_http_chat_jwt_t *jwt, const char **err);
 ngx_int_t ngx_http_chat_dev_token_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_text_valid(ngx_str_t *s);
 
 /* ngx_http_chat_handshake.c */
 ngx_int_t ngx_http_chat_ws_handler(ngx_http_request_t *r);

@@ -8,6 +8,7 @@
 
 
 #include <ngx_http_chat.h>
+#include <ngx_http_chat_utf8.h>
 
 
 #define NGX_HTTP_CHAT_DEV_USER_MAX  64
@@ -50,12 +51,23 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
+        if (ngx_http_chat_text_valid(&user) != NGX_OK) {
+            *err = "the identity is not a valid user id";
+            return NGX_DECLINED;
+        }
+
         ngx_str_null(&name);
 
         if (ccf->identity_name != NULL
             && ngx_http_complex_value(r, ccf->identity_name, &name) != NGX_OK)
         {
             return NGX_ERROR;
+        }
+
+        /* a name that cannot be shown is no name: the id stands in */
+
+        if (ngx_http_chat_text_valid(&name) != NGX_OK) {
+            ngx_str_null(&name);
         }
 
         return ngx_http_chat_copy_identity(pool, id, (char *) user.data,
@@ -247,28 +259,29 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        /* a form's "+" is a space; "%2B" is a plus, so "+" goes first */
+
+        src = ngx_pnalloc(r->pool, arg.len);
+        if (src == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        for (n = 0; n < (ssize_t) arg.len; n++) {
+            src[n] = (arg.data[n] == '+') ? ' ' : arg.data[n];
+        }
+
         dst = name.data;
-        src = arg.data;
         ngx_unescape_uri(&dst, &src, arg.len, NGX_UNESCAPE_URI);
         name.len = dst - name.data;
 
-        for (n = 0; n < (ssize_t) name.len; n++) {
-            if (name.data[n] == '+') {
-                name.data[n] = ' ';
-            }
-        }
-
-        for (n = 0; n < (ssize_t) name.len; n++) {
-            if (name.data[n] < 0x20 || name.data[n] == 0x7f) {
-                break;
-            }
-        }
-
-        if (name.len > NGX_HTTP_CHAT_DEV_NAME_MAX || n < (ssize_t) name.len) {
+        if (name.len > NGX_HTTP_CHAT_DEV_NAME_MAX
+            || ngx_http_chat_text_valid(&name) != NGX_OK)
+        {
             return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
                                             "bad_request",
                                             "name must be at most 64 bytes "
-                                            "with no control characters");
+                                            "of UTF-8 with no control "
+                                            "characters");
         }
     }
 
@@ -361,6 +374,30 @@ ngx_http_chat_dev_user_valid(ngx_str_t *user)
             continue;
         }
 
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* UTF-8 without control characters: safe in JSON, logs and names */
+
+ngx_int_t
+ngx_http_chat_text_valid(ngx_str_t *s)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (ngx_http_chat_utf8_validate(NGX_HTTP_CHAT_UTF8_ACCEPT, s->data,
+                                    s->len)
+        != NGX_HTTP_CHAT_UTF8_ACCEPT)
+    {
         return NGX_DECLINED;
     }
 

@@ -31,7 +31,7 @@ typedef struct {
 static void ngx_http_chat_handshake_headers(ngx_http_request_t *r,
     ngx_http_chat_handshake_t *hs);
 static ngx_int_t ngx_http_chat_has_token(ngx_str_t *list, const char *token,
-    size_t len);
+    size_t len, ngx_uint_t caseless);
 static ngx_int_t ngx_http_chat_key_valid(ngx_str_t *key);
 static ngx_int_t ngx_http_chat_origin_allowed(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_str_t *origin);
@@ -243,7 +243,7 @@ ngx_http_chat_handshake_headers(ngx_http_request_t *r,
             && ngx_strncasecmp(h[i].key.data, (u_char *) "Upgrade",
                                h[i].key.len) == 0)
         {
-            if (ngx_http_chat_has_token(&h[i].value, "websocket", 9)
+            if (ngx_http_chat_has_token(&h[i].value, "websocket", 9, 1)
                 == NGX_OK)
             {
                 hs->upgrade = 1;
@@ -253,7 +253,7 @@ ngx_http_chat_handshake_headers(ngx_http_request_t *r,
                    && ngx_strncasecmp(h[i].key.data, (u_char *) "Connection",
                                       h[i].key.len) == 0)
         {
-            if (ngx_http_chat_has_token(&h[i].value, "upgrade", 7)
+            if (ngx_http_chat_has_token(&h[i].value, "upgrade", 7, 1)
                 == NGX_OK)
             {
                 hs->connection_upgrade = 1;
@@ -283,7 +283,8 @@ ngx_http_chat_handshake_headers(ngx_http_request_t *r,
 
             if (ngx_http_chat_has_token(&h[i].value,
                                         NGX_HTTP_CHAT_SUBPROTOCOL,
-                                        sizeof(NGX_HTTP_CHAT_SUBPROTOCOL) - 1)
+                                        sizeof(NGX_HTTP_CHAT_SUBPROTOCOL) - 1,
+                                        0)
                 == NGX_OK)
             {
                 hs->subprotocol = 1;
@@ -300,10 +301,11 @@ ngx_http_chat_handshake_headers(ngx_http_request_t *r,
 }
 
 
-/* whether a comma-separated header value holds the token, ignoring case */
+/* whether a comma-separated header value holds the token */
 
 static ngx_int_t
-ngx_http_chat_has_token(ngx_str_t *list, const char *token, size_t len)
+ngx_http_chat_has_token(ngx_str_t *list, const char *token, size_t len,
+    ngx_uint_t caseless)
 {
     u_char  *p, *last, *start, *end;
 
@@ -329,7 +331,8 @@ ngx_http_chat_has_token(ngx_str_t *list, const char *token, size_t len)
         }
 
         if ((size_t) (end - start) == len
-            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+            && (caseless ? ngx_strncasecmp(start, (u_char *) token, len)
+                         : ngx_strncmp(start, token, len)) == 0)
         {
             return NGX_OK;
         }

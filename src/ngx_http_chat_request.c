@@ -22,15 +22,15 @@ ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
 
     memset(req, 0, sizeof(ngx_http_chat_request_t));
 
+    if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
+        *err = "JSON nested too deeply";
+        return -1;
+    }
+
     /* jansson stops at a NUL byte and would accept what precedes it */
 
     if (memchr(data, '\0', len) != NULL) {
         *err = "not valid JSON";
-        return -1;
-    }
-
-    if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
-        *err = "JSON nested too deeply";
         return -1;
     }
 
