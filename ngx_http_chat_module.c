@@ -27,6 +27,10 @@ static char *ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_chat_init_process(ngx_cycle_t *cycle);
+static void ngx_http_chat_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_http_chat_fragments_bounds = {
@@ -39,6 +43,13 @@ static ngx_conf_num_bounds_t  ngx_http_chat_length_bounds = {
 
 
 static ngx_command_t  ngx_http_chat_commands[] = {
+
+    { ngx_string("chat_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("chat_websocket"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -213,10 +224,10 @@ ngx_module_t  ngx_http_chat_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_chat_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_chat_exit_process,            /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -246,6 +257,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *
      *     cmcf->stats_zone = NULL;
      *     cmcf->stats = NULL;
+     *     cmcf->pg = NULL;
      */
 
     return cmcf;
@@ -687,4 +699,45 @@ ngx_http_chat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    if (cmcf->pg != NULL) {
+        return "is duplicate";
+    }
+
+    cmcf->pg = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_pg_conf_t));
+    if (cmcf->pg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_chat_pg_conf(cf, cmcf->pg, cf->args->elts,
+                                 cf->args->nelts);
+}
+
+
+static ngx_int_t
+ngx_http_chat_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_chat_module);
+
+    if (cmcf == NULL || cmcf->pg == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
+}
+
+
+static void
+ngx_http_chat_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_pg_exit_process();
 }

@@ -16,11 +16,29 @@
 
 #include <ngx_http_chat_frame.h>
 #include <ngx_http_chat_jwt.h>
+#include <ngx_http_chat_pg.h>
+#include <ngx_http_chat_request.h>
 
 
 #define NGX_HTTP_CHAT_SUBPROTOCOL      "chat.v1"
 #define NGX_HTTP_CHAT_MAX_JSON_DEPTH   32
 #define NGX_HTTP_CHAT_DEV_TOKEN_TTL    86400
+
+/* storage requests a connection may have waiting before it is not read */
+#define NGX_HTTP_CHAT_MAX_OPS          64
+
+
+/* indexes of ngx_http_chat_pg_statements[] */
+#define NGX_HTTP_CHAT_STMT_USER_UPSERT          0
+#define NGX_HTTP_CHAT_STMT_CONVERSATION_CREATE  1
+#define NGX_HTTP_CHAT_STMT_CONVERSATION_LIST    2
+#define NGX_HTTP_CHAT_STMT_HISTORY              3
+#define NGX_HTTP_CHAT_STMT_EDIT                 4
+#define NGX_HTTP_CHAT_STMT_DELETE               5
+#define NGX_HTTP_CHAT_STMT_READ                 6
+#define NGX_HTTP_CHAT_STMT_DELIVERED            7
+#define NGX_HTTP_CHAT_STMT_SYNC                 8
+#define NGX_HTTP_CHAT_STMT_SEND                 9
 
 
 typedef enum {
@@ -57,6 +75,7 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t               *stats_zone;
     ngx_http_chat_stats_t        *stats;
+    ngx_http_chat_pg_conf_t      *pg;         /* chat_postgres, or NULL */
 } ngx_http_chat_main_conf_t;
 
 
@@ -90,7 +109,8 @@ typedef struct {
 } ngx_http_chat_loc_conf_t;
 
 
-/* identity established by the handshake or a REST request */
+/* identity established by the handshake or a REST request; the strings
+ * are NUL-terminated */
 typedef struct {
     ngx_str_t                     id;
     ngx_str_t                     name;
@@ -141,6 +161,11 @@ struct ngx_http_chat_conn_s {
     ngx_uint_t                    session;
 
     ngx_msec_t                    last_data;  /* last data message in */
+
+    ngx_queue_t                   ops;        /* storage requests, FIFO */
+    ngx_uint_t                    nops;
+    ngx_queue_t                   fanout;     /* the user's connections */
+    void                         *fanout_user;
 
     unsigned                      echo:1;
     unsigned                      started:1;
@@ -201,6 +226,7 @@ ngx_int_t ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc,
 void ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
     const char *reason);
 void ngx_http_chat_ws_rearm(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_ws_resume(ngx_http_chat_conn_t *wc);
 ngx_http_chat_buf_t *ngx_http_chat_buf_alloc(size_t size, ngx_log_t *log);
 void ngx_http_chat_buf_release(ngx_http_chat_buf_t *buf);
 
@@ -209,6 +235,23 @@ ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
 ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
     u_char *data, size_t len);
 void ngx_http_chat_session_close(ngx_http_chat_conn_t *wc);
+ngx_int_t ngx_http_chat_session_reply(ngx_http_chat_conn_t *wc, json_t *id,
+    json_t *data, json_t *error);
+ngx_int_t ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
+    const char *code, const char *message);
+ngx_int_t ngx_http_chat_session_event(ngx_http_chat_conn_t *wc,
+    json_t *event);
+
+/* ngx_http_chat_store.c: requests that need PostgreSQL */
+ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req, ngx_uint_t stmt);
+ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
+
+/* ngx_http_chat_fanout.c: delivery to this worker's connections */
+ngx_int_t ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
 
 /* ngx_http_chat_status.c */
 ngx_int_t ngx_http_chat_status_handler(ngx_http_request_t *r);

@@ -194,7 +194,9 @@ ngx_http_chat_copy_identity(ngx_pool_t *pool, ngx_http_chat_identity_t *id,
 {
     u_char  *p;
 
-    p = ngx_pnalloc(pool, sub_len + name_len + avatar_len);
+    /* NUL-terminated too: libpq takes text parameters as C strings */
+
+    p = ngx_pnalloc(pool, sub_len + name_len + avatar_len + 3);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -202,14 +204,17 @@ ngx_http_chat_copy_identity(ngx_pool_t *pool, ngx_http_chat_identity_t *id,
     id->id.data = p;
     id->id.len = sub_len;
     p = ngx_cpymem(p, sub, sub_len);
+    *p++ = '\0';
 
     id->name.data = p;
     id->name.len = name_len;
     p = ngx_cpymem(p, name, name_len);
+    *p++ = '\0';
 
     id->avatar.data = p;
     id->avatar.len = avatar_len;
-    ngx_memcpy(p, avatar, avatar_len);
+    p = ngx_cpymem(p, avatar, avatar_len);
+    *p = '\0';
 
     return NGX_OK;
 }

@@ -15,7 +15,8 @@ typedef ngx_int_t (*ngx_http_chat_request_pt)(ngx_http_chat_conn_t *wc,
 
 typedef struct {
     ngx_str_t                     type;
-    ngx_http_chat_request_pt      handler;
+    ngx_http_chat_request_pt      handler;    /* NULL: a storage request */
+    ngx_uint_t                    stmt;
 } ngx_http_chat_request_type_t;
 
 
@@ -23,35 +24,36 @@ static ngx_int_t ngx_http_chat_ping(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
-static ngx_int_t ngx_http_chat_no_storage(ngx_http_chat_conn_t *wc,
+static ngx_int_t ngx_http_chat_not_yet(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_send_json_frame(ngx_http_chat_conn_t *wc,
     json_t *json);
 static ngx_int_t ngx_http_chat_reply_ok(ngx_http_chat_conn_t *wc,
     json_t *id, json_t *data);
-static ngx_int_t ngx_http_chat_reply_error(ngx_http_chat_conn_t *wc,
-    json_t *id, const char *code, const char *message);
 
 
 static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
 
-    { ngx_string("ping"), ngx_http_chat_ping },
-    { ngx_string("auth.refresh"), ngx_http_chat_auth_refresh },
+    { ngx_string("ping"), ngx_http_chat_ping, 0 },
+    { ngx_string("auth.refresh"), ngx_http_chat_auth_refresh, 0 },
 
-    /* these need PostgreSQL (chat_postgres) */
-    { ngx_string("conversation.create"), ngx_http_chat_no_storage },
-    { ngx_string("conversation.list"), ngx_http_chat_no_storage },
-    { ngx_string("messages.history"), ngx_http_chat_no_storage },
-    { ngx_string("message.send"), ngx_http_chat_no_storage },
-    { ngx_string("message.edit"), ngx_http_chat_no_storage },
-    { ngx_string("message.delete"), ngx_http_chat_no_storage },
-    { ngx_string("message.read"), ngx_http_chat_no_storage },
-    { ngx_string("message.delivered"), ngx_http_chat_no_storage },
-    { ngx_string("typing"), ngx_http_chat_no_storage },
-    { ngx_string("presence.query"), ngx_http_chat_no_storage },
-    { ngx_string("sync"), ngx_http_chat_no_storage },
+    { ngx_string("message.send"), NULL, NGX_HTTP_CHAT_STMT_SEND },
+    { ngx_string("message.read"), NULL, NGX_HTTP_CHAT_STMT_READ },
+    { ngx_string("message.delivered"), NULL, NGX_HTTP_CHAT_STMT_DELIVERED },
+    { ngx_string("messages.history"), NULL, NGX_HTTP_CHAT_STMT_HISTORY },
+    { ngx_string("message.edit"), NULL, NGX_HTTP_CHAT_STMT_EDIT },
+    { ngx_string("message.delete"), NULL, NGX_HTTP_CHAT_STMT_DELETE },
+    { ngx_string("conversation.create"), NULL,
+      NGX_HTTP_CHAT_STMT_CONVERSATION_CREATE },
+    { ngx_string("conversation.list"), NULL,
+      NGX_HTTP_CHAT_STMT_CONVERSATION_LIST },
+    { ngx_string("sync"), NULL, NGX_HTTP_CHAT_STMT_SYNC },
 
-    { ngx_null_string, NULL }
+    /* these need the shared zone */
+    { ngx_string("typing"), ngx_http_chat_not_yet, 0 },
+    { ngx_string("presence.query"), ngx_http_chat_not_yet, 0 },
+
+    { ngx_null_string, NULL, 0 }
 };
 
 
@@ -109,12 +111,12 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         != 0)
     {
         ngx_http_chat_stat(cmcf, requests_bad, 1);
-        rc = ngx_http_chat_reply_error(wc, req.id, "bad_request", err);
+        rc = ngx_http_chat_session_error(wc, req.id, "bad_request", err);
         ngx_http_chat_request_free(&req);
         return rc;
     }
 
-    for (t = ngx_http_chat_request_types; t->handler; t++) {
+    for (t = ngx_http_chat_request_types; t->type.len; t++) {
         if (t->type.len == req.type_len
             && ngx_strncmp(t->type.data, req.type, req.type_len) == 0)
         {
@@ -122,15 +124,24 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         }
     }
 
-    if (t->handler == NULL) {
+    if (t->type.len == 0) {
         ngx_http_chat_stat(cmcf, requests_bad, 1);
-        rc = ngx_http_chat_reply_error(wc, req.id, "bad_request",
-                                       "unknown type");
+        rc = ngx_http_chat_session_error(wc, req.id, "bad_request",
+                                         "unknown type");
         ngx_http_chat_request_free(&req);
         return rc;
     }
 
-    rc = t->handler(wc, &req);
+    if (t->handler != NULL) {
+        rc = t->handler(wc, &req);
+
+    } else if (cmcf->pg == NULL) {
+        rc = ngx_http_chat_session_error(wc, req.id, "unavailable",
+                                         "storage is not configured");
+
+    } else {
+        rc = ngx_http_chat_store_request(wc, &req, t->stmt);
+    }
 
     ngx_http_chat_request_free(&req);
 
@@ -174,12 +185,12 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
     token = json_object_get(req->root, "token");
 
     if (!json_is_string(token)) {
-        return ngx_http_chat_reply_error(wc, req->id, "bad_request",
+        return ngx_http_chat_session_error(wc, req->id, "bad_request",
                                          "token must be a string");
     }
 
     if (wc->conf->jwt_key == NULL) {
-        return ngx_http_chat_reply_error(wc, req->id, "bad_request",
+        return ngx_http_chat_session_error(wc, req->id, "bad_request",
                                          "this connection has no token "
                                          "to refresh");
     }
@@ -189,14 +200,14 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
                                    json_string_length(token), &jwt, &err)
         != NGX_OK)
     {
-        return ngx_http_chat_reply_error(wc, req->id, "unauthorized", err);
+        return ngx_http_chat_session_error(wc, req->id, "unauthorized", err);
     }
 
     if (jwt.sub_len != wc->id.id.len
         || ngx_strncmp(jwt.sub, wc->id.id.data, jwt.sub_len) != 0)
     {
         ngx_http_chat_jwt_free(&jwt);
-        return ngx_http_chat_reply_error(wc, req->id, "forbidden",
+        return ngx_http_chat_session_error(wc, req->id, "forbidden",
                                          "the token is for another user");
     }
 
@@ -220,27 +231,55 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
 
 
 static ngx_int_t
-ngx_http_chat_no_storage(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_request_t *req)
+ngx_http_chat_not_yet(ngx_http_chat_conn_t *wc, ngx_http_chat_request_t *req)
 {
-    return ngx_http_chat_reply_error(wc, req->id, "unavailable",
-                                     "storage is not configured");
+    return ngx_http_chat_session_error(wc, req->id, "unavailable",
+                                       "not available in this version");
 }
 
+
+/* data: consumed */
 
 static ngx_int_t
 ngx_http_chat_reply_ok(ngx_http_chat_conn_t *wc, json_t *id, json_t *data)
 {
-    json_t  *reply;
+    ngx_int_t  rc;
 
     if (data == NULL) {
         return NGX_ERROR;
     }
 
+    rc = ngx_http_chat_session_reply(wc, id, data, NULL);
+
+    json_decref(data);
+
+    return rc;
+}
+
+
+/* an ok reply with data, or an error reply with error; both borrowed */
+
+ngx_int_t
+ngx_http_chat_session_reply(ngx_http_chat_conn_t *wc, json_t *id,
+    json_t *data, json_t *error)
+{
+    json_t  *reply;
+
     /* jansson keeps insertion order: type and id come first */
 
-    reply = json_pack("{s:s, s:O?, s:o}", "type", "ok", "id", id,
-                      "data", data);
+    if (error != NULL) {
+        reply = json_pack("{s:s, s:O?, s:O}", "type", "error", "id", id,
+                          "error", error);
+
+    } else if (data != NULL) {
+        reply = json_pack("{s:s, s:O?, s:O}", "type", "ok", "id", id,
+                          "data", data);
+
+    } else {
+        reply = json_pack("{s:s, s:O?, s:{}}", "type", "ok", "id", id,
+                          "data");
+    }
+
     if (reply == NULL) {
         return NGX_ERROR;
     }
@@ -253,23 +292,36 @@ ngx_http_chat_reply_ok(ngx_http_chat_conn_t *wc, json_t *id, json_t *data)
 }
 
 
-static ngx_int_t
-ngx_http_chat_reply_error(ngx_http_chat_conn_t *wc, json_t *id,
+ngx_int_t
+ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
     const char *code, const char *message)
 {
-    json_t  *reply;
+    json_t     *error;
+    ngx_int_t   rc;
 
-    reply = json_pack("{s:s, s:O?, s:{s:s, s:s}}", "type", "error",
-                      "id", id, "error", "code", code, "message", message);
-    if (reply == NULL) {
+    error = json_pack("{s:s, s:s}", "code", code, "message", message);
+    if (error == NULL) {
         return NGX_ERROR;
     }
 
-    if (id == NULL) {
-        json_object_del(reply, "id");
+    rc = ngx_http_chat_session_reply(wc, id, NULL, error);
+
+    json_decref(error);
+
+    return rc;
+}
+
+
+/* an event for this connection alone; borrowed */
+
+ngx_int_t
+ngx_http_chat_session_event(ngx_http_chat_conn_t *wc, json_t *event)
+{
+    if (event == NULL) {
+        return NGX_OK;
     }
 
-    return ngx_http_chat_send_json_frame(wc, reply);
+    return ngx_http_chat_send_json_frame(wc, json_incref(event));
 }
 
 

@@ -147,6 +147,8 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     wc->last_data = ngx_current_msec;
     wc->session = ++ngx_http_chat_sessions;
 
+    ngx_queue_init(&wc->ops);
+
     ngx_http_chat_stat(cmcf, upgrades, 1);
     ngx_http_chat_stat(cmcf, connections, 1);
 
@@ -168,9 +170,14 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
     wc->upgrade = NULL;
 
-    if (!wc->echo && ngx_http_chat_session_start(wc) != NGX_OK) {
-        ngx_http_chat_ws_finalize(wc);
-        return;
+    if (!wc->echo) {
+        if (ngx_http_chat_session_start(wc) != NGX_OK
+            || ngx_http_chat_fanout_add(wc) != NGX_OK
+            || (cmcf->pg && ngx_http_chat_store_hello(wc) != NGX_OK))
+        {
+            ngx_http_chat_ws_finalize(wc);
+            return;
+        }
     }
 
     if (wc->early) {
@@ -264,7 +271,10 @@ ngx_http_chat_ws_read(ngx_http_chat_conn_t *wc)
          * read until the out queue drains: TCP flow control does the rest.
          */
 
-        if (!wc->lingering && wc->out_bytes >= wc->conf->send_buffer) {
+        if (!wc->lingering
+            && (wc->out_bytes >= wc->conf->send_buffer
+                || wc->nops >= NGX_HTTP_CHAT_MAX_OPS))
+        {
             wc->read_blocked = 1;
             return;
         }
@@ -773,10 +783,7 @@ ngx_http_chat_ws_flush(ngx_http_chat_conn_t *wc)
         return NGX_OK;
     }
 
-    if (wc->read_blocked) {
-        wc->read_blocked = 0;
-        ngx_post_event(c->read, &ngx_posted_events);
-    }
+    ngx_http_chat_ws_resume(wc);
 
     return NGX_OK;
 }
@@ -952,6 +959,28 @@ ngx_http_chat_ws_rearm(ngx_http_chat_conn_t *wc)
 }
 
 
+/* a reason not to read is gone: read what waits */
+
+void
+ngx_http_chat_ws_resume(ngx_http_chat_conn_t *wc)
+{
+    ngx_event_t  *rev;
+
+    rev = wc->connection->read;
+
+    if (wc->read_blocked && !wc->finalized
+        && wc->out_bytes < wc->conf->send_buffer
+        && wc->nops < NGX_HTTP_CHAT_MAX_OPS)
+    {
+        wc->read_blocked = 0;
+
+        if (!rev->posted) {
+            ngx_post_event(rev, &ngx_posted_events);
+        }
+    }
+}
+
+
 /* nginx is reloading or stopping: say so, and go */
 
 static void
@@ -992,8 +1021,10 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
 
-    if (!wc->echo) {
+    if (!wc->echo && wc->started) {
         ngx_http_chat_session_close(wc);
+        ngx_http_chat_fanout_remove(wc);
+        ngx_http_chat_store_detach(wc);
     }
 
     while (wc->out != NULL) {

@@ -1,0 +1,236 @@
+
+/*
+ * Delivery to the connections of this worker: user id -> connections.
+ * An event is serialized once and its frame is shared by every local
+ * recipient: per recipient, only a queue entry and a reference.
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+typedef struct {
+    ngx_rbtree_node_t             node;      /* key: crc32 of the user id */
+    ngx_queue_t                   conns;
+    ngx_str_t                     user;
+    u_char                        data[1];
+} ngx_http_chat_user_t;
+
+
+static ngx_http_chat_user_t *ngx_http_chat_fanout_find(u_char *user,
+    size_t len, uint32_t hash);
+static void ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+
+/* per worker process */
+static ngx_rbtree_t       ngx_http_chat_users;
+static ngx_rbtree_node_t  ngx_http_chat_users_sentinel;
+
+
+ngx_int_t
+ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc)
+{
+    uint32_t               hash;
+    ngx_http_chat_user_t  *u;
+
+    if (ngx_http_chat_users.root == NULL) {
+        ngx_rbtree_init(&ngx_http_chat_users, &ngx_http_chat_users_sentinel,
+                        ngx_http_chat_fanout_insert);
+    }
+
+    hash = ngx_crc32_short(wc->id.id.data, wc->id.id.len);
+
+    u = ngx_http_chat_fanout_find(wc->id.id.data, wc->id.id.len, hash);
+
+    if (u == NULL) {
+        u = ngx_alloc(offsetof(ngx_http_chat_user_t, data) + wc->id.id.len,
+                      wc->connection->log);
+        if (u == NULL) {
+            return NGX_ERROR;
+        }
+
+        u->node.key = hash;
+        u->user.data = u->data;
+        u->user.len = wc->id.id.len;
+        ngx_memcpy(u->data, wc->id.id.data, wc->id.id.len);
+        ngx_queue_init(&u->conns);
+
+        ngx_rbtree_insert(&ngx_http_chat_users, &u->node);
+    }
+
+    ngx_queue_insert_tail(&u->conns, &wc->fanout);
+    wc->fanout_user = u;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_user_t  *u;
+
+    u = wc->fanout_user;
+
+    if (u == NULL) {
+        return;
+    }
+
+    ngx_queue_remove(&wc->fanout);
+    wc->fanout_user = NULL;
+
+    if (ngx_queue_empty(&u->conns)) {
+        ngx_rbtree_delete(&ngx_http_chat_users, &u->node);
+        ngx_free(u);
+    }
+}
+
+
+/*
+ * Sends {"type": ..., ...} to every local connection of the users in to
+ * (a JSON array of user ids).
+ */
+
+void
+ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
+{
+    size_t                 size, i;
+    json_t                *user;
+    ngx_queue_t           *q;
+    ngx_http_chat_buf_t   *buf;
+    ngx_http_chat_user_t  *u;
+    ngx_http_chat_conn_t  *wc;
+
+    if (ngx_http_chat_users.root == NULL || !json_is_array(to)) {
+        return;
+    }
+
+    buf = NULL;
+
+    json_array_foreach(to, i, user) {
+
+        if (!json_is_string(user)) {
+            continue;
+        }
+
+        u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
+                                      json_string_length(user),
+                                      ngx_crc32_short(
+                                          (u_char *) json_string_value(user),
+                                          json_string_length(user)));
+        if (u == NULL) {
+            continue;
+        }
+
+        if (buf == NULL) {
+            size = json_dumpb(event, NULL, 0, JSON_COMPACT);
+
+            buf = size ? ngx_http_chat_buf_alloc(size, log) : NULL;
+            if (buf == NULL) {
+                return;
+            }
+
+            buf->len = json_dumpb(event, (char *) buf->data, size,
+                                  JSON_COMPACT);
+        }
+
+        for (q = ngx_queue_head(&u->conns);
+             q != ngx_queue_sentinel(&u->conns);
+             q = ngx_queue_next(q))
+        {
+            wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+
+            if (wc->close_sent || wc->finalized) {
+                continue;
+            }
+
+            buf->refs++;
+
+            if (ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_TEXT, buf)
+                != NGX_OK)
+            {
+                ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
+                                       "out of memory");
+            }
+        }
+    }
+
+    if (buf != NULL) {
+        /* the reference taken at allocation */
+        ngx_http_chat_buf_release(buf);
+    }
+}
+
+
+static ngx_http_chat_user_t *
+ngx_http_chat_fanout_find(u_char *user, size_t len, uint32_t hash)
+{
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_chat_user_t  *u;
+
+    node = ngx_http_chat_users.root;
+    sentinel = ngx_http_chat_users.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        u = (ngx_http_chat_user_t *) node;
+
+        if (u->user.len == len && ngx_memcmp(u->user.data, user, len) == 0) {
+            return u;
+        }
+
+        /* equal hashes: walk both ways, as ngx_rbtree_insert put them */
+
+        node = (ngx_memn2cmp(user, u->user.data, len, u->user.len) < 0)
+               ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t     **p;
+    ngx_http_chat_user_t   *u, *t;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            u = (ngx_http_chat_user_t *) node;
+            t = (ngx_http_chat_user_t *) temp;
+
+            p = (ngx_memn2cmp(u->user.data, t->user.data, u->user.len,
+                              t->user.len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}

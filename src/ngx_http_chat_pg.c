@@ -1,0 +1,1056 @@
+
+/*
+ * The PostgreSQL pool of a worker.
+ *
+ * Each connection is a small state machine driven by nginx events:
+ * PQconnectStart and PQconnectPoll, a setup query (statement_timeout and
+ * the schema version), the prepared statements, then one query at a time.
+ * libpq's nonblocking rules are kept: after a send, PQflush until it
+ * returns 0; on input, PQconsumeInput, then PQgetResult only while
+ * PQisBusy is false; a query is done when PQgetResult returns NULL, which
+ * for a single statement is after its implicit COMMIT.
+ *
+ * libpq owns the sockets: nginx connections wrap them with c->shared set,
+ * so that nginx never closes a descriptor PQfinish closes.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include <ngx_http_chat_pg.h>
+
+
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  2
+
+#define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
+#define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
+
+
+typedef enum {
+    ngx_http_chat_pg_idle_state = 0,  /* never connected, or backing off */
+    ngx_http_chat_pg_connecting,
+    ngx_http_chat_pg_setup,
+    ngx_http_chat_pg_preparing,
+    ngx_http_chat_pg_ready,
+    ngx_http_chat_pg_busy
+} ngx_http_chat_pg_state_e;
+
+
+typedef struct {
+    PGconn                     *conn;
+    ngx_connection_t           *c;
+    ngx_http_chat_pg_state_e    state;
+    ngx_uint_t                  prepared;
+    ngx_http_chat_pg_query_t   *query;
+    PGresult                   *result;    /* the rows, or the first error */
+    ngx_msec_t                  backoff;
+    ngx_event_t                 retry;
+    unsigned                    flushing:1;
+} ngx_http_chat_pg_conn_t;
+
+
+typedef struct {
+    ngx_http_chat_pg_conf_t    *conf;
+    ngx_http_chat_pg_conn_t    *conns;
+    ngx_queue_t                 queue;
+    ngx_uint_t                  queued;
+    ngx_event_t                 expire;
+    ngx_log_t                  *log;
+} ngx_http_chat_pg_pool_t;
+
+
+static void ngx_http_chat_pg_connect(ngx_http_chat_pg_conn_t *pc);
+static ngx_int_t ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_event(ngx_event_t *ev);
+static void ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc);
+static ngx_int_t ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc);
+static ngx_int_t ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc,
+    PGresult *res);
+static void ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc,
+    const char *what);
+static void ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_retry(ngx_event_t *ev);
+static void ngx_http_chat_pg_expire(ngx_event_t *ev);
+static void ngx_http_chat_pg_arm_expire(void);
+static ngx_uint_t ngx_http_chat_pg_alive(void);
+static void ngx_http_chat_pg_fail_queue(void);
+
+
+/* per worker process */
+static ngx_http_chat_pg_pool_t  ngx_http_chat_pg_pool;
+
+
+/* the migrations the module knows by version, for the error log */
+static const char  *ngx_http_chat_migrations[] = {
+    NULL,
+    "sql/0001_init.sql",
+    "sql/0002_chat.sql"
+};
+
+
+char *
+ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
+    ngx_str_t *value, ngx_uint_t n)
+{
+    char               *errmsg;
+    ngx_int_t           num;
+    ngx_str_t           s;
+    ngx_uint_t          i;
+    ngx_msec_t          ms, *slot;
+    PQconninfoOption   *opts, *o;
+    const char         *host, *hostaddr;
+
+    pcf->conninfo = value[1];
+    pcf->size = 4;
+    pcf->connect_timeout = 5000;
+    pcf->query_timeout = 10000;
+    pcf->queue_timeout = 2000;
+    pcf->queue_max = 10000;
+
+    for (i = 2; i < n; i++) {
+
+        if (ngx_strncmp(value[i].data, "pool=", 5) == 0) {
+            num = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (num < 1 || num > 64) {
+                goto invalid;
+            }
+
+            pcf->size = num;
+            continue;
+        }
+
+        slot = NULL;
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            slot = &pcf->connect_timeout;
+            s.data = value[i].data + 16;
+
+        } else if (ngx_strncmp(value[i].data, "query_timeout=", 14) == 0) {
+            slot = &pcf->query_timeout;
+            s.data = value[i].data + 14;
+
+        } else if (ngx_strncmp(value[i].data, "queue_timeout=", 14) == 0) {
+            slot = &pcf->queue_timeout;
+            s.data = value[i].data + 14;
+        }
+
+        if (slot == NULL) {
+            goto invalid;
+        }
+
+        s.len = value[i].data + value[i].len - s.data;
+
+        ms = ngx_parse_time(&s, 0);
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            goto invalid;
+        }
+
+        *slot = ms;
+    }
+
+    /*
+     * libpq resolves a host name with a blocking getaddrinfo() inside
+     * PQconnectPoll: a worker must never do that, so only socket
+     * directories and numeric addresses are accepted.
+     */
+
+    opts = PQconninfoParse((char *) pcf->conninfo.data, &errmsg);
+    if (opts == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid chat_postgres connection string: %s",
+                           errmsg ? errmsg : "out of memory");
+        if (errmsg) {
+            PQfreemem(errmsg);
+        }
+        return NGX_CONF_ERROR;
+    }
+
+    host = NULL;
+    hostaddr = NULL;
+
+    for (o = opts; o->keyword; o++) {
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            host = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            hostaddr = o->val;
+        }
+    }
+
+    if (hostaddr == NULL && host != NULL && host[0] != '\0'
+        && host[0] != '/' && host[0] != '@'
+        && ngx_inet_addr((u_char *) host, ngx_strlen(host)) == INADDR_NONE
+        && ngx_strchr(host, ':') == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_postgres: host \"%s\" would be resolved "
+                           "by a blocking lookup in a worker; write "
+                           "hostaddr=IP (keeping host= for TLS), an IP "
+                           "address, or a socket directory such as "
+                           "host=/run/postgresql", host);
+        PQconninfoFree(opts);
+        return NGX_CONF_ERROR;
+    }
+
+    if (host == NULL && hostaddr == NULL) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "chat_postgres has no host: libpq's default "
+                           "socket directory (or $PGHOST) is used");
+    }
+
+    PQconninfoFree(opts);
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid chat_postgres parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_pg_conf_t *pcf)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    pool->conf = pcf;
+    pool->log = cycle->log;
+
+    ngx_queue_init(&pool->queue);
+
+    pool->expire.handler = ngx_http_chat_pg_expire;
+    pool->expire.log = cycle->log;
+    pool->expire.data = pool;
+    pool->expire.cancelable = 1;
+
+    pool->conns = ngx_pcalloc(cycle->pool,
+                              pcf->size * sizeof(ngx_http_chat_pg_conn_t));
+    if (pool->conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < pcf->size; i++) {
+        pool->conns[i].retry.handler = ngx_http_chat_pg_retry;
+        pool->conns[i].retry.log = cycle->log;
+        pool->conns[i].retry.data = &pool->conns[i];
+        pool->conns[i].retry.cancelable = 1;
+        pool->conns[i].backoff = NGX_HTTP_CHAT_PG_BACKOFF_MIN;
+
+        ngx_http_chat_pg_connect(&pool->conns[i]);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_pg_exit_process(void)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->conf == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pool->conf->size; i++) {
+        ngx_http_chat_pg_close(&pool->conns[i]);
+    }
+
+    ngx_http_chat_pg_fail_queue();
+}
+
+
+ngx_int_t
+ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->conf == NULL || !ngx_http_chat_pg_alive()
+        || pool->queued >= pool->conf->queue_max)
+    {
+        return NGX_DECLINED;
+    }
+
+    q->queued = ngx_current_msec;
+
+    ngx_queue_insert_tail(&pool->queue, &q->queue);
+    pool->queued++;
+
+    for (i = 0; i < pool->conf->size; i++) {
+        if (pool->conns[i].state == ngx_http_chat_pg_ready) {
+            ngx_http_chat_pg_next(&pool->conns[i]);
+            return NGX_OK;
+        }
+    }
+
+    ngx_http_chat_pg_arm_expire();
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    for (i = 0; i < pool->conf->size; i++) {
+        if (pool->conns[i].query == q) {
+            return NGX_DECLINED;
+        }
+    }
+
+    ngx_queue_remove(&q->queue);
+    pool->queued--;
+
+    return NGX_OK;
+}
+
+
+/* connections that are up, or on their way up */
+
+ngx_uint_t
+ngx_http_chat_pg_connected(void)
+{
+    ngx_uint_t                i, n;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->conf == NULL) {
+        return 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < pool->conf->size; i++) {
+        if (pool->conns[i].state >= ngx_http_chat_pg_ready) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_uint_t
+ngx_http_chat_pg_alive(void)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    for (i = 0; i < pool->conf->size; i++) {
+        if (pool->conns[i].state != ngx_http_chat_pg_idle_state) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_chat_pg_connect(ngx_http_chat_pg_conn_t *pc)
+{
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    pc->conn = PQconnectStart((char *) pool->conf->conninfo.data);
+
+    if (pc->conn == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0,
+                      "chat: PQconnectStart() failed: out of memory");
+        ngx_add_timer(&pc->retry, pc->backoff);
+        return;
+    }
+
+    if (PQstatus(pc->conn) == CONNECTION_BAD
+        || PQsetnonblocking(pc->conn, 1) == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat: cannot connect to PostgreSQL: %s",
+                      PQerrorMessage(pc->conn));
+        ngx_http_chat_pg_close(pc);
+        ngx_add_timer(&pc->retry, pc->backoff);
+        return;
+    }
+
+    pc->state = ngx_http_chat_pg_connecting;
+
+    if (ngx_http_chat_pg_wrap(pc) != NGX_OK) {
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        return;
+    }
+
+    ngx_add_timer(pc->c->read, pool->conf->connect_timeout);
+
+    /* as if PQconnectPoll() had said PGRES_POLLING_WRITING */
+}
+
+
+/* an nginx connection around libpq's socket, which libpq may change */
+
+static ngx_int_t
+ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc)
+{
+    int                       fd;
+    ngx_event_t              *rev, *wev;
+    ngx_connection_t         *c;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    fd = PQsocket(pc->conn);
+
+    if (pc->c != NULL) {
+        if (pc->c->fd == fd) {
+            return NGX_OK;
+        }
+
+        pc->c->shared = 1;
+        ngx_close_connection(pc->c);
+        pc->c = NULL;
+    }
+
+    if (fd == -1) {
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, pool->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    c->shared = 1;
+    c->log->action = "talking to PostgreSQL";
+
+    rev = c->read;
+    wev = c->write;
+
+    rev->handler = ngx_http_chat_pg_event;
+    wev->handler = ngx_http_chat_pg_event;
+    rev->log = c->log;
+    wev->log = c->log;
+    rev->cancelable = 1;
+    wev->cancelable = 1;
+
+    pc->c = c;
+
+    if (ngx_add_conn) {
+        if (ngx_add_conn(c) == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        if (ngx_add_event(rev, NGX_READ_EVENT, NGX_CLEAR_EVENT) != NGX_OK
+            || ngx_add_event(wev, NGX_WRITE_EVENT, NGX_CLEAR_EVENT)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_pg_event(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_chat_pg_conn_t  *pc;
+
+    c = ev->data;
+    pc = c->data;
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        if (pc->state == ngx_http_chat_pg_connecting) {
+            ngx_http_chat_pg_fail(pc, "connecting to PostgreSQL timed out");
+
+        } else {
+            ngx_http_chat_pg_fail(pc, "a PostgreSQL query timed out");
+        }
+
+        return;
+    }
+
+    switch (pc->state) {
+
+    case ngx_http_chat_pg_connecting:
+        ngx_http_chat_pg_poll(pc);
+        return;
+
+    case ngx_http_chat_pg_idle_state:
+        return;
+
+    default:
+        break;
+    }
+
+    if (pc->flushing && ngx_http_chat_pg_flush(pc) != NGX_OK) {
+        return;
+    }
+
+    if (ev->write) {
+        return;
+    }
+
+    ngx_http_chat_pg_read(pc);
+}
+
+
+static void
+ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
+{
+    PostgresPollingStatusType  rc;
+
+    rc = PQconnectPoll(pc->conn);
+
+    if (rc == PGRES_POLLING_FAILED) {
+        ngx_http_chat_pg_fail(pc, "cannot connect to PostgreSQL");
+        return;
+    }
+
+    if (ngx_http_chat_pg_wrap(pc) != NGX_OK) {
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        return;
+    }
+
+    if (rc != PGRES_POLLING_OK) {
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pc->c->log, 0,
+                   "chat: PostgreSQL connected");
+
+    ngx_http_chat_pg_send_setup(pc);
+}
+
+
+static void
+ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
+{
+    u_char                    sql[128], *p;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    /*
+     * The server gives up on a statement a little before we do, so that
+     * a timed out query is not left running; the schema version comes in
+     * the same round trip.
+     */
+
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; "
+                         "SELECT chat.schema_version()%Z",
+                    pool->conf->query_timeout > 1000
+                    ? pool->conf->query_timeout - 500
+                    : pool->conf->query_timeout);
+    (void) p;
+
+    if (!PQsendQuery(pc->conn, (char *) sql)) {
+        ngx_http_chat_pg_fail(pc, "cannot set up the PostgreSQL connection");
+        return;
+    }
+
+    pc->state = ngx_http_chat_pg_setup;
+    pc->flushing = 1;
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    ngx_add_timer(pc->c->read, pool->conf->query_timeout);
+
+    (void) ngx_http_chat_pg_flush(pc);
+}
+
+
+static ngx_int_t
+ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
+{
+    int  rc;
+
+    rc = PQflush(pc->conn);
+
+    if (rc == -1) {
+        ngx_http_chat_pg_fail(pc, "cannot send to PostgreSQL");
+        return NGX_ERROR;
+    }
+
+    /* 1: the rest goes on the next write (or read) event */
+    pc->flushing = (rc == 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
+{
+    PGresult  *res;
+    PGnotify  *n;
+
+    if (!PQconsumeInput(pc->conn)) {
+        ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
+        return;
+    }
+
+    while ((n = PQnotifies(pc->conn)) != NULL) {
+        PQfreemem(n);
+    }
+
+    if (pc->state == ngx_http_chat_pg_ready) {
+
+        /* an idle connection says something only when it is going away */
+
+        if (PQstatus(pc->conn) == CONNECTION_BAD) {
+            ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
+        }
+
+        return;
+    }
+
+    while (!PQisBusy(pc->conn)) {
+
+        res = PQgetResult(pc->conn);
+
+        if (res == NULL) {
+            ngx_http_chat_pg_done(pc);
+            return;
+        }
+
+        switch (PQresultStatus(res)) {
+
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            if (pc->result == NULL
+                || PQresultStatus(pc->result) == PGRES_COMMAND_OK)
+            {
+                if (pc->result) {
+                    PQclear(pc->result);
+                }
+
+                pc->result = res;
+                continue;
+            }
+
+            PQclear(res);
+            continue;
+
+        default:
+            /* the first error is kept: it says why the rest failed */
+            if (pc->result == NULL
+                || PQresultStatus(pc->result) == PGRES_TUPLES_OK
+                || PQresultStatus(pc->result) == PGRES_COMMAND_OK)
+            {
+                if (pc->result) {
+                    PQclear(pc->result);
+                }
+
+                pc->result = res;
+                continue;
+            }
+
+            PQclear(res);
+        }
+    }
+}
+
+
+/* PQgetResult() returned NULL: the command, its commit included, is over */
+
+static void
+ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
+{
+    PGresult                  *res;
+    ngx_int_t                  rc;
+    ExecStatusType             st;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    res = pc->result;
+    pc->result = NULL;
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+    switch (pc->state) {
+
+    case ngx_http_chat_pg_setup:
+        rc = ngx_http_chat_pg_setup_done(pc, res);
+        if (res) {
+            PQclear(res);
+        }
+
+        if (rc != NGX_OK) {
+            return;
+        }
+
+        pc->prepared = 0;
+        pc->state = ngx_http_chat_pg_preparing;
+
+        /* fall through */
+
+    case ngx_http_chat_pg_preparing:
+
+        if (pc->prepared && st != PGRES_COMMAND_OK) {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: cannot prepare \"%s\": %s",
+                          ngx_http_chat_pg_statements[pc->prepared - 1].name,
+                          res ? PQresultErrorMessage(res) : "no result");
+            if (res) {
+                PQclear(res);
+            }
+
+            ngx_http_chat_pg_fail(pc, NULL);
+            return;
+        }
+
+        if (pc->prepared && res) {
+            PQclear(res);
+        }
+
+        if (ngx_http_chat_pg_statements[pc->prepared].name != NULL) {
+
+            if (!PQsendPrepare(pc->conn,
+                               ngx_http_chat_pg_statements[pc->prepared].name,
+                               ngx_http_chat_pg_statements[pc->prepared].sql,
+                               ngx_http_chat_pg_statements[pc->prepared]
+                                   .nparams, NULL))
+            {
+                ngx_http_chat_pg_fail(pc, "cannot prepare a statement");
+                return;
+            }
+
+            pc->prepared++;
+            ngx_add_timer(pc->c->read, pool->conf->query_timeout);
+            (void) ngx_http_chat_pg_flush(pc);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, pc->c->log, 0,
+                      "chat: PostgreSQL connection ready");
+
+        pc->backoff = NGX_HTTP_CHAT_PG_BACKOFF_MIN;
+        pc->state = ngx_http_chat_pg_ready;
+
+        ngx_http_chat_pg_next(pc);
+        return;
+
+    default: /* ngx_http_chat_pg_busy */
+        break;
+    }
+
+    q = pc->query;
+    pc->query = NULL;
+    pc->state = ngx_http_chat_pg_ready;
+
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        rc = NGX_OK;
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "chat: PostgreSQL query \"%s\" failed: %s",
+                      ngx_http_chat_pg_statements[q->stmt].name,
+                      res ? PQresultErrorMessage(res) : "no result");
+        rc = NGX_ERROR;
+    }
+
+    q->handler(q, rc, res);
+
+    if (res) {
+        PQclear(res);
+    }
+
+    ngx_http_chat_pg_next(pc);
+}
+
+
+static ngx_int_t
+ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
+{
+    ngx_int_t  version;
+    char      *sqlstate;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+
+        sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+        if (sqlstate && (ngx_strcmp(sqlstate, "42883") == 0
+                         || ngx_strcmp(sqlstate, "3F000") == 0))
+        {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: the database has no chat schema: apply "
+                          "%s and the migrations after it",
+                          ngx_http_chat_migrations[1]);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: PostgreSQL setup failed: %s",
+                          res ? PQresultErrorMessage(res) : "no result");
+        }
+
+        ngx_http_chat_pg_fail(pc, NULL);
+        return NGX_ERROR;
+    }
+
+    version = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                       PQgetlength(res, 0, 0));
+
+    if (version < NGX_HTTP_CHAT_SCHEMA_VERSION) {
+        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                      "chat: the database schema is at version %i, the "
+                      "module needs %d: apply %s",
+                      version, NGX_HTTP_CHAT_SCHEMA_VERSION,
+                      ngx_http_chat_migrations[version < 0 ? 1 : version + 1]);
+        ngx_http_chat_pg_fail(pc, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a ready connection takes the next query */
+
+static void
+ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
+{
+    ngx_queue_t               *qn;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    while (pc->state == ngx_http_chat_pg_ready
+           && !ngx_queue_empty(&pool->queue))
+    {
+        qn = ngx_queue_head(&pool->queue);
+        q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+        ngx_queue_remove(qn);
+        pool->queued--;
+
+        if (q->build && q->build(q) != NGX_OK) {
+            /* nothing left to send: the builder finished the query */
+            continue;
+        }
+
+        if (!PQsendQueryPrepared(pc->conn,
+                                 ngx_http_chat_pg_statements[q->stmt].name,
+                                 q->nparams, q->values, q->lengths, NULL, 0))
+        {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: cannot send a query: %s",
+                          PQerrorMessage(pc->conn));
+            pc->query = q;
+            ngx_http_chat_pg_fail(pc, NULL);
+            return;
+        }
+
+        pc->query = q;
+        pc->state = ngx_http_chat_pg_busy;
+
+        ngx_add_timer(pc->c->read, pool->conf->query_timeout);
+
+        (void) ngx_http_chat_pg_flush(pc);
+        return;
+    }
+}
+
+
+/*
+ * The connection is unusable: the query in flight, if any, is answered
+ * "unavailable" (it may still commit: clients retry idempotently), and
+ * the connection is made again after a growing delay.
+ */
+
+static void
+ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
+{
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (what != NULL) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0, "chat: %s: %s", what,
+                      pc->conn ? PQerrorMessage(pc->conn) : "");
+    }
+
+    q = pc->query;
+    pc->query = NULL;
+
+    ngx_http_chat_pg_close(pc);
+
+    ngx_add_timer(&pc->retry, pc->backoff + ngx_random() % pc->backoff);
+
+    pc->backoff = ngx_min(pc->backoff * 2, NGX_HTTP_CHAT_PG_BACKOFF_MAX);
+
+    if (q != NULL) {
+        q->handler(q, NGX_DECLINED, NULL);
+    }
+
+    if (!ngx_http_chat_pg_alive()) {
+        /* nobody left to run what waits: fail it now, not in seconds */
+        ngx_http_chat_pg_fail_queue();
+    }
+}
+
+
+static void
+ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc)
+{
+    if (pc->c != NULL) {
+        pc->c->shared = 1;
+        ngx_close_connection(pc->c);
+        pc->c = NULL;
+    }
+
+    if (pc->result != NULL) {
+        PQclear(pc->result);
+        pc->result = NULL;
+    }
+
+    if (pc->conn != NULL) {
+        PQfinish(pc->conn);
+        pc->conn = NULL;
+    }
+
+    if (pc->retry.timer_set) {
+        ngx_del_timer(&pc->retry);
+    }
+
+    pc->state = ngx_http_chat_pg_idle_state;
+    pc->flushing = 0;
+}
+
+
+static void
+ngx_http_chat_pg_retry(ngx_event_t *ev)
+{
+    ngx_http_chat_pg_conn_t  *pc;
+
+    pc = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_chat_pg_connect(pc);
+}
+
+
+static void
+ngx_http_chat_pg_arm_expire(void)
+{
+    ngx_msec_t                 age;
+    ngx_queue_t               *qn;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->expire.timer_set || ngx_queue_empty(&pool->queue)) {
+        return;
+    }
+
+    qn = ngx_queue_head(&pool->queue);
+    q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+    age = ngx_current_msec - q->queued;
+
+    ngx_add_timer(&pool->expire, age < pool->conf->queue_timeout
+                                 ? pool->conf->queue_timeout - age : 1);
+}
+
+
+/* what waited too long for a connection is answered "unavailable" */
+
+static void
+ngx_http_chat_pg_expire(ngx_event_t *ev)
+{
+    ngx_queue_t               *qn;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    while (!ngx_queue_empty(&pool->queue)) {
+        qn = ngx_queue_head(&pool->queue);
+        q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+        if (ngx_current_msec - q->queued < pool->conf->queue_timeout) {
+            break;
+        }
+
+        ngx_queue_remove(qn);
+        pool->queued--;
+
+        q->handler(q, NGX_DECLINED, NULL);
+    }
+
+    ngx_http_chat_pg_arm_expire();
+}
+
+
+static void
+ngx_http_chat_pg_fail_queue(void)
+{
+    ngx_queue_t               *qn;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->queue.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&pool->queue)) {
+        qn = ngx_queue_head(&pool->queue);
+        q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+        ngx_queue_remove(qn);
+        pool->queued--;
+
+        q->handler(q, NGX_DECLINED, NULL);
+    }
+
+    if (pool->expire.timer_set) {
+        ngx_del_timer(&pool->expire);
+    }
+}

@@ -1,0 +1,87 @@
+
+/*
+ * A pool of nonblocking PostgreSQL connections per worker, driven by nginx
+ * events: libpq never blocks the event loop after start-up.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_PG_H_INCLUDED_
+#define _NGX_HTTP_CHAT_PG_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <libpq-fe.h>
+
+
+#define NGX_HTTP_CHAT_PG_MAX_PARAMS  2
+
+
+typedef struct ngx_http_chat_pg_query_s  ngx_http_chat_pg_query_t;
+
+/*
+ * rc: NGX_OK with the query's result (rows), NGX_ERROR when PostgreSQL
+ * answered with an error (res holds it), NGX_DECLINED when storage was
+ * unavailable (no connection, the connection broke, a timeout; res NULL).
+ * The result is freed after the handler returns.
+ */
+typedef void (*ngx_http_chat_pg_handler_pt)(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+
+/* called right before the query is sent: a batch takes what waits then */
+typedef ngx_int_t (*ngx_http_chat_pg_build_pt)(ngx_http_chat_pg_query_t *q);
+
+
+struct ngx_http_chat_pg_query_s {
+    ngx_queue_t                   queue;
+    ngx_uint_t                    stmt;
+    int                           nparams;
+    const char                   *values[NGX_HTTP_CHAT_PG_MAX_PARAMS];
+    int                           lengths[NGX_HTTP_CHAT_PG_MAX_PARAMS];
+    ngx_http_chat_pg_build_pt     build;
+    ngx_http_chat_pg_handler_pt   handler;
+    void                         *data;
+    ngx_msec_t                    queued;
+};
+
+
+typedef struct {
+    const char                   *name;
+    const char                   *sql;
+    int                           nparams;
+} ngx_http_chat_pg_stmt_t;
+
+
+typedef struct {
+    ngx_str_t                     conninfo;   /* NUL-terminated */
+    ngx_uint_t                    size;
+    ngx_msec_t                    connect_timeout;
+    ngx_msec_t                    query_timeout;
+    ngx_msec_t                    queue_timeout;
+    ngx_uint_t                    queue_max;
+} ngx_http_chat_pg_conf_t;
+
+
+/* the statements every connection prepares, defined by the store */
+extern ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[];
+
+char *ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
+    ngx_str_t *value, ngx_uint_t n);
+ngx_int_t ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_pg_conf_t *pcf);
+void ngx_http_chat_pg_exit_process(void);
+
+/*
+ * Queues a query.  NGX_OK: its handler will be called, later, exactly
+ * once.  NGX_DECLINED: storage is unavailable now; nothing was queued.
+ */
+ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
+
+/* a queued query that was not sent yet is dropped; NGX_DECLINED if sent */
+ngx_int_t ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q);
+
+ngx_uint_t ngx_http_chat_pg_connected(void);
+
+
+#endif /* _NGX_HTTP_CHAT_PG_H_INCLUDED_ */

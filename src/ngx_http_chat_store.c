@@ -1,0 +1,600 @@
+
+/*
+ * Requests that need PostgreSQL.  Each is one call of a chat.api_*
+ * function, which checks membership and does the work in one transaction
+ * and returns {"ok": data, "events": [{"to": [users], "event": {...}}]} or
+ * {"error": {...}}.
+ *
+ * A connection's storage requests run one at a time, in the order they
+ * were sent.  Sends from every connection of the worker are batched: a
+ * batch takes all sends waiting at the moment a PostgreSQL connection is
+ * free, so an idle server sends one at once and a busy one commits many
+ * per round trip.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_pg.h>
+#include <ngx_http_chat_request.h>
+
+
+#define NGX_HTTP_CHAT_BATCH_MAX  128
+
+
+typedef enum {
+    NGX_HTTP_CHAT_OP_PLAIN = 0,
+    NGX_HTTP_CHAT_OP_SEND,
+    NGX_HTTP_CHAT_OP_SYNC,
+    NGX_HTTP_CHAT_OP_HELLO
+} ngx_http_chat_op_kind_e;
+
+
+typedef struct {
+    ngx_http_chat_pg_query_t      q;
+    ngx_queue_t                   session;   /* in wc->ops */
+    ngx_queue_t                   batch;     /* pending sends, or a batch */
+    ngx_http_chat_conn_t         *wc;        /* NULL: the client is gone */
+    json_t                       *id;
+    char                         *text;      /* the JSON parameter */
+    ngx_http_chat_op_kind_e       kind;
+    unsigned                      started:1;
+    unsigned                      batched:1;
+} ngx_http_chat_op_t;
+
+
+typedef struct {
+    ngx_http_chat_pg_query_t      q;
+    ngx_queue_t                   ops;
+    char                         *text;
+} ngx_http_chat_batch_t;
+
+
+static ngx_http_chat_op_t *ngx_http_chat_store_op(ngx_http_chat_conn_t *wc,
+    ngx_uint_t stmt, ngx_http_chat_op_kind_e kind, json_t *id, json_t *arg);
+static void ngx_http_chat_store_run(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_store_start(ngx_http_chat_op_t *op);
+static void ngx_http_chat_store_handler(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_store_complete(ngx_http_chat_op_t *op,
+    json_t *result);
+static ngx_int_t ngx_http_chat_store_queue_batch(void);
+static ngx_int_t ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q);
+static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_store_fail_pending(void);
+static json_t *ngx_http_chat_store_result(ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
+
+
+/* what every PostgreSQL connection prepares; indexes are the stmt ids */
+
+ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
+
+    { "chat_user_upsert",
+      "SELECT chat.api_user_upsert($1, $2::jsonb)", 2 },
+    { "chat_conversation_create",
+      "SELECT chat.api_conversation_create($1, $2::jsonb)", 2 },
+    { "chat_conversation_list",
+      "SELECT chat.api_conversation_list($1, $2::jsonb)", 2 },
+    { "chat_messages_history",
+      "SELECT chat.api_messages_history($1, $2::jsonb)", 2 },
+    { "chat_message_edit",
+      "SELECT chat.api_message_edit($1, $2::jsonb)", 2 },
+    { "chat_message_delete",
+      "SELECT chat.api_message_delete($1, $2::jsonb)", 2 },
+    { "chat_message_read",
+      "SELECT chat.api_message_read($1, $2::jsonb)", 2 },
+    { "chat_message_delivered",
+      "SELECT chat.api_message_delivered($1, $2::jsonb)", 2 },
+    { "chat_sync",
+      "SELECT chat.api_sync($1, $2::jsonb)", 2 },
+    { "chat_message_send_batch",
+      "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
+
+    { NULL, NULL, 0 }
+};
+
+
+/* per worker process */
+static ngx_queue_t             ngx_http_chat_pending_sends;
+static ngx_http_chat_batch_t  *ngx_http_chat_queued_batch;
+
+
+ngx_int_t
+ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req, ngx_uint_t stmt)
+{
+    ngx_http_chat_op_kind_e  kind;
+
+    switch (stmt) {
+
+    case NGX_HTTP_CHAT_STMT_SEND:
+        /* the length limit is the location's: the batch carries it */
+        if (json_object_set_new(req->root, "max_length",
+                                json_integer(wc->conf->max_message_length))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        kind = NGX_HTTP_CHAT_OP_SEND;
+        break;
+
+    case NGX_HTTP_CHAT_STMT_SYNC:
+        kind = NGX_HTTP_CHAT_OP_SYNC;
+        break;
+
+    default:
+        kind = NGX_HTTP_CHAT_OP_PLAIN;
+    }
+
+    if (ngx_http_chat_store_op(wc, stmt, kind, req->id, req->root) == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_chat_store_run(wc);
+
+    return NGX_OK;
+}
+
+
+/* the user's name and avatar from the token, before anything else */
+
+ngx_int_t
+ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
+{
+    json_t              *arg;
+    ngx_http_chat_op_t  *op;
+
+    arg = ngx_http_chat_user_json(&wc->id);
+    if (arg == NULL) {
+        return NGX_ERROR;
+    }
+
+    op = ngx_http_chat_store_op(wc, NGX_HTTP_CHAT_STMT_USER_UPSERT,
+                                NGX_HTTP_CHAT_OP_HELLO, NULL, arg);
+
+    json_decref(arg);
+
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_chat_store_run(wc);
+
+    return NGX_OK;
+}
+
+
+/* the connection goes away: what it waits for is dropped or orphaned */
+
+void
+ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc)
+{
+    ngx_queue_t         *q;
+    ngx_http_chat_op_t  *op;
+
+    while (!ngx_queue_empty(&wc->ops)) {
+        q = ngx_queue_head(&wc->ops);
+        op = ngx_queue_data(q, ngx_http_chat_op_t, session);
+
+        ngx_queue_remove(q);
+        wc->nops--;
+
+        if (!op->started) {
+            ngx_http_chat_store_free(op);
+            continue;
+        }
+
+        if (op->kind == NGX_HTTP_CHAT_OP_SEND) {
+            if (!op->batched) {
+                ngx_queue_remove(&op->batch);
+                ngx_http_chat_store_free(op);
+                continue;
+            }
+
+        } else if (ngx_http_chat_pg_cancel(&op->q) == NGX_OK) {
+            ngx_http_chat_store_free(op);
+            continue;
+        }
+
+        /* in flight: the answer is dropped, its events still go out */
+        op->wc = NULL;
+    }
+}
+
+
+static ngx_http_chat_op_t *
+ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
+    ngx_http_chat_op_kind_e kind, json_t *id, json_t *arg)
+{
+    json_t              *item;
+    ngx_http_chat_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_http_chat_op_t), wc->connection->log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    if (kind == NGX_HTTP_CHAT_OP_SEND) {
+        item = json_pack("{s:s%, s:O}", "user", wc->id.id.data,
+                         wc->id.id.len, "req", arg);
+        op->text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+        json_decref(item);
+
+    } else {
+        op->text = json_dumps(arg, JSON_COMPACT);
+    }
+
+    if (op->text == NULL) {
+        ngx_free(op);
+        return NULL;
+    }
+
+    op->wc = wc;
+    op->kind = kind;
+    op->id = id ? json_incref(id) : NULL;
+
+    op->q.stmt = stmt;
+    op->q.nparams = 2;
+    op->q.values[0] = (char *) wc->id.id.data;
+    op->q.lengths[0] = (int) wc->id.id.len;
+    op->q.values[1] = op->text;
+    op->q.lengths[1] = (int) ngx_strlen(op->text);
+    op->q.handler = ngx_http_chat_store_handler;
+    op->q.data = op;
+
+    ngx_queue_insert_tail(&wc->ops, &op->session);
+    wc->nops++;
+
+    return op;
+}
+
+
+/* starts the connection's first request, and answers what cannot start */
+
+static void
+ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
+{
+    ngx_queue_t         *q;
+    ngx_http_chat_op_t  *op;
+
+    while (!ngx_queue_empty(&wc->ops)) {
+        q = ngx_queue_head(&wc->ops);
+        op = ngx_queue_data(q, ngx_http_chat_op_t, session);
+
+        if (op->started) {
+            return;
+        }
+
+        if (ngx_http_chat_store_start(op) == NGX_OK) {
+            return;
+        }
+
+        /* storage is down: answered at once, and the next one is tried */
+        ngx_http_chat_store_complete(op, NULL);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_chat_store_start(ngx_http_chat_op_t *op)
+{
+    if (op->kind != NGX_HTTP_CHAT_OP_SEND) {
+        if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        op->started = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_http_chat_pending_sends.next == NULL) {
+        ngx_queue_init(&ngx_http_chat_pending_sends);
+    }
+
+    ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
+    op->started = 1;
+
+    if (ngx_http_chat_queued_batch == NULL
+        && ngx_http_chat_store_queue_batch() != NGX_OK)
+    {
+        ngx_queue_remove(&op->batch);
+        op->started = 0;
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_store_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    json_t              *result;
+    ngx_http_chat_op_t  *op;
+
+    op = q->data;
+
+    result = ngx_http_chat_store_result(rc, res);
+
+    ngx_http_chat_store_complete(op, result);
+
+    if (result != NULL) {
+        json_decref(result);
+    }
+}
+
+
+/* result NULL: storage was unavailable */
+
+static void
+ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
+{
+    size_t                 i;
+    json_t                *events, *ev, *error;
+    ngx_log_t             *log;
+    ngx_http_chat_conn_t  *wc;
+
+    wc = op->wc;
+    log = wc ? wc->connection->log : ngx_cycle->log;
+
+    events = result ? json_object_get(result, "events") : NULL;
+    error = result ? json_object_get(result, "error") : NULL;
+
+    if (wc != NULL) {
+        ngx_queue_remove(&op->session);
+        wc->nops--;
+
+        if (op->kind == NGX_HTTP_CHAT_OP_HELLO) {
+            /* no answer: a failed upsert only leaves the name unknown */
+
+        } else if (result == NULL) {
+            (void) ngx_http_chat_session_error(wc, op->id, "unavailable",
+                                               "storage is unavailable, "
+                                               "retry later");
+
+        } else if (error != NULL) {
+            (void) ngx_http_chat_session_reply(wc, op->id, NULL, error);
+
+        } else {
+            if (op->kind == NGX_HTTP_CHAT_OP_SYNC) {
+                /* the changes replay to this connection, then the answer */
+
+                json_array_foreach(events, i, ev) {
+                    (void) ngx_http_chat_session_event(wc,
+                                             json_object_get(ev, "event"));
+                }
+            }
+
+            (void) ngx_http_chat_session_reply(wc, op->id,
+                                              json_object_get(result, "ok"),
+                                              NULL);
+        }
+    }
+
+    if (op->kind != NGX_HTTP_CHAT_OP_SYNC && error == NULL) {
+        json_array_foreach(events, i, ev) {
+            ngx_http_chat_fanout_event(json_object_get(ev, "event"),
+                                       json_object_get(ev, "to"), log);
+        }
+    }
+
+    ngx_http_chat_store_free(op);
+
+    if (wc != NULL && !wc->finalized) {
+        ngx_http_chat_store_run(wc);
+        ngx_http_chat_ws_resume(wc);
+    }
+}
+
+
+/* one batch query waits in the pool's queue at most: it takes every send */
+
+static ngx_int_t
+ngx_http_chat_store_queue_batch(void)
+{
+    ngx_http_chat_batch_t  *b;
+
+    b = ngx_calloc(sizeof(ngx_http_chat_batch_t), ngx_cycle->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_queue_init(&b->ops);
+
+    b->q.stmt = NGX_HTTP_CHAT_STMT_SEND;
+    b->q.nparams = 1;
+    b->q.build = ngx_http_chat_store_build_batch;
+    b->q.handler = ngx_http_chat_store_batch_handler;
+    b->q.data = b;
+
+    ngx_http_chat_queued_batch = b;
+
+    if (ngx_http_chat_pg_query(&b->q) != NGX_OK) {
+        ngx_http_chat_queued_batch = NULL;
+        ngx_free(b);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
+{
+    u_char                 *p;
+    size_t                  len;
+    ngx_uint_t              n;
+    ngx_queue_t            *qn;
+    ngx_http_chat_op_t     *op;
+    ngx_http_chat_batch_t  *b;
+
+    b = q->data;
+
+    ngx_http_chat_queued_batch = NULL;
+
+    len = sizeof("[]");
+    n = 0;
+
+    for (qn = ngx_queue_head(&ngx_http_chat_pending_sends);
+         qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends)
+         && n < NGX_HTTP_CHAT_BATCH_MAX;
+         qn = ngx_queue_next(qn), n++)
+    {
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+        len += ngx_strlen(op->text) + 1;
+    }
+
+    if (n == 0) {
+        ngx_free(b);
+        return NGX_DECLINED;
+    }
+
+    b->text = ngx_alloc(len, ngx_cycle->log);
+    if (b->text == NULL) {
+        /* the sends stay pending: the next batch, or the expiry, has them */
+        ngx_free(b);
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) b->text;
+    *p++ = '[';
+
+    while (n--) {
+        qn = ngx_queue_head(&ngx_http_chat_pending_sends);
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        ngx_queue_remove(qn);
+        ngx_queue_insert_tail(&b->ops, qn);
+        op->batched = 1;
+
+        p = ngx_cpymem(p, op->text, ngx_strlen(op->text));
+        *p++ = n ? ',' : ']';
+    }
+
+    *p = '\0';
+
+    b->q.values[0] = b->text;
+    b->q.lengths[0] = (int) (p - (u_char *) b->text);
+
+    /* more than one batch holds: the rest goes to the next connection */
+
+    if (!ngx_queue_empty(&ngx_http_chat_pending_sends)
+        && ngx_http_chat_store_queue_batch() != NGX_OK)
+    {
+        ngx_http_chat_store_fail_pending();
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    size_t                  i;
+    json_t                 *result, *item;
+    ngx_queue_t            *qn;
+    ngx_http_chat_op_t     *op;
+    ngx_http_chat_batch_t  *b;
+
+    b = q->data;
+
+    if (b->text == NULL) {
+        /* never sent: it expired in the queue, and so did the sends */
+        ngx_http_chat_queued_batch = NULL;
+        ngx_free(b);
+        ngx_http_chat_store_fail_pending();
+        return;
+    }
+
+    result = ngx_http_chat_store_result(rc, res);
+
+    if (result != NULL && !json_is_array(result)) {
+        json_decref(result);
+        result = NULL;
+    }
+
+    i = 0;
+
+    while (!ngx_queue_empty(&b->ops)) {
+        qn = ngx_queue_head(&b->ops);
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        ngx_queue_remove(qn);
+
+        item = result ? json_array_get(result, i++) : NULL;
+
+        ngx_http_chat_store_complete(op, item);
+    }
+
+    if (result != NULL) {
+        json_decref(result);
+    }
+
+    ngx_free(b->text);
+    ngx_free(b);
+}
+
+
+static void
+ngx_http_chat_store_fail_pending(void)
+{
+    ngx_queue_t         *qn;
+    ngx_http_chat_op_t  *op;
+
+    if (ngx_http_chat_pending_sends.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_chat_pending_sends)) {
+        qn = ngx_queue_head(&ngx_http_chat_pending_sends);
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        ngx_queue_remove(qn);
+        op->batched = 1;
+
+        ngx_http_chat_store_complete(op, NULL);
+    }
+}
+
+
+static json_t *
+ngx_http_chat_store_result(ngx_int_t rc, PGresult *res)
+{
+    json_t        *result;
+    json_error_t   err;
+
+    if (rc != NGX_OK || res == NULL || PQntuples(res) != 1
+        || PQgetisnull(res, 0, 0))
+    {
+        return NULL;
+    }
+
+    result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
+                        &err);
+
+    if (result == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: PostgreSQL returned invalid JSON: %s",
+                      err.text);
+    }
+
+    return result;
+}
+
+
+static void
+ngx_http_chat_store_free(ngx_http_chat_op_t *op)
+{
+    if (op->id != NULL) {
+        json_decref(op->id);
+    }
+
+    free(op->text);
+    ngx_free(op);
+}
