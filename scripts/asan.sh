@@ -58,6 +58,7 @@ cc_opt+=" -Wall -Wextra -Wno-unused-parameter -Werror"
 conf_args=(
     --with-compat --with-debug --with-http_ssl_module
     --with-http_auth_request_module --with-http_realip_module --with-threads
+    --with-http_v2_module
     --prefix="$ASAN/prefix" --builddir="$ASAN/objs"
     --with-cc-opt="$cc_opt" --with-ld-opt="$SAN"
     --add-module="$REPO"
