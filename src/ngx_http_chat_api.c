@@ -18,7 +18,6 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     const char                *err;
     ngx_int_t                  rc;
     ngx_str_t                  route;
-    ngx_table_elt_t           *h;
     ngx_http_chat_ctx_t       *ctx;
     ngx_http_core_loc_conf_t  *clcf;
     ngx_http_chat_loc_conf_t  *ccf;
@@ -45,14 +44,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_DECLINED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer")
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer");
 
         return ngx_http_chat_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                         "unauthorized", err);
@@ -73,14 +69,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         && ngx_strncmp(route.data, "users/me", route.len) == 0)
     {
         if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
+            if (ngx_http_chat_add_header(r, "Allow", "GET, HEAD")
+                != NGX_OK)
+            {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
-
-            h->hash = 1;
-            ngx_str_set(&h->key, "Allow");
-            ngx_str_set(&h->value, "GET, HEAD");
 
             return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                             "bad_request",

@@ -46,7 +46,6 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
 {
     const char                 *err;
     ngx_int_t                   rc;
-    ngx_table_elt_t            *h;
     ngx_connection_t           *c;
     ngx_http_chat_ctx_t        *ctx;
     ngx_http_chat_conn_t       *wc;
@@ -101,14 +100,11 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
         || hs.version->value.len != 2
         || ngx_strncmp(hs.version->value.data, "13", 2) != 0)
     {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_chat_add_header(r, "Sec-WebSocket-Version", "13")
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Sec-WebSocket-Version");
-        ngx_str_set(&h->value, "13");
 
         /* nginx knows no reason phrase for 426 */
         ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
@@ -158,14 +154,11 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
 
         ngx_http_chat_stat(cmcf, auth_failures, 1);
 
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer")
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer");
 
         return ngx_http_chat_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                         "unauthorized", err);
