@@ -39,6 +39,7 @@
 #define NGX_HTTP_CHAT_STMT_DELIVERED            7
 #define NGX_HTTP_CHAT_STMT_SYNC                 8
 #define NGX_HTTP_CHAT_STMT_SEND                 9
+#define NGX_HTTP_CHAT_STMT_TYPING               10
 
 
 typedef enum {

@@ -49,8 +49,9 @@ static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
       NGX_HTTP_CHAT_STMT_CONVERSATION_LIST },
     { ngx_string("sync"), NULL, NGX_HTTP_CHAT_STMT_SYNC },
 
-    /* these need the shared zone */
-    { ngx_string("typing"), ngx_http_chat_not_yet, 0 },
+    { ngx_string("typing"), NULL, NGX_HTTP_CHAT_STMT_TYPING },
+
+    /* needs the shared zone */
     { ngx_string("presence.query"), ngx_http_chat_not_yet, 0 },
 
     { ngx_null_string, NULL, 0 }

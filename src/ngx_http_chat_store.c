@@ -90,6 +90,8 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_sync($1, $2::jsonb)", 2 },
     { "chat_message_send_batch",
       "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
+    { "chat_typing",
+      "SELECT chat.api_typing($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };
@@ -109,7 +111,8 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     switch (stmt) {
 
     case NGX_HTTP_CHAT_STMT_SEND:
-        /* the length limit is the location's: the batch carries it */
+    case NGX_HTTP_CHAT_STMT_EDIT:
+        /* the length limit is the location's, whatever the client says */
         if (json_object_set_new(req->root, "max_length",
                                 json_integer(wc->conf->max_message_length))
             != 0)
@@ -117,7 +120,8 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
             return NGX_ERROR;
         }
 
-        kind = NGX_HTTP_CHAT_OP_SEND;
+        kind = (stmt == NGX_HTTP_CHAT_STMT_SEND) ? NGX_HTTP_CHAT_OP_SEND
+                                                 : NGX_HTTP_CHAT_OP_PLAIN;
         break;
 
     case NGX_HTTP_CHAT_STMT_SYNC:

@@ -1,0 +1,1478 @@
+"""The PostgreSQL layer (sql/0002_chat.sql) on its own: the chat.api_*
+functions called with JSON exactly as the module calls them, results and
+database state checked exactly.  No nginx here."""
+
+import json
+import os
+import re
+import subprocess
+import threading
+
+import psycopg
+import pytest
+
+from conftest import REPO
+
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class _Time:
+    """Equal to any RFC 3339 UTC time with milliseconds."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and bool(TIME_RE.match(other))
+
+    def __repr__(self):
+        return "<TIME>"
+
+
+TIME = _Time()
+
+
+def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
+      reply_to=None, edited=False, deleted=False):
+    """The Message object."""
+    return {"id": id, "conversation_id": cid, "seq": seq,
+            "sender_id": sender, "body": None if deleted else body,
+            "client_msg_id": cmid,
+            "attachments": [] if deleted else (attachments or []),
+            "reply_to": reply_to, "created_at": TIME,
+            "edited_at": TIME if edited else None, "deleted": deleted,
+            "updated_seq": updated_seq or seq}
+
+
+def C(id, kind, members, title=None, ref=None, metadata=None,
+      last_message=None, last_seq=0, unread=0, muted=False,
+      archived=False):
+    """The Conversation object; members: (user, role[, read, delivered])."""
+    ms = []
+    for m in members:
+        user, role, read, delivered = (tuple(m) + (0, 0))[:4]
+        ms.append({"user_id": user, "role": role, "last_read_seq": read,
+                   "last_delivered_seq": delivered})
+    return {"id": id, "kind": kind, "title": title, "ref": ref,
+            "metadata": metadata or {}, "created_at": TIME, "members": ms,
+            "last_message": last_message, "last_seq": last_seq,
+            "unread_count": unread, "muted": muted, "archived": archived}
+
+
+def err(code, message):
+    return {"error": {"code": code, "message": message}}
+
+
+def ok(data, events=()):
+    return {"ok": data, "events": list(events)}
+
+
+def ev(to, event):
+    return {"to": list(to), "event": event}
+
+
+class DB:
+    def __init__(self, pg, conn):
+        self.pg = pg
+        self.conn = conn
+
+    def api(self, name, user, req):
+        """chat.api_<name>(user, req); req: a Python value, or a str that is
+        passed as JSON text unchanged, or None for SQL NULL."""
+        if req is not None and not isinstance(req, str):
+            req = json.dumps(req)
+        return self.conn.execute(
+            "SELECT chat.api_%s(%%s, %%s::jsonb)" % name,
+            (user, req)).fetchone()[0]
+
+    def batch(self, items, conn=None):
+        return (conn or self.conn).execute(
+            "SELECT chat.api_message_send_batch(%s::jsonb)",
+            (json.dumps(items),)).fetchone()[0]
+
+    def q(self, sql, *params):
+        cur = self.conn.execute(sql, params or None)
+        return cur.fetchall() if cur.description else []
+
+    def one(self, sql, *params):
+        return self.q(sql, *params)[0][0]
+
+    # conveniences that must succeed
+
+    def group(self, owner, *members, title="g"):
+        r = self.api("conversation_create", owner,
+                     {"kind": "group", "title": title,
+                      "members": list(members)})
+        assert "ok" in r, r
+        return r["ok"]["conversation"]["id"]
+
+    def direct(self, a, b):
+        r = self.api("conversation_create", a,
+                     {"kind": "direct", "user_id": b})
+        assert "ok" in r, r
+        return r["ok"]["conversation"]["id"]
+
+    def send(self, user, cid, body="hi", cmid=None, **extra):
+        req = dict(conversation_id=cid, body=body,
+                   client_msg_id=cmid or "m%d" % next(_cmids), **extra)
+        r = self.api("message_send", user, req)
+        assert "ok" in r, r
+        return r["ok"]["message"]
+
+    def last_seq(self, cid):
+        return self.one("SELECT last_seq FROM chat.conversations "
+                        "WHERE id = %s", cid)
+
+
+_cmids = iter(range(1, 10 ** 9))
+
+
+@pytest.fixture
+def db(postgres):
+    postgres.reset()
+    with postgres.connect() as conn:
+        yield DB(postgres, conn)
+
+
+def psql(postgres, *args, db="chat"):
+    return subprocess.run(
+        [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1",
+         "-h", postgres.socket_dir, "-U", "postgres", "-d", db] +
+        list(args), capture_output=True, text=True,
+        env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"))
+
+
+# ---------------------------------------------------------------------------
+# migrations and schema
+
+def test_ledger_and_version(db):
+    assert (2, "0002_chat") in db.q(
+        "SELECT version, name FROM chat.schema_migrations")
+    assert db.one("SELECT chat.schema_version()") == 2
+
+
+def test_migrations_rerun_keep_data(db):
+    cid = db.group("alice", "bob")
+    db.send("alice", cid, "kept")
+    files = [os.path.join(REPO, "sql", f)
+             for f in sorted(os.listdir(os.path.join(REPO, "sql")))
+             if f.endswith(".sql")]
+    for _ in range(2):
+        args = []
+        for f in files:
+            args += ["-f", f]
+        r = psql(db.pg, *args)
+        assert r.returncode == 0, r.stderr
+    assert db.q("SELECT body FROM chat.messages") == [("kept",)]
+    assert db.q("SELECT version FROM chat.schema_migrations "
+                "ORDER BY version") == [(1,), (2,)]
+
+
+def test_documented_apply_to_an_existing_database(db):
+    """docs/schema.md: psql -v ON_ERROR_STOP=1 -d app -f ... -f ..."""
+    db.q("DROP DATABASE IF EXISTS chat_apply_test")
+    db.q("CREATE DATABASE chat_apply_test")
+    try:
+        for _ in range(2):
+            r = psql(db.pg, "-f", os.path.join(REPO, "sql/0001_init.sql"),
+                     "-f", os.path.join(REPO, "sql/0002_chat.sql"),
+                     db="chat_apply_test")
+            assert r.returncode == 0, r.stderr
+        with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
+                             % db.pg.socket_dir) as c:
+            assert c.execute("SELECT chat.schema_version()").fetchone() \
+                == (2,)
+    finally:
+        db.q("DROP DATABASE chat_apply_test")
+
+
+def test_no_foreign_keys_to_users(db):
+    assert db.q("SELECT conname FROM pg_constraint "
+                "WHERE contype = 'f' "
+                "AND confrelid = 'chat.users'::regclass") == []
+
+
+def test_functions_are_security_invoker_without_dynamic_sql(db):
+    rows = db.q("SELECT p.proname, p.prosecdef, p.prosrc "
+                "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'chat'")
+    assert len(rows) > 20
+    for name, secdef, src in rows:
+        assert not secdef, name
+        assert not re.search(r"\bEXECUTE\b", src, re.I), name
+
+
+# ---------------------------------------------------------------------------
+# user.upsert
+
+def test_user_upsert(db):
+    assert db.api("user_upsert", "alice", {}) == ok({})
+    assert db.q("SELECT id, name, avatar FROM chat.users") == \
+        [("alice", "alice", None)]
+    assert db.api("user_upsert", "alice",
+                  {"name": "Alice", "avatar": "https://a/x.png",
+                   "type": "ignored"}) == ok({})
+    assert db.q("SELECT id, name, avatar FROM chat.users") == \
+        [("alice", "Alice", "https://a/x.png")]
+    before = db.one("SELECT updated_at FROM chat.users")
+    assert db.api("user_upsert", "alice",
+                  {"name": "Alice", "avatar": "https://a/x.png"}) == ok({})
+    assert db.one("SELECT updated_at FROM chat.users") == before
+    assert db.api("user_upsert", "alice", {"name": ""}) == ok({})
+    assert db.q("SELECT name, avatar FROM chat.users") == [("alice", None)]
+
+
+@pytest.mark.parametrize("req, error", [
+    ({"name": 5}, err("bad_request", "name must be a string")),
+    ({"name": "x" * 201}, err("too_large",
+                              "name is longer than 200 characters")),
+    ({"avatar": []}, err("bad_request", "avatar must be a string")),
+    ({"avatar": "x" * 2049},
+     err("too_large", "avatar is longer than 2048 characters")),
+    ("[]", err("bad_request", "request must be a JSON object")),
+    (None, err("bad_request", "request must be a JSON object")),
+])
+def test_user_upsert_errors(db, req, error):
+    assert db.api("user_upsert", "alice", req) == error
+    assert db.q("SELECT * FROM chat.users") == []
+
+
+@pytest.mark.parametrize("user", [None, "", "a\nb", "x" * 129])
+def test_invalid_user_id(db, user):
+    assert db.api("user_upsert", user, {}) == \
+        err("bad_request", "user id is invalid")
+    assert db.api("conversation_list", user, {}) == \
+        err("bad_request", "user id is invalid")
+
+
+# ---------------------------------------------------------------------------
+# conversation.create
+
+def test_create_group(db):
+    r = db.api("conversation_create", "alice",
+               {"kind": "group", "title": "Team", "ref": "ad:1",
+                "metadata": {"k": [1, 2]},
+                "members": ["bob", "carol", "bob", "alice"]})
+    conv = C(1, "group", [("alice", "owner"), ("bob", "member"),
+                          ("carol", "member")],
+             title="Team", ref="ad:1", metadata={"k": [1, 2]})
+    assert r == ok({"conversation": conv}, [
+        ev(["alice", "bob", "carol"],
+           {"type": "conversation.created", "conversation": conv})])
+    assert db.q("SELECT user_id, role, last_read_seq, muted, archived "
+                "FROM chat.members ORDER BY user_id") == [
+        ("alice", "owner", 0, False, False),
+        ("bob", "member", 0, False, False),
+        ("carol", "member", 0, False, False)]
+    assert db.q("SELECT kind, title, ref, direct_key, created_by, last_seq "
+                "FROM chat.conversations") == [
+        ("group", "Team", "ad:1", None, "alice", 0)]
+
+
+def test_create_group_alone_and_limits(db):
+    r = db.api("conversation_create", "alice",
+               {"kind": "group", "title": "x" * 200})
+    assert r["ok"]["conversation"]["members"] == [
+        {"user_id": "alice", "role": "owner", "last_read_seq": 0,
+         "last_delivered_seq": 0}]
+    assert r["events"][0]["to"] == ["alice"]
+    members = ["u%d" % i for i in range(1000)]
+    r = db.api("conversation_create", "alice",
+               {"kind": "group", "title": "big", "members": members,
+                "metadata": {"x": "y" * 16000}})
+    assert len(r["ok"]["conversation"]["members"]) == 1001
+    assert len(r["events"][0]["to"]) == 1001
+
+
+def test_create_direct(db):
+    r = db.api("conversation_create", "bob",
+               {"kind": "direct", "user_id": "alice"})
+    conv = C(1, "direct", [("alice", "member"), ("bob", "member")])
+    assert r == ok({"conversation": conv}, [
+        ev(["alice", "bob"],
+           {"type": "conversation.created", "conversation": conv})])
+    assert db.one("SELECT direct_key FROM chat.conversations") == \
+        "5:alicebob"
+    db.send("alice", 1, "hi")
+    # again, from either side: the same conversation, no events
+    for user, other in (("bob", "alice"), ("alice", "bob")):
+        r = db.api("conversation_create", user,
+                   {"kind": "direct", "user_id": other, "ref": "x"})
+        assert r["events"] == []
+        assert r["ok"]["conversation"]["id"] == 1
+        assert r["ok"]["conversation"]["ref"] is None
+    assert db.one("SELECT count(*) FROM chat.conversations") == 1
+
+
+def test_direct_key_is_unambiguous(db):
+    a = db.direct("a:b", "c")
+    b = db.direct("a", "b:c")
+    c = db.direct("ab", ":c")
+    assert len({a, b, c}) == 3
+
+
+def test_create_direct_blocked(db):
+    db.api("block", "bob", {"user_id": "alice"})
+    assert db.api("conversation_create", "alice",
+                  {"kind": "direct", "user_id": "bob"}) == \
+        err("forbidden", "blocked")
+    assert db.api("conversation_create", "bob",
+                  {"kind": "direct", "user_id": "alice"}) == \
+        err("forbidden", "blocked")
+    assert db.q("SELECT * FROM chat.conversations") == []
+    db.api("unblock", "bob", {"user_id": "alice"})
+    assert db.direct("alice", "bob") == 1
+
+
+def test_create_direct_concurrently(db):
+    """Both users open the pair at once: one conversation."""
+    results = []
+
+    def create(a, b):
+        with db.pg.connect() as c:
+            results.append(c.execute(
+                "SELECT chat.api_conversation_create(%s, %s::jsonb)",
+                (a, json.dumps({"kind": "direct", "user_id": b})))
+                .fetchone()[0])
+
+    threads = [threading.Thread(target=create, args=p)
+               for p in [("alice", "bob"), ("bob", "alice")] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {r["ok"]["conversation"]["id"] for r in results} == {1}
+    assert sum(len(r["events"]) for r in results) == 1
+    assert db.one("SELECT count(*) FROM chat.members") == 2
+
+
+CREATE_ERRORS = [
+    ({}, "bad_request", "kind is missing"),
+    ({"kind": "channel"}, "bad_request",
+     'kind must be "direct" or "group"'),
+    ({"kind": 1}, "bad_request", 'kind must be "direct" or "group"'),
+    ({"kind": "direct"}, "bad_request", "user_id is missing"),
+    ({"kind": "direct", "user_id": None}, "bad_request",
+     "user_id is missing"),
+    ({"kind": "direct", "user_id": 5}, "bad_request",
+     "user_id must be a user id"),
+    ({"kind": "direct", "user_id": ""}, "bad_request",
+     "user_id must be a user id"),
+    ({"kind": "direct", "user_id": "x" * 129}, "bad_request",
+     "user_id must be a user id"),
+    ({"kind": "direct", "user_id": "alice"}, "bad_request",
+     "a direct conversation needs another user"),
+    ({"kind": "group"}, "bad_request", "title is missing"),
+    ({"kind": "group", "title": ""}, "bad_request",
+     "title must be a non-empty string"),
+    ({"kind": "group", "title": 7}, "bad_request",
+     "title must be a non-empty string"),
+    ({"kind": "group", "title": "x" * 201}, "too_large",
+     "title is longer than 200 characters"),
+    ({"kind": "group", "title": "t", "members": "bob"}, "bad_request",
+     "members must be an array of user ids"),
+    ({"kind": "group", "title": "t", "members": ["bob", 1]}, "bad_request",
+     "members must be an array of user ids"),
+    ({"kind": "group", "title": "t", "members": [""]}, "bad_request",
+     "members must be an array of user ids"),
+    ({"kind": "group", "title": "t", "members": ["a\tb"]}, "bad_request",
+     "members must be an array of user ids"),
+    ({"kind": "group", "title": "t",
+      "members": ["u%d" % i for i in range(1001)]}, "too_large",
+     "members has more than 1000 entries"),
+    ({"kind": "group", "title": "t", "ref": 5}, "bad_request",
+     "ref must be a non-empty string"),
+    ({"kind": "group", "title": "t", "ref": ""}, "bad_request",
+     "ref must be a non-empty string"),
+    ({"kind": "group", "title": "t", "ref": "r" * 201}, "too_large",
+     "ref is longer than 200 characters"),
+    ({"kind": "group", "title": "t", "metadata": []}, "bad_request",
+     "metadata must be an object"),
+    ({"kind": "group", "title": "t", "metadata": "{}"}, "bad_request",
+     "metadata must be an object"),
+    ({"kind": "group", "title": "t", "metadata": {"x": "y" * 16400}},
+     "too_large", "metadata is larger than 16384 bytes"),
+    ({"kind": "direct", "user_id": "bob", "metadata": 1}, "bad_request",
+     "metadata must be an object"),
+]
+
+
+@pytest.mark.parametrize("req, code, message", CREATE_ERRORS)
+def test_create_errors(db, req, code, message):
+    assert db.api("conversation_create", "alice", req) == err(code, message)
+    assert db.q("SELECT * FROM chat.conversations") == []
+    assert db.q("SELECT * FROM chat.members") == []
+
+
+# ---------------------------------------------------------------------------
+# conversation.get and conversation.list
+
+def test_conversation_get(db):
+    cid = db.group("alice", "bob", title="T")
+    m = db.send("bob", cid, "yo")
+    r = db.api("conversation_get", "alice", {"conversation_id": cid})
+    assert r == ok({"conversation": C(
+        cid, "group", [("alice", "owner"), ("bob", "member")], title="T",
+        last_message=m, last_seq=1, unread=1)})
+    # bob's own message is not unread for him
+    r = db.api("conversation_get", "bob", {"conversation_id": cid})
+    assert r["ok"]["conversation"]["unread_count"] == 0
+    for user, req in [("carol", {"conversation_id": cid}),
+                      ("alice", {"conversation_id": 999})]:
+        assert db.api("conversation_get", user, req) == \
+            err("not_found", "conversation not found")
+    assert db.api("conversation_get", "alice", {}) == \
+        err("bad_request", "conversation_id is missing")
+
+
+def test_list_order_and_paging(db):
+    ids = [db.group("alice", "bob", title="c%d" % i) for i in range(5)]
+    db.group("bob", title="not alice's")
+    # activity: the newest first; sending moves a conversation up
+    db.send("bob", ids[1], "up")
+    r = db.api("conversation_list", "alice", {})
+    order = [c["id"] for c in r["ok"]["conversations"]]
+    assert order == [ids[1], ids[4], ids[3], ids[2], ids[0]]
+    assert r["ok"]["next"] is None
+    assert r["events"] == []
+    first = r["ok"]["conversations"][0]
+    assert first["last_message"]["body"] == "up"
+    assert first["unread_count"] == 1
+
+    pages, req = [], {"limit": 2}
+    while True:
+        r = db.api("conversation_list", "alice", req)
+        pages.append([c["id"] for c in r["ok"]["conversations"]])
+        if r["ok"]["next"] is None:
+            break
+        assert re.match(r"^\d+:\d+$", r["ok"]["next"])
+        req = {"limit": 2, "before": r["ok"]["next"]}
+    assert pages == [order[0:2], order[2:4], order[4:5]]
+
+
+def test_list_ties_same_activity(db):
+    """Conversations created in one transaction share last_activity: the
+    id breaks the tie and paging neither skips nor repeats."""
+    with db.conn.transaction():
+        for i in range(7):
+            db.group("alice", title="t%d" % i)
+    seen, req = [], {"limit": 3}
+    while True:
+        r = db.api("conversation_list", "alice", req)["ok"]
+        seen += [c["id"] for c in r["conversations"]]
+        if r["next"] is None:
+            break
+        req["before"] = r["next"]
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+
+
+def test_list_archived(db):
+    a = db.group("alice", title="a")
+    b = db.group("alice", title="b")
+    db.q("UPDATE chat.members SET archived = true, muted = true "
+         "WHERE conversation_id = %s", a)
+    r = db.api("conversation_list", "alice", {"archived": True})["ok"]
+    assert [(c["id"], c["archived"], c["muted"])
+            for c in r["conversations"]] == [(a, True, True)]
+    r = db.api("conversation_list", "alice", {"archived": False})["ok"]
+    assert [c["id"] for c in r["conversations"]] == [b]
+    r = db.api("conversation_list", "alice", {"archived": None})["ok"]
+    assert [c["id"] for c in r["conversations"]] == [b]
+    assert db.api("conversation_list", "nobody", {}) == \
+        ok({"conversations": [], "next": None})
+
+
+@pytest.mark.parametrize("req, message", [
+    ({"limit": 0}, "limit must be an integer from 1 to 100"),
+    ({"limit": 101}, "limit must be an integer from 1 to 100"),
+    ({"limit": "5"}, "limit must be an integer from 1 to 100"),
+    ({"limit": 1.5}, "limit must be an integer from 1 to 100"),
+    ({"limit": 1e30}, "limit must be an integer from 1 to 100"),
+    ({"archived": "yes"}, "archived must be a boolean"),
+    ({"archived": 1}, "archived must be a boolean"),
+    ({"before": 5}, "before is not a valid cursor"),
+    ({"before": "abc"}, "before is not a valid cursor"),
+    ({"before": "1:2:3"}, "before is not a valid cursor"),
+    ({"before": "-1:2"}, "before is not a valid cursor"),
+    ({"before": "1:99999999999999999999"}, "before is not a valid cursor"),
+    ({"before": "99999999999999999:1"}, "before is not a valid cursor"),
+    ({"before": "1:9223372036854775808"}, "before is not a valid cursor"),
+    ({"before": ""}, "before is not a valid cursor"),
+])
+def test_list_errors(db, req, message):
+    db.group("alice")
+    assert db.api("conversation_list", "alice", req) == \
+        err("bad_request", message)
+
+
+def test_list_limit_bounds_accepted(db):
+    db.group("alice")
+    for limit in (1, 100, 1.0):
+        r = db.api("conversation_list", "alice", {"limit": limit})
+        assert len(r["ok"]["conversations"]) == 1
+
+
+# ---------------------------------------------------------------------------
+# messages.history
+
+def test_history_paging(db):
+    cid = db.group("alice", "bob")
+    msgs = [db.send("alice" if i % 2 else "bob", cid, "b%d" % i)
+            for i in range(1, 8)]
+
+    def page(**req):
+        r = db.api("messages_history", "bob",
+                   dict(req, conversation_id=cid))
+        assert r["events"] == []
+        return [m["seq"] for m in r["ok"]["messages"]], r["ok"]["has_more"]
+
+    assert page() == ([1, 2, 3, 4, 5, 6, 7], False)
+    assert page(limit=3) == ([5, 6, 7], True)
+    assert page(limit=3, before_seq=5) == ([2, 3, 4], True)
+    assert page(limit=3, before_seq=2) == ([1], False)
+    assert page(limit=3, before_seq=4) == ([1, 2, 3], False)
+    assert page(limit=3, before_seq=0) == ([], False)
+    assert page(limit=2, after_seq=4) == ([5, 6], True)
+    assert page(limit=5, after_seq=5) == ([6, 7], False)
+    assert page(limit=3, after_seq=4) == ([5, 6, 7], False)
+    assert page(after_seq=7) == ([], False)
+    assert page(after_seq=0, before_seq=None) == \
+        ([1, 2, 3, 4, 5, 6, 7], False)
+    r = db.api("messages_history", "bob", {"conversation_id": cid,
+                                           "limit": 1})
+    assert r == ok({"messages": [msgs[-1]], "has_more": True})
+    assert msgs[-1] == M(7, cid, 7, "alice", "b7", msgs[-1]["client_msg_id"])
+
+
+def test_history_default_limit(db):
+    cid = db.group("alice")
+    db.q("INSERT INTO chat.messages (conversation_id, seq, updated_seq, "
+         "sender_id, body) SELECT %s, s, s, 'alice', 'x' "
+         "FROM generate_series(1, 120) s", cid)
+    r = db.api("messages_history", "alice", {"conversation_id": cid})["ok"]
+    assert [m["seq"] for m in r["messages"]] == list(range(71, 121))
+    assert r["has_more"] is True
+    r = db.api("messages_history", "alice",
+               {"conversation_id": cid, "limit": 100, "before_seq": 101})
+    assert [m["seq"] for m in r["ok"]["messages"]] == list(range(1, 101))
+    assert r["ok"]["has_more"] is False
+
+
+@pytest.mark.parametrize("req, code, message", [
+    ({}, "bad_request", "conversation_id is missing"),
+    ({"conversation_id": "1"}, "bad_request",
+     "conversation_id must be a positive integer"),
+    ({"conversation_id": 0}, "bad_request",
+     "conversation_id must be a positive integer"),
+    ({"conversation_id": 1.5}, "bad_request",
+     "conversation_id must be a positive integer"),
+    ({"conversation_id": 1, "before_seq": 5, "after_seq": 1},
+     "bad_request", "before_seq and after_seq are exclusive"),
+    ({"conversation_id": 1, "before_seq": -1}, "bad_request",
+     "before_seq must be an integer >= 0"),
+    ({"conversation_id": 1, "before_seq": "5"}, "bad_request",
+     "before_seq must be an integer >= 0"),
+    ({"conversation_id": 1, "after_seq": True}, "bad_request",
+     "after_seq must be an integer >= 0"),
+    ({"conversation_id": 1, "limit": 101}, "bad_request",
+     "limit must be an integer from 1 to 100"),
+    ({"conversation_id": 1, "limit": 0}, "bad_request",
+     "limit must be an integer from 1 to 100"),
+    ({"conversation_id": 2}, "not_found", "conversation not found"),
+    ({"conversation_id": 9223372036854775807}, "not_found",
+     "conversation not found"),
+])
+def test_history_errors(db, req, code, message):
+    db.group("alice")
+    db.group("bob")
+    assert db.api("messages_history", "alice", req) == err(code, message)
+
+
+# ---------------------------------------------------------------------------
+# message.send
+
+def test_send(db):
+    cid = db.group("alice", "bob", "carol")
+    att = [{"url": "https://cdn/x.png", "name": "x.png",
+            "mime": "image/png", "size": 12},
+           {"url": "/files/2"}]
+    r = db.api("message_send", "alice",
+               {"type": "message.send", "id": "c1", "conversation_id": cid,
+                "body": "héllo", "client_msg_id": "k1",
+                "attachments": att})
+    m = M(1, cid, 1, "alice", "héllo", "k1", attachments=[
+        att[0], {"url": "/files/2", "name": None, "mime": None,
+                 "size": None}])
+    assert r == ok({"message": m}, [
+        ev(["alice", "bob", "carol"],
+           {"type": "message.created", "message": m})])
+    assert db.q("SELECT id, conversation_id, seq, updated_seq, sender_id, "
+                "body, client_msg_id, reply_to, kind, edited_at, "
+                "deleted_at FROM chat.messages") == [
+        (1, cid, 1, 1, "alice", "héllo", "k1", None, "user", None, None)]
+    assert db.last_seq(cid) == 1
+    created, activity = db.q(
+        "SELECT m.created_at, c.last_activity FROM chat.messages m "
+        "JOIN chat.conversations c ON c.id = m.conversation_id")[0]
+    assert created == activity
+
+    r = db.api("message_send", "bob",
+               {"conversation_id": cid, "body": "re", "client_msg_id": "k1",
+                "reply_to": 1, "attachments": None})
+    assert r["ok"]["message"] == M(2, cid, 2, "bob", "re", "k1",
+                                   reply_to=1)
+
+
+def test_send_body_counts_characters(db):
+    cid = db.group("alice")
+    for body, good in [("é" * 10, True), ("😀" * 10, True),
+                       ("é" * 11, False), ("x", True)]:
+        r = db.batch([{"user": "alice", "max_length": 10,
+                       "req": {"conversation_id": cid, "body": body,
+                               "client_msg_id": body}}])[0]
+        if good:
+            assert r["ok"]["message"]["body"] == body
+        else:
+            assert r == err("too_large", "body is longer than 10 characters")
+
+
+def test_send_max_length(db):
+    cid = db.group("alice")
+    req = {"conversation_id": cid, "body": "x" * 5001,
+           "client_msg_id": "a"}
+    assert db.api("message_send", "alice", req) == \
+        err("too_large", "body is longer than 5000 characters")
+    req["body"] = "x" * 5000
+    assert "ok" in db.api("message_send", "alice", req)
+    # the item's max_length wins over the request's
+    r = db.batch([{"user": "alice", "max_length": 3,
+                   "req": dict(req, body="xxxx", client_msg_id="b",
+                               max_length=100)}])
+    assert r == [err("too_large", "body is longer than 3 characters")]
+    r = db.batch([{"user": "alice",
+                   "req": dict(req, body="xxxx", client_msg_id="b",
+                               max_length=3)}])
+    assert r == [err("too_large", "body is longer than 3 characters")]
+    for bad in (0, -1, "5", 1.5, 10 ** 7):
+        r = db.batch([{"user": "alice", "max_length": bad,
+                       "req": dict(req, client_msg_id="c")}])
+        assert r == [err("bad_request",
+                         "max_length must be an integer from 1 to 1000000")]
+
+
+SEND_ERRORS = [
+    ({"body": "x", "client_msg_id": "a"}, "bad_request",
+     "conversation_id is missing"),
+    ({"conversation_id": None, "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id is missing"),
+    ({"conversation_id": "1", "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id must be a positive integer"),
+    ({"conversation_id": -1, "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id must be a positive integer"),
+    ({"conversation_id": 1.5, "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id must be a positive integer"),
+    ({"conversation_id": [1], "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id must be a positive integer"),
+    ({"conversation_id": 1e20, "body": "x", "client_msg_id": "a"},
+     "bad_request", "conversation_id must be a positive integer"),
+    ({"conversation_id": 1, "client_msg_id": "a"}, "bad_request",
+     "body is missing"),
+    ({"conversation_id": 1, "body": 5, "client_msg_id": "a"},
+     "bad_request", "body must be a string"),
+    ({"conversation_id": 1, "body": ["x"], "client_msg_id": "a"},
+     "bad_request", "body must be a string"),
+    ({"conversation_id": 1, "body": "", "client_msg_id": "a"},
+     "bad_request", "body must not be empty"),
+    ({"conversation_id": 1, "body": "x"}, "bad_request",
+     "client_msg_id is missing"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": ""},
+     "bad_request", "client_msg_id must be a non-empty string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": 5},
+     "bad_request", "client_msg_id must be a non-empty string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "k" * 65},
+     "too_large", "client_msg_id is longer than 64 characters"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": {}}, "bad_request", "attachments must be an array"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a"}] * 11}, "too_large",
+     "attachments has more than 10 items"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": ["/a"]}, "bad_request",
+     "attachments must be an array of objects"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"name": "a"}]}, "bad_request",
+     "attachment url must be a non-empty string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": 5}]}, "bad_request",
+     "attachment url must be a non-empty string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
+     "attachment url must start with http://, https:// or /"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "https://x/" + "a" * 2040}]}, "too_large",
+     "attachment url is longer than 2048 characters"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "name": 5}]}, "bad_request",
+     "attachment name must be a string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "name": "n" * 256}]}, "too_large",
+     "attachment name is longer than 255 characters"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "mime": {}}]}, "bad_request",
+     "attachment mime must be a string"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "mime": "m" * 256}]}, "too_large",
+     "attachment mime is longer than 255 characters"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "size": -1}]}, "bad_request",
+     "attachment size must be an integer >= 0"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "size": "3"}]}, "bad_request",
+     "attachment size must be an integer >= 0"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"url": "/a", "size": 2.5}]}, "bad_request",
+     "attachment size must be an integer >= 0"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "reply_to": "1"}, "bad_request", "reply_to must be a message id"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "reply_to": 0}, "bad_request", "reply_to must be a message id"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "reply_to": 999}, "bad_request",
+     "reply_to is not a message of this conversation"),
+    # message 1 is in conversation 2
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "reply_to": 1}, "bad_request",
+     "reply_to is not a message of this conversation"),
+    ({"conversation_id": 2, "body": "x", "client_msg_id": "a"},
+     "not_found", "conversation not found"),
+    ({"conversation_id": 3, "body": "x", "client_msg_id": "a"},
+     "not_found", "conversation not found"),
+    ("[1]", "bad_request", "request must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("req, code, message", SEND_ERRORS)
+def test_send_errors(db, req, code, message):
+    db.group("alice")                       # 1
+    other = db.group("bob")                 # 2, alice is not in it
+    db.send("bob", other, "secret")         # message 1, seq 1 in 2
+    assert db.api("message_send", "alice", req) == err(code, message)
+    assert db.one("SELECT count(*) FROM chat.messages") == 1
+    assert db.last_seq(1) == 0 and db.last_seq(other) == 1
+
+
+def test_batch(db):
+    a = db.group("alice", "bob")
+    b = db.direct("alice", "carol")
+    items = [
+        {"user": "alice", "req": {"conversation_id": a, "body": "1",
+                                  "client_msg_id": "x"}},
+        {"user": "bob", "req": {"conversation_id": a, "body": "2",
+                                "client_msg_id": "x"}},
+        {"user": "alice", "req": {"conversation_id": a, "body": "again",
+                                  "client_msg_id": "x"}},
+        {"user": "carol", "req": {"conversation_id": b, "body": "3",
+                                  "client_msg_id": "x"}},
+        {"user": "carol", "req": {"conversation_id": a, "body": "4",
+                                  "client_msg_id": "y"}},
+        "junk",
+        {"user": 5, "req": {}},
+        {"user": "alice", "req": "x"},
+        {"user": "", "req": {}},
+    ]
+    r = db.batch(items)
+    m1 = M(1, a, 1, "alice", "1", "x")
+    m2 = M(2, a, 2, "bob", "2", "x")
+    m3 = M(3, b, 1, "carol", "3", "x")
+    assert r == [
+        ok({"message": m1}, [ev(["alice", "bob"],
+                                {"type": "message.created", "message": m1})]),
+        ok({"message": m2}, [ev(["alice", "bob"],
+                                {"type": "message.created", "message": m2})]),
+        ok({"message": m1}),
+        ok({"message": m3}, [ev(["alice", "carol"],
+                                {"type": "message.created", "message": m3})]),
+        err("not_found", "conversation not found"),
+        err("bad_request", 'an item must be {"user", "req"}'),
+        err("bad_request", 'an item must be {"user", "req"}'),
+        err("bad_request", "request must be a JSON object"),
+        err("bad_request", "user id is invalid"),
+    ]
+    assert r[2]["ok"] == r[0]["ok"]
+    assert db.q("SELECT conversation_id, seq, sender_id, body "
+                "FROM chat.messages ORDER BY id") == [
+        (a, 1, "alice", "1"), (a, 2, "bob", "2"), (b, 1, "carol", "3")]
+    assert db.batch([]) == []
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.batch({"user": "alice"})
+
+
+def test_idempotent_across_batches(db):
+    cid = db.group("alice", "bob")
+    req = {"conversation_id": cid, "body": "hi", "client_msg_id": "k"}
+    first = db.api("message_send", "alice", req)
+    assert len(first["events"]) == 1
+    again = db.batch([{"user": "alice", "req": req}] * 2)
+    assert again == [ok(first["ok"])] * 2
+    # another body with the same id is still the retry of the first
+    r = db.api("message_send", "alice", dict(req, body="changed"))
+    assert r == ok(first["ok"])
+    # another sender may use the same client_msg_id
+    assert db.send("bob", cid, "mine", "k")["seq"] == 2
+    assert db.one("SELECT count(*) FROM chat.messages") == 2
+    assert db.last_seq(cid) == 2
+    # a retry after an edit answers the message as it is now
+    db.api("message_edit", "alice", {"message_id": 1, "body": "edited"})
+    r = db.api("message_send", "alice", req)
+    assert r["events"] == [] and r["ok"]["message"]["body"] == "edited"
+    assert db.last_seq(cid) == 3
+
+
+def test_send_blocked_direct(db):
+    cid = db.direct("alice", "bob")
+    g = db.group("alice", "bob")
+    before = db.send("alice", cid, "before", "before")
+    assert db.api("block", "bob", {"user_id": "alice"}) == ok({})
+    assert db.api("block", "bob", {"user_id": "alice"}) == ok({})
+    assert db.q("SELECT blocker_id, blocked_id FROM chat.blocks") == \
+        [("bob", "alice")]
+    for user in ("alice", "bob"):
+        r = db.api("message_send", user, {"conversation_id": cid,
+                                          "body": "x",
+                                          "client_msg_id": "z" + user})
+        assert r == err("forbidden", "blocked")
+    assert db.last_seq(cid) == 1
+    # a retry of what was stored before the block answers that message
+    assert db.api("message_send", "alice",
+                  {"conversation_id": cid, "body": "before",
+                   "client_msg_id": "before"}) == ok({"message": before})
+    # groups are not affected
+    db.send("alice", g, "in the group")
+    assert db.api("unblock", "bob", {"user_id": "alice"}) == ok({})
+    assert db.q("SELECT * FROM chat.blocks") == []
+    assert db.send("alice", cid, "after")["seq"] == 2
+
+
+def test_block_errors(db):
+    for fn in ("block", "unblock"):
+        assert db.api(fn, "alice", {}) == \
+            err("bad_request", "user_id is missing")
+        assert db.api(fn, "alice", {"user_id": 1}) == \
+            err("bad_request", "user_id must be a user id")
+    assert db.api("block", "alice", {"user_id": "alice"}) == \
+        err("bad_request", "cannot block yourself")
+
+
+def test_seq_has_no_gaps_under_concurrency(db):
+    cid = db.group("alice", *["u%d" % i for i in range(8)])
+    errors = []
+
+    def sender(i):
+        try:
+            with db.pg.connect() as c:
+                for j in range(25):
+                    r = c.execute(
+                        "SELECT chat.api_message_send(%s, %s::jsonb)",
+                        ("u%d" % i, json.dumps(
+                            {"conversation_id": cid, "body": "x",
+                             "client_msg_id": "k%d" % (j % 20)}))) \
+                        .fetchone()[0]
+                    assert "ok" in r, r
+        except Exception as e:      # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # 25 sends each, 5 of them retries: 160 messages
+    seqs = [r[0] for r in db.q("SELECT seq FROM chat.messages "
+                               "WHERE conversation_id = %s ORDER BY seq",
+                               cid)]
+    assert seqs == list(range(1, 161))
+    assert db.last_seq(cid) == 160
+    assert db.one("SELECT count(*) FROM chat.messages "
+                  "WHERE seq <> updated_seq") == 0
+
+
+def test_concurrent_batches_do_not_deadlock(db):
+    """Batches naming two conversations in opposite orders: the batch locks
+    them in id order first, so none waits for another in a cycle."""
+    a = db.group("alice", "bob")
+    b = db.group("alice", "bob")
+    errors = []
+
+    def worker(i):
+        try:
+            with db.pg.connect() as c:
+                for j in range(15):
+                    pair = (a, b) if (i + j) % 2 else (b, a)
+                    items = [{"user": "alice",
+                              "req": {"conversation_id": x, "body": "x",
+                                      "client_msg_id": "%d-%d-%d" % (i, j, x)}}
+                             for x in pair]
+                    with c.transaction():
+                        r = db.batch(items, conn=c)
+                        # hold the locks a little while
+                        c.execute("SELECT pg_sleep(0.002)")
+                    assert all("ok" in x for x in r), r
+        except Exception as e:      # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for cid in (a, b):
+        assert [r[0] for r in db.q(
+            "SELECT seq FROM chat.messages WHERE conversation_id = %s "
+            "ORDER BY seq", cid)] == list(range(1, 91))
+
+
+# ---------------------------------------------------------------------------
+# message.edit and message.delete
+
+def test_edit(db):
+    cid = db.group("alice", "bob")
+    m = db.send("alice", cid, "one", "k1")
+    db.send("bob", cid, "two")
+    r = db.api("message_edit", "alice", {"message_id": m["id"],
+                                         "body": "uno"})
+    e = M(1, cid, 1, "alice", "uno", "k1", updated_seq=3, edited=True)
+    assert r == ok({"message": e}, [
+        ev(["alice", "bob"], {"type": "message.updated", "message": e})])
+    assert db.q("SELECT body, seq, updated_seq, edited_at IS NOT NULL "
+                "FROM chat.messages WHERE id = 1") == [("uno", 1, 3, True)]
+    assert db.last_seq(cid) == 3
+    # the list order does not change on an edit
+    assert r["ok"]["message"]["created_at"] == m["created_at"]
+
+
+@pytest.mark.parametrize("user, req, code, message", [
+    ("alice", {"body": "x"}, "bad_request", "message_id is missing"),
+    ("alice", {"message_id": "1", "body": "x"}, "bad_request",
+     "message_id must be a positive integer"),
+    ("alice", {"message_id": 1}, "bad_request", "body is missing"),
+    ("alice", {"message_id": 1, "body": ""}, "bad_request",
+     "body must not be empty"),
+    ("alice", {"message_id": 1, "body": False}, "bad_request",
+     "body must be a string"),
+    ("alice", {"message_id": 1, "body": "x" * 5001}, "too_large",
+     "body is longer than 5000 characters"),
+    ("alice", {"message_id": 1, "body": "xyz", "max_length": 2},
+     "too_large", "body is longer than 2 characters"),
+    ("alice", {"message_id": 1, "body": "x", "max_length": "2"},
+     "bad_request", "max_length must be an integer from 1 to 1000000"),
+    ("bob", {"message_id": 1, "body": "x"}, "forbidden",
+     "only the sender can edit a message"),
+    ("carol", {"message_id": 1, "body": "x"}, "not_found",
+     "message not found"),
+    ("alice", {"message_id": 99, "body": "x"}, "not_found",
+     "message not found"),
+    ("alice", {"message_id": 2, "body": "x"}, "conflict",
+     "the message is deleted"),
+])
+def test_edit_errors(db, user, req, code, message):
+    cid = db.group("alice", "bob")
+    db.send("alice", cid, "one")
+    db.send("alice", cid, "two")
+    db.api("message_delete", "alice", {"message_id": 2})
+    before = db.q("SELECT * FROM chat.messages ORDER BY id")
+    assert db.api("message_edit", user, req) == err(code, message)
+    assert db.q("SELECT * FROM chat.messages ORDER BY id") == before
+    assert db.last_seq(cid) == 3
+
+
+def test_delete(db):
+    cid = db.group("alice", "bob")
+    att = [{"url": "/f", "name": "f", "mime": "text/plain", "size": 1}]
+    db.send("bob", cid, "secret", "k", attachments=att, reply_to=None)
+    r = db.api("message_delete", "bob", {"message_id": 1})
+    d = M(1, cid, 1, "bob", None, "k", updated_seq=2, deleted=True)
+    assert r == ok({"message": d}, [
+        ev(["alice", "bob"], {"type": "message.deleted", "message": d})])
+    # gone from storage too
+    assert db.q("SELECT body, attachments, updated_seq, "
+                "deleted_at IS NOT NULL FROM chat.messages") == \
+        [(None, [], 2, True)]
+    # twice: the same answer, no event, no new number
+    assert db.api("message_delete", "bob", {"message_id": 1}) == \
+        ok({"message": d})
+    assert db.last_seq(cid) == 2
+    # and never in any answer
+    h = db.api("messages_history", "alice", {"conversation_id": cid})
+    assert h["ok"]["messages"] == [d]
+    conv = db.api("conversation_get", "alice", {"conversation_id": cid})
+    assert conv["ok"]["conversation"]["last_message"] == d
+    assert conv["ok"]["conversation"]["unread_count"] == 0
+
+
+def test_delete_by_group_owner_and_admin(db):
+    cid = db.group("alice", "bob", "carol", "dave")
+    db.q("UPDATE chat.members SET role = 'admin' WHERE user_id = 'carol'")
+    for i in range(3):
+        db.send("bob", cid, "m%d" % i)
+    assert db.api("message_delete", "dave", {"message_id": 1}) == \
+        err("forbidden",
+            "only the sender or a group owner or admin can delete a message")
+    assert db.api("message_delete", "alice",
+                  {"message_id": 1})["ok"]["message"]["deleted"] is True
+    assert db.api("message_delete", "carol",
+                  {"message_id": 2})["ok"]["message"]["deleted"] is True
+    # a direct conversation has no moderators
+    d = db.direct("alice", "bob")
+    m = db.send("bob", d, "x")
+    assert db.api("message_delete", "alice", {"message_id": m["id"]}) == \
+        err("forbidden",
+            "only the sender or a group owner or admin can delete a message")
+
+
+@pytest.mark.parametrize("user, req, code, message", [
+    ("alice", {}, "bad_request", "message_id is missing"),
+    ("alice", {"message_id": -5}, "bad_request",
+     "message_id must be a positive integer"),
+    ("alice", {"message_id": {"id": 1}}, "bad_request",
+     "message_id must be a positive integer"),
+    ("carol", {"message_id": 1}, "not_found", "message not found"),
+    ("alice", {"message_id": 2}, "not_found", "message not found"),
+])
+def test_delete_errors(db, user, req, code, message):
+    cid = db.group("alice", "bob")
+    db.send("alice", cid, "x")
+    assert db.api("message_delete", user, req) == err(code, message)
+    assert db.one("SELECT deleted_at FROM chat.messages") is None
+
+
+# ---------------------------------------------------------------------------
+# message.read, message.delivered, unread counts
+
+def test_read_and_unread(db):
+    cid = db.group("alice", "bob", "carol")
+    db.send("alice", cid, "1")              # 1
+    db.send("bob", cid, "2")                # 2
+    db.send("bob", cid, "3")                # 3
+    db.send("carol", cid, "4")              # 4
+    db.api("message_delete", "bob", {"message_id": 3})     # seq 5
+
+    def unread(user):
+        return db.api("conversation_get", user, {"conversation_id": cid}) \
+            ["ok"]["conversation"]["unread_count"]
+
+    # others' messages, not deleted: alice 2 and 4, bob 1 and 4
+    assert (unread("alice"), unread("bob"), unread("carol")) == (2, 2, 2)
+    r = db.api("message_read", "alice", {"conversation_id": cid, "seq": 2})
+    assert r == ok({"last_read_seq": 2, "unread_count": 1}, [
+        ev(["alice", "bob", "carol"],
+           {"type": "receipt", "conversation_id": cid, "user_id": "alice",
+            "kind": "read", "seq": 2})])
+    # backwards: no change, no event
+    r = db.api("message_read", "alice", {"conversation_id": cid, "seq": 1})
+    assert r == ok({"last_read_seq": 2, "unread_count": 1})
+    # past the end: clamped to last_seq
+    r = db.api("message_read", "alice", {"conversation_id": cid,
+                                         "seq": 10 ** 12})
+    assert r["ok"] == {"last_read_seq": 5, "unread_count": 0}
+    assert r["events"][0]["event"]["seq"] == 5
+    r = db.api("message_read", "alice", {"conversation_id": cid, "seq": 5})
+    assert r == ok({"last_read_seq": 5, "unread_count": 0})
+    assert db.q("SELECT user_id, last_read_seq, last_delivered_seq "
+                "FROM chat.members ORDER BY user_id") == [
+        ("alice", 5, 0), ("bob", 0, 0), ("carol", 0, 0)]
+    members = db.api("conversation_get", "bob", {"conversation_id": cid}) \
+        ["ok"]["conversation"]["members"]
+    assert members[0] == {"user_id": "alice", "role": "owner",
+                          "last_read_seq": 5, "last_delivered_seq": 0}
+
+
+def test_delivered(db):
+    cid = db.direct("alice", "bob")
+    db.send("alice", cid)
+    db.send("alice", cid)
+    r = db.api("message_delivered", "bob", {"conversation_id": cid,
+                                            "seq": 2})
+    assert r == ok({}, [ev(["alice", "bob"],
+                           {"type": "receipt", "conversation_id": cid,
+                            "user_id": "bob", "kind": "delivered",
+                            "seq": 2})])
+    assert db.api("message_delivered", "bob",
+                  {"conversation_id": cid, "seq": 2}) == ok({})
+    assert db.api("message_delivered", "bob",
+                  {"conversation_id": cid, "seq": 9}) == ok({})
+    assert db.q("SELECT last_read_seq, last_delivered_seq FROM chat.members "
+                "WHERE user_id = 'bob'") == [(0, 2)]
+
+
+@pytest.mark.parametrize("fn", ["message_read", "message_delivered"])
+@pytest.mark.parametrize("user, req, code, message", [
+    ("alice", {"seq": 1}, "bad_request", "conversation_id is missing"),
+    ("alice", {"conversation_id": 1}, "bad_request", "seq is missing"),
+    ("alice", {"conversation_id": 1, "seq": -1}, "bad_request",
+     "seq must be an integer >= 0"),
+    ("alice", {"conversation_id": 1, "seq": "1"}, "bad_request",
+     "seq must be an integer >= 0"),
+    ("alice", {"conversation_id": 1, "seq": 0.5}, "bad_request",
+     "seq must be an integer >= 0"),
+    ("carol", {"conversation_id": 1, "seq": 1}, "not_found",
+     "conversation not found"),
+    ("alice", {"conversation_id": 7, "seq": 1}, "not_found",
+     "conversation not found"),
+])
+def test_mark_errors(db, fn, user, req, code, message):
+    db.group("alice", "bob")
+    assert db.api(fn, user, req) == err(code, message)
+    assert db.q("SELECT last_read_seq, last_delivered_seq "
+                "FROM chat.members") == [(0, 0), (0, 0)]
+
+
+# ---------------------------------------------------------------------------
+# typing
+
+def test_typing(db):
+    cid = db.group("alice", "bob", "carol")
+    r = db.api("typing", "bob", {"conversation_id": cid, "active": True})
+    assert r == ok({}, [ev(["alice", "carol"],
+                           {"type": "typing", "conversation_id": cid,
+                            "user_id": "bob", "active": True})])
+    alone = db.group("dave")
+    assert db.api("typing", "dave", {"conversation_id": alone,
+                                     "active": False}) == ok({})
+    assert db.api("typing", "dave", {"conversation_id": cid,
+                                     "active": True}) == \
+        err("not_found", "conversation not found")
+    assert db.api("typing", "bob", {"conversation_id": cid}) == \
+        err("bad_request", "active is missing")
+    assert db.api("typing", "bob", {"conversation_id": cid,
+                                    "active": 1}) == \
+        err("bad_request", "active must be a boolean")
+    d = db.direct("alice", "bob")
+    db.api("block", "alice", {"user_id": "bob"})
+    assert db.api("typing", "bob", {"conversation_id": d,
+                                    "active": True}) == \
+        err("forbidden", "blocked")
+
+
+# ---------------------------------------------------------------------------
+# sync
+
+def test_sync_replay_rules(db):
+    a = db.group("alice", "bob")
+    b = db.group("alice", "bob")
+    other = db.group("carol")
+    for i in range(1, 6):
+        db.send("bob", a, "a%d" % i, "a%d" % i)          # seq 1..5
+    db.send("bob", b, "b1", "b1")                         # b: seq 1
+    db.send("carol", other, "hidden")
+    # the client has seen a up to 3, and nothing of b
+    db.api("message_edit", "bob", {"message_id": 2, "body": "a2!"})  # 6
+    db.api("message_delete", "bob", {"message_id": 3})                # 7
+    db.send("bob", a, "a8", "a8")                                     # 8
+    db.api("message_edit", "bob", {"message_id": 8, "body": "a8!"})  # 9
+    db.api("message_delete", "bob", {"message_id": 1})                # 10
+    db.api("message_edit", "bob", {"message_id": 4, "body": "a4!"})  # 11
+
+    r = db.api("sync", "alice", {"conversations": {str(a): 3,
+                                                   str(other): 0,
+                                                   "999": 5}})
+    to = ["alice"]
+    # by conversation, then updated_seq; seq > cursor replays as created,
+    # in the state the message is in now
+    assert r == ok({"complete": True,
+                    "cursors": {str(a): 11, str(b): 1}}, [
+        ev(to, {"type": "message.created", "message":
+                M(5, a, 5, "bob", "a5", "a5")}),
+        ev(to, {"type": "message.updated", "message":
+                M(2, a, 2, "bob", "a2!", "a2", updated_seq=6, edited=True)}),
+        ev(to, {"type": "message.deleted", "message":
+                M(3, a, 3, "bob", None, "a3", updated_seq=7,
+                  deleted=True)}),
+        ev(to, {"type": "message.created", "message":
+                M(8, a, 8, "bob", "a8!", "a8", updated_seq=9,
+                  edited=True)}),
+        ev(to, {"type": "message.deleted", "message":
+                M(1, a, 1, "bob", None, "a1", updated_seq=10,
+                  deleted=True)}),
+        ev(to, {"type": "message.created", "message":
+                M(4, a, 4, "bob", "a4!", "a4", updated_seq=11,
+                  edited=True)}),
+        # b was omitted: from 0
+        ev(to, {"type": "message.created", "message":
+                M(6, b, 1, "bob", "b1", "b1")}),
+    ])
+
+    # up to date: nothing, same cursors
+    r = db.api("sync", "alice", {"conversations": {str(a): 11, str(b): 1}})
+    assert r == ok({"complete": True, "cursors": {str(a): 11, str(b): 1}})
+    # a cursor beyond the end is kept as it is
+    r = db.api("sync", "alice", {"conversations": {str(a): 50, str(b): 1}})
+    assert r == ok({"complete": True, "cursors": {str(a): 50, str(b): 1}})
+
+
+def test_sync_limit_and_continue(db):
+    a = db.group("alice", "bob")
+    b = db.group("alice", "bob")
+    for i in range(5):
+        db.send("bob", a, "x")
+    for i in range(2):
+        db.send("bob", b, "y")
+    r = db.api("sync", "alice", {"limit": 3})
+    assert r["ok"] == {"complete": False, "cursors": {str(a): 3, str(b): 2}}
+    assert [(e["event"]["message"]["conversation_id"],
+             e["event"]["message"]["seq"]) for e in r["events"]] == \
+        [(a, 1), (a, 2), (a, 3), (b, 1), (b, 2)]
+    r = db.api("sync", "alice", {"limit": 3,
+                                 "conversations": r["ok"]["cursors"]})
+    assert r["ok"] == {"complete": True, "cursors": {str(a): 5, str(b): 2}}
+    assert [e["event"]["message"]["seq"] for e in r["events"]] == [4, 5]
+    # exactly limit changes: complete
+    r = db.api("sync", "alice", {"limit": 5})
+    assert r["ok"]["complete"] is True
+    assert db.api("sync", "nobody", {}) == \
+        ok({"complete": True, "cursors": {}})
+
+
+def test_sync_total_budget(db):
+    """At most 1000 events per call, whatever the per-conversation limit."""
+    ids = [db.group("alice") for _ in range(3)]
+    for cid in ids:
+        db.q("INSERT INTO chat.messages (conversation_id, seq, updated_seq, "
+             "sender_id, body) SELECT %s, s, s, 'bob', 'x' "
+             "FROM generate_series(1, 400) s", cid)
+        db.q("UPDATE chat.conversations SET last_seq = 400 WHERE id = %s",
+             cid)
+    r = db.api("sync", "alice", {"limit": 500})
+    assert len(r["events"]) == 1000
+    assert r["ok"] == {"complete": False, "cursors": {
+        str(ids[0]): 400, str(ids[1]): 400, str(ids[2]): 200}}
+    r = db.api("sync", "alice", {"limit": 500,
+                                 "conversations": r["ok"]["cursors"]})
+    assert len(r["events"]) == 200
+    assert r["ok"]["complete"] is True
+
+
+@pytest.mark.parametrize("req, message", [
+    ({"conversations": []}, "conversations must be an object"),
+    ({"conversations": "1:2"}, "conversations must be an object"),
+    ({"conversations": {"abc": 1}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"0": 1}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"01": 1}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"1": -1}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"1": "3"}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"1": 2.5}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"1": None}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"conversations": {"99999999999999999999": 1}},
+     "conversations must map conversation ids to integers >= 0"),
+    ({"limit": 0}, "limit must be an integer from 1 to 500"),
+    ({"limit": 501}, "limit must be an integer from 1 to 500"),
+    ({"limit": "10"}, "limit must be an integer from 1 to 500"),
+])
+def test_sync_errors(db, req, message):
+    db.group("alice")
+    assert db.api("sync", "alice", req) == err("bad_request", message)
+
+
+# ---------------------------------------------------------------------------
+# access: another user's conversation looks exactly like a missing one
+
+def test_idor(db):
+    mine = db.group("alice")
+    theirs = db.group("bob", "carol")
+    m = db.send("bob", theirs, "private")
+    missing_conv = theirs + 100
+    missing_msg = m["id"] + 100
+    calls = [
+        ("conversation_get", {"conversation_id": "C"}),
+        ("messages_history", {"conversation_id": "C"}),
+        ("message_send", {"conversation_id": "C", "body": "x",
+                          "client_msg_id": "k"}),
+        ("message_read", {"conversation_id": "C", "seq": 1}),
+        ("message_delivered", {"conversation_id": "C", "seq": 1}),
+        ("typing", {"conversation_id": "C", "active": True}),
+        ("message_edit", {"message_id": "M", "body": "x"}),
+        ("message_delete", {"message_id": "M"}),
+    ]
+    for fn, req in calls:
+        answers = []
+        for cid, mid in ((theirs, m["id"]), (missing_conv, missing_msg)):
+            r = {k: cid if v == "C" else mid if v == "M" else v
+                 for k, v in req.items()}
+            answers.append(db.api(fn, "alice", r))
+        assert answers[0] == answers[1], fn
+        assert answers[0]["error"]["code"] == "not_found", fn
+    # sync and list ignore it
+    r = db.api("sync", "alice", {"conversations": {str(theirs): 0}})
+    assert r == ok({"complete": True, "cursors": {str(mine): 0}})
+    r = db.api("conversation_list", "alice", {})
+    assert [c["id"] for c in r["ok"]["conversations"]] == [mine]
+    # nothing changed
+    assert db.q("SELECT body, updated_seq FROM chat.messages") == \
+        [("private", 1)]
+    assert db.q("SELECT user_id, last_read_seq, last_delivered_seq "
+                "FROM chat.members WHERE conversation_id = %s "
+                "ORDER BY user_id", theirs) == [("bob", 0, 0), ("carol", 0, 0)]
+
+
+# ---------------------------------------------------------------------------
+# errors are returned, never raised: one transaction survives all of this
+
+GARBAGE_REQS = [None, "null", "[]", '"x"', "1", "true", "{}",
+                {"conversation_id": {}}, {"conversation_id": "1"},
+                {"conversation_id": 1e300}, {"conversation_id": -1e300},
+                {"conversation_id": 1, "seq": 1e300},
+                {"conversation_id": 1, "body": None, "client_msg_id": None},
+                {"message_id": 1.5, "body": 1},
+                {"conversations": {"1": 1e300}}, {"conversations": [1]},
+                {"before": "1:1", "limit": -1}, {"before": {}},
+                {"before_seq": 1e300, "conversation_id": 1},
+                {"kind": "group", "title": ["x"], "members": [[]]},
+                {"kind": "group", "title": "x", "members": [None],
+                 "metadata": None},
+                {"kind": "direct", "user_id": {}},
+                {"name": {}, "avatar": 1},
+                {"conversation_id": 1, "body": "x", "client_msg_id": "x",
+                 "attachments": [None, 1, "x"], "reply_to": -1}]
+API_FUNCTIONS = ["user_upsert", "conversation_create", "conversation_get",
+                 "conversation_list", "messages_history", "message_send",
+                 "message_edit", "message_delete", "message_read",
+                 "message_delivered", "typing", "sync", "block", "unblock"]
+
+
+def test_errors_never_raise(db):
+    db.group("alice", "bob")
+    db.send("alice", 1)
+    with db.conn.transaction():
+        for fn in API_FUNCTIONS:
+            for req in GARBAGE_REQS:
+                for user in ("alice", "", None):
+                    r = db.api(fn, user, req)
+                    assert set(r) in ({"error"}, {"ok", "events"}), (fn, req)
+                    if "error" in r:
+                        assert set(r["error"]) == {"code", "message"}
+                        assert r["error"]["code"] in (
+                            "bad_request", "not_found", "forbidden",
+                            "conflict", "too_large")
+        r = db.batch([{"user": "alice", "req": req}
+                      for req in GARBAGE_REQS if req is not None])
+        assert all("error" in x for x in r)
+        db.q("SELECT 1")        # the transaction is still usable
+
+
+def test_dispatcher(db):
+    cid = db.group("alice", "bob")
+
+    def call(t, req):
+        return db.one("SELECT chat.api(%s, %s, %s::jsonb)", "alice", t,
+                      json.dumps(req))
+
+    r = call("message.send", {"type": "message.send",
+                              "conversation_id": cid, "body": "x",
+                              "client_msg_id": "1"})
+    assert r["ok"]["message"]["seq"] == 1
+    assert call("messages.history", {"conversation_id": cid}) == \
+        db.api("messages_history", "alice", {"conversation_id": cid})
+    for t in ("conversation.create", "conversation.list", "message.edit",
+              "message.delete", "message.read", "message.delivered",
+              "typing", "sync"):
+        assert set(call(t, {})) in ({"error"}, {"ok", "events"})
+    for t in ("user.upsert", "block", "ping", "", None):
+        assert call(t, {}) == err("bad_request", "unknown type")
+
+
+# ---------------------------------------------------------------------------
+# plans: the statements the functions run, caught with auto_explain
+
+def test_plans_use_the_indexes(db):
+    db.q("INSERT INTO chat.conversations (kind, title, created_by, "
+         "last_seq) SELECT 'group', 'c' || g, 'alice', 300 "
+         "FROM generate_series(1, 20) g")
+    db.q("INSERT INTO chat.members (conversation_id, user_id, role) "
+         "SELECT c, 'u' || u, 'member' FROM generate_series(1, 20) c, "
+         "generate_series(1, 200) u")
+    db.q("INSERT INTO chat.members (conversation_id, user_id, role) "
+         "SELECT c, 'alice', 'owner' FROM generate_series(1, 20) c")
+    db.q("INSERT INTO chat.messages (conversation_id, seq, updated_seq, "
+         "sender_id, body, client_msg_id) "
+         "SELECT c, s, s, CASE WHEN s % 2 = 0 THEN 'alice' ELSE 'u1' END, "
+         "'m', 'k' || s "
+         "FROM generate_series(1, 20) c, generate_series(1, 300) s")
+    db.q("UPDATE chat.messages SET deleted_at = now(), body = NULL "
+         "WHERE seq % 10 = 0")
+    db.q("INSERT INTO chat.blocks (blocker_id, blocked_id) "
+         "SELECT 'u' || a, 'u' || b FROM generate_series(1, 60) a, "
+         "generate_series(1, 60) b WHERE a <> b")
+    db.q("INSERT INTO chat.conversations (kind, direct_key, created_by) "
+         "VALUES ('direct', chat.direct_key('alice', 'u7'), 'alice')")
+    db.q("INSERT INTO chat.members (conversation_id, user_id) "
+         "VALUES (21, 'alice'), (21, 'u7')")
+    db.q("VACUUM ANALYZE chat.messages")
+    db.q("VACUUM ANALYZE chat.members")
+    db.q("VACUUM ANALYZE chat.blocks")
+    db.q("VACUUM ANALYZE chat.conversations")
+
+    plans = []
+    with db.pg.connect() as c:
+        c.add_notice_handler(lambda d: plans.append(d.message_primary))
+        c.execute("LOAD 'auto_explain'")
+        c.execute("SET auto_explain.log_min_duration = 0")
+        c.execute("SET auto_explain.log_nested_statements = on")
+        c.execute("SET client_min_messages = log")
+
+        def call(fn, req):
+            plans.clear()
+            r = c.execute("SELECT chat.api_%s('alice', %%s::jsonb)" % fn,
+                          (json.dumps(req),)).fetchone()[0]
+            assert "ok" in r, r
+            text = "\n".join(p for p in plans if p)
+            assert "Seq Scan on messages" not in text
+            return text
+
+        def plan_of(text, needle):
+            found = [p for p in text.split("duration:") if needle in p]
+            assert found, needle
+            return "\n".join(found)
+
+        t = call("messages_history", {"conversation_id": 5,
+                                      "before_seq": 200, "limit": 20})
+        assert "Index Scan Backward using messages_conversation_seq_key" \
+            in plan_of(t, "ORDER BY m.seq DESC")
+        t = call("messages_history", {"conversation_id": 5,
+                                      "after_seq": 100, "limit": 20})
+        assert "Index Scan using messages_conversation_seq_key" \
+            in plan_of(t, "m.seq > v_after")
+
+        t = call("sync", {"conversations": {str(i): 290
+                                            for i in range(1, 21)}})
+        assert "Index Scan using messages_sync_idx" \
+            in plan_of(t, "updated_seq > v_from")
+        assert re.search(r"Index (Only )?Scan using members_user_idx",
+                         plan_of(t, "WHERE user_id = p_user ORDER BY"))
+
+        t = call("message_read", {"conversation_id": 5, "seq": 150})
+        assert "Index Only Scan using messages_unread_idx" \
+            in plan_of(t, "sender_id <> p_user")
+
+        t = call("conversation_list", {"limit": 5})
+        p = plan_of(t, "FROM chat.members mb")
+        assert re.search(r"(Index (Only )?Scan using|Bitmap Index Scan on) "
+                         r"members_user_idx", p), p
+
+        t = call("message_send", {"conversation_id": 21, "body": "x",
+                                  "client_msg_id": "new"})
+        p = plan_of(t, "FROM chat.blocks")
+        # both directions are one index probe each (both conditions are
+        # equalities: either index serves)
+        assert len(re.findall(r"Index (Only )?Scan using "
+                              r"blocks_(pkey|blocked_idx)", p)) == 2, p
+        assert "Seq Scan on blocks" not in p
+        t = call("message_send", {"conversation_id": 5, "body": "x",
+                                  "client_msg_id": "new"})
+        p = plan_of(t, "client_msg_id = v")
+        assert "Index Scan using messages_idempotency_key" in p, p
