@@ -203,6 +203,7 @@ ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 u_char *ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec);
 json_t *ngx_http_chat_user_json(ngx_http_chat_identity_t *id);
+json_t *ngx_http_chat_event_json(json_t *event);
 ngx_int_t ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 

@@ -96,7 +96,7 @@ void
 ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
 {
     size_t                 size, i;
-    json_t                *user;
+    json_t                *user, *ordered;
     ngx_queue_t           *q;
     ngx_http_chat_buf_t   *buf;
     ngx_http_chat_user_t  *u;
@@ -124,15 +124,22 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
         }
 
         if (buf == NULL) {
-            size = json_dumpb(event, NULL, 0, JSON_COMPACT);
-
-            buf = size ? ngx_http_chat_buf_alloc(size, log) : NULL;
-            if (buf == NULL) {
+            ordered = ngx_http_chat_event_json(event);
+            if (ordered == NULL) {
                 return;
             }
 
-            buf->len = json_dumpb(event, (char *) buf->data, size,
+            size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
+
+            buf = size ? ngx_http_chat_buf_alloc(size, log) : NULL;
+            if (buf == NULL) {
+                json_decref(ordered);
+                return;
+            }
+
+            buf->len = json_dumpb(ordered, (char *) buf->data, size,
                                   JSON_COMPACT);
+            json_decref(ordered);
         }
 
         for (q = ngx_queue_head(&u->conns);

@@ -138,3 +138,24 @@ ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
 
     return NGX_OK;
 }
+
+
+/*
+ * PostgreSQL's jsonb orders keys by length: an event read from it gets its
+ * "type" first again, for whoever reads frames.  Returns a new reference.
+ */
+
+json_t *
+ngx_http_chat_event_json(json_t *event)
+{
+    json_t  *ordered;
+
+    ordered = json_pack("{s:O}", "type", json_object_get(event, "type"));
+
+    if (ordered == NULL || json_object_update_missing(ordered, event) != 0) {
+        json_decref(ordered);
+        return NULL;
+    }
+
+    return ordered;
+}

@@ -318,11 +318,18 @@ ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
 ngx_int_t
 ngx_http_chat_session_event(ngx_http_chat_conn_t *wc, json_t *event)
 {
+    json_t  *ordered;
+
     if (event == NULL) {
         return NGX_OK;
     }
 
-    return ngx_http_chat_send_json_frame(wc, json_incref(event));
+    ordered = ngx_http_chat_event_json(event);
+    if (ordered == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_send_json_frame(wc, ordered);
 }
 
 
