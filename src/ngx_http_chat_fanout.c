@@ -142,6 +142,8 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
             json_decref(ordered);
         }
 
+        /* queuing never frees a connection (see ngx_http_chat_ws_close) */
+
         for (q = ngx_queue_head(&u->conns);
              q != ngx_queue_sentinel(&u->conns);
              q = ngx_queue_next(q))

@@ -406,8 +406,6 @@ ngx_http_chat_pg_connect(ngx_http_chat_pg_conn_t *pc)
         return;
     }
 
-    ngx_add_timer(pc->c->read, pool->conf->connect_timeout);
-
     /* as if PQconnectPoll() had said PGRES_POLLING_WRITING */
 }
 
@@ -460,6 +458,11 @@ ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc)
     wev->cancelable = 1;
 
     pc->c = c;
+
+    if (pc->state == ngx_http_chat_pg_connecting) {
+        /* a new socket of the same attempt: the deadline stays */
+        ngx_add_timer(rev, pool->conf->connect_timeout);
+    }
 
     if (ngx_add_conn) {
         if (ngx_add_conn(c) == NGX_ERROR) {

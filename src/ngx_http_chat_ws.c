@@ -394,8 +394,9 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
                 ngx_http_chat_ws_close(wc,
                                    p->close_code == NGX_HTTP_CHAT_CLOSE_NO_STATUS
                                    ? 0 : p->close_code, "");
-            } else {
-                (void) ngx_http_chat_ws_flush(wc);
+
+            } else if (!wc->connection->write->posted) {
+                ngx_post_event(wc->connection->write, &ngx_posted_events);
             }
 
             return;
@@ -550,7 +551,10 @@ ngx_http_chat_ws_fail(ngx_http_chat_conn_t *wc, unsigned code,
     }
 
     if (wc->close_sent) {
-        (void) ngx_http_chat_ws_flush(wc);
+        if (!wc->connection->write->posted) {
+            ngx_post_event(wc->connection->write, &ngx_posted_events);
+        }
+
         return;
     }
 
@@ -562,6 +566,7 @@ ngx_http_chat_ws_fail(ngx_http_chat_conn_t *wc, unsigned code,
  * Starts the close handshake, or answers the peer's Close; code 0 sends a
  * Close without a status.  The connection is closed once the Close is
  * sent and either the peer's Close arrived or the input is discarded.
+ * Never frees the connection itself.
  */
 
 void
@@ -584,7 +589,9 @@ ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
 
         buf = ngx_http_chat_buf_alloc(2 + len, wc->connection->log);
         if (buf == NULL) {
-            ngx_http_chat_ws_finalize(wc);
+            /* no Close frame, then: the close timer ends it */
+            wc->discard = 1;
+            ngx_http_chat_ws_arm(wc);
             return;
         }
 
@@ -597,16 +604,16 @@ ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
     if (ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_CLOSE, buf)
         != NGX_OK)
     {
-        ngx_http_chat_ws_finalize(wc);
-        return;
+        wc->discard = 1;
     }
 
-    /* the peer has close_timeout to answer */
+    /*
+     * The peer has close_timeout to answer.  The Close leaves from the
+     * posted write event: callers may be walking lists of connections, so
+     * nothing here may free this one.
+     */
+
     ngx_http_chat_ws_arm(wc);
-
-    if (ngx_http_chat_ws_flush(wc) == NGX_ERROR) {
-        ngx_http_chat_ws_finalize(wc);
-    }
 }
 
 
