@@ -460,7 +460,7 @@ ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc)
     pc->c = c;
 
     if (pc->state == ngx_http_chat_pg_connecting) {
-        /* a new socket of the same attempt: the deadline stays */
+        /* each socket of an attempt gets the connect deadline */
         ngx_add_timer(rev, pool->conf->connect_timeout);
     }
 
