@@ -8,6 +8,7 @@
 
 
 #include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
 
 
 static void *ngx_http_chat_create_main_conf(ngx_conf_t *cf);
@@ -29,6 +30,8 @@ static char *ngx_http_chat_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_exit_process(ngx_cycle_t *cycle);
 
@@ -49,6 +52,20 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       ngx_http_chat_postgres,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chat_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_chat_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_max_connections_per_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, max_connections_per_user),
       NULL },
 
     { ngx_string("chat_websocket"),
@@ -258,6 +275,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->stats_zone = NULL;
      *     cmcf->stats = NULL;
      *     cmcf->pg = NULL;
+     *     cmcf->zone = NULL;
      */
 
     return cmcf;
@@ -297,6 +315,7 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->close_timeout = NGX_CONF_UNSET_MSEC;
     conf->send_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_message_length = NGX_CONF_UNSET_UINT;
+    conf->max_connections_per_user = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -333,6 +352,15 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               60000);
     ngx_conf_merge_uint_value(conf->max_message_length,
                               prev->max_message_length, 5000);
+    ngx_conf_merge_uint_value(conf->max_connections_per_user,
+                              prev->max_connections_per_user, 32);
+
+    if (conf->max_connections_per_user > 255) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_max_connections_per_user\" is at most "
+                           "255 (0: no limit)");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->max_message_size < NGX_HTTP_CHAT_CONTROL_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -721,18 +749,52 @@ ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    return ngx_http_chat_zone_conf(cf,
+                                   (ngx_http_chat_zone_t **) &cmcf->zone,
+                                   cf->args->elts, cf->args->nelts);
+}
+
+
 static ngx_int_t
 ngx_http_chat_init_process(ngx_cycle_t *cycle)
 {
+    ngx_core_conf_t            *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
 
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_chat_module);
 
-    if (cmcf == NULL || cmcf->pg == NULL) {
+    if (cmcf == NULL || cmcf->stats_zone == NULL) {
+        /* no chat location: nothing to do in this worker */
         return NGX_OK;
     }
 
-    return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
+    if (cmcf->zone != NULL) {
+        if (ngx_http_chat_zone_init_process(cycle, cmcf->zone) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_core_module);
+
+        if (ccf->worker_processes > 1 && ngx_worker == 0) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "chat: %i workers without chat_zone: an event "
+                          "reaches only the connections of the worker "
+                          "that made it", ccf->worker_processes);
+        }
+    }
+
+    if (cmcf->pg != NULL) {
+        return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -740,4 +802,5 @@ static void
 ngx_http_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chat_pg_exit_process();
+    ngx_http_chat_zone_exit_process();
 }

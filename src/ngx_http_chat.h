@@ -40,6 +40,7 @@
 #define NGX_HTTP_CHAT_STMT_SYNC                 8
 #define NGX_HTTP_CHAT_STMT_SEND                 9
 #define NGX_HTTP_CHAT_STMT_TYPING               10
+#define NGX_HTTP_CHAT_STMT_PRESENCE             11
 
 
 typedef enum {
@@ -77,6 +78,7 @@ typedef struct {
     ngx_shm_zone_t               *stats_zone;
     ngx_http_chat_stats_t        *stats;
     ngx_http_chat_pg_conf_t      *pg;         /* chat_postgres, or NULL */
+    void                         *zone;       /* chat_zone, or NULL */
 } ngx_http_chat_main_conf_t;
 
 
@@ -107,6 +109,7 @@ typedef struct {
 
     /* chat protocol */
     ngx_uint_t                    max_message_length;
+    ngx_uint_t                    max_connections_per_user;
 } ngx_http_chat_loc_conf_t;
 
 
@@ -177,6 +180,7 @@ struct ngx_http_chat_conn_s {
     unsigned                      discard:1;  /* input past a failure */
     unsigned                      lingering:1;
     unsigned                      finalized:1;
+    unsigned                      present:1;  /* counted in presence */
 };
 
 
@@ -251,11 +255,22 @@ ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req, ngx_uint_t stmt);
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
+    json_t *arg);
 
 /* ngx_http_chat_fanout.c: delivery to this worker's connections */
 ngx_int_t ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
+void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
+
+/* ngx_http_chat_ipc.c: delivery to every worker */
+void ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log);
+
+/* ngx_http_chat_presence.c */
+ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
+json_t *ngx_http_chat_presence_query(json_t *ids);
 
 /* ngx_http_chat_status.c */
 ngx_int_t ngx_http_chat_status_handler(ngx_http_request_t *r);

@@ -243,3 +243,43 @@ ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     node->right = sentinel;
     ngx_rbt_red(node);
 }
+
+
+/* every connection of this worker: its events cannot be trusted anymore */
+
+void
+ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
+{
+    ngx_queue_t           *q;
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_chat_user_t  *u;
+    ngx_http_chat_conn_t  *wc;
+
+    if (ngx_http_chat_users.root == NULL) {
+        return;
+    }
+
+    node = ngx_http_chat_users.root;
+    sentinel = ngx_http_chat_users.sentinel;
+
+    if (node == sentinel) {
+        return;
+    }
+
+    /* closing queues a Close and frees nothing: the walk is safe */
+
+    for (node = ngx_rbtree_min(node, sentinel);
+         node != NULL;
+         node = ngx_rbtree_next(&ngx_http_chat_users, node))
+    {
+        u = (ngx_http_chat_user_t *) node;
+
+        for (q = ngx_queue_head(&u->conns);
+             q != ngx_queue_sentinel(&u->conns);
+             q = ngx_queue_next(q))
+        {
+            wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+            ngx_http_chat_ws_close(wc, code, reason);
+        }
+    }
+}

@@ -188,6 +188,29 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
 
     ctx->wc = wc;
 
+    /* counted before the upgrade, so that a full zone can still say 503 */
+
+    rc = ngx_http_chat_presence_add(wc);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_chat_buf_release(wc->upgrade);
+        return ngx_http_chat_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "unavailable",
+                                    "the server is full, retry later");
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_http_chat_buf_release(wc->upgrade);
+
+        if (ngx_http_chat_add_header(r, "Retry-After", "10") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_chat_refuse(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                    "rate_limited",
+                                    "too many connections for this user");
+    }
+
     /*
      * The upgrade completes in a posted event, once the HTTP request has
      * been finalized down to this extra reference: only then may it be

@@ -22,7 +22,7 @@
 #include <ngx_http_chat_pg.h>
 
 
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  2
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  3
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -90,7 +90,8 @@ static ngx_http_chat_pg_pool_t  ngx_http_chat_pg_pool;
 static const char  *ngx_http_chat_migrations[] = {
     NULL,
     "sql/0001_init.sql",
-    "sql/0002_chat.sql"
+    "sql/0002_chat.sql",
+    "sql/0003_presence.sql"
 };
 
 

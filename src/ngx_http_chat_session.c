@@ -24,7 +24,7 @@ static ngx_int_t ngx_http_chat_ping(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
-static ngx_int_t ngx_http_chat_not_yet(ngx_http_chat_conn_t *wc,
+static ngx_int_t ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_send_json_frame(ngx_http_chat_conn_t *wc,
     json_t *json);
@@ -51,8 +51,7 @@ static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
 
     { ngx_string("typing"), NULL, NGX_HTTP_CHAT_STMT_TYPING },
 
-    /* needs the shared zone */
-    { ngx_string("presence.query"), ngx_http_chat_not_yet, 0 },
+    { ngx_string("presence.query"), ngx_http_chat_presence_request, 0 },
 
     { ngx_null_string, NULL, 0 }
 };
@@ -232,10 +231,37 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
 
 
 static ngx_int_t
-ngx_http_chat_not_yet(ngx_http_chat_conn_t *wc, ngx_http_chat_request_t *req)
+ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req)
 {
-    return ngx_http_chat_session_error(wc, req->id, "unavailable",
-                                       "not available in this version");
+    size_t   i;
+    json_t  *ids, *id, *presence;
+
+    ids = json_object_get(req->root, "user_ids");
+
+    if (!json_is_array(ids) || json_array_size(ids) > 200) {
+        return ngx_http_chat_session_error(wc, req->id, "bad_request",
+                                           "user_ids must be an array of "
+                                           "at most 200 user ids");
+    }
+
+    json_array_foreach(ids, i, id) {
+        if (!json_is_string(id) || json_string_length(id) == 0
+            || json_string_length(id) > NGX_HTTP_CHAT_JWT_MAX_SUB)
+        {
+            return ngx_http_chat_session_error(wc, req->id, "bad_request",
+                                               "user_ids must be an array "
+                                               "of at most 200 user ids");
+        }
+    }
+
+    presence = ngx_http_chat_presence_query(ids);
+    if (presence == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_reply_ok(wc, req->id,
+                                  json_pack("{s:o}", "presence", presence));
 }
 
 

@@ -92,6 +92,8 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
     { "chat_typing",
       "SELECT chat.api_typing($1, $2::jsonb)", 2 },
+    { "chat_presence",
+      "SELECT chat.api_presence($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };
@@ -167,6 +169,49 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
     ngx_http_chat_store_run(wc);
 
     return NGX_OK;
+}
+
+
+/*
+ * A call that no connection waits for (presence changes): its events are
+ * delivered, its answer dropped; if storage is down, nothing happens.
+ */
+
+void
+ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
+    json_t *arg)
+{
+    ngx_http_chat_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_http_chat_op_t) + len + 1, ngx_cycle->log);
+    if (op == NULL) {
+        return;
+    }
+
+    op->text = json_dumps(arg, JSON_COMPACT);
+    if (op->text == NULL) {
+        ngx_free(op);
+        return;
+    }
+
+    /* the user id lives right behind the op, NUL-terminated for libpq */
+    ngx_memcpy((u_char *) (op + 1), user, len);
+
+    op->kind = NGX_HTTP_CHAT_OP_PLAIN;
+    op->started = 1;
+
+    op->q.stmt = stmt;
+    op->q.nparams = 2;
+    op->q.values[0] = (char *) (op + 1);
+    op->q.lengths[0] = (int) len;
+    op->q.values[1] = op->text;
+    op->q.lengths[1] = (int) ngx_strlen(op->text);
+    op->q.handler = ngx_http_chat_store_handler;
+    op->q.data = op;
+
+    if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
+        ngx_http_chat_store_free(op);
+    }
 }
 
 
@@ -380,8 +425,8 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 
     if (op->kind != NGX_HTTP_CHAT_OP_SYNC && error == NULL) {
         json_array_foreach(events, i, ev) {
-            ngx_http_chat_fanout_event(json_object_get(ev, "event"),
-                                       json_object_get(ev, "to"), log);
+            ngx_http_chat_route_event(json_object_get(ev, "event"),
+                                      json_object_get(ev, "to"), log);
         }
     }
 

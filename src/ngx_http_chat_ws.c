@@ -1034,6 +1034,8 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
         ngx_http_chat_store_detach(wc);
     }
 
+    ngx_http_chat_presence_remove(wc);
+
     while (wc->out != NULL) {
         out = wc->out;
         wc->out = out->next;

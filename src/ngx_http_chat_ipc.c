@@ -1,0 +1,306 @@
+
+/*
+ * Events between workers.  Presence says which slots hold connections of
+ * an event's recipients; the event crosses to each such worker once, as
+ * one message in that slot's queue in the zone, and the worker fans it out
+ * to its own connections.  A wake-up (the slot's eventfd) is written only
+ * when a queue goes from empty to not empty; the owner takes the whole
+ * queue at once, so no wake-up is lost and none is wasted.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
+
+
+static void ngx_http_chat_ipc_read(ngx_event_t *rev);
+
+
+/* per worker process */
+static ngx_connection_t  *ngx_http_chat_ipc_conn;
+
+
+ngx_int_t
+ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle)
+{
+    ngx_connection_t      *c;
+    ngx_http_chat_slot_t  *slot;
+
+    slot = &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot];
+
+    c = ngx_get_connection(slot->wake, cycle->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = slot;
+    c->read->handler = ngx_http_chat_ipc_read;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+
+    /* the master's descriptor: never closed here, other workers write it */
+    c->shared = 1;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        c->shared = 1;
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    ngx_http_chat_ipc_conn = c;
+
+    /* what was queued before this worker started */
+    ngx_http_chat_ipc_read(c->read);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_ipc_exit_process(void)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_http_chat_ipc_conn;
+
+    if (c == NULL) {
+        return;
+    }
+
+    ngx_http_chat_ipc_conn = NULL;
+
+    if (ngx_del_event) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    c->shared = 1;
+    ngx_close_connection(c);
+}
+
+
+/*
+ * Delivers a routed event: here, to this worker's connections, and once
+ * to every other worker that has a connection of one of the users in to.
+ */
+
+void
+ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
+{
+    char                      *text;
+    size_t                     i, len;
+    uint64_t                   mask, wake;
+    json_t                    *user, *msg;
+    ngx_uint_t                 s;
+    ngx_http_chat_slot_t      *slot;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_ipc_msg_t   *m;
+    ngx_http_chat_presence_t  *p;
+    uint64_t                   one;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT
+        || !json_is_array(to))
+    {
+        ngx_http_chat_fanout_event(event, to, log);
+        return;
+    }
+
+    mask = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    json_array_foreach(to, i, user) {
+
+        if (!json_is_string(user)) {
+            continue;
+        }
+
+        p = ngx_http_chat_presence_lookup_locked(
+                                           (u_char *) json_string_value(user),
+                                           json_string_length(user));
+        if (p == NULL || p->total == 0) {
+            continue;
+        }
+
+        for (s = 0; s < NGX_HTTP_CHAT_SLOTS; s++) {
+            if (p->counts[s]) {
+                mask |= (uint64_t) 1 << s;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (mask & ((uint64_t) 1 << ngx_http_chat_slot)) {
+        ngx_http_chat_fanout_event(event, to, log);
+        mask &= ~((uint64_t) 1 << ngx_http_chat_slot);
+    }
+
+    if (mask == 0) {
+        return;
+    }
+
+    msg = json_pack("{s:O, s:O}", "to", to, "event", event);
+    text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+
+    if (text == NULL) {
+        return;
+    }
+
+    len = ngx_strlen(text);
+    wake = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (s = 0; s < NGX_HTTP_CHAT_SLOTS; s++) {
+
+        if (!(mask & ((uint64_t) 1 << s))) {
+            continue;
+        }
+
+        slot = &zone->sh->slots[s];
+
+        if (slot->pid == 0) {
+            continue;
+        }
+
+        m = NULL;
+
+        if (slot->queued + len <= zone->queue_max) {
+            m = ngx_slab_alloc_locked(zone->shpool,
+                                  offsetof(ngx_http_chat_ipc_msg_t, data)
+                                  + len);
+        }
+
+        if (m == NULL) {
+            /* its worker will make its clients resync: nothing is lost */
+            slot->overflow++;
+            slot->dropped++;
+            zone->sh->full++;
+            continue;
+        }
+
+        m->next = NULL;
+        m->len = len;
+        ngx_memcpy(m->data, text, len);
+
+        if (slot->tail == NULL) {
+            slot->head = m;
+            wake |= (uint64_t) 1 << s;
+
+        } else {
+            slot->tail->next = m;
+        }
+
+        slot->tail = m;
+        slot->queued += len;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    free(text);
+
+    one = 1;
+
+    for (s = 0; wake; s++, wake >>= 1) {
+        if ((wake & 1)
+            && write(zone->sh->slots[s].wake, &one, sizeof(uint64_t)) == -1
+            && ngx_errno != NGX_EAGAIN)
+        {
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          "chat: cannot wake slot %ui", s);
+        }
+    }
+}
+
+
+static void
+ngx_http_chat_ipc_read(ngx_event_t *rev)
+{
+    uint64_t                  n;
+    json_t                   *msg;
+    ngx_uint_t                overflow, count;
+    ngx_connection_t         *c;
+    json_error_t              err;
+    ngx_http_chat_slot_t     *slot;
+    ngx_http_chat_zone_t     *zone;
+    ngx_http_chat_ipc_msg_t  *m, *head, *next;
+
+    c = rev->data;
+    slot = c->data;
+    zone = ngx_http_chat_zone;
+
+    while (read(c->fd, &n, sizeof(uint64_t)) == sizeof(uint64_t)) {
+        /* the counter is reset by the read; the queue says the rest */
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    head = slot->head;
+    slot->head = NULL;
+    slot->tail = NULL;
+    slot->queued = 0;
+    overflow = slot->overflow;
+    slot->overflow = 0;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (overflow) {
+        ngx_log_error(NGX_LOG_CRIT, c->log, 0,
+                      "chat: %ui events for this worker did not fit in "
+                      "chat_zone: its clients are closed with 1013 and "
+                      "resume with sync", overflow);
+        ngx_http_chat_fanout_close_all(NGX_HTTP_CHAT_CLOSE_TRY_AGAIN,
+                                       "events lost, resync");
+    }
+
+    count = 0;
+
+    for (m = head; m; m = m->next) {
+        msg = json_loadb((char *) m->data, m->len, 0, &err);
+
+        if (msg == NULL) {
+            ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                          "chat: invalid event in the queue: %s", err.text);
+            continue;
+        }
+
+        ngx_http_chat_fanout_event(json_object_get(msg, "event"),
+                                   json_object_get(msg, "to"), c->log);
+        json_decref(msg);
+        count++;
+    }
+
+    if (head == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (m = head; m; m = next) {
+        next = m->next;
+        ngx_slab_free_locked(zone->shpool, m);
+    }
+
+    slot->delivered += count;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+void
+ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot)
+{
+    ngx_http_chat_ipc_msg_t  *m, *next;
+
+    for (m = slot->head; m; m = next) {
+        next = m->next;
+        ngx_slab_free_locked(ngx_http_chat_zone->shpool, m);
+    }
+
+    slot->head = NULL;
+    slot->tail = NULL;
+    slot->queued = 0;
+}

@@ -1,0 +1,422 @@
+
+/*
+ * Presence: user -> live connections per worker slot, and last seen, in
+ * the zone.  A user is online from the first connection on any worker to
+ * the last; "offline" is said only after a grace period, so that a quick
+ * reconnect (a reload, a flaky network) does not flap.  Who hears it is
+ * PostgreSQL's to say (users sharing a conversation, blocks excluded).
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
+
+
+#define NGX_HTTP_CHAT_OFFLINE_GRACE  3000
+
+
+typedef struct {
+    ngx_queue_t                   queue;
+    ngx_msec_t                    deadline;
+    size_t                        len;
+    u_char                        user[1];
+} ngx_http_chat_offline_t;
+
+
+static ngx_http_chat_presence_t *ngx_http_chat_presence_alloc_locked(
+    u_char *user, size_t len, uint32_t hash);
+static void ngx_http_chat_presence_announce(u_char *user, size_t len,
+    ngx_uint_t online, time_t last_seen);
+static void ngx_http_chat_presence_later(u_char *user, size_t len);
+static void ngx_http_chat_presence_timer(ngx_event_t *ev);
+
+
+/* per worker process */
+static ngx_queue_t   ngx_http_chat_offline;
+static ngx_event_t   ngx_http_chat_offline_event;
+
+
+ngx_int_t
+ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
+{
+    uint32_t                   hash;
+    ngx_uint_t                 online, max;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        return NGX_OK;
+    }
+
+    max = wc->conf->max_connections_per_user;
+    hash = ngx_crc32_short(wc->id.id.data, wc->id.id.len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+
+    if (p == NULL) {
+        p = ngx_http_chat_presence_alloc_locked(wc->id.id.data,
+                                                wc->id.id.len, hash);
+        if (p == NULL) {
+            zone->sh->full++;
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_CRIT, wc->connection->log, 0,
+                          "chat: chat_zone \"%V\" is full: new connections "
+                          "are refused (make the zone larger)",
+                          &zone->shm_zone->shm.name);
+            return NGX_DECLINED;
+        }
+    }
+
+    if ((max && p->total >= max) || p->counts[ngx_http_chat_slot] == 255) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_BUSY;
+    }
+
+    p->counts[ngx_http_chat_slot]++;
+    p->total++;
+
+    if (p->total == 1) {
+        zone->sh->online++;
+    }
+
+    online = !p->announced;
+    p->announced = 1;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    wc->present = 1;
+
+    if (online) {
+        ngx_http_chat_presence_announce(wc->id.id.data, wc->id.id.len, 1, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc)
+{
+    ngx_uint_t                 last;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    if (!wc->present || zone == NULL) {
+        return;
+    }
+
+    wc->present = 0;
+    last = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+
+    if (p != NULL && p->counts[ngx_http_chat_slot] > 0) {
+        p->counts[ngx_http_chat_slot]--;
+        p->total--;
+
+        if (p->total == 0) {
+            p->last_seen = ngx_time();
+            zone->sh->online--;
+            last = 1;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (last) {
+        ngx_http_chat_presence_later(wc->id.id.data, wc->id.id.len);
+    }
+}
+
+
+ngx_http_chat_presence_t *
+ngx_http_chat_presence_lookup_locked(u_char *user, size_t len)
+{
+    ngx_str_t  name;
+
+    name.data = user;
+    name.len = len;
+
+    return (ngx_http_chat_presence_t *) ngx_str_rbtree_lookup(
+                                          &ngx_http_chat_zone->sh->presence,
+                                          &name,
+                                          ngx_crc32_short(user, len));
+}
+
+
+static ngx_http_chat_presence_t *
+ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
+{
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_chat_presence_t  *p, *victim;
+
+    p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
+                               offsetof(ngx_http_chat_presence_t, user) + len);
+
+    if (p == NULL) {
+        /* room is made by forgetting a user who is offline */
+
+        node = ngx_http_chat_zone->sh->presence.root;
+        sentinel = ngx_http_chat_zone->sh->presence.sentinel;
+        victim = NULL;
+
+        if (node != sentinel) {
+            for (node = ngx_rbtree_min(node, sentinel);
+                 node != NULL;
+                 node = ngx_rbtree_next(&ngx_http_chat_zone->sh->presence,
+                                        node))
+            {
+                victim = (ngx_http_chat_presence_t *) node;
+
+                if (victim->total == 0 && !victim->announced) {
+                    break;
+                }
+
+                victim = NULL;
+            }
+        }
+
+        if (victim == NULL) {
+            return NULL;
+        }
+
+        ngx_rbtree_delete(&ngx_http_chat_zone->sh->presence,
+                          &victim->sn.node);
+        ngx_slab_free_locked(ngx_http_chat_zone->shpool, victim);
+
+        p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
+                                 offsetof(ngx_http_chat_presence_t, user)
+                                 + len);
+        if (p == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memcpy(p->user, user, len);
+
+    p->sn.str.data = p->user;
+    p->sn.str.len = len;
+    p->sn.node.key = hash;
+
+    ngx_rbtree_insert(&ngx_http_chat_zone->sh->presence, &p->sn.node);
+
+    return p;
+}
+
+
+/* a slot's process is gone: its connections are no more */
+
+void
+ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
+{
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_chat_presence_t  *p;
+
+    node = ngx_http_chat_zone->sh->presence.root;
+    sentinel = ngx_http_chat_zone->sh->presence.sentinel;
+
+    if (node == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(node, sentinel);
+         node != NULL;
+         node = ngx_rbtree_next(&ngx_http_chat_zone->sh->presence, node))
+    {
+        p = (ngx_http_chat_presence_t *) node;
+
+        if (p->counts[slot] == 0) {
+            continue;
+        }
+
+        p->total -= p->counts[slot];
+        p->counts[slot] = 0;
+
+        if (p->total == 0) {
+            p->last_seen = ngx_time();
+            ngx_http_chat_zone->sh->online--;
+
+            /* said by this worker after the grace period (see later()) */
+            ngx_http_chat_presence_later(p->user, p->sn.str.len);
+        }
+    }
+}
+
+
+/* {"bob": {"online": true, "last_seen": "..."}, ...} for presence.query */
+
+json_t *
+ngx_http_chat_presence_query(json_t *ids)
+{
+    u_char                    *e;
+    size_t                     i;
+    json_t                    *result, *id, *entry;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+    u_char                     seen[NGX_HTTP_CHAT_TIME_LEN];
+
+    zone = ngx_http_chat_zone;
+
+    result = json_object();
+    if (result == NULL) {
+        return NULL;
+    }
+
+    if (zone != NULL) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+    }
+
+    json_array_foreach(ids, i, id) {
+
+        p = zone ? ngx_http_chat_presence_lookup_locked(
+                       (u_char *) json_string_value(id),
+                       json_string_length(id))
+                 : NULL;
+
+        if (p != NULL && p->total == 0 && p->last_seen) {
+            e = ngx_http_chat_time(seen, p->last_seen, 0);
+            entry = json_pack("{s:b, s:s%}", "online", 0, "last_seen", seen,
+                              (size_t) (e - seen));
+
+        } else {
+            entry = json_pack("{s:b, s:n}", "online", p && p->total > 0,
+                              "last_seen");
+        }
+
+        if (entry == NULL
+            || json_object_setn_new(result, json_string_value(id),
+                                    json_string_length(id), entry) != 0)
+        {
+            json_decref(result);
+            result = NULL;
+            break;
+        }
+    }
+
+    if (zone != NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+    }
+
+    return result;
+}
+
+
+static void
+ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
+    time_t last_seen)
+{
+    u_char  *e;
+    json_t  *arg;
+    u_char   seen[NGX_HTTP_CHAT_TIME_LEN];
+
+    if (last_seen) {
+        e = ngx_http_chat_time(seen, last_seen, 0);
+        arg = json_pack("{s:s%, s:b, s:s%}", "user_id", user, len,
+                        "online", online, "last_seen", seen,
+                        (size_t) (e - seen));
+
+    } else {
+        arg = json_pack("{s:s%, s:b, s:n}", "user_id", user, len,
+                        "online", online, "last_seen");
+    }
+
+    if (arg == NULL) {
+        return;
+    }
+
+    /* PostgreSQL knows who shares a conversation; without it, silence */
+    ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
+
+    json_decref(arg);
+}
+
+
+static void
+ngx_http_chat_presence_later(u_char *user, size_t len)
+{
+    ngx_http_chat_offline_t  *off;
+
+    if (ngx_http_chat_offline.next == NULL) {
+        ngx_queue_init(&ngx_http_chat_offline);
+
+        ngx_http_chat_offline_event.handler = ngx_http_chat_presence_timer;
+        ngx_http_chat_offline_event.log = ngx_cycle->log;
+        ngx_http_chat_offline_event.cancelable = 1;
+    }
+
+    off = ngx_alloc(offsetof(ngx_http_chat_offline_t, user) + len,
+                    ngx_cycle->log);
+    if (off == NULL) {
+        return;
+    }
+
+    off->deadline = ngx_current_msec + NGX_HTTP_CHAT_OFFLINE_GRACE;
+    off->len = len;
+    ngx_memcpy(off->user, user, len);
+
+    ngx_queue_insert_tail(&ngx_http_chat_offline, &off->queue);
+
+    if (!ngx_http_chat_offline_event.timer_set) {
+        ngx_add_timer(&ngx_http_chat_offline_event,
+                      NGX_HTTP_CHAT_OFFLINE_GRACE);
+    }
+}
+
+
+/* grace periods that are over: still no connection means offline */
+
+static void
+ngx_http_chat_presence_timer(ngx_event_t *ev)
+{
+    time_t                     last_seen;
+    ngx_uint_t                 offline;
+    ngx_queue_t               *q;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_offline_t   *off;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    while (!ngx_queue_empty(&ngx_http_chat_offline)) {
+        q = ngx_queue_head(&ngx_http_chat_offline);
+        off = ngx_queue_data(q, ngx_http_chat_offline_t, queue);
+
+        if ((ngx_msec_int_t) (off->deadline - ngx_current_msec) > 0) {
+            ngx_add_timer(ev, off->deadline - ngx_current_msec);
+            return;
+        }
+
+        ngx_queue_remove(q);
+
+        offline = 0;
+        last_seen = 0;
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        p = ngx_http_chat_presence_lookup_locked(off->user, off->len);
+
+        if (p != NULL && p->total == 0 && p->announced) {
+            p->announced = 0;
+            last_seen = p->last_seen;
+            offline = 1;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (offline && !ngx_exiting) {
+            ngx_http_chat_presence_announce(off->user, off->len, 0,
+                                            last_seen);
+        }
+
+        ngx_free(off);
+    }
+}

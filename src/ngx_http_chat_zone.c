@@ -1,0 +1,281 @@
+
+/*
+ * The shared memory zone and the worker slots in it.
+ *
+ * A worker takes a free slot when it starts.  Slots are not the worker's
+ * index: during a reload old and new workers with the same index run side
+ * by side.  A slot whose process is gone (a worker killed, say) is swept
+ * by the next worker that starts, which nginx does at once for a dead
+ * worker, so presence stays exact.  The wake-up descriptors are eventfds
+ * made by the master when the zone is made, so every worker of every
+ * later generation inherits all of them.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
+
+#include <sys/eventfd.h>
+
+
+static ngx_int_t ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_chat_zone_sweep_locked(void);
+
+
+ngx_http_chat_zone_t  *ngx_http_chat_zone;
+ngx_uint_t             ngx_http_chat_slot = NGX_HTTP_CHAT_NO_SLOT;
+
+
+char *
+ngx_http_chat_zone_conf(ngx_conf_t *cf, ngx_http_chat_zone_t **zp,
+    ngx_str_t *value, ngx_uint_t n)
+{
+    ssize_t                size;
+    ngx_uint_t             i;
+    ngx_shm_zone_t        *shm_zone, *old;
+    ngx_list_part_t       *part;
+    ngx_http_chat_zone_t  *zone;
+
+    if (*zp != NULL) {
+        return "is duplicate";
+    }
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR || size < (ssize_t) (64 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_zone \"%V\" needs a size of at least %uz",
+                           &value[1], 64 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * nginx gives a zone of another size fresh memory: presence and the
+     * queues of running workers would be lost, so a size change is
+     * refused on reload; it takes a restart.
+     */
+
+    if (cf->cycle->old_cycle != NULL
+        && cf->cycle->old_cycle->shared_memory.part.elts != NULL)
+    {
+        part = &cf->cycle->old_cycle->shared_memory.part;
+        old = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                old = part->elts;
+                i = 0;
+            }
+
+            if (old[i].tag == &ngx_http_chat_module
+                && old[i].shm.name.len == value[1].len
+                && ngx_strncmp(old[i].shm.name.data, value[1].data,
+                               value[1].len) == 0
+                && old[i].shm.size != (size_t) size)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "chat_zone \"%V\" cannot change its size "
+                                   "on reload (%uz to %uz): restart nginx",
+                                   &value[1], old[i].shm.size,
+                                   (size_t) size);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a quarter of the zone at most for what waits for one worker */
+    zone->queue_max = (size_t) size / 4;
+
+    shm_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                     &ngx_http_chat_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_zone \"%V\" is already used", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_chat_zone_init;
+    shm_zone->data = zone;
+
+    zone->shm_zone = shm_zone;
+
+    *zp = zone;
+
+    (void) n;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_chat_zone_t *ozone = data;
+
+    ngx_uint_t              i;
+    ngx_slab_pool_t        *shpool;
+    ngx_http_chat_zone_t   *zone;
+    ngx_http_chat_shctx_t  *sh;
+
+    zone = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    zone->shpool = shpool;
+
+    if (ozone != NULL) {
+        /* a reload: the same memory, the same descriptors */
+        zone->sh = ozone->sh;
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        zone->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_chat_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->size = shm_zone->shm.size;
+
+    ngx_rbtree_init(&sh->presence, &sh->sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    /* made here, in the master, so that every worker inherits them */
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        sh->slots[i].wake = eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC);
+
+        if (sh->slots[i].wake == -1) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, ngx_errno,
+                          "eventfd() failed");
+            return NGX_ERROR;
+        }
+    }
+
+    shpool->data = sh;
+    zone->sh = sh;
+
+    ngx_sprintf(shpool->log_ctx, " in chat_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is a state we handle, not a line per allocation */
+    shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
+{
+    ngx_uint_t              i;
+    ngx_http_chat_shctx_t  *sh;
+
+    ngx_http_chat_zone = zone;
+    sh = zone->sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_chat_zone_sweep_locked();
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (sh->slots[i].pid == 0) {
+            sh->slots[i].pid = ngx_pid;
+            sh->slots[i].generation++;
+            sh->slots[i].overflow = 0;
+            ngx_http_chat_slot = i;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "chat: all %d slots of chat_zone are taken: this "
+                      "worker delivers to its own connections only",
+                      NGX_HTTP_CHAT_SLOTS);
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  "chat: worker takes slot %ui of chat_zone",
+                  ngx_http_chat_slot);
+
+    return ngx_http_chat_ipc_init_process(cycle);
+}
+
+
+void
+ngx_http_chat_zone_exit_process(void)
+{
+    ngx_http_chat_slot_t  *slot;
+
+    if (ngx_http_chat_zone == NULL
+        || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT)
+    {
+        return;
+    }
+
+    ngx_http_chat_ipc_exit_process();
+
+    slot = &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot];
+
+    ngx_shmtx_lock(&ngx_http_chat_zone->shpool->mutex);
+
+    /* the connections are closed by now; anything left is swept */
+    ngx_http_chat_presence_sweep_locked(ngx_http_chat_slot);
+    ngx_http_chat_ipc_free_queue_locked(slot);
+    slot->pid = 0;
+
+    ngx_shmtx_unlock(&ngx_http_chat_zone->shpool->mutex);
+
+    ngx_http_chat_slot = NGX_HTTP_CHAT_NO_SLOT;
+}
+
+
+/* slots of processes that are gone: presence and queues are undone */
+
+static void
+ngx_http_chat_zone_sweep_locked(void)
+{
+    ngx_uint_t             i;
+    ngx_http_chat_slot_t  *slot;
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        slot = &ngx_http_chat_zone->sh->slots[i];
+
+        if (slot->pid == 0
+            || kill(slot->pid, 0) == 0 || ngx_errno != NGX_ESRCH)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: sweeping slot %ui of exited process %P",
+                      i, slot->pid);
+
+        ngx_http_chat_presence_sweep_locked(i);
+        ngx_http_chat_ipc_free_queue_locked(slot);
+        slot->pid = 0;
+    }
+}

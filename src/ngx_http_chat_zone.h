@@ -1,0 +1,94 @@
+
+/*
+ * The shared memory zone (chat_zone): worker slots with their event
+ * queues, and presence.  Every worker of every generation maps it at the
+ * same address; its lock is the slab pool's mutex.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_ZONE_H_INCLUDED_
+#define _NGX_HTTP_CHAT_ZONE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_CHAT_SLOTS        64
+#define NGX_HTTP_CHAT_NO_SLOT      ((ngx_uint_t) -1)
+
+
+typedef struct ngx_http_chat_ipc_msg_s  ngx_http_chat_ipc_msg_t;
+
+struct ngx_http_chat_ipc_msg_s {
+    ngx_http_chat_ipc_msg_t      *next;
+    size_t                        len;
+    u_char                        data[1];   /* {"to": [...], "event": {}} */
+};
+
+
+/* a worker process's place in the zone */
+typedef struct {
+    ngx_pid_t                     pid;       /* 0: free */
+    ngx_uint_t                    generation;
+    int                           wake;      /* eventfd, made in the master */
+    ngx_http_chat_ipc_msg_t      *head;
+    ngx_http_chat_ipc_msg_t      *tail;
+    size_t                        queued;    /* bytes waiting */
+    ngx_uint_t                    overflow;  /* events dropped since drain */
+    ngx_atomic_t                  dropped;   /* ever */
+    ngx_atomic_t                  delivered;
+} ngx_http_chat_slot_t;
+
+
+typedef struct {
+    ngx_str_node_t                sn;        /* sn.str: the user id */
+    ngx_uint_t                    total;     /* connections, all slots */
+    time_t                        last_seen;
+    u_char                        counts[NGX_HTTP_CHAT_SLOTS];
+    unsigned                      announced:1;  /* online said to peers */
+    u_char                        user[1];
+} ngx_http_chat_presence_t;
+
+
+typedef struct {
+    size_t                        size;
+    ngx_rbtree_t                  presence;
+    ngx_rbtree_node_t             sentinel;
+    ngx_uint_t                    online;    /* users with a connection */
+    ngx_uint_t                    full;      /* allocation failures */
+    ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
+} ngx_http_chat_shctx_t;
+
+
+typedef struct {
+    ngx_shm_zone_t               *shm_zone;
+    ngx_slab_pool_t              *shpool;
+    ngx_http_chat_shctx_t        *sh;
+    size_t                        queue_max;   /* per slot */
+} ngx_http_chat_zone_t;
+
+
+/* this worker's zone and slot */
+extern ngx_http_chat_zone_t  *ngx_http_chat_zone;
+extern ngx_uint_t             ngx_http_chat_slot;
+
+
+char *ngx_http_chat_zone_conf(ngx_conf_t *cf, ngx_http_chat_zone_t **zp,
+    ngx_str_t *value, ngx_uint_t n);
+ngx_int_t ngx_http_chat_zone_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_zone_t *zone);
+void ngx_http_chat_zone_exit_process(void);
+
+/* presence, under the zone's lock */
+ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
+    size_t len);
+void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
+
+/* ngx_http_chat_ipc.c */
+ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
+void ngx_http_chat_ipc_exit_process(void);
+void ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot);
+
+
+#endif /* _NGX_HTTP_CHAT_ZONE_H_INCLUDED_ */
