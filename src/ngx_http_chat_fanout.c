@@ -283,3 +283,17 @@ ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
         }
     }
 }
+
+
+/* whether the user has a connection in this worker */
+
+ngx_uint_t
+ngx_http_chat_fanout_online(u_char *user, size_t len)
+{
+    if (ngx_http_chat_users.root == NULL) {
+        return 0;
+    }
+
+    return ngx_http_chat_fanout_find(user, len, ngx_crc32_short(user, len))
+           != NULL;
+}

@@ -287,6 +287,14 @@ ngx_http_chat_presence_query(json_t *ids)
             entry = json_pack("{s:b, s:s%}", "online", 0, "last_seen", seen,
                               (size_t) (e - seen));
 
+        } else if (zone == NULL) {
+            /* no zone: what this worker knows */
+            entry = json_pack("{s:b, s:n}", "online",
+                              ngx_http_chat_fanout_online(
+                                  (u_char *) json_string_value(id),
+                                  json_string_length(id)),
+                              "last_seen");
+
         } else {
             entry = json_pack("{s:b, s:n}", "online", p && p->total > 0,
                               "last_seen");

@@ -198,8 +198,7 @@ def test_requests_that_need_storage_are_unavailable(nginx):
     ws.recv_json()
     for t in ("conversation.create", "conversation.list", "messages.history",
               "message.send", "message.edit", "message.delete",
-              "message.read", "message.delivered", "typing",
-              "presence.query", "sync"):
+              "message.read", "message.delivered", "typing", "sync"):
         ws.send_json({"type": t, "id": t})
         reply = ws.recv_json()
         assert reply["type"] == "error" and reply["id"] == t
@@ -443,3 +442,21 @@ def test_status_is_prometheus_text(nginx):
     ws.close()
     assert wait_for(lambda: status(ng)["chat_connections"] == 0)
     assert http(ng, "POST", "/chat/status").status == 405
+
+
+def test_presence_query_without_a_zone_knows_this_worker(nginx):
+    ng = nginx(WS)
+    ws = raw(ng)
+    ws.recv_json()
+    bob = raw(ng, "bob")
+    bob.recv_json()
+    ws.send_json({"type": "presence.query", "id": 1,
+                  "user_ids": ["bob", "carol"]})
+    assert ws.recv_json() == {"type": "ok", "id": 1, "data": {"presence": {
+        "bob": {"online": True, "last_seen": None},
+        "carol": {"online": False, "last_seen": None}}}}
+    for bad in ([1], "bob", ["x"] * 201, [""]):
+        ws.send_json({"type": "presence.query", "id": 2, "user_ids": bad})
+        assert ws.recv_json()["error"]["code"] == "bad_request"
+    ws.close()
+    bob.close()

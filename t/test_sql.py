@@ -144,9 +144,10 @@ def psql(postgres, *args, db="chat"):
 # migrations and schema
 
 def test_ledger_and_version(db):
-    assert (2, "0002_chat") in db.q(
-        "SELECT version, name FROM chat.schema_migrations")
-    assert db.one("SELECT chat.schema_version()") == 2
+    ledger = db.q("SELECT version, name FROM chat.schema_migrations")
+    assert (2, "0002_chat") in ledger
+    assert (3, "0003_presence") in ledger
+    assert db.one("SELECT chat.schema_version()") == 3
 
 
 def test_migrations_rerun_keep_data(db):
@@ -163,7 +164,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,)]
+                "ORDER BY version") == [(1,), (2,), (3,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -174,12 +175,13 @@ def test_documented_apply_to_an_existing_database(db):
         for _ in range(2):
             r = psql(db.pg, "-f", os.path.join(REPO, "sql/0001_init.sql"),
                      "-f", os.path.join(REPO, "sql/0002_chat.sql"),
+                     "-f", os.path.join(REPO, "sql/0003_presence.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (2,)
+                == (3,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 
