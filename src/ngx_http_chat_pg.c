@@ -63,6 +63,8 @@ typedef struct {
 
 static void ngx_http_chat_pg_connect(ngx_http_chat_pg_conn_t *pc);
 static ngx_int_t ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc);
+static ngx_int_t ngx_http_chat_pg_want_write(ngx_http_chat_pg_conn_t *pc,
+    ngx_uint_t on);
 static void ngx_http_chat_pg_event(ngx_event_t *ev);
 static void ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc);
 static void ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc);
@@ -465,18 +467,33 @@ ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc)
         ngx_add_timer(rev, pool->conf->connect_timeout);
     }
 
-    if (ngx_add_conn) {
-        if (ngx_add_conn(c) == NGX_ERROR) {
-            return NGX_ERROR;
-        }
+    /*
+     * Level-triggered: PQconsumeInput() reads what fits its buffer, not
+     * up to EAGAIN, so an edge could be consumed with data still waiting.
+     * Writing is watched only while libpq has something to send.
+     */
 
-    } else {
-        if (ngx_add_event(rev, NGX_READ_EVENT, NGX_CLEAR_EVENT) != NGX_OK
-            || ngx_add_event(wev, NGX_WRITE_EVENT, NGX_CLEAR_EVENT)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_pg_want_write(pc, 1);
+}
+
+
+static ngx_int_t
+ngx_http_chat_pg_want_write(ngx_http_chat_pg_conn_t *pc, ngx_uint_t on)
+{
+    ngx_event_t  *wev;
+
+    wev = pc->c->write;
+
+    if (on && !wev->active) {
+        return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+
+    if (!on && wev->active) {
+        return ngx_del_event(wev, NGX_WRITE_EVENT, 0);
     }
 
     return NGX_OK;
@@ -548,6 +565,12 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
     }
 
     if (rc != PGRES_POLLING_OK) {
+        if (ngx_http_chat_pg_want_write(pc, rc == PGRES_POLLING_WRITING)
+            != NGX_OK)
+        {
+            ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        }
+
         return;
     }
 
@@ -612,6 +635,11 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
     /* 1: the rest goes on the next write (or read) event */
     pc->flushing = (rc == 1);
 
+    if (ngx_http_chat_pg_want_write(pc, pc->flushing) != NGX_OK) {
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -633,7 +661,11 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 
     if (pc->state == ngx_http_chat_pg_ready) {
 
-        /* an idle connection says something only when it is going away */
+        /*
+         * An idle connection hears from the server when it is going away
+         * (a FATAL message, then the end of the stream, which the level-
+         * triggered event reports next); or notices, which are dropped.
+         */
 
         if (PQstatus(pc->conn) == CONNECTION_BAD) {
             ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
