@@ -161,7 +161,7 @@ http {{
 {http}
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{reuseport};
         server_name localhost;
 
 {locations}
@@ -215,7 +215,9 @@ class Nginx:
             workers=workers, prefix=self.prefix,
             level="debug" if os.environ.get("CHAT_DEBUG") else "info",
             main=main, events=events, jwt_key=key_line, http=http,
-            port=self.port, locations=locations)
+            port=self.port, locations=locations,
+            # several workers: the kernel spreads connections over them
+            reuseport=" reuseport" if workers > 1 else "")
         with open(self.conf_path, "w") as f:
             f.write(text)
 
