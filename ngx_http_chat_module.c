@@ -61,6 +61,22 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("chat_send_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_rate_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, rates)
+          + NGX_HTTP_CHAT_RATE_SEND * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
+    { ngx_string("chat_typing_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_rate_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, rates)
+          + NGX_HTTP_CHAT_RATE_TYPING * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
     { ngx_string("chat_max_connections_per_user"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -316,6 +332,8 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->send_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_message_length = NGX_CONF_UNSET_UINT;
     conf->max_connections_per_user = NGX_CONF_UNSET_UINT;
+    conf->rates[0].rate = NGX_CONF_UNSET_UINT;
+    conf->rates[1].rate = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -326,6 +344,8 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_http_chat_loc_conf_t *prev = parent;
     ngx_http_chat_loc_conf_t *conf = child;
+
+    ngx_uint_t  i;
 
     ngx_conf_merge_ptr_value(conf->jwt_key, prev->jwt_key, NULL);
     ngx_conf_merge_str_value(conf->jwt_issuer, prev->jwt_issuer, "");
@@ -354,6 +374,17 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_message_length, 5000);
     ngx_conf_merge_uint_value(conf->max_connections_per_user,
                               prev->max_connections_per_user, 32);
+
+    for (i = 0; i < 2; i++) {
+        if (conf->rates[i].rate == NGX_CONF_UNSET_UINT) {
+            conf->rates[i] = prev->rates[i];
+        }
+
+        if (conf->rates[i].rate == NGX_CONF_UNSET_UINT) {
+            conf->rates[i].rate = 0;
+            conf->rates[i].burst = 0;
+        }
+    }
 
     if (conf->max_connections_per_user > 255) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

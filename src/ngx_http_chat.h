@@ -53,6 +53,10 @@ typedef enum {
 } ngx_http_chat_mode_e;
 
 
+#define NGX_HTTP_CHAT_EVENT_TYPES    12
+#define NGX_HTTP_CHAT_REQUEST_TYPES  14
+
+
 /* counters in shared memory, read by chat_status */
 typedef struct {
     ngx_atomic_t                  connections;        /* open WebSockets */
@@ -71,6 +75,16 @@ typedef struct {
     ngx_atomic_t                  closes_token;       /* 4001 */
     ngx_atomic_t                  closes_shutdown;    /* 1001 */
     ngx_atomic_t                  tokens_minted;
+    ngx_atomic_t                  closes_slow;        /* 1013 */
+    ngx_atomic_t                  events_dropped;     /* typing, presence */
+    ngx_atomic_t                  rate_limited;
+    ngx_atomic_t                  pg_queries;
+    ngx_atomic_t                  pg_errors;          /* SQL errors */
+    ngx_atomic_t                  pg_unavailable;     /* answered so */
+    ngx_atomic_t                  pg_connects;
+    ngx_atomic_t                  pg_ready;           /* connections now */
+    ngx_atomic_t                  events_out[NGX_HTTP_CHAT_EVENT_TYPES];
+    ngx_atomic_t                  requests[NGX_HTTP_CHAT_REQUEST_TYPES];
 } ngx_http_chat_stats_t;
 
 
@@ -80,6 +94,23 @@ typedef struct {
     ngx_http_chat_pg_conf_t      *pg;         /* chat_postgres, or NULL */
     void                         *zone;       /* chat_zone, or NULL */
 } ngx_http_chat_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                    rate;      /* requests per 1000 s */
+    ngx_uint_t                    burst;     /* in thousandths */
+} ngx_http_chat_rate_t;
+
+
+/* a leaky bucket, as limit_req keeps it: excess in thousandths */
+typedef struct {
+    ngx_msec_t                    last;
+    ngx_uint_t                    excess;
+} ngx_http_chat_bucket_t;
+
+
+#define NGX_HTTP_CHAT_RATE_SEND    0
+#define NGX_HTTP_CHAT_RATE_TYPING  1
 
 
 typedef struct {
@@ -110,6 +141,7 @@ typedef struct {
     /* chat protocol */
     ngx_uint_t                    max_message_length;
     ngx_uint_t                    max_connections_per_user;
+    ngx_http_chat_rate_t          rates[2];  /* sends, typing; 0: none */
 } ngx_http_chat_loc_conf_t;
 
 
@@ -167,6 +199,8 @@ struct ngx_http_chat_conn_s {
     ngx_msec_t                    last_data;  /* last data message in */
 
     ngx_queue_t                   ops;        /* storage requests, FIFO */
+    ngx_queue_t                   typing;     /* conversations typed in */
+    ngx_http_chat_bucket_t        buckets[2]; /* rates without a zone */
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
@@ -198,6 +232,13 @@ extern ngx_module_t  ngx_http_chat_module;
     if ((mcf)->stats) {                                                      \
         (void) ngx_atomic_fetch_add(&(mcf)->stats->field, n);                \
     }
+
+/* the same, from anywhere in a worker */
+#define ngx_http_chat_count(field, n)                                        \
+    ngx_http_chat_stat(((ngx_http_chat_main_conf_t *)                        \
+                        ngx_http_cycle_get_module_main_conf(ngx_cycle,       \
+                                               ngx_http_chat_module)),       \
+                       field, n)
 
 
 /* ngx_http_chat_http.c: JSON answers to plain HTTP requests */
@@ -249,6 +290,8 @@ ngx_int_t ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
     const char *code, const char *message);
 ngx_int_t ngx_http_chat_session_event(ngx_http_chat_conn_t *wc,
     json_t *event);
+ngx_int_t ngx_http_chat_session_limited(ngx_http_chat_conn_t *wc, json_t *id,
+    ngx_msec_t wait);
 
 /* ngx_http_chat_store.c: requests that need PostgreSQL */
 ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
@@ -273,8 +316,21 @@ ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
 json_t *ngx_http_chat_presence_query(json_t *ids);
 
+/* ngx_http_chat_typing.c */
+void ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, json_t *event,
+    json_t *to);
+void ngx_http_chat_typing_stop_all(ngx_http_chat_conn_t *wc);
+
+/* ngx_http_chat_rate.c */
+char *ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_msec_t ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
+    ngx_uint_t kind);
+
 /* ngx_http_chat_status.c */
 ngx_int_t ngx_http_chat_status_handler(ngx_http_request_t *r);
+void ngx_http_chat_status_event(json_t *event);
+ngx_str_t *ngx_http_chat_request_type_name(ngx_uint_t i);
 ngx_int_t ngx_http_chat_status_init_conf(ngx_conf_t *cf,
     ngx_http_chat_main_conf_t *cmcf);
 

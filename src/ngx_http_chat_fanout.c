@@ -95,16 +95,27 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
 void
 ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
 {
-    size_t                 size, i;
-    json_t                *user, *ordered;
-    ngx_queue_t           *q;
-    ngx_http_chat_buf_t   *buf;
-    ngx_http_chat_user_t  *u;
-    ngx_http_chat_conn_t  *wc;
+    size_t                      size, i;
+    json_t                     *user, *ordered;
+    ngx_uint_t                  ephemeral;
+    const char                 *type;
+    ngx_queue_t                *q;
+    ngx_http_chat_main_conf_t  *cmcf;
+    ngx_http_chat_buf_t        *buf;
+    ngx_http_chat_user_t       *u;
+    ngx_http_chat_conn_t       *wc;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
 
     if (ngx_http_chat_users.root == NULL || !json_is_array(to)) {
         return;
     }
+
+    /* typing and presence may be lost; the others never silently */
+    type = json_string_value(json_object_get(event, "type"));
+    ephemeral = type && (ngx_strcmp(type, "typing") == 0
+                         || ngx_strcmp(type, "presence") == 0);
 
     buf = NULL;
 
@@ -152,6 +163,30 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
 
             if (wc->close_sent || wc->finalized) {
                 continue;
+            }
+
+            /*
+             * A client that does not keep up: what can be lost is dropped
+             * from half the send buffer on; past all of it, the client is
+             * closed with 1013 and resumes with sync, so nothing is lost.
+             */
+
+            if (wc->out_bytes + buf->len > wc->conf->send_buffer / 2) {
+
+                if (ephemeral) {
+                    ngx_http_chat_stat(cmcf, events_dropped, 1);
+                    continue;
+                }
+
+                if (wc->out_bytes + buf->len > wc->conf->send_buffer) {
+                    ngx_log_error(NGX_LOG_INFO, wc->connection->log, 0,
+                                  "chat: client does not keep up, %uz bytes "
+                                  "unsent: closing with 1013", wc->out_bytes);
+                    ngx_http_chat_stat(cmcf, closes_slow, 1);
+                    ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_TRY_AGAIN,
+                                           "too slow: resume with sync");
+                    continue;
+                }
             }
 
             buf->refs++;

@@ -99,6 +99,8 @@ ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
 
     zone = ngx_http_chat_zone;
 
+    ngx_http_chat_status_event(event);
+
     if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT
         || !json_is_array(to))
     {

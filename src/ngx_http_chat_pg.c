@@ -15,10 +15,7 @@
  */
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
-#include <ngx_event.h>
-
+#include <ngx_http_chat.h>
 #include <ngx_http_chat_pg.h>
 
 
@@ -803,6 +800,9 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         pc->backoff = NGX_HTTP_CHAT_PG_BACKOFF_MIN;
         pc->state = ngx_http_chat_pg_ready;
 
+        ngx_http_chat_count(pg_connects, 1);
+        ngx_http_chat_count(pg_ready, 1);
+
         ngx_http_chat_pg_next(pc);
         return;
 
@@ -822,6 +822,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
                       "chat: PostgreSQL query \"%s\" failed: %s",
                       ngx_http_chat_pg_statements[q->stmt].name,
                       res ? PQresultErrorMessage(res) : "no result");
+        ngx_http_chat_count(pg_errors, 1);
         rc = NGX_ERROR;
     }
 
@@ -920,6 +921,8 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
         pc->query = q;
         pc->state = ngx_http_chat_pg_busy;
 
+        ngx_http_chat_count(pg_queries, 1);
+
         ngx_add_timer(pc->c->read, pool->conf->query_timeout);
 
         (void) ngx_http_chat_pg_flush(pc);
@@ -957,6 +960,7 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
     pc->backoff = ngx_min(pc->backoff * 2, NGX_HTTP_CHAT_PG_BACKOFF_MAX);
 
     if (q != NULL) {
+        ngx_http_chat_count(pg_unavailable, 1);
         q->handler(q, NGX_DECLINED, NULL);
     }
 
@@ -970,6 +974,10 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
 static void
 ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc)
 {
+    if (pc->state >= ngx_http_chat_pg_ready) {
+        ngx_http_chat_count(pg_ready, -1);
+    }
+
     if (pc->c != NULL) {
         pc->c->shared = 1;
         ngx_close_connection(pc->c);
@@ -1056,6 +1064,7 @@ ngx_http_chat_pg_expire(ngx_event_t *ev)
         ngx_queue_remove(qn);
         pool->queued--;
 
+        ngx_http_chat_count(pg_unavailable, 1);
         q->handler(q, NGX_DECLINED, NULL);
     }
 
@@ -1083,6 +1092,7 @@ ngx_http_chat_pg_fail_queue(void)
         ngx_queue_remove(qn);
         pool->queued--;
 
+        ngx_http_chat_count(pg_unavailable, 1);
         q->handler(q, NGX_DECLINED, NULL);
     }
 

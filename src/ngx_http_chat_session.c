@@ -57,6 +57,21 @@ static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
 };
 
 
+/* for chat_status: the request types, in the order of the counters */
+
+ngx_str_t *
+ngx_http_chat_request_type_name(ngx_uint_t i)
+{
+    if (i >= NGX_HTTP_CHAT_REQUEST_TYPES
+        || ngx_http_chat_request_types[i].type.len == 0)
+    {
+        return NULL;
+    }
+
+    return &ngx_http_chat_request_types[i].type;
+}
+
+
 ngx_int_t
 ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 {
@@ -99,6 +114,7 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
 {
     const char                    *err;
     ngx_int_t                      rc;
+    ngx_msec_t                     wait;
     ngx_http_chat_request_t        req;
     ngx_http_chat_main_conf_t     *cmcf;
     ngx_http_chat_request_type_t  *t;
@@ -124,6 +140,13 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         }
     }
 
+    if ((ngx_uint_t) (t - ngx_http_chat_request_types)
+        < NGX_HTTP_CHAT_REQUEST_TYPES)
+    {
+        ngx_http_chat_stat(cmcf, requests[t - ngx_http_chat_request_types],
+                           1);
+    }
+
     if (t->type.len == 0) {
         ngx_http_chat_stat(cmcf, requests_bad, 1);
         rc = ngx_http_chat_session_error(wc, req.id, "bad_request",
@@ -138,6 +161,21 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
     } else if (cmcf->pg == NULL) {
         rc = ngx_http_chat_session_error(wc, req.id, "unavailable",
                                          "storage is not configured");
+
+    } else if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
+               || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
+    {
+        wait = ngx_http_chat_rate_check(wc,
+                                        t->stmt == NGX_HTTP_CHAT_STMT_SEND
+                                        ? NGX_HTTP_CHAT_RATE_SEND
+                                        : NGX_HTTP_CHAT_RATE_TYPING);
+        if (wait) {
+            ngx_http_chat_stat(cmcf, rate_limited, 1);
+            rc = ngx_http_chat_session_limited(wc, req.id, wait);
+
+        } else {
+            rc = ngx_http_chat_store_request(wc, &req, t->stmt);
+        }
 
     } else {
         rc = ngx_http_chat_store_request(wc, &req, t->stmt);
@@ -327,6 +365,30 @@ ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
     ngx_int_t   rc;
 
     error = json_pack("{s:s, s:s}", "code", code, "message", message);
+    if (error == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_chat_session_reply(wc, id, NULL, error);
+
+    json_decref(error);
+
+    return rc;
+}
+
+
+/* rate_limited, with the wait the client should respect */
+
+ngx_int_t
+ngx_http_chat_session_limited(ngx_http_chat_conn_t *wc, json_t *id,
+    ngx_msec_t wait)
+{
+    json_t     *error;
+    ngx_int_t   rc;
+
+    error = json_pack("{s:s, s:s, s:I}", "code", "rate_limited",
+                      "message", "too many requests, slow down",
+                      "retry_after_ms", (json_int_t) wait);
     if (error == NULL) {
         return NGX_ERROR;
     }

@@ -7,10 +7,28 @@
 
 
 #include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
 
 
 static ngx_int_t ngx_http_chat_status_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static u_char *ngx_http_chat_status_zone(u_char *p);
+
+
+static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
+    ngx_string("message.created"),
+    ngx_string("message.updated"),
+    ngx_string("message.deleted"),
+    ngx_string("receipt"),
+    ngx_string("typing"),
+    ngx_string("presence"),
+    ngx_string("conversation.created"),
+    ngx_string("conversation.updated"),
+    ngx_string("member.joined"),
+    ngx_string("member.left"),
+    ngx_null_string,
+    ngx_string("other")
+};
 
 
 typedef struct {
@@ -64,6 +82,26 @@ static ngx_http_chat_metric_t  ngx_http_chat_metrics[] = {
                          "Connections closed by a reload or shutdown."),
     ngx_http_chat_metric("chat_dev_tokens_minted_total", "counter",
                          tokens_minted, "Development tokens minted."),
+    ngx_http_chat_metric("chat_closes_slow_total", "counter", closes_slow,
+                         "Connections closed with 1013 for not reading."),
+    ngx_http_chat_metric("chat_events_dropped_total", "counter",
+                         events_dropped,
+                         "Typing and presence events dropped for slow "
+                         "clients."),
+    ngx_http_chat_metric("chat_rate_limited_total", "counter", rate_limited,
+                         "Requests refused by a rate limit."),
+    ngx_http_chat_metric("chat_postgres_queries_total", "counter",
+                         pg_queries, "Queries sent to PostgreSQL."),
+    ngx_http_chat_metric("chat_postgres_errors_total", "counter", pg_errors,
+                         "Queries PostgreSQL answered with an error."),
+    ngx_http_chat_metric("chat_postgres_unavailable_total", "counter",
+                         pg_unavailable,
+                         "Queries answered unavailable: no connection, a "
+                         "lost one, or a timeout."),
+    ngx_http_chat_metric("chat_postgres_connects_total", "counter",
+                         pg_connects, "PostgreSQL connections made ready."),
+    ngx_http_chat_metric("chat_postgres_connections", "gauge", pg_ready,
+                         "PostgreSQL connections ready, all workers."),
 
     { NULL, NULL, NULL, 0 }
 };
@@ -132,6 +170,8 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
 {
     size_t                      size;
     ngx_int_t                   rc;
+    ngx_str_t                  *name;
+    ngx_uint_t                  i;
     ngx_buf_t                  *b;
     ngx_chain_t                 out;
     ngx_atomic_int_t            value;
@@ -157,6 +197,11 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
                 + ngx_strlen(m->type) + ngx_strlen(m->name) + NGX_ATOMIC_T_LEN;
     }
 
+    /* the labelled families and the zone's figures */
+    size += 256 + (NGX_HTTP_CHAT_EVENT_TYPES + NGX_HTTP_CHAT_REQUEST_TYPES)
+                  * (64 + NGX_ATOMIC_T_LEN)
+            + 512 + NGX_HTTP_CHAT_SLOTS * (128 + 3 * NGX_ATOMIC_T_LEN);
+
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -168,6 +213,40 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
         b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n%s %A\n",
                               m->name, m->help, m->name, m->type, m->name,
                               value);
+    }
+
+    b->last = ngx_cpymem(b->last,
+                    "# HELP chat_requests_total Requests received, by type.\n"
+                    "# TYPE chat_requests_total counter\n",
+                    sizeof("# HELP chat_requests_total Requests received, "
+                           "by type.\n"
+                           "# TYPE chat_requests_total counter\n") - 1);
+
+    for (i = 0; (name = ngx_http_chat_request_type_name(i)) != NULL; i++) {
+        b->last = ngx_sprintf(b->last,
+                              "chat_requests_total{type=\"%V\"} %A\n", name,
+                              (ngx_atomic_int_t) cmcf->stats->requests[i]);
+    }
+
+    b->last = ngx_cpymem(b->last,
+                    "# HELP chat_events_total Events routed, by type.\n"
+                    "# TYPE chat_events_total counter\n",
+                    sizeof("# HELP chat_events_total Events routed, "
+                           "by type.\n"
+                           "# TYPE chat_events_total counter\n") - 1);
+
+    for (i = 0; i < NGX_HTTP_CHAT_EVENT_TYPES; i++) {
+        if (ngx_http_chat_event_names[i].len) {
+            b->last = ngx_sprintf(b->last,
+                                  "chat_events_total{type=\"%V\"} %A\n",
+                                  &ngx_http_chat_event_names[i],
+                                  (ngx_atomic_int_t)
+                                      cmcf->stats->events_out[i]);
+        }
+    }
+
+    if (ngx_http_chat_zone != NULL) {
+        b->last = ngx_http_chat_status_zone(b->last);
     }
 
     b->last_buf = 1;
@@ -188,4 +267,119 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* presence and queues: read under the zone's lock, briefly */
+
+static u_char *
+ngx_http_chat_status_zone(u_char *p)
+{
+    size_t                  total, used;
+    ngx_uint_t              i, online, full;
+    ngx_slab_pool_t        *shpool;
+    ngx_http_chat_slot_t   *slot;
+    ngx_http_chat_shctx_t  *sh;
+    size_t                  queued[NGX_HTTP_CHAT_SLOTS];
+    ngx_pid_t               pid[NGX_HTTP_CHAT_SLOTS];
+    ngx_atomic_int_t        dropped[NGX_HTTP_CHAT_SLOTS];
+    ngx_atomic_int_t        delivered[NGX_HTTP_CHAT_SLOTS];
+
+    shpool = ngx_http_chat_zone->shpool;
+    sh = ngx_http_chat_zone->sh;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    online = sh->online;
+    full = sh->full;
+    total = shpool->end - shpool->start;
+    used = total - shpool->pfree * ngx_pagesize;
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        slot = &sh->slots[i];
+        pid[i] = slot->pid;
+        queued[i] = slot->queued;
+        dropped[i] = slot->dropped;
+        delivered[i] = slot->delivered;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    p = ngx_sprintf(p, "# HELP chat_users_online Users with a connection.\n"
+                       "# TYPE chat_users_online gauge\n"
+                       "chat_users_online %ui\n"
+                       "# HELP chat_zone_size_bytes Size of chat_zone.\n"
+                       "# TYPE chat_zone_size_bytes gauge\n"
+                       "chat_zone_size_bytes %uz\n"
+                       "# HELP chat_zone_used_bytes Pages of chat_zone in use."
+                       "\n# TYPE chat_zone_used_bytes gauge\n"
+                       "chat_zone_used_bytes %uz\n"
+                       "# HELP chat_zone_full_total Allocations chat_zone "
+                       "refused.\n# TYPE chat_zone_full_total counter\n"
+                       "chat_zone_full_total %ui\n",
+                    online, total, used, full);
+
+    p = ngx_sprintf(p, "# HELP chat_queue_bytes Bytes waiting for a worker."
+                       "\n# TYPE chat_queue_bytes gauge\n");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_sprintf(p, "chat_queue_bytes{slot=\"%ui\",pid=\"%P\"} "
+                               "%uz\n", i, pid[i], queued[i]);
+        }
+    }
+
+    p = ngx_sprintf(p, "# HELP chat_queue_dropped_total Events that did not "
+                       "fit a worker's queue.\n"
+                       "# TYPE chat_queue_dropped_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_sprintf(p, "chat_queue_dropped_total{slot=\"%ui\"} %A\n",
+                            i, dropped[i]);
+        }
+    }
+
+    p = ngx_sprintf(p, "# HELP chat_queue_delivered_total Events a worker "
+                       "took from its queue.\n"
+                       "# TYPE chat_queue_delivered_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_sprintf(p, "chat_queue_delivered_total{slot=\"%ui\"} "
+                               "%A\n", i, delivered[i]);
+        }
+    }
+
+    return p;
+}
+
+
+void
+ngx_http_chat_status_event(json_t *event)
+{
+    size_t                      len;
+    ngx_uint_t                  i;
+    const char                 *type;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+
+    if (cmcf->stats == NULL) {
+        return;
+    }
+
+    type = json_string_value(json_object_get(event, "type"));
+    len = type ? ngx_strlen(type) : 0;
+
+    for (i = 0; i < NGX_HTTP_CHAT_EVENT_TYPES - 1; i++) {
+        if (ngx_http_chat_event_names[i].len == len
+            && ngx_strncmp(ngx_http_chat_event_names[i].data, type, len) == 0)
+        {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&cmcf->stats->events_out[i], 1);
 }

@@ -25,6 +25,7 @@ typedef enum {
     NGX_HTTP_CHAT_OP_PLAIN = 0,
     NGX_HTTP_CHAT_OP_SEND,
     NGX_HTTP_CHAT_OP_SYNC,
+    NGX_HTTP_CHAT_OP_TYPING,
     NGX_HTTP_CHAT_OP_HELLO
 } ngx_http_chat_op_kind_e;
 
@@ -128,6 +129,10 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 
     case NGX_HTTP_CHAT_STMT_SYNC:
         kind = NGX_HTTP_CHAT_OP_SYNC;
+        break;
+
+    case NGX_HTTP_CHAT_STMT_TYPING:
+        kind = NGX_HTTP_CHAT_OP_TYPING;
         break;
 
     default:
@@ -427,6 +432,13 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
         json_array_foreach(events, i, ev) {
             ngx_http_chat_route_event(json_object_get(ev, "event"),
                                       json_object_get(ev, "to"), log);
+
+            if (op->kind == NGX_HTTP_CHAT_OP_TYPING && wc != NULL
+                && !wc->finalized)
+            {
+                ngx_http_chat_typing_update(wc, json_object_get(ev, "event"),
+                                            json_object_get(ev, "to"));
+            }
         }
     }
 

@@ -148,6 +148,7 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     wc->session = ++ngx_http_chat_sessions;
 
     ngx_queue_init(&wc->ops);
+    ngx_queue_init(&wc->typing);
 
     ngx_http_chat_stat(cmcf, upgrades, 1);
     ngx_http_chat_stat(cmcf, connections, 1);
@@ -1030,6 +1031,7 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
 
     if (!wc->echo && wc->started) {
         ngx_http_chat_session_close(wc);
+        ngx_http_chat_typing_stop_all(wc);
         ngx_http_chat_fanout_remove(wc);
         ngx_http_chat_store_detach(wc);
     }

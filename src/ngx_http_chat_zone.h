@@ -45,6 +45,7 @@ typedef struct {
     ngx_str_node_t                sn;        /* sn.str: the user id */
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
+    ngx_http_chat_bucket_t        buckets[2];   /* sends, typing */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */
     u_char                        user[1];

@@ -1,0 +1,165 @@
+
+/*
+ * Per-user rate limits on sends and typing: a leaky bucket per user and
+ * kind, as limit_req keeps one, in the user's presence entry of the zone
+ * so that every worker draws from the same bucket (without a zone, per
+ * connection).
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
+
+
+static ngx_msec_t ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate,
+    ngx_msec_t *last, ngx_uint_t *excess);
+
+
+/* chat_send_rate 10r/s [burst=20]; chat_typing_rate 2r/s [burst=5] */
+
+char *
+ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_int_t              rate, scale, burst;
+    ngx_str_t             *value;
+    ngx_uint_t             i;
+    ngx_http_chat_rate_t  *r;
+
+    r = (ngx_http_chat_rate_t *) ((char *) conf + cmd->offset);
+
+    if (r->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rate = 1;
+    scale = 1;
+    burst = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (i == 1) {
+            len = value[i].len;
+            p = value[i].data + len - 3;
+
+            if (len > 3 && ngx_strncmp(p, "r/s", 3) == 0) {
+                scale = 1;
+                len -= 3;
+
+            } else if (len > 3 && ngx_strncmp(p, "r/m", 3) == 0) {
+                scale = 60;
+                len -= 3;
+
+            } else {
+                goto invalid;
+            }
+
+            rate = ngx_atoi(value[i].data, len);
+            if (rate <= 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (burst <= 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    r->rate = rate * 1000 / scale;
+    r->burst = (burst ? burst : 1) * 1000;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\": expected RATEr/s or RATEr/m "
+                       "and burst=N", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* 0: allowed; otherwise how long to wait, in milliseconds */
+
+ngx_msec_t
+ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
+{
+    ngx_msec_t                 wait;
+    ngx_http_chat_rate_t      *rate;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_bucket_t    *b;
+    ngx_http_chat_presence_t  *p;
+
+    rate = &wc->conf->rates[kind];
+
+    if (rate->rate == 0) {
+        return 0;
+    }
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL || !wc->present) {
+        b = &wc->buckets[kind];
+        return ngx_http_chat_rate_take(rate, &b->last, &b->excess);
+    }
+
+    wait = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+
+    if (p != NULL) {
+        b = &p->buckets[kind];
+        wait = ngx_http_chat_rate_take(rate, &b->last, &b->excess);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return wait;
+}
+
+
+static ngx_msec_t
+ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
+    ngx_uint_t *excess)
+{
+    ngx_msec_t      now, elapsed;
+    ngx_msec_int_t  left;
+
+    now = ngx_current_msec;
+    elapsed = *last ? now - *last : 60000;
+
+    /* what drained since the last request, then this request's share */
+
+    left = (ngx_msec_int_t) *excess
+           - (ngx_msec_int_t) (rate->rate * elapsed / 1000);
+
+    if (left < 0) {
+        left = 0;
+    }
+
+    left += 1000;
+
+    if ((ngx_uint_t) left > rate->burst) {
+        /* refused requests do not fill the bucket */
+        return (ngx_msec_t) ((left - rate->burst) * 1000 / rate->rate) + 1;
+    }
+
+    *excess = (ngx_uint_t) left;
+    *last = now;
+
+    return 0;
+}
