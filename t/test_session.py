@@ -423,13 +423,24 @@ def test_status_is_prometheus_text(nginx):
     r = http(ng, "GET", "/chat/status")
     assert r.status == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    # every sample belongs to the family announced by HELP and TYPE
+    family = None
+    samples = 0
     lines = r.body.decode().splitlines()
-    for i in range(0, len(lines), 3):
-        assert lines[i].startswith("# HELP chat_")
-        assert lines[i + 1].startswith("# TYPE chat_")
-        name, value = lines[i + 2].split(" ")
-        assert name == lines[i].split(" ")[2]
-        int(value)
+    for i, line in enumerate(lines):
+        if line.startswith("# HELP "):
+            family = line.split(" ")[2]
+            assert family.startswith("chat_")
+            assert lines[i + 1].startswith("# TYPE %s " % family)
+            assert lines[i + 1].split(" ")[3] in ("counter", "gauge")
+        elif not line.startswith("# TYPE "):
+            m = re.match(r'^(chat_\w+)(\{(\w+="[^"]*",?)+\})? (-?\d+)$',
+                         line)
+            assert m, line
+            assert m.group(1) == family, line
+            samples += 1
+    assert samples > 20
+    assert 'chat_requests_total{type="ping"} 0' in lines
     ws = raw(ng)
     ws.recv_json()
     assert wait_for(lambda: status(ng)["chat_connections"] == 1)
