@@ -3,7 +3,9 @@
  * Presence: user -> live connections per worker slot, and last seen, in
  * the zone.  A user is online from the first connection on any worker to
  * the last; "offline" is said only after a grace period, so that a quick
- * reconnect (a reload, a flaky network) does not flap.  Who hears it is
+ * reconnect (a reload, a flaky network) does not flap.  Users whose last
+ * connection closed wait in a list in the zone, so that any worker says
+ * it, even when the one where they were has exited.  Who hears it is
  * PostgreSQL's to say (users sharing a conversation, blocks excluded).
  */
 
@@ -12,28 +14,20 @@
 #include <ngx_http_chat_zone.h>
 
 
-#define NGX_HTTP_CHAT_OFFLINE_GRACE  3000
-
-
-typedef struct {
-    ngx_queue_t                   queue;
-    ngx_msec_t                    deadline;
-    size_t                        len;
-    u_char                        user[1];
-} ngx_http_chat_offline_t;
+/* seconds a user stays "online" for peers after the last connection */
+#define NGX_HTTP_CHAT_OFFLINE_GRACE  3
 
 
 static ngx_http_chat_presence_t *ngx_http_chat_presence_alloc_locked(
     u_char *user, size_t len, uint32_t hash);
+static void ngx_http_chat_presence_gone_locked(ngx_http_chat_presence_t *p);
 static void ngx_http_chat_presence_announce(u_char *user, size_t len,
     ngx_uint_t online, time_t last_seen);
-static void ngx_http_chat_presence_later(u_char *user, size_t len);
 static void ngx_http_chat_presence_timer(ngx_event_t *ev);
 
 
 /* per worker process */
-static ngx_queue_t   ngx_http_chat_offline;
-static ngx_event_t   ngx_http_chat_offline_event;
+static ngx_event_t  ngx_http_chat_presence_event;
 
 
 ngx_int_t
@@ -82,6 +76,12 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
 
     if (p->total == 1) {
         zone->sh->online++;
+
+        if (p->pending.next != NULL) {
+            /* back within the grace period: nothing to say */
+            ngx_queue_remove(&p->pending);
+            p->pending.next = NULL;
+        }
     }
 
     online = !p->announced;
@@ -102,7 +102,6 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
 void
 ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc)
 {
-    ngx_uint_t                 last;
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
@@ -113,7 +112,6 @@ ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc)
     }
 
     wc->present = 0;
-    last = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -124,16 +122,24 @@ ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc)
         p->total--;
 
         if (p->total == 0) {
-            p->last_seen = ngx_time();
-            zone->sh->online--;
-            last = 1;
+            ngx_http_chat_presence_gone_locked(p);
         }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
 
-    if (last) {
-        ngx_http_chat_presence_later(wc->id.id.data, wc->id.id.len);
+
+/* the user's last connection is gone: offline is said after the grace */
+
+static void
+ngx_http_chat_presence_gone_locked(ngx_http_chat_presence_t *p)
+{
+    p->last_seen = ngx_time();
+    ngx_http_chat_zone->sh->online--;
+
+    if (p->announced && p->pending.next == NULL) {
+        ngx_queue_insert_tail(&ngx_http_chat_zone->sh->pending, &p->pending);
     }
 }
 
@@ -177,7 +183,7 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
             {
                 victim = (ngx_http_chat_presence_t *) node;
 
-                if (victim->total == 0 && !victim->announced) {
+                if (victim->total == 0 && victim->pending.next == NULL) {
                     break;
                 }
 
@@ -242,11 +248,7 @@ ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
         p->counts[slot] = 0;
 
         if (p->total == 0) {
-            p->last_seen = ngx_time();
-            ngx_http_chat_zone->sh->online--;
-
-            /* said by this worker after the grace period (see later()) */
-            ngx_http_chat_presence_later(p->user, p->sn.str.len);
+            ngx_http_chat_presence_gone_locked(p);
         }
     }
 }
@@ -348,35 +350,16 @@ ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
 }
 
 
-static void
-ngx_http_chat_presence_later(u_char *user, size_t len)
+/* every worker looks at the pending list once a second */
+
+void
+ngx_http_chat_presence_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_chat_offline_t  *off;
+    ngx_http_chat_presence_event.handler = ngx_http_chat_presence_timer;
+    ngx_http_chat_presence_event.log = cycle->log;
+    ngx_http_chat_presence_event.cancelable = 1;
 
-    if (ngx_http_chat_offline.next == NULL) {
-        ngx_queue_init(&ngx_http_chat_offline);
-
-        ngx_http_chat_offline_event.handler = ngx_http_chat_presence_timer;
-        ngx_http_chat_offline_event.log = ngx_cycle->log;
-        ngx_http_chat_offline_event.cancelable = 1;
-    }
-
-    off = ngx_alloc(offsetof(ngx_http_chat_offline_t, user) + len,
-                    ngx_cycle->log);
-    if (off == NULL) {
-        return;
-    }
-
-    off->deadline = ngx_current_msec + NGX_HTTP_CHAT_OFFLINE_GRACE;
-    off->len = len;
-    ngx_memcpy(off->user, user, len);
-
-    ngx_queue_insert_tail(&ngx_http_chat_offline, &off->queue);
-
-    if (!ngx_http_chat_offline_event.timer_set) {
-        ngx_add_timer(&ngx_http_chat_offline_event,
-                      NGX_HTTP_CHAT_OFFLINE_GRACE);
-    }
+    ngx_add_timer(&ngx_http_chat_presence_event, 1000);
 }
 
 
@@ -385,46 +368,52 @@ ngx_http_chat_presence_later(u_char *user, size_t len)
 static void
 ngx_http_chat_presence_timer(ngx_event_t *ev)
 {
-    time_t                     last_seen;
-    ngx_uint_t                 offline;
+    time_t                     now, last_seen;
+    ngx_uint_t                 n;
     ngx_queue_t               *q;
     ngx_http_chat_zone_t      *zone;
-    ngx_http_chat_offline_t   *off;
     ngx_http_chat_presence_t  *p;
+    u_char                     user[NGX_HTTP_CHAT_JWT_MAX_SUB];
+    size_t                     len;
 
     zone = ngx_http_chat_zone;
+    now = ngx_time();
 
-    while (!ngx_queue_empty(&ngx_http_chat_offline)) {
-        q = ngx_queue_head(&ngx_http_chat_offline);
-        off = ngx_queue_data(q, ngx_http_chat_offline_t, queue);
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
 
-        if ((ngx_msec_int_t) (off->deadline - ngx_current_msec) > 0) {
-            ngx_add_timer(ev, off->deadline - ngx_current_msec);
-            return;
-        }
+    /* a few at a time: the lock is not held for long */
 
-        ngx_queue_remove(q);
-
-        offline = 0;
-        last_seen = 0;
+    for (n = 0; n < 64; n++) {
 
         ngx_shmtx_lock(&zone->shpool->mutex);
 
-        p = ngx_http_chat_presence_lookup_locked(off->user, off->len);
-
-        if (p != NULL && p->total == 0 && p->announced) {
-            p->announced = 0;
-            last_seen = p->last_seen;
-            offline = 1;
+        if (ngx_queue_empty(&zone->sh->pending)) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            break;
         }
+
+        q = ngx_queue_head(&zone->sh->pending);
+        p = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
+
+        if (now - p->last_seen < NGX_HTTP_CHAT_OFFLINE_GRACE) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            break;
+        }
+
+        ngx_queue_remove(q);
+        p->pending.next = NULL;
+        p->announced = 0;
+
+        last_seen = p->last_seen;
+        len = ngx_min(p->sn.str.len, NGX_HTTP_CHAT_JWT_MAX_SUB);
+        ngx_memcpy(user, p->user, len);
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        if (offline && !ngx_exiting) {
-            ngx_http_chat_presence_announce(off->user, off->len, 0,
-                                            last_seen);
-        }
-
-        ngx_free(off);
+        ngx_http_chat_presence_announce(user, len, 0, last_seen);
     }
+
+    ngx_add_timer(ev, 1000);
 }

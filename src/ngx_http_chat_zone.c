@@ -158,6 +158,7 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&sh->presence, &sh->sentinel,
                     ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->pending);
 
     /* made here, in the master, so that every worker inherits them */
 
@@ -220,6 +221,8 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
                   "chat: worker takes slot %ui of chat_zone",
                   ngx_http_chat_slot);
+
+    ngx_http_chat_presence_init_process(cycle);
 
     return ngx_http_chat_ipc_init_process(cycle);
 }

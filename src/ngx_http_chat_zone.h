@@ -46,6 +46,7 @@ typedef struct {
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
     ngx_http_chat_bucket_t        buckets[2];   /* sends, typing */
+    ngx_queue_t                   pending;   /* offline not yet said */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */
     u_char                        user[1];
@@ -56,6 +57,7 @@ typedef struct {
     size_t                        size;
     ngx_rbtree_t                  presence;
     ngx_rbtree_node_t             sentinel;
+    ngx_queue_t                   pending;   /* users gone, oldest first */
     ngx_uint_t                    online;    /* users with a connection */
     ngx_uint_t                    full;      /* allocation failures */
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
@@ -85,6 +87,7 @@ void ngx_http_chat_zone_exit_process(void);
 ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
     size_t len);
 void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
+void ngx_http_chat_presence_init_process(ngx_cycle_t *cycle);
 
 /* ngx_http_chat_ipc.c */
 ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
