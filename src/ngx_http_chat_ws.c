@@ -84,6 +84,8 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
         wc->early = ngx_alloc(len, c->log);
         if (wc->early == NULL) {
+            ngx_http_chat_presence_remove(wc);
+            ngx_http_chat_buf_release(wc->upgrade);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
