@@ -262,6 +262,8 @@ ngx_int_t ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *clcf,
     u_char *token, size_t len, ngx_http_chat_jwt_t *jwt, const char **err);
 ngx_int_t ngx_http_chat_dev_token_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_text_valid(ngx_str_t *s);
+ngx_int_t ngx_http_chat_identity_copy(ngx_pool_t *pool,
+    ngx_http_chat_identity_t *dst, ngx_http_chat_identity_t *src);
 
 /* ngx_http_chat_handshake.c */
 ngx_int_t ngx_http_chat_ws_handler(ngx_http_request_t *r);
@@ -312,7 +314,9 @@ ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
 void ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log);
 
 /* ngx_http_chat_presence.c */
-ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc);
+ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
+    ngx_http_chat_identity_t *id);
+void ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id);
 void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
 json_t *ngx_http_chat_presence_query(json_t *ids);
 

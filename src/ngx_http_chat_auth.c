@@ -408,3 +408,22 @@ ngx_http_chat_text_valid(ngx_str_t *s)
 
     return NGX_OK;
 }
+
+
+ngx_int_t
+ngx_http_chat_identity_copy(ngx_pool_t *pool, ngx_http_chat_identity_t *dst,
+    ngx_http_chat_identity_t *src)
+{
+    if (ngx_http_chat_copy_identity(pool, dst, (char *) src->id.data,
+                                    src->id.len, (char *) src->name.data,
+                                    src->name.len, (char *) src->avatar.data,
+                                    src->avatar.len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    dst->exp = src->exp;
+
+    return NGX_OK;
+}

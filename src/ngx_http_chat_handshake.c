@@ -39,6 +39,7 @@ static ngx_int_t ngx_http_chat_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_http_chat_buf_t *ngx_http_chat_upgrade_response(
     ngx_http_request_t *r, ngx_str_t *key, ngx_uint_t subprotocol);
+static void ngx_http_chat_handshake_abort(void *data);
 
 
 ngx_int_t
@@ -47,6 +48,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     const char                 *err;
     ngx_int_t                   rc;
     ngx_connection_t           *c;
+    ngx_pool_cleanup_t         *cln;
     ngx_http_chat_ctx_t        *ctx;
     ngx_http_chat_conn_t       *wc;
     ngx_http_chat_loc_conf_t   *ccf;
@@ -140,9 +142,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_chat_module);
 
-    /* the identity outlives the request: it is kept in the connection */
-
-    rc = ngx_http_chat_authenticate(r, ccf, c->pool, &ctx->id, &err);
+    rc = ngx_http_chat_authenticate(r, ccf, r->pool, &ctx->id, &err);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -164,15 +164,53 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
                                         "unauthorized", err);
     }
 
+    /*
+     * Counted before the upgrade, so that a full zone or a user over the
+     * connection limit still gets an HTTP answer.
+     */
+
+    rc = ngx_http_chat_presence_add(ccf, &ctx->id);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_chat_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "unavailable",
+                                    "the server is full, retry later");
+    }
+
+    if (rc == NGX_BUSY) {
+        if (ngx_http_chat_add_header(r, "Retry-After", "10") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_chat_refuse(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                    "rate_limited",
+                                    "too many connections for this user");
+    }
+
+    /* what outlives the request goes to the connection's pool, only now */
+
     wc = ngx_pcalloc(c->pool, sizeof(ngx_http_chat_conn_t));
-    if (wc == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (wc == NULL || cln == NULL
+        || ngx_http_chat_identity_copy(c->pool, &wc->id, &ctx->id) != NGX_OK)
+    {
+        if (rc == NGX_OK) {
+            ngx_http_chat_presence_undo(&ctx->id);
+        }
+
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    wc->present = (rc == NGX_OK);
+
+    /* until ngx_http_chat_ws_start() takes over, the request owns wc */
+    cln->handler = ngx_http_chat_handshake_abort;
+    cln->data = wc;
 
     wc->connection = c;
     wc->request = r;
     wc->conf = ccf;
-    wc->id = ctx->id;
     wc->echo = (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO);
     wc->out_last = &wc->out;
 
@@ -187,29 +225,6 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     }
 
     ctx->wc = wc;
-
-    /* counted before the upgrade, so that a full zone can still say 503 */
-
-    rc = ngx_http_chat_presence_add(wc);
-
-    if (rc == NGX_DECLINED) {
-        ngx_http_chat_buf_release(wc->upgrade);
-        return ngx_http_chat_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    "unavailable",
-                                    "the server is full, retry later");
-    }
-
-    if (rc == NGX_BUSY) {
-        ngx_http_chat_buf_release(wc->upgrade);
-
-        if (ngx_http_chat_add_header(r, "Retry-After", "10") != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_chat_refuse(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                    "rate_limited",
-                                    "too many connections for this user");
-    }
 
     /*
      * The upgrade completes in a posted event, once the HTTP request has
@@ -507,4 +522,24 @@ ngx_http_chat_upgrade_response(ngx_http_request_t *r, ngx_str_t *key,
     buf->len = p - buf->data;
 
     return buf;
+}
+
+
+/* the request ends before the upgrade did: undo what the handshake did */
+
+static void
+ngx_http_chat_handshake_abort(void *data)
+{
+    ngx_http_chat_conn_t  *wc = data;
+
+    if (wc->started) {
+        return;
+    }
+
+    ngx_http_chat_presence_remove(wc);
+
+    if (wc->upgrade != NULL) {
+        ngx_http_chat_buf_release(wc->upgrade);
+        wc->upgrade = NULL;
+    }
 }

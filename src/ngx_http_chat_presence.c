@@ -30,8 +30,15 @@ static void ngx_http_chat_presence_timer(ngx_event_t *ev);
 static ngx_event_t  ngx_http_chat_presence_event;
 
 
+/*
+ * Counts a connection of id.  NGX_OK: counted; NGX_ABORT: no zone, nothing
+ * counted; NGX_DECLINED: the zone is full or this worker has no slot;
+ * NGX_BUSY: the user has chat_max_connections_per_user already.
+ */
+
 ngx_int_t
-ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
+ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
+    ngx_http_chat_identity_t *id)
 {
     uint32_t                   hash;
     ngx_uint_t                 online, max;
@@ -40,25 +47,30 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
 
     zone = ngx_http_chat_zone;
 
-    if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
-        return NGX_OK;
+    if (zone == NULL) {
+        return NGX_ABORT;
     }
 
-    max = wc->conf->max_connections_per_user;
-    hash = ngx_crc32_short(wc->id.id.data, wc->id.id.len);
+    if (ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        /* its events could not cross to it: no clients for this worker */
+        return NGX_DECLINED;
+    }
+
+    max = ccf->max_connections_per_user;
+    hash = ngx_crc32_short(id->id.data, id->id.len);
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+    p = ngx_http_chat_presence_lookup_locked(id->id.data, id->id.len);
 
     if (p == NULL) {
-        p = ngx_http_chat_presence_alloc_locked(wc->id.id.data,
-                                                wc->id.id.len, hash);
+        p = ngx_http_chat_presence_alloc_locked(id->id.data, id->id.len,
+                                                hash);
         if (p == NULL) {
             zone->sh->full++;
             ngx_shmtx_unlock(&zone->shpool->mutex);
 
-            ngx_log_error(NGX_LOG_CRIT, wc->connection->log, 0,
+            ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
                           "chat: chat_zone \"%V\" is full: new connections "
                           "are refused (make the zone larger)",
                           &zone->shm_zone->shm.name);
@@ -78,7 +90,7 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
         zone->sh->online++;
 
         if (p->pending.next != NULL) {
-            /* back within the grace period: nothing to say */
+            /* back within the grace period, or offline: unlisted */
             ngx_queue_remove(&p->pending);
             p->pending.next = NULL;
         }
@@ -89,10 +101,8 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    wc->present = 1;
-
     if (online) {
-        ngx_http_chat_presence_announce(wc->id.id.data, wc->id.id.len, 1, 0);
+        ngx_http_chat_presence_announce(id->id.data, id->id.len, 1, 0);
     }
 
     return NGX_OK;
@@ -102,20 +112,33 @@ ngx_http_chat_presence_add(ngx_http_chat_conn_t *wc)
 void
 ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc)
 {
-    ngx_http_chat_zone_t      *zone;
-    ngx_http_chat_presence_t  *p;
-
-    zone = ngx_http_chat_zone;
-
-    if (!wc->present || zone == NULL) {
+    if (!wc->present) {
         return;
     }
 
     wc->present = 0;
 
+    ngx_http_chat_presence_undo(&wc->id);
+}
+
+
+/* one connection of id fewer, in this worker's slot */
+
+void
+ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id)
+{
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL) {
+        return;
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+    p = ngx_http_chat_presence_lookup_locked(id->id.data, id->id.len);
 
     if (p != NULL && p->counts[ngx_http_chat_slot] > 0) {
         p->counts[ngx_http_chat_slot]--;

@@ -37,6 +37,7 @@ static void ngx_http_chat_ws_timer(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_ws_arm(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_ws_shutdown(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_ws_closed(ngx_event_t *ev);
 static ngx_http_chat_out_t *ngx_http_chat_out_alloc(ngx_log_t *log);
 static void ngx_http_chat_out_free(ngx_http_chat_out_t *out);
 
@@ -84,9 +85,9 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
         wc->early = ngx_alloc(len, c->log);
         if (wc->early == NULL) {
-            ngx_http_chat_presence_remove(wc);
-            ngx_http_chat_buf_release(wc->upgrade);
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            /* the request's cleanup undoes the handshake */
+            ngx_http_free_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_close_connection(c);
             return;
         }
 
@@ -97,6 +98,9 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     if (clcf->tcp_nodelay) {
         (void) ngx_tcp_nodelay(c);
     }
+
+    /* from here on the connection owns wc: the request's cleanup is void */
+    wc->started = 1;
 
     /* the access log line is written here, with status 101 */
 
@@ -145,7 +149,6 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
     c->log->action = wc->echo ? "serving WebSocket echo" : "serving chat";
 
-    wc->started = 1;
     wc->last_data = ngx_current_msec;
     wc->session = ++ngx_http_chat_sessions;
 
@@ -657,6 +660,18 @@ ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc, unsigned opcode,
     c = wc->connection;
     len = buf ? buf->len : 0;
 
+    if ((wc->close_sent || wc->finalized)
+        && (opcode == NGX_HTTP_CHAT_OP_TEXT
+            || opcode == NGX_HTTP_CHAT_OP_BINARY))
+    {
+        /* nothing follows a Close (RFC 6455 5.5.1) */
+        if (buf != NULL) {
+            ngx_http_chat_buf_release(buf);
+        }
+
+        return NGX_OK;
+    }
+
     out = ngx_http_chat_out_alloc(c->log);
     if (out == NULL) {
         if (buf != NULL) {
@@ -701,13 +716,13 @@ ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc, unsigned opcode,
 static ngx_int_t
 ngx_http_chat_ws_flush(ngx_http_chat_conn_t *wc)
 {
-    off_t                       sent;
-    size_t                      off;
+    size_t                      off, sent;
     ngx_uint_t                  i, n;
     ngx_chain_t                *cl;
     ngx_connection_t           *c;
     ngx_http_chat_out_t        *out;
     ngx_http_chat_main_conf_t  *cmcf;
+    u_char                     *start[NGX_HTTP_CHAT_CHAIN_MAX * 2];
     ngx_buf_t                   bufs[NGX_HTTP_CHAT_CHAIN_MAX * 2];
     ngx_chain_t                 chain[NGX_HTTP_CHAT_CHAIN_MAX * 2];
 
@@ -717,7 +732,14 @@ ngx_http_chat_ws_flush(ngx_http_chat_conn_t *wc)
         ngx_delete_posted_event(c->write);
     }
 
-    while (wc->out != NULL && c->write->ready) {
+    if (wc->finalized) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+
+    while ((wc->out != NULL || c->buffered) && c->write->ready) {
 
         n = 0;
 
@@ -745,31 +767,49 @@ ngx_http_chat_ws_flush(ngx_http_chat_conn_t *wc)
         }
 
         for (i = 0; i < n; i++) {
+            start[i] = bufs[i].pos;
             chain[i].buf = &bufs[i];
             chain[i].next = (i + 1 < n) ? &chain[i + 1] : NULL;
         }
 
-        sent = c->sent;
+        /* TLS buffers small writes: the last frame asks it to write now */
+        if (n) {
+            bufs[n - 1].flush = 1;
+        }
 
-        cl = c->send_chain(c, chain, 0);
+        cl = c->send_chain(c, n ? chain : NULL, 0);
 
         if (cl == NGX_CHAIN_ERROR) {
             c->error = 1;
             return NGX_ERROR;
         }
 
-        ngx_http_chat_ws_sent(wc, (size_t) (c->sent - sent));
+        /*
+         * What left the queue is what the sender took from the buffers:
+         * written, or copied into the TLS buffer.  c->sent counts neither
+         * the second nor excludes what TLS still holds.
+         */
 
-        cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                                   ngx_http_chat_module);
-        ngx_http_chat_stat(cmcf, bytes_out, c->sent - sent);
+        sent = 0;
 
-        if (cl != NULL) {
+        for (i = 0; i < n; i++) {
+            sent += bufs[i].pos - start[i];
+        }
+
+        ngx_http_chat_ws_sent(wc, sent);
+        ngx_http_chat_stat(cmcf, bytes_out, sent);
+
+        if (sent && wc->out != NULL) {
+            /* progress: the client reads, slowly maybe, but it reads */
+            ngx_add_timer(c->write, wc->conf->send_timeout);
+        }
+
+        if (cl != NULL || (n == 0 && c->buffered)) {
             break;
         }
     }
 
-    if (wc->out != NULL) {
+    if (wc->out != NULL || c->buffered) {
         if (!c->write->timer_set) {
             ngx_add_timer(c->write, wc->conf->send_timeout);
         }
@@ -845,7 +885,12 @@ ngx_http_chat_ws_linger(ngx_http_chat_conn_t *wc)
 
     wc->lingering = 1;
 
-    if (c->ssl == NULL && shutdown(c->fd, SHUT_WR) == -1) {
+    /*
+     * Over TLS, closing sends close_notify first (ngx_http_close_connection
+     * shuts TLS down): there is no half-close to wait behind.
+     */
+
+    if (c->ssl != NULL || shutdown(c->fd, SHUT_WR) == -1) {
         ngx_http_chat_ws_finalize(wc);
         return;
     }
@@ -895,7 +940,7 @@ ngx_http_chat_ws_timer(ngx_http_chat_conn_t *wc)
         return;
     }
 
-    if (wc->ping_sent) {
+    if (wc->ping_sent && !wc->read_blocked) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "chat: client stopped answering pings");
         ngx_http_chat_stat(cmcf, closes_timeout, 1);
@@ -1011,8 +1056,22 @@ ngx_http_chat_ws_shutdown(ngx_http_chat_conn_t *wc)
         (void) ngx_http_chat_ws_flush(wc);
         ngx_http_chat_ws_finalize(wc);
     }
+
+    /*
+     * An exiting worker leaves as soon as no timer holds it, before posted
+     * events run: this close cannot wait for one.  Nothing up the stack
+     * looks at wc: this is the read handler's last act.
+     */
+
+    ngx_http_chat_ws_closed(wc->connection->write);
 }
 
+
+/*
+ * Undoes everything the connection is part of, at once, and closes it from
+ * a posted event: callers up the stack may still look at wc, which lives
+ * in the connection's pool, so the pool must outlive them.
+ */
 
 static void
 ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
@@ -1046,6 +1105,9 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
         ngx_http_chat_out_free(out);
     }
 
+    wc->out_last = &wc->out;
+    wc->out_bytes = 0;
+
     if (wc->msg != NULL) {
         ngx_http_chat_buf_release(wc->msg);
         wc->msg = NULL;
@@ -1058,7 +1120,31 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
 
     ngx_http_chat_stat(cmcf, connections, -1);
 
-    /* closes the socket, deletes timers and posted events, frees the pool */
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->read->handler = ngx_http_chat_ws_closed;
+    c->write->handler = ngx_http_chat_ws_closed;
+
+    if (!c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_chat_ws_closed(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    /* closes the socket, removes posted events, frees the pool */
     ngx_http_close_connection(c);
 }
 
