@@ -393,6 +393,16 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->send_buffer < 4096 || conf->send_timeout == 0
+        || conf->close_timeout == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_send_buffer\" must be at least 4k, and "
+                           "\"chat_send_timeout\" and \"chat_close_timeout\" "
+                           "more than 0");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->max_message_size < NGX_HTTP_CHAT_CONTROL_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"chat_max_message_size\" must be at least "
@@ -796,6 +806,14 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
 {
     ngx_core_conf_t            *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
+
+    /* the cache manager and loader run this too: they serve no clients */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
 
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_chat_module);
 

@@ -192,6 +192,8 @@ struct ngx_http_chat_conn_s {
     ngx_http_chat_buf_t          *upgrade;   /* the 101 before the start */
     u_char                       *early;     /* bytes sent before the 101 */
     size_t                        early_len;
+    u_char                       *saved;     /* read, not parsed yet */
+    size_t                        saved_len;
 
     ngx_http_chat_identity_t      id;
     ngx_uint_t                    session;
@@ -300,6 +302,7 @@ ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req, ngx_uint_t stmt);
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     json_t *arg);
 

@@ -38,6 +38,7 @@ typedef enum {
 typedef struct {
     PGconn                     *conn;
     ngx_connection_t           *c;
+    ngx_log_t                   log;       /* its own: the action is set */
     ngx_http_chat_pg_state_e    state;
     ngx_uint_t                  prepared;
     ngx_http_chat_pg_query_t   *query;
@@ -54,6 +55,7 @@ typedef struct {
     ngx_queue_t                 queue;
     ngx_uint_t                  queued;
     ngx_event_t                 expire;
+    ngx_event_t                 kick;      /* hands the queue to connections */
     ngx_log_t                  *log;
 } ngx_http_chat_pg_pool_t;
 
@@ -76,6 +78,7 @@ static void ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc,
 static void ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc);
 static void ngx_http_chat_pg_retry(ngx_event_t *ev);
 static void ngx_http_chat_pg_expire(ngx_event_t *ev);
+static void ngx_http_chat_pg_kick(ngx_event_t *ev);
 static void ngx_http_chat_pg_arm_expire(void);
 static ngx_uint_t ngx_http_chat_pg_alive(void);
 static void ngx_http_chat_pg_fail_queue(void);
@@ -183,6 +186,21 @@ ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
         }
     }
 
+    /*
+     * One server: libpq moving to the next of a list opens a new socket,
+     * which may reuse the descriptor number under nginx's feet.
+     */
+
+    if ((host != NULL && ngx_strchr(host, ',') != NULL)
+        || (hostaddr != NULL && ngx_strchr(hostaddr, ',') != NULL))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_postgres takes one host, not a list: put "
+                           "a failover proxy or a virtual IP in front");
+        PQconninfoFree(opts);
+        return NGX_CONF_ERROR;
+    }
+
     if (hostaddr == NULL && host != NULL && host[0] != '\0'
         && host[0] != '/' && host[0] != '@'
         && ngx_inet_addr((u_char *) host, ngx_strlen(host)) == INADDR_NONE
@@ -235,6 +253,10 @@ ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
     pool->expire.data = pool;
     pool->expire.cancelable = 1;
 
+    pool->kick.handler = ngx_http_chat_pg_kick;
+    pool->kick.log = cycle->log;
+    pool->kick.data = pool;
+
     pool->conns = ngx_pcalloc(cycle->pool,
                               pcf->size * sizeof(ngx_http_chat_pg_conn_t));
     if (pool->conns == NULL) {
@@ -242,6 +264,7 @@ ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
     }
 
     for (i = 0; i < pcf->size; i++) {
+        pool->conns[i].log = *cycle->log;
         pool->conns[i].retry.handler = ngx_http_chat_pg_retry;
         pool->conns[i].retry.log = cycle->log;
         pool->conns[i].retry.data = &pool->conns[i];
@@ -278,7 +301,6 @@ ngx_http_chat_pg_exit_process(void)
 ngx_int_t
 ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
 {
-    ngx_uint_t                i;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
@@ -294,16 +316,36 @@ ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
     ngx_queue_insert_tail(&pool->queue, &q->queue);
     pool->queued++;
 
-    for (i = 0; i < pool->conf->size; i++) {
-        if (pool->conns[i].state == ngx_http_chat_pg_ready) {
-            ngx_http_chat_pg_next(&pool->conns[i]);
-            return NGX_OK;
-        }
+    /*
+     * Sent from a posted event, never from here: a handler called back
+     * from inside its caller's call is how use-after-free is made.
+     */
+
+    if (!pool->kick.posted) {
+        ngx_post_event(&pool->kick, &ngx_posted_events);
     }
 
     ngx_http_chat_pg_arm_expire();
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_pg_kick(ngx_event_t *ev)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = ev->data;
+
+    for (i = 0; i < pool->conf->size && !ngx_queue_empty(&pool->queue);
+         i++)
+    {
+        if (pool->conns[i].state == ngx_http_chat_pg_ready) {
+            ngx_http_chat_pg_next(&pool->conns[i]);
+        }
+    }
 }
 
 
@@ -445,6 +487,7 @@ ngx_http_chat_pg_wrap(ngx_http_chat_pg_conn_t *pc)
 
     c->data = pc;
     c->shared = 1;
+    c->log = &pc->log;
     c->log->action = "talking to PostgreSQL";
 
     rev = c->read;
@@ -901,8 +944,14 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
         ngx_queue_remove(qn);
         pool->queued--;
 
+        /* taken before the builder runs: whatever it calls, not this one */
+        pc->state = ngx_http_chat_pg_busy;
+        pc->query = q;
+
         if (q->build && q->build(q) != NGX_OK) {
             /* nothing left to send: the builder finished the query */
+            pc->state = ngx_http_chat_pg_ready;
+            pc->query = NULL;
             continue;
         }
 
@@ -913,13 +962,9 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
             ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
                           "chat: cannot send a query: %s",
                           PQerrorMessage(pc->conn));
-            pc->query = q;
             ngx_http_chat_pg_fail(pc, NULL);
             return;
         }
-
-        pc->query = q;
-        pc->state = ngx_http_chat_pg_busy;
 
         ngx_http_chat_count(pg_queries, 1);
 

@@ -185,49 +185,35 @@ ngx_http_chat_presence_lookup_locked(u_char *user, size_t len)
 static ngx_http_chat_presence_t *
 ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
 {
-    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
     ngx_http_chat_presence_t  *p, *victim;
 
-    p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
-                               offsetof(ngx_http_chat_presence_t, user) + len);
+    /* room is made by forgetting the users offline for longest */
 
-    if (p == NULL) {
-        /* room is made by forgetting a user who is offline */
-
-        node = ngx_http_chat_zone->sh->presence.root;
-        sentinel = ngx_http_chat_zone->sh->presence.sentinel;
-        victim = NULL;
-
-        if (node != sentinel) {
-            for (node = ngx_rbtree_min(node, sentinel);
-                 node != NULL;
-                 node = ngx_rbtree_next(&ngx_http_chat_zone->sh->presence,
-                                        node))
-            {
-                victim = (ngx_http_chat_presence_t *) node;
-
-                if (victim->total == 0 && victim->pending.next == NULL) {
-                    break;
-                }
-
-                victim = NULL;
-            }
+    for (n = 0; n < 16; n++) {
+        p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
+                                   offsetof(ngx_http_chat_presence_t, user)
+                                   + len);
+        if (p != NULL) {
+            break;
         }
 
-        if (victim == NULL) {
+        if (ngx_queue_empty(&ngx_http_chat_zone->sh->lru)) {
             return NULL;
         }
 
+        q = ngx_queue_head(&ngx_http_chat_zone->sh->lru);
+        victim = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
+
+        ngx_queue_remove(q);
         ngx_rbtree_delete(&ngx_http_chat_zone->sh->presence,
                           &victim->sn.node);
         ngx_slab_free_locked(ngx_http_chat_zone->shpool, victim);
+    }
 
-        p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
-                                 offsetof(ngx_http_chat_presence_t, user)
-                                 + len);
-        if (p == NULL) {
-            return NULL;
-        }
+    if (p == NULL) {
+        return NULL;
     }
 
     ngx_memcpy(p->user, user, len);
@@ -426,8 +412,10 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
         }
 
         ngx_queue_remove(q);
-        p->pending.next = NULL;
         p->announced = 0;
+
+        /* kept for last_seen, forgotten first when room is needed */
+        ngx_queue_insert_tail(&zone->sh->lru, &p->pending);
 
         last_seen = p->last_seen;
         len = ngx_min(p->sn.str.len, NGX_HTTP_CHAT_JWT_MAX_SUB);

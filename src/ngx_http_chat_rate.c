@@ -136,16 +136,26 @@ static ngx_msec_t
 ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
     ngx_uint_t *excess)
 {
-    ngx_msec_t      now, elapsed;
-    ngx_msec_int_t  left;
+    ngx_msec_t      now;
+    ngx_msec_int_t  left, elapsed;
 
     now = ngx_current_msec;
-    elapsed = *last ? now - *last : 60000;
+
+    /*
+     * Each worker has its own clock reading: another worker's "last" may
+     * be a little ahead of this one's "now".
+     */
+
+    elapsed = *last ? (ngx_msec_int_t) (now - *last) : 60000;
+
+    if (elapsed < 0) {
+        elapsed = 0;
+    }
 
     /* what drained since the last request, then this request's share */
 
     left = (ngx_msec_int_t) *excess
-           - (ngx_msec_int_t) (rate->rate * elapsed / 1000);
+           - (ngx_msec_int_t) (rate->rate * (ngx_msec_t) elapsed / 1000);
 
     if (left < 0) {
         left = 0;
@@ -159,7 +169,10 @@ ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
     }
 
     *excess = (ngx_uint_t) left;
-    *last = now;
+
+    if (elapsed > 0 || *last == 0) {
+        *last = now;
+    }
 
     return 0;
 }

@@ -162,6 +162,7 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         rc = ngx_http_chat_session_error(wc, req.id, "unavailable",
                                          "storage is not configured");
 
+
     } else if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
                || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
     {

@@ -305,6 +305,15 @@ ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
 }
 
 
+/* the client read what it was sent: its next request may start */
+
+void
+ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_store_run(wc);
+}
+
+
 /* starts the connection's first request, and answers what cannot start */
 
 static void
@@ -318,6 +327,11 @@ ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
         op = ngx_queue_data(q, ngx_http_chat_op_t, session);
 
         if (op->started) {
+            return;
+        }
+
+        /* answers wait while the client does not read the last ones */
+        if (wc->out_bytes >= wc->conf->send_buffer || wc->finalized) {
             return;
         }
 
@@ -335,11 +349,13 @@ static ngx_int_t
 ngx_http_chat_store_start(ngx_http_chat_op_t *op)
 {
     if (op->kind != NGX_HTTP_CHAT_OP_SEND) {
+        op->started = 1;
+
         if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
+            op->started = 0;
             return NGX_DECLINED;
         }
 
-        op->started = 1;
         return NGX_OK;
     }
 

@@ -260,6 +260,7 @@ ngx_http_chat_ws_write_handler(ngx_event_t *wev)
 static void
 ngx_http_chat_ws_read(ngx_http_chat_conn_t *wc)
 {
+    u_char                     *saved;
     ssize_t                     n;
     ngx_event_t                *rev;
     ngx_connection_t           *c;
@@ -269,6 +270,18 @@ ngx_http_chat_ws_read(ngx_http_chat_conn_t *wc)
     rev = c->read;
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
+
+    if (wc->saved != NULL) {
+        saved = wc->saved;
+        wc->saved = NULL;
+
+        ngx_http_chat_ws_process(wc, saved, saved + wc->saved_len);
+        ngx_free(saved);
+
+        if (wc->finalized || wc->saved != NULL) {
+            return;
+        }
+    }
 
     while (rev->ready) {
 
@@ -334,6 +347,26 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
                                                ngx_http_chat_module);
 
     while (!wc->discard && !wc->finalized) {
+
+        /*
+         * A read holds many requests: once enough wait for storage, the
+         * rest waits unparsed (one read at most) and the socket is not
+         * read until they drain.
+         */
+
+        if (wc->nops >= NGX_HTTP_CHAT_MAX_OPS && pos < last && !wc->echo) {
+            wc->saved = ngx_alloc(last - pos, wc->connection->log);
+            if (wc->saved == NULL) {
+                ngx_http_chat_ws_fail(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
+                                      "out of memory");
+                return;
+            }
+
+            ngx_memcpy(wc->saved, pos, last - pos);
+            wc->saved_len = last - pos;
+            wc->read_blocked = 1;
+            return;
+        }
 
         switch (ngx_http_chat_frame_parse(p, &pos, last, &data, &len)) {
 
@@ -1023,11 +1056,20 @@ ngx_http_chat_ws_resume(ngx_http_chat_conn_t *wc)
 
     rev = wc->connection->read;
 
+    if (!wc->echo && !wc->finalized && wc->started
+        && wc->out_bytes < wc->conf->send_buffer
+        && !ngx_queue_empty(&wc->ops))
+    {
+        ngx_http_chat_store_resume(wc);
+    }
+
     if (wc->read_blocked && !wc->finalized
         && wc->out_bytes < wc->conf->send_buffer
         && wc->nops < NGX_HTTP_CHAT_MAX_OPS)
     {
         wc->read_blocked = 0;
+
+        /* the read handler parses the saved input first */
 
         if (!rev->posted) {
             ngx_post_event(rev, &ngx_posted_events);
@@ -1116,6 +1158,11 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     if (wc->early != NULL) {
         ngx_free(wc->early);
         wc->early = NULL;
+    }
+
+    if (wc->saved != NULL) {
+        ngx_free(wc->saved);
+        wc->saved = NULL;
     }
 
     ngx_http_chat_stat(cmcf, connections, -1);

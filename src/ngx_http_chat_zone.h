@@ -46,7 +46,7 @@ typedef struct {
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
     ngx_http_chat_bucket_t        buckets[2];   /* sends, typing */
-    ngx_queue_t                   pending;   /* offline not yet said */
+    ngx_queue_t                   pending;   /* in sh->pending or sh->lru */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */
     u_char                        user[1];
@@ -58,6 +58,7 @@ typedef struct {
     ngx_rbtree_t                  presence;
     ngx_rbtree_node_t             sentinel;
     ngx_queue_t                   pending;   /* users gone, oldest first */
+    ngx_queue_t                   lru;       /* offline, oldest first */
     ngx_uint_t                    online;    /* users with a connection */
     ngx_uint_t                    full;      /* allocation failures */
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
