@@ -1165,6 +1165,11 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
         wc->saved = NULL;
     }
 
+    if (wc->upgrade != NULL) {
+        ngx_http_chat_buf_release(wc->upgrade);
+        wc->upgrade = NULL;
+    }
+
     ngx_http_chat_stat(cmcf, connections, -1);
 
     if (c->read->timer_set) {
