@@ -17,6 +17,7 @@
 
 #include <ngx_http_chat.h>
 #include <ngx_http_chat_pg.h>
+#include <ngx_http_chat_zone.h>
 
 
 #define NGX_HTTP_CHAT_SCHEMA_VERSION  3
@@ -844,7 +845,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         pc->state = ngx_http_chat_pg_ready;
 
         ngx_http_chat_count(pg_connects, 1);
-        ngx_http_chat_count(pg_ready, 1);
+        ngx_http_chat_gauge(pg_ready, 1);
 
         ngx_http_chat_pg_next(pc);
         return;
@@ -1020,7 +1021,7 @@ static void
 ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc)
 {
     if (pc->state >= ngx_http_chat_pg_ready) {
-        ngx_http_chat_count(pg_ready, -1);
+        ngx_http_chat_gauge(pg_ready, -1);
     }
 
     if (pc->c != NULL) {

@@ -13,6 +13,7 @@
 static ngx_int_t ngx_http_chat_status_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static u_char *ngx_http_chat_status_zone(u_char *p);
+static ngx_atomic_int_t ngx_http_chat_status_gauge(ngx_uint_t connections);
 
 
 static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
@@ -210,6 +211,17 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
     for (m = ngx_http_chat_metrics; m->name; m++) {
         value = *(ngx_atomic_t *) ((u_char *) cmcf->stats + m->offset);
 
+        /* with a zone, the gauges are the live workers' slots, summed */
+
+        if (ngx_http_chat_zone != NULL
+            && (m->offset == offsetof(ngx_http_chat_stats_t, connections)
+                || m->offset == offsetof(ngx_http_chat_stats_t, pg_ready)))
+        {
+            value = ngx_http_chat_status_gauge(
+                        m->offset == offsetof(ngx_http_chat_stats_t,
+                                              connections));
+        }
+
         b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n%s %A\n",
                               m->name, m->help, m->name, m->type, m->name,
                               value);
@@ -382,4 +394,25 @@ ngx_http_chat_status_event(json_t *event)
     }
 
     (void) ngx_atomic_fetch_add(&cmcf->stats->events_out[i], 1);
+}
+
+
+static ngx_atomic_int_t
+ngx_http_chat_status_gauge(ngx_uint_t connections)
+{
+    ngx_uint_t             i;
+    ngx_atomic_int_t       sum;
+    ngx_http_chat_slot_t  *slot;
+
+    sum = 0;
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        slot = &ngx_http_chat_zone->sh->slots[i];
+
+        if (slot->pid != 0) {
+            sum += connections ? slot->connections : slot->pg_ready;
+        }
+    }
+
+    return sum;
 }

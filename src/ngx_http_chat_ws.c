@@ -11,6 +11,7 @@
 
 
 #include <ngx_http_chat.h>
+#include <ngx_http_chat_zone.h>
 
 
 #define NGX_HTTP_CHAT_READ_SIZE   65536
@@ -156,7 +157,7 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     ngx_queue_init(&wc->typing);
 
     ngx_http_chat_stat(cmcf, upgrades, 1);
-    ngx_http_chat_stat(cmcf, connections, 1);
+    ngx_http_chat_gauge(connections, 1);
 
     if (ngx_http_chat_read_buf == NULL) {
         ngx_http_chat_read_buf = ngx_alloc(NGX_HTTP_CHAT_READ_SIZE, c->log);
@@ -1118,9 +1119,8 @@ ngx_http_chat_ws_shutdown(ngx_http_chat_conn_t *wc)
 static void
 ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
 {
-    ngx_connection_t           *c;
-    ngx_http_chat_out_t        *out;
-    ngx_http_chat_main_conf_t  *cmcf;
+    ngx_connection_t     *c;
+    ngx_http_chat_out_t  *out;
 
     if (wc->finalized) {
         return;
@@ -1129,8 +1129,6 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     wc->finalized = 1;
 
     c = wc->connection;
-    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_chat_module);
 
     if (!wc->echo && wc->started) {
         ngx_http_chat_session_close(wc);
@@ -1170,7 +1168,9 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
         wc->upgrade = NULL;
     }
 
-    ngx_http_chat_stat(cmcf, connections, -1);
+    if (wc->started) {
+        ngx_http_chat_gauge(connections, -1);
+    }
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);

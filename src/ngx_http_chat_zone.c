@@ -204,6 +204,8 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
             sh->slots[i].pid = ngx_pid;
             sh->slots[i].generation++;
             sh->slots[i].overflow = 0;
+            sh->slots[i].connections = 0;
+            sh->slots[i].pg_ready = 0;
             ngx_http_chat_slot = i;
             break;
         }
@@ -249,6 +251,8 @@ ngx_http_chat_zone_exit_process(void)
     /* the connections are closed by now; anything left is swept */
     ngx_http_chat_presence_sweep_locked(ngx_http_chat_slot);
     ngx_http_chat_ipc_free_queue_locked(slot);
+    slot->connections = 0;
+    slot->pg_ready = 0;
     slot->pid = 0;
 
     ngx_shmtx_unlock(&ngx_http_chat_zone->shpool->mutex);
@@ -280,6 +284,8 @@ ngx_http_chat_zone_sweep_locked(void)
 
         ngx_http_chat_presence_sweep_locked(i);
         ngx_http_chat_ipc_free_queue_locked(slot);
+        slot->connections = 0;
+        slot->pg_ready = 0;
         slot->pid = 0;
     }
 }

@@ -38,6 +38,10 @@ typedef struct {
     ngx_uint_t                    overflow;  /* events dropped since drain */
     ngx_atomic_t                  dropped;   /* ever */
     ngx_atomic_t                  delivered;
+
+    /* gauges of this process: gone with it when its slot is swept */
+    ngx_atomic_t                  connections;
+    ngx_atomic_t                  pg_ready;
 } ngx_http_chat_slot_t;
 
 
@@ -89,6 +93,18 @@ ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
     size_t len);
 void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
 void ngx_http_chat_presence_init_process(ngx_cycle_t *cycle);
+
+/* a gauge of this worker: in its slot with a zone, else global */
+#define ngx_http_chat_gauge(field, n)                                        \
+    if (ngx_http_chat_zone != NULL                                           \
+        && ngx_http_chat_slot != NGX_HTTP_CHAT_NO_SLOT)                      \
+    {                                                                        \
+        (void) ngx_atomic_fetch_add(                                         \
+            &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot].field, n);    \
+    } else {                                                                 \
+        ngx_http_chat_count(field, n);                                       \
+    }
+
 
 /* ngx_http_chat_ipc.c */
 ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
