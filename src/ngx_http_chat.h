@@ -41,6 +41,7 @@
 #define NGX_HTTP_CHAT_STMT_SEND                 9
 #define NGX_HTTP_CHAT_STMT_TYPING               10
 #define NGX_HTTP_CHAT_STMT_PRESENCE             11
+#define NGX_HTTP_CHAT_STMT_CHANGES              12
 
 
 typedef enum {
@@ -309,6 +310,9 @@ void ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
 /* ngx_http_chat_fanout.c: delivery to this worker's connections */
 ngx_int_t ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc);
+void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
+
+/* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);

@@ -89,11 +89,12 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
 
 /*
  * Sends {"type": ..., ...} to every local connection of the users in to
- * (a JSON array of user ids).
+ * (a JSON array of user ids).  Changes of a conversation come here through
+ * ngx_http_chat_fanout_event(), which puts them in order.
  */
 
 void
-ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
+ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
     size_t                      size, i;
     json_t                     *user, *ordered;

@@ -20,7 +20,7 @@
 #include <ngx_http_chat_zone.h>
 
 
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  3
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  4
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -94,7 +94,8 @@ static const char  *ngx_http_chat_migrations[] = {
     NULL,
     "sql/0001_init.sql",
     "sql/0002_chat.sql",
-    "sql/0003_presence.sql"
+    "sql/0003_presence.sql",
+    "sql/0004_order.sql"
 };
 
 
@@ -857,6 +858,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     q = pc->query;
     pc->query = NULL;
     pc->state = ngx_http_chat_pg_ready;
+    pc->c->read->cancelable = 1;
 
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         rc = NGX_OK;
@@ -968,6 +970,12 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
         }
 
         ngx_http_chat_count(pg_queries, 1);
+
+        /*
+         * A query in flight holds an exiting worker (up to the query
+         * timeout): a send that commits must still be delivered.
+         */
+        pc->c->read->cancelable = 0;
 
         ngx_add_timer(pc->c->read, pool->conf->query_timeout);
 

@@ -95,6 +95,8 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_typing($1, $2::jsonb)", 2 },
     { "chat_presence",
       "SELECT chat.api_presence($1, $2::jsonb)", 2 },
+    { "chat_changes",
+      "SELECT chat.api_changes($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

@@ -147,7 +147,8 @@ def test_ledger_and_version(db):
     ledger = db.q("SELECT version, name FROM chat.schema_migrations")
     assert (2, "0002_chat") in ledger
     assert (3, "0003_presence") in ledger
-    assert db.one("SELECT chat.schema_version()") == 3
+    assert (4, "0004_order") in ledger
+    assert db.one("SELECT chat.schema_version()") == 4
 
 
 def test_migrations_rerun_keep_data(db):
@@ -164,7 +165,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -176,12 +177,13 @@ def test_documented_apply_to_an_existing_database(db):
             r = psql(db.pg, "-f", os.path.join(REPO, "sql/0001_init.sql"),
                      "-f", os.path.join(REPO, "sql/0002_chat.sql"),
                      "-f", os.path.join(REPO, "sql/0003_presence.sql"),
+                     "-f", os.path.join(REPO, "sql/0004_order.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (3,)
+                == (4,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 

@@ -1,0 +1,428 @@
+
+/*
+ * Changes of a conversation reach clients in sequence order.
+ *
+ * Their numbers are given in commit order, but the events come here from
+ * several PostgreSQL connections and several workers, and a later one may
+ * come first.  A client whose cursor is the largest number it has seen
+ * would then skip the earlier one on resume.  So a worker holds a change
+ * that comes after a gap, for a moment, until the missing one arrives; if
+ * it does not, PostgreSQL is asked for what lies in the gap (a number
+ * whose change a later one superseded has nothing to send).
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+#define NGX_HTTP_CHAT_ORDER_WAIT   300      /* ms a gap may stay open */
+#define NGX_HTTP_CHAT_ORDER_IDLE   60000    /* ms a conversation is kept */
+#define NGX_HTTP_CHAT_ORDER_MAX    100000   /* conversations kept at most */
+
+
+typedef struct {
+    ngx_queue_t                   queue;
+    int64_t                       n;
+    json_t                       *event;
+    json_t                       *to;
+} ngx_http_chat_held_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t             node;     /* key: conversation id */
+    int64_t                       last;     /* delivered, in order */
+    ngx_queue_t                   held;     /* by number */
+    ngx_queue_t                   lru;
+    ngx_queue_t                   gap;      /* in the gapped list */
+    ngx_msec_t                    used;
+    ngx_msec_t                    gap_since;
+    ngx_http_chat_pg_query_t      q;        /* the catch-up read */
+    char                         *text;
+    unsigned                      fetching:1;
+} ngx_http_chat_conv_t;
+
+
+static ngx_http_chat_conv_t *ngx_http_chat_order_conv(ngx_uint_t cid,
+    int64_t n, ngx_log_t *log);
+static void ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv,
+    ngx_log_t *log);
+static void ngx_http_chat_order_timer(ngx_event_t *ev);
+static void ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv);
+static void ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv);
+static void ngx_http_chat_order_evict(void);
+
+
+/* per worker process */
+static ngx_rbtree_t       ngx_http_chat_convs;
+static ngx_rbtree_node_t  ngx_http_chat_convs_sentinel;
+static ngx_queue_t        ngx_http_chat_convs_lru;
+static ngx_queue_t        ngx_http_chat_gapped;
+static ngx_uint_t         ngx_http_chat_nconvs;
+static ngx_event_t        ngx_http_chat_order_event;
+
+
+void
+ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
+{
+    int64_t                n;
+    json_t                *message;
+    ngx_queue_t           *q;
+    const char            *type;
+    ngx_http_chat_held_t  *h, *held;
+    ngx_http_chat_conv_t  *cv;
+
+    type = json_string_value(json_object_get(event, "type"));
+    message = json_object_get(event, "message");
+
+    if (type != NULL && ngx_strcmp(type, "conversation.created") == 0) {
+        /* where its changes start: no guessing for a new conversation */
+        message = json_object_get(event, "conversation");
+
+        (void) ngx_http_chat_order_conv(
+                  (ngx_uint_t) json_integer_value(json_object_get(message,
+                                                                  "id")),
+                  json_integer_value(json_object_get(message, "last_seq"))
+                  + 1, log);
+    }
+
+    if (type == NULL || ngx_strncmp(type, "message.", 8) != 0
+        || !json_is_object(message))
+    {
+        /* not a numbered change: in no particular order */
+        ngx_http_chat_fanout_deliver(event, to, log);
+        return;
+    }
+
+    n = json_integer_value(json_object_get(message,
+                                ngx_strcmp(type, "message.created") == 0
+                                ? "seq" : "updated_seq"));
+
+    cv = ngx_http_chat_order_conv((ngx_uint_t) json_integer_value(
+                                      json_object_get(message,
+                                                      "conversation_id")),
+                                  n, log);
+
+    if (cv == NULL || n <= cv->last) {
+        /* late (a gap given up on) or unknown: sent, never lost */
+        ngx_http_chat_fanout_deliver(event, to, log);
+        return;
+    }
+
+    if (n == cv->last + 1 && ngx_queue_empty(&cv->held)) {
+        cv->last = n;
+        ngx_http_chat_fanout_deliver(event, to, log);
+        return;
+    }
+
+    /* after a gap: held, in number order */
+
+    held = ngx_alloc(sizeof(ngx_http_chat_held_t), log);
+    if (held == NULL) {
+        ngx_http_chat_fanout_deliver(event, to, log);
+        return;
+    }
+
+    held->n = n;
+    held->event = json_incref(event);
+    held->to = json_incref(to);
+
+    for (q = ngx_queue_last(&cv->held);
+         q != ngx_queue_sentinel(&cv->held);
+         q = ngx_queue_prev(q))
+    {
+        h = ngx_queue_data(q, ngx_http_chat_held_t, queue);
+
+        if (h->n < n) {
+            break;
+        }
+    }
+
+    ngx_queue_insert_after(q, &held->queue);
+
+    ngx_http_chat_order_drain(cv, log);
+}
+
+
+static ngx_http_chat_conv_t *
+ngx_http_chat_order_conv(ngx_uint_t cid, int64_t n, ngx_log_t *log)
+{
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_chat_conv_t  *cv;
+
+    if (ngx_http_chat_convs.root == NULL) {
+        ngx_rbtree_init(&ngx_http_chat_convs, &ngx_http_chat_convs_sentinel,
+                        ngx_rbtree_insert_value);
+        ngx_queue_init(&ngx_http_chat_convs_lru);
+        ngx_queue_init(&ngx_http_chat_gapped);
+
+        ngx_http_chat_order_event.handler = ngx_http_chat_order_timer;
+        ngx_http_chat_order_event.log = ngx_cycle->log;
+        ngx_http_chat_order_event.cancelable = 1;
+    }
+
+    node = ngx_http_chat_convs.root;
+    sentinel = ngx_http_chat_convs.sentinel;
+
+    while (node != sentinel) {
+        if (cid == node->key) {
+            cv = (ngx_http_chat_conv_t *) node;
+
+            ngx_queue_remove(&cv->lru);
+            ngx_queue_insert_tail(&ngx_http_chat_convs_lru, &cv->lru);
+            cv->used = ngx_current_msec;
+
+            return cv;
+        }
+
+        node = (cid < node->key) ? node->left : node->right;
+    }
+
+    ngx_http_chat_order_evict();
+
+    cv = ngx_calloc(sizeof(ngx_http_chat_conv_t), log);
+    if (cv == NULL) {
+        return NULL;
+    }
+
+    /*
+     * Known from its creation, or else from the first change this worker
+     * sees of it: the order starts there (an earlier change still on its
+     * way then arrives after it, late but not lost).
+     */
+    cv->node.key = cid;
+    cv->last = n - 1;
+    cv->used = ngx_current_msec;
+    ngx_queue_init(&cv->held);
+
+    ngx_rbtree_insert(&ngx_http_chat_convs, &cv->node);
+    ngx_queue_insert_tail(&ngx_http_chat_convs_lru, &cv->lru);
+    ngx_http_chat_nconvs++;
+
+    return cv;
+}
+
+
+/* what follows the last delivered change, in order; then the gap, if any */
+
+static void
+ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv, ngx_log_t *log)
+{
+    ngx_queue_t           *q;
+    ngx_http_chat_held_t  *h;
+
+    while (!ngx_queue_empty(&cv->held)) {
+        q = ngx_queue_head(&cv->held);
+        h = ngx_queue_data(q, ngx_http_chat_held_t, queue);
+
+        if (h->n > cv->last + 1) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+
+        if (h->n > cv->last) {
+            cv->last = h->n;
+        }
+
+        ngx_http_chat_fanout_deliver(h->event, h->to, log);
+
+        json_decref(h->event);
+        json_decref(h->to);
+        ngx_free(h);
+    }
+
+    if (ngx_queue_empty(&cv->held)) {
+        if (cv->gap_since) {
+            cv->gap_since = 0;
+            ngx_queue_remove(&cv->gap);
+        }
+
+        return;
+    }
+
+    if (cv->gap_since == 0) {
+        cv->gap_since = ngx_current_msec;
+        ngx_queue_insert_tail(&ngx_http_chat_gapped, &cv->gap);
+
+        if (!ngx_http_chat_order_event.timer_set) {
+            ngx_add_timer(&ngx_http_chat_order_event,
+                          NGX_HTTP_CHAT_ORDER_WAIT);
+        }
+    }
+}
+
+
+/* gaps open for too long: what they miss is read from PostgreSQL */
+
+static void
+ngx_http_chat_order_timer(ngx_event_t *ev)
+{
+    ngx_queue_t           *q, *next;
+    ngx_msec_int_t         left;
+    ngx_http_chat_conv_t  *cv;
+
+    for (q = ngx_queue_head(&ngx_http_chat_gapped);
+         q != ngx_queue_sentinel(&ngx_http_chat_gapped);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        cv = ngx_queue_data(q, ngx_http_chat_conv_t, gap);
+
+        left = (ngx_msec_int_t) (cv->gap_since + NGX_HTTP_CHAT_ORDER_WAIT
+                                 - ngx_current_msec);
+
+        if (left > 0) {
+            ngx_add_timer(ev, (ngx_msec_t) left);
+            return;
+        }
+
+        if (!cv->fetching) {
+            ngx_http_chat_order_fetch(cv);
+        }
+    }
+}
+
+
+static void
+ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv)
+{
+    json_t                *arg;
+    ngx_http_chat_held_t  *h;
+
+    h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
+                       queue);
+
+    arg = json_pack("{s:I, s:I, s:I}", "conversation_id",
+                    (json_int_t) cv->node.key, "after", (json_int_t) cv->last,
+                    "before", (json_int_t) h->n);
+
+    cv->text = arg ? json_dumps(arg, JSON_COMPACT) : NULL;
+    json_decref(arg);
+
+    if (cv->text == NULL) {
+        ngx_http_chat_order_skip(cv);
+        return;
+    }
+
+    cv->q.stmt = NGX_HTTP_CHAT_STMT_CHANGES;
+    cv->q.nparams = 2;
+    cv->q.values[0] = "";
+    cv->q.lengths[0] = 0;
+    cv->q.values[1] = cv->text;
+    cv->q.lengths[1] = (int) ngx_strlen(cv->text);
+    cv->q.build = NULL;
+    cv->q.handler = ngx_http_chat_order_fetched;
+    cv->q.data = cv;
+
+    cv->fetching = 1;
+
+    if (ngx_http_chat_pg_query(&cv->q) != NGX_OK) {
+        cv->fetching = 0;
+        free(cv->text);
+        cv->text = NULL;
+        ngx_http_chat_order_skip(cv);
+    }
+}
+
+
+static void
+ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    size_t                 i;
+    json_t                *result, *events, *ev;
+    json_error_t           err;
+    ngx_http_chat_conv_t  *cv;
+
+    cv = q->data;
+    cv->fetching = 0;
+
+    free(cv->text);
+    cv->text = NULL;
+
+    result = NULL;
+
+    if (rc == NGX_OK && res != NULL && PQntuples(res) == 1) {
+        result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
+                            &err);
+    }
+
+    events = result ? json_object_get(result, "events") : NULL;
+
+    json_array_foreach(events, i, ev) {
+        ngx_http_chat_fanout_deliver(json_object_get(ev, "event"),
+                                     json_object_get(ev, "to"),
+                                     ngx_cycle->log);
+    }
+
+    if (result != NULL) {
+        json_decref(result);
+    }
+
+    /* the gap is filled, or given up on: what was held goes on */
+    ngx_http_chat_order_skip(cv);
+}
+
+
+static void
+ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv)
+{
+    ngx_http_chat_held_t  *h;
+
+    if (ngx_queue_empty(&cv->held)) {
+        return;
+    }
+
+    h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
+                       queue);
+
+    cv->last = h->n - 1;
+
+    if (cv->gap_since) {
+        cv->gap_since = 0;
+        ngx_queue_remove(&cv->gap);
+    }
+
+    ngx_http_chat_order_drain(cv, ngx_cycle->log);
+
+    if (cv->gap_since && !ngx_http_chat_order_event.timer_set) {
+        ngx_add_timer(&ngx_http_chat_order_event, NGX_HTTP_CHAT_ORDER_WAIT);
+    }
+}
+
+
+/* conversations quiet for a minute are forgotten, oldest first */
+
+static void
+ngx_http_chat_order_evict(void)
+{
+    ngx_uint_t             i;
+    ngx_queue_t           *q;
+    ngx_http_chat_conv_t  *cv;
+
+    for (i = 0; i < 16 && !ngx_queue_empty(&ngx_http_chat_convs_lru); i++) {
+        q = ngx_queue_head(&ngx_http_chat_convs_lru);
+        cv = ngx_queue_data(q, ngx_http_chat_conv_t, lru);
+
+        if (ngx_http_chat_nconvs < NGX_HTTP_CHAT_ORDER_MAX
+            && ngx_current_msec - cv->used < NGX_HTTP_CHAT_ORDER_IDLE)
+        {
+            return;
+        }
+
+        if (!ngx_queue_empty(&cv->held) || cv->fetching) {
+            /* still busy: looked at again later */
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&ngx_http_chat_convs_lru, q);
+            cv->used = ngx_current_msec;
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&ngx_http_chat_convs, &cv->node);
+        ngx_http_chat_nconvs--;
+        ngx_free(cv);
+    }
+}
