@@ -4,6 +4,7 @@ again once users leave; a size change is refused on reload."""
 
 import json
 import os
+import resource
 import signal
 import time
 
@@ -26,7 +27,10 @@ def upgrade(ng, user):
 
 @pytest.mark.allow_log(r"chat_zone \"chat\" is full")
 def test_a_full_zone_refuses_with_503_and_recovers(nginx):
-    ng = nginx(WS, http="chat_zone chat 256k; chat_heartbeat 0;")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ng = nginx(WS, http="chat_zone chat 256k; chat_heartbeat 0;",
+               main="worker_rlimit_nofile 8192;")
     conns, refused = [], None
     for i in range(3000):
         status, ws = upgrade(ng, "user%05d" % i)
