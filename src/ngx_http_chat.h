@@ -314,6 +314,7 @@ void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
 
 /* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
+json_t *ngx_http_chat_order_members(ngx_uint_t cid);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
 

@@ -36,6 +36,7 @@ typedef struct {
     ngx_queue_t                   gap;      /* in the gapped list */
     ngx_msec_t                    used;
     ngx_msec_t                    gap_since;
+    json_t                       *members;  /* of its last change */
     ngx_http_chat_pg_query_t      q;        /* the catch-up read */
     char                         *text;
     unsigned                      fetching:1;
@@ -103,6 +104,15 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
                                       json_object_get(message,
                                                       "conversation_id")),
                                   n, log);
+
+    if (cv != NULL) {
+        /* who is in it, as of its last change: typing without storage */
+        if (cv->members != NULL) {
+            json_decref(cv->members);
+        }
+
+        cv->members = json_incref(to);
+    }
 
     if (cv == NULL || n <= cv->last) {
         /* late (a gap given up on) or unknown: sent, never lost */
@@ -423,6 +433,40 @@ ngx_http_chat_order_evict(void)
         ngx_queue_remove(q);
         ngx_rbtree_delete(&ngx_http_chat_convs, &cv->node);
         ngx_http_chat_nconvs--;
+
+        if (cv->members != NULL) {
+            json_decref(cv->members);
+        }
+
         ngx_free(cv);
     }
+}
+
+
+/*
+ * The members of a conversation as this worker last saw them in one of
+ * its changes, or NULL: enough to route typing while PostgreSQL is down.
+ */
+
+json_t *
+ngx_http_chat_order_members(ngx_uint_t cid)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    if (ngx_http_chat_convs.root == NULL) {
+        return NULL;
+    }
+
+    node = ngx_http_chat_convs.root;
+    sentinel = ngx_http_chat_convs.sentinel;
+
+    while (node != sentinel) {
+        if (cid == node->key) {
+            return ((ngx_http_chat_conv_t *) node)->members;
+        }
+
+        node = (cid < node->key) ? node->left : node->right;
+    }
+
+    return NULL;
 }

@@ -64,6 +64,8 @@ static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_store_fail_pending(void);
 static json_t *ngx_http_chat_store_result(ngx_int_t rc, PGresult *res);
+static ngx_int_t ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
 
 
@@ -422,6 +424,12 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
         if (op->kind == NGX_HTTP_CHAT_OP_HELLO) {
             /* no answer: a failed upsert only leaves the name unknown */
 
+        } else if (result == NULL
+                   && op->kind == NGX_HTTP_CHAT_OP_TYPING
+                   && ngx_http_chat_store_typing(wc, op) == NGX_OK)
+        {
+            /* answered from what this worker knows of the conversation */
+
         } else if (result == NULL) {
             (void) ngx_http_chat_session_error(wc, op->id, "unavailable",
                                                "storage is unavailable, "
@@ -676,4 +684,96 @@ ngx_http_chat_store_free(ngx_http_chat_op_t *op)
 
     free(op->text);
     ngx_free(op);
+}
+
+
+/*
+ * Typing while PostgreSQL is unavailable: the members come from the last
+ * change of the conversation this worker delivered, and the typist must
+ * be one of them.  NGX_DECLINED: not known here, so "unavailable".
+ */
+
+static ngx_int_t
+ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
+{
+    size_t        i;
+    json_t       *req, *cid, *active, *members, *to, *user, *event;
+    ngx_int_t     rc;
+    ngx_uint_t    member;
+    json_error_t  err;
+
+    req = json_loads(op->text, 0, &err);
+    if (req == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_DECLINED;
+    to = NULL;
+    event = NULL;
+
+    cid = json_object_get(req, "conversation_id");
+    active = json_object_get(req, "active");
+
+    if (!json_is_integer(cid) || !json_is_boolean(active)) {
+        goto done;
+    }
+
+    members = ngx_http_chat_order_members(
+                  (ngx_uint_t) json_integer_value(cid));
+    if (members == NULL) {
+        goto done;
+    }
+
+    to = json_array();
+    if (to == NULL) {
+        goto done;
+    }
+
+    member = 0;
+
+    json_array_foreach(members, i, user) {
+        if (json_string_length(user) == wc->id.id.len
+            && ngx_strncmp(json_string_value(user), wc->id.id.data,
+                           wc->id.id.len) == 0)
+        {
+            member = 1;
+            continue;
+        }
+
+        if (json_array_append(to, user) != 0) {
+            goto done;
+        }
+    }
+
+    if (!member) {
+        goto done;
+    }
+
+    event = json_pack("{s:s, s:O, s:s%, s:O}", "type", "typing",
+                      "conversation_id", cid, "user_id", wc->id.id.data,
+                      wc->id.id.len, "active", active);
+    if (event == NULL) {
+        goto done;
+    }
+
+    ngx_http_chat_route_event(event, to, wc->connection->log);
+    ngx_http_chat_typing_update(wc, event, to);
+
+    (void) ngx_http_chat_session_reply(wc, op->id, NULL, NULL);
+
+    rc = NGX_OK;
+
+done:
+
+    if (event != NULL) {
+        json_decref(event);
+    }
+
+    if (to != NULL) {
+        json_decref(to);
+    }
+
+    json_decref(req);
+
+    return rc;
 }

@@ -362,3 +362,39 @@ def wait_backend(postgres, text, state, pid=None, timeout=5):
             return r[0][0]
         assert time.monotonic() < deadline, (text, state)
         time.sleep(0.02)
+
+
+def test_typing_keeps_working_while_storage_is_down(nginx, postgres):
+    """SPEC: PostgreSQL down, typing keeps working: the members come from
+    the conversation's last change this worker delivered."""
+    postgres.reset()
+    ng = start(nginx, postgres)
+    alice, bob, carol = connect(ng, "alice"), connect(ng, "bob"), \
+        connect(ng, "carol")
+    cid = alice.ok("conversation.create", kind="direct",
+                   user_id="bob")["conversation"]["id"]
+    other = carol.ok("conversation.create", kind="direct",
+                     user_id="dave")["conversation"]["id"]
+    alice.ok("message.send", conversation_id=cid, body="hi",
+             client_msg_id="t1")
+    bob.next_event("message.created")
+    try:
+        postgres.stop()
+        assert alice.ok("typing", conversation_id=cid, active=True) == {}
+        ev = bob.next_event("typing")
+        assert ev == {"type": "typing", "conversation_id": cid,
+                      "user_id": "alice", "active": True}
+        # not a member: the worker knows the members, carol is not one
+        reply = carol.request("typing", conversation_id=cid, active=True)
+        assert reply["error"]["code"] == "unavailable"
+        # a conversation without a change seen here: unknown
+        reply = carol.request("typing", conversation_id=other, active=True)
+        assert reply["error"]["code"] == "unavailable"
+        # the typist leaves: the others hear it stopped
+        alice.close()
+        ev = bob.next_event("typing")
+        assert ev["active"] is False and ev["user_id"] == "alice"
+        # and pings were answered throughout
+        bob.ok("ping")
+    finally:
+        postgres.start()

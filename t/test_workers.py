@@ -1571,9 +1571,13 @@ def test_slow_readers_keep_worker_memory_bounded(env):
     # 60 MB went to each slow client's worker; each holds at most its
     # clients' 64k (and what the zone's queue brings), not the backlog
     grew = {p: peak[p] - base[p] for p in workers}
-    assert all(v < 100 << 20 for v in peak_rss.values()), peak_rss
-    others = [p for p in workers if p != alice.pid]
-    assert all(grew[p] < 20 << 20 for p in others), grew
+    with open("/proc/%d/maps" % workers[0]) as f:
+        sanitized = "libasan" in f.read()
+    if not sanitized:
+        # ASan keeps freed memory in quarantine: no bound to hold there
+        assert all(v < 100 << 20 for v in peak_rss.values()), peak_rss
+        others = [p for p in workers if p != alice.pid]
+        assert all(grew[p] < 20 << 20 for p in others), grew
     st = env.status()
     assert st["chat_closes_slow_total"] == 6, st
     for ws in slows:
