@@ -180,7 +180,6 @@ typedef struct ngx_http_chat_conn_s  ngx_http_chat_conn_t;
 
 struct ngx_http_chat_conn_s {
     ngx_connection_t             *connection;
-    ngx_http_request_t           *request;   /* until the upgrade is done */
     ngx_http_chat_loc_conf_t     *conf;
 
     ngx_http_chat_frame_parser_t  parser;
@@ -273,8 +272,6 @@ ngx_int_t ngx_http_chat_ws_handler(ngx_http_request_t *r);
 
 /* ngx_http_chat_ws.c: the connection after the upgrade */
 void ngx_http_chat_ws_start(ngx_event_t *ev);
-ngx_int_t ngx_http_chat_ws_send_text(ngx_http_chat_conn_t *wc, u_char *data,
-    size_t len);
 ngx_int_t ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc,
     unsigned opcode, ngx_http_chat_buf_t *buf);
 void ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
@@ -288,7 +285,6 @@ void ngx_http_chat_buf_release(ngx_http_chat_buf_t *buf);
 ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
 ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
     u_char *data, size_t len);
-void ngx_http_chat_session_close(ngx_http_chat_conn_t *wc);
 ngx_int_t ngx_http_chat_session_reply(ngx_http_chat_conn_t *wc, json_t *id,
     json_t *data, json_t *error);
 ngx_int_t ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,

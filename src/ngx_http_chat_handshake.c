@@ -209,7 +209,6 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     cln->data = wc;
 
     wc->connection = c;
-    wc->request = r;
     wc->conf = ccf;
     wc->echo = (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO);
     wc->out_last = &wc->out;

@@ -372,32 +372,6 @@ ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
 }
 
 
-/* connections that are up, or on their way up */
-
-ngx_uint_t
-ngx_http_chat_pg_connected(void)
-{
-    ngx_uint_t                i, n;
-    ngx_http_chat_pg_pool_t  *pool;
-
-    pool = &ngx_http_chat_pg_pool;
-
-    if (pool->conf == NULL) {
-        return 0;
-    }
-
-    n = 0;
-
-    for (i = 0; i < pool->conf->size; i++) {
-        if (pool->conns[i].state >= ngx_http_chat_pg_ready) {
-            n++;
-        }
-    }
-
-    return n;
-}
-
-
 static ngx_uint_t
 ngx_http_chat_pg_alive(void)
 {

@@ -81,7 +81,6 @@ ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
 /* a queued query that was not sent yet is dropped; NGX_DECLINED if sent */
 ngx_int_t ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q);
 
-ngx_uint_t ngx_http_chat_pg_connected(void);
 
 
 #endif /* _NGX_HTTP_CHAT_PG_H_INCLUDED_ */

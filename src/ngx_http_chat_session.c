@@ -188,13 +188,6 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
 }
 
 
-void
-ngx_http_chat_session_close(ngx_http_chat_conn_t *wc)
-{
-    /* nothing is held per session yet */
-}
-
-
 static ngx_int_t
 ngx_http_chat_ping(ngx_http_chat_conn_t *wc, ngx_http_chat_request_t *req)
 {

@@ -111,7 +111,6 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
     c->destroyed = 0;
     c->data = wc;
-    wc->request = NULL;
 
     /* release what the HTTP request held in the connection pool */
 
@@ -657,24 +656,6 @@ ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
 }
 
 
-ngx_int_t
-ngx_http_chat_ws_send_text(ngx_http_chat_conn_t *wc, u_char *data,
-    size_t len)
-{
-    ngx_http_chat_buf_t  *buf;
-
-    buf = ngx_http_chat_buf_alloc(len, wc->connection->log);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(buf->data, data, len);
-    buf->len = len;
-
-    return ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_TEXT, buf);
-}
-
-
 /*
  * Queues a frame; takes over the caller's reference to buf, which may be
  * NULL for an empty payload.  Opcode 0 queues buf as raw bytes (the 101).
@@ -1131,7 +1112,6 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     c = wc->connection;
 
     if (!wc->echo && wc->started) {
-        ngx_http_chat_session_close(wc);
         ngx_http_chat_typing_stop_all(wc);
         ngx_http_chat_fanout_remove(wc);
         ngx_http_chat_store_detach(wc);

@@ -202,7 +202,6 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
         if (sh->slots[i].pid == 0) {
             sh->slots[i].pid = ngx_pid;
-            sh->slots[i].generation++;
             sh->slots[i].overflow = 0;
             sh->slots[i].connections = 0;
             sh->slots[i].pg_ready = 0;

@@ -30,7 +30,6 @@ struct ngx_http_chat_ipc_msg_s {
 /* a worker process's place in the zone */
 typedef struct {
     ngx_pid_t                     pid;       /* 0: free */
-    ngx_uint_t                    generation;
     int                           wake;      /* eventfd, made in the master */
     ngx_http_chat_ipc_msg_t      *head;
     ngx_http_chat_ipc_msg_t      *tail;
