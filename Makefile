@@ -7,6 +7,8 @@
 #   make test             every test (installs what it needs)
 #   make test-asan        the same suite against nginx built with ASan+UBSan
 #   make fuzz             each libFuzzer target for FUZZ_SECONDS
+#   make bench            ours, nchan and Socket.IO under the same load;
+#                         writes docs/benchmarks.md (BENCH_ARGS=--quick)
 
 SHELL        := /bin/bash
 # no "Entering/Leaving directory" lines: the test summary stays the last
@@ -19,6 +21,7 @@ NGINX_DEV    := /usr/share/nginx/src
 NGINX_SRC    ?=
 FUZZ_SECONDS ?= 10
 PYTEST_ARGS  ?=
+BENCH_ARGS   ?=
 
 CHAT_CFLAGS  := -g -O2 -Wall -Wextra -Wno-unused-parameter -Werror
 
@@ -40,7 +43,7 @@ endif
 NGINX_OBJS    = $(dir $(MODULE))objs
 
 .PHONY: all module static deps run stop test test-unit test-t test-asan \
-        fuzz clean
+        fuzz bench clean
 
 all: module
 
@@ -114,6 +117,7 @@ test-t: module
 
 test: deps
 	$(MAKE) module
+	$(MAKE) bench/chatload
 	$(MAKE) test-unit
 	$(MAKE) test-t
 
@@ -123,5 +127,17 @@ test-asan: deps
 fuzz: deps
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
+# the load generator: plain C, epoll, libcrypto for HMAC only
+bench/chatload: bench/chatload.c
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -lcrypto -lm
+
+# nchan from Debian; Node from Debian unless one is installed already
+bench: deps
+	@bash scripts/deps.sh libnginx-mod-nchan \
+	    $$(command -v node >/dev/null || echo nodejs npm)
+	$(MAKE) module bench/chatload
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) bench/chatload bench/.work

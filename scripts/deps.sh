@@ -3,11 +3,12 @@
 # Fast and silent when everything is already there.
 set -euo pipefail
 
+# Extra packages may be named as arguments (make bench: nchan, Node).
 packages=(
     build-essential nginx nginx-dev libpq-dev libjansson-dev libssl-dev
     postgresql python3-pytest python3-websockets python3-psycopg
     python3-cryptography clang libclang-rt-14-dev dpkg-dev openssl curl
-    ca-certificates
+    ca-certificates "$@"
 )
 
 missing=()
