@@ -60,6 +60,7 @@ static void ngx_http_chat_store_complete(ngx_http_chat_op_t *op,
     json_t *result);
 static ngx_int_t ngx_http_chat_store_queue_batch(void);
 static ngx_int_t ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q);
+static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_store_fail_pending(void);
@@ -318,19 +319,44 @@ ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc)
 }
 
 
-/* starts the connection's first request, and answers what cannot start */
+/*
+ * Starts the connection's first request, and answers what cannot start.
+ * Consecutive sends start together while none of them is in a batch yet:
+ * they go into the same batch, in order, so they still commit in the
+ * order sent, and a client that pipelines its sends gets them stored in
+ * one transaction and fanned out in one pass (one write per recipient).
+ */
 
 static void
 ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
 {
+    size_t               out;
     ngx_queue_t         *q;
     ngx_http_chat_op_t  *op;
 
-    while (!ngx_queue_empty(&wc->ops)) {
-        q = ngx_queue_head(&wc->ops);
+    /* what the client will have to read: its answers and own events */
+    out = wc->out_bytes;
+
+    for (q = ngx_queue_head(&wc->ops);
+         q != ngx_queue_sentinel(&wc->ops);
+         q = ngx_queue_next(q))
+    {
         op = ngx_queue_data(q, ngx_http_chat_op_t, session);
 
         if (op->started) {
+            if (op->kind != NGX_HTTP_CHAT_OP_SEND || op->batched) {
+                return;
+            }
+
+            out += 2 * (size_t) op->q.lengths[1];
+            continue;
+        }
+
+        if (q != ngx_queue_head(&wc->ops)
+            && (op->kind != NGX_HTTP_CHAT_OP_SEND
+                || out + 2 * (size_t) op->q.lengths[1]
+                   >= wc->conf->send_buffer))
+        {
             return;
         }
 
@@ -339,12 +365,20 @@ ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
             return;
         }
 
-        if (ngx_http_chat_store_start(op) == NGX_OK) {
+        if (ngx_http_chat_store_start(op) != NGX_OK) {
+            /*
+             * storage is down: answered at once; completing it runs this
+             * again for the next one
+             */
+            ngx_http_chat_store_complete(op, NULL);
             return;
         }
 
-        /* storage is down: answered at once, and the next one is tried */
-        ngx_http_chat_store_complete(op, NULL);
+        if (op->kind != NGX_HTTP_CHAT_OP_SEND) {
+            return;
+        }
+
+        out += 2 * (size_t) op->q.lengths[1];
     }
 }
 
@@ -527,11 +561,21 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
     n = 0;
 
     for (qn = ngx_queue_head(&ngx_http_chat_pending_sends);
-         qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends)
-         && n < NGX_HTTP_CHAT_BATCH_MAX;
+         qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends);
          qn = ngx_queue_next(qn), n++)
     {
         op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        /*
+         * a send whose connection's previous send is in this batch goes
+         * in too, whatever the size: a later batch may commit first
+         */
+        if (n >= NGX_HTTP_CHAT_BATCH_MAX
+            && !ngx_http_chat_store_follows(op))
+        {
+            break;
+        }
+
         len += ngx_strlen(op->text) + 1;
     }
 
@@ -576,6 +620,26 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
     }
 
     return NGX_OK;
+}
+
+
+/* the connection's request before op is a send that is counted in */
+
+static ngx_uint_t
+ngx_http_chat_store_follows(ngx_http_chat_op_t *op)
+{
+    ngx_queue_t         *prev;
+    ngx_http_chat_op_t  *before;
+
+    if (op->wc == NULL || ngx_queue_head(&op->wc->ops) == &op->session) {
+        return 0;
+    }
+
+    prev = ngx_queue_prev(&op->session);
+    before = ngx_queue_data(prev, ngx_http_chat_op_t, session);
+
+    /* only pending sends follow a started one (ngx_http_chat_store_run) */
+    return before->kind == NGX_HTTP_CHAT_OP_SEND;
 }
 
 

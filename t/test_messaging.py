@@ -569,6 +569,10 @@ def test_fifty_pipelined_sends_keep_their_order(chat):
     assert rows(chat.pg, "SELECT array_agg(seq ORDER BY seq), "
                 "array_agg(client_msg_id ORDER BY seq) FROM chat.messages") \
         == [(list(range(1, 51)), ["k%d" % i for i in range(50)])]
+    # pipelined sends of one connection are stored together (a row's xmin
+    # is its transaction), not one transaction each
+    assert rows(chat.pg, "SELECT count(DISTINCT xmin::text) "
+                "FROM chat.messages")[0][0] < 25
 
 
 def test_three_concurrent_senders_share_one_sequence(chat):
