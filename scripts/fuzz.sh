@@ -14,7 +14,8 @@ OUT=$REPO/build/fuzz
 cd "$REPO"
 
 parsers=(src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c
-         src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c)
+         src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c
+         src/ngx_http_chat_route.c)
 
 mkdir -p "$OUT/artifacts"
 shopt -s nullglob
