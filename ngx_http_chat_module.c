@@ -172,7 +172,14 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_chat_allowed_origins,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_chat_loc_conf_t, allowed_origins),
+      NULL },
+
+    { ngx_string("chat_cors_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_allowed_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, cors_origins),
       NULL },
 
     { ngx_string("chat_max_message_size"),
@@ -323,6 +330,7 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->identity = NGX_CONF_UNSET_PTR;
     conf->identity_name = NGX_CONF_UNSET_PTR;
     conf->allowed_origins = NGX_CONF_UNSET_PTR;
+    conf->cors_origins = NGX_CONF_UNSET_PTR;
     conf->max_message_size = NGX_CONF_UNSET_SIZE;
     conf->max_fragments = NGX_CONF_UNSET_UINT;
     conf->send_buffer = NGX_CONF_UNSET_SIZE;
@@ -358,6 +366,7 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              NULL);
     ngx_conf_merge_ptr_value(conf->allowed_origins, prev->allowed_origins,
                              NULL);
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     ngx_conf_merge_size_value(conf->max_message_size,
                               prev->max_message_size, 64 * 1024);
@@ -715,23 +724,25 @@ ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* chat_allowed_origins (WebSocket) and chat_cors_origins (REST) */
+
 static char *
 ngx_http_chat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_chat_loc_conf_t *ccf = conf;
+    u_char        *p, *host;
+    ngx_str_t     *value, *origin;
+    ngx_uint_t     i;
+    ngx_array_t  **list;
 
-    u_char      *p, *host;
-    ngx_str_t   *value, *origin;
-    ngx_uint_t   i;
+    list = (ngx_array_t **) ((char *) conf + cmd->offset);
 
-    if (ccf->allowed_origins != NGX_CONF_UNSET_PTR) {
+    if (*list != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
-    ccf->allowed_origins = ngx_array_create(cf->pool, cf->args->nelts,
-                                            sizeof(ngx_str_t));
-    if (ccf->allowed_origins == NULL) {
+    *list = ngx_array_create(cf->pool, cf->args->nelts, sizeof(ngx_str_t));
+    if (*list == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -758,7 +769,7 @@ ngx_http_chat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
             }
         }
 
-        origin = ngx_array_push(ccf->allowed_origins);
+        origin = ngx_array_push(*list);
         if (origin == NULL) {
             return NGX_CONF_ERROR;
         }

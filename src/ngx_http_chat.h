@@ -42,6 +42,9 @@
 #define NGX_HTTP_CHAT_STMT_TYPING               10
 #define NGX_HTTP_CHAT_STMT_PRESENCE             11
 #define NGX_HTTP_CHAT_STMT_CHANGES              12
+#define NGX_HTTP_CHAT_STMT_CONVERSATION_GET     13
+#define NGX_HTTP_CHAT_STMT_BLOCK                14
+#define NGX_HTTP_CHAT_STMT_UNBLOCK              15
 
 
 typedef enum {
@@ -129,6 +132,7 @@ typedef struct {
 
     /* handshake */
     ngx_array_t                  *allowed_origins; /* ngx_str_t, or NULL */
+    ngx_array_t                  *cors_origins;    /* ngx_str_t, or NULL */
 
     /* WebSocket limits and timers */
     size_t                        max_message_size;
@@ -251,6 +255,8 @@ ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
 u_char *ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec);
 json_t *ngx_http_chat_user_json(ngx_http_chat_identity_t *id);
 json_t *ngx_http_chat_event_json(json_t *event);
+ngx_int_t ngx_http_chat_origin_allowed(ngx_http_request_t *r,
+    ngx_array_t *list, ngx_str_t *origin);
 ngx_int_t ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 
@@ -300,6 +306,11 @@ ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc);
+/* result: borrowed; NULL when storage was unavailable */
+typedef void (*ngx_http_chat_store_done_pt)(ngx_http_request_t *r,
+    json_t *result);
+ngx_int_t ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
+    ngx_uint_t stmt, json_t *arg, ngx_http_chat_store_done_pt done);
 void ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     json_t *arg);
 
@@ -332,6 +343,8 @@ void ngx_http_chat_typing_stop_all(ngx_http_chat_conn_t *wc);
 /* ngx_http_chat_rate.c */
 char *ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_msec_t ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf,
+    ngx_str_t *id, ngx_uint_t kind);
 ngx_msec_t ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
     ngx_uint_t kind);
 

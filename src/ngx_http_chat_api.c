@@ -1,15 +1,125 @@
 
 /*
  * The REST routes under a chat_api location.  Authentication is the same
- * as for the WebSocket; routes that need storage arrive with it.
+ * as for the WebSocket; a route becomes the same chat.api_* call as the
+ * WebSocket request it mirrors, its result the same objects and error
+ * codes, with an HTTP status that follows the code.  Changes made here
+ * reach WebSocket clients through the same fan-out.
+ *
+ * Request bodies are read asynchronously, at most chat_max_message_size
+ * bytes, and must be one JSON object (the WebSocket envelope's rules:
+ * depth, duplicate keys, NUL).  Path parameters win over body fields.
  */
 
 
 #include <ngx_http_chat.h>
+#include <ngx_http_chat_request.h>
+#include <ngx_http_chat_route.h>
 
+
+typedef struct ngx_http_chat_api_s  ngx_http_chat_api_t;
+
+typedef ngx_int_t (*ngx_http_chat_api_pt)(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+
+
+struct ngx_http_chat_api_s {
+    ngx_http_chat_ctx_t           ctx;       /* first: the module's ctx */
+    ngx_http_chat_route_t         route;
+    json_t                       *body;      /* the request's JSON object */
+    ngx_uint_t                    status;    /* of an ok answer */
+    unsigned                      created:1; /* 201 when it made events */
+};
+
+
+typedef struct {
+    ngx_http_chat_route_e         route;
+    ngx_uint_t                    method;    /* NGX_HTTP_GET, ... */
+    ngx_http_chat_api_pt          handler;
+} ngx_http_chat_api_call_t;
+
+
+static ngx_int_t ngx_http_chat_api_cors(ngx_http_request_t *r,
+    ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_e route);
+static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
+    ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_t *rt);
+static void ngx_http_chat_api_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_store(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api, ngx_uint_t stmt, json_t *req);
+static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
+static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *error);
+static json_t *ngx_http_chat_api_args(ngx_http_request_t *r,
+    const char **names);
+static json_t *ngx_http_chat_api_request(ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_limited(ngx_http_request_t *r,
+    ngx_msec_t wait);
+static ngx_int_t ngx_http_chat_api_not_yet(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 
 static ngx_int_t ngx_http_chat_api_me(ngx_http_request_t *r,
-    ngx_http_chat_identity_t *id);
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_list(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_create(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_get(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_history(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_send(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_read(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_edit(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_delete(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_block(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_unblock(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_presence(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+
+
+#define R(x)  NGX_HTTP_CHAT_ROUTE_ ## x
+
+static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
+    { R(ME),            NGX_HTTP_GET,    ngx_http_chat_api_me },
+    { R(CONVERSATIONS), NGX_HTTP_GET,    ngx_http_chat_api_list },
+    { R(CONVERSATIONS), NGX_HTTP_POST,   ngx_http_chat_api_create },
+    { R(CONVERSATION),  NGX_HTTP_GET,    ngx_http_chat_api_get },
+    { R(MESSAGES),      NGX_HTTP_GET,    ngx_http_chat_api_history },
+    { R(MESSAGES),      NGX_HTTP_POST,   ngx_http_chat_api_send },
+    { R(READ),          NGX_HTTP_POST,   ngx_http_chat_api_read },
+    { R(MESSAGE),       NGX_HTTP_PATCH,  ngx_http_chat_api_edit },
+    { R(MESSAGE),       NGX_HTTP_DELETE, ngx_http_chat_api_delete },
+    { R(BLOCK),         NGX_HTTP_PUT,    ngx_http_chat_api_block },
+    { R(BLOCK),         NGX_HTTP_DELETE, ngx_http_chat_api_unblock },
+    { R(PRESENCE),      NGX_HTTP_GET,    ngx_http_chat_api_presence },
+    { R(NONE),          0,               NULL }
+};
+
+
+/* the HTTP status of each protocol error code */
+
+static struct {
+    const char  *code;
+    ngx_uint_t   status;
+} ngx_http_chat_api_statuses[] = {
+    { "bad_request",  NGX_HTTP_BAD_REQUEST },
+    { "unauthorized", NGX_HTTP_UNAUTHORIZED },
+    { "forbidden",    NGX_HTTP_FORBIDDEN },
+    { "not_found",    NGX_HTTP_NOT_FOUND },
+    { "conflict",     NGX_HTTP_CONFLICT },
+    { "too_large",    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE },
+    { "rate_limited", 429 },
+    { "unavailable",  NGX_HTTP_SERVICE_UNAVAILABLE },
+    { NULL,           NGX_HTTP_INTERNAL_SERVER_ERROR }
+};
 
 
 ngx_int_t
@@ -17,27 +127,29 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
 {
     const char                *err;
     ngx_int_t                  rc;
-    ngx_str_t                  route;
-    ngx_http_chat_ctx_t       *ctx;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_uint_t                 methods, bit;
+    ngx_http_chat_api_t       *api;
     ngx_http_chat_loc_conf_t  *ccf;
 
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_ctx_t));
-    if (ctx == NULL) {
+    api = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_api_t));
+    if (api == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_chat_module);
+    ngx_http_set_ctx(r, &api->ctx, ngx_http_chat_module);
 
-    rc = ngx_http_chat_authenticate(r, ccf, r->pool, &ctx->id, &err);
+    (void) ngx_http_chat_api_route(r, ccf, &api->route);
+
+    rc = ngx_http_chat_api_cors(r, ccf, api->route.route);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /* before the route: who may not ask learns nothing of the routes */
+
+    rc = ngx_http_chat_authenticate(r, ccf, r->pool, &api->ctx.id, &err);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -54,49 +166,876 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
                                         "unauthorized", err);
     }
 
-    /* the route is what follows the location's prefix */
-
-    route = r->uri;
-
-    if (!clcf->exact_match && route.len >= clcf->name.len
-        && ngx_strncmp(route.data, clcf->name.data, clcf->name.len) == 0)
-    {
-        route.data += clcf->name.len;
-        route.len -= clcf->name.len;
+    if (api->route.route == NGX_HTTP_CHAT_ROUTE_NONE) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such route");
     }
 
-    if (route.len == sizeof("users/me") - 1
-        && ngx_strncmp(route.data, "users/me", route.len) == 0)
-    {
-        if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-            if (ngx_http_chat_add_header(r, "Allow", "GET, HEAD")
-                != NGX_OK)
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+    methods = ngx_http_chat_route_methods(api->route.route);
 
-            return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                            "bad_request",
-                                            "method not allowed");
+    switch (r->method) {
+    case NGX_HTTP_GET:
+    case NGX_HTTP_HEAD:
+        bit = NGX_HTTP_CHAT_M_GET;
+        break;
+    case NGX_HTTP_POST:
+        bit = NGX_HTTP_CHAT_M_POST;
+        break;
+    case NGX_HTTP_PUT:
+        bit = NGX_HTTP_CHAT_M_PUT;
+        break;
+    case NGX_HTTP_PATCH:
+        bit = NGX_HTTP_CHAT_M_PATCH;
+        break;
+    case NGX_HTTP_DELETE:
+        bit = NGX_HTTP_CHAT_M_DELETE;
+        break;
+    default:
+        bit = 0;
+    }
+
+    if (!(methods & bit)) {
+        if (ngx_http_chat_add_header(r, "Allow",
+                                     ngx_http_chat_route_allow(
+                                         api->route.route))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_chat_api_me(r, &ctx->id);
+        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                        "bad_request", "method not allowed");
     }
 
-    return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                    "no such route");
+    if (bit & (NGX_HTTP_CHAT_M_POST | NGX_HTTP_CHAT_M_PUT
+               | NGX_HTTP_CHAT_M_PATCH))
+    {
+        if (r->headers_in.content_length_n > (off_t) ccf->max_message_size)
+        {
+            return ngx_http_chat_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large",
+                                        "the request body is too large");
+        }
+
+        /* the body in one memory buffer, never in a temporary file */
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r, ngx_http_chat_api_body);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chat_api_run(r, api);
+}
+
+
+/*
+ * The route is the URI after the location's prefix.  Query strings are
+ * not part of r->uri; nginx has percent-decoded it.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_route(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
+    ngx_http_chat_route_t *rt)
+{
+    ngx_str_t                  path;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    path = r->uri;
+
+    if (!clcf->exact_match && path.len >= clcf->name.len
+        && ngx_strncmp(path.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        path.data += clcf->name.len;
+        path.len -= clcf->name.len;
+    }
+
+    if (ngx_http_chat_route_parse(rt, path.data, path.len) != 0) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * CORS: an Origin that is not allowed (chat_cors_origins, else the same
+ * origin only) is refused with 403, so that a page elsewhere cannot act
+ * with a cookie's token; an allowed one gets the Access-Control headers,
+ * and a preflight is answered here.  NGX_DECLINED: go on.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
+    ngx_http_chat_route_e route)
+{
+    ngx_str_t         *origin;
+    ngx_table_elt_t   *h;
+    ngx_list_part_t   *part;
+    ngx_uint_t         i, origins, preflight;
+    u_char            *copy;
+
+    origin = NULL;
+    origins = 0;
+    preflight = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Origin") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
+                               h[i].key.len) == 0)
+        {
+            origin = &h[i].value;
+            origins++;
+
+        } else if (h[i].key.len == sizeof("Access-Control-Request-Method")
+                                   - 1
+                   && ngx_strncasecmp(h[i].key.data,
+                                      (u_char *) "Access-Control-Request-Method",
+                                      h[i].key.len) == 0)
+        {
+            preflight = 1;
+        }
+    }
+
+    if (origin == NULL) {
+        if (r->method == NGX_HTTP_OPTIONS) {
+            goto options;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (origins > 1
+        || ngx_http_chat_origin_allowed(r, ccf->cors_origins, origin)
+           != NGX_OK)
+    {
+        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                        "origin not allowed");
+    }
+
+    /* the header value must outlive the request's header buffers: copy */
+    copy = ngx_pnalloc(r->pool, origin->len + 1);
+    if (copy == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(copy, origin->data, origin->len);
+    copy[origin->len] = '\0';
+
+    if (ngx_http_chat_add_header(r, "Access-Control-Allow-Origin",
+                                 (char *) copy) != NGX_OK
+        || ngx_http_chat_add_header(r, "Vary", "Origin") != NGX_OK
+        || ngx_http_chat_add_header(r, "Access-Control-Expose-Headers",
+                                    "Retry-After, WWW-Authenticate")
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->method != NGX_HTTP_OPTIONS) {
+        return NGX_DECLINED;
+    }
+
+    if (preflight && route != NGX_HTTP_CHAT_ROUTE_NONE) {
+        if (ngx_http_chat_add_header(r, "Access-Control-Allow-Methods",
+                                     ngx_http_chat_route_allow(route))
+               != NGX_OK
+            || ngx_http_chat_add_header(r, "Access-Control-Allow-Headers",
+                                        "Authorization, Content-Type")
+               != NGX_OK
+            || ngx_http_chat_add_header(r, "Access-Control-Max-Age", "600")
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+options:
+
+    if (route == NGX_HTTP_CHAT_ROUTE_NONE) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such route");
+    }
+
+    if (ngx_http_chat_add_header(r, "Allow",
+                                 ngx_http_chat_route_allow(route))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
+
+
+/* the body has been read: parse it, then run the route */
+
+static void
+ngx_http_chat_api_body(ngx_http_request_t *r)
+{
+    size_t                     len;
+    u_char                    *data;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    const char                *err;
+    ngx_chain_t               *cl;
+    ngx_http_chat_api_t       *api;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    len = 0;
+
+    if (r->request_body == NULL || r->request_body->temp_file != NULL) {
+        /* a body nginx had to write to disk is larger than we take */
+        rc = ngx_http_chat_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "too_large",
+                                      "the request body is too large");
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len > ccf->max_message_size) {
+        rc = ngx_http_chat_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "too_large",
+                                      "the request body is too large");
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* an empty body is an empty object: PUT and DELETE-like calls */
+
+    if (len == 0) {
+        api->body = json_object();
+        if (api->body == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_http_finalize_request(r, ngx_http_chat_api_run(r, api));
+        return;
+    }
+
+    cl = r->request_body->bufs;
+    b = cl->buf;
+
+    if (cl->next == NULL) {
+        data = b->pos;
+
+    } else {
+        data = ngx_pnalloc(r->pool, len);
+        if (data == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        len = 0;
+
+        for ( /* void */ ; cl; cl = cl->next) {
+            ngx_memcpy(data + len, cl->buf->pos, ngx_buf_size(cl->buf));
+            len += ngx_buf_size(cl->buf);
+        }
+    }
+
+    /* the envelope's rules, without "type": a JSON object, depth, dups */
+
+    api->body = ngx_http_chat_json_object(data, len,
+                                          NGX_HTTP_CHAT_MAX_JSON_DEPTH, &err);
+    if (api->body == NULL) {
+        rc = ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+                                      err);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_chat_api_run(r, api));
 }
 
 
 static ngx_int_t
-ngx_http_chat_api_me(ngx_http_request_t *r, ngx_http_chat_identity_t *id)
+ngx_http_chat_api_run(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    ngx_int_t                  rc;
+    ngx_http_chat_api_call_t  *call;
+
+    for (call = ngx_http_chat_api_calls; call->handler; call++) {
+        if (call->route == api->route.route
+            && (call->method == r->method
+                || (call->method == NGX_HTTP_GET
+                    && r->method == NGX_HTTP_HEAD)))
+        {
+            break;
+        }
+    }
+
+    if (call->handler == NULL) {
+        rc = ngx_http_chat_api_not_yet(r, api);
+
+    } else {
+        rc = call->handler(r, api);
+    }
+
+    if (api->body != NULL && rc != NGX_DONE) {
+        json_decref(api->body);
+        api->body = NULL;
+    }
+
+    return rc;
+}
+
+
+/*
+ * A storage call for the route: the request's JSON (path parameters
+ * set), answered by ngx_http_chat_api_done.  req: consumed.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_store(ngx_http_request_t *r, ngx_http_chat_api_t *api,
+    ngx_uint_t stmt, json_t *req)
+{
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (cmcf->pg == NULL) {
+        json_decref(req);
+        return ngx_http_chat_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "unavailable",
+                                        "storage is not configured");
+    }
+
+    if (api->status == 0) {
+        api->status = NGX_HTTP_OK;
+    }
+
+    /* kept until ngx_http_chat_api_done finalizes it */
+    r->main->count++;
+
+    if (ngx_http_chat_store_http(r, &api->ctx.id.id, stmt, req,
+                                 ngx_http_chat_api_done)
+        != NGX_OK)
+    {
+        r->main->count--;
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_decref(req);
+
+    if (api->body != NULL) {
+        json_decref(api->body);
+        api->body = NULL;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
+{
+    json_t               *ok, *error, *events;
+    ngx_int_t             rc;
+    ngx_uint_t            status;
+    ngx_http_chat_api_t  *api;
+
+    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+
+    if (result == NULL) {
+        rc = ngx_http_chat_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "unavailable",
+                                      "storage is unavailable, retry later");
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    error = json_object_get(result, "error");
+
+    if (error != NULL) {
+        rc = ngx_http_chat_api_answer(r, 0, error);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ok = json_object_get(result, "ok");
+    events = json_object_get(result, "events");
+
+    status = api->status;
+
+    if (api->created && json_array_size(events) > 0) {
+        status = NGX_HTTP_CREATED;
+    }
+
+    rc = ngx_http_chat_send_json(r, status,
+                                 ok ? json_incref(ok) : json_object());
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* an error object of the protocol, with the status its code calls for */
+
+static ngx_int_t
+ngx_http_chat_api_answer(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *error)
+{
+    u_char      *p;
+    json_t      *wait;
+    const char  *code;
+    ngx_uint_t   i;
+
+    code = json_string_value(json_object_get(error, "code"));
+
+    for (i = 0; ngx_http_chat_api_statuses[i].code; i++) {
+        if (code && ngx_strcmp(code, ngx_http_chat_api_statuses[i].code)
+                    == 0)
+        {
+            break;
+        }
+    }
+
+    if (status == 0) {
+        status = ngx_http_chat_api_statuses[i].status;
+    }
+
+    wait = json_object_get(error, "retry_after_ms");
+
+    if (json_is_integer(wait)) {
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ngx_sprintf(p, "%L", (json_integer_value(wait) + 999) / 1000) = '\0';
+
+        if (ngx_http_chat_add_header(r, "Retry-After", (char *) p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    r->err_status = 0;
+
+    return ngx_http_chat_send_json(r, status,
+                                   json_pack("{s:O}", "error", error));
+}
+
+
+/*
+ * Query arguments as JSON values: a canonical integer becomes a number,
+ * true and false booleans, anything else a string (the SQL functions
+ * then say what is wrong with it).  Arguments not named are ignored.
+ */
+
+static json_t *
+ngx_http_chat_api_args(ngx_http_request_t *r, const char **names)
+{
+    u_char     *dst, *src, *p;
+    json_t     *obj, *v;
+    ngx_str_t   value;
+    ngx_int_t   n;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    for ( /* void */ ; *names; names++) {
+
+        if (ngx_http_arg(r, (u_char *) *names, ngx_strlen(*names), &value)
+            != NGX_OK)
+        {
+            continue;
+        }
+
+        dst = ngx_pnalloc(r->pool, value.len);
+        if (dst == NULL) {
+            json_decref(obj);
+            return NULL;
+        }
+
+        p = dst;
+        src = value.data;
+        ngx_unescape_uri(&p, &src, value.len, 0);
+        value.data = dst;
+        value.len = p - dst;
+
+        n = ngx_atoi(value.data, value.len);
+
+        if (n != NGX_ERROR && value.len < 19
+            && (value.data[0] != '0' || value.len == 1))
+        {
+            v = json_integer(n);
+
+        } else if (value.len == 4 && ngx_strncmp(value.data, "true", 4) == 0)
+        {
+            v = json_true();
+
+        } else if (value.len == 5
+                   && ngx_strncmp(value.data, "false", 5) == 0)
+        {
+            v = json_false();
+
+        } else {
+            v = json_stringn((char *) value.data, value.len);
+        }
+
+        if (v == NULL || json_object_set_new(obj, *names, v) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+
+    return obj;
+}
+
+
+/* the body as the request's object, or a fresh one */
+
+static json_t *
+ngx_http_chat_api_request(ngx_http_chat_api_t *api)
+{
+    json_t  *req;
+
+    req = api->body ? json_copy(api->body) : json_object();
+
+    if (req != NULL) {
+        /* the envelope's keys mean nothing here */
+        json_object_del(req, "type");
+        json_object_del(req, "id");
+    }
+
+    return req;
+}
+
+
+/* 429 with Retry-After, as the WebSocket's rate_limited error */
+
+static ngx_int_t
+ngx_http_chat_api_limited(ngx_http_request_t *r, ngx_msec_t wait)
+{
+    json_t                     *error;
+    ngx_int_t                   rc;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+    ngx_http_chat_stat(cmcf, rate_limited, 1);
+
+    error = json_pack("{s:s, s:s, s:I}", "code", "rate_limited",
+                      "message", "too many requests, slow down",
+                      "retry_after_ms", (json_int_t) wait);
+    if (error == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_chat_api_answer(r, 0, error);
+
+    json_decref(error);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_not_yet(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_send_error(r, NGX_HTTP_NOT_IMPLEMENTED, "internal",
+                                    "this route is not implemented yet");
+}
+
+
+/* ------------------------------------------------------------------------
+ * The routes
+ */
+
+static ngx_int_t
+ngx_http_chat_api_me(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
     json_t  *body;
 
-    body = json_pack("{s:o}", "user", ngx_http_chat_user_json(id));
+    body = json_pack("{s:o}", "user", ngx_http_chat_user_json(&api->ctx.id));
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_chat_send_json(r, NGX_HTTP_OK, body);
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_list(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    static const char  *names[] = { "limit", "before", "archived", NULL };
+
+    return ngx_http_chat_api_store(r, api,
+                                   NGX_HTTP_CHAT_STMT_CONVERSATION_LIST,
+                                   ngx_http_chat_api_args(r, names));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_create(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    api->created = 1;
+
+    return ngx_http_chat_api_store(r, api,
+                                   NGX_HTTP_CHAT_STMT_CONVERSATION_CREATE,
+                                   ngx_http_chat_api_request(api));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_get(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api,
+                                   NGX_HTTP_CHAT_STMT_CONVERSATION_GET,
+                                   json_pack("{s:I}", "conversation_id",
+                                             (json_int_t) api->route.id));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_history(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    json_t             *req;
+    static const char  *names[] = { "before_seq", "after_seq", "limit",
+                                    NULL };
+
+    req = ngx_http_chat_api_args(r, names);
+
+    if (req != NULL
+        && json_object_set_new(req, "conversation_id",
+                               json_integer(api->route.id)) != 0)
+    {
+        json_decref(req);
+        req = NULL;
+    }
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_HISTORY, req);
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_send(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    json_t                    *req;
+    ngx_msec_t                 wait;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    req = ngx_http_chat_api_request(api);
+
+    /* the path's conversation, and the location's length limit */
+    if (req != NULL
+        && (json_object_set_new(req, "conversation_id",
+                                json_integer(api->route.id)) != 0
+            || json_object_set_new(req, "max_length",
+                                   json_integer(ccf->max_message_length))
+               != 0))
+    {
+        json_decref(req);
+        req = NULL;
+    }
+
+    api->created = 1;
+
+    wait = ngx_http_chat_rate_check_user(ccf, &api->ctx.id.id,
+                                         NGX_HTTP_CHAT_RATE_SEND);
+    if (wait) {
+        json_decref(req);
+        return ngx_http_chat_api_limited(r, wait);
+    }
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_SEND, req);
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_read(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    json_t  *req;
+
+    req = ngx_http_chat_api_request(api);
+
+    if (req != NULL
+        && json_object_set_new(req, "conversation_id",
+                               json_integer(api->route.id)) != 0)
+    {
+        json_decref(req);
+        req = NULL;
+    }
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_READ, req);
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_edit(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    json_t                    *req;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    req = ngx_http_chat_api_request(api);
+
+    if (req != NULL
+        && (json_object_set_new(req, "message_id",
+                                json_integer(api->route.id)) != 0
+            || json_object_set_new(req, "max_length",
+                                   json_integer(ccf->max_message_length))
+               != 0))
+    {
+        json_decref(req);
+        req = NULL;
+    }
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_EDIT, req);
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_delete(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_DELETE,
+                                   json_pack("{s:I}", "message_id",
+                                             (json_int_t) api->route.id));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_block(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_BLOCK,
+                                   json_pack("{s:s%}", "user_id",
+                                             api->route.user,
+                                             api->route.user_len));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_unblock(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_UNBLOCK,
+                                   json_pack("{s:s%}", "user_id",
+                                             api->route.user,
+                                             api->route.user_len));
+}
+
+
+/* ?user_ids=a,b: at most 200, from chat_zone like presence.query */
+
+static ngx_int_t
+ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    u_char     *p, *start, *end, *dst, *src;
+    json_t     *ids, *presence;
+    ngx_str_t   value;
+
+    if (ngx_http_arg(r, (u_char *) "user_ids", sizeof("user_ids") - 1,
+                     &value)
+        != NGX_OK || value.len == 0)
+    {
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request", "user_ids is missing");
+    }
+
+    dst = ngx_pnalloc(r->pool, value.len);
+    if (dst == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = dst;
+    src = value.data;
+    ngx_unescape_uri(&p, &src, value.len, 0);
+    end = p;
+
+    ids = json_array();
+    if (ids == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (start = dst; start <= end; start = p + 1) {
+        p = ngx_strlchr(start, end, ',');
+        if (p == NULL) {
+            p = end;
+        }
+
+        value.data = start;
+        value.len = p - start;
+
+        if (value.len == 0 || value.len > NGX_HTTP_CHAT_JWT_MAX_SUB
+            || ngx_http_chat_text_valid(&value) != NGX_OK
+            || json_array_size(ids) == 200)
+        {
+            json_decref(ids);
+            return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                            "bad_request",
+                                            "user_ids must be at most 200 "
+                                            "comma-separated user ids");
+        }
+
+        if (json_array_append_new(ids, json_stringn((char *) value.data,
+                                                    value.len))
+            != 0)
+        {
+            json_decref(ids);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    presence = ngx_http_chat_presence_query(ids);
+    json_decref(ids);
+
+    if (presence == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK,
+                                   json_pack("{s:o}", "presence", presence));
 }

@@ -33,8 +33,6 @@ static void ngx_http_chat_handshake_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_has_token(ngx_str_t *list, const char *token,
     size_t len, ngx_uint_t caseless);
 static ngx_int_t ngx_http_chat_key_valid(ngx_str_t *key);
-static ngx_int_t ngx_http_chat_origin_allowed(ngx_http_request_t *r,
-    ngx_http_chat_loc_conf_t *ccf, ngx_str_t *origin);
 static ngx_int_t ngx_http_chat_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_http_chat_buf_t *ngx_http_chat_upgrade_response(
@@ -123,7 +121,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     }
 
     if (hs.origins > 1
-        || ngx_http_chat_origin_allowed(r, ccf,
+        || ngx_http_chat_origin_allowed(r, ccf->allowed_origins,
                                         hs.origin ? &hs.origin->value : NULL)
            != NGX_OK)
     {
@@ -391,61 +389,6 @@ ngx_http_chat_key_valid(ngx_str_t *key)
     }
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_chat_origin_allowed(ngx_http_request_t *r,
-    ngx_http_chat_loc_conf_t *ccf, ngx_str_t *origin)
-{
-    u_char      *host;
-    ngx_str_t   *allowed, *h;
-    ngx_uint_t   i;
-
-    /* browsers always send Origin; other clients need not */
-
-    if (origin == NULL) {
-        return NGX_OK;
-    }
-
-    if (ccf->allowed_origins != NULL) {
-        allowed = ccf->allowed_origins->elts;
-
-        for (i = 0; i < ccf->allowed_origins->nelts; i++) {
-
-            if (allowed[i].len == 1 && allowed[i].data[0] == '*') {
-                return NGX_OK;
-            }
-
-            if (allowed[i].len == origin->len
-                && ngx_strncasecmp(allowed[i].data, origin->data,
-                                   origin->len) == 0)
-            {
-                return NGX_OK;
-            }
-        }
-
-        return NGX_DECLINED;
-    }
-
-    /* no list: the page must come from this very host (same origin) */
-
-    host = ngx_strlcasestrn(origin->data, origin->data + origin->len,
-                            (u_char *) "://", 3 - 1);
-    if (host == NULL || r->headers_in.host == NULL) {
-        return NGX_DECLINED;
-    }
-
-    host += 3;
-    h = &r->headers_in.host->value;
-
-    if ((size_t) (origin->data + origin->len - host) == h->len
-        && ngx_strncasecmp(host, h->data, h->len) == 0)
-    {
-        return NGX_OK;
-    }
-
-    return NGX_DECLINED;
 }
 
 

@@ -159,3 +159,63 @@ ngx_http_chat_event_json(json_t *event)
 
     return ordered;
 }
+
+
+/*
+ * An Origin against a list (chat_allowed_origins, chat_cors_origins):
+ * "*" or an exact match; without a list, the same origin only.
+ */
+
+ngx_int_t
+ngx_http_chat_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
+    ngx_str_t *origin)
+{
+    u_char      *host;
+    ngx_str_t   *allowed, *h;
+    ngx_uint_t   i;
+
+    /* browsers always send Origin; other clients need not */
+
+    if (origin == NULL) {
+        return NGX_OK;
+    }
+
+    if (list != NULL) {
+        allowed = list->elts;
+
+        for (i = 0; i < list->nelts; i++) {
+
+            if (allowed[i].len == 1 && allowed[i].data[0] == '*') {
+                return NGX_OK;
+            }
+
+            if (allowed[i].len == origin->len
+                && ngx_strncasecmp(allowed[i].data, origin->data,
+                                   origin->len) == 0)
+            {
+                return NGX_OK;
+            }
+        }
+
+        return NGX_DECLINED;
+    }
+
+    /* no list: the page must come from this very host (same origin) */
+
+    host = ngx_strlcasestrn(origin->data, origin->data + origin->len,
+                            (u_char *) "://", 3 - 1);
+    if (host == NULL || r->headers_in.host == NULL) {
+        return NGX_DECLINED;
+    }
+
+    host += 3;
+    h = &r->headers_in.host->value;
+
+    if ((size_t) (origin->data + origin->len - host) == h->len
+        && ngx_strncasecmp(host, h->data, h->len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}

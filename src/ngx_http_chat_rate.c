@@ -96,30 +96,50 @@ invalid:
 ngx_msec_t
 ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
 {
+    ngx_http_chat_bucket_t  *b;
+
+    if (wc->conf->rates[kind].rate == 0) {
+        return 0;
+    }
+
+    if (ngx_http_chat_zone == NULL || !wc->present) {
+        b = &wc->buckets[kind];
+        return ngx_http_chat_rate_take(&wc->conf->rates[kind], &b->last,
+                                       &b->excess);
+    }
+
+    return ngx_http_chat_rate_check_user(wc->conf, &wc->id.id, kind);
+}
+
+
+/*
+ * The user's bucket in the zone, which lives with the user's presence: a
+ * user without a WebSocket anywhere (REST only) has none and is not
+ * limited.
+ */
+
+ngx_msec_t
+ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
+    ngx_uint_t kind)
+{
     ngx_msec_t                 wait;
     ngx_http_chat_rate_t      *rate;
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_bucket_t    *b;
     ngx_http_chat_presence_t  *p;
 
-    rate = &wc->conf->rates[kind];
-
-    if (rate->rate == 0) {
-        return 0;
-    }
-
+    rate = &conf->rates[kind];
     zone = ngx_http_chat_zone;
 
-    if (zone == NULL || !wc->present) {
-        b = &wc->buckets[kind];
-        return ngx_http_chat_rate_take(rate, &b->last, &b->excess);
+    if (rate->rate == 0 || zone == NULL) {
+        return 0;
     }
 
     wait = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    p = ngx_http_chat_presence_lookup_locked(wc->id.id.data, wc->id.id.len);
+    p = ngx_http_chat_presence_lookup_locked(id->data, id->len);
 
     if (p != NULL) {
         b = &p->buckets[kind];

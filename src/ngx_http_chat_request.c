@@ -17,35 +17,12 @@ int
 ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
     const u_char *data, size_t len, unsigned max_depth, const char **err)
 {
-    json_t        *root, *type, *id;
-    json_error_t   error;
+    json_t  *root, *type, *id;
 
     memset(req, 0, sizeof(ngx_http_chat_request_t));
 
-    if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
-        *err = "JSON nested too deeply";
-        return -1;
-    }
-
-    /* jansson stops at a NUL byte and would accept what precedes it */
-
-    if (memchr(data, '\0', len) != NULL) {
-        *err = "not valid JSON";
-        return -1;
-    }
-
-    /* any top-level value, so that a scalar gets the reason below */
-
-    root = json_loadb((const char *) data, len,
-                      JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &error);
+    root = ngx_http_chat_json_object(data, len, max_depth, err);
     if (root == NULL) {
-        *err = "not valid JSON";
-        return -1;
-    }
-
-    if (!json_is_object(root)) {
-        json_decref(root);
-        *err = "a request must be a JSON object";
         return -1;
     }
 
@@ -85,6 +62,44 @@ ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
     req->type_len = json_string_length(type);
 
     return 0;
+}
+
+
+json_t *
+ngx_http_chat_json_object(const u_char *data, size_t len, unsigned max_depth,
+    const char **err)
+{
+    json_t        *root;
+    json_error_t   error;
+
+    if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
+        *err = "JSON nested too deeply";
+        return NULL;
+    }
+
+    /* jansson stops at a NUL byte and would accept what precedes it */
+
+    if (memchr(data, '\0', len) != NULL) {
+        *err = "not valid JSON";
+        return NULL;
+    }
+
+    /* any top-level value, so that a scalar gets the reason below */
+
+    root = json_loadb((const char *) data, len,
+                      JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &error);
+    if (root == NULL) {
+        *err = "not valid JSON";
+        return NULL;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *err = "a request must be a JSON object";
+        return NULL;
+    }
+
+    return root;
 }
 
 

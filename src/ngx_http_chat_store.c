@@ -35,6 +35,8 @@ typedef struct {
     ngx_queue_t                   session;   /* in wc->ops */
     ngx_queue_t                   batch;     /* pending sends, or a batch */
     ngx_http_chat_conn_t         *wc;        /* NULL: the client is gone */
+    ngx_http_request_t           *r;         /* a REST request, or NULL */
+    ngx_http_chat_store_done_pt   done;      /* answers r */
     json_t                       *id;
     char                         *text;      /* the JSON parameter */
     ngx_http_chat_op_kind_e       kind;
@@ -100,6 +102,12 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_presence($1, $2::jsonb)", 2 },
     { "chat_changes",
       "SELECT chat.api_changes($1, $2::jsonb)", 2 },
+    { "chat_conversation_get",
+      "SELECT chat.api_conversation_get($1, $2::jsonb)", 2 },
+    { "chat_block",
+      "SELECT chat.api_block($1, $2::jsonb)", 2 },
+    { "chat_unblock",
+      "SELECT chat.api_unblock($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };
@@ -222,6 +230,61 @@ ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
         ngx_http_chat_store_free(op);
     }
+}
+
+
+/*
+ * A REST request's storage call: runs at once (sends join the next batch),
+ * and done() answers the request; the events go out as for a WebSocket.
+ * The caller keeps the request alive (r->main->count) until done().
+ */
+
+ngx_int_t
+ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
+    ngx_uint_t stmt, json_t *arg, ngx_http_chat_store_done_pt done)
+{
+    json_t              *item;
+    ngx_http_chat_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_http_chat_op_t), r->connection->log);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (stmt == NGX_HTTP_CHAT_STMT_SEND) {
+        item = json_pack("{s:s%, s:O}", "user", user->data, user->len,
+                         "req", arg);
+        op->text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+        json_decref(item);
+        op->kind = NGX_HTTP_CHAT_OP_SEND;
+
+    } else {
+        op->text = json_dumps(arg, JSON_COMPACT);
+        op->kind = NGX_HTTP_CHAT_OP_PLAIN;
+    }
+
+    if (op->text == NULL) {
+        ngx_free(op);
+        return NGX_ERROR;
+    }
+
+    op->r = r;
+    op->done = done;
+
+    op->q.stmt = stmt;
+    op->q.nparams = 2;
+    op->q.values[0] = (char *) user->data;
+    op->q.lengths[0] = (int) user->len;
+    op->q.values[1] = op->text;
+    op->q.lengths[1] = (int) ngx_strlen(op->text);
+    op->q.handler = ngx_http_chat_store_handler;
+    op->q.data = op;
+
+    if (ngx_http_chat_store_start(op) != NGX_OK) {
+        ngx_http_chat_store_complete(op, NULL);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -446,7 +509,8 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
     ngx_http_chat_conn_t  *wc;
 
     wc = op->wc;
-    log = wc ? wc->connection->log : ngx_cycle->log;
+    log = wc ? wc->connection->log
+             : op->r ? op->r->connection->log : ngx_cycle->log;
 
     events = result ? json_object_get(result, "events") : NULL;
     error = result ? json_object_get(result, "error") : NULL;
@@ -486,6 +550,10 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
                                               json_object_get(result, "ok"),
                                               NULL);
         }
+    }
+
+    if (op->r != NULL) {
+        op->done(op->r, result);
     }
 
     if (op->kind != NGX_HTTP_CHAT_OP_SYNC && error == NULL) {
