@@ -45,6 +45,12 @@
 #define NGX_HTTP_CHAT_STMT_CONVERSATION_GET     13
 #define NGX_HTTP_CHAT_STMT_BLOCK                14
 #define NGX_HTTP_CHAT_STMT_UNBLOCK              15
+#define NGX_HTTP_CHAT_STMT_UNREAD               16
+#define NGX_HTTP_CHAT_STMT_BLOCKS               17
+#define NGX_HTTP_CHAT_STMT_MEMBER_FLAG          18
+#define NGX_HTTP_CHAT_STMT_CONTACTS             19
+#define NGX_HTTP_CHAT_STMT_CONTACT_ADD          20
+#define NGX_HTTP_CHAT_STMT_CONTACT_REMOVE       21
 
 
 typedef enum {

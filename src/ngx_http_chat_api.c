@@ -83,6 +83,18 @@ static ngx_int_t ngx_http_chat_api_unblock(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_presence(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_unread(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_blocks(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_flag(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_contacts(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_contact_add(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_contact_remove(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 
 
 #define R(x)  NGX_HTTP_CHAT_ROUTE_ ## x
@@ -100,6 +112,15 @@ static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
     { R(BLOCK),         NGX_HTTP_PUT,    ngx_http_chat_api_block },
     { R(BLOCK),         NGX_HTTP_DELETE, ngx_http_chat_api_unblock },
     { R(PRESENCE),      NGX_HTTP_GET,    ngx_http_chat_api_presence },
+    { R(UNREAD),        NGX_HTTP_GET,    ngx_http_chat_api_unread },
+    { R(BLOCKS),        NGX_HTTP_GET,    ngx_http_chat_api_blocks },
+    { R(ARCHIVE),       NGX_HTTP_PUT,    ngx_http_chat_api_flag },
+    { R(ARCHIVE),       NGX_HTTP_DELETE, ngx_http_chat_api_flag },
+    { R(MUTE),          NGX_HTTP_PUT,    ngx_http_chat_api_flag },
+    { R(MUTE),          NGX_HTTP_DELETE, ngx_http_chat_api_flag },
+    { R(CONTACTS),      NGX_HTTP_GET,    ngx_http_chat_api_contacts },
+    { R(CONTACTS),      NGX_HTTP_POST,   ngx_http_chat_api_contact_add },
+    { R(CONTACT),       NGX_HTTP_DELETE, ngx_http_chat_api_contact_remove },
     { R(NONE),          0,               NULL }
 };
 
@@ -962,6 +983,67 @@ static ngx_int_t
 ngx_http_chat_api_unblock(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
     return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_UNBLOCK,
+                                   json_pack("{s:s%}", "user_id",
+                                             api->route.user,
+                                             api->route.user_len));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_unread(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_UNREAD,
+                                   json_object());
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_blocks(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_BLOCKS,
+                                   json_object());
+}
+
+
+/* PUT sets archived or muted, DELETE clears it */
+
+static ngx_int_t
+ngx_http_chat_api_flag(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_MEMBER_FLAG,
+                                   json_pack("{s:I, s:s, s:b}",
+                                       "conversation_id",
+                                       (json_int_t) api->route.id,
+                                       "flag",
+                                       api->route.route
+                                       == NGX_HTTP_CHAT_ROUTE_ARCHIVE
+                                       ? "archived" : "muted",
+                                       "value", r->method == NGX_HTTP_PUT));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_contacts(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_CONTACTS,
+                                   json_object());
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_contact_add(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_CONTACT_ADD,
+                                   ngx_http_chat_api_request(api));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_contact_remove(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_CONTACT_REMOVE,
                                    json_pack("{s:s%}", "user_id",
                                              api->route.user,
                                              api->route.user_len));

@@ -108,6 +108,18 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_block($1, $2::jsonb)", 2 },
     { "chat_unblock",
       "SELECT chat.api_unblock($1, $2::jsonb)", 2 },
+    { "chat_unread",
+      "SELECT chat.api_unread($1, $2::jsonb)", 2 },
+    { "chat_blocks",
+      "SELECT chat.api_blocks($1, $2::jsonb)", 2 },
+    { "chat_member_flag",
+      "SELECT chat.api_member_flag($1, $2::jsonb)", 2 },
+    { "chat_contacts",
+      "SELECT chat.api_contacts($1, $2::jsonb)", 2 },
+    { "chat_contact_add",
+      "SELECT chat.api_contact_add($1, $2::jsonb)", 2 },
+    { "chat_contact_remove",
+      "SELECT chat.api_contact_remove($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

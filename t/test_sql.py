@@ -149,7 +149,8 @@ def test_ledger_and_version(db):
     assert (3, "0003_presence") in ledger
     assert (4, "0004_order") in ledger
     assert (5, "0005_send_batch") in ledger
-    assert db.one("SELECT chat.schema_version()") == 5
+    assert (6, "0006_people") in ledger
+    assert db.one("SELECT chat.schema_version()") == 6
 
 
 def test_migrations_rerun_keep_data(db):
@@ -166,7 +167,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -180,12 +181,13 @@ def test_documented_apply_to_an_existing_database(db):
                      "-f", os.path.join(REPO, "sql/0003_presence.sql"),
                      "-f", os.path.join(REPO, "sql/0004_order.sql"),
                      "-f", os.path.join(REPO, "sql/0005_send_batch.sql"),
+                     "-f", os.path.join(REPO, "sql/0006_people.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (5,)
+                == (6,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 
@@ -1487,3 +1489,146 @@ def test_plans_use_the_indexes(db):
                                   "client_msg_id": "new"})
         p = plan_of(t, "old.client_msg_id = u.cmid")
         assert "Index Scan using messages_idempotency_key" in p, p
+
+
+# ---------------------------------------------------------------------------
+# 0006: unread totals, the blocked list, archive and mute, contacts
+
+def test_unread_totals(db):
+    a = db.direct("alice", "bob")
+    g = db.group("bob", "alice", "carol")
+    m = db.group("carol", "alice")
+    assert db.api("unread", "alice", {}) == \
+        ok({"total": 0, "conversations": {}})
+    db.send("bob", a)
+    db.send("bob", a)
+    db.send("alice", a)                     # one's own: not unread
+    db.send("carol", g)
+    db.send("carol", m)
+    db.send("carol", m)
+    deleted = db.send("carol", m)
+    db.api("message_delete", "carol", {"message_id": deleted["id"]})
+    assert db.api("unread", "alice", {}) == ok(
+        {"total": 5, "conversations": {str(a): 2, str(g): 1, str(m): 2}})
+    # muted and archived conversations count apart, not in the total
+    db.api("member_flag", "alice", {"conversation_id": m, "flag": "muted",
+                                    "value": True})
+    db.api("member_flag", "alice", {"conversation_id": g,
+                                    "flag": "archived", "value": True})
+    assert db.api("unread", "alice", {}) == ok(
+        {"total": 2, "conversations": {str(a): 2, str(g): 1, str(m): 2}})
+    db.api("message_read", "alice", {"conversation_id": a, "seq": 3})
+    assert db.api("unread", "alice", {})["ok"]["conversations"] == \
+        {str(g): 1, str(m): 2}
+    # somebody else's view is theirs
+    assert db.api("unread", "bob", {}) == \
+        ok({"total": 2, "conversations": {str(a): 1, str(g): 1}})
+    assert db.api("unread", "", {}) == err("bad_request",
+                                           "user id is invalid")
+    assert db.api("unread", "alice", "[]") == \
+        err("bad_request", "request must be a JSON object")
+
+
+def test_blocks_list(db):
+    assert db.api("blocks", "alice", {}) == ok({"blocks": []})
+    db.api("user_upsert", "bob", {"name": "Bob", "avatar": "https://a/b"})
+    db.api("block", "alice", {"user_id": "carol"})
+    db.q("UPDATE chat.blocks SET created_at = created_at - interval '1 h'")
+    db.api("block", "alice", {"user_id": "bob"})
+    db.api("block", "bob", {"user_id": "alice"})
+    assert db.api("blocks", "alice", {}) == ok({"blocks": [
+        {"id": "bob", "name": "Bob", "avatar": "https://a/b"},
+        {"id": "carol", "name": "carol"}]})
+    db.api("unblock", "alice", {"user_id": "bob"})
+    assert db.api("blocks", "alice", {}) == \
+        ok({"blocks": [{"id": "carol", "name": "carol"}]})
+
+
+def test_member_flags(db):
+    cid = db.direct("alice", "bob")
+    r = db.api("member_flag", "alice", {"conversation_id": cid,
+                                        "flag": "archived", "value": True})
+    conv = r["ok"]["conversation"]
+    assert conv["archived"] is True and conv["muted"] is False
+    # only the user's own connections hear it
+    assert r["events"] == [ev(["alice"], {"type": "conversation.updated",
+                                          "conversation": conv})]
+    r = db.api("member_flag", "alice", {"conversation_id": cid,
+                                        "flag": "muted", "value": True})
+    assert r["ok"]["conversation"]["muted"] is True
+    assert r["ok"]["conversation"]["archived"] is True
+    assert db.q("SELECT user_id, archived, muted FROM chat.members "
+                "ORDER BY user_id") == [("alice", True, True),
+                                        ("bob", False, False)]
+    # archived conversations leave the default list
+    assert db.api("conversation_list", "alice", {})["ok"][
+        "conversations"] == []
+    db.api("member_flag", "alice", {"conversation_id": cid,
+                                    "flag": "archived", "value": False})
+    assert len(db.api("conversation_list", "alice", {})["ok"][
+        "conversations"]) == 1
+    other = db.group("carol")
+    for req, e in [
+        ({"flag": "muted", "value": True},
+         err("bad_request", "conversation_id is missing")),
+        ({"conversation_id": "1", "flag": "muted", "value": True},
+         err("bad_request", "conversation_id must be a positive integer")),
+        ({"conversation_id": cid, "value": True},
+         err("bad_request", 'flag must be "archived" or "muted"')),
+        ({"conversation_id": cid, "flag": "pinned", "value": True},
+         err("bad_request", 'flag must be "archived" or "muted"')),
+        ({"conversation_id": cid, "flag": "muted"},
+         err("bad_request", "value is missing")),
+        ({"conversation_id": cid, "flag": "muted", "value": 1},
+         err("bad_request", "value must be a boolean")),
+        ({"conversation_id": other, "flag": "muted", "value": True},
+         err("not_found", "conversation not found")),
+        ({"conversation_id": 999, "flag": "muted", "value": True},
+         err("not_found", "conversation not found")),
+    ]:
+        assert db.api("member_flag", "alice", req) == e, req
+    assert db.q("SELECT muted FROM chat.members WHERE user_id = 'carol'") \
+        == [(False,)]
+
+
+def test_contacts(db):
+    assert db.api("contacts", "alice", {}) == ok({"contacts": []})
+    db.api("user_upsert", "bob", {"name": "Zed Bob"})
+    db.api("user_upsert", "carol", {"name": "Anna Carol"})
+    db.direct("alice", "bob")
+    db.group("dave", "alice", "carol")
+    assert db.api("contact_add", "alice", {"user_id": "carol"}) == ok({})
+    assert db.api("contact_add", "alice", {"user_id": "erin"}) == ok({})
+    assert db.api("contact_add", "alice", {"user_id": "erin"}) == ok({})
+
+    def row(uid, name, explicit, shared):
+        return {"user": {"id": uid, "name": name}, "explicit": explicit,
+                "shared": shared}
+
+    # by name, case-blind; explicit, shared, or both
+    assert db.api("contacts", "alice", {}) == ok({"contacts": [
+        row("carol", "Anna Carol", True, True),
+        row("dave", "dave", False, True),
+        row("erin", "erin", True, False),
+        row("bob", "Zed Bob", False, True)]})
+    # blocks hide contacts both ways
+    db.api("block", "alice", {"user_id": "erin"})
+    db.api("block", "dave", {"user_id": "alice"})
+    assert [c["user"]["id"] for c in db.api("contacts", "alice", {})[
+        "ok"]["contacts"]] == ["carol", "bob"]
+    assert db.api("contact_remove", "alice", {"user_id": "carol"}) == ok({})
+    assert db.api("contact_remove", "alice", {"user_id": "nobody"}) == \
+        ok({})
+    assert db.api("contacts", "alice", {})["ok"]["contacts"][0] == \
+        row("carol", "Anna Carol", False, True)
+    for fn in ("contact_add", "contact_remove"):
+        assert db.api(fn, "alice", {}) == \
+            err("bad_request", "user_id is missing")
+        assert db.api(fn, "alice", {"user_id": 5}) == \
+            err("bad_request", "user_id must be a user id")
+        assert db.api(fn, "alice", {"user_id": ""}) == \
+            err("bad_request", "user_id must be a user id")
+    assert db.api("contact_add", "alice", {"user_id": "alice"}) == \
+        err("bad_request", "cannot add yourself")
+    assert db.q("SELECT owner_id, contact_id FROM chat.contacts") == \
+        [("alice", "erin")]
