@@ -95,6 +95,14 @@ static ngx_int_t ngx_http_chat_api_contact_add(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_contact_remove(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_update(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_member_add(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_member_remove(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
+static json_t *ngx_http_chat_api_with_id(ngx_http_chat_api_t *api,
+    const char *key);
 
 
 #define R(x)  NGX_HTTP_CHAT_ROUTE_ ## x
@@ -121,6 +129,10 @@ static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
     { R(CONTACTS),      NGX_HTTP_GET,    ngx_http_chat_api_contacts },
     { R(CONTACTS),      NGX_HTTP_POST,   ngx_http_chat_api_contact_add },
     { R(CONTACT),       NGX_HTTP_DELETE, ngx_http_chat_api_contact_remove },
+    { R(CONVERSATION),  NGX_HTTP_PATCH,  ngx_http_chat_api_update },
+    { R(CONVERSATION),  NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
+    { R(MEMBERS),       NGX_HTTP_POST,   ngx_http_chat_api_member_add },
+    { R(MEMBER),        NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
     { R(NONE),          0,               NULL }
 };
 
@@ -1047,6 +1059,70 @@ ngx_http_chat_api_contact_remove(ngx_http_request_t *r,
                                    json_pack("{s:s%}", "user_id",
                                              api->route.user,
                                              api->route.user_len));
+}
+
+
+/* the body with the path's id under key */
+
+static json_t *
+ngx_http_chat_api_with_id(ngx_http_chat_api_t *api, const char *key)
+{
+    json_t  *req;
+
+    req = ngx_http_chat_api_request(api);
+
+    if (req != NULL
+        && json_object_set_new(req, key, json_integer(api->route.id)) != 0)
+    {
+        json_decref(req);
+        return NULL;
+    }
+
+    return req;
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_update(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    return ngx_http_chat_api_store(r, api,
+                                   NGX_HTTP_CHAT_STMT_CONVERSATION_UPDATE,
+                                   ngx_http_chat_api_with_id(api,
+                                                     "conversation_id"));
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_member_add(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    api->created = 1;
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_MEMBER_ADD,
+                                   ngx_http_chat_api_with_id(api,
+                                                     "conversation_id"));
+}
+
+
+/* DELETE conversations/{id} is leaving: removing oneself */
+
+static ngx_int_t
+ngx_http_chat_api_member_remove(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api)
+{
+    ngx_str_t  *user;
+
+    user = &api->ctx.id.id;
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_MEMBER_REMOVE,
+                                   json_pack("{s:I, s:s%}",
+                                       "conversation_id",
+                                       (json_int_t) api->route.id,
+                                       "user_id",
+                                       api->route.user ? (char *)
+                                           api->route.user
+                                         : (char *) user->data,
+                                       api->route.user ? api->route.user_len
+                                                       : user->len));
 }
 
 

@@ -120,6 +120,12 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_contact_add($1, $2::jsonb)", 2 },
     { "chat_contact_remove",
       "SELECT chat.api_contact_remove($1, $2::jsonb)", 2 },
+    { "chat_conversation_update",
+      "SELECT chat.api_conversation_update($1, $2::jsonb)", 2 },
+    { "chat_member_add",
+      "SELECT chat.api_member_add($1, $2::jsonb)", 2 },
+    { "chat_member_remove",
+      "SELECT chat.api_member_remove($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

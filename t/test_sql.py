@@ -150,7 +150,8 @@ def test_ledger_and_version(db):
     assert (4, "0004_order") in ledger
     assert (5, "0005_send_batch") in ledger
     assert (6, "0006_people") in ledger
-    assert db.one("SELECT chat.schema_version()") == 6
+    assert (7, "0007_groups") in ledger
+    assert db.one("SELECT chat.schema_version()") == 7
 
 
 def test_migrations_rerun_keep_data(db):
@@ -167,7 +168,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -182,12 +183,13 @@ def test_documented_apply_to_an_existing_database(db):
                      "-f", os.path.join(REPO, "sql/0004_order.sql"),
                      "-f", os.path.join(REPO, "sql/0005_send_batch.sql"),
                      "-f", os.path.join(REPO, "sql/0006_people.sql"),
+                     "-f", os.path.join(REPO, "sql/0007_groups.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (6,)
+                == (7,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 
@@ -1632,3 +1634,170 @@ def test_contacts(db):
         err("bad_request", "cannot add yourself")
     assert db.q("SELECT owner_id, contact_id FROM chat.contacts") == \
         [("alice", "erin")]
+
+
+# ---------------------------------------------------------------------------
+# 0007: group administration
+
+def roles(db, cid):
+    return db.q("SELECT user_id, role FROM chat.members "
+                "WHERE conversation_id = %s ORDER BY user_id", cid)
+
+
+def test_group_rename_and_metadata(db):
+    g = db.group("alice", "bob", "carol")
+    db.api("member_add", "alice", {"conversation_id": g, "user_id": "bob",
+                                   "role": "admin"})
+    r = db.api("conversation_update", "bob",
+               {"conversation_id": g, "title": "new", "metadata": {"x": 1}})
+    conv = r["ok"]["conversation"]
+    assert (conv["title"], conv["metadata"]) == ("new", {"x": 1})
+    assert r["events"] == [ev(["alice", "bob", "carol"],
+                              {"type": "conversation.updated",
+                               "conversation": conv})]
+    # one of them alone keeps the other
+    r = db.api("conversation_update", "alice",
+               {"conversation_id": g, "title": "newer"})
+    assert (r["ok"]["conversation"]["title"],
+            r["ok"]["conversation"]["metadata"]) == ("newer", {"x": 1})
+    d = db.direct("alice", "dave")
+    other = db.group("erin")
+    for user, req, e in [
+        ("carol", {"conversation_id": g, "title": "x"},
+         err("forbidden", "only an owner or admin may do this")),
+        ("alice", {"conversation_id": g},
+         err("bad_request", "nothing to change: title, metadata")),
+        ("alice", {"conversation_id": g, "title": ""},
+         err("bad_request", "title must be a non-empty string")),
+        ("alice", {"conversation_id": g, "title": 5},
+         err("bad_request", "title must be a non-empty string")),
+        ("alice", {"conversation_id": g, "title": "t" * 201},
+         err("too_large", "title is longer than 200 characters")),
+        ("alice", {"conversation_id": g, "metadata": []},
+         err("bad_request", "metadata must be an object")),
+        ("alice", {"conversation_id": g, "metadata": {"k": "v" * 17000}},
+         err("too_large", "metadata is larger than 16384 bytes")),
+        ("alice", {"conversation_id": d, "title": "x"},
+         err("bad_request", "not a group")),
+        ("alice", {"conversation_id": other, "title": "x"},
+         err("not_found", "conversation not found")),
+        ("alice", {"conversation_id": 999, "title": "x"},
+         err("not_found", "conversation not found")),
+        ("alice", {"title": "x"},
+         err("bad_request", "conversation_id is missing")),
+    ]:
+        assert db.api("conversation_update", user, req) == e, req
+    assert db.one("SELECT title FROM chat.conversations WHERE id = %s",
+                  g) == "newer"
+
+
+def test_group_members_added_and_roles(db):
+    g = db.group("alice", "bob")
+    r = db.api("member_add", "alice", {"conversation_id": g,
+                                       "user_id": "carol"})
+    assert r["events"] == [ev(["alice", "bob", "carol"],
+                              {"type": "member.joined", "conversation_id": g,
+                               "user_id": "carol", "role": "member"})]
+    assert [m["user_id"] for m in r["ok"]["conversation"]["members"]] == \
+        ["alice", "bob", "carol"]
+    # again: nothing changes, nobody hears
+    r = db.api("member_add", "alice", {"conversation_id": g,
+                                       "user_id": "carol", "role": "member"})
+    assert r["events"] == []
+    # members do not add; admins add members only; owners grant roles
+    assert db.api("member_add", "bob", {"conversation_id": g,
+                                        "user_id": "dave"}) == \
+        err("forbidden", "only an owner or admin may do this")
+    r = db.api("member_add", "alice", {"conversation_id": g,
+                                       "user_id": "bob", "role": "admin"})
+    assert r["events"][0]["event"]["type"] == "conversation.updated"
+    assert db.api("member_add", "bob", {"conversation_id": g,
+                                        "user_id": "dave"})["events"][0][
+        "event"]["type"] == "member.joined"
+    assert db.api("member_add", "bob", {"conversation_id": g,
+                                        "user_id": "erin",
+                                        "role": "admin"}) == \
+        err("forbidden", "only an owner may grant this role")
+    assert db.api("member_add", "bob", {"conversation_id": g,
+                                        "user_id": "carol",
+                                        "role": "member"})["events"] == []
+    db.api("member_add", "alice", {"conversation_id": g,
+                                   "user_id": "carol", "role": "admin"})
+    assert db.api("member_add", "bob", {"conversation_id": g,
+                                        "user_id": "carol",
+                                        "role": "member"}) == \
+        err("forbidden", "only an owner may change a role")
+    # the last owner cannot step down; with a second owner it can
+    assert db.api("member_add", "alice", {"conversation_id": g,
+                                          "user_id": "alice",
+                                          "role": "admin"}) == \
+        err("conflict", "a group needs an owner: make another member owner "
+                        "first")
+    db.api("member_add", "alice", {"conversation_id": g, "user_id": "bob",
+                                   "role": "owner"})
+    assert "ok" in db.api("member_add", "alice", {"conversation_id": g,
+                                                  "user_id": "alice",
+                                                  "role": "member"})
+    assert roles(db, g) == [("alice", "member"), ("bob", "owner"),
+                            ("carol", "admin"), ("dave", "member")]
+    d = db.direct("bob", "erin")
+    for req, e in [
+        ({"conversation_id": g, "user_id": "x", "role": "boss"},
+         err("bad_request", 'role must be "member", "admin" or "owner"')),
+        ({"conversation_id": g, "user_id": "x", "role": 1},
+         err("bad_request", 'role must be "member", "admin" or "owner"')),
+        ({"conversation_id": g, "user_id": ""},
+         err("bad_request", "user_id must be a user id")),
+        ({"conversation_id": g},
+         err("bad_request", "user_id is missing")),
+        ({"conversation_id": d, "user_id": "x"},
+         err("bad_request", "not a group")),
+        ({"conversation_id": 999, "user_id": "x"},
+         err("not_found", "conversation not found")),
+    ]:
+        assert db.api("member_add", "bob", req) == e, req
+
+
+def test_group_members_removed_and_leaving(db):
+    g = db.group("alice", "bob", "carol", "dave")
+    db.api("member_add", "alice", {"conversation_id": g, "user_id": "bob",
+                                   "role": "admin"})
+    db.api("member_add", "alice", {"conversation_id": g, "user_id": "carol",
+                                   "role": "admin"})
+    assert db.api("member_remove", "dave", {"conversation_id": g,
+                                            "user_id": "carol"}) == \
+        err("forbidden", "only an owner or admin may do this")
+    assert db.api("member_remove", "bob", {"conversation_id": g,
+                                           "user_id": "carol"}) == \
+        err("forbidden", "only an owner may remove an owner or admin")
+    r = db.api("member_remove", "bob", {"conversation_id": g,
+                                        "user_id": "dave"})
+    # the removed user hears it too
+    assert r == ok({}, [ev(["alice", "bob", "carol", "dave"],
+                           {"type": "member.left", "conversation_id": g,
+                            "user_id": "dave", "role": "member"})])
+    assert db.api("member_remove", "bob", {"conversation_id": g,
+                                           "user_id": "dave"}) == \
+        err("not_found", "member not found")
+    # gone: no more access
+    assert db.api("member_remove", "dave", {"conversation_id": g,
+                                            "user_id": "dave"}) == \
+        err("not_found", "conversation not found")
+    assert db.api("member_remove", "alice", {"conversation_id": g,
+                                             "user_id": "carol"})["ok"] == {}
+    # the last owner stays while others do
+    assert db.api("member_remove", "alice", {"conversation_id": g,
+                                             "user_id": "alice"}) == \
+        err("conflict", "a group needs an owner: make another member owner "
+                        "first")
+    assert "ok" in db.api("member_remove", "bob", {"conversation_id": g,
+                                                   "user_id": "bob"})
+    assert roles(db, g) == [("alice", "owner")]
+    # alone, the owner may leave
+    assert "ok" in db.api("member_remove", "alice", {"conversation_id": g,
+                                                     "user_id": "alice"})
+    assert roles(db, g) == []
+    d = db.direct("alice", "erin")
+    assert db.api("member_remove", "alice", {"conversation_id": d,
+                                             "user_id": "alice"}) == \
+        err("bad_request", "not a group")
