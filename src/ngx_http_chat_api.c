@@ -52,12 +52,10 @@ static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
 static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
     ngx_uint_t status, json_t *error);
 static json_t *ngx_http_chat_api_args(ngx_http_request_t *r,
-    const char **names);
+    const char **names, const char **strings);
 static json_t *ngx_http_chat_api_request(ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_limited(ngx_http_request_t *r,
     ngx_msec_t wait);
-static ngx_int_t ngx_http_chat_api_not_yet(ngx_http_request_t *r,
-    ngx_http_chat_api_t *api);
 
 static ngx_int_t ngx_http_chat_api_me(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
@@ -103,6 +101,8 @@ static ngx_int_t ngx_http_chat_api_member_remove(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static json_t *ngx_http_chat_api_with_id(ngx_http_chat_api_t *api,
     const char *key);
+static ngx_int_t ngx_http_chat_api_search(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 
 
 #define R(x)  NGX_HTTP_CHAT_ROUTE_ ## x
@@ -133,6 +133,8 @@ static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
     { R(CONVERSATION),  NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
     { R(MEMBERS),       NGX_HTTP_POST,   ngx_http_chat_api_member_add },
     { R(MEMBER),        NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
+    { R(MESSAGE_SEARCH), NGX_HTTP_GET,   ngx_http_chat_api_search },
+    { R(USER_SEARCH),   NGX_HTTP_GET,    ngx_http_chat_api_search },
     { R(NONE),          0,               NULL }
 };
 
@@ -540,12 +542,9 @@ ngx_http_chat_api_run(ngx_http_request_t *r, ngx_http_chat_api_t *api)
         }
     }
 
-    if (call->handler == NULL) {
-        rc = ngx_http_chat_api_not_yet(r, api);
-
-    } else {
-        rc = call->handler(r, api);
-    }
+    /* the table has every method of every route (see route.c) */
+    rc = call->handler ? call->handler(r, api)
+                       : NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     if (api->body != NULL && rc != NGX_DONE) {
         json_decref(api->body);
@@ -701,16 +700,20 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, ngx_uint_t status,
 /*
  * Query arguments as JSON values: a canonical integer becomes a number,
  * true and false booleans, anything else a string (the SQL functions
- * then say what is wrong with it).  Arguments not named are ignored.
+ * then say what is wrong with it); those named in strings stay strings.
+ * Arguments not named are ignored.
  */
 
 static json_t *
-ngx_http_chat_api_args(ngx_http_request_t *r, const char **names)
+ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
+    const char **strings)
 {
     u_char     *dst, *src, *p;
     json_t     *obj, *v;
-    ngx_str_t   value;
-    ngx_int_t   n;
+    ngx_str_t     value;
+    ngx_int_t     n;
+    ngx_uint_t    text;
+    const char  **s;
 
     obj = json_object();
     if (obj == NULL) {
@@ -737,9 +740,20 @@ ngx_http_chat_api_args(ngx_http_request_t *r, const char **names)
         value.data = dst;
         value.len = p - dst;
 
-        n = ngx_atoi(value.data, value.len);
+        text = 0;
 
-        if (n != NGX_ERROR && value.len < 19
+        for (s = strings; s && *s; s++) {
+            if (ngx_strcmp(*s, *names) == 0) {
+                text = 1;
+            }
+        }
+
+        n = text ? NGX_ERROR : ngx_atoi(value.data, value.len);
+
+        if (text) {
+            v = json_stringn((char *) value.data, value.len);
+
+        } else if (n != NGX_ERROR && value.len < 19
             && (value.data[0] != '0' || value.len == 1))
         {
             v = json_integer(n);
@@ -813,14 +827,6 @@ ngx_http_chat_api_limited(ngx_http_request_t *r, ngx_msec_t wait)
 }
 
 
-static ngx_int_t
-ngx_http_chat_api_not_yet(ngx_http_request_t *r, ngx_http_chat_api_t *api)
-{
-    return ngx_http_chat_send_error(r, NGX_HTTP_NOT_IMPLEMENTED, "internal",
-                                    "this route is not implemented yet");
-}
-
-
 /* ------------------------------------------------------------------------
  * The routes
  */
@@ -846,7 +852,7 @@ ngx_http_chat_api_list(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
     return ngx_http_chat_api_store(r, api,
                                    NGX_HTTP_CHAT_STMT_CONVERSATION_LIST,
-                                   ngx_http_chat_api_args(r, names));
+                                   ngx_http_chat_api_args(r, names, NULL));
 }
 
 
@@ -878,7 +884,7 @@ ngx_http_chat_api_history(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     static const char  *names[] = { "before_seq", "after_seq", "limit",
                                     NULL };
 
-    req = ngx_http_chat_api_args(r, names);
+    req = ngx_http_chat_api_args(r, names, NULL);
 
     if (req != NULL
         && json_object_set_new(req, "conversation_id",
@@ -1123,6 +1129,28 @@ ngx_http_chat_api_member_remove(ngx_http_request_t *r,
                                          : (char *) user->data,
                                        api->route.user ? api->route.user_len
                                                        : user->len));
+}
+
+
+/* messages/search?q&conversation_id&limit&offset, users/search?q&limit */
+
+static ngx_int_t
+ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    static const char  *messages[] = { "q", "conversation_id", "limit",
+                                       "offset", NULL };
+    static const char  *users[] = { "q", "limit", NULL };
+    static const char  *text[] = { "q", NULL };
+
+    if (api->route.route == NGX_HTTP_CHAT_ROUTE_MESSAGE_SEARCH) {
+        return ngx_http_chat_api_store(r, api,
+                                       NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH,
+                                       ngx_http_chat_api_args(r, messages,
+                                                              text));
+    }
+
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_USERS_SEARCH,
+                                   ngx_http_chat_api_args(r, users, text));
 }
 
 

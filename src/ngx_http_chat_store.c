@@ -126,6 +126,10 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_member_add($1, $2::jsonb)", 2 },
     { "chat_member_remove",
       "SELECT chat.api_member_remove($1, $2::jsonb)", 2 },
+    { "chat_messages_search",
+      "SELECT chat.api_messages_search($1, $2::jsonb)", 2 },
+    { "chat_users_search",
+      "SELECT chat.api_users_search($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

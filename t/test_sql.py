@@ -151,7 +151,8 @@ def test_ledger_and_version(db):
     assert (5, "0005_send_batch") in ledger
     assert (6, "0006_people") in ledger
     assert (7, "0007_groups") in ledger
-    assert db.one("SELECT chat.schema_version()") == 7
+    assert (8, "0008_search") in ledger
+    assert db.one("SELECT chat.schema_version()") == 8
 
 
 def test_migrations_rerun_keep_data(db):
@@ -168,7 +169,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -184,12 +185,13 @@ def test_documented_apply_to_an_existing_database(db):
                      "-f", os.path.join(REPO, "sql/0005_send_batch.sql"),
                      "-f", os.path.join(REPO, "sql/0006_people.sql"),
                      "-f", os.path.join(REPO, "sql/0007_groups.sql"),
+                     "-f", os.path.join(REPO, "sql/0008_search.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (7,)
+                == (8,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 
@@ -1801,3 +1803,139 @@ def test_group_members_removed_and_leaving(db):
     assert db.api("member_remove", "alice", {"conversation_id": d,
                                              "user_id": "alice"}) == \
         err("bad_request", "not a group")
+
+
+# ---------------------------------------------------------------------------
+# 0008: search
+
+def test_message_search(db):
+    a = db.group("alice", "bob", title="a")
+    b = db.direct("alice", "carol")
+    secret = db.group("dave", "erin")
+    m1 = db.send("bob", a, "the quick brown fox")
+    m2 = db.send("alice", a, "fox fox fox, all foxes")
+    m3 = db.send("carol", b, "a brown dog and a fox")
+    db.send("dave", secret, "fox in a place alice cannot see")
+    gone = db.send("bob", a, "a deleted fox")
+    db.api("message_delete", "bob", {"message_id": gone["id"]})
+    edited = db.send("bob", a, "nothing here")
+    db.api("message_edit", "bob", {"message_id": edited["id"],
+                                   "body": "now a fox"})
+
+    r = db.api("messages_search", "alice", {"q": "fox"})["ok"]
+    ids = [x["message"]["id"] for x in r["results"]]
+    # best first (three foxes), never deleted, never elsewhere
+    assert ids[0] == m2["id"]
+    assert sorted(ids) == sorted([m1["id"], m2["id"], m3["id"],
+                                  edited["id"]])
+    assert r["has_more"] is False
+    first = r["results"][0]
+    assert first["message"]["body"] == "fox fox fox, all foxes"
+    assert "«fox»" in first["snippet"]
+    assert first["rank"] > r["results"][-1]["rank"]
+
+    # websearch syntax: phrases, exclusion, or
+    q = lambda s, **kw: [x["message"]["id"] for x in db.api(  # noqa: E731
+        "messages_search", "alice", dict(q=s, **kw))["ok"]["results"]]
+    assert q('"brown fox"') == [m1["id"]]
+    assert sorted(q("fox -brown")) == sorted([m2["id"], edited["id"]])
+    assert sorted(q("dog or quick")) == sorted([m1["id"], m3["id"]])
+    assert q("FOX", conversation_id=b) == [m3["id"]]
+    assert q("fox", conversation_id=secret) == []
+    assert q("deleted") == []
+    assert q("!!!") == []
+    # paging
+    page = db.api("messages_search", "alice", {"q": "fox", "limit": 2})
+    assert len(page["ok"]["results"]) == 2 and page["ok"]["has_more"]
+    rest = db.api("messages_search", "alice",
+                  {"q": "fox", "limit": 2, "offset": 2})["ok"]
+    assert rest["has_more"] is False
+    assert [x["message"]["id"] for x in page["ok"]["results"]
+            + rest["results"]] == ids
+
+    for req, e in [
+        ({}, err("bad_request", "q is missing")),
+        ({"q": ""}, err("bad_request", "q must be a non-empty string")),
+        ({"q": "  "}, err("bad_request", "q must be a non-empty string")),
+        ({"q": 5}, err("bad_request", "q must be a non-empty string")),
+        ({"q": "x" * 201}, err("too_large", "q is longer than 200 characters")),
+        ({"q": "x", "limit": 0},
+         err("bad_request", "limit must be an integer from 1 to 50")),
+        ({"q": "x", "limit": 51},
+         err("bad_request", "limit must be an integer from 1 to 50")),
+        ({"q": "x", "limit": "5"},
+         err("bad_request", "limit must be an integer from 1 to 50")),
+        ({"q": "x", "offset": -1},
+         err("bad_request", "offset must be an integer from 0 to 1000")),
+        ({"q": "x", "offset": 1001},
+         err("bad_request", "offset must be an integer from 0 to 1000")),
+        ({"q": "x", "offset": "1"},
+         err("bad_request", "offset must be an integer from 0 to 1000")),
+        ({"q": "x", "conversation_id": "1"},
+         err("bad_request", "conversation_id must be a positive integer")),
+    ]:
+        assert db.api("messages_search", "alice", req) == e, req
+
+
+def test_message_search_uses_its_index(db):
+    cid = db.group("alice")
+    db.q("INSERT INTO chat.messages (conversation_id, seq, updated_seq, "
+         "sender_id, body, client_msg_id) SELECT %s, s, s, 'alice', "
+         "'word' || s || ' filler text', 'k' || s "
+         "FROM generate_series(1, 5000) s", cid)
+    db.q("VACUUM ANALYZE chat.messages")
+    plans = []
+    with db.pg.connect() as c:
+        c.add_notice_handler(lambda d: plans.append(d.message_primary))
+        c.execute("LOAD 'auto_explain'")
+        c.execute("SET auto_explain.log_min_duration = 0")
+        c.execute("SET auto_explain.log_nested_statements = on")
+        c.execute("SET client_min_messages = log")
+        r = c.execute("SELECT chat.api_messages_search('alice', %s::jsonb)",
+                      (json.dumps({"q": "word77"}),)).fetchone()[0]
+    assert [x["message"]["body"] for x in r["ok"]["results"]] == \
+        ["word77 filler text"]
+    text = "\n".join(p for p in plans if p and "ts_rank" in p)
+    assert "messages_search_idx" in text, text
+
+
+def test_user_search(db):
+    for uid, name in [("bob", "Bob Builder"), ("bobby", "Robert"),
+                      ("carol", "Carol Bobson"), ("dave", "Dave"),
+                      ("erin", "100% Erin"), ("frank", "Frank_1")]:
+        db.api("user_upsert", uid, {"name": name})
+    db.api("user_upsert", "alice", {"name": "Alice Bobbins"})
+
+    def ids(q, user="alice", **kw):
+        r = db.api("users_search", user, dict(q=q, **kw))
+        return [u["id"] for u in r["ok"]["users"]]
+
+    # prefixes of names and ids first, then names holding it; not oneself
+    assert ids("bob") == ["bob", "bobby", "carol"]
+    assert ids("BOB") == ids("bob")
+    assert ids("rob") == ["bobby"]
+    assert ids(" dave ") == ["dave"]
+    # LIKE's wildcards are plain characters here
+    assert ids("%") == ["erin"]
+    assert ids("100%") == ["erin"]
+    assert ids("1%") == []
+    assert ids("frank_") == ["frank"]
+    assert ids("_") == ["frank"]
+    # blocks hide users both ways
+    db.api("block", "alice", {"user_id": "bobby"})
+    db.api("block", "carol", {"user_id": "alice"})
+    assert ids("bob") == ["bob"]
+    assert ids("bob", user="dave") == ["bob", "bobby", "alice", "carol"]
+    assert len(ids("o", user="dave", limit=2)) == 2
+    assert db.api("users_search", "alice", {"q": "bob"})["ok"]["users"][0] \
+        == {"id": "bob", "name": "Bob Builder"}
+    for req, e in [
+        ({}, err("bad_request", "q is missing")),
+        ({"q": " "}, err("bad_request", "q must be a non-empty string")),
+        ({"q": ["x"]}, err("bad_request", "q must be a non-empty string")),
+        ({"q": "x" * 129},
+         err("too_large", "q is longer than 128 characters")),
+        ({"q": "x", "limit": 100},
+         err("bad_request", "limit must be an integer from 1 to 50")),
+    ]:
+        assert db.api("users_search", "alice", req) == e, req
