@@ -26,6 +26,8 @@ static char *ngx_http_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
 static void ngx_http_chat_jwt_key_cleanup(void *data);
 static char *ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_service_claim(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_chat_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -152,6 +154,13 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_loc_conf_t, jwt_require_exp),
+      NULL },
+
+    { ngx_string("chat_service_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_chat_service_claim,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_token_cookie"),
@@ -361,6 +370,8 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->jwt_leeway, prev->jwt_leeway, 30);
     ngx_conf_merge_value(conf->jwt_require_exp, prev->jwt_require_exp, 1);
     ngx_conf_merge_str_value(conf->token_cookie, prev->token_cookie, "");
+    ngx_conf_merge_str_value(conf->service_claim, prev->service_claim, "");
+    ngx_conf_merge_str_value(conf->service_value, prev->service_value, "");
     ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
     ngx_conf_merge_ptr_value(conf->identity_name, prev->identity_name,
                              NULL);
@@ -719,6 +730,37 @@ ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * chat_service_claim NAME VALUE: a token whose claim NAME is the string
+ * VALUE, or an array holding it, is a service's, which may act for users
+ * and post system messages over the REST routes.
+ */
+
+static char *
+ngx_http_chat_service_claim(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    ngx_str_t  *value;
+
+    if (ccf->service_claim.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[2].len == 0) {
+        return "needs a claim name and a value";
+    }
+
+    /* the values are NUL-terminated in the configuration's buffers */
+    ccf->service_claim = value[1];
+    ccf->service_value = value[2];
 
     return NGX_CONF_OK;
 }

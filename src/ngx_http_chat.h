@@ -56,6 +56,7 @@
 #define NGX_HTTP_CHAT_STMT_MEMBER_REMOVE        24
 #define NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH      25
 #define NGX_HTTP_CHAT_STMT_USERS_SEARCH         26
+#define NGX_HTTP_CHAT_STMT_SYSTEM_MESSAGE       27
 
 
 typedef enum {
@@ -138,6 +139,8 @@ typedef struct {
     time_t                        jwt_leeway;
     ngx_flag_t                    jwt_require_exp;
     ngx_str_t                     token_cookie;
+    ngx_str_t                     service_claim;   /* NUL-terminated */
+    ngx_str_t                     service_value;   /* NUL-terminated */
     ngx_http_complex_value_t     *identity;        /* chat_identity */
     ngx_http_complex_value_t     *identity_name;
 
@@ -168,6 +171,7 @@ typedef struct {
     ngx_str_t                     name;
     ngx_str_t                     avatar;
     time_t                        exp;       /* 0: never expires */
+    unsigned                      service:1; /* chat_service_claim */
 } ngx_http_chat_identity_t;
 
 

@@ -25,6 +25,8 @@ typedef ngx_int_t (*ngx_http_chat_api_pt)(ngx_http_request_t *r,
 
 struct ngx_http_chat_api_s {
     ngx_http_chat_ctx_t           ctx;       /* first: the module's ctx */
+    ngx_str_t                     service;   /* a service's own sub */
+    ngx_str_t                    *caller;    /* whom storage runs as */
     ngx_http_chat_route_t         route;
     json_t                       *body;      /* the request's JSON object */
     ngx_uint_t                    status;    /* of an ok answer */
@@ -41,6 +43,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_chat_api_cors(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_e route);
+static ngx_int_t ngx_http_chat_api_act_as(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_t *rt);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
@@ -101,6 +105,8 @@ static ngx_int_t ngx_http_chat_api_member_remove(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static json_t *ngx_http_chat_api_with_id(ngx_http_chat_api_t *api,
     const char *key);
+static json_t *ngx_http_chat_api_send_request(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_search(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 
@@ -201,6 +207,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
                                         "unauthorized", err);
     }
 
+    rc = ngx_http_chat_api_act_as(r, api);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     if (api->route.route == NGX_HTTP_CHAT_ROUTE_NONE) {
         return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
                                         "no such route");
@@ -271,6 +282,87 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_chat_api_run(r, api);
+}
+
+
+/*
+ * A service (chat_service_claim) acts for the user named by the
+ * Chat-Act-As header: the route runs as that user, with that user's
+ * rights.  Anybody else sending the header is refused.  NGX_DECLINED: go
+ * on.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    u_char           *p;
+    ngx_str_t        *user;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    api->service = api->ctx.id.id;
+    api->caller = &api->ctx.id.id;
+
+    user = NULL;
+    n = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Chat-Act-As") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Chat-Act-As",
+                               h[i].key.len) == 0)
+        {
+            user = &h[i].value;
+            n++;
+        }
+    }
+
+    if (user == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!api->ctx.id.service) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                        "only a service may act for users");
+    }
+
+    if (n > 1 || user->len == 0 || user->len > NGX_HTTP_CHAT_JWT_MAX_SUB
+        || ngx_http_chat_text_valid(user) != NGX_OK)
+    {
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request",
+                                        "Chat-Act-As must be one user id");
+    }
+
+    /* NUL-terminated, for libpq; the name is unknown: the id stands in */
+    p = ngx_pnalloc(r->pool, user->len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(p, user->data, user->len);
+    p[user->len] = '\0';
+
+    api->ctx.id.id.data = p;
+    api->ctx.id.id.len = user->len;
+    api->ctx.id.name = api->ctx.id.id;
+    ngx_str_null(&api->ctx.id.avatar);
+
+    return NGX_DECLINED;
 }
 
 
@@ -402,7 +494,8 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
                                      ngx_http_chat_route_allow(route))
                != NGX_OK
             || ngx_http_chat_add_header(r, "Access-Control-Allow-Headers",
-                                        "Authorization, Content-Type")
+                                        "Authorization, Content-Type, "
+                                        "Chat-Act-As")
                != NGX_OK
             || ngx_http_chat_add_header(r, "Access-Control-Max-Age", "600")
                != NGX_OK)
@@ -586,7 +679,7 @@ ngx_http_chat_api_store(ngx_http_request_t *r, ngx_http_chat_api_t *api,
     /* kept until ngx_http_chat_api_done finalizes it */
     r->main->count++;
 
-    if (ngx_http_chat_store_http(r, &api->ctx.id.id, stmt, req,
+    if (ngx_http_chat_store_http(r, api->caller, stmt, req,
                                  ngx_http_chat_api_done)
         != NGX_OK)
     {
@@ -901,25 +994,39 @@ ngx_http_chat_api_history(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_send(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
-    json_t                    *req;
+    json_t                    *req, *system;
     ngx_msec_t                 wait;
     ngx_http_chat_loc_conf_t  *ccf;
 
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
 
-    req = ngx_http_chat_api_request(api);
+    system = api->body ? json_object_get(api->body, "system") : NULL;
 
-    /* the path's conversation, and the location's length limit */
-    if (req != NULL
-        && (json_object_set_new(req, "conversation_id",
-                                json_integer(api->route.id)) != 0
-            || json_object_set_new(req, "max_length",
-                                   json_integer(ccf->max_message_length))
-               != 0))
-    {
-        json_decref(req);
-        req = NULL;
+    if (system != NULL && !json_is_boolean(system)) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request",
+                                        "system must be a boolean");
     }
+
+    if (json_is_true(system)) {
+        if (!api->ctx.id.service) {
+            return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
+                                            "forbidden",
+                                            "only a service may post system "
+                                            "messages");
+        }
+
+        /* in any conversation, from the service itself */
+        api->caller = &api->service;
+        api->created = 1;
+
+        return ngx_http_chat_api_store(r, api,
+                                       NGX_HTTP_CHAT_STMT_SYSTEM_MESSAGE,
+                                       ngx_http_chat_api_send_request(r,
+                                                                      api));
+    }
+
+    req = ngx_http_chat_api_send_request(r, api);
 
     api->created = 1;
 
@@ -934,22 +1041,41 @@ ngx_http_chat_api_send(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 }
 
 
+/* the body, the path's conversation and the location's length limit */
+
+static json_t *
+ngx_http_chat_api_send_request(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api)
+{
+    json_t                    *req;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    req = ngx_http_chat_api_with_id(api, "conversation_id");
+    if (req == NULL) {
+        return NULL;
+    }
+
+    (void) json_object_del(req, "system");
+
+    if (json_object_set_new(req, "max_length",
+                            json_integer(ccf->max_message_length)) != 0)
+    {
+        json_decref(req);
+        return NULL;
+    }
+
+    return req;
+}
+
+
 static ngx_int_t
 ngx_http_chat_api_read(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
-    json_t  *req;
-
-    req = ngx_http_chat_api_request(api);
-
-    if (req != NULL
-        && json_object_set_new(req, "conversation_id",
-                               json_integer(api->route.id)) != 0)
-    {
-        json_decref(req);
-        req = NULL;
-    }
-
-    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_READ, req);
+    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_READ,
+                                   ngx_http_chat_api_with_id(api,
+                                                     "conversation_id"));
 }
 
 

@@ -22,6 +22,8 @@ static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
     const char *name, size_t name_len, const char *avatar,
     size_t avatar_len);
 static ngx_int_t ngx_http_chat_dev_user_valid(ngx_str_t *user);
+static unsigned ngx_http_chat_is_service(ngx_http_chat_loc_conf_t *ccf,
+    json_t *claims);
 
 
 ngx_int_t
@@ -91,6 +93,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
                                      jwt.name, jwt.name_len, jwt.avatar,
                                      jwt.avatar_len);
     id->exp = (time_t) jwt.exp;
+    id->service = ngx_http_chat_is_service(ccf, jwt.claims);
 
     ngx_http_chat_jwt_free(&jwt);
 
@@ -184,6 +187,41 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the claim of chat_service_claim: the value, or an array holding it */
+
+static unsigned
+ngx_http_chat_is_service(ngx_http_chat_loc_conf_t *ccf, json_t *claims)
+{
+    size_t   i;
+    json_t  *claim, *v;
+
+    if (ccf->service_claim.len == 0) {
+        return 0;
+    }
+
+    claim = json_object_get(claims, (char *) ccf->service_claim.data);
+
+    if (json_is_string(claim)) {
+        return json_string_length(claim) == ccf->service_value.len
+               && ngx_memcmp(json_string_value(claim),
+                             ccf->service_value.data,
+                             ccf->service_value.len) == 0;
+    }
+
+    json_array_foreach(claim, i, v) {
+        if (json_is_string(v)
+            && json_string_length(v) == ccf->service_value.len
+            && ngx_memcmp(json_string_value(v), ccf->service_value.data,
+                          ccf->service_value.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -20,7 +20,7 @@
 #include <ngx_http_chat_zone.h>
 
 
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  8
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  9
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -99,7 +99,8 @@ static const char  *ngx_http_chat_migrations[] = {
     "sql/0005_send_batch.sql",
     "sql/0006_people.sql",
     "sql/0007_groups.sql",
-    "sql/0008_search.sql"
+    "sql/0008_search.sql",
+    "sql/0009_service.sql"
 };
 
 

@@ -130,6 +130,8 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_messages_search($1, $2::jsonb)", 2 },
     { "chat_users_search",
       "SELECT chat.api_users_search($1, $2::jsonb)", 2 },
+    { "chat_system_message",
+      "SELECT chat.api_system_message($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

@@ -152,7 +152,8 @@ def test_ledger_and_version(db):
     assert (6, "0006_people") in ledger
     assert (7, "0007_groups") in ledger
     assert (8, "0008_search") in ledger
-    assert db.one("SELECT chat.schema_version()") == 8
+    assert (9, "0009_service") in ledger
+    assert db.one("SELECT chat.schema_version()") == 9
 
 
 def test_migrations_rerun_keep_data(db):
@@ -169,7 +170,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -186,12 +187,13 @@ def test_documented_apply_to_an_existing_database(db):
                      "-f", os.path.join(REPO, "sql/0006_people.sql"),
                      "-f", os.path.join(REPO, "sql/0007_groups.sql"),
                      "-f", os.path.join(REPO, "sql/0008_search.sql"),
+                     "-f", os.path.join(REPO, "sql/0009_service.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (8,)
+                == (9,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 
@@ -1939,3 +1941,49 @@ def test_user_search(db):
          err("bad_request", "limit must be an integer from 1 to 50")),
     ]:
         assert db.api("users_search", "alice", req) == e, req
+
+
+# ---------------------------------------------------------------------------
+# 0009: system messages
+
+def test_system_message(db):
+    cid = db.group("alice", "bob")
+    db.send("alice", cid, "hello")
+    r = db.api("system_message", "svc:shop",
+               {"conversation_id": cid, "body": "Order 7 shipped"})
+    m = M(2, cid, 2, "svc:shop", "Order 7 shipped", None)
+    m["system"] = True
+    assert r == ok({"message": m}, [ev(["alice", "bob"],
+                                       {"type": "message.created",
+                                        "message": m})])
+    assert db.q("SELECT kind FROM chat.messages ORDER BY id") == \
+        [("user",), ("system",)]
+    # members see it in history and sync like any message
+    hist = db.api("messages_history", "alice", {"conversation_id": cid})
+    assert hist["ok"]["messages"][-1] == m
+    assert "system" not in hist["ok"]["messages"][0]
+    # a client_msg_id makes it idempotent
+    r1 = db.api("system_message", "svc:shop",
+                {"conversation_id": cid, "body": "once",
+                 "client_msg_id": "o-1"})
+    r2 = db.api("system_message", "svc:shop",
+                {"conversation_id": cid, "body": "once",
+                 "client_msg_id": "o-1"})
+    assert r2 == ok(r1["ok"]) and r2["events"] == []
+    assert db.last_seq(cid) == 3
+    for req, e in [
+        ({"body": "x"}, err("bad_request", "conversation_id is missing")),
+        ({"conversation_id": 999, "body": "x"},
+         err("not_found", "conversation not found")),
+        ({"conversation_id": cid}, err("bad_request", "body is missing")),
+        ({"conversation_id": cid, "body": ""},
+         err("bad_request", "body must not be empty")),
+        ({"conversation_id": cid, "body": "xxxx", "max_length": 3},
+         err("too_large", "body is longer than 3 characters")),
+        ({"conversation_id": cid, "body": "x", "client_msg_id": 5},
+         err("bad_request", "client_msg_id must be a non-empty string")),
+        ({"conversation_id": cid, "body": "x", "client_msg_id": "k" * 65},
+         err("too_large", "client_msg_id is longer than 64 characters")),
+    ]:
+        assert db.api("system_message", "svc:shop", req) == e, req
+    assert db.last_seq(cid) == 3
