@@ -893,6 +893,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     }
 
     if (cmcf->pg != NULL) {
+        ngx_http_chat_outbox_init(cycle);
         return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
     }
 
@@ -903,6 +904,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_chat_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_chat_outbox_exit();
     ngx_http_chat_pg_exit_process();
     ngx_http_chat_zone_exit_process();
 }

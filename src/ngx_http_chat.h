@@ -57,6 +57,8 @@
 #define NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH      25
 #define NGX_HTTP_CHAT_STMT_USERS_SEARCH         26
 #define NGX_HTTP_CHAT_STMT_SYSTEM_MESSAGE       27
+#define NGX_HTTP_CHAT_STMT_OUTBOX               28
+#define NGX_HTTP_CHAT_STMT_OUTBOX_TRIM          29
 
 
 typedef enum {
@@ -321,6 +323,11 @@ ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc);
+/* the host application's SQL changes (sql/0010_outbox.sql) */
+void ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
+void ngx_http_chat_outbox_wake(void);
+void ngx_http_chat_outbox_exit(void);
+
 /* result: borrowed; NULL when storage was unavailable */
 typedef void (*ngx_http_chat_store_done_pt)(ngx_http_request_t *r,
     json_t *result);

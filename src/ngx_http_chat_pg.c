@@ -20,7 +20,7 @@
 #include <ngx_http_chat_zone.h>
 
 
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  9
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  10
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -100,7 +100,8 @@ static const char  *ngx_http_chat_migrations[] = {
     "sql/0006_people.sql",
     "sql/0007_groups.sql",
     "sql/0008_search.sql",
-    "sql/0009_service.sql"
+    "sql/0009_service.sql",
+    "sql/0010_outbox.sql"
 };
 
 
@@ -616,11 +617,14 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
      * the same round trip.
      */
 
-    p = ngx_sprintf(sql, "SET statement_timeout = %M; "
+    /* the first connection also listens for the host's SQL changes */
+
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; %s"
                          "SELECT chat.schema_version()%Z",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
-                    : pool->conf->query_timeout);
+                    : pool->conf->query_timeout,
+                    pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "");
     (void) p;
 
     if (!PQsendQuery(pc->conn, (char *) sql)) {
@@ -668,16 +672,25 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 {
-    PGresult  *res;
-    PGnotify  *n;
+    PGresult    *res;
+    PGnotify    *n;
+    ngx_uint_t   notified;
 
     if (!PQconsumeInput(pc->conn)) {
         ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
         return;
     }
 
+    notified = 0;
+
     while ((n = PQnotifies(pc->conn)) != NULL) {
         PQfreemem(n);
+        notified = 1;
+    }
+
+    if (notified) {
+        /* the rows are read by a query of its own, in turn */
+        ngx_http_chat_outbox_wake();
     }
 
     if (pc->state == ngx_http_chat_pg_ready) {
@@ -826,6 +839,11 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 
         ngx_http_chat_count(pg_connects, 1);
         ngx_http_chat_gauge(pg_ready, 1);
+
+        if (pc == &pool->conns[0]) {
+            /* listening (again): what was notified meanwhile is read */
+            ngx_http_chat_outbox_wake();
+        }
 
         ngx_http_chat_pg_next(pc);
         return;

@@ -132,6 +132,10 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_users_search($1, $2::jsonb)", 2 },
     { "chat_system_message",
       "SELECT chat.api_system_message($1, $2::jsonb)", 2 },
+    { "chat_outbox",
+      "SELECT chat.api_outbox($1, $2::jsonb)", 2 },
+    { "chat_outbox_trim",
+      "SELECT chat.api_outbox_trim($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

@@ -153,7 +153,8 @@ def test_ledger_and_version(db):
     assert (7, "0007_groups") in ledger
     assert (8, "0008_search") in ledger
     assert (9, "0009_service") in ledger
-    assert db.one("SELECT chat.schema_version()") == 9
+    assert (10, "0010_outbox") in ledger
+    assert db.one("SELECT chat.schema_version()") == 10
 
 
 def test_migrations_rerun_keep_data(db):
@@ -170,7 +171,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,)]
 
 
 def test_documented_apply_to_an_existing_database(db):
@@ -188,12 +189,13 @@ def test_documented_apply_to_an_existing_database(db):
                      "-f", os.path.join(REPO, "sql/0007_groups.sql"),
                      "-f", os.path.join(REPO, "sql/0008_search.sql"),
                      "-f", os.path.join(REPO, "sql/0009_service.sql"),
+                     "-f", os.path.join(REPO, "sql/0010_outbox.sql"),
                      db="chat_apply_test")
             assert r.returncode == 0, r.stderr
         with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
                              % db.pg.socket_dir) as c:
             assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (9,)
+                == (10,)
     finally:
         db.q("DROP DATABASE chat_apply_test")
 

@@ -1,0 +1,233 @@
+
+/*
+ * The host application's SQL changes, delivered live (sql/0010_outbox.sql).
+ *
+ * Host functions write the events of a change to chat.outbox and NOTIFY
+ * chat_outbox.  The worker's first pool connection LISTENs; a
+ * notification (or that connection coming up again, or a periodic timer,
+ * in case a notification was lost with a connection) wakes the reader,
+ * which reads the rows after the last id it delivered, one query at a
+ * time, and fans their events out to this worker's clients: every worker
+ * reads the outbox, so nothing crosses between workers.  A worker starts
+ * where the outbox ends: it does not replay what was there before it.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_pg.h>
+
+
+/* a read at least this often, and old rows trimmed now and then */
+#define NGX_HTTP_CHAT_OUTBOX_POLL   10000
+#define NGX_HTTP_CHAT_OUTBOX_TRIMS  30
+
+
+typedef struct {
+    ngx_http_chat_pg_query_t   q;
+    ngx_http_chat_pg_query_t   trim;
+    ngx_event_t                timer;
+    int64_t                    last;        /* -1: not known yet */
+    ngx_uint_t                 polls;
+    u_char                     arg[NGX_INT64_LEN + sizeof("{\"after\":}")
+                                   + 1];
+    unsigned                   reading:1;
+    unsigned                   trimming:1;
+    unsigned                   again:1;
+    unsigned                   active:1;
+} ngx_http_chat_outbox_t;
+
+
+static void ngx_http_chat_outbox_read(void);
+static void ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_outbox_trimmed(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_outbox_tick(ngx_event_t *ev);
+
+
+/* per worker process */
+static ngx_http_chat_outbox_t  ngx_http_chat_outbox;
+
+
+void
+ngx_http_chat_outbox_init(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = &ngx_http_chat_outbox;
+
+    ob->last = -1;
+    ob->active = 1;
+
+    ob->timer.handler = ngx_http_chat_outbox_tick;
+    ob->timer.log = cycle->log;
+    ob->timer.data = ob;
+    ob->timer.cancelable = 1;
+
+    ngx_add_timer(&ob->timer, NGX_HTTP_CHAT_OUTBOX_POLL);
+}
+
+
+void
+ngx_http_chat_outbox_exit(void)
+{
+    ngx_http_chat_outbox.active = 0;
+}
+
+
+/* something may wait in the outbox */
+
+void
+ngx_http_chat_outbox_wake(void)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = &ngx_http_chat_outbox;
+
+    if (!ob->active || ngx_exiting) {
+        return;
+    }
+
+    if (ob->reading) {
+        ob->again = 1;
+        return;
+    }
+
+    ngx_http_chat_outbox_read();
+}
+
+
+static void
+ngx_http_chat_outbox_read(void)
+{
+    u_char                  *p;
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = &ngx_http_chat_outbox;
+
+    /* libpq takes text parameters as C strings */
+    p = ngx_sprintf(ob->arg, "{\"after\":%L}%Z", ob->last) - 1;
+
+    ngx_memzero(&ob->q, sizeof(ngx_http_chat_pg_query_t));
+
+    ob->q.stmt = NGX_HTTP_CHAT_STMT_OUTBOX;
+    ob->q.nparams = 2;
+    ob->q.values[0] = "";
+    ob->q.lengths[0] = 0;
+    ob->q.values[1] = (char *) ob->arg;
+    ob->q.lengths[1] = (int) (p - ob->arg);
+    ob->q.handler = ngx_http_chat_outbox_handler;
+    ob->q.data = ob;
+
+    ob->again = 0;
+
+    if (ngx_http_chat_pg_query(&ob->q) != NGX_OK) {
+        /* storage is down: the connection coming back wakes us */
+        return;
+    }
+
+    ob->reading = 1;
+}
+
+
+static void
+ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    size_t                   i;
+    json_t                  *result, *events, *ev, *last;
+    json_error_t             error;
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = q->data;
+    ob->reading = 0;
+
+    result = NULL;
+
+    if (rc == NGX_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+        result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0),
+                            0, &error);
+    }
+
+    if (result == NULL) {
+        /* read again later: the timer, or the next notification */
+        if (rc == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat: cannot read chat.outbox: %s",
+                          PQresultErrorMessage(res));
+        }
+
+        return;
+    }
+
+    events = json_object_get(result, "events");
+
+    json_array_foreach(events, i, ev) {
+        ngx_http_chat_fanout_event(json_object_get(ev, "event"),
+                                   json_object_get(ev, "to"),
+                                   ngx_cycle->log);
+    }
+
+    last = json_object_get(result, "last");
+
+    if (json_is_integer(last)) {
+        ob->last = json_integer_value(last);
+    }
+
+    if (json_is_true(json_object_get(result, "more"))) {
+        ob->again = 1;
+    }
+
+    json_decref(result);
+
+    if (ob->again && ob->active && !ngx_exiting) {
+        ngx_http_chat_outbox_read();
+    }
+}
+
+
+static void
+ngx_http_chat_outbox_tick(ngx_event_t *ev)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = ev->data;
+
+    if (!ob->active || ngx_exiting) {
+        return;
+    }
+
+    ngx_add_timer(&ob->timer, NGX_HTTP_CHAT_OUTBOX_POLL);
+
+    ngx_http_chat_outbox_wake();
+
+    if (++ob->polls % NGX_HTTP_CHAT_OUTBOX_TRIMS || ob->trimming) {
+        return;
+    }
+
+    ngx_memzero(&ob->trim, sizeof(ngx_http_chat_pg_query_t));
+
+    ob->trim.stmt = NGX_HTTP_CHAT_STMT_OUTBOX_TRIM;
+    ob->trim.nparams = 2;
+    ob->trim.values[0] = "";
+    ob->trim.lengths[0] = 0;
+    ob->trim.values[1] = "{}";
+    ob->trim.lengths[1] = 2;
+    ob->trim.handler = ngx_http_chat_outbox_trimmed;
+    ob->trim.data = ob;
+
+    if (ngx_http_chat_pg_query(&ob->trim) == NGX_OK) {
+        ob->trimming = 1;
+    }
+}
+
+
+static void
+ngx_http_chat_outbox_trimmed(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = q->data;
+    ob->trimming = 0;
+}

@@ -1,0 +1,227 @@
+"""The host application's SQL API (sql/0010_outbox.sql): functions a host
+calls inside its own transactions, whose changes reach connected clients
+live through chat.outbox and NOTIFY chat_outbox.  Real nginx, real
+PostgreSQL, real WebSocket clients.
+"""
+
+import json
+import time
+
+import psycopg
+import pytest
+
+from chatlib import make_token, ws_connect
+
+
+LOCATIONS = "location = /chat/ws { chat_websocket; }"
+
+
+def start(nginx, postgres, workers=1):
+    postgres.reset()
+    postgres.query("TRUNCATE chat.outbox RESTART IDENTITY")
+    http = 'chat_postgres "%s" pool=2;' % postgres.dsn
+    if workers > 1:
+        http += "\nchat_zone chat 8m;"
+    return nginx(LOCATIONS, http=http, workers=workers)
+
+
+def connect(n, user):
+    c = ws_connect(n, make_token(n.key, user))
+    # a ping round trip: the user is upserted, the pool is up
+    c.ok("ping")
+    return c
+
+
+def host(postgres, *statements):
+    """One host transaction; returns the last statement's first column."""
+    with postgres.connect(autocommit=False) as conn:
+        out = None
+        for sql, params in statements:
+            row = conn.execute(sql, params).fetchone()
+            out = row[0] if row else None
+        conn.commit()
+    return out
+
+
+def next_of(c, type_, timeout=15):
+    return c.next_event(type_, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# the SQL functions themselves
+
+def test_functions_write_the_outbox_and_notify(postgres):
+    postgres.reset()
+    postgres.query("TRUNCATE chat.outbox RESTART IDENTITY")
+    notes = []
+    with postgres.connect() as listener:
+        listener.add_notify_handler(lambda n: notes.append(n.payload))
+        listener.execute("LISTEN chat_outbox")
+        gid = host(postgres, (
+            "SELECT chat.create_conversation('alice', 'group', "
+            "ARRAY['bob'], 'Team', 'proj:1', '{\"k\": 1}')", None))
+        conv = postgres.query("SELECT kind, title, ref, metadata "
+                              "FROM chat.conversations WHERE id = %s",
+                              (gid,))
+        assert conv == [("group", "Team", "proj:1", {"k": 1})]
+        mid = host(postgres, ("SELECT chat.post_message(%s, 'bob', 'hi')",
+                              (gid,)))
+        host(postgres, ("SELECT chat.add_member(%s, 'carol')", (gid,)))
+        sid = host(postgres, ("SELECT chat.post_message(%s, 'svc', "
+                              "'Welcome', true, 'w1')", (gid,)))
+        # the same system message again: stored once, published once
+        assert host(postgres, ("SELECT chat.post_message(%s, 'svc', "
+                               "'Welcome', true, 'w1')", (gid,))) == sid
+        # notifications are handed over when the connection reads
+        listener.execute("SELECT 1")
+    rows = postgres.query("SELECT id, events FROM chat.outbox ORDER BY id")
+    # the payload is only the row's id
+    assert notes == [str(r[0]) for r in rows] == ["1", "2", "3", "4"]
+    kinds = [[e["event"]["type"] for e in r[1]] for r in rows]
+    assert kinds == [["conversation.created"], ["message.created"],
+                     ["member.joined"], ["message.created"]]
+    assert rows[1][1][0]["to"] == ["alice", "bob"]
+    assert rows[1][1][0]["event"]["message"]["id"] == mid
+    assert rows[2][1][0]["to"] == ["alice", "bob", "carol"]
+    assert rows[3][1][0]["event"]["message"]["system"] is True
+    assert postgres.query("SELECT sender_id, kind FROM chat.messages "
+                          "ORDER BY id") == [("bob", "user"),
+                                             ("svc", "system")]
+
+
+def test_errors_raise_and_roll_back_the_host_transaction(postgres):
+    postgres.reset()
+    postgres.query("TRUNCATE chat.outbox RESTART IDENTITY")
+    gid = host(postgres, ("SELECT chat.create_conversation('alice', "
+                          "'group', ARRAY['bob'], 'g')", None))
+    for sql, params, message in [
+        ("SELECT chat.post_message(%s, 'mallory', 'x')", (gid,),
+         "conversation not found"),
+        ("SELECT chat.post_message(%s, 'bob', '')", (gid,),
+         "body must not be empty"),
+        ("SELECT chat.create_conversation('alice', 'channel', NULL)", None,
+         'kind must be "direct" or "group"'),
+        ("SELECT chat.add_member(999, 'bob')", None,
+         "conversation 999 not found"),
+        ("SELECT chat.add_member(%s, 'bob', 'boss')", (gid,),
+         "a user id and a role"),
+    ]:
+        with postgres.connect(autocommit=False) as conn:
+            conn.execute("CREATE TEMP TABLE host_work (x int)")
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql, params)
+            assert message in str(e.value)
+            conn.rollback()
+    assert postgres.query("SELECT count(*) FROM chat.messages") == [(0,)]
+    assert postgres.query("SELECT count(*) FROM chat.outbox") == [(1,)]
+    d = host(postgres, ("SELECT chat.create_conversation('alice', "
+                        "'direct', ARRAY['bob'])", None))
+    with pytest.raises(psycopg.Error) as e:
+        host(postgres, ("SELECT chat.add_member(%s, 'carol')", (d,)))
+    assert "is not a group" in str(e.value)
+
+
+# --------------------------------------------------------------------------
+# live delivery
+
+def test_host_changes_reach_clients_live(nginx, postgres):
+    n = start(nginx, postgres)
+    alice, bob = connect(n, "alice"), connect(n, "bob")
+    # one host transaction: a group and two messages
+    gid = None
+    with postgres.connect(autocommit=False) as conn:
+        gid = conn.execute("SELECT chat.create_conversation('alice', "
+                           "'group', ARRAY['bob'], 'Team')").fetchone()[0]
+        conn.execute("SELECT chat.post_message(%s, 'alice', 'one')", (gid,))
+        conn.execute("SELECT chat.post_message(%s, 'svc', 'two', true)",
+                     (gid,))
+        conn.commit()
+    for c in (alice, bob):
+        assert next_of(c, "conversation.created")["conversation"]["id"] \
+            == gid
+        first = next_of(c, "message.created")["message"]
+        second = next_of(c, "message.created")["message"]
+        assert (first["body"], first["seq"]) == ("one", 1)
+        assert (second["body"], second["seq"], second["system"]) == \
+            ("two", 2, True)
+    # a rolled-back change says nothing; the next committed one arrives
+    # first
+    with postgres.connect(autocommit=False) as conn:
+        conn.execute("SELECT chat.post_message(%s, 'bob', 'never')", (gid,))
+        conn.rollback()
+    host(postgres, ("SELECT chat.add_member(%s, 'carol')", (gid,)))
+    ev = next_of(alice, None)
+    assert (ev["type"], ev["user_id"]) == ("member.joined", "carol")
+    assert postgres.query("SELECT count(*) FROM chat.messages") == [(2,)]
+    alice.close()
+    bob.close()
+
+
+def test_every_worker_delivers_to_its_own_clients(nginx, postgres):
+    n = start(nginx, postgres, workers=3)
+    clients = [connect(n, "u%d" % i) for i in range(9)]
+    pids = {c.welcome["session"].split("-")[0] for c in clients}
+    assert len(pids) >= 2, pids
+    gid = host(postgres, ("SELECT chat.create_conversation('u0', 'group', "
+                          "%s, 'all')", (["u%d" % i for i in range(1, 9)],)))
+    for i in range(5):
+        host(postgres, ("SELECT chat.post_message(%s, 'u0', %s)",
+                        (gid, "m%d" % i)))
+    for c in clients:
+        assert next_of(c, "conversation.created")["conversation"]["id"] \
+            == gid
+        got = [next_of(c, "message.created")["message"]["body"]
+               for _ in range(5)]
+        assert got == ["m0", "m1", "m2", "m3", "m4"]
+        # exactly once: a ping answered behind anything still queued
+        c.ok("ping")
+        assert [e for e in c.events if e["type"] == "message.created"] == []
+    for c in clients:
+        c.close()
+
+
+@pytest.mark.allow_log(r"lost the PostgreSQL connection",
+                       r"terminating connection due to administrator")
+def test_a_lost_listener_catches_up(nginx, postgres):
+    n = start(nginx, postgres)
+    bob = connect(n, "bob")
+    gid = host(postgres, ("SELECT chat.create_conversation('alice', "
+                          "'group', ARRAY['bob'], 'g')", None))
+    next_of(bob, "conversation.created")
+    # every connection of nginx is cut; changes are made before it is back
+    postgres.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE datname = 'chat' AND pid <> pg_backend_pid() "
+                   "AND backend_type = 'client backend'")
+    for i in range(3):
+        host(postgres, ("SELECT chat.post_message(%s, 'alice', %s)",
+                        (gid, "while away %d" % i)))
+    got = [next_of(bob, "message.created", timeout=30)["message"]["body"]
+           for _ in range(3)]
+    assert got == ["while away 0", "while away 1", "while away 2"]
+    bob.close()
+
+
+def test_a_worker_starts_where_the_outbox_ends(nginx, postgres):
+    """What was in the outbox before a worker started is not replayed."""
+    postgres.reset()
+    postgres.query("TRUNCATE chat.outbox RESTART IDENTITY")
+    gid = host(postgres, ("SELECT chat.create_conversation('alice', "
+                          "'group', ARRAY['bob'], 'g')", None))
+    host(postgres, ("SELECT chat.post_message(%s, 'alice', 'old')", (gid,)))
+    n = nginx(LOCATIONS, http='chat_postgres "%s" pool=2;' % postgres.dsn)
+    bob = connect(n, "bob")
+    # wait until the worker has read where the outbox ends: a new change
+    # is delivered, and it is the first thing bob hears
+    deadline = time.monotonic() + 20
+    while True:
+        host(postgres, ("SELECT chat.post_message(%s, 'alice', 'new')",
+                        (gid,)))
+        try:
+            ev = next_of(bob, "message.created", timeout=2)
+            break
+        except (TimeoutError, Exception):
+            if time.monotonic() > deadline:
+                raise
+    assert ev["message"]["body"] == "new"
+    bob.close()
+    assert json.loads(json.dumps(ev))["message"]["conversation_id"] == gid
