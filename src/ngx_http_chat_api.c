@@ -15,6 +15,7 @@
 #include <ngx_http_chat.h>
 #include <ngx_http_chat_request.h>
 #include <ngx_http_chat_route.h>
+#include <ngx_http_chat_utf8.h>
 
 
 typedef struct ngx_http_chat_api_s  ngx_http_chat_api_t;
@@ -45,6 +46,8 @@ static ngx_int_t ngx_http_chat_api_cors(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_e route);
 static ngx_int_t ngx_http_chat_api_act_as(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_t *rt);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
@@ -56,7 +59,10 @@ static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
 static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
     ngx_uint_t status, json_t *error);
 static json_t *ngx_http_chat_api_args(ngx_http_request_t *r,
-    const char **names, const char **strings);
+    const char **names, const char **strings, ngx_uint_t *bad);
+static ngx_int_t ngx_http_chat_api_query(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api, ngx_uint_t stmt, const char **names,
+    const char **strings, const char *id);
 static json_t *ngx_http_chat_api_request(ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_limited(ngx_http_request_t *r,
     ngx_msec_t wait);
@@ -168,6 +174,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
 {
     const char                *err;
     ngx_int_t                  rc;
+    ngx_str_t                  user;
     ngx_uint_t                 methods, bit;
     ngx_http_chat_api_t       *api;
     ngx_http_chat_loc_conf_t  *ccf;
@@ -203,7 +210,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_chat_send_error(r, NGX_HTTP_UNAUTHORIZED,
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_UNAUTHORIZED,
                                         "unauthorized", err);
     }
 
@@ -212,8 +219,19 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    if (api->route.user != NULL) {
+        user.data = (u_char *) api->route.user;
+        user.len = api->route.user_len;
+
+        if (ngx_http_chat_text_valid(&user) != NGX_OK) {
+            return ngx_http_chat_api_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                            "bad_request",
+                                            "user_id must be a user id");
+        }
+    }
+
     if (api->route.route == NGX_HTTP_CHAT_ROUTE_NONE) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_NOT_FOUND, "not_found",
                                         "no such route");
     }
 
@@ -249,7 +267,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_NOT_ALLOWED,
                                         "bad_request", "method not allowed");
     }
 
@@ -258,7 +276,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     {
         if (r->headers_in.content_length_n > (off_t) ccf->max_message_size)
         {
-            return ngx_http_chat_send_error(r,
+            return ngx_http_chat_api_refuse(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         "too_large",
                                         "the request body is too large");
@@ -336,14 +354,14 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     }
 
     if (!api->ctx.id.service) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN, "forbidden",
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_FORBIDDEN, "forbidden",
                                         "only a service may act for users");
     }
 
     if (n > 1 || user->len == 0 || user->len > NGX_HTTP_CHAT_JWT_MAX_SUB
         || ngx_http_chat_text_valid(user) != NGX_OK)
     {
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
                                         "Chat-Act-As must be one user id");
     }
@@ -367,20 +385,65 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
 
 /*
- * The route is the URI after the location's prefix.  Query strings are
- * not part of r->uri; nginx has percent-decoded it.
+ * An answer before the body was read: the body is discarded first, or
+ * nginx would read it as the next request on the connection.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chat_send_error(r, status, code, message);
+}
+
+
+/*
+ * The route is the path after the location's prefix, percent-decoded here
+ * from the request line: r->uri has been normalized too (merged slashes,
+ * dot segments), which would change a user id holding "//" or "/./".
+ * When the raw path does not start with the location's prefix (the
+ * client's path needed normalizing), r->uri is used.
  */
 
 static ngx_int_t
 ngx_http_chat_api_route(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_http_chat_route_t *rt)
 {
+    u_char                    *dst, *src, *end;
     ngx_str_t                  path;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     path = r->uri;
+
+    end = r->args_start ? r->args_start - 1
+                        : r->unparsed_uri.data + r->unparsed_uri.len;
+
+    if (r->unparsed_uri.data != NULL && end > r->unparsed_uri.data) {
+        dst = ngx_pnalloc(r->pool, end - r->unparsed_uri.data);
+
+        if (dst != NULL) {
+            path.data = dst;
+            src = r->unparsed_uri.data;
+            ngx_unescape_uri(&dst, &src, end - r->unparsed_uri.data, 0);
+            path.len = dst - path.data;
+
+            if (clcf->exact_match || path.len < clcf->name.len
+                || ngx_strncmp(path.data, clcf->name.data, clcf->name.len)
+                   != 0)
+            {
+                path = r->uri;
+            }
+        }
+    }
 
     if (!clcf->exact_match && path.len >= clcf->name.len
         && ngx_strncmp(path.data, clcf->name.data, clcf->name.len) == 0)
@@ -462,7 +525,7 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
         || ngx_http_chat_origin_allowed(r, ccf->cors_origins, origin)
            != NGX_OK)
     {
-        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN, "forbidden",
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_FORBIDDEN, "forbidden",
                                         "origin not allowed");
     }
 
@@ -507,7 +570,7 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
 options:
 
     if (route == NGX_HTTP_CHAT_ROUTE_NONE) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+        return ngx_http_chat_api_refuse(r, NGX_HTTP_NOT_FOUND, "not_found",
                                         "no such route");
     }
 
@@ -536,6 +599,7 @@ static void
 ngx_http_chat_api_body(ngx_http_request_t *r)
 {
     size_t                     len;
+    ssize_t                    n;
     u_char                    *data;
     ngx_int_t                  rc;
     ngx_buf_t                 *b;
@@ -549,12 +613,8 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
 
     len = 0;
 
-    if (r->request_body == NULL || r->request_body->temp_file != NULL) {
-        /* a body nginx had to write to disk is larger than we take */
-        rc = ngx_http_chat_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "too_large",
-                                      "the request body is too large");
-        ngx_http_finalize_request(r, rc);
+    if (r->request_body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -586,10 +646,16 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
     cl = r->request_body->bufs;
     b = cl->buf;
 
-    if (cl->next == NULL) {
+    if (cl->next == NULL && !b->in_file) {
         data = b->pos;
 
     } else {
+        /*
+         * In pieces, or in nginx's temporary file (a body over
+         * client_body_buffer_size): at most chat_max_message_size bytes
+         * read back, as nginx itself reads its temporary files.
+         */
+
         data = ngx_pnalloc(r->pool, len);
         if (data == NULL) {
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -599,8 +665,25 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
         len = 0;
 
         for ( /* void */ ; cl; cl = cl->next) {
-            ngx_memcpy(data + len, cl->buf->pos, ngx_buf_size(cl->buf));
-            len += ngx_buf_size(cl->buf);
+            b = cl->buf;
+
+            if (b->in_file) {
+                n = ngx_read_file(b->file, data + len,
+                                  (size_t) (b->file_last - b->file_pos),
+                                  b->file_pos);
+
+                if (n != b->file_last - b->file_pos) {
+                    ngx_http_finalize_request(r,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
+                    return;
+                }
+
+                len += (size_t) n;
+                continue;
+            }
+
+            ngx_memcpy(data + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
         }
     }
 
@@ -703,6 +786,7 @@ static void
 ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
 {
     json_t               *ok, *error, *events;
+    const char           *type;
     ngx_int_t             rc;
     ngx_uint_t            status;
     ngx_http_chat_api_t  *api;
@@ -730,7 +814,17 @@ ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
 
     status = api->status;
 
-    if (api->created && json_array_size(events) > 0) {
+    /* 201 when something came to be (not for a role change) */
+    type = json_string_value(json_object_get(
+                                 json_object_get(json_array_get(events, 0),
+                                                 "event"),
+                                 "type"));
+
+    if (api->created && type != NULL
+        && (ngx_strcmp(type, "conversation.created") == 0
+            || ngx_strcmp(type, "member.joined") == 0
+            || ngx_strcmp(type, "message.created") == 0))
+    {
         status = NGX_HTTP_CREATED;
     }
 
@@ -799,7 +893,7 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, ngx_uint_t status,
 
 static json_t *
 ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
-    const char **strings)
+    const char **strings, ngx_uint_t *bad)
 {
     u_char     *dst, *src, *p;
     json_t     *obj, *v;
@@ -843,7 +937,15 @@ ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
 
         n = text ? NGX_ERROR : ngx_atoi(value.data, value.len);
 
-        if (text) {
+        if (ngx_http_chat_utf8_validate(NGX_HTTP_CHAT_UTF8_ACCEPT,
+                                        value.data, value.len)
+            != NGX_HTTP_CHAT_UTF8_ACCEPT)
+        {
+            /* jansson takes UTF-8 only; say so instead of failing */
+            v = json_string("\xef\xbf\xbd");
+            *bad = 1;
+
+        } else if (text) {
             v = json_stringn((char *) value.data, value.len);
 
         } else if (n != NGX_ERROR && value.len < 19
@@ -871,6 +973,42 @@ ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
     }
 
     return obj;
+}
+
+
+/* a GET route: its query arguments, and the path's id under id_key */
+
+static ngx_int_t
+ngx_http_chat_api_query(ngx_http_request_t *r, ngx_http_chat_api_t *api,
+    ngx_uint_t stmt, const char **names, const char **strings,
+    const char *id_key)
+{
+    json_t      *req;
+    ngx_uint_t   bad;
+
+    bad = 0;
+
+    req = ngx_http_chat_api_args(r, names, strings, &bad);
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (bad) {
+        json_decref(req);
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "bad_request",
+                                        "query arguments must be UTF-8");
+    }
+
+    if (id_key != NULL
+        && json_object_set_new(req, id_key, json_integer(api->route.id))
+           != 0)
+    {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_api_store(r, api, stmt, req);
 }
 
 
@@ -943,9 +1081,9 @@ ngx_http_chat_api_list(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
     static const char  *names[] = { "limit", "before", "archived", NULL };
 
-    return ngx_http_chat_api_store(r, api,
+    return ngx_http_chat_api_query(r, api,
                                    NGX_HTTP_CHAT_STMT_CONVERSATION_LIST,
-                                   ngx_http_chat_api_args(r, names, NULL));
+                                   names, NULL, NULL);
 }
 
 
@@ -973,21 +1111,11 @@ ngx_http_chat_api_get(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_history(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
-    json_t             *req;
     static const char  *names[] = { "before_seq", "after_seq", "limit",
                                     NULL };
 
-    req = ngx_http_chat_api_args(r, names, NULL);
-
-    if (req != NULL
-        && json_object_set_new(req, "conversation_id",
-                               json_integer(api->route.id)) != 0)
-    {
-        json_decref(req);
-        req = NULL;
-    }
-
-    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_HISTORY, req);
+    return ngx_http_chat_api_query(r, api, NGX_HTTP_CHAT_STMT_HISTORY, names,
+                                   NULL, "conversation_id");
 }
 
 
@@ -1269,14 +1397,13 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     static const char  *text[] = { "q", NULL };
 
     if (api->route.route == NGX_HTTP_CHAT_ROUTE_MESSAGE_SEARCH) {
-        return ngx_http_chat_api_store(r, api,
+        return ngx_http_chat_api_query(r, api,
                                        NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH,
-                                       ngx_http_chat_api_args(r, messages,
-                                                              text));
+                                       messages, text, NULL);
     }
 
-    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_USERS_SEARCH,
-                                   ngx_http_chat_api_args(r, users, text));
+    return ngx_http_chat_api_query(r, api, NGX_HTTP_CHAT_STMT_USERS_SEARCH,
+                                   users, text, NULL);
 }
 
 
