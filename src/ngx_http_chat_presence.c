@@ -182,6 +182,31 @@ ngx_http_chat_presence_lookup_locked(u_char *user, size_t len)
 }
 
 
+/*
+ * The user's entry, made if there is none, offline and first to be
+ * forgotten (in the LRU) like any offline user: the rate buckets of a
+ * user without a WebSocket (REST only) live there.  NULL: the zone is full.
+ */
+
+ngx_http_chat_presence_t *
+ngx_http_chat_presence_entry_locked(u_char *user, size_t len)
+{
+    ngx_http_chat_presence_t  *p;
+
+    p = ngx_http_chat_presence_lookup_locked(user, len);
+
+    if (p == NULL) {
+        p = ngx_http_chat_presence_alloc_locked(user, len,
+                                                ngx_crc32_short(user, len));
+        if (p != NULL) {
+            ngx_queue_insert_tail(&ngx_http_chat_zone->sh->lru, &p->pending);
+        }
+    }
+
+    return p;
+}
+
+
 static ngx_http_chat_presence_t *
 ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
 {

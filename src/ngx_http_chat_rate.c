@@ -113,9 +113,9 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
 
 
 /*
- * The user's bucket in the zone, which lives with the user's presence: a
- * user without a WebSocket anywhere (REST only) has none and is not
- * limited.
+ * The user's bucket in the zone, which lives with the user's presence
+ * entry; a user without a WebSocket anywhere (REST only) gets an offline
+ * entry for it.  Only when the zone is full is such a user not limited.
  */
 
 ngx_msec_t
@@ -139,7 +139,7 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    p = ngx_http_chat_presence_lookup_locked(id->data, id->len);
+    p = ngx_http_chat_presence_entry_locked(id->data, id->len);
 
     if (p != NULL) {
         b = &p->buckets[kind];

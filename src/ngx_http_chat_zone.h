@@ -88,6 +88,8 @@ ngx_int_t ngx_http_chat_zone_init_process(ngx_cycle_t *cycle,
 void ngx_http_chat_zone_exit_process(void);
 
 /* presence, under the zone's lock */
+ngx_http_chat_presence_t *ngx_http_chat_presence_entry_locked(u_char *user,
+    size_t len);
 ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
     size_t len);
 void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);

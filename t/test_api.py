@@ -1979,10 +1979,6 @@ def test_rest_sends_are_rate_limited(env):
     a.alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a user with no WebSocket anywhere has no bucket in chat_zone "
-    "(ngx_http_chat_rate_check_user: 'REST only ... is not limited'): "
-    "chat_send_rate does not limit a client that sends over REST only"))
 def test_rest_only_sends_are_rate_limited(env):
     env.start(http="chat_zone chat 16m; chat_send_rate 1r/m;")
     a = env.conn("alice")
@@ -1991,6 +1987,16 @@ def test_rest_only_sends_are_rate_limited(env):
     r = a.request("POST", "conversations/%d/messages" % cid,
                   obj={"body": "second", "client_msg_id": "second"})
     assert r.status == 429, r
+    assert r.json()["error"]["code"] == "rate_limited"
+    # the bucket's entry does not make alice online
+    assert a.ok("GET", "presence?user_ids=alice") == \
+        {"presence": {"alice": {"online": False, "last_seen": None}}}
+    # and a WebSocket of hers later shares the same bucket
+    alice = env.ws("alice")
+    reply = alice.request("message.send", conversation_id=cid, body="ws",
+                          client_msg_id="ws", timeout=TIMEOUT)
+    assert reply["error"]["code"] == "rate_limited", reply
+    assert env.sql("SELECT body FROM chat.messages") == [("first",)]
 
 
 # --------------------------------------------------------------------------
