@@ -35,6 +35,20 @@ struct ngx_http_chat_api_s {
 };
 
 
+/* a user the directory was told about by this worker, recently */
+typedef struct {
+    ngx_str_node_t                sn;
+    ngx_queue_t                   queue;
+    uint32_t                      claims;    /* crc32 of name and avatar */
+    time_t                        at;
+    u_char                        id[1];
+} ngx_http_chat_api_seen_t;
+
+
+#define NGX_HTTP_CHAT_API_SEEN_MAX  4096
+#define NGX_HTTP_CHAT_API_SEEN_TTL  600
+
+
 typedef struct {
     ngx_http_chat_route_e         route;
     ngx_uint_t                    method;    /* NGX_HTTP_GET, ... */
@@ -46,6 +60,7 @@ static ngx_int_t ngx_http_chat_api_cors(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_e route);
 static ngx_int_t ngx_http_chat_api_act_as(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static void ngx_http_chat_api_directory(ngx_http_chat_identity_t *id);
 static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
@@ -151,6 +166,13 @@ static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
 };
 
 
+/* per worker: users recently upserted into the directory */
+static ngx_rbtree_t       ngx_http_chat_api_seen;
+static ngx_rbtree_node_t  ngx_http_chat_api_seen_sentinel;
+static ngx_queue_t        ngx_http_chat_api_seen_queue;
+static ngx_uint_t         ngx_http_chat_api_seen_n;
+
+
 /* the HTTP status of each protocol error code */
 
 static struct {
@@ -213,6 +235,10 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         return ngx_http_chat_api_refuse(r, NGX_HTTP_UNAUTHORIZED,
                                         "unauthorized", err);
     }
+
+    /* the directory learns the caller's name from its token, as at a
+     * WebSocket's connect */
+    ngx_http_chat_api_directory(&api->ctx.id);
 
     rc = ngx_http_chat_api_act_as(r, api);
     if (rc != NGX_DECLINED) {
@@ -300,6 +326,97 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_chat_api_run(r, api);
+}
+
+
+/*
+ * The caller's name and avatar into chat.users (chat.api_user_upsert),
+ * at most once per user per worker every ten minutes unless they change:
+ * a REST-only user is found by users/search like any other.
+ */
+
+static void
+ngx_http_chat_api_directory(ngx_http_chat_identity_t *id)
+{
+    json_t                      *arg;
+    uint32_t                     hash, claims;
+    ngx_queue_t                 *q;
+    ngx_http_chat_api_seen_t    *seen;
+    ngx_http_chat_main_conf_t   *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+    if (cmcf->pg == NULL) {
+        return;
+    }
+
+    if (ngx_http_chat_api_seen.root == NULL) {
+        ngx_rbtree_init(&ngx_http_chat_api_seen,
+                        &ngx_http_chat_api_seen_sentinel,
+                        ngx_str_rbtree_insert_value);
+        ngx_queue_init(&ngx_http_chat_api_seen_queue);
+    }
+
+    hash = ngx_crc32_short(id->id.data, id->id.len);
+
+    ngx_crc32_init(claims);
+    ngx_crc32_update(&claims, id->name.data, id->name.len);
+    ngx_crc32_update(&claims, (u_char *) "\0", 1);
+    ngx_crc32_update(&claims, id->avatar.data, id->avatar.len);
+    ngx_crc32_final(claims);
+
+    seen = (ngx_http_chat_api_seen_t *) ngx_str_rbtree_lookup(
+                                            &ngx_http_chat_api_seen,
+                                            &id->id, hash);
+
+    if (seen != NULL && seen->claims == claims
+        && ngx_time() - seen->at < NGX_HTTP_CHAT_API_SEEN_TTL)
+    {
+        return;
+    }
+
+    arg = ngx_http_chat_user_json(id);
+    if (arg == NULL) {
+        return;
+    }
+
+    ngx_http_chat_store_call(id->id.data, id->id.len,
+                             NGX_HTTP_CHAT_STMT_USER_UPSERT, arg);
+    json_decref(arg);
+
+    if (seen != NULL) {
+        seen->claims = claims;
+        seen->at = ngx_time();
+        return;
+    }
+
+    /* the oldest goes when the table is full */
+
+    if (ngx_http_chat_api_seen_n >= NGX_HTTP_CHAT_API_SEEN_MAX) {
+        q = ngx_queue_head(&ngx_http_chat_api_seen_queue);
+        seen = ngx_queue_data(q, ngx_http_chat_api_seen_t, queue);
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&ngx_http_chat_api_seen, &seen->sn.node);
+        ngx_free(seen);
+        ngx_http_chat_api_seen_n--;
+    }
+
+    seen = ngx_alloc(sizeof(ngx_http_chat_api_seen_t) + id->id.len,
+                     ngx_cycle->log);
+    if (seen == NULL) {
+        return;
+    }
+
+    ngx_memcpy(seen->id, id->id.data, id->id.len);
+    seen->sn.str.data = seen->id;
+    seen->sn.str.len = id->id.len;
+    seen->sn.node.key = hash;
+    seen->claims = claims;
+    seen->at = ngx_time();
+
+    ngx_rbtree_insert(&ngx_http_chat_api_seen, &seen->sn.node);
+    ngx_queue_insert_tail(&ngx_http_chat_api_seen_queue, &seen->queue);
+    ngx_http_chat_api_seen_n++;
 }
 
 

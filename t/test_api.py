@@ -2406,3 +2406,31 @@ def test_rest_changes_reach_websockets_on_every_worker(env):
         "alice": {"online": True, "last_seen": None},
         "bob": {"online": True, "last_seen": None},
         "carol": {"online": False, "last_seen": None}}}
+
+
+# --------------------------------------------------------------------------
+# the user directory
+
+def test_rest_callers_join_the_directory(chat):
+    """A user who only uses REST is upserted from the token's claims like
+    a WebSocket user at connect, so users/search finds them by name."""
+    carol = Conn(chat.ng.port, chat.token("carol", name="Carol Rest",
+                                          avatar="https://a/c.png"), "carol")
+    chat.conns.append(carol)
+    assert carol.ok("GET", "users/me") == {"user": {
+        "id": "carol", "name": "Carol Rest", "avatar": "https://a/c.png"}}
+    a = chat.conn("alice")
+    want = [{"id": "carol", "name": "Carol Rest",
+             "avatar": "https://a/c.png"}]
+    deadline = time.monotonic() + TIMEOUT
+    # the upsert is not waited for: it is there once it committed
+    while a.ok("GET", "users/search?q=Carol%20R")["users"] != want:
+        assert time.monotonic() < deadline, "carol never joined"
+        time.sleep(0.05)
+    # a new name in a new token is taken at once
+    carol.token = chat.token("carol", name="Carol Renamed")
+    carol.ok("GET", "users/me")
+    while chat.sql("SELECT name FROM chat.users WHERE id = 'carol'") != \
+            [("Carol Renamed",)]:
+        assert time.monotonic() < deadline, "the new name never came"
+        time.sleep(0.05)
