@@ -42,8 +42,8 @@ endif
 
 NGINX_OBJS    = $(dir $(MODULE))objs
 
-.PHONY: all module static deps run stop test test-unit test-t test-asan \
-        fuzz bench clean
+.PHONY: all module static deps web-deps run stop test test-unit test-t \
+        test-asan fuzz bench clean
 
 all: module
 
@@ -116,13 +116,18 @@ test-unit: $(UNIT_BINS)
 test-t: module
 	cd t && CHAT_MODULE=$(MODULE) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test: deps
+test: deps web-deps
 	$(MAKE) module
 	$(MAKE) bench/chatload
 	$(MAKE) test-unit
 	$(MAKE) test-t
 
-test-asan: deps
+# Node and the `ws` package for the tests of web/chat.js (t/test_chatjs.py)
+web-deps:
+	@bash scripts/deps.sh $$(command -v node >/dev/null || echo nodejs npm)
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+test-asan: deps web-deps
 	@bash scripts/asan.sh
 
 fuzz: deps
