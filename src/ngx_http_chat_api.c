@@ -63,8 +63,10 @@ static ngx_int_t ngx_http_chat_api_act_as(ngx_http_request_t *r,
 static void ngx_http_chat_api_directory(ngx_http_chat_identity_t *id);
 static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
+static ngx_table_elt_t *ngx_http_chat_api_header(ngx_http_request_t *r,
+    const char *name, ngx_uint_t *count);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
-    ngx_http_chat_loc_conf_t *ccf, ngx_http_chat_route_t *rt);
+    ngx_http_chat_route_t *rt);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
@@ -72,7 +74,7 @@ static ngx_int_t ngx_http_chat_api_store(ngx_http_request_t *r,
     ngx_http_chat_api_t *api, ngx_uint_t stmt, json_t *req);
 static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
 static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
-    ngx_uint_t status, json_t *error);
+    json_t *error);
 static json_t *ngx_http_chat_api_args(ngx_http_request_t *r,
     const char **names, const char **strings, ngx_uint_t *bad);
 static ngx_int_t ngx_http_chat_api_query(ngx_http_request_t *r,
@@ -210,7 +212,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, &api->ctx, ngx_http_chat_module);
 
-    (void) ngx_http_chat_api_route(r, ccf, &api->route);
+    (void) ngx_http_chat_api_route(r, &api->route);
 
     rc = ngx_http_chat_api_cors(r, ccf, api->route.route);
     if (rc != NGX_DECLINED) {
@@ -432,39 +434,14 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
     u_char           *p;
     ngx_str_t        *user;
-    ngx_uint_t        i, n;
-    ngx_list_part_t  *part;
+    ngx_uint_t        n;
     ngx_table_elt_t  *h;
 
     api->service = api->ctx.id.id;
     api->caller = &api->ctx.id.id;
 
-    user = NULL;
-    n = 0;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Chat-Act-As") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Chat-Act-As",
-                               h[i].key.len) == 0)
-        {
-            user = &h[i].value;
-            n++;
-        }
-    }
+    h = ngx_http_chat_api_header(r, "Chat-Act-As", &n);
+    user = h ? &h->value : NULL;
 
     if (user == NULL) {
         return NGX_DECLINED;
@@ -501,6 +478,52 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 }
 
 
+/* the last request header called name, and how many there are */
+
+static ngx_table_elt_t *
+ngx_http_chat_api_header(ngx_http_request_t *r, const char *name,
+    ngx_uint_t *count)
+{
+    size_t            len;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *found;
+
+    len = ngx_strlen(name);
+    found = NULL;
+    n = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            found = &h[i];
+            n++;
+        }
+    }
+
+    if (count != NULL) {
+        *count = n;
+    }
+
+    return found;
+}
+
+
 /*
  * An answer before the body was read: the body is discarded first, or
  * nginx would read it as the next request on the connection.
@@ -530,8 +553,7 @@ ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
  */
 
 static ngx_int_t
-ngx_http_chat_api_route(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
-    ngx_http_chat_route_t *rt)
+ngx_http_chat_api_route(ngx_http_request_t *r, ngx_http_chat_route_t *rt)
 {
     u_char                    *dst, *src, *end;
     ngx_str_t                  path;
@@ -588,47 +610,17 @@ static ngx_int_t
 ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_http_chat_route_e route)
 {
-    ngx_str_t         *origin;
-    ngx_table_elt_t   *h;
-    ngx_list_part_t   *part;
-    ngx_uint_t         i, origins, preflight;
-    u_char            *copy;
+    u_char           *copy;
+    ngx_str_t        *origin;
+    ngx_uint_t        origins, preflight;
+    ngx_table_elt_t  *h;
 
-    origin = NULL;
-    origins = 0;
-    preflight = 0;
+    h = ngx_http_chat_api_header(r, "Origin", &origins);
+    origin = h ? &h->value : NULL;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Origin") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
-                               h[i].key.len) == 0)
-        {
-            origin = &h[i].value;
-            origins++;
-
-        } else if (h[i].key.len == sizeof("Access-Control-Request-Method")
-                                   - 1
-                   && ngx_strncasecmp(h[i].key.data,
-                                      (u_char *) "Access-Control-Request-Method",
-                                      h[i].key.len) == 0)
-        {
-            preflight = 1;
-        }
-    }
+    preflight = ngx_http_chat_api_header(r, "Access-Control-Request-Method",
+                                         NULL)
+                != NULL;
 
     if (origin == NULL) {
         if (r->method == NGX_HTTP_OPTIONS) {
@@ -921,7 +913,7 @@ ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
     error = json_object_get(result, "error");
 
     if (error != NULL) {
-        rc = ngx_http_chat_api_answer(r, 0, error);
+        rc = ngx_http_chat_api_answer(r, error);
         ngx_http_finalize_request(r, rc);
         return;
     }
@@ -955,13 +947,12 @@ ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
 /* an error object of the protocol, with the status its code calls for */
 
 static ngx_int_t
-ngx_http_chat_api_answer(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *error)
+ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
 {
     u_char      *p;
     json_t      *wait;
     const char  *code;
-    ngx_uint_t   i;
+    ngx_uint_t   i, status;
 
     code = json_string_value(json_object_get(error, "code"));
 
@@ -973,9 +964,7 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    if (status == 0) {
-        status = ngx_http_chat_api_statuses[i].status;
-    }
+    status = ngx_http_chat_api_statuses[i].status;
 
     wait = json_object_get(error, "retry_after_ms");
 
@@ -1167,7 +1156,7 @@ ngx_http_chat_api_limited(ngx_http_request_t *r, ngx_msec_t wait)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_chat_api_answer(r, 0, error);
+    rc = ngx_http_chat_api_answer(r, error);
 
     json_decref(error);
 
