@@ -1,0 +1,1168 @@
+// The demo chat page: web/index.html + this module + app.css, served by
+// nginx itself (make run). Everything live goes through web/chat.js; the
+// routes the WebSocket does not have (archive, mute, blocks, contacts,
+// search, members) through its REST helper. No framework and no build:
+// the page keeps plain maps of conversations and messages and updates the
+// DOM nodes it owns by id, so focus and scroll survive live events.
+
+import { ChatClient } from "./chat.js";
+
+const $ = (id) => document.getElementById(id);
+
+const SESSION_KEY = "chat-demo.session";
+const PAGE_SIZE = 50;
+const TYPING_SHOW_MS = 8000;        // a typist unheard of for 8 s has gone
+const SEARCH_DELAY_MS = 250;
+const MAX_LIST_PAGES = 10;          // 10 x 100 conversations in the list
+
+const S = {
+  me: null,                         // {id, name}
+  client: null,
+  convs: new Map(),                 // conversation id -> Conversation
+  users: new Map(),                 // user id -> {id, name}
+  presence: new Map(),              // user id -> {online, last_seen}
+  blocks: new Set(),                // users I blocked
+  archivedView: false,
+  open: null,                       // the open conversation's id
+  threads: new Map(),               // id -> {byId, hasMore, loaded, loading}
+  pending: new Map(),               // client_msg_id -> {cid, body, at}
+  typing: new Map(),                // id -> Map(user id -> timer)
+  editing: null,                    // the message being edited
+  readTimers: new Map(),
+  deliveredTimers: new Map(),
+  refreshTimers: new Map(),
+};
+
+// ------------------------------------------------------------- helpers
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function shortTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const now = new Date();
+  return d.toDateString() === now.toDateString() ? timeFmt.format(d) : dayFmt.format(d);
+}
+
+function lastSeen(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return "last seen " + (d.toDateString() === new Date().toDateString()
+    ? "at " + timeFmt.format(d) : fullFmt.format(d));
+}
+
+let toastTimer = null;
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+function describe(err) {
+  if (!err) return "unknown error";
+  const why = {
+    forbidden: "not allowed", not_found: "not found",
+    rate_limited: "too fast, try again in a moment",
+    unavailable: "the server cannot store it right now",
+  }[err.code];
+  return err.message && err.message !== err.code
+    ? err.message + (why ? ` (${why})` : "") : why || String(err.code || err);
+}
+
+function nameOf(uid) {
+  if (S.me && uid === S.me.id) return "You";
+  return S.users.get(uid)?.name || uid;
+}
+
+function learnUser(u) {
+  if (u && u.id) S.users.set(u.id, { id: u.id, name: u.name || u.id });
+}
+
+function peerOf(c) {
+  if (!c || c.kind !== "direct") return null;
+  const m = c.members.find((x) => x.user_id !== S.me.id);
+  return m ? m.user_id : S.me.id;
+}
+
+function titleOf(c) {
+  if (c.kind === "group") return c.title || "Untitled group";
+  return nameOf(peerOf(c)) + (c.title ? " · " + c.title : "");
+}
+
+function myMember(c) {
+  return c.members.find((m) => m.user_id === S.me.id);
+}
+
+function preview(m) {
+  if (!m) return "No messages yet";
+  if (m.deleted) return "Message deleted";
+  const who = m.sender_id === S.me.id ? "You: " : "";
+  return who + m.body.replace(/\s+/g, " ");
+}
+
+function api(method, path, body) {
+  return S.client.rest(method, path, body);
+}
+
+// ------------------------------------------------------------ sign in
+
+async function devToken(user, name) {
+  const q = new URLSearchParams({ user });
+  if (name) q.set("name", name);
+  const r = await fetch("/chat/dev/token?" + q);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error?.message || `HTTP ${r.status}`);
+  return body.token;
+}
+
+function showSignin(message) {
+  $("app").hidden = true;
+  $("signin-view").hidden = false;
+  $("signin-error").textContent = message || "";
+  $("signin-user").focus();
+}
+
+$("signin").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const user = $("signin-user").value.trim();
+  const name = $("signin-name").value.trim();
+  try {
+    await start(user, name);
+  } catch (e) {
+    showSignin("Could not sign in: " + e.message);
+  }
+});
+
+$("sign-out").addEventListener("click", () => {
+  if (S.client) S.client.close();
+  for (let i = sessionStorage.length - 1; i >= 0; i--) {
+    const k = sessionStorage.key(i);
+    if (k.startsWith("chat-demo.")) sessionStorage.removeItem(k);
+  }
+  location.replace(location.pathname);
+});
+
+// One client per tab: the cursors and the outbox live in sessionStorage,
+// so a reload resumes where the tab was and two tabs do not share an
+// outbox.
+async function start(user, name) {
+  const first = await devToken(user, name);
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user, name }));
+  const prefix = "chat-demo." + user;
+
+  // A tab without cursors starts from each conversation's current end
+  // (sync from no cursor would replay whole histories).
+  if (sessionStorage.getItem(prefix + ".cursors") == null) {
+    const cursors = {};
+    for (const archived of [false, true]) {
+      for (const c of await listAll(archived, (path) => restWith(first, path))) {
+        cursors[c.id] = c.last_seq;
+      }
+    }
+    sessionStorage.setItem(prefix + ".cursors", JSON.stringify(cursors));
+  }
+
+  let token = first;
+  S.client = new ChatClient({
+    url: "/chat/ws",
+    apiBase: "/api/chat/",
+    token: async ({ reason }) => {
+      if (reason !== "connect" || token == null) token = await devToken(user, name);
+      const t = token;
+      token = null;             // a later call mints a fresh one
+      return t;
+    },
+    storage: {
+      get: (k) => sessionStorage.getItem(k),
+      set: (k, v) => sessionStorage.setItem(k, v),
+    },
+    storagePrefix: prefix,
+  });
+  S.me = { id: user, name: name || user };
+  learnUser(S.me);
+  wireClient(S.client);
+
+  $("signin-view").hidden = true;
+  $("app").hidden = false;
+  $("me").textContent = S.me.name;
+  setState("connecting");
+  for (const e of S.client.outbox) {
+    S.pending.set(e.client_msg_id, { cid: e.conversation_id, body: e.body,
+                                     at: new Date().toISOString() });
+  }
+  await S.client.connect();
+}
+
+async function restWith(token, path) {
+  const r = await fetch("/api/chat/" + path, {
+    headers: { Authorization: "Bearer " + token },
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error?.message || `HTTP ${r.status}`);
+  return body;
+}
+
+async function listAll(archived, get) {
+  const out = [];
+  let before = null;
+  for (let i = 0; i < MAX_LIST_PAGES; i++) {
+    const q = new URLSearchParams({ limit: "100", archived: String(archived) });
+    if (before != null) q.set("before", String(before));
+    const page = await get("conversations?" + q);
+    out.push(...page.conversations);
+    if (page.next == null) break;
+    before = page.next;
+  }
+  return out;
+}
+
+// ---------------------------------------------------- client wiring
+
+function setState(state) {
+  const label = { connecting: "Connecting…", open: "Connected",
+                  reconnecting: "Reconnecting…", closed: "Offline" }[state];
+  const s = $("conn-state");
+  s.dataset.state = state;
+  s.textContent = label;
+  $("banner").hidden = state !== "reconnecting";
+}
+
+function wireClient(c) {
+  c.on("state", ({ state }) => setState(state));
+  c.on("synced", () => refreshAll());
+  c.on("message.created", ({ message }) => onMessage(message, true));
+  c.on("message.updated", ({ message }) => onMessage(message, false));
+  c.on("message.deleted", ({ message }) => onMessage(message, false));
+  c.on("typing", onTyping);
+  c.on("presence", (ev) => {
+    S.presence.set(ev.user_id, { online: ev.online, last_seen: ev.last_seen });
+    renderPresence();
+  });
+  c.on("receipt", onReceipt);
+  c.on("conversation.created", ({ conversation }) => upsertConv(conversation, true));
+  c.on("conversation.updated", ({ conversation }) => upsertConv(conversation, false));
+  c.on("member.joined", (ev) => onMember(ev, true));
+  c.on("member.left", (ev) => onMember(ev, false));
+  c.on("error", (e) => toast("Error: " + describe(e)));
+}
+
+// After every (re)connect's sync: what sync does not replay (the list,
+// unread counts, receipts, names, presence, blocks) is read again.
+async function refreshAll() {
+  try {
+    const [convs, contacts, blocks] = await Promise.all([
+      listAll(S.archivedView, (path) => api("GET", path)),
+      api("GET", "contacts"),
+      api("GET", "blocks"),
+    ]);
+    for (const ct of contacts.contacts) learnUser(ct.user);
+    S.blocks = new Set(blocks.blocks.map((u) => (learnUser(u), u.id)));
+    const fresh = new Set(convs.map((c) => c.id));
+    for (const [id, c] of S.convs) {
+      if (c.archived === S.archivedView && !fresh.has(id)) S.convs.delete(id);
+    }
+    for (const c of convs) S.convs.set(c.id, c);
+    renderList();
+    await refreshPresence();
+    if (S.open != null) {
+      if (!S.convs.has(S.open)) closeChat();
+      else { renderChatHead(); renderMessages(); scheduleRead(S.open); }
+    }
+  } catch (e) {
+    toast("Could not load conversations: " + describe(e));
+  }
+}
+
+// presence events come only while a conversation is shared: a user met
+// in a new conversation is asked for once
+let presenceTimer = null;
+function schedulePresence() {
+  clearTimeout(presenceTimer);
+  presenceTimer = setTimeout(() => refreshPresence().catch(() => {}), 100);
+}
+
+async function refreshPresence() {
+  const ids = new Set();
+  for (const c of S.convs.values()) {
+    for (const m of c.members) if (m.user_id !== S.me.id) ids.add(m.user_id);
+  }
+  const list = [...ids].slice(0, 200);
+  if (!list.length) return;
+  const p = await S.client.presence(list);
+  for (const [uid, v] of Object.entries(p)) S.presence.set(uid, v);
+  renderPresence();
+}
+
+// A conversation we hear of but do not hold (added to a group, a direct
+// chat somebody opened): read it once.
+function fetchConv(cid) {
+  if (S.refreshTimers.has(cid)) return;
+  S.refreshTimers.set(cid, setTimeout(async () => {
+    try {
+      const { conversation } = await api("GET", "conversations/" + cid);
+      upsertConv(conversation, true);
+      await refreshNames();
+    } catch (e) {
+      if (e.code === "not_found") dropConv(cid);
+    } finally {
+      S.refreshTimers.delete(cid);
+    }
+  }, 50));
+}
+
+async function refreshNames() {
+  try {
+    const { contacts } = await api("GET", "contacts");
+    for (const ct of contacts) learnUser(ct.user);
+    renderList();
+    if (S.open != null) { renderChatHead(); renderMessages(); }
+  } catch { /* names fall back to ids */ }
+}
+
+function upsertConv(c, created) {
+  const old = S.convs.get(c.id);
+  if (old && !created) {
+    // conversation.updated of a group carries the changer's own
+    // unread_count, muted and archived: keep ours
+    c = { ...c, unread_count: old.unread_count, muted: old.muted,
+          archived: old.archived, last_message: newest(old.last_message, c.last_message),
+          last_seq: Math.max(old.last_seq, c.last_seq) };
+  }
+  S.convs.set(c.id, c);
+  if (!c.members.every((m) => S.users.has(m.user_id))) refreshNames();
+  if (!c.members.every((m) => m.user_id === S.me.id || S.presence.has(m.user_id))) {
+    schedulePresence();
+  }
+  renderList();
+  if (S.open === c.id) renderChatHead();
+}
+
+function newest(a, b) {
+  if (!a) return b;
+  if (!b) return a;
+  return (b.updated_seq ?? b.seq) >= (a.updated_seq ?? a.seq) ? b : a;
+}
+
+function dropConv(cid) {
+  S.convs.delete(cid);
+  S.threads.delete(cid);
+  if (S.open === cid) closeChat();
+  renderList();
+}
+
+function onMember(ev, joined) {
+  if (!joined && ev.user_id === S.me.id) { dropConv(ev.conversation_id); return; }
+  fetchConv(ev.conversation_id);
+}
+
+// ------------------------------------------------------------ messages
+
+function thread(cid) {
+  let t = S.threads.get(cid);
+  if (!t) {
+    t = { byId: new Map(), hasMore: true, loaded: false, loading: false };
+    S.threads.set(cid, t);
+  }
+  return t;
+}
+
+function reading(cid) {
+  return S.open === cid && document.visibilityState === "visible";
+}
+
+function onMessage(m, created) {
+  const cid = m.conversation_id;
+  const c = S.convs.get(cid);
+  if (m.client_msg_id && S.pending.has(m.client_msg_id)
+      && m.sender_id === S.me.id) {
+    S.pending.delete(m.client_msg_id);
+  }
+  const t = S.threads.get(cid);
+  if (t) t.byId.set(m.id, m);
+
+  if (!c) {
+    fetchConv(cid);
+    return;
+  }
+  if (created && m.seq > c.last_seq) {
+    // new to us (a sync also replays what the list already counted)
+    c.last_seq = m.seq;
+    if (m.sender_id !== S.me.id && !m.system) {
+      if (!reading(cid)) c.unread_count++;
+      scheduleDelivered(cid, m.seq);
+    }
+  }
+  if (!c.last_message || m.seq >= c.last_message.seq) c.last_message = newest(c.last_message, m);
+  if (!created && m.deleted && m.sender_id !== S.me.id && !reading(cid)) {
+    const mine = myMember(c);
+    if (mine && m.seq > mine.last_read_seq && c.unread_count > 0) c.unread_count--;
+  }
+  c.last_seq = Math.max(c.last_seq, m.updated_seq ?? m.seq);
+  renderList();
+  if (S.open === cid) {
+    renderMessages({ stick: m.sender_id === S.me.id });
+    if (m.sender_id !== S.me.id) {
+      clearTyping(cid, m.sender_id);
+      scheduleRead(cid);
+    }
+  }
+}
+
+function scheduleDelivered(cid, seq) {
+  const prev = S.deliveredTimers.get(cid);
+  if (prev && prev.seq >= seq) return;
+  if (prev) clearTimeout(prev.timer);
+  const timer = setTimeout(() => {
+    S.deliveredTimers.delete(cid);
+    S.client.request("message.delivered", { conversation_id: cid, seq }).catch(() => {});
+  }, 300);
+  S.deliveredTimers.set(cid, { seq, timer });
+}
+
+function scheduleRead(cid) {
+  if (!reading(cid) || S.readTimers.has(cid)) return;
+  S.readTimers.set(cid, setTimeout(async () => {
+    S.readTimers.delete(cid);
+    const c = S.convs.get(cid);
+    const mine = c && myMember(c);
+    if (!c || !reading(cid) || !mine) return;
+    if (mine.last_read_seq >= c.last_seq && c.unread_count === 0) return;
+    try {
+      const r = await S.client.markRead(cid, c.last_seq);
+      mine.last_read_seq = Math.max(mine.last_read_seq, r.last_read_seq);
+      c.unread_count = r.unread_count;
+      renderList();
+    } catch { /* the next look marks it */ }
+  }, 200));
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (S.open != null) scheduleRead(S.open);
+});
+
+function onReceipt(ev) {
+  const c = S.convs.get(ev.conversation_id);
+  if (!c) return;
+  const m = c.members.find((x) => x.user_id === ev.user_id);
+  if (!m) return;
+  if (ev.kind === "read") {
+    m.last_read_seq = Math.max(m.last_read_seq, ev.seq);
+    m.last_delivered_seq = Math.max(m.last_delivered_seq, ev.seq);
+    if (ev.user_id === S.me.id && ev.seq >= c.last_seq) {
+      c.unread_count = 0;        // read in another tab
+      renderList();
+    }
+  } else {
+    m.last_delivered_seq = Math.max(m.last_delivered_seq, ev.seq);
+  }
+  if (S.open === c.id) renderStatuses();
+}
+
+async function loadEarlier(cid) {
+  const t = thread(cid);
+  if (t.loading || (t.loaded && !t.hasMore)) return;
+  t.loading = true;
+  const box = $("messages-scroll");
+  const before = box.scrollHeight - box.scrollTop;
+  try {
+    let oldest = null;
+    for (const m of t.byId.values()) if (oldest == null || m.seq < oldest) oldest = m.seq;
+    const page = await S.client.history(cid, oldest == null ? { limit: PAGE_SIZE }
+                                                  : { beforeSeq: oldest, limit: PAGE_SIZE });
+    for (const m of page.messages) {
+      const have = t.byId.get(m.id);
+      if (!have || (have.updated_seq ?? 0) <= m.updated_seq) t.byId.set(m.id, m);
+    }
+    t.hasMore = page.has_more;
+    const first = !t.loaded;
+    t.loaded = true;
+    if (S.open === cid) {
+      renderMessages({ stick: first });
+      if (!first) box.scrollTop = box.scrollHeight - before;   // stay put
+    }
+  } catch (e) {
+    toast("Could not load messages: " + describe(e));
+  } finally {
+    t.loading = false;
+  }
+}
+
+// ------------------------------------------------------------- typing
+
+function onTyping(ev) {
+  const cid = ev.conversation_id;
+  if (!S.typing.has(cid)) S.typing.set(cid, new Map());
+  const who = S.typing.get(cid);
+  clearTimeout(who.get(ev.user_id));
+  if (ev.active) {
+    who.set(ev.user_id, setTimeout(() => clearTyping(cid, ev.user_id), TYPING_SHOW_MS));
+  } else {
+    who.delete(ev.user_id);
+  }
+  if (S.open === cid) renderTyping();
+}
+
+function clearTyping(cid, uid) {
+  const who = S.typing.get(cid);
+  if (!who || !who.has(uid)) return;
+  clearTimeout(who.get(uid));
+  who.delete(uid);
+  if (S.open === cid) renderTyping();
+}
+
+function renderTyping() {
+  const who = [...(S.typing.get(S.open)?.keys() || [])].map(nameOf);
+  $("typing").textContent = !who.length ? ""
+    : who.length === 1 ? `${who[0]} is typing…`
+    : who.length === 2 ? `${who[0]} and ${who[1]} are typing…`
+    : `${who.length} people are typing…`;
+}
+
+// ------------------------------------------------------- conversation list
+
+function sortedConvs() {
+  const key = (c) => c.last_message?.created_at || c.created_at;
+  return [...S.convs.values()]
+    .filter((c) => c.archived === S.archivedView)
+    .sort((a, b) => (key(b) > key(a) ? 1 : key(b) < key(a) ? -1 : b.id - a.id));
+}
+
+function renderList() {
+  const ul = $("conversations");
+  const list = sortedConvs();
+  const keep = new Map();
+  for (const li of ul.children) keep.set(Number(li.dataset.conversationId), li);
+  let at = ul.firstElementChild;
+  for (const c of list) {
+    let li = keep.get(c.id);
+    keep.delete(c.id);
+    if (!li) li = newConvItem(c);
+    fillConvItem(li, c);
+    if (li !== at) ul.insertBefore(li, at);
+    else at = at.nextElementSibling;
+  }
+  for (const li of keep.values()) li.remove();
+  $("conversations-empty").hidden = list.length > 0;
+  renderUnreadTotal();
+}
+
+function newConvItem(c) {
+  const li = el("li", { class: "conv", dataset: { conversationId: c.id } });
+  const dot = el("span", { class: "presence-dot" });
+  const avatar = el("span", { class: "avatar", "aria-hidden": "true" }, el("span"), dot);
+  const btn = el("button", { type: "button", class: "conv-open" },
+    avatar,
+    el("span", { class: "conv-title" }),
+    el("span", { class: "conv-side" },
+      el("span", { class: "conv-muted", text: "muted" }),
+      el("time", { class: "conv-time" })),
+    el("span", { class: "conv-preview" }),
+    el("span", { class: "badge conv-unread" }));
+  btn.addEventListener("click", () => openChat(c.id));
+  li.append(btn);
+  return li;
+}
+
+function fillConvItem(li, c) {
+  const title = titleOf(c);
+  const peer = peerOf(c);
+  li.querySelector(".avatar > span").textContent = title.slice(0, 1).toUpperCase();
+  li.querySelector(".conv-title").textContent = title;
+  const dot = li.querySelector(".presence-dot");
+  dot.hidden = c.kind !== "direct" || peer === S.me.id;
+  const online = !!S.presence.get(peer)?.online;
+  dot.dataset.online = String(online);
+  li.querySelector(".conv-preview").textContent = preview(c.last_message);
+  const time = li.querySelector(".conv-time");
+  const at = c.last_message?.created_at || c.created_at;
+  time.textContent = shortTime(at);
+  time.dateTime = at;
+  li.querySelector(".conv-muted").hidden = !c.muted;
+  const badge = li.querySelector(".conv-unread");
+  badge.hidden = !(c.unread_count > 0);
+  badge.textContent = String(c.unread_count);
+  const btn = li.querySelector(".conv-open");
+  btn.setAttribute("aria-label", [
+    title, c.kind === "direct" && peer !== S.me.id ? (online ? "online" : "offline") : null,
+    c.unread_count > 0 ? `${c.unread_count} unread` : null,
+    c.muted ? "muted" : null, preview(c.last_message),
+  ].filter(Boolean).join(", "));
+  if (S.open === c.id) li.setAttribute("aria-current", "true");
+  else li.removeAttribute("aria-current");
+}
+
+function renderUnreadTotal() {
+  let total = 0;
+  for (const c of S.convs.values()) {
+    if (!c.muted && !c.archived) total += c.unread_count;
+  }
+  const b = $("unread-total");
+  b.hidden = total === 0;
+  b.textContent = String(total);
+  b.setAttribute("aria-label", `${total} unread`);
+  document.title = (total ? `(${total}) ` : "") + "Chat";
+}
+
+function renderPresence() {
+  renderList();
+  if (S.open != null) renderChatHead();
+}
+
+$("show-archived").addEventListener("change", async (ev) => {
+  S.archivedView = ev.target.checked;
+  renderList();
+  await refreshAll();
+});
+
+// -------------------------------------------------------------- the chat
+
+async function openChat(cid, { seq } = {}) {
+  const c = S.convs.get(cid);
+  if (!c) return;
+  if (S.open !== cid) {
+    cancelEdit();
+    if (S.open != null) S.client.stopTyping(S.open);
+    S.open = cid;
+    $("composer-input").value = "";
+    $("messages").replaceChildren();
+  }
+  $("chat").hidden = false;
+  $("chat").dataset.conversationId = String(cid);
+  $("app").dataset.view = "chat";
+  renderList();
+  renderChatHead();
+  renderTyping();
+  const t = thread(cid);
+  if (!t.loaded) await loadEarlier(cid);
+  else renderMessages({ stick: true });
+  if (seq != null) {
+    // a search result: page back until it is here
+    for (let i = 0; i < 20 && S.open === cid && t.hasMore
+                    && ![...t.byId.values()].some((m) => m.seq <= seq); i++) {
+      await loadEarlier(cid);
+    }
+    highlight(cid, seq);
+  }
+  scheduleRead(cid);
+  if (seq == null) $("composer-input").focus();
+}
+
+function highlight(cid, seq) {
+  const li = $("messages").querySelector(`li[data-seq="${seq}"]`);
+  if (!li || S.open !== cid) return;
+  for (const x of $("messages").querySelectorAll(".highlight")) x.classList.remove("highlight");
+  li.classList.add("highlight");
+  li.scrollIntoView({ block: "center" });
+  li.querySelector(".msg-bubble").focus();
+}
+
+function closeChat() {
+  if (S.open != null) S.client.stopTyping(S.open);
+  cancelEdit();
+  S.open = null;
+  $("chat").hidden = true;
+  delete $("chat").dataset.conversationId;
+  $("app").dataset.view = "list";
+  renderList();
+}
+
+$("chat-back").addEventListener("click", () => {
+  const cid = S.open;
+  closeChat();
+  $("conversations").querySelector(`li[data-conversation-id="${cid}"] button`)?.focus();
+});
+
+function renderChatHead() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  $("chat-title").textContent = titleOf(c);
+  const peer = peerOf(c);
+  let sub = "";
+  if (c.kind === "group") {
+    sub = `${c.members.length} members`;
+  } else if (peer !== S.me.id) {
+    const p = S.presence.get(peer);
+    sub = p?.online ? "online" : p ? lastSeen(p.last_seen) : "";
+  }
+  $("chat-subtitle").textContent = sub;
+  const press = (id, on, yes, no) => {
+    $(id).setAttribute("aria-pressed", String(on));
+    $(id).textContent = on ? yes : no;
+  };
+  press("chat-mute", c.muted, "Unmute", "Mute");
+  press("chat-archive", c.archived, "Unarchive", "Archive");
+  const direct = c.kind === "direct" && peer !== S.me.id;
+  $("chat-block").hidden = !direct;
+  const blocked = direct && S.blocks.has(peer);
+  press("chat-block", blocked, "Unblock", "Block");
+  const me = myMember(c);
+  $("chat-add-member").hidden = c.kind !== "group" || !me || me.role === "member";
+  $("chat-leave").hidden = c.kind !== "group";
+  $("chat-blocked-note").hidden = !blocked;
+  $("chat-blocked-note").textContent = blocked
+    ? `You blocked ${nameOf(peer)}. Unblock to send messages.` : "";
+  $("composer-input").disabled = blocked;
+  $("composer-send").disabled = blocked;
+}
+
+function sortedMessages(cid) {
+  const t = S.threads.get(cid);
+  const list = t ? [...t.byId.values()].sort((a, b) => a.seq - b.seq) : [];
+  const pend = [...S.pending.entries()]
+    .filter(([, p]) => p.cid === cid)
+    .map(([cmid, p]) => ({ pending: true, client_msg_id: cmid, body: p.body,
+                           created_at: p.at, sender_id: S.me.id }));
+  return list.concat(pend);
+}
+
+function renderMessages({ stick = false } = {}) {
+  const cid = S.open;
+  const ol = $("messages");
+  const box = $("messages-scroll");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  const t = thread(cid);
+  const c = S.convs.get(cid);
+  const keep = new Map();
+  for (const li of ol.children) keep.set(li.dataset.key, li);
+  let at = ol.firstElementChild;
+  for (const m of sortedMessages(cid)) {
+    const key = m.pending ? "p:" + m.client_msg_id : "m:" + m.id;
+    let li = keep.get(key);
+    keep.delete(key);
+    if (!li) li = el("li", { dataset: { key } });
+    fillMessage(li, m, c);
+    if (li !== at) ol.insertBefore(li, at);
+    else at = at.nextElementSibling;
+  }
+  for (const li of keep.values()) li.remove();
+  $("load-earlier").hidden = !(t.loaded && t.hasMore);
+  if (stick || atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function fillMessage(li, m, c) {
+  const mine = m.sender_id === S.me.id;
+  const stamp = m.pending ? "p" : `${m.updated_seq}:${m.deleted}:${c.kind}`;
+  li.className = ["msg", mine ? "mine" : "theirs", m.pending && "pending",
+                  m.deleted && "deleted", m.system && "system",
+                  li.classList.contains("highlight") && "highlight"]
+    .filter(Boolean).join(" ");
+  if (!m.pending) {
+    li.dataset.messageId = String(m.id);
+    li.dataset.seq = String(m.seq);
+  }
+  if (li.dataset.stamp !== stamp) {
+    li.dataset.stamp = stamp;
+    const parts = [];
+    if (c.kind === "group" && !mine && !m.system) {
+      parts.push(el("span", { class: "msg-sender", text: nameOf(m.sender_id) }));
+    }
+    parts.push(el("div", { class: "msg-bubble", tabindex: "-1" },
+      el("span", { class: "msg-body", text: m.deleted ? "Message deleted" : m.body })));
+    const meta = el("div", { class: "msg-meta" },
+      el("time", { class: "msg-time", datetime: m.created_at, title: fullFmt.format(new Date(m.created_at)),
+                   text: timeFmt.format(new Date(m.created_at)) }));
+    if (m.edited_at && !m.deleted) meta.append(el("span", { class: "msg-edited", text: "edited" }));
+    if (mine) meta.append(el("span", { class: "msg-status" }));
+    if (mine && !m.pending && !m.deleted && !m.system) {
+      meta.append(el("span", { class: "msg-actions" },
+        el("button", { type: "button", class: "msg-edit", text: "Edit",
+                       "aria-label": "Edit message", onclick: () => startEdit(m.id) }),
+        el("button", { type: "button", class: "msg-delete", text: "Delete",
+                       "aria-label": "Delete message", onclick: () => deleteMessage(m.id) })));
+    }
+    parts.push(meta);
+    li.replaceChildren(...parts);
+  }
+  if (mine) fillStatus(li, m, c);
+}
+
+function fillStatus(li, m, c) {
+  const s = li.querySelector(".msg-status");
+  if (!s) return;
+  let status = "sent";
+  let text = "Sent";
+  if (m.pending) {
+    status = "sending"; text = S.client.state === "open" ? "Sending…" : "Waiting for connection";
+  } else {
+    const others = c.members.filter((x) => x.user_id !== S.me.id);
+    const read = others.filter((x) => x.last_read_seq >= m.seq).length;
+    const delivered = others.filter((x) => x.last_delivered_seq >= m.seq).length;
+    if (others.length && read === others.length) { status = "read"; text = "Read"; }
+    else if (read) { status = "read"; text = `Read by ${read}`; }
+    else if (others.length && delivered === others.length) { status = "delivered"; text = "Delivered"; }
+  }
+  s.dataset.status = status;
+  s.textContent = text;
+}
+
+function renderStatuses() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  for (const li of $("messages").children) {
+    if (!li.classList.contains("mine")) continue;
+    const m = li.dataset.messageId
+      ? S.threads.get(S.open)?.byId.get(Number(li.dataset.messageId)) : null;
+    if (m) fillStatus(li, m, c);
+  }
+}
+
+$("load-earlier").addEventListener("click", () => S.open != null && loadEarlier(S.open));
+$("messages-scroll").addEventListener("scroll", () => {
+  const t = S.open != null && S.threads.get(S.open);
+  if (t && t.loaded && t.hasMore && !t.loading && $("messages-scroll").scrollTop < 80) {
+    loadEarlier(S.open);
+  }
+});
+
+// ------------------------------------------------------------ composing
+
+const input = $("composer-input");
+
+input.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    $("composer").requestSubmit();
+  } else if (ev.key === "Escape" && S.editing != null) {
+    ev.preventDefault();
+    cancelEdit();
+  }
+});
+
+input.addEventListener("input", () => {
+  input.style.height = "auto";
+  input.style.height = Math.min(input.scrollHeight, 160) + "px";
+  if (S.open == null || S.editing != null) return;
+  if (input.value.trim()) S.client.typing(S.open);
+  else S.client.stopTyping(S.open);
+});
+
+input.addEventListener("blur", () => {
+  if (S.open != null) S.client.stopTyping(S.open);
+});
+
+$("composer").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const cid = S.open;
+  const body = input.value.trim();
+  if (cid == null || !body) return;
+  const max = S.client.welcome?.limits?.max_message_length;
+  if (max && [...body].length > max) {
+    toast(`A message has at most ${max} characters.`);
+    return;
+  }
+  input.value = "";
+  input.style.height = "auto";
+  if (S.editing != null) {
+    const id = S.editing;
+    cancelEdit();
+    try {
+      const m = await S.client.edit(id, body);
+      onMessage(m, false);
+    } catch (e) {
+      toast("Could not edit: " + describe(e));
+    }
+    return;
+  }
+  await sendMessage(cid, body);
+});
+
+async function sendMessage(cid, body) {
+  const cmid = crypto.randomUUID ? crypto.randomUUID()
+    : Date.now().toString(36) + Math.random().toString(36).slice(2);
+  S.pending.set(cmid, { cid, body, at: new Date().toISOString() });
+  if (S.open === cid) renderMessages({ stick: true });
+  try {
+    const m = await S.client.send(cid, body, { clientMsgId: cmid });
+    S.pending.delete(cmid);
+    onMessage(m, true);
+  } catch (e) {
+    S.pending.delete(cmid);
+    if (S.open === cid) {
+      renderMessages();
+      if (!input.value) input.value = body;       // nothing is lost
+    }
+    toast("Not sent: " + describe(e));
+  }
+}
+
+function startEdit(id) {
+  const m = S.threads.get(S.open)?.byId.get(id);
+  if (!m || m.deleted) return;
+  S.client.stopTyping(S.open);
+  S.editing = id;
+  $("composer-editing").hidden = false;
+  input.value = m.body;
+  input.focus();
+  input.setSelectionRange(m.body.length, m.body.length);
+}
+
+function cancelEdit() {
+  if (S.editing == null) return;
+  S.editing = null;
+  $("composer-editing").hidden = true;
+  input.value = "";
+}
+
+$("composer-cancel").addEventListener("click", () => { cancelEdit(); input.focus(); });
+
+async function deleteMessage(id) {
+  if (!confirm("Delete this message for everyone?")) return;
+  try {
+    const m = await S.client.remove(id);
+    onMessage(m, false);
+  } catch (e) {
+    toast("Could not delete: " + describe(e));
+  }
+}
+
+// ------------------------------------------------- conversation actions
+
+async function toggle(kind) {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  const on = kind === "mute" ? c.muted : c.archived;
+  try {
+    const { conversation } = await api(on ? "DELETE" : "PUT",
+                                       `conversations/${c.id}/${kind}`);
+    c.muted = conversation.muted;
+    c.archived = conversation.archived;
+    c.unread_count = conversation.unread_count;
+    renderList();
+    renderChatHead();
+  } catch (e) {
+    toast(`Could not ${on ? "un" : ""}${kind}: ` + describe(e));
+  }
+}
+
+$("chat-mute").addEventListener("click", () => toggle("mute"));
+$("chat-archive").addEventListener("click", () => toggle("archive"));
+
+$("chat-block").addEventListener("click", async () => {
+  const c = S.convs.get(S.open);
+  const peer = peerOf(c);
+  if (!peer) return;
+  const blocked = S.blocks.has(peer);
+  try {
+    await api(blocked ? "DELETE" : "PUT", "blocks/" + encodeURIComponent(peer));
+    if (blocked) S.blocks.delete(peer);
+    else S.blocks.add(peer);
+    renderChatHead();
+  } catch (e) {
+    toast("Could not change the block: " + describe(e));
+  }
+});
+
+$("chat-leave").addEventListener("click", async () => {
+  const cid = S.open;
+  if (cid == null || !confirm("Leave this group?")) return;
+  try {
+    await api("DELETE", "conversations/" + cid);
+    dropConv(cid);
+  } catch (e) {
+    toast("Could not leave: " + describe(e));
+  }
+});
+
+for (const b of document.querySelectorAll(".dialog-close")) {
+  b.addEventListener("click", () => b.closest("dialog").close());
+}
+
+$("chat-add-member").addEventListener("click", () => {
+  $("add-member-id").value = "";
+  $("add-member-dialog").showModal();
+});
+
+$("add-member-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const uid = $("add-member-id").value.trim();
+  if (!uid || S.open == null) return;
+  try {
+    const { conversation } = await api("POST", `conversations/${S.open}/members`,
+                                       { user_id: uid, role: "member" });
+    upsertConv(conversation, false);
+    $("add-member-dialog").close();
+  } catch (e) {
+    toast("Could not add: " + describe(e));
+  }
+});
+
+async function openDirect(uid) {
+  try {
+    const c = await S.client.createConversation({ kind: "direct", userId: uid });
+    const old = S.convs.get(c.id);
+    S.convs.set(c.id, old ? { ...c, unread_count: old.unread_count } : c);
+    if (c.archived !== S.archivedView) {
+      $("show-archived").checked = S.archivedView = c.archived;
+    }
+    await refreshNames();
+    refreshPresence().catch(() => {});
+    await openChat(c.id);
+  } catch (e) {
+    toast("Could not open the chat: " + describe(e));
+  }
+}
+
+// -------------------------------------------------------- new chat/group
+
+let directTimer = null;
+$("new-direct").addEventListener("click", () => {
+  $("new-direct-query").value = "";
+  $("new-direct-results").replaceChildren();
+  $("new-direct-dialog").showModal();
+});
+
+$("new-direct-query").addEventListener("input", () => {
+  clearTimeout(directTimer);
+  directTimer = setTimeout(async () => {
+    const q = $("new-direct-query").value.trim();
+    if (!q) { $("new-direct-results").replaceChildren(); return; }
+    try {
+      const { users } = await api("GET", "users/search?" + new URLSearchParams({ q, limit: "10" }));
+      users.forEach(learnUser);
+      $("new-direct-results").replaceChildren(...users.map((u) => el("li", {},
+        el("button", { type: "button", dataset: { userId: u.id },
+                       onclick: () => { $("new-direct-dialog").close(); openDirect(u.id); } },
+           `${u.name} `, el("small", { text: "@" + u.id })))));
+    } catch { /* typing on */ }
+  }, SEARCH_DELAY_MS);
+});
+
+$("new-direct-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const first = $("new-direct-results").querySelector("button");
+  const q = $("new-direct-query").value.trim();
+  const exact = [...$("new-direct-results").querySelectorAll("button")]
+    .find((b) => b.dataset.userId === q);
+  const uid = exact ? q : first && !/^[A-Za-z0-9_.@-]+$/.test(q) ? first.dataset.userId : q;
+  if (!uid) return;
+  $("new-direct-dialog").close();
+  openDirect(uid);
+});
+
+$("new-group").addEventListener("click", () => {
+  $("new-group-form").reset();
+  $("new-group-dialog").showModal();
+});
+
+$("new-group-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const title = $("new-group-title").value.trim();
+  const members = $("new-group-members").value.split(/[\s,]+/).filter(Boolean);
+  try {
+    const c = await S.client.createConversation({ kind: "group", title, members });
+    $("new-group-dialog").close();
+    S.convs.set(c.id, c);
+    if (S.archivedView) $("show-archived").checked = S.archivedView = false;
+    await refreshNames();
+    await openChat(c.id);
+  } catch (e) {
+    toast("Could not create the group: " + describe(e));
+  }
+});
+
+// --------------------------------------------------------------- search
+
+let searchTimer = null;
+let searchSeq = 0;
+$("search").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(runSearch, SEARCH_DELAY_MS);
+});
+$("search").addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") { $("search").value = ""; runSearch(); }
+});
+
+async function runSearch() {
+  const q = $("search").value.trim();
+  const n = ++searchSeq;
+  if (q.length < 2) { $("search-results").hidden = true; return; }
+  try {
+    const [users, msgs] = await Promise.all([
+      api("GET", "users/search?" + new URLSearchParams({ q, limit: "8" })),
+      api("GET", "messages/search?" + new URLSearchParams({ q, limit: "20" })),
+    ]);
+    if (n !== searchSeq) return;                  // a newer search runs
+    users.users.forEach(learnUser);
+    const none = (text) => el("li", { class: "none", text });
+    $("search-users").replaceChildren(...(users.users.length ? users.users.map((u) =>
+      el("li", {}, el("button", { type: "button", dataset: { userId: u.id },
+                                  onclick: () => openDirect(u.id) },
+                      `${u.name} `, el("small", { text: "@" + u.id }))))
+      : [none("Nobody found")]));
+    $("search-messages").replaceChildren(...(msgs.results.length ? msgs.results.map((r) => {
+      const c = S.convs.get(r.message.conversation_id);
+      return el("li", {}, el("button", {
+        type: "button",
+        dataset: { conversationId: r.message.conversation_id, seq: r.message.seq },
+        onclick: () => openFound(r.message),
+      }, el("strong", { text: (c ? titleOf(c) : "Conversation") + " · "
+                              + nameOf(r.message.sender_id) }),
+         el("br"), ...snippet(r.snippet)));
+    }) : [none("No messages found")]));
+    $("search-results").hidden = false;
+  } catch (e) {
+    toast("Search failed: " + describe(e));
+  }
+}
+
+// « and » mark the matches in a snippet; the rest is text
+function snippet(s) {
+  const out = [];
+  for (const [i, part] of String(s).split(/[«»]/).entries()) {
+    if (part) out.push(i % 2 ? el("mark", { text: part }) : document.createTextNode(part));
+  }
+  return out;
+}
+
+async function openFound(m) {
+  if (!S.convs.has(m.conversation_id)) {
+    try {
+      const { conversation } = await api("GET", "conversations/" + m.conversation_id);
+      S.convs.set(conversation.id, conversation);
+      if (conversation.archived !== S.archivedView) {
+        $("show-archived").checked = S.archivedView = conversation.archived;
+      }
+    } catch (e) {
+      toast("Could not open it: " + describe(e));
+      return;
+    }
+  }
+  await openChat(m.conversation_id, { seq: m.seq });
+}
+
+// ------------------------------------------------------------------ boot
+
+function boot() {
+  const q = new URLSearchParams(location.search);
+  let session = null;
+  if (q.get("user")) {
+    session = { user: q.get("user"), name: q.get("name") || "" };
+    history.replaceState(null, "", location.pathname);
+  } else {
+    try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+  }
+  if (!session || !session.user) { showSignin(); return; }
+  $("signin-user").value = session.user;
+  $("signin-name").value = session.name || "";
+  start(session.user, session.name).catch((e) => showSignin("Could not sign in: " + e.message));
+}
+
+boot();
