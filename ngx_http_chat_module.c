@@ -34,6 +34,7 @@ static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_exit_process(ngx_cycle_t *cycle);
 
@@ -54,6 +55,20 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       ngx_http_chat_postgres,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chat_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_main_conf_t, cluster),
+      NULL },
+
+    { ngx_string("chat_node_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_main_conf_t, node_id),
       NULL },
 
     { ngx_string("chat_zone"),
@@ -256,7 +271,7 @@ static ngx_http_module_t  ngx_http_chat_module_ctx = {
     NULL,                                  /* postconfiguration */
 
     ngx_http_chat_create_main_conf,        /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_chat_init_main_conf,          /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -308,9 +323,55 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->stats = NULL;
      *     cmcf->pg = NULL;
      *     cmcf->zone = NULL;
+     *     cmcf->node_id = { 0, NULL };
      */
 
+    cmcf->cluster = NGX_CONF_UNSET;
+
     return cmcf;
+}
+
+
+/* a cluster shares presence through the zone and changes through storage */
+
+static char *
+ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    u_char      c;
+    ngx_uint_t  i;
+
+    ngx_conf_init_value(cmcf->cluster, 0);
+
+    if (cmcf->cluster && (cmcf->zone == NULL || cmcf->pg == NULL)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_cluster on\" needs chat_zone and "
+                           "chat_postgres");
+        return NGX_CONF_ERROR;
+    }
+
+    /* it goes into JSON and NOTIFY payloads as it is */
+
+    for (i = 0; i < cmcf->node_id.len; i++) {
+        c = cmcf->node_id.data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+              || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '_'
+              || c == ':'))
+        {
+            break;
+        }
+    }
+
+    if (cmcf->node_id.len > 64 || i < cmcf->node_id.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_node_id must be 1 to 64 characters of "
+                           "A-Z a-z 0-9 . - _ :");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -893,6 +954,10 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     }
 
     if (cmcf->pg != NULL) {
+        if (ngx_http_chat_cluster_init_process(cycle, cmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         ngx_http_chat_outbox_init(cycle);
         return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
     }
@@ -905,6 +970,7 @@ static void
 ngx_http_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chat_outbox_exit();
+    ngx_http_chat_cluster_exit_process();
     ngx_http_chat_pg_exit_process();
     ngx_http_chat_zone_exit_process();
 }

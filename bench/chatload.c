@@ -308,6 +308,7 @@ typedef struct {
     const char         *host;
     struct in_addr      addr;
     int                 port;
+    int                 peer_port;      /* receivers' node: 0, the same */
     const char         *path;
     uint32_t            conns;
     int                 procs;
@@ -414,6 +415,7 @@ static void cl_phase_drop(uint64_t t);
 static void cl_done(void);
 
 static void cl_connect_start(cl_conn_t *c);
+static int cl_port(cl_conn_t *c);
 static void cl_connect_more(uint64_t now);
 static void cl_check_timeouts(uint64_t now);
 static void cl_on_event(cl_conn_t *c, uint32_t events);
@@ -500,7 +502,8 @@ static void
 cl_usage(void)
 {
     fprintf(stderr,
-"usage: chatload --proto chat|sio|nchan --port P [--host 127.0.0.1]\n"
+"usage: chatload --proto chat|sio|nchan --port P [--peer-port P2]\n"
+"                [--host 127.0.0.1]\n"
 "                [--path PATH] --scenario idle|room|pairs|sends|storm\n"
 "                --conns N [--procs K] [--src-count M] [--rate R]\n"
 "                [--window W] [--duration S] [--drain S]\n"
@@ -605,7 +608,7 @@ cl_parse_args(int argc, char **argv)
     struct rlimit  rl;
 
     enum {
-        o_proto = 256, o_port, o_host, o_path, o_scenario, o_conns, o_procs,
+        o_proto = 256, o_port, o_peer_port, o_host, o_path, o_scenario, o_conns, o_procs,
         o_src_count, o_rate, o_window, o_duration, o_drain, o_cc, o_ct,
         o_jwt_key, o_user_prefix, o_conv, o_server_pids, o_body_size,
         o_room, o_settle, o_help
@@ -614,6 +617,7 @@ cl_parse_args(int argc, char **argv)
     static const struct option  opts[] = {
         { "proto", required_argument, NULL, o_proto },
         { "port", required_argument, NULL, o_port },
+        { "peer-port", required_argument, NULL, o_peer_port },
         { "host", required_argument, NULL, o_host },
         { "path", required_argument, NULL, o_path },
         { "scenario", required_argument, NULL, o_scenario },
@@ -709,6 +713,15 @@ cl_parse_args(int argc, char **argv)
             }
             cf.port = (int) lv;
             have_port = 1;
+            break;
+
+        case o_peer_port:
+            CL_NUM(lv, cl_strtol, 1);
+            if (lv > 65535) {
+                fprintf(stderr, "chatload: invalid --peer-port\n");
+                return -1;
+            }
+            cf.peer_port = (int) lv;
             break;
 
         case o_host:
@@ -1974,6 +1987,26 @@ cl_connect_more(uint64_t now)
 }
 
 
+/*
+ * --peer-port: the receivers on another node of a cluster (room: all but
+ * the sender; pairs and sends: the odd one of each pair).
+ */
+
+static int
+cl_port(cl_conn_t *c)
+{
+    if (cf.peer_port == 0) {
+        return cf.port;
+    }
+
+    if (cf.scenario == cl_scen_room ? c->index != 0 : (c->index & 1)) {
+        return cf.peer_port;
+    }
+
+    return cf.port;
+}
+
+
 static void
 cl_connect_start(cl_conn_t *c)
 {
@@ -2011,7 +2044,7 @@ cl_connect_start(cl_conn_t *c)
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_addr = cf.addr;
-    sin.sin_port = htons(cf.port);
+    sin.sin_port = htons(cl_port(c));
 
     if (connect(fd, (struct sockaddr *) &sin, sizeof(sin)) == -1
         && errno != EINPROGRESS)
@@ -2142,7 +2175,7 @@ cl_on_connected(cl_conn_t *c)
                  "Sec-WebSocket-Key: %s\r\n"
                  "%s"
                  "\r\n",
-                 path, cf.host, cf.port, key, auth);
+                 path, cf.host, cl_port(c), key, auth);
 
     c->state = cl_st_handshake;
     cl_write(c, w.wbuf, (size_t) n);

@@ -4,7 +4,7 @@ in one run on this machine, with bench/chatload (C, epoll) as the client
 of all three.  Prints a table and writes docs/benchmarks.md with an SVG
 chart (docs/benchmarks.svg).
 
-    /usr/bin/python3 bench/run.py [--quick] [--only a,b,c,d,e]
+    /usr/bin/python3 bench/run.py [--quick] [--only a,b,c,d,e,f] [--merge]
 
 Scenarios (docs/benchmarks.md says what each measures):
   a  idle connections: RSS per connection summed over all server processes
@@ -13,6 +13,8 @@ Scenarios (docs/benchmarks.md says what each measures):
   d  persisted, acknowledged sends/s at saturation, next to pgbench's
      multi-row INSERT ceiling
   e  reconnect storm: 10,000 clients drop, reconnect and sync
+  f  two nodes (chat_cluster): room latency and persisted sends with the
+     receivers on the sender's node, then on the other one
 
 Everything runs under bench/.work/ (PostgreSQL with fsync and
 synchronous_commit on, three servers); the servers are stopped at the end.
@@ -113,16 +115,19 @@ def wait_port(port, timeout=20):
 class Nginx:
     """An nginx (ours or nchan) in a prefix of its own under bench/.work."""
 
-    def __init__(self, kind, workers, pin):
+    def __init__(self, kind, workers, pin, node=None):
         self.kind = kind
-        self.prefix = os.path.join(WORK, kind)
-        self.port = PORTS[kind]
+        self.prefix = os.path.join(WORK, kind + ("-" + node if node else ""))
+        self.port = PORTS[kind] + (10 + ord(node[0]) - ord("a")
+                                   if node else 0)
         for d in ("tmp", "logs"):
             os.makedirs(os.path.join(self.prefix, d), exist_ok=True)
         conf = os.path.join(self.prefix, "nginx.conf")
         subst = {"PREFIX": self.prefix, "PORT": self.port,
                  "WORKERS": workers, "MODULE": MODULE,
-                 "PGSOCKET": os.path.join(WORK, "pg", "socket")}
+                 "PGSOCKET": os.path.join(WORK, "pg", "socket"),
+                 "CLUSTER": ("chat_cluster on; chat_node_id %s;" % node
+                             if node else "")}
         template = "nginx-chat.conf.in" if kind == "chat" else "nchan.conf.in"
         render(os.path.join(BENCH, template), conf, subst)
         if kind == "chat":
@@ -281,7 +286,8 @@ def pgbench_ceiling(seconds, clients=8):
 def chatload(proto, scenario, conns, pids, pin=False, **opts):
     """One run of bench/chatload; for ours, PostgreSQL's CPU time during
     the run is added as pg_cpu_s (the generator counts the server's)."""
-    cmd = [CHATLOAD, "--proto", proto, "--port", str(PORTS[proto]),
+    port = opts.pop("port", PORTS[proto])
+    cmd = [CHATLOAD, "--proto", proto, "--port", str(port),
            "--scenario", scenario, "--conns", str(conns),
            "--server-pids", ",".join(str(p) for p in pids)]
     if proto == "chat":
@@ -388,9 +394,37 @@ def scenario_storm(quick):
     return {"chat": r}
 
 
+def scenario_cluster(quick):
+    """Two nodes with chat_cluster on: the receivers on the sender's node,
+    then on the other one (the message crosses by NOTIFY and a read)."""
+    members = 200 if quick else 1000
+    duration = 3 if quick else 10
+    cid = make_room("f", members)
+    a = Nginx("chat", 1, False, node="a")
+    b = Nginx("chat", 1, False, node="b")
+    pids = a.pids() + b.pids()
+    out = {}
+    try:
+        for where, peer in (("one", {}), ("two", {"peer_port": b.port})):
+            out["room_" + where] = chatload("chat", "room", members, pids,
+                                            port=a.port, rate=100, settle=5,
+                                            duration=duration, conv=cid,
+                                            user_prefix="f", **peer)
+            time.sleep(5)       # the members' offline presence
+            out["sends_" + where] = chatload("chat", "sends",
+                                             100 if quick else 400, pids,
+                                             port=a.port, window=4,
+                                             duration=duration,
+                                             user_prefix="f" + where, **peer)
+    finally:
+        a.stop()
+        b.stop()
+    return out
+
+
 SCENARIOS = {"a": ("idle", scenario_idle), "b": ("room", scenario_room),
              "c": ("pairs", scenario_pairs), "d": ("sends", scenario_sends),
-             "e": ("storm", scenario_storm)}
+             "e": ("storm", scenario_storm), "f": ("cluster", scenario_cluster)}
 
 
 # ---------------------------------------------------------------------------
@@ -481,6 +515,28 @@ def rows(res):
                     "%s / %s" % (e["chat"].get("resumed"),
                                  e["chat"].get("resume_failed")), None, None,
                     True, ""))
+    f = res.get("cluster")
+    if f:
+        def both(key, fn):
+            one, two = f.get(key + "_one") or {}, f.get(key + "_two") or {}
+            return "%s / %s" % (fmt(fn(one)), fmt(fn(two)))
+        for q in ("p50", "p99"):
+            out.append(("f two nodes, room 100 msg/s",
+                        "latency %s (ms): same node / across" % q,
+                        both("room", lambda r: (lat(r, q) or 0) / 1000),
+                        None, None, False, ""))
+        out.append(("f two nodes, room 100 msg/s",
+                    "missing: same node / across",
+                    both("room", lambda r: r.get("missing")),
+                    None, None, False, ""))
+        out.append(("f two nodes, persisted sends",
+                    "deliveries/s: same node / across",
+                    both("sends", lambda r: r.get("deliveries_per_s")),
+                    None, None, True, ""))
+        out.append(("f two nodes, persisted sends",
+                    "missing: same node / across",
+                    both("sends", lambda r: r.get("missing")),
+                    None, None, False, ""))
     return out
 
 
@@ -594,8 +650,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true",
                     help="small sizes: checks that everything runs")
-    ap.add_argument("--only", default="a,b,c,d,e")
+    ap.add_argument("--only", default="a,b,c,d,e,f")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the last results of the scenarios not run")
     ap.add_argument("--doc-only", action="store_true",
                     help="rewrite docs/benchmarks.md from the last results")
     args = ap.parse_args()
@@ -613,7 +671,11 @@ def main():
         with open(key, "wb") as f:
             f.write(os.urandom(64))
     pg_up()
-    res = {"machine": machine()}
+    res = {}
+    if args.merge and os.path.exists(os.path.join(WORK, "results.json")):
+        with open(os.path.join(WORK, "results.json")) as f:
+            res = json.load(f)
+    res["machine"] = machine()
     try:
         for s in args.only.split(","):
             name, fn = SCENARIOS[s]

@@ -59,6 +59,14 @@
 #define NGX_HTTP_CHAT_STMT_SYSTEM_MESSAGE       27
 #define NGX_HTTP_CHAT_STMT_OUTBOX               28
 #define NGX_HTTP_CHAT_STMT_OUTBOX_TRIM          29
+#define NGX_HTTP_CHAT_STMT_CLUSTER_NOTIFY       30
+#define NGX_HTTP_CHAT_STMT_CLUSTER_OUTBOX       31
+#define NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES      32
+#define NGX_HTTP_CHAT_STMT_CLUSTER_TICK         33
+#define NGX_HTTP_CHAT_STMT_CLUSTER_PRESENCE     34
+#define NGX_HTTP_CHAT_STMT_CLUSTER_ONLINE       35
+#define NGX_HTTP_CHAT_STMT_CLUSTER_CLAIM        36
+#define NGX_HTTP_CHAT_STMT_CLUSTER_JOIN         37
 
 
 typedef enum {
@@ -111,6 +119,8 @@ typedef struct {
     ngx_http_chat_stats_t        *stats;
     ngx_http_chat_pg_conf_t      *pg;         /* chat_postgres, or NULL */
     void                         *zone;       /* chat_zone, or NULL */
+    ngx_flag_t                    cluster;    /* chat_cluster */
+    ngx_str_t                     node_id;    /* chat_node_id */
 } ngx_http_chat_main_conf_t;
 
 
@@ -344,11 +354,28 @@ void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
 /* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
 json_t *ngx_http_chat_order_members(ngx_uint_t cid);
+void ngx_http_chat_fanout_fetched(json_t *event, json_t *to, ngx_log_t *log);
+ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
+    int64_t *after, int64_t *upto);
+void ngx_http_chat_order_unask(ngx_uint_t cid);
+json_t *ngx_http_chat_order_heads(ngx_uint_t max);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
 
 /* ngx_http_chat_ipc.c: delivery to every worker */
 void ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log);
+
+/* ngx_http_chat_cluster.c: several nodes over one PostgreSQL */
+ngx_int_t ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_main_conf_t *cmcf);
+void ngx_http_chat_cluster_exit_process(void);
+ngx_uint_t ngx_http_chat_cluster_enabled(void);
+ngx_str_t *ngx_http_chat_cluster_node(void);
+void ngx_http_chat_cluster_publish(json_t *event, json_t *to);
+void ngx_http_chat_cluster_presence(u_char *user, size_t len,
+    ngx_uint_t online, time_t last_seen);
+void ngx_http_chat_cluster_notified(u_char *payload, size_t len);
+void ngx_http_chat_cluster_listening(void);
 
 /* ngx_http_chat_presence.c */
 ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
@@ -356,6 +383,10 @@ ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
 void ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id);
 void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
 json_t *ngx_http_chat_presence_query(json_t *ids);
+void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
+    ngx_uint_t online, time_t last_seen);
+void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);
+json_t *ngx_http_chat_presence_local_users(void);
 
 /* ngx_http_chat_typing.c */
 void ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, json_t *event,

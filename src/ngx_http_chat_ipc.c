@@ -101,6 +101,9 @@ ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
 
     ngx_http_chat_status_event(event);
 
+    /* made here: the other nodes hear of it too */
+    ngx_http_chat_cluster_publish(event, to);
+
     if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT
         || !json_is_array(to))
     {

@@ -18,6 +18,7 @@
 #define NGX_HTTP_CHAT_ORDER_WAIT   300      /* ms a gap may stay open */
 #define NGX_HTTP_CHAT_ORDER_IDLE   60000    /* ms a conversation is kept */
 #define NGX_HTTP_CHAT_ORDER_MAX    100000   /* conversations kept at most */
+#define NGX_HTTP_CHAT_ORDER_READ   500      /* changes per read from a node */
 
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
 typedef struct {
     ngx_rbtree_node_t             node;     /* key: conversation id */
     int64_t                       last;     /* delivered, in order */
+    int64_t                       asked;    /* read from another node */
     ngx_queue_t                   held;     /* by number */
     ngx_queue_t                   lru;
     ngx_queue_t                   gap;      /* in the gapped list */
@@ -469,4 +471,153 @@ ngx_http_chat_order_members(ngx_uint_t cid)
     }
 
     return NULL;
+}
+
+
+/*
+ * Another node committed changes from..to of cid (chat_cluster).  NGX_OK:
+ * read the changes after *after up to *upto; NGX_DECLINED: they were
+ * delivered, or asked for, already.  A conversation first heard of so
+ * starts at from.
+ */
+
+ngx_int_t
+ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
+    int64_t *after, int64_t *upto)
+{
+    int64_t                known;
+    ngx_http_chat_conv_t  *cv;
+
+    cv = ngx_http_chat_order_conv(cid, from, ngx_cycle->log);
+    if (cv == NULL) {
+        return NGX_DECLINED;
+    }
+
+    known = ngx_max(cv->last, cv->asked);
+
+    if (to <= known) {
+        return NGX_DECLINED;
+    }
+
+    /* a long way behind: a piece at a time (the round trip asks again) */
+    if (to - known > NGX_HTTP_CHAT_ORDER_READ) {
+        to = known + NGX_HTTP_CHAT_ORDER_READ;
+    }
+
+    *after = known;
+    *upto = to;
+    cv->asked = to;
+
+    return NGX_OK;
+}
+
+
+/* a read that failed: the next notice or round trip asks again */
+
+void
+ngx_http_chat_order_unask(ngx_uint_t cid)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    if (ngx_http_chat_convs.root == NULL) {
+        return;
+    }
+
+    node = ngx_http_chat_convs.root;
+    sentinel = ngx_http_chat_convs.sentinel;
+
+    while (node != sentinel) {
+        if (cid == node->key) {
+            ((ngx_http_chat_conv_t *) node)->asked = 0;
+            return;
+        }
+
+        node = (cid < node->key) ? node->left : node->right;
+    }
+}
+
+
+/* what another node's read brought: changes delivered already are not */
+
+void
+ngx_http_chat_fanout_fetched(json_t *event, json_t *to, ngx_log_t *log)
+{
+    int64_t                n;
+    json_t                *message;
+    const char            *type;
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_chat_conv_t  *cv;
+
+    type = json_string_value(json_object_get(event, "type"));
+    message = json_object_get(event, "message");
+
+    if (type != NULL && json_is_object(message)
+        && ngx_http_chat_convs.root != NULL)
+    {
+        n = json_integer_value(json_object_get(message,
+                                   ngx_strcmp(type, "message.created") == 0
+                                   ? "seq" : "updated_seq"));
+
+        node = ngx_http_chat_convs.root;
+        sentinel = ngx_http_chat_convs.sentinel;
+
+        while (node != sentinel) {
+            if ((ngx_uint_t) json_integer_value(json_object_get(message,
+                                                 "conversation_id"))
+                == node->key)
+            {
+                cv = (ngx_http_chat_conv_t *) node;
+
+                if (n <= cv->last) {
+                    return;
+                }
+
+                break;
+            }
+
+            node = ((ngx_uint_t) json_integer_value(json_object_get(message,
+                                                     "conversation_id"))
+                    < node->key) ? node->left : node->right;
+        }
+    }
+
+    ngx_http_chat_fanout_event(event, to, log);
+}
+
+
+/*
+ * [[conversation id, last delivered], ...] of the conversations used most
+ * recently, at most max: a node's round trip asks which went further.
+ */
+
+json_t *
+ngx_http_chat_order_heads(ngx_uint_t max)
+{
+    ngx_uint_t             n;
+    json_t                *heads, *pair;
+    ngx_queue_t           *q;
+    ngx_http_chat_conv_t  *cv;
+
+    heads = json_array();
+    if (heads == NULL || ngx_http_chat_convs.root == NULL) {
+        return heads;
+    }
+
+    n = 0;
+
+    for (q = ngx_queue_last(&ngx_http_chat_convs_lru);
+         q != ngx_queue_sentinel(&ngx_http_chat_convs_lru) && n < max;
+         q = ngx_queue_prev(q), n++)
+    {
+        cv = ngx_queue_data(q, ngx_http_chat_conv_t, lru);
+
+        pair = json_pack("[I, I]", (json_int_t) cv->node.key,
+                         (json_int_t) ngx_max(cv->last, cv->asked));
+
+        if (pair == NULL || json_array_append_new(heads, pair) != 0) {
+            break;
+        }
+    }
+
+    return heads;
 }

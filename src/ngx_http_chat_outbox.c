@@ -28,7 +28,8 @@ typedef struct {
     ngx_event_t                timer;
     int64_t                    last;        /* -1: not known yet */
     ngx_uint_t                 polls;
-    u_char                     arg[NGX_INT64_LEN + sizeof("{\"after\":}")
+    u_char                     arg[NGX_INT64_LEN + 64
+                                   + sizeof("{\"after\":,\"node\":\"\"}")
                                    + 1];
     unsigned                   reading:1;
     unsigned                   trimming:1;
@@ -106,7 +107,14 @@ ngx_http_chat_outbox_read(void)
     ob = &ngx_http_chat_outbox;
 
     /* libpq takes text parameters as C strings */
-    p = ngx_sprintf(ob->arg, "{\"after\":%L}%Z", ob->last) - 1;
+    if (ngx_http_chat_cluster_enabled()) {
+        /* what this node wrote there, it delivered already */
+        p = ngx_sprintf(ob->arg, "{\"after\":%L,\"node\":\"%V\"}%Z",
+                        ob->last, ngx_http_chat_cluster_node()) - 1;
+
+    } else {
+        p = ngx_sprintf(ob->arg, "{\"after\":%L}%Z", ob->last) - 1;
+    }
 
     ngx_memzero(&ob->q, sizeof(ngx_http_chat_pg_query_t));
 

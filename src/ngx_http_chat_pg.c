@@ -20,7 +20,7 @@
 #include <ngx_http_chat_zone.h>
 
 
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  10
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  11
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -57,6 +57,7 @@ typedef struct {
     ngx_uint_t                  queued;
     ngx_event_t                 expire;
     ngx_event_t                 kick;      /* hands the queue to connections */
+    ngx_http_chat_pg_query_t   *pinned;    /* for the listening connection */
     ngx_log_t                  *log;
 } ngx_http_chat_pg_pool_t;
 
@@ -101,7 +102,8 @@ static const char  *ngx_http_chat_migrations[] = {
     "sql/0007_groups.sql",
     "sql/0008_search.sql",
     "sql/0009_service.sql",
-    "sql/0010_outbox.sql"
+    "sql/0010_outbox.sql",
+    "sql/0011_cluster.sql"
 };
 
 
@@ -347,13 +349,43 @@ ngx_http_chat_pg_kick(ngx_event_t *ev)
 
     pool = ev->data;
 
-    for (i = 0; i < pool->conf->size && !ngx_queue_empty(&pool->queue);
+    for (i = 0; i < pool->conf->size
+                && (!ngx_queue_empty(&pool->queue) || pool->pinned);
          i++)
     {
         if (pool->conns[i].state == ngx_http_chat_pg_ready) {
             ngx_http_chat_pg_next(&pool->conns[i]);
         }
     }
+}
+
+
+/*
+ * A query for the connection that LISTENs, to prove that it still hears:
+ * a half-open connection then times out and is made again.  One at a
+ * time; NGX_DECLINED when that connection is not up, or one waits.
+ */
+
+ngx_int_t
+ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q)
+{
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->conf == NULL || pool->pinned != NULL
+        || pool->conns[0].state < ngx_http_chat_pg_ready)
+    {
+        return NGX_DECLINED;
+    }
+
+    pool->pinned = q;
+
+    if (!pool->kick.posted) {
+        ngx_post_event(&pool->kick, &ngx_posted_events);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -606,7 +638,7 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 {
-    u_char                    sql[128], *p;
+    u_char                    sql[192], *p;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
@@ -619,12 +651,14 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 
     /* the first connection also listens for the host's SQL changes */
 
-    p = ngx_sprintf(sql, "SET statement_timeout = %M; %s"
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; %s%s"
                          "SELECT chat.schema_version()%Z",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
                     : pool->conf->query_timeout,
-                    pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "");
+                    pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "",
+                    pc == &pool->conns[0] && ngx_http_chat_cluster_enabled()
+                    ? "LISTEN chat_cluster; " : "");
     (void) p;
 
     if (!PQsendQuery(pc->conn, (char *) sql)) {
@@ -684,8 +718,15 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
     notified = 0;
 
     while ((n = PQnotifies(pc->conn)) != NULL) {
+        if (ngx_strcmp(n->relname, "chat_cluster") == 0) {
+            /* another node's changes: small, read as they come */
+            ngx_http_chat_cluster_notified((u_char *) n->extra,
+                                           ngx_strlen(n->extra));
+        } else {
+            notified = 1;
+        }
+
         PQfreemem(n);
-        notified = 1;
     }
 
     if (notified) {
@@ -843,6 +884,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         if (pc == &pool->conns[0]) {
             /* listening (again): what was notified meanwhile is read */
             ngx_http_chat_outbox_wake();
+            ngx_http_chat_cluster_listening();
         }
 
         ngx_http_chat_pg_next(pc);
@@ -935,14 +977,22 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
 
     pool = &ngx_http_chat_pg_pool;
 
-    while (pc->state == ngx_http_chat_pg_ready
-           && !ngx_queue_empty(&pool->queue))
-    {
-        qn = ngx_queue_head(&pool->queue);
-        q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+    while (pc->state == ngx_http_chat_pg_ready) {
 
-        ngx_queue_remove(qn);
-        pool->queued--;
+        if (pc == &pool->conns[0] && pool->pinned != NULL) {
+            q = pool->pinned;
+            pool->pinned = NULL;
+
+        } else if (!ngx_queue_empty(&pool->queue)) {
+            qn = ngx_queue_head(&pool->queue);
+            q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+            ngx_queue_remove(qn);
+            pool->queued--;
+
+        } else {
+            break;
+        }
 
         /* taken before the builder runs: whatever it calls, not this one */
         pc->state = ngx_http_chat_pg_busy;
@@ -1012,6 +1062,13 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
 
     if (q != NULL) {
         ngx_http_chat_count(pg_unavailable, 1);
+        q->handler(q, NGX_DECLINED, NULL);
+    }
+
+    if (pc == &pool->conns[0] && pool->pinned != NULL) {
+        /* it was meant for this connection only */
+        q = pool->pinned;
+        pool->pinned = NULL;
         q->handler(q, NGX_DECLINED, NULL);
     }
 

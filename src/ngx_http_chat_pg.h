@@ -78,6 +78,9 @@ void ngx_http_chat_pg_exit_process(void);
  */
 ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
 
+/* on the connection that LISTENs (a round trip that proves it hears) */
+ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);
+
 /* a queued query that was not sent yet is dropped; NGX_DECLINED if sent */
 ngx_int_t ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q);
 

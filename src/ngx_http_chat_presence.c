@@ -318,7 +318,7 @@ ngx_http_chat_presence_query(json_t *ids)
                        json_string_length(id))
                  : NULL;
 
-        if (p != NULL && p->total == 0 && p->last_seen) {
+        if (p != NULL && p->total == 0 && p->remote == 0 && p->last_seen) {
             e = ngx_http_chat_time(seen, p->last_seen, 0);
             entry = json_pack("{s:b, s:s%}", "online", 0, "last_seen", seen,
                               (size_t) (e - seen));
@@ -332,7 +332,9 @@ ngx_http_chat_presence_query(json_t *ids)
                               "last_seen");
 
         } else {
-            entry = json_pack("{s:b, s:n}", "online", p && p->total > 0,
+            /* here, or on another node of the cluster */
+            entry = json_pack("{s:b, s:n}", "online",
+                              p && (p->total > 0 || p->remote),
                               "last_seen");
         }
 
@@ -377,8 +379,27 @@ ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
         return;
     }
 
-    /* PostgreSQL knows who shares a conversation; without it, silence */
-    ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
+    /*
+     * PostgreSQL knows who shares a conversation; without it, silence.
+     * In a cluster it also knows whether another node holds the user.
+     */
+
+    if (ngx_http_chat_cluster_enabled()) {
+        if (json_object_set_new(arg, "node",
+                    json_stringn((char *) ngx_http_chat_cluster_node()->data,
+                                 ngx_http_chat_cluster_node()->len))
+            == 0)
+        {
+            ngx_http_chat_store_call(user, len,
+                                     NGX_HTTP_CHAT_STMT_CLUSTER_PRESENCE,
+                                     arg);
+        }
+
+        ngx_http_chat_cluster_presence(user, len, online, last_seen);
+
+    } else {
+        ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
+    }
 
     json_decref(arg);
 }
@@ -452,4 +473,233 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
     }
 
     ngx_add_timer(ev, 1000);
+}
+
+
+/*
+ * chat_cluster: another node says its first connection of user came, or
+ * its last one went.  Kept as one bit per node, so that every worker of
+ * this node may say it again.
+ */
+
+static ngx_int_t
+ngx_http_chat_presence_node_locked(u_char *name, size_t len)
+{
+    ngx_uint_t                  i, free;
+    ngx_http_chat_node_name_t  *n;
+
+    free = NGX_HTTP_CHAT_SLOTS;
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        n = &ngx_http_chat_zone->sh->nodes[i];
+
+        if (n->len == 0) {
+            if (free == NGX_HTTP_CHAT_SLOTS) {
+                free = i;
+            }
+
+            continue;
+        }
+
+        if (n->len == len && ngx_memcmp(n->name, name, len) == 0) {
+            return i;
+        }
+    }
+
+    if (free == NGX_HTTP_CHAT_SLOTS || len == 0 || len > 64) {
+        return NGX_ERROR;
+    }
+
+    n = &ngx_http_chat_zone->sh->nodes[free];
+    n->len = (u_char) len;
+    ngx_memcpy(n->name, name, len);
+
+    return free;
+}
+
+
+void
+ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
+    ngx_uint_t online, time_t last_seen)
+{
+    ngx_int_t                  i;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    i = ngx_http_chat_presence_node_locked(node->data, node->len);
+
+    p = (i == NGX_ERROR) ? NULL
+                         : ngx_http_chat_presence_entry_locked(user, len);
+
+    if (p != NULL) {
+        if (online) {
+            p->remote |= (uint64_t) 1 << i;
+
+        } else {
+            p->remote &= ~((uint64_t) 1 << i);
+
+            if (last_seen && p->total == 0) {
+                p->last_seen = last_seen;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * What PostgreSQL says is online on the other live nodes ([[user, node],
+ * ...]) replaces what this node heard: after a lost listening connection,
+ * or when nodes died (live: the node ids that are left, or NULL).
+ */
+
+void
+ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
+{
+    size_t                     i;
+    json_t                    *pair, *id;
+    uint64_t                   keep, dead;
+    ngx_int_t                  k;
+    ngx_uint_t                 n, found;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+    ngx_http_chat_node_name_t *nn;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    /* the nodes that are left keep their bits, unless a list replaces all */
+
+    keep = 0;
+    dead = 0;
+
+    if (live != NULL) {
+        for (n = 0; n < NGX_HTTP_CHAT_SLOTS; n++) {
+            nn = &zone->sh->nodes[n];
+
+            if (nn->len == 0) {
+                continue;
+            }
+
+            found = 0;
+
+            json_array_foreach(live, i, id) {
+                if (json_string_length(id) == nn->len
+                    && ngx_memcmp(json_string_value(id), nn->name, nn->len)
+                       == 0)
+                {
+                    found = 1;
+                    break;
+                }
+            }
+
+            if (found) {
+                keep |= (uint64_t) 1 << n;
+
+            } else {
+                nn->len = 0;
+                dead |= (uint64_t) 1 << n;
+            }
+        }
+    }
+
+    sentinel = zone->sh->presence.sentinel;
+    node = zone->sh->presence.root;
+
+    if (node != sentinel && (live == NULL || dead != 0)) {
+        for (node = ngx_rbtree_min(node, sentinel);
+             node != NULL;
+             node = ngx_rbtree_next(&zone->sh->presence, node))
+        {
+            p = (ngx_http_chat_presence_t *) node;
+
+            if (p->remote & ~keep) {
+                p->remote &= keep;
+
+                if (p->remote == 0 && p->total == 0) {
+                    p->last_seen = ngx_time();
+                }
+            }
+        }
+    }
+
+    json_array_foreach(online, i, pair) {
+        id = json_array_get(pair, 1);
+
+        k = ngx_http_chat_presence_node_locked(
+                                      (u_char *) json_string_value(id),
+                                      json_string_length(id));
+        if (k == NGX_ERROR || !json_is_string(json_array_get(pair, 0))) {
+            continue;
+        }
+
+        p = ngx_http_chat_presence_entry_locked(
+                   (u_char *) json_string_value(json_array_get(pair, 0)),
+                   json_string_length(json_array_get(pair, 0)));
+
+        if (p != NULL) {
+            p->remote |= (uint64_t) 1 << k;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* the users with a connection on this node: claimed again in a cluster */
+
+json_t *
+ngx_http_chat_presence_local_users(void)
+{
+    json_t                    *users;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone;
+
+    users = json_array();
+
+    if (zone == NULL || users == NULL) {
+        return users;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    sentinel = zone->sh->presence.sentinel;
+    node = zone->sh->presence.root;
+
+    if (node != sentinel) {
+        for (node = ngx_rbtree_min(node, sentinel);
+             node != NULL;
+             node = ngx_rbtree_next(&zone->sh->presence, node))
+        {
+            p = (ngx_http_chat_presence_t *) node;
+
+            if (p->total > 0) {
+                (void) json_array_append_new(users,
+                                 json_stringn((char *) p->user,
+                                              p->sn.str.len));
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return users;
 }

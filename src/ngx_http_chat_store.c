@@ -136,6 +136,22 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_outbox($1, $2::jsonb)", 2 },
     { "chat_outbox_trim",
       "SELECT chat.api_outbox_trim($1, $2::jsonb)", 2 },
+    { "chat_cluster_notify",
+      "SELECT chat.api_cluster_notify($1, $2::jsonb)", 2 },
+    { "chat_cluster_outbox",
+      "SELECT chat.api_cluster_outbox($1, $2::jsonb)", 2 },
+    { "chat_cluster_changes",
+      "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
+    { "chat_cluster_tick",
+      "SELECT chat.api_cluster_tick($1, $2::jsonb)", 2 },
+    { "chat_cluster_presence",
+      "SELECT chat.api_cluster_presence($1, $2::jsonb)", 2 },
+    { "chat_cluster_online",
+      "SELECT chat.api_cluster_online($1, $2::jsonb)", 2 },
+    { "chat_cluster_claim",
+      "SELECT chat.api_cluster_claim($1, $2::jsonb)", 2 },
+    { "chat_cluster_join",
+      "SELECT chat.api_cluster_join($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };

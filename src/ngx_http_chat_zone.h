@@ -44,8 +44,16 @@ typedef struct {
 } ngx_http_chat_slot_t;
 
 
+/* another node that holds connections of users (chat_cluster) */
+typedef struct {
+    u_char                        len;       /* 0: free */
+    u_char                        name[64];
+} ngx_http_chat_node_name_t;
+
+
 typedef struct {
     ngx_str_node_t                sn;        /* sn.str: the user id */
+    uint64_t                      remote;    /* bits: nodes[] holding it */
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
     ngx_http_chat_bucket_t        buckets[2];   /* sends, typing */
@@ -65,6 +73,8 @@ typedef struct {
     ngx_uint_t                    online;    /* users with a connection */
     ngx_uint_t                    full;      /* allocation failures */
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
+    ngx_http_chat_node_name_t     nodes[NGX_HTTP_CHAT_SLOTS];
+    ngx_uint_t                    cluster_joined;
 } ngx_http_chat_shctx_t;
 
 

@@ -83,7 +83,7 @@ def test_a_missing_migration_is_named(nginx, postgres, scratch_db):
          "-f", os.path.join(repo, "sql/0002_chat.sql"))
     ng = nginx(WS, http='chat_postgres "%s" pool=1;'
                % conninfo(postgres, scratch_db))
-    ng.wait_log(r"the database schema is at version 2, the module needs 10: "
+    ng.wait_log(r"the database schema is at version 2, the module needs 11: "
                 r"apply sql/0003_presence.sql", timeout=10)
     # once applied, the pool connects by itself
     psql(postgres, scratch_db, "-f",
@@ -94,7 +94,8 @@ def test_a_missing_migration_is_named(nginx, postgres, scratch_db):
          os.path.join(repo, "sql/0007_groups.sql"), "-f",
          os.path.join(repo, "sql/0008_search.sql"), "-f",
          os.path.join(repo, "sql/0009_service.sql"), "-f",
-         os.path.join(repo, "sql/0010_outbox.sql"))
+         os.path.join(repo, "sql/0010_outbox.sql"), "-f",
+         os.path.join(repo, "sql/0011_cluster.sql"))
     ng.wait_log(r"PostgreSQL connection ready", timeout=15)
     with ws_connect(ng, make_token(ng.key, "alice")) as c:
         assert c.ok("conversation.list") == {"conversations": [],

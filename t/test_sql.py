@@ -154,7 +154,8 @@ def test_ledger_and_version(db):
     assert (8, "0008_search") in ledger
     assert (9, "0009_service") in ledger
     assert (10, "0010_outbox") in ledger
-    assert db.one("SELECT chat.schema_version()") == 10
+    assert (11, "0011_cluster") in ledger
+    assert db.one("SELECT chat.schema_version()") == 11
 
 
 def test_migrations_rerun_keep_data(db):
@@ -171,7 +172,7 @@ def test_migrations_rerun_keep_data(db):
         assert r.returncode == 0, r.stderr
     assert db.q("SELECT body FROM chat.messages") == [("kept",)]
     assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,)]
+                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,)]
 
 
 def test_documented_apply_to_an_existing_database(db):

@@ -1,0 +1,350 @@
+"""Several nginx nodes over one PostgreSQL (`chat_cluster on`): three
+instances on this machine, each with its own prefix, port and chat_zone,
+sharing the JWT key and the database.  Clients on different nodes must
+behave as if on one: messages, edits, deletes, typing, receipts and
+presence cross; a node killed with SIGKILL takes its users offline once
+its lease expires; a PostgreSQL restart loses and duplicates nothing; a
+retry through another node is stored and delivered once.
+
+What crosses nodes goes through PostgreSQL (NOTIFY chat_cluster, then a
+read), so waits are generous; nothing here measures speed.
+"""
+
+import os
+import time
+import uuid
+
+import pytest
+
+from chatlib import make_token, ws_connect
+
+LEASE = 10          # seconds, NGX_HTTP_CHAT_CLUSTER_LEASE
+TICK = 2            # seconds between round trips
+GRACE = 3           # presence grace period
+CROSS = 10          # seconds to wait for something to cross nodes
+
+WS = """
+    location = /chat/ws { chat_websocket; }
+    location /api/chat/ { chat_api; }
+"""
+
+
+@pytest.fixture
+def cluster(nginx, postgres, tmp_path):
+    """start(n): n nodes "node1".. sharing the key; returns the list."""
+    postgres.reset()
+    key = os.urandom(32)
+    keyfile = tmp_path / "jwt.key"
+    keyfile.write_bytes(key)
+    os.chmod(keyfile, 0o644)
+
+    class Cluster:
+        nodes = []
+
+        def start(self, n, workers=1):
+            for i in range(n):
+                http = ('chat_jwt_key hs256 file=%s;\n'
+                        'chat_zone chat 8m;\n'
+                        'chat_postgres "%s" pool=2;\n'
+                        'chat_cluster on;\n'
+                        'chat_node_id node%d;\n'
+                        % (keyfile, postgres.dsn, len(self.nodes) + 1))
+                ng = nginx(WS, http=http, workers=workers)
+                ng.wait_log(r"PostgreSQL connection ready", timeout=10)
+                self.nodes.append(ng)
+            return self.nodes
+
+        def connect(self, node, user):
+            return ws_connect(node, make_token(key, user))
+
+    c = Cluster()
+    c.nodes = []
+    return c
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def events_of(client, type_, quiet=1.5, timeout=CROSS):
+    """Every event of type_ until none came for `quiet` seconds (waiting
+    at most `timeout` for the first)."""
+    out = []
+    wait = timeout
+    while True:
+        try:
+            out.append(client.next_event(type_, timeout=wait))
+        except TimeoutError:
+            return out
+        wait = quiet
+
+
+def send_retrying(client, cid, body, timeout=30):
+    """message.send with one client_msg_id, again while storage is
+    unavailable; the stored message."""
+    cmid = new_id()
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.request("message.send", conversation_id=cid, body=body,
+                           client_msg_id=cmid)
+        if r["type"] == "ok":
+            return r["data"]["message"]
+        assert r["error"]["code"] == "unavailable", r
+        assert time.monotonic() < deadline, "storage never came back"
+        time.sleep(0.2)
+
+
+def conv_created(client, cid, timeout=CROSS):
+    """Waits for conversation.created of cid (earlier ones are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = client.next_event("conversation.created",
+                               timeout=max(0.01, deadline - time.monotonic()))
+        if ev["conversation"]["id"] == cid:
+            return ev
+
+
+def direct_pair(cluster, node_a, node_b):
+    """alice on node_a, bob on node_b, and their direct conversation (bob
+    has heard of it)."""
+    alice = cluster.connect(node_a, "alice")
+    bob = cluster.connect(node_b, "bob")
+    conv = alice.ok("conversation.create", kind="direct",
+                    user_id="bob")["conversation"]
+    conv_created(bob, conv["id"])
+    return alice, bob, conv
+
+
+def created(client, n, timeout=CROSS):
+    """Exactly n message.created events, then a quiet period."""
+    evs = []
+    deadline = time.monotonic() + timeout
+    while len(evs) < n and time.monotonic() < deadline:
+        try:
+            evs.append(client.next_event("message.created",
+                                         timeout=deadline - time.monotonic()))
+        except TimeoutError:
+            break
+    evs += events_of(client, "message.created", timeout=1.5)
+    return [e["message"] for e in evs]
+
+
+def test_direct_and_group_conversations_cross_nodes(cluster):
+    a, b, c = cluster.start(3)
+    alice = cluster.connect(a, "alice")
+    bob = cluster.connect(b, "bob")
+    carol = cluster.connect(c, "carol")
+
+    # a direct conversation made on node 1 reaches bob on node 2
+    conv = alice.ok("conversation.create", kind="direct",
+                    user_id="bob")["conversation"]
+    conv_created(bob, conv["id"])
+
+    sent = alice.ok("message.send", conversation_id=conv["id"], body="hi bob",
+                    client_msg_id=new_id())["message"]
+    got = created(bob, 1)
+    assert [m["id"] for m in got] == [sent["id"]]
+    assert got[0]["body"] == "hi bob"
+
+    reply = bob.ok("message.send", conversation_id=conv["id"], body="hi!",
+                   client_msg_id=new_id())["message"]
+    mine_and_reply = created(alice, 2)
+    assert [m["id"] for m in mine_and_reply] == [sent["id"], reply["id"]]
+
+    # typing crosses, and so does its end
+    bob.ok("typing", conversation_id=conv["id"], active=True)
+    ev = alice.next_event("typing", timeout=CROSS)
+    assert (ev["user_id"], ev["active"]) == ("bob", True)
+    bob.ok("typing", conversation_id=conv["id"], active=False)
+    ev = alice.next_event("typing", timeout=CROSS)
+    assert (ev["user_id"], ev["active"]) == ("bob", False)
+
+    # a read receipt crosses
+    bob.ok("message.read", conversation_id=conv["id"], seq=reply["seq"])
+    ev = alice.next_event("receipt", timeout=CROSS)
+    assert (ev["user_id"], ev["kind"], ev["seq"]) == \
+        ("bob", "read", reply["seq"])
+
+    # edits and deletes cross
+    alice.ok("message.edit", message_id=sent["id"], body="hi bob (edited)")
+    ev = bob.next_event("message.updated", timeout=CROSS)
+    assert ev["message"]["body"] == "hi bob (edited)"
+    alice.ok("message.delete", message_id=sent["id"])
+    ev = bob.next_event("message.deleted", timeout=CROSS)
+    assert ev["message"]["id"] == sent["id"] and ev["message"]["deleted"]
+
+    # a group over three nodes: every message once to each other member
+    group = carol.ok("conversation.create", kind="group", title="three",
+                     members=["alice", "bob"])["conversation"]
+    for who in (alice, bob):
+        conv_created(who, group["id"])
+    ids = []
+    for who, text in ((alice, "one"), (bob, "two"), (carol, "three"),
+                      (alice, "four")):
+        ids.append(who.ok("message.send", conversation_id=group["id"],
+                          body=text, client_msg_id=new_id())["message"]["id"])
+    for who in (alice, bob, carol):
+        got = [m for m in created(who, 4) if m["conversation_id"] == group["id"]]
+        assert [m["id"] for m in got] == ids, who
+
+    for cl in (alice, bob, carol):
+        cl.close()
+
+
+def test_many_messages_cross_in_order_once(cluster):
+    a, b = cluster.start(2)
+    alice, bob, conv = direct_pair(cluster, a, b)
+    # pipelined: consecutive sends share batches and notices
+    for i in range(200):
+        alice.send_json({"type": "message.send", "id": i,
+                         "conversation_id": conv["id"], "body": "m%d" % i,
+                         "client_msg_id": "c%d" % i})
+    acks = 0
+    while acks < 200:
+        frame = alice.recv_json(timeout=30)
+        acks += frame.get("type") == "ok"
+    got = created(bob, 200, timeout=30)
+    assert [m["body"] for m in got] == ["m%d" % i for i in range(200)]
+    assert [m["seq"] for m in got] == list(range(1, 201))
+    alice.close()
+    bob.close()
+
+
+def test_presence_across_nodes(cluster):
+    a, b, c = cluster.start(3)
+    alice, bob, conv = direct_pair(cluster, a, b)
+    bob.close()
+    ev = alice.next_event("presence", timeout=CROSS)
+    assert (ev["user_id"], ev["online"]) == ("bob", False)
+
+    # bob comes back on node 2: alice on node 1 hears it and can ask
+    bob = cluster.connect(b, "bob")
+    ev = alice.next_event("presence", timeout=CROSS)
+    assert (ev["user_id"], ev["online"]) == ("bob", True)
+    assert alice.ok("presence.query", user_ids=["bob"])["presence"]["bob"] \
+        == {"online": True, "last_seen": None}
+    # node 3 has never seen bob: it knows from the others
+    carol = cluster.connect(c, "carol")
+    deadline = time.monotonic() + CROSS
+    while carol.ok("presence.query",
+                   user_ids=["bob"])["presence"]["bob"]["online"] is not True:
+        assert time.monotonic() < deadline, "node 3 never saw bob online"
+        time.sleep(0.2)
+
+    # bob on two nodes: leaving one says nothing
+    bob3 = cluster.connect(c, "bob")
+    bob.close()
+    assert events_of(alice, "presence", quiet=GRACE + 2,
+                     timeout=GRACE + 2) == []
+    assert alice.ok("presence.query",
+                    user_ids=["bob"])["presence"]["bob"]["online"] is True
+    # leaving the last one does
+    bob3.close()
+    ev = alice.next_event("presence", timeout=GRACE + CROSS)
+    assert (ev["user_id"], ev["online"]) == ("bob", False)
+    assert ev["last_seen"]
+    deadline = time.monotonic() + CROSS
+    while alice.ok("presence.query",
+                   user_ids=["bob"])["presence"]["bob"]["online"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert conv
+    alice.close()
+    carol.close()
+
+
+@pytest.mark.allow_log(r"stopped renewing its lease")
+def test_a_killed_node_takes_its_users_offline(cluster):
+    a, b, c = cluster.start(3)
+    alice, bob, conv = direct_pair(cluster, a, c)
+    assert alice.ok("presence.query",
+                    user_ids=["bob"])["presence"]["bob"]["online"] is True
+
+    c.kill()
+    killed = time.monotonic()
+    ev = alice.next_event("presence", timeout=LEASE + 3 * TICK + CROSS)
+    assert (ev["user_id"], ev["online"]) == ("bob", False)
+    assert time.monotonic() - killed > LEASE - 2 * TICK     # by the lease
+    assert alice.ok("presence.query",
+                    user_ids=["bob"])["presence"]["bob"]["online"] is False
+
+    # the others keep serving: bob on node 2 now
+    bob = cluster.connect(b, "bob")
+    alice.next_event("presence", timeout=CROSS)
+    m = alice.ok("message.send", conversation_id=conv["id"], body="still here",
+                 client_msg_id=new_id())["message"]
+    assert [x["id"] for x in created(bob, 1)] == [m["id"]]
+    alice.close()
+    bob.close()
+
+
+def test_postgres_restart_loses_and_duplicates_nothing(cluster, postgres):
+    a, b = cluster.start(2)
+    alice, bob, conv = direct_pair(cluster, a, b)
+    first = alice.ok("message.send", conversation_id=conv["id"], body="before",
+                     client_msg_id=new_id())["message"]
+    assert [m["id"] for m in created(bob, 1)] == [first["id"]]
+
+    postgres.stop()
+    postgres.start()
+
+    # sends retried until storage is back, each with its own id
+    bodies = ["after%d" % i for i in range(20)]
+    for body in bodies:
+        send_retrying(alice, conv["id"], body)
+    got = created(bob, 20, timeout=30)
+    assert [m["body"] for m in got] == bodies
+    alice.close()
+    bob.close()
+
+
+def test_listener_lost_meanwhile_catches_up(cluster, postgres):
+    """Node 2's PostgreSQL connections are cut while node 1 sends: the
+    notices are gone, the round trip finds the messages."""
+    a, b = cluster.start(2)
+    alice, bob, conv = direct_pair(cluster, a, b)
+    alice.ok("message.send", conversation_id=conv["id"], body="zero",
+             client_msg_id=new_id())
+    assert len(created(bob, 1)) == 1
+
+    ids = []
+    for i in range(5):
+        ids.append(send_retrying(alice, conv["id"], "gap%d" % i)["id"])
+        if i == 1:
+            postgres.query("SELECT pg_terminate_backend(pid) FROM "
+                           "pg_stat_activity WHERE datname = 'chat' AND "
+                           "pid <> pg_backend_pid() AND "
+                           "backend_type = 'client backend'")
+    got = created(bob, 5, timeout=30)
+    assert [m["id"] for m in got] == ids
+    alice.close()
+    bob.close()
+
+
+def test_a_retry_through_another_node_is_delivered_once(cluster):
+    a, b, c = cluster.start(3)
+    alice, bob, conv = direct_pair(cluster, a, c)
+
+    # the send reaches node 1, the connection dies before its answer
+    cmid = new_id()
+    alice.send_json({"type": "message.send", "id": 1,
+                     "conversation_id": conv["id"], "body": "once",
+                     "client_msg_id": cmid})
+    alice.close()
+    # the client fails over to node 2 and sends again
+    alice2 = cluster.connect(b, "alice")
+    m = alice2.ok("message.send", conversation_id=conv["id"], body="once",
+                  client_msg_id=cmid)["message"]
+    got = created(bob, 1)
+    assert [x["id"] for x in got] == [m["id"]]
+    mine = created(alice2, 1)
+    assert [x["id"] for x in mine] in ([m["id"]], [])
+    alice2.close()
+    bob.close()
+
+
+def test_cluster_needs_a_zone_and_storage(nginx):
+    rc, out = nginx.check_config(WS, http="chat_cluster on;")
+    assert rc != 0 and "needs chat_zone and chat_postgres" in out
+    rc, out = nginx.check_config(WS, http='chat_node_id "a b";')
+    assert rc != 0 and "chat_node_id must be" in out
