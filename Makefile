@@ -6,6 +6,7 @@
 #   make run / make stop  the demo: nginx + private PostgreSQL on :8080
 #   make test             every test (installs what it needs)
 #   make test-asan        the same suite against nginx built with ASan+UBSan
+#   make screenshots      the browser tests, refreshing docs/screenshots/
 #   make fuzz             each libFuzzer target for FUZZ_SECONDS
 #   make bench            ours, nchan and Socket.IO under the same load;
 #                         writes docs/benchmarks.md (BENCH_ARGS=--quick)
@@ -43,7 +44,7 @@ endif
 NGINX_OBJS    = $(dir $(MODULE))objs
 
 .PHONY: all module static deps web-deps run stop test test-unit test-t \
-        test-asan fuzz bench clean
+        test-asan fuzz bench screenshots clean
 
 all: module
 
@@ -122,10 +123,22 @@ test: deps web-deps
 	$(MAKE) test-unit
 	$(MAKE) test-t
 
-# Node and the `ws` package for the tests of web/chat.js (t/test_chatjs.py)
+# Node and the `ws` package for the tests of web/chat.js (t/test_chatjs.py);
+# Debian's Chromium and playwright-core (which never downloads a browser)
+# for the tests of the chat page (t/test_browser.py)
 web-deps:
-	@bash scripts/deps.sh $$(command -v node >/dev/null || echo nodejs npm)
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@bash scripts/deps.sh chromium \
+	    $$(command -v node >/dev/null || echo nodejs npm)
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+	    npm ci --no-audit --no-fund --loglevel=error
+
+# the browser tests only, saving their screenshots into docs/screenshots/
+# (committed: refreshed deliberately, not by every test run)
+screenshots: deps web-deps
+	$(MAKE) module
+	cd t && CHAT_MODULE=$(MODULE) \
+	    CHAT_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots \
+	    $(PYTHON) -m pytest -q test_browser.py
 
 test-asan: deps web-deps
 	@bash scripts/asan.sh

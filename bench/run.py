@@ -415,7 +415,8 @@ def scenario_cluster(quick):
                                              100 if quick else 400, pids,
                                              port=a.port, window=4,
                                              duration=duration,
-                                             user_prefix="f" + where, **peer)
+                                             drain=10, user_prefix="f" + where,
+                                             **peer)
     finally:
         a.stop()
         b.stop()

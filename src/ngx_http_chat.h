@@ -354,7 +354,6 @@ void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
 /* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
 json_t *ngx_http_chat_order_members(ngx_uint_t cid);
-void ngx_http_chat_fanout_fetched(json_t *event, json_t *to, ngx_log_t *log);
 ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
     int64_t *after, int64_t *upto);
 void ngx_http_chat_order_unask(ngx_uint_t cid);

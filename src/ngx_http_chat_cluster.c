@@ -839,9 +839,9 @@ ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
 
     } else {
         json_array_foreach(json_object_get(result, "events"), i, ev) {
-            ngx_http_chat_fanout_fetched(json_object_get(ev, "event"),
-                                         json_object_get(ev, "to"),
-                                         ngx_cycle->log);
+            ngx_http_chat_fanout_event(json_object_get(ev, "event"),
+                                       json_object_get(ev, "to"),
+                                       ngx_cycle->log);
         }
 
         json_decref(result);

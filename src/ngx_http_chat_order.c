@@ -19,6 +19,7 @@
 #define NGX_HTTP_CHAT_ORDER_IDLE   60000    /* ms a conversation is kept */
 #define NGX_HTTP_CHAT_ORDER_MAX    100000   /* conversations kept at most */
 #define NGX_HTTP_CHAT_ORDER_READ   500      /* changes per read from a node */
+#define NGX_HTTP_CHAT_ORDER_HOLE   256      /* numbers of a gap remembered */
 
 
 typedef struct {
@@ -33,6 +34,10 @@ typedef struct {
     ngx_rbtree_node_t             node;     /* key: conversation id */
     int64_t                       last;     /* delivered, in order */
     int64_t                       asked;    /* read from another node */
+    int64_t                       start;    /* the first number followed */
+    int64_t                       hole_lo;  /* the last gap read or given */
+    int64_t                       hole_hi;  /* up on; its changes seen:   */
+    uint64_t                      hole_seen[NGX_HTTP_CHAT_ORDER_HOLE / 64];
     ngx_queue_t                   held;     /* by number */
     ngx_queue_t                   lru;
     ngx_queue_t                   gap;      /* in the gapped list */
@@ -54,6 +59,9 @@ static void ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv);
 static void ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv);
+static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv);
+static ngx_uint_t ngx_http_chat_order_late(ngx_http_chat_conv_t *cv,
+    int64_t n);
 static void ngx_http_chat_order_evict(void);
 
 
@@ -116,9 +124,17 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
         cv->members = json_incref(to);
     }
 
-    if (cv == NULL || n <= cv->last) {
-        /* late (a gap given up on) or unknown: sent, never lost */
+    if (cv == NULL) {
         ngx_http_chat_fanout_deliver(event, to, log);
+        return;
+    }
+
+    if (n <= cv->last) {
+        /* late (in a gap given up on): sent, never lost; else a repeat */
+        if (ngx_http_chat_order_late(cv, n)) {
+            ngx_http_chat_fanout_deliver(event, to, log);
+        }
+
         return;
     }
 
@@ -205,6 +221,7 @@ ngx_http_chat_order_conv(ngx_uint_t cid, int64_t n, ngx_log_t *log)
      */
     cv->node.key = cid;
     cv->last = n - 1;
+    cv->start = n;
     cv->used = ngx_current_msec;
     ngx_queue_init(&cv->held);
 
@@ -236,9 +253,11 @@ ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv, ngx_log_t *log)
 
         if (h->n > cv->last) {
             cv->last = h->n;
-        }
+            ngx_http_chat_fanout_deliver(h->event, h->to, log);
 
-        ngx_http_chat_fanout_deliver(h->event, h->to, log);
+        } else if (ngx_http_chat_order_late(cv, h->n)) {
+            ngx_http_chat_fanout_deliver(h->event, h->to, log);
+        }
 
         json_decref(h->event);
         json_decref(h->to);
@@ -314,6 +333,7 @@ ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv)
     json_decref(arg);
 
     if (cv->text == NULL) {
+        ngx_http_chat_order_hole(cv);
         ngx_http_chat_order_skip(cv);
         return;
     }
@@ -334,6 +354,7 @@ ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv)
         cv->fetching = 0;
         free(cv->text);
         cv->text = NULL;
+        ngx_http_chat_order_hole(cv);
         ngx_http_chat_order_skip(cv);
     }
 }
@@ -344,7 +365,8 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
     size_t                 i;
-    json_t                *result, *events, *ev;
+    json_t                *result, *events, *ev, *message;
+    const char            *type;
     json_error_t           err;
     ngx_http_chat_conv_t  *cv;
 
@@ -363,10 +385,24 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     events = result ? json_object_get(result, "events") : NULL;
 
+    /* what the gap held, and what of it was read (the rest may come late) */
+    ngx_http_chat_order_hole(cv);
+
     json_array_foreach(events, i, ev) {
-        ngx_http_chat_fanout_deliver(json_object_get(ev, "event"),
-                                     json_object_get(ev, "to"),
-                                     ngx_cycle->log);
+        message = json_object_get(json_object_get(ev, "event"), "message");
+        type = json_string_value(json_object_get(json_object_get(ev, "event"),
+                                                 "type"));
+
+        if (type != NULL
+            && ngx_http_chat_order_late(cv, json_integer_value(
+                   json_object_get(message,
+                                   ngx_strcmp(type, "message.created") == 0
+                                   ? "seq" : "updated_seq"))))
+        {
+            ngx_http_chat_fanout_deliver(json_object_get(ev, "event"),
+                                         json_object_get(ev, "to"),
+                                         ngx_cycle->log);
+        }
     }
 
     if (result != NULL) {
@@ -375,6 +411,65 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     /* the gap is filled, or given up on: what was held goes on */
     ngx_http_chat_order_skip(cv);
+}
+
+
+/*
+ * The gap about to be skipped is remembered: a change of it that was not
+ * read (the read failed, or it was not committed yet) still comes late,
+ * once; one that was read is not sent again.
+ */
+
+static void
+ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv)
+{
+    ngx_http_chat_held_t  *h;
+
+    if (ngx_queue_empty(&cv->held)) {
+        return;
+    }
+
+    h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
+                       queue);
+
+    cv->hole_lo = cv->last + 1;
+    cv->hole_hi = h->n - 1;
+    ngx_memzero(cv->hole_seen, sizeof(cv->hole_seen));
+}
+
+
+/* a change numbered at or below the last delivered: 1 if it is still due */
+
+static ngx_uint_t
+ngx_http_chat_order_late(ngx_http_chat_conv_t *cv, int64_t n)
+{
+    uint64_t    bit;
+    ngx_uint_t  i;
+
+    if (n < cv->start) {
+        /* from before this worker followed the conversation */
+        return 1;
+    }
+
+    if (n < cv->hole_lo || n > cv->hole_hi) {
+        return 0;
+    }
+
+    if (n - cv->hole_lo >= NGX_HTTP_CHAT_ORDER_HOLE) {
+        /* a very long gap: late ones are sent, perhaps twice */
+        return 1;
+    }
+
+    i = (ngx_uint_t) (n - cv->hole_lo);
+    bit = (uint64_t) 1 << (i % 64);
+
+    if (cv->hole_seen[i / 64] & bit) {
+        return 0;
+    }
+
+    cv->hole_seen[i / 64] |= bit;
+
+    return 1;
 }
 
 
@@ -534,54 +629,6 @@ ngx_http_chat_order_unask(ngx_uint_t cid)
 
         node = (cid < node->key) ? node->left : node->right;
     }
-}
-
-
-/* what another node's read brought: changes delivered already are not */
-
-void
-ngx_http_chat_fanout_fetched(json_t *event, json_t *to, ngx_log_t *log)
-{
-    int64_t                n;
-    json_t                *message;
-    const char            *type;
-    ngx_rbtree_node_t     *node, *sentinel;
-    ngx_http_chat_conv_t  *cv;
-
-    type = json_string_value(json_object_get(event, "type"));
-    message = json_object_get(event, "message");
-
-    if (type != NULL && json_is_object(message)
-        && ngx_http_chat_convs.root != NULL)
-    {
-        n = json_integer_value(json_object_get(message,
-                                   ngx_strcmp(type, "message.created") == 0
-                                   ? "seq" : "updated_seq"));
-
-        node = ngx_http_chat_convs.root;
-        sentinel = ngx_http_chat_convs.sentinel;
-
-        while (node != sentinel) {
-            if ((ngx_uint_t) json_integer_value(json_object_get(message,
-                                                 "conversation_id"))
-                == node->key)
-            {
-                cv = (ngx_http_chat_conv_t *) node;
-
-                if (n <= cv->last) {
-                    return;
-                }
-
-                break;
-            }
-
-            node = ((ngx_uint_t) json_integer_value(json_object_get(message,
-                                                     "conversation_id"))
-                    < node->key) ? node->left : node->right;
-        }
-    }
-
-    ngx_http_chat_fanout_event(event, to, log);
 }
 
 

@@ -236,7 +236,12 @@ async function listAll(archived, get) {
 
 // ---------------------------------------------------- client wiring
 
+let everOpen = false;
+
 function setState(state) {
+  // each reconnect attempt is "connecting" for a moment: still away
+  if (state === "open") everOpen = true;
+  if (state === "connecting" && everOpen) state = "reconnecting";
   const label = { connecting: "Connecting…", open: "Connected",
                   reconnecting: "Reconnecting…", closed: "Offline" }[state];
   const s = $("conn-state");
@@ -261,7 +266,11 @@ function wireClient(c) {
   c.on("conversation.updated", ({ conversation }) => upsertConv(conversation, false));
   c.on("member.joined", (ev) => onMember(ev, true));
   c.on("member.left", (ev) => onMember(ev, false));
-  c.on("error", (e) => toast("Error: " + describe(e)));
+  c.on("error", (e) => {
+    // while away, failed attempts are what the banner already says
+    if (c.state !== "open" && everOpen) return;
+    toast("Error: " + describe(e));
+  });
 }
 
 // After every (re)connect's sync: what sync does not replay (the list,
@@ -942,9 +951,11 @@ async function toggle(kind) {
   try {
     const { conversation } = await api(on ? "DELETE" : "PUT",
                                        `conversations/${c.id}/${kind}`);
-    c.muted = conversation.muted;
-    c.archived = conversation.archived;
-    c.unread_count = conversation.unread_count;
+    // the conversation.updated event may have replaced the object meanwhile
+    const now = S.convs.get(c.id) || c;
+    now.muted = conversation.muted;
+    now.archived = conversation.archived;
+    now.unread_count = conversation.unread_count;
     renderList();
     renderChatHead();
   } catch (e) {
