@@ -208,6 +208,16 @@ AS $$
                     AND p !~ '[[:cntrl:]]', false)
 $$;
 
+-- A request's user id field (e.g. p_req -> 'user_id') when it is a valid id,
+-- else NULL (chat.bad then says whether it is missing or wrong).
+CREATE OR REPLACE FUNCTION chat.json_user(p jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT CASE WHEN jsonb_typeof(p) = 'string'
+                     AND chat.valid_user_id(p #>> '{}')
+                THEN p #>> '{}' END
+$$;
+
 -- The unique key of the direct conversation of a pair: the two ids in
 -- byte order, the first one length-prefixed, so that no two pairs share
 -- a key whatever the ids contain ("5:alicebob").
@@ -550,12 +560,10 @@ BEGIN
     END IF;
 
     IF v_kind = 'direct' THEN
-        IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-           OR NOT chat.valid_user_id(p_req ->> 'user_id')
-        THEN
+        v_other := chat.json_user(p_req -> 'user_id');
+        IF v_other IS NULL THEN
             RETURN chat.bad(p_req, 'user_id', 'a user id');
         END IF;
-        v_other := p_req ->> 'user_id';
         IF v_other = p_user THEN
             RETURN chat.err('bad_request',
                             'a direct conversation needs another user');
@@ -1424,9 +1432,7 @@ BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
     IF p_req ->> 'user_id' = p_user THEN
@@ -1449,9 +1455,7 @@ BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
     DELETE FROM chat.blocks

@@ -170,9 +170,7 @@ BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
     IF p_req ->> 'user_id' = p_user THEN
@@ -195,9 +193,7 @@ BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
     DELETE FROM chat.contacts

@@ -147,12 +147,10 @@ BEGIN
     IF v_cid IS NULL THEN
         RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    v_target := chat.json_user(p_req -> 'user_id');
+    IF v_target IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
-    v_target := p_req ->> 'user_id';
     v_new := coalesce(p_req ->> 'role', 'member');
     IF coalesce(jsonb_typeof(p_req -> 'role'), 'string') <> 'string'
        OR v_new NOT IN ('member', 'admin', 'owner')
@@ -240,12 +238,10 @@ BEGIN
     IF v_cid IS NULL THEN
         RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
     END IF;
-    IF jsonb_typeof(p_req -> 'user_id') IS DISTINCT FROM 'string'
-       OR NOT chat.valid_user_id(p_req ->> 'user_id')
-    THEN
+    v_target := chat.json_user(p_req -> 'user_id');
+    IF v_target IS NULL THEN
         RETURN chat.bad(p_req, 'user_id', 'a user id');
     END IF;
-    v_target := p_req ->> 'user_id';
 
     SELECT o_kind, o_role INTO v_kind, v_role
     FROM chat.group_role(p_user, v_cid);

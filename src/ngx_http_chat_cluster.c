@@ -158,6 +158,7 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
 
     cl->node.data = cl->node_data;
     cl->node.len = p - cl->node_data;
+    *p = '\0';                    /* a libpq parameter as it is */
 
     cl->ranges = json_object();
     cl->notices = json_array();
@@ -516,14 +517,12 @@ ngx_http_chat_cluster_send(ngx_http_chat_cluster_call_t *c, ngx_uint_t stmt,
 
     c->q.stmt = stmt;
     c->q.nparams = 2;
-    c->q.values[0] = (char *) cl->node_data;      /* NUL-terminated below */
+    c->q.values[0] = (char *) cl->node_data;
     c->q.lengths[0] = (int) cl->node.len;
     c->q.values[1] = c->text;
     c->q.lengths[1] = (int) ngx_strlen(c->text);
     c->q.handler = handler;
     c->q.data = c;
-
-    cl->node_data[cl->node.len] = '\0';
 
     rc = listener ? ngx_http_chat_pg_listener_query(&c->q)
                   : ngx_http_chat_pg_query(&c->q);
@@ -619,10 +618,10 @@ void
 ngx_http_chat_cluster_notified(u_char *payload, size_t len)
 {
     size_t                    i;
-    json_t                   *msg, *item, *x, *ls;
+    json_t                   *msg, *item, *x, *ls, *user;
     time_t                    seen;
     ngx_str_t                 origin;
-    const char               *tag;
+    const char               *tag, *type;
     json_error_t              err;
     ngx_http_chat_cluster_t  *cl;
 
@@ -654,16 +653,26 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
 
     x = json_object_get(msg, "x");
 
+    /* nodes run the same code, but a notice is checked like any input */
+
     json_array_foreach(x, i, item) {
         tag = json_string_value(json_array_get(item, 0));
 
-        if (tag == NULL) {
+        if (tag == NULL || tag[0] == '\0' || tag[1] != '\0') {
             continue;
         }
 
         switch (tag[0]) {
 
         case 'm':
+            if (!json_is_integer(json_array_get(item, 1))
+                || json_integer_value(json_array_get(item, 1)) <= 0
+                || !json_is_integer(json_array_get(item, 2))
+                || !json_is_integer(json_array_get(item, 3)))
+            {
+                break;
+            }
+
             ngx_http_chat_cluster_want(
                 (ngx_uint_t) json_integer_value(json_array_get(item, 1)),
                 json_integer_value(json_array_get(item, 2)),
@@ -671,12 +680,32 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
             break;
 
         case 'e':
+            /* only what publish() sends so: message changes are read */
+            type = json_string_value(json_object_get(json_array_get(item, 1),
+                                                     "type"));
+
+            if (type == NULL || !json_is_array(json_array_get(item, 2))
+                || (ngx_strcmp(type, "typing") != 0
+                    && ngx_strcmp(type, "receipt") != 0
+                    && ngx_strcmp(type, "presence") != 0))
+            {
+                break;
+            }
+
             ngx_http_chat_fanout_event(json_array_get(item, 1),
                                        json_array_get(item, 2),
                                        ngx_cycle->log);
             break;
 
         case 'p':
+            user = json_array_get(item, 1);
+
+            if (!json_is_string(user) || json_string_length(user) == 0
+                || json_string_length(user) > NGX_HTTP_CHAT_JWT_MAX_SUB)
+            {
+                break;
+            }
+
             ls = json_array_get(item, 3);
             seen = json_is_string(ls)
                    ? ngx_http_chat_cluster_time(
@@ -685,8 +714,8 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
                    : 0;
 
             ngx_http_chat_presence_remote(
-                (u_char *) json_string_value(json_array_get(item, 1)),
-                json_string_length(json_array_get(item, 1)), &origin,
+                (u_char *) json_string_value(user),
+                json_string_length(user), &origin,
                 json_is_true(json_array_get(item, 2)), seen);
             break;
         }

@@ -248,7 +248,6 @@ def test_presence_across_nodes(cluster):
                    user_ids=["bob"])["presence"]["bob"]["online"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert conv
     alice.close()
     carol.close()
 
@@ -340,6 +339,36 @@ def test_a_retry_through_another_node_is_delivered_once(cluster):
     mine = created(alice2, 1)
     assert [x["id"] for x in mine] in ([m["id"]], [])
     alice2.close()
+    bob.close()
+
+
+@pytest.mark.allow_log(r"invalid notice")
+def test_bad_notices_change_nothing(cluster, postgres):
+    """Whatever arrives on chat_cluster (another program, a bug) is
+    checked: wrong notices are skipped and the node keeps working."""
+    a, b = cluster.start(2)
+    alice, bob, conv = direct_pair(cluster, a, b)
+    bad = [
+        "not json", "[]", "{}", '{"o": 1, "x": []}',
+        '{"o": "evil", "x": 7}',
+        '{"o": "evil", "x": [1, [], ["mm", 1, 1, 1], ["m"], ["m", "1", 1, 1],'
+        ' ["m", -5, 1, 2], ["m", %d, 5, 1], ["m", 1, 0, 0]]}' % conv["id"],
+        '{"o": "evil", "x": [["e"], ["e", "typing", []], ["e", {}, "bob"],'
+        ' ["e", {"type": "message.created", "message": 5}, ["bob"]]]}',
+        '{"o": "evil", "x": [["p"], ["p", 5, true], ["p", "", true],'
+        ' ["p", "%s", true], ["p", "carol", true, "yesterday"]]}' % ("x" * 300),
+    ]
+    with postgres.connect() as db:
+        for payload in bad:
+            db.execute("SELECT pg_notify('chat_cluster', %s)", (payload,))
+    # still one chat: a message crosses once
+    m = alice.ok("message.send", conversation_id=conv["id"], body="fine",
+                 client_msg_id=new_id())["message"]
+    assert [x["id"] for x in created(bob, 1)] == [m["id"]]
+    # an event that is not one a node sends by notice is not delivered
+    assert events_of(bob, "message.created", quiet=0.5, timeout=0.5) == []
+    a.wait_log(r"invalid notice")
+    alice.close()
     bob.close()
 
 
