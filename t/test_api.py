@@ -1,6 +1,6 @@
-"""The REST routes of a chat_api location (../shared/SPEC.md, "REST
-routes"; objects and error codes of docs/protocol.md): real nginx with the
-module, real PostgreSQL, HTTP/1.1 on raw sockets and real WebSocket
+"""The REST routes of a chat_api location (docs/api.md; objects and
+error codes of docs/protocol.md): real nginx with the module, real
+PostgreSQL, HTTP/1.1 on raw sockets and real WebSocket
 clients for what the routes deliver live.
 
 What is checked, route by route: the exact answer (status, Content-Type,
