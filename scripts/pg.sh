@@ -4,14 +4,19 @@
 # `make run` (DIR = .run/pg) and by the test suite (a temporary DIR).
 #
 #   pg.sh up DIR     create the cluster if needed, start it if it is not
-#                    running, create database "chat", apply sql/*.sql
+#                    running, create database "chat", make the roles
+#                    (sql/roles.sql) and migrate it (sql/migrate.sh as
+#                    chat_owner)
 #   pg.sh stop DIR   stop it if it runs (fast shutdown)
 #
 # Layout: DIR/data (cluster), DIR/socket (socket directory), DIR/log.
 # The superuser is "postgres" and local connections are trusted, so the
-# nginx workers (user nobody) can connect too: a development cluster only.
+# nginx workers (user nobody) can connect as chat_nginx without a
+# password: a development cluster only.  The roles are the production ones.
 # CHAT_PG_FSYNC=off turns fsync off (the tests: faster, same behaviour
-# unless the machine crashes).
+# unless the machine crashes).  CHAT_PG_FROM=DIR first builds a new
+# database with DIR's *.sql files as an earlier release shipped them (the
+# upgrade tests: t/data/release-0011).
 set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
@@ -84,22 +89,24 @@ up() {
         pg_ctl -l "$log" -w -t 60 start >/dev/null || fail "could not start"
     fi
 
-    local have
+    local have f
     have=$(psql_chat -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = 'chat'") ||
         fail "cannot connect through $sock"
     if [ "$have" != 1 ]; then
         psql_chat -d postgres -c 'CREATE DATABASE chat' ||
             fail "cannot create database chat"
+        if [ -n "${CHAT_PG_FROM:-}" ]; then
+            # as that release's README said: every file, as the superuser
+            for f in "$CHAT_PG_FROM"/*.sql; do
+                psql_chat -d chat -f "$f" || fail "$f failed"
+            done
+        fi
     fi
 
-    # Every migration is written to be re-run safely; name order is
-    # application order.
-    local f
-    for f in "$REPO"/sql/*.sql; do
-        [ -e "$f" ] || continue
-        psql_chat -d chat -f "$f" || fail "migration $f failed"
-    done
+    psql_chat -d chat -f "$REPO/sql/roles.sql" || fail "sql/roles.sql failed"
+    "$REPO/sql/migrate.sh" "host=$sock dbname=chat user=chat_owner" \
+        >/dev/null || fail "sql/migrate.sh failed"
 }
 
 stop() {

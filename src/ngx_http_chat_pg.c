@@ -20,7 +20,12 @@
 #include <ngx_http_chat_zone.h>
 
 
+/*
+ * What the module needs of the database (sql/migrate.sh brings it there):
+ * the newest file of sql/schema/ and the version of sql/api/.
+ */
 #define NGX_HTTP_CHAT_SCHEMA_VERSION  11
+#define NGX_HTTP_CHAT_API_VERSION     1
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
@@ -91,22 +96,6 @@ static ngx_http_chat_pg_pool_t  ngx_http_chat_pg_pool;
 
 
 /* the migrations the module knows by version, for the error log */
-static const char  *ngx_http_chat_migrations[] = {
-    NULL,
-    "sql/0001_init.sql",
-    "sql/0002_chat.sql",
-    "sql/0003_presence.sql",
-    "sql/0004_order.sql",
-    "sql/0005_send_batch.sql",
-    "sql/0006_people.sql",
-    "sql/0007_groups.sql",
-    "sql/0008_search.sql",
-    "sql/0009_service.sql",
-    "sql/0010_outbox.sql",
-    "sql/0011_cluster.sql"
-};
-
-
 char *
 ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
     ngx_str_t *value, ngx_uint_t n)
@@ -652,7 +641,7 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
     /* the first connection also listens for the host's SQL changes */
 
     p = ngx_sprintf(sql, "SET statement_timeout = %M; %s%s"
-                         "SELECT chat.schema_version()%Z",
+                         "SELECT chat.schema_version(), chat.api_version()%Z",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
                     : pool->conf->query_timeout,
@@ -924,8 +913,8 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 static ngx_int_t
 ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
 {
-    ngx_int_t  version;
-    char      *sqlstate;
+    char       *sqlstate;
+    ngx_int_t   schema, api;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
 
@@ -934,10 +923,19 @@ ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
         if (sqlstate && (ngx_strcmp(sqlstate, "42883") == 0
                          || ngx_strcmp(sqlstate, "3F000") == 0))
         {
+            /* no schema chat, or one older than chat.api_version() */
             ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: the database has no chat schema: apply "
-                          "%s and the migrations after it",
-                          ngx_http_chat_migrations[1]);
+                          "chat: the database has no chat API, or one made "
+                          "by an earlier release: run sql/migrate.sh "
+                          "(docs/upgrading.md)");
+
+        } else if (sqlstate && ngx_strcmp(sqlstate, "42501") == 0) {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: PostgreSQL role \"%s\" may not call the "
+                          "chat API: it must be a member of chat_runtime, "
+                          "in a database migrated by sql/migrate.sh "
+                          "(sql/roles.sql first; docs/upgrading.md)",
+                          PQuser(pc->conn));
 
         } else {
             ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
@@ -949,15 +947,20 @@ ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
         return NGX_ERROR;
     }
 
-    version = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
-                       PQgetlength(res, 0, 0));
+    schema = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                      PQgetlength(res, 0, 0));
+    api = ngx_atoi((u_char *) PQgetvalue(res, 0, 1),
+                   PQgetlength(res, 0, 1));
 
-    if (version < NGX_HTTP_CHAT_SCHEMA_VERSION) {
+    if (schema < NGX_HTTP_CHAT_SCHEMA_VERSION
+        || api < NGX_HTTP_CHAT_API_VERSION)
+    {
         ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                      "chat: the database schema is at version %i, the "
-                      "module needs %d: apply %s",
-                      version, NGX_HTTP_CHAT_SCHEMA_VERSION,
-                      ngx_http_chat_migrations[version < 0 ? 1 : version + 1]);
+                      "chat: the database's chat schema is at version %i "
+                      "and its API at version %i, the module needs %d and "
+                      "%d: run sql/migrate.sh",
+                      schema, api, NGX_HTTP_CHAT_SCHEMA_VERSION,
+                      NGX_HTTP_CHAT_API_VERSION);
         ngx_http_chat_pg_fail(pc, NULL);
         return NGX_ERROR;
     }

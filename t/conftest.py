@@ -404,16 +404,25 @@ def nginx(request):
 
 class Postgres:
     """A private PostgreSQL 15 cluster, started by scripts/pg.sh (which
-    also creates database chat and applies sql/*.sql)."""
+    also creates database chat, its roles, and migrates it).
+
+    dsn is nginx's: the runtime role chat_nginx, which may call the API
+    functions and nothing else.  connect() and query() are the tests' own,
+    as the superuser.  CHAT_PG_FROM (a directory of an earlier release's
+    SQL files, e.g. t/data/release-0011) builds the database with those
+    first: the whole suite then runs on an upgraded database."""
 
     def __init__(self, directory):
         self.dir = directory
         self.socket_dir = os.path.join(directory, "socket")
-        self.dsn = "host=%s dbname=chat user=postgres" % self.socket_dir
+        self.dsn = "host=%s dbname=chat user=chat_nginx" % self.socket_dir
+        self.admin_dsn = "host=%s dbname=chat user=postgres" % self.socket_dir
         self.running = False
 
     def _pg_sh(self, cmd):
         env = dict(os.environ, CHAT_PG_FSYNC="off")
+        if env.get("CHAT_PG_FROM"):
+            env["CHAT_PG_FROM"] = os.path.join(REPO, env["CHAT_PG_FROM"])
         r = subprocess.run(["bash", os.path.join(REPO, "scripts", "pg.sh"),
                             cmd, self.dir], env=env, capture_output=True,
                            text=True)
@@ -433,7 +442,7 @@ class Postgres:
     def connect(self, **kw):
         import psycopg
         kw.setdefault("autocommit", True)
-        return psycopg.connect(self.dsn, **kw)
+        return psycopg.connect(self.admin_dsn, **kw)
 
     def query(self, sql, params=None):
         """All rows of one statement (none for statements without)."""

@@ -1,19 +1,15 @@
-"""The PostgreSQL layer (sql/0002_chat.sql) on its own: the chat.api_*
+"""The PostgreSQL layer (sql/api/) on its own: the chat.api_*
 functions called with JSON exactly as the module calls them, results and
 database state checked exactly.  No nginx here."""
 
 import json
-import os
 import re
-import subprocess
 import threading
 
 import psycopg
 import pytest
 
-from conftest import REPO
 
-PSQL = "/usr/lib/postgresql/15/bin/psql"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -132,74 +128,8 @@ def db(postgres):
         yield DB(postgres, conn)
 
 
-def psql(postgres, *args, db="chat"):
-    return subprocess.run(
-        [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1",
-         "-h", postgres.socket_dir, "-U", "postgres", "-d", db] +
-        list(args), capture_output=True, text=True,
-        env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"))
-
-
 # ---------------------------------------------------------------------------
-# migrations and schema
-
-def test_ledger_and_version(db):
-    ledger = db.q("SELECT version, name FROM chat.schema_migrations")
-    assert (2, "0002_chat") in ledger
-    assert (3, "0003_presence") in ledger
-    assert (4, "0004_order") in ledger
-    assert (5, "0005_send_batch") in ledger
-    assert (6, "0006_people") in ledger
-    assert (7, "0007_groups") in ledger
-    assert (8, "0008_search") in ledger
-    assert (9, "0009_service") in ledger
-    assert (10, "0010_outbox") in ledger
-    assert (11, "0011_cluster") in ledger
-    assert db.one("SELECT chat.schema_version()") == 11
-
-
-def test_migrations_rerun_keep_data(db):
-    cid = db.group("alice", "bob")
-    db.send("alice", cid, "kept")
-    files = [os.path.join(REPO, "sql", f)
-             for f in sorted(os.listdir(os.path.join(REPO, "sql")))
-             if f.endswith(".sql")]
-    for _ in range(2):
-        args = []
-        for f in files:
-            args += ["-f", f]
-        r = psql(db.pg, *args)
-        assert r.returncode == 0, r.stderr
-    assert db.q("SELECT body FROM chat.messages") == [("kept",)]
-    assert db.q("SELECT version FROM chat.schema_migrations "
-                "ORDER BY version") == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,)]
-
-
-def test_documented_apply_to_an_existing_database(db):
-    """docs/schema.md: psql -v ON_ERROR_STOP=1 -d app -f ... -f ..."""
-    db.q("DROP DATABASE IF EXISTS chat_apply_test")
-    db.q("CREATE DATABASE chat_apply_test")
-    try:
-        for _ in range(2):
-            r = psql(db.pg, "-f", os.path.join(REPO, "sql/0001_init.sql"),
-                     "-f", os.path.join(REPO, "sql/0002_chat.sql"),
-                     "-f", os.path.join(REPO, "sql/0003_presence.sql"),
-                     "-f", os.path.join(REPO, "sql/0004_order.sql"),
-                     "-f", os.path.join(REPO, "sql/0005_send_batch.sql"),
-                     "-f", os.path.join(REPO, "sql/0006_people.sql"),
-                     "-f", os.path.join(REPO, "sql/0007_groups.sql"),
-                     "-f", os.path.join(REPO, "sql/0008_search.sql"),
-                     "-f", os.path.join(REPO, "sql/0009_service.sql"),
-                     "-f", os.path.join(REPO, "sql/0010_outbox.sql"),
-                     db="chat_apply_test")
-            assert r.returncode == 0, r.stderr
-        with psycopg.connect("host=%s dbname=chat_apply_test user=postgres"
-                             % db.pg.socket_dir) as c:
-            assert c.execute("SELECT chat.schema_version()").fetchone() \
-                == (10,)
-    finally:
-        db.q("DROP DATABASE chat_apply_test")
-
+# schema (migrations and privileges: test_migrate.py)
 
 def test_no_foreign_keys_to_users(db):
     assert db.q("SELECT conname FROM pg_constraint "
@@ -207,13 +137,12 @@ def test_no_foreign_keys_to_users(db):
                 "AND confrelid = 'chat.users'::regclass") == []
 
 
-def test_functions_are_security_invoker_without_dynamic_sql(db):
-    rows = db.q("SELECT p.proname, p.prosecdef, p.prosrc "
+def test_functions_without_dynamic_sql(db):
+    rows = db.q("SELECT p.proname, p.prosrc "
                 "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                 "WHERE n.nspname = 'chat'")
     assert len(rows) > 20
-    for name, secdef, src in rows:
-        assert not secdef, name
+    for name, src in rows:
         assert not re.search(r"\bEXECUTE\b", src, re.I), name
 
 

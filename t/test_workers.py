@@ -71,7 +71,7 @@ LOCATIONS = """
 
 HTTP = """
     chat_zone chat 16m;
-    chat_postgres "host=%s dbname=chat user=postgres" pool=2;
+    chat_postgres "host=%s dbname=chat user=chat_nginx" pool=2;
     %s
 """
 

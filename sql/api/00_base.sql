@@ -1,0 +1,261 @@
+-- sql/api/00_base.sql
+-- Helpers every area uses: versions, JSON arguments, results and errors,
+-- checks of request fields.
+--
+-- Part of the current API: every file of sql/api/ is applied whole, in one
+-- transaction, by sql/migrate.sh on every deploy (never edit a function
+-- elsewhere).  Entry points are SECURITY DEFINER with a pinned search_path
+-- and are granted in 99_privileges.sql; everything else runs only inside
+-- them.
+
+-- The versions the module checks when it connects: the newest schema file
+-- applied (sql/schema/, recorded by sql/migrate.sh) and this API's version,
+-- raised whenever the module comes to need something new of it.
+CREATE OR REPLACE FUNCTION chat.schema_version() RETURNS int
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT coalesce(max(version), 0) FROM chat.schema_migrations
+$$;
+
+CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int
+LANGUAGE sql IMMUTABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT 1
+$$;
+
+-- RFC 3339 UTC with milliseconds; NULL stays NULL.
+CREATE OR REPLACE FUNCTION chat.fmt_time(p_t timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT to_char(p_t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+CREATE OR REPLACE FUNCTION chat.err(p_code text, p_message text)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object('error',
+        jsonb_build_object('code', p_code, 'message', p_message))
+$$;
+
+CREATE OR REPLACE FUNCTION chat.ok(p_data jsonb, p_events jsonb DEFAULT '[]')
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object('ok', p_data,
+                              'events', coalesce(p_events, '[]'::jsonb))
+$$;
+
+-- bad_request for field p_key of p_req: "<key> is missing" when absent or
+-- JSON null, else "<key> must be <p_what>".
+CREATE OR REPLACE FUNCTION chat.bad(p_req jsonb, p_key text, p_what text)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT chat.err('bad_request',
+        CASE WHEN coalesce(jsonb_typeof(p_req -> p_key), 'null') = 'null'
+             THEN p_key || ' is missing'
+             ELSE p_key || ' must be ' || p_what END)
+$$;
+
+-- A JSON number with an integral value within bigint (1, 1.0 and 1e2 are
+-- integers: PostgreSQL normalizes numbers, so notation cannot be seen) as
+-- bigint; NULL for anything else.  Nested CASE: each cast runs only once
+-- the previous branch has shown it cannot fail.
+CREATE OR REPLACE FUNCTION chat.json_int(p jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p IS NULL OR jsonb_typeof(p) <> 'number' THEN NULL
+        WHEN (p #>> '{}')::numeric
+             NOT BETWEEN -9223372036854775808 AND 9223372036854775807
+            THEN NULL
+        WHEN (p #>> '{}')::numeric <> trunc((p #>> '{}')::numeric)
+            THEN NULL
+        ELSE (p #>> '{}')::numeric::bigint
+    END
+$$;
+
+-- A positive JSON integer (an id) or NULL.
+CREATE OR REPLACE FUNCTION chat.json_id(p jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT CASE WHEN chat.json_int(p) >= 1 THEN chat.json_int(p) END
+$$;
+
+-- A user id as the module accepts a JWT sub: 1..128 bytes, no control
+-- characters.  Never NULL.
+CREATE OR REPLACE FUNCTION chat.valid_user_id(p text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT coalesce(octet_length(p) BETWEEN 1 AND 128
+                    AND p !~ '[[:cntrl:]]', false)
+$$;
+
+-- A request's user id field (e.g. p_req -> 'user_id') when it is a valid id,
+-- else NULL (chat.bad then says whether it is missing or wrong).
+CREATE OR REPLACE FUNCTION chat.json_user(p jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT CASE WHEN jsonb_typeof(p) = 'string'
+                     AND chat.valid_user_id(p #>> '{}')
+                THEN p #>> '{}' END
+$$;
+
+-- The unique key of the direct conversation of a pair: the two ids in
+-- byte order, the first one length-prefixed, so that no two pairs share
+-- a key whatever the ids contain ("5:alicebob").
+CREATE OR REPLACE FUNCTION chat.direct_key(p_a text, p_b text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT CASE WHEN p_a COLLATE "C" <= p_b COLLATE "C"
+                THEN octet_length(p_a)::text || ':' || p_a || p_b
+                ELSE octet_length(p_b)::text || ':' || p_b || p_a END
+$$;
+
+-- A LIKE pattern that matches p literally.
+CREATE OR REPLACE FUNCTION chat.like_escape(p text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY INVOKER
+AS $$
+    SELECT replace(replace(replace(p, '\', '\\'), '%', '\%'), '_', '\_')
+$$;
+
+-- A "limit" argument: 1..p_max, p_default when absent; NULL when invalid.
+CREATE OR REPLACE FUNCTION chat.limit_arg(p jsonb, p_default int, p_max int)
+RETURNS int
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p IS NULL OR jsonb_typeof(p) = 'null' THEN p_default
+        WHEN chat.json_int(p) BETWEEN 1 AND p_max THEN chat.json_int(p)::int
+    END
+$$;
+
+-- A validated attachments list, normalized to exactly
+-- {"url","name","mime","size"} per item, or an {"error": ...} object.
+-- NULL (absent or JSON null) is the empty list.
+CREATE OR REPLACE FUNCTION chat.check_attachments(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_item  jsonb;
+    v_out   jsonb[] := '{}';
+    v_size  bigint;
+BEGIN
+    IF p IS NULL OR jsonb_typeof(p) = 'null' THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    IF jsonb_typeof(p) <> 'array' THEN
+        RETURN chat.err('bad_request', 'attachments must be an array');
+    END IF;
+    IF jsonb_array_length(p) > 10 THEN
+        RETURN chat.err('too_large',
+                        'attachments has more than 10 items');
+    END IF;
+
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p) LOOP
+        IF jsonb_typeof(v_item) <> 'object' THEN
+            RETURN chat.err('bad_request',
+                            'attachments must be an array of objects');
+        END IF;
+
+        IF jsonb_typeof(v_item -> 'url') IS DISTINCT FROM 'string'
+           OR v_item ->> 'url' = ''
+        THEN
+            RETURN chat.err('bad_request',
+                            'attachment url must be a non-empty string');
+        END IF;
+        IF char_length(v_item ->> 'url') > 2048 THEN
+            RETURN chat.err('too_large',
+                            'attachment url is longer than 2048 characters');
+        END IF;
+        -- no javascript:, data: and the like: clients render these as links
+        IF v_item ->> 'url' !~* '^(https?://|/)' THEN
+            RETURN chat.err('bad_request',
+                'attachment url must start with http://, https:// or /');
+        END IF;
+
+        IF coalesce(jsonb_typeof(v_item -> 'name'), 'null')
+           NOT IN ('null', 'string')
+        THEN
+            RETURN chat.err('bad_request',
+                            'attachment name must be a string');
+        END IF;
+        IF char_length(v_item ->> 'name') > 255 THEN
+            RETURN chat.err('too_large',
+                            'attachment name is longer than 255 characters');
+        END IF;
+
+        IF coalesce(jsonb_typeof(v_item -> 'mime'), 'null')
+           NOT IN ('null', 'string')
+        THEN
+            RETURN chat.err('bad_request',
+                            'attachment mime must be a string');
+        END IF;
+        IF char_length(v_item ->> 'mime') > 255 THEN
+            RETURN chat.err('too_large',
+                            'attachment mime is longer than 255 characters');
+        END IF;
+
+        v_size := NULL;
+        IF coalesce(jsonb_typeof(v_item -> 'size'), 'null') <> 'null' THEN
+            v_size := chat.json_int(v_item -> 'size');
+            IF v_size IS NULL OR v_size < 0 THEN
+                RETURN chat.err('bad_request',
+                                'attachment size must be an integer >= 0');
+            END IF;
+        END IF;
+
+        v_out := array_append(v_out, jsonb_build_object(
+            'url',  v_item ->> 'url',
+            'name', v_item ->> 'name',
+            'mime', v_item ->> 'mime',
+            'size', v_size));
+    END LOOP;
+
+    RETURN to_jsonb(v_out);
+END
+$$;
+
+-- A body: a string of 1..p_max characters.  NULL when valid, else the
+-- error result.
+CREATE OR REPLACE FUNCTION chat.check_body(p_req jsonb, p_max bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(p_req -> 'body') IS DISTINCT FROM 'string'
+            THEN chat.bad(p_req, 'body', 'a string')
+        WHEN p_req ->> 'body' = ''
+            THEN chat.err('bad_request', 'body must not be empty')
+        WHEN char_length(p_req ->> 'body') > p_max
+            THEN chat.err('too_large',
+                          'body is longer than ' || p_max || ' characters')
+    END
+$$;
+
+-- The message length limit of a request: the module sets "max_length"
+-- (chat_max_message_length); 5000 when absent.  NULL when invalid.
+CREATE OR REPLACE FUNCTION chat.max_length(p jsonb) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p IS NULL OR jsonb_typeof(p) = 'null' THEN 5000
+        WHEN chat.json_int(p) BETWEEN 1 AND 1000000 THEN chat.json_int(p)
+    END
+$$;
+
+-- The common prologue: NULL when p_user and p_req are usable.
+CREATE OR REPLACE FUNCTION chat.check_request(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN NOT chat.valid_user_id(p_user)
+            THEN chat.err('bad_request', 'user id is invalid')
+        WHEN jsonb_typeof(p_req) IS DISTINCT FROM 'object'
+            THEN chat.err('bad_request', 'request must be a JSON object')
+    END
+$$;

@@ -1,0 +1,161 @@
+-- sql/api/10_objects.sql
+-- The objects of the protocol (messages, conversations, users) as JSON, and
+-- the facts the areas ask about them (members, blocks, roles, unread).
+--
+-- Part of the current API: every file of sql/api/ is applied whole, in one
+-- transaction, by sql/migrate.sh on every deploy (never edit a function
+-- elsewhere).  Entry points are SECURITY DEFINER with a pinned search_path
+-- and are granted in 99_privileges.sql; everything else runs only inside
+-- them.
+
+-- plpgsql keeps its plans for the session; a SQL function with a
+-- sub-select is planned again at every call.
+CREATE OR REPLACE FUNCTION chat.is_blocked(p_a text, p_b text) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM chat.blocks
+                   WHERE (blocker_id = p_a AND blocked_id = p_b)
+                      OR (blocker_id = p_b AND blocked_id = p_a));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat.member_ids(p_cid bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(user_id ORDER BY user_id COLLATE "C"),
+                            '[]'::jsonb)
+            FROM chat.members WHERE conversation_id = p_cid);
+END
+$$;
+
+-- Messages of others after p_after that are not deleted
+-- (messages_unread_idx, index-only).
+CREATE OR REPLACE FUNCTION chat.unread_count(p_cid bigint, p_user text,
+                                             p_after bigint)
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT count(*) FROM chat.messages
+    WHERE conversation_id = p_cid AND seq > p_after
+      AND deleted_at IS NULL AND sender_id <> p_user
+$$;
+
+-- The protocol's Message object, with "system": true on system messages
+-- only (the object of every other message has no such key).
+CREATE OR REPLACE FUNCTION chat.message_obj(m chat.messages) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'id',              m.id,
+        'conversation_id', m.conversation_id,
+        'seq',             m.seq,
+        'sender_id',       m.sender_id,
+        'body',            CASE WHEN m.deleted_at IS NULL THEN m.body END,
+        'client_msg_id',   m.client_msg_id,
+        'attachments',     CASE WHEN m.deleted_at IS NULL
+                                THEN m.attachments ELSE '[]'::jsonb END,
+        'reply_to',        m.reply_to,
+        'created_at',      chat.fmt_time(m.created_at),
+        'edited_at',       chat.fmt_time(m.edited_at),
+        'deleted',         m.deleted_at IS NOT NULL,
+        'updated_seq',     m.updated_seq)
+        || CASE WHEN m.kind = 'system' THEN '{"system": true}'::jsonb
+                ELSE '{}'::jsonb END
+$$;
+
+-- The protocol's Conversation object as p_user sees it (unread_count,
+-- muted, archived are p_user's).  Members in joining order, owners first
+-- among those who joined together.  last_message is the message with the
+-- highest seq, deleted or not.
+CREATE OR REPLACE FUNCTION chat.conversation_obj(p_cid bigint, p_user text)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'id',         c.id,
+        'kind',       c.kind,
+        'title',      c.title,
+        'ref',        c.ref,
+        'metadata',   c.metadata,
+        'created_at', chat.fmt_time(c.created_at),
+        'members',    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                  'user_id', mb.user_id,
+                                  'role', mb.role,
+                                  'last_read_seq', mb.last_read_seq,
+                                  'last_delivered_seq', mb.last_delivered_seq)
+                              ORDER BY mb.joined_at,
+                                       array_position(
+                                           ARRAY['owner', 'admin', 'member'],
+                                           mb.role),
+                                       mb.user_id COLLATE "C"),
+                              '[]'::jsonb)
+                       FROM chat.members mb
+                       WHERE mb.conversation_id = c.id),
+        'last_message', (SELECT chat.message_obj(m) FROM chat.messages m
+                         WHERE m.conversation_id = c.id
+                         ORDER BY m.seq DESC LIMIT 1),
+        'last_seq',     c.last_seq,
+        'unread_count', CASE WHEN me.user_id IS NULL THEN 0
+                             ELSE chat.unread_count(c.id, p_user,
+                                                    me.last_read_seq) END,
+        'muted',        coalesce(me.muted, false),
+        'archived',     coalesce(me.archived, false))
+    FROM chat.conversations c
+    LEFT JOIN chat.members me
+           ON me.conversation_id = c.id AND me.user_id = p_user
+    WHERE c.id = p_cid
+$$;
+
+-- The protocol's User object for an id: the directory's name and avatar
+-- when the user ever connected, else the id as the name.
+CREATE OR REPLACE FUNCTION chat.user_obj(p_id text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'id', p_id,
+        'name', coalesce((SELECT u.name FROM chat.users u WHERE u.id = p_id),
+                         p_id),
+        'avatar', (SELECT u.avatar FROM chat.users u WHERE u.id = p_id)))
+$$;
+
+-- The group p_cid, locked, and p_user's role in it: NULL when p_user is
+-- not a member (the caller answers not_found: no existence leak).
+CREATE OR REPLACE FUNCTION chat.group_role(p_user text, p_cid bigint,
+                                           OUT o_kind text, OUT o_role text)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    SELECT c.kind INTO o_kind FROM chat.conversations c
+    WHERE c.id = p_cid FOR UPDATE;
+    SELECT mb.role INTO o_role FROM chat.members mb
+    WHERE mb.conversation_id = p_cid AND mb.user_id = p_user;
+END
+$$;
+
+-- The event of a membership change, to the members and the user concerned.
+CREATE OR REPLACE FUNCTION chat.member_event(p_cid bigint, p_type text,
+                                             p_user text, p_role text)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'to', (SELECT jsonb_agg(DISTINCT u ORDER BY u)
+               FROM (SELECT mb.user_id AS u FROM chat.members mb
+                     WHERE mb.conversation_id = p_cid
+                     UNION ALL SELECT p_user) m),
+        'event', jsonb_build_object('type', p_type, 'conversation_id', p_cid,
+                                    'user_id', p_user, 'role', p_role))
+$$;
+
+CREATE OR REPLACE FUNCTION chat.updated_event(p_cid bigint, p_user text)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'to', chat.member_ids(p_cid),
+        'event', jsonb_build_object(
+            'type', 'conversation.updated',
+            'conversation', chat.conversation_obj(p_cid, p_user)))
+$$;

@@ -1,0 +1,693 @@
+-- sql/api/30_messages.sql
+-- Messages: history, sends (in batches), edits, deletes, read and delivered
+-- receipts, system messages from services.
+--
+-- Part of the current API: every file of sql/api/ is applied whole, in one
+-- transaction, by sql/migrate.sh on every deploy (never edit a function
+-- elsewhere).  Entry points are SECURITY DEFINER with a pinned search_path
+-- and are granted in 99_privileges.sql; everything else runs only inside
+-- them.
+
+-- messages.history: {"conversation_id", "before_seq"? | "after_seq"?,
+--                    "limit"?} -> {"messages": [M] ascending, "has_more"}
+-- Neither cursor: the latest page.  has_more: more messages exist in the
+-- paging direction (older for before_seq and the latest page, newer for
+-- after_seq).
+CREATE OR REPLACE FUNCTION chat.api_messages_history(p_user text,
+                                                     p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err       jsonb := chat.check_request(p_user, p_req);
+    v_cid       bigint;
+    v_before    bigint;
+    v_after     bigint;
+    v_limit     bigint := 50;
+    v_msgs      jsonb;
+    v_has_more  boolean;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+
+    IF coalesce(jsonb_typeof(p_req -> 'before_seq'), 'null') <> 'null' THEN
+        v_before := chat.json_int(p_req -> 'before_seq');
+        IF v_before IS NULL OR v_before < 0 THEN
+            RETURN chat.bad(p_req, 'before_seq', 'an integer >= 0');
+        END IF;
+    END IF;
+    IF coalesce(jsonb_typeof(p_req -> 'after_seq'), 'null') <> 'null' THEN
+        v_after := chat.json_int(p_req -> 'after_seq');
+        IF v_after IS NULL OR v_after < 0 THEN
+            RETURN chat.bad(p_req, 'after_seq', 'an integer >= 0');
+        END IF;
+    END IF;
+    IF v_before IS NOT NULL AND v_after IS NOT NULL THEN
+        RETURN chat.err('bad_request',
+                        'before_seq and after_seq are exclusive');
+    END IF;
+
+    IF coalesce(jsonb_typeof(p_req -> 'limit'), 'null') <> 'null' THEN
+        v_limit := chat.json_int(p_req -> 'limit');
+        IF v_limit IS NULL OR v_limit NOT BETWEEN 1 AND 100 THEN
+            RETURN chat.bad(p_req, 'limit', 'an integer from 1 to 100');
+        END IF;
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM chat.members
+                   WHERE conversation_id = v_cid AND user_id = p_user)
+    THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+
+    IF v_after IS NOT NULL THEN
+        SELECT coalesce(jsonb_agg(chat.message_obj(x.m) ORDER BY (x.m).seq)
+                        FILTER (WHERE x.rn <= v_limit), '[]'::jsonb),
+               count(*) > v_limit
+        INTO v_msgs, v_has_more
+        FROM (SELECT p.m, row_number() OVER (ORDER BY (p.m).seq) AS rn
+              FROM (SELECT m FROM chat.messages m
+                    WHERE m.conversation_id = v_cid AND m.seq > v_after
+                    ORDER BY m.seq
+                    LIMIT v_limit + 1) p) x;
+    ELSE
+        SELECT coalesce(jsonb_agg(chat.message_obj(x.m) ORDER BY (x.m).seq)
+                        FILTER (WHERE x.rn <= v_limit), '[]'::jsonb),
+               count(*) > v_limit
+        INTO v_msgs, v_has_more
+        FROM (SELECT p.m, row_number() OVER (ORDER BY (p.m).seq DESC) AS rn
+              FROM (SELECT m FROM chat.messages m
+                    WHERE m.conversation_id = v_cid
+                      AND m.seq < coalesce(v_before,
+                                           9223372036854775807)
+                    ORDER BY m.seq DESC
+                    LIMIT v_limit + 1) p) x;
+    END IF;
+
+    RETURN chat.ok(jsonb_build_object('messages', v_msgs,
+                                      'has_more', v_has_more));
+END
+$$;
+
+-- p_items: [{"user": "...", "max_length"?: N, "req": {...}}, ...]
+-- -> [result, ...] in the same order.  All in the caller's transaction.
+--
+-- Each item is answered as if the items ran one after the other through
+-- the checks of 0002's chat.send_one, in its order: shape, membership, a
+-- retry of a stored message, blocks, reply_to; a repeat of an item earlier in
+-- the same batch answers that item's message and delivers nothing; the
+-- messages of a conversation take consecutive seq, and ids grow, in item
+-- order.  The rows of every conversation the batch may write to are
+-- locked first, in id order, so that concurrent batches cannot deadlock.
+--
+-- Four statements whatever the batch size: the shape checks are plain
+-- expressions in a loop; the lock, the lookups and the insert are one
+-- statement each for the whole batch.  (One query for everything was
+-- slower: planning it cost more than the loop.)
+CREATE OR REPLACE FUNCTION chat.api_message_send_batch(p_items jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_n      int;
+    v_out    jsonb[];
+    v_item   jsonb;
+    v_req    jsonb;
+    v_user   text;
+    v_max    bigint;
+    v_cid    bigint;
+    v_cmid   text;
+    v_att    jsonb;
+    v_reply  bigint;
+    v_err    jsonb;
+    -- the items that passed the shape checks, as parallel arrays
+    a_ord    int[]    := '{}';
+    a_user   text[]   := '{}';
+    a_cid    bigint[] := '{}';
+    a_body   text[]   := '{}';
+    a_cmid   text[]   := '{}';
+    a_att    jsonb[]  := '{}';
+    a_reply  bigint[] := '{}';
+    -- the items to insert, and the items that repeat one of them
+    i_ord    int[]    := '{}';
+    v_first  jsonb    := '{}';   -- "cid user cmid" -> ord of the insert
+    v_alias  jsonb    := '{}';   -- ord -> ord of the insert it repeats
+    v_key    text;
+    r        record;
+BEGIN
+    IF jsonb_typeof(p_items) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'chat.api_message_send_batch: p_items must be a '
+                        'JSON array'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_n := jsonb_array_length(p_items);
+    IF v_n = 0 THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    v_out := array_fill(NULL::jsonb, ARRAY[v_n]);
+
+    -- 1. the shape of every item: expressions only, no statements
+    FOR i IN 1 .. v_n LOOP
+        v_item := p_items -> (i - 1);
+        IF jsonb_typeof(v_item) <> 'object'
+           OR jsonb_typeof(v_item -> 'user') IS DISTINCT FROM 'string'
+        THEN
+            v_out[i] := chat.err('bad_request',
+                                 'an item must be {"user", "req"}');
+            CONTINUE;
+        END IF;
+        v_user := v_item ->> 'user';
+        v_req := v_item -> 'req';
+
+        v_err := chat.check_request(v_user, v_req);
+        IF v_err IS NOT NULL THEN
+            v_out[i] := v_err;
+            CONTINUE;
+        END IF;
+
+        v_max := chat.max_length(coalesce(v_item -> 'max_length',
+                                          v_req -> 'max_length'));
+        IF v_max IS NULL THEN
+            v_out[i] := chat.err('bad_request',
+                'max_length must be an integer from 1 to 1000000');
+            CONTINUE;
+        END IF;
+
+        v_cid := chat.json_id(v_req -> 'conversation_id');
+        IF v_cid IS NULL THEN
+            v_out[i] := chat.bad(v_req, 'conversation_id',
+                                 'a positive integer');
+            CONTINUE;
+        END IF;
+
+        v_err := chat.check_body(v_req, v_max);
+        IF v_err IS NOT NULL THEN
+            v_out[i] := v_err;
+            CONTINUE;
+        END IF;
+
+        IF jsonb_typeof(v_req -> 'client_msg_id') IS DISTINCT FROM 'string'
+           OR v_req ->> 'client_msg_id' = ''
+        THEN
+            v_out[i] := chat.bad(v_req, 'client_msg_id',
+                                 'a non-empty string');
+            CONTINUE;
+        END IF;
+        v_cmid := v_req ->> 'client_msg_id';
+        IF char_length(v_cmid) > 64 THEN
+            v_out[i] := chat.err('too_large',
+                'client_msg_id is longer than 64 characters');
+            CONTINUE;
+        END IF;
+
+        -- attachments are rare: no call when there are none
+        IF coalesce(jsonb_typeof(v_req -> 'attachments'), 'null') = 'null'
+        THEN
+            v_att := '[]'::jsonb;
+        ELSE
+            v_att := chat.check_attachments(v_req -> 'attachments');
+            IF jsonb_typeof(v_att) = 'object' THEN
+                v_out[i] := v_att;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        v_reply := NULL;
+        IF coalesce(jsonb_typeof(v_req -> 'reply_to'), 'null') <> 'null' THEN
+            v_reply := chat.json_id(v_req -> 'reply_to');
+            IF v_reply IS NULL THEN
+                v_out[i] := chat.bad(v_req, 'reply_to', 'a message id');
+                CONTINUE;
+            END IF;
+        END IF;
+
+        a_ord   := a_ord   || i;
+        a_user  := a_user  || v_user;
+        a_cid   := a_cid   || v_cid;
+        a_body  := a_body  || (v_req ->> 'body');
+        a_cmid  := a_cmid  || v_cmid;
+        a_att   := a_att   || v_att;
+        a_reply := a_reply || v_reply;
+    END LOOP;
+
+    IF cardinality(a_ord) = 0 THEN
+        RETURN to_jsonb(v_out);
+    END IF;
+
+    -- 2. lock the conversations the senders belong to, in id order
+    PERFORM 1 FROM chat.conversations c
+    WHERE c.id IN (SELECT mb.conversation_id
+                   FROM unnest(a_cid, a_user) AS u(cid, usr)
+                   JOIN chat.members mb
+                     ON mb.conversation_id = u.cid AND mb.user_id = u.usr)
+    ORDER BY c.id
+    FOR UPDATE OF c;
+
+    -- 3. decide each item, in item order
+    FOR r IN
+        SELECT u.ord, u.cid, u.usr, u.cmid,
+               mb.user_id IS NOT NULL AS member,
+               old.id IS NOT NULL AS retry, old AS stored,
+               (c.kind = 'direct'
+                AND EXISTS (SELECT 1 FROM chat.members o
+                            WHERE o.conversation_id = u.cid
+                              AND o.user_id <> u.usr
+                              AND (EXISTS (SELECT 1 FROM chat.blocks b
+                                           WHERE b.blocker_id = u.usr
+                                             AND b.blocked_id = o.user_id)
+                                   OR EXISTS (SELECT 1 FROM chat.blocks b
+                                              WHERE b.blocker_id = o.user_id
+                                                AND b.blocked_id = u.usr))))
+                   AS blocked,
+               (u.reply IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM chat.messages rm
+                                WHERE rm.id = u.reply
+                                  AND rm.conversation_id = u.cid))
+                   AS bad_reply
+        FROM unnest(a_ord, a_cid, a_user, a_cmid, a_reply)
+             AS u(ord, cid, usr, cmid, reply)
+        LEFT JOIN chat.members mb
+               ON mb.conversation_id = u.cid AND mb.user_id = u.usr
+        LEFT JOIN chat.conversations c ON c.id = u.cid
+        LEFT JOIN chat.messages old
+               ON old.conversation_id = u.cid AND old.sender_id = u.usr
+              AND old.client_msg_id = u.cmid
+        ORDER BY u.ord
+    LOOP
+        v_key := r.cid || ' ' || r.usr || ' ' || r.cmid;
+        IF NOT r.member THEN
+            v_out[r.ord] := chat.err('not_found', 'conversation not found');
+        ELSIF r.retry THEN
+            -- a retry: the message as it is now, delivered to nobody again
+            v_out[r.ord] := chat.ok(jsonb_build_object('message',
+                                    chat.message_obj(r.stored)));
+        ELSIF v_first ? v_key THEN
+            v_alias := v_alias || jsonb_build_object(r.ord::text,
+                                                     v_first -> v_key);
+        ELSIF r.blocked THEN
+            v_out[r.ord] := chat.err('forbidden', 'blocked');
+        ELSIF r.bad_reply THEN
+            v_out[r.ord] := chat.err('bad_request',
+                'reply_to is not a message of this conversation');
+        ELSE
+            i_ord := i_ord || r.ord;
+            v_first := v_first || jsonb_build_object(v_key, r.ord);
+        END IF;
+    END LOOP;
+
+    IF cardinality(i_ord) = 0 THEN
+        RETURN to_jsonb(v_out);
+    END IF;
+
+    -- 4. number and insert them: the messages of a conversation take the
+    -- next numbers in item order, ids grow in item order, and the members
+    -- of each conversation are read once
+    FOR r IN
+        WITH ins AS (
+            SELECT u.*, row_number() OVER (PARTITION BY u.cid
+                                           ORDER BY u.ord) AS rn
+            FROM unnest(a_ord, a_cid, a_user, a_body, a_cmid, a_att, a_reply)
+                 AS u(ord, cid, usr, body, cmid, att, reply)
+            WHERE u.ord = ANY (i_ord)
+        ), bump AS (
+            UPDATE chat.conversations c
+            SET last_seq = c.last_seq + n.cnt, last_activity = now()
+            FROM (SELECT cid, count(*) AS cnt FROM ins GROUP BY cid) n
+            WHERE c.id = n.cid
+            RETURNING c.id, c.last_seq - n.cnt AS base
+        ), new AS (
+            INSERT INTO chat.messages (conversation_id, seq, updated_seq,
+                                       sender_id, body, client_msg_id,
+                                       attachments, reply_to)
+            SELECT ins.cid, bump.base + ins.rn, bump.base + ins.rn, ins.usr,
+                   ins.body, ins.cmid, ins.att, ins.reply
+            FROM ins JOIN bump ON bump.id = ins.cid
+            ORDER BY ins.ord
+            RETURNING *
+        ), mem AS MATERIALIZED (
+            SELECT d.cid, chat.member_ids(d.cid) AS ids
+            FROM (SELECT DISTINCT cid FROM ins) d
+        )
+        SELECT ins.ord, chat.message_obj(new) AS obj, mem.ids
+        FROM new
+        JOIN ins ON ins.cid = new.conversation_id
+                AND ins.usr = new.sender_id AND ins.cmid = new.client_msg_id
+        JOIN mem ON mem.cid = new.conversation_id
+    LOOP
+        v_out[r.ord] := chat.ok(
+            jsonb_build_object('message', r.obj),
+            jsonb_build_array(jsonb_build_object(
+                'to', r.ids,
+                'event', jsonb_build_object('type', 'message.created',
+                                            'message', r.obj))));
+    END LOOP;
+
+    -- 5. repeats within the batch answer the message they repeat
+    FOR r IN SELECT key::int AS ord, value::int AS first
+             FROM jsonb_each_text(v_alias)
+    LOOP
+        v_out[r.ord] := chat.ok(v_out[r.first] -> 'ok');
+    END LOOP;
+
+    RETURN to_jsonb(v_out);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat.api_message_send(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY INVOKER
+AS $$
+    SELECT chat.api_message_send_batch(jsonb_build_array(
+        jsonb_build_object('user', p_user, 'req', p_req))) -> 0
+$$;
+
+-- message.edit / message.delete
+
+-- The message p_mid if p_user is a member of its conversation, read after
+-- taking the conversation's row lock (NULL id: not found).
+CREATE OR REPLACE FUNCTION chat.lock_message(p_user text, p_mid bigint)
+RETURNS chat.messages
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+DECLARE
+    v_cid  bigint;
+    v_msg  chat.messages;
+BEGIN
+    SELECT m.conversation_id INTO v_cid
+    FROM chat.messages m
+    JOIN chat.members mb
+      ON mb.conversation_id = m.conversation_id AND mb.user_id = p_user
+    WHERE m.id = p_mid;
+    IF NOT FOUND THEN
+        RETURN v_msg;
+    END IF;
+    PERFORM 1 FROM chat.conversations WHERE id = v_cid FOR UPDATE;
+    SELECT * INTO v_msg FROM chat.messages WHERE id = p_mid;
+    RETURN v_msg;
+END
+$$;
+
+-- {"message_id", "body", "max_length"?} -> {"message": M}
+CREATE OR REPLACE FUNCTION chat.api_message_edit(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_mid  bigint;
+    v_max  bigint;
+    v_msg  chat.messages;
+    v_seq  bigint;
+    v_obj  jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_mid := chat.json_id(p_req -> 'message_id');
+    IF v_mid IS NULL THEN
+        RETURN chat.bad(p_req, 'message_id', 'a positive integer');
+    END IF;
+    v_max := chat.max_length(p_req -> 'max_length');
+    IF v_max IS NULL THEN
+        RETURN chat.err('bad_request',
+                        'max_length must be an integer from 1 to 1000000');
+    END IF;
+    v_err := chat.check_body(p_req, v_max);
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+
+    v_msg := chat.lock_message(p_user, v_mid);
+    IF v_msg.id IS NULL THEN
+        RETURN chat.err('not_found', 'message not found');
+    END IF;
+    IF v_msg.sender_id <> p_user THEN
+        RETURN chat.err('forbidden', 'only the sender can edit a message');
+    END IF;
+    IF v_msg.deleted_at IS NOT NULL THEN
+        RETURN chat.err('conflict', 'the message is deleted');
+    END IF;
+
+    UPDATE chat.conversations SET last_seq = last_seq + 1
+    WHERE id = v_msg.conversation_id
+    RETURNING last_seq INTO v_seq;
+
+    UPDATE chat.messages
+    SET body = p_req ->> 'body', edited_at = now(), updated_seq = v_seq
+    WHERE id = v_mid
+    RETURNING * INTO v_msg;
+
+    v_obj := chat.message_obj(v_msg);
+    RETURN chat.ok(
+        jsonb_build_object('message', v_obj),
+        jsonb_build_array(jsonb_build_object(
+            'to', chat.member_ids(v_msg.conversation_id),
+            'event', jsonb_build_object('type', 'message.updated',
+                                        'message', v_obj))));
+END
+$$;
+
+-- {"message_id"} -> {"message": M}
+CREATE OR REPLACE FUNCTION chat.api_message_delete(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_mid  bigint;
+    v_msg  chat.messages;
+    v_seq  bigint;
+    v_obj  jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_mid := chat.json_id(p_req -> 'message_id');
+    IF v_mid IS NULL THEN
+        RETURN chat.bad(p_req, 'message_id', 'a positive integer');
+    END IF;
+
+    v_msg := chat.lock_message(p_user, v_mid);
+    IF v_msg.id IS NULL THEN
+        RETURN chat.err('not_found', 'message not found');
+    END IF;
+    IF v_msg.sender_id <> p_user
+       AND NOT EXISTS (SELECT 1 FROM chat.members mb
+                       JOIN chat.conversations c
+                         ON c.id = mb.conversation_id
+                       WHERE mb.conversation_id = v_msg.conversation_id
+                         AND mb.user_id = p_user
+                         AND c.kind = 'group'
+                         AND mb.role IN ('owner', 'admin'))
+    THEN
+        RETURN chat.err('forbidden',
+            'only the sender or a group owner or admin can delete '
+            'a message');
+    END IF;
+    IF v_msg.deleted_at IS NOT NULL THEN
+        -- deleted already: the same answer, nothing delivered again
+        RETURN chat.ok(jsonb_build_object('message',
+                                          chat.message_obj(v_msg)));
+    END IF;
+
+    UPDATE chat.conversations SET last_seq = last_seq + 1
+    WHERE id = v_msg.conversation_id
+    RETURNING last_seq INTO v_seq;
+
+    UPDATE chat.messages
+    SET deleted_at = now(), body = NULL, attachments = '[]',
+        updated_seq = v_seq
+    WHERE id = v_mid
+    RETURNING * INTO v_msg;
+
+    v_obj := chat.message_obj(v_msg);
+    RETURN chat.ok(
+        jsonb_build_object('message', v_obj),
+        jsonb_build_array(jsonb_build_object(
+            'to', chat.member_ids(v_msg.conversation_id),
+            'event', jsonb_build_object('type', 'message.deleted',
+                                        'message', v_obj))));
+END
+$$;
+
+-- message.read / message.delivered
+
+-- Moves p_user's read (p_kind 'read') or delivered mark of a conversation
+-- to greatest(old, least(seq, last_seq)); a receipt event when it moved.
+CREATE OR REPLACE FUNCTION chat.mark(p_user text, p_req jsonb, p_kind text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+DECLARE
+    v_err    jsonb := chat.check_request(p_user, p_req);
+    v_cid    bigint;
+    v_seq    bigint;
+    v_last   bigint;
+    v_mark   bigint;
+    v_moved  boolean;
+    v_data   jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+    v_seq := chat.json_int(p_req -> 'seq');
+    IF v_seq IS NULL OR v_seq < 0 THEN
+        RETURN chat.bad(p_req, 'seq', 'an integer >= 0');
+    END IF;
+
+    SELECT c.last_seq INTO v_last
+    FROM chat.members mb
+    JOIN chat.conversations c ON c.id = mb.conversation_id
+    WHERE mb.conversation_id = v_cid AND mb.user_id = p_user;
+    IF NOT FOUND THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+    v_seq := least(v_seq, v_last);
+
+    IF p_kind = 'read' THEN
+        UPDATE chat.members SET last_read_seq = v_seq
+        WHERE conversation_id = v_cid AND user_id = p_user
+          AND last_read_seq < v_seq;
+        v_moved := FOUND;
+        SELECT last_read_seq INTO v_mark FROM chat.members
+        WHERE conversation_id = v_cid AND user_id = p_user;
+        v_data := jsonb_build_object(
+            'last_read_seq', v_mark,
+            'unread_count', chat.unread_count(v_cid, p_user, v_mark));
+    ELSE
+        UPDATE chat.members SET last_delivered_seq = v_seq
+        WHERE conversation_id = v_cid AND user_id = p_user
+          AND last_delivered_seq < v_seq;
+        v_moved := FOUND;
+        v_data := '{}';
+    END IF;
+
+    IF NOT v_moved THEN
+        RETURN chat.ok(v_data);
+    END IF;
+    RETURN chat.ok(v_data, jsonb_build_array(jsonb_build_object(
+        'to', chat.member_ids(v_cid),
+        'event', jsonb_build_object('type', 'receipt',
+                                    'conversation_id', v_cid,
+                                    'user_id', p_user,
+                                    'kind', p_kind,
+                                    'seq', v_seq))));
+END
+$$;
+
+-- {"conversation_id", "seq"} -> {"last_read_seq", "unread_count"}
+CREATE OR REPLACE FUNCTION chat.api_message_read(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT chat.mark(p_user, p_req, 'read')
+$$;
+
+-- {"conversation_id", "seq"} -> {}
+CREATE OR REPLACE FUNCTION chat.api_message_delivered(p_user text,
+                                                      p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT chat.mark(p_user, p_req, 'delivered')
+$$;
+
+-- system.message: p_sender (the service), {"conversation_id", "body",
+-- "client_msg_id"?, "max_length"?} -> {"message": M}, message.created to
+-- the members.  A client_msg_id makes it idempotent like a send.
+CREATE OR REPLACE FUNCTION chat.api_system_message(p_sender text,
+                                                   p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err   jsonb := chat.check_request(p_sender, p_req);
+    v_cid   bigint;
+    v_cmid  text;
+    v_max   bigint;
+    v_seq   bigint;
+    v_msg   chat.messages;
+    v_obj   jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_max := chat.max_length(p_req -> 'max_length');
+    IF v_max IS NULL THEN
+        RETURN chat.err('bad_request',
+                        'max_length must be an integer from 1 to 1000000');
+    END IF;
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+    v_err := chat.check_body(p_req, v_max);
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF coalesce(jsonb_typeof(p_req -> 'client_msg_id'), 'null') <> 'null'
+    THEN
+        IF jsonb_typeof(p_req -> 'client_msg_id') <> 'string'
+           OR p_req ->> 'client_msg_id' = ''
+        THEN
+            RETURN chat.bad(p_req, 'client_msg_id', 'a non-empty string');
+        END IF;
+        v_cmid := p_req ->> 'client_msg_id';
+        IF char_length(v_cmid) > 64 THEN
+            RETURN chat.err('too_large',
+                            'client_msg_id is longer than 64 characters');
+        END IF;
+    END IF;
+
+    PERFORM 1 FROM chat.conversations WHERE id = v_cid FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+
+    IF v_cmid IS NOT NULL THEN
+        SELECT * INTO v_msg FROM chat.messages
+        WHERE conversation_id = v_cid AND sender_id = p_sender
+          AND client_msg_id = v_cmid;
+        IF FOUND THEN
+            RETURN chat.ok(jsonb_build_object('message',
+                                              chat.message_obj(v_msg)));
+        END IF;
+    END IF;
+
+    UPDATE chat.conversations
+    SET last_seq = last_seq + 1, last_activity = now()
+    WHERE id = v_cid
+    RETURNING last_seq INTO v_seq;
+
+    INSERT INTO chat.messages (conversation_id, seq, updated_seq, sender_id,
+                               body, client_msg_id, kind)
+    VALUES (v_cid, v_seq, v_seq, p_sender, p_req ->> 'body', v_cmid,
+            'system')
+    RETURNING * INTO v_msg;
+
+    v_obj := chat.message_obj(v_msg);
+    RETURN chat.ok(
+        jsonb_build_object('message', v_obj),
+        jsonb_build_array(jsonb_build_object(
+            'to', chat.member_ids(v_cid),
+            'event', jsonb_build_object('type', 'message.created',
+                                        'message', v_obj))));
+END
+$$;

@@ -1,0 +1,206 @@
+-- sql/api/40_events.sql
+-- What reaches whom without a stored change: typing and presence recipients;
+-- what a client missed: sync and the changes of a conversation.
+--
+-- Part of the current API: every file of sql/api/ is applied whole, in one
+-- transaction, by sql/migrate.sh on every deploy (never edit a function
+-- elsewhere).  Entry points are SECURITY DEFINER with a pinned search_path
+-- and are granted in 99_privileges.sql; everything else runs only inside
+-- them.
+
+-- typing: {"conversation_id", "active"} -> {}, a typing event to the other
+-- members (membership and blocks checked here; the module may cache).
+CREATE OR REPLACE FUNCTION chat.api_typing(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err   jsonb := chat.check_request(p_user, p_req);
+    v_cid   bigint;
+    v_kind  text;
+    v_to    jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+    IF jsonb_typeof(p_req -> 'active') IS DISTINCT FROM 'boolean' THEN
+        RETURN chat.bad(p_req, 'active', 'a boolean');
+    END IF;
+
+    SELECT c.kind INTO v_kind
+    FROM chat.members mb
+    JOIN chat.conversations c ON c.id = mb.conversation_id
+    WHERE mb.conversation_id = v_cid AND mb.user_id = p_user;
+    IF NOT FOUND THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+    IF v_kind = 'direct'
+       AND EXISTS (SELECT 1 FROM chat.members o
+                   WHERE o.conversation_id = v_cid AND o.user_id <> p_user
+                     AND chat.is_blocked(p_user, o.user_id))
+    THEN
+        RETURN chat.err('forbidden', 'blocked');
+    END IF;
+
+    SELECT coalesce(jsonb_agg(user_id ORDER BY user_id COLLATE "C"),
+                    '[]'::jsonb)
+    INTO v_to
+    FROM chat.members WHERE conversation_id = v_cid AND user_id <> p_user;
+    IF v_to = '[]' THEN
+        RETURN chat.ok('{}');
+    END IF;
+    RETURN chat.ok('{}', jsonb_build_array(jsonb_build_object(
+        'to', v_to,
+        'event', jsonb_build_object('type', 'typing',
+                                    'conversation_id', v_cid,
+                                    'user_id', p_user,
+                                    'active', p_req -> 'active'))));
+END
+$$;
+
+-- p_req: {"user_id": the user, "online": bool, "last_seen": text | null}
+-- (the module passes p_user = user_id).  Returns the presence event routed
+-- to the user's peers; no error is expected.
+CREATE OR REPLACE FUNCTION chat.api_presence(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'ok', '{}'::jsonb,
+        'events', CASE WHEN peers.ids IS NULL THEN '[]'::jsonb
+                  ELSE jsonb_build_array(jsonb_build_object(
+                      'to', peers.ids,
+                      'event', jsonb_build_object(
+                          'type', 'presence',
+                          'user_id', p_user,
+                          'online', coalesce((p_req->>'online')::boolean,
+                                             false),
+                          'last_seen', p_req->'last_seen')))
+                  END)
+    FROM (
+        SELECT jsonb_agg(DISTINCT other.user_id ORDER BY other.user_id) AS ids
+        FROM chat.members mine
+        JOIN chat.members other
+          ON other.conversation_id = mine.conversation_id
+         AND other.user_id <> p_user
+        WHERE mine.user_id = p_user
+          AND NOT chat.is_blocked(p_user, other.user_id)
+    ) peers
+$$;
+
+-- sync: {"conversations"?: {"45": 17, ...}, "limit"?}
+--   -> {"complete", "cursors": {"45": 20, ...}}, events for p_user only
+-- For every conversation of p_user (in id order; omitted ones from 0; ids
+-- p_user is not in are ignored), the changes after the cursor in
+-- updated_seq order, at most "limit" per conversation and 1000 in all:
+-- seq > cursor replays as message.created (the message as it is now),
+-- else message.updated or message.deleted.  complete is false when
+-- anything was left out; cursors then say where to go on.
+CREATE OR REPLACE FUNCTION chat.api_sync(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err       jsonb := chat.check_request(p_user, p_req);
+    v_in        jsonb;
+    v_limit     bigint := 100;
+    v_budget    bigint := 1000;
+    v_take      bigint;
+    v_n         bigint;
+    v_cid       bigint;
+    v_from      bigint;     -- the client's cursor
+    v_cur       bigint;     -- the last change replayed
+    v_msg       chat.messages;
+    v_complete  boolean := true;
+    v_events    jsonb[] := '{}';
+    v_keys      text[] := '{}';
+    v_vals      bigint[] := '{}';
+    v_to        jsonb := jsonb_build_array(p_user);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+
+    v_in := coalesce(p_req -> 'conversations', 'null');
+    IF jsonb_typeof(v_in) = 'null' THEN
+        v_in := '{}';
+    END IF;
+    IF jsonb_typeof(v_in) <> 'object' THEN
+        RETURN chat.bad(p_req, 'conversations', 'an object');
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_each(v_in) e
+               WHERE e.key !~ '^[1-9][0-9]{0,17}$'
+                  OR coalesce(chat.json_int(e.value), -1) < 0)
+    THEN
+        RETURN chat.err('bad_request',
+            'conversations must map conversation ids to integers >= 0');
+    END IF;
+
+    IF coalesce(jsonb_typeof(p_req -> 'limit'), 'null') <> 'null' THEN
+        v_limit := chat.json_int(p_req -> 'limit');
+        IF v_limit IS NULL OR v_limit NOT BETWEEN 1 AND 500 THEN
+            RETURN chat.bad(p_req, 'limit', 'an integer from 1 to 500');
+        END IF;
+    END IF;
+
+    FOR v_cid IN SELECT conversation_id FROM chat.members
+                 WHERE user_id = p_user ORDER BY conversation_id
+    LOOP
+        v_from := coalesce(chat.json_int(v_in -> v_cid::text), 0);
+        v_cur := v_from;
+        v_take := least(v_limit, v_budget);
+        v_n := 0;
+        FOR v_msg IN SELECT * FROM chat.messages
+                     WHERE conversation_id = v_cid AND updated_seq > v_from
+                     ORDER BY updated_seq
+                     LIMIT v_take + 1
+        LOOP
+            v_n := v_n + 1;
+            IF v_n > v_take THEN
+                v_complete := false;
+                EXIT;
+            END IF;
+            v_events := array_append(v_events, jsonb_build_object(
+                'to', v_to,
+                'event', jsonb_build_object(
+                    'type', CASE WHEN v_msg.seq > v_from
+                                     THEN 'message.created'
+                                 WHEN v_msg.deleted_at IS NOT NULL
+                                     THEN 'message.deleted'
+                                 ELSE 'message.updated' END,
+                    'message', chat.message_obj(v_msg))));
+            v_cur := v_msg.updated_seq;
+        END LOOP;
+        v_budget := v_budget - least(v_n, v_take);
+        v_keys := array_append(v_keys, v_cid::text);
+        v_vals := array_append(v_vals, v_cur);
+    END LOOP;
+
+    RETURN chat.ok(
+        jsonb_build_object(
+            'complete', v_complete,
+            'cursors', (SELECT coalesce(jsonb_object_agg(k, v), '{}')
+                        FROM unnest(v_keys, v_vals) AS u(k, v))),
+        to_jsonb(v_events));
+END
+$$;
+
+-- changes: {"conversation_id", "after", ...}: the same read as sync for one
+-- conversation, routed to its members (the ordered path of the module)
+CREATE OR REPLACE FUNCTION chat.api_changes(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT chat.api_cluster_changes(p_user, jsonb_build_object('ranges',
+               jsonb_build_array(jsonb_build_array(
+                   p_req -> 'conversation_id', p_req -> 'after',
+                   p_req -> 'before'))))
+$$;

@@ -1,0 +1,182 @@
+-- sql/api/50_people.sql
+-- People: blocks, contacts, the unread total.
+--
+-- Part of the current API: every file of sql/api/ is applied whole, in one
+-- transaction, by sql/migrate.sh on every deploy (never edit a function
+-- elsewhere).  Entry points are SECURITY DEFINER with a pinned search_path
+-- and are granted in 99_privileges.sql; everything else runs only inside
+-- them.
+
+-- block / unblock: {"user_id"} -> {}
+CREATE OR REPLACE FUNCTION chat.api_block(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
+        RETURN chat.bad(p_req, 'user_id', 'a user id');
+    END IF;
+    IF p_req ->> 'user_id' = p_user THEN
+        RETURN chat.err('bad_request', 'cannot block yourself');
+    END IF;
+    INSERT INTO chat.blocks (blocker_id, blocked_id)
+    VALUES (p_user, p_req ->> 'user_id')
+    ON CONFLICT DO NOTHING;
+    RETURN chat.ok('{}');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat.api_unblock(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
+        RETURN chat.bad(p_req, 'user_id', 'a user id');
+    END IF;
+    DELETE FROM chat.blocks
+    WHERE blocker_id = p_user AND blocked_id = p_req ->> 'user_id';
+    RETURN chat.ok('{}');
+END
+$$;
+
+-- blocks: {} -> {"blocks": [User]}, the users p_user blocked, newest first
+CREATE OR REPLACE FUNCTION chat.api_blocks(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    RETURN chat.ok(jsonb_build_object('blocks', coalesce(
+        (SELECT jsonb_agg(chat.user_obj(b.blocked_id)
+                          ORDER BY b.created_at DESC, b.blocked_id)
+         FROM chat.blocks b WHERE b.blocker_id = p_user),
+        '[]')));
+END
+$$;
+
+-- contacts: {} -> {"contacts": [{"user": User, "explicit": bool,
+-- "shared": bool}]}: the users p_user added, and those who share a
+-- conversation with p_user, but none blocked either way; by name.
+CREATE OR REPLACE FUNCTION chat.api_contacts(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    RETURN chat.ok(jsonb_build_object('contacts', coalesce((
+        SELECT jsonb_agg(jsonb_build_object(
+                   'user', t.u, 'explicit', t.explicit, 'shared', t.shared)
+               ORDER BY lower(t.u ->> 'name'), t.id)
+        FROM (SELECT c.id, chat.user_obj(c.id) AS u,
+                     bool_or(c.explicit) AS explicit,
+                     bool_or(NOT c.explicit) AS shared
+              FROM (SELECT k.contact_id AS id, true AS explicit
+                    FROM chat.contacts k WHERE k.owner_id = p_user
+                    UNION ALL
+                    SELECT DISTINCT o.user_id, false
+                    FROM chat.members me
+                    JOIN chat.members o
+                      ON o.conversation_id = me.conversation_id
+                    WHERE me.user_id = p_user AND o.user_id <> p_user) c
+              WHERE NOT chat.is_blocked(p_user, c.id)
+              GROUP BY c.id) t), '[]')));
+END
+$$;
+
+-- contact.add / contact.remove: {"user_id"} -> {}
+CREATE OR REPLACE FUNCTION chat.api_contact_add(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
+        RETURN chat.bad(p_req, 'user_id', 'a user id');
+    END IF;
+    IF p_req ->> 'user_id' = p_user THEN
+        RETURN chat.err('bad_request', 'cannot add yourself');
+    END IF;
+    INSERT INTO chat.contacts (owner_id, contact_id)
+    VALUES (p_user, p_req ->> 'user_id')
+    ON CONFLICT DO NOTHING;
+    RETURN chat.ok('{}');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat.api_contact_remove(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF chat.json_user(p_req -> 'user_id') IS NULL THEN
+        RETURN chat.bad(p_req, 'user_id', 'a user id');
+    END IF;
+    DELETE FROM chat.contacts
+    WHERE owner_id = p_user AND contact_id = p_req ->> 'user_id';
+    RETURN chat.ok('{}');
+END
+$$;
+
+-- unread: {} -> {"total": n, "conversations": {"45": n, ...}}
+-- Every conversation of the user with unread messages; the total leaves
+-- out muted and archived ones (what a badge shows).
+CREATE OR REPLACE FUNCTION chat.api_unread(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_out  jsonb;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    SELECT jsonb_build_object(
+               'total', coalesce(sum(n) FILTER (WHERE NOT muted
+                                                  AND NOT archived), 0),
+               'conversations', coalesce(jsonb_object_agg(cid::text, n)
+                                         FILTER (WHERE n > 0), '{}'))
+    INTO v_out
+    FROM (SELECT mb.conversation_id AS cid, mb.muted, mb.archived,
+                 chat.unread_count(mb.conversation_id, p_user,
+                                   mb.last_read_seq) AS n
+          FROM chat.members mb
+          WHERE mb.user_id = p_user) t;
+    RETURN chat.ok(v_out);
+END
+$$;
