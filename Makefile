@@ -4,6 +4,7 @@
 #   make NGINX_SRC=DIR    the dynamic module against an nginx source tree
 #   make static NGINX_SRC=DIR   an nginx binary with the module built in
 #   make run / make stop  the demo: nginx + private PostgreSQL on :8080
+#   make migrate DB=CONNINFO   bring a database up to date (sql/migrate.sh)
 #   make test             every test (installs what it needs)
 #   make test-asan        the same suite against nginx built with ASan+UBSan
 #   make screenshots      the browser tests, refreshing docs/screenshots/
@@ -43,7 +44,7 @@ endif
 
 NGINX_OBJS    = $(dir $(MODULE))objs
 
-.PHONY: all module static deps web-deps run stop test test-unit test-t \
+.PHONY: all module static deps web-deps run stop migrate test test-unit test-t \
         test-asan fuzz bench screenshots clean
 
 all: module
@@ -91,6 +92,12 @@ run: deps module
 
 stop:
 	@bash scripts/stop.sh
+
+# as the schema's owner, e.g. DB="host=127.0.0.1 dbname=app user=chat_owner"
+migrate:
+	@test -n "$(DB)" || { echo 'usage: make migrate DB="CONNINFO"' \
+	    '(as the owner role, see docs/schema.md)'; exit 2; }
+	@bash sql/migrate.sh "$(DB)"
 
 # unit tests: pure C parsers, no nginx needed; UNIT_OUT keeps sanitizer
 # builds (scripts/asan.sh) apart from the plain ones
