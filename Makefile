@@ -118,7 +118,7 @@ $(UNIT_OUT)/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do \
 	    CHAT_TESTDATA=$(CURDIR)/t/data \
-	    CHAT_JSON_CORPUS=$(dir $(CURDIR))shared/testdata/json/test_parsing \
+	    CHAT_JSON_CORPUS=$(CURDIR)/t/data/json \
 	    $$t; done
 
 test-t: module

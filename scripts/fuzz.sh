@@ -4,12 +4,12 @@
 # The parsers are plain C without nginx, so each target links them
 # directly.  The corpus grows in build/fuzz/corpus/X/ (seeded from
 # fuzz/corpus/X/ and kept between runs); crashes land in
-# build/fuzz/artifacts/X-*.
+# build/fuzz/artifacts/X-*.  The request target is seeded with the JSON
+# corpus of the tests (t/data/json) as well.
 set -euo pipefail
 
 seconds=${1:-10}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SHARED=$(dirname "$REPO")/shared
 OUT=$REPO/build/fuzz
 cd "$REPO"
 
@@ -37,9 +37,11 @@ for src in "${targets[@]}"; do
     mkdir -p "$corpus"
     seeds=(fuzz/corpus/"$x"/*)
     [ ${#seeds[@]} -eq 0 ] || cp -f "${seeds[@]}" "$corpus/"
-    if [ "$x" = request ] && [ -d "$SHARED/testdata/json/test_parsing" ]; then
-        # JSONTestSuite: valid, invalid and implementation-defined JSON
-        cp -f "$SHARED"/testdata/json/test_parsing/* "$corpus/"
+    if [ "$x" = request ]; then
+        # valid, invalid and implementation-defined JSON
+        json=(t/data/json/*.json)
+        [ ${#json[@]} -gt 0 ] || { echo "fuzz: no t/data/json/" >&2; exit 1; }
+        cp -f "${json[@]}" "$corpus/"
     fi
 
     # libFuzzer exits non-zero on a crash, a leak, a timeout or an OOM
