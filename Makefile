@@ -11,6 +11,8 @@
 #   make fuzz             each libFuzzer target for FUZZ_SECONDS
 #   make bench            ours, nchan and Socket.IO under the same load;
 #                         writes docs/benchmarks.md (BENCH_ARGS=--quick)
+#   make deb              the Debian package libnginx-mod-http-chat in
+#                         build/deb/ (docs/packaging.md)
 
 SHELL        := /bin/bash
 # no "Entering/Leaving directory" lines: the test summary stays the last
@@ -45,16 +47,24 @@ endif
 NGINX_OBJS    = $(dir $(MODULE))objs
 
 .PHONY: all module static deps web-deps run stop migrate test test-unit test-t \
-        test-asan fuzz bench screenshots clean
+        test-asan fuzz bench screenshots deb clean FORCE
 
 all: module
 
 module: $(MODULE)
 
-$(BUILD)/nginx-dev/configure:
-	mkdir -p $(BUILD)
+# The copy is made again, and so the module configured and built again,
+# when the installed nginx-dev changes version: a module only fits the
+# nginx it was built against (and make deb names that nginx's ABI).
+$(BUILD)/nginx-dev.version: FORCE
+	@mkdir -p $(BUILD)
+	@v=$$(dpkg-query -W -f='$${Version}' nginx-dev 2>/dev/null); \
+	    [ "$$(cat $@ 2>/dev/null)" = "$$v" ] || echo "$$v" > $@
+
+$(BUILD)/nginx-dev/configure: $(BUILD)/nginx-dev.version
 	rm -rf $(BUILD)/nginx-dev
 	cp -a $(NGINX_DEV) $(BUILD)/nginx-dev
+	touch $@
 
 $(NGINX_OBJS)/Makefile: config $(if $(NGINX_SRC),,$(BUILD)/nginx-dev/configure)
 	@test -n "$(NGINX_SRC)" -o -d $(NGINX_DEV) || { \
@@ -164,6 +174,24 @@ bench: deps
 	$(MAKE) module bench/chatload
 	cd bench && npm ci --no-audit --no-fund --loglevel=error
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# The Debian package, from the module `make module` built: debian/rules
+# runs in a copy under build/deb/ (dpkg-buildpackage writes its results
+# into the parent directory, which must stay inside the repository).
+DEB_DIR      := $(BUILD)/deb
+DEB_SRC      := $(DEB_DIR)/ngx-http-chat
+
+deb: deps
+	@test -z "$(NGINX_SRC)" || { echo "make deb: Debian's nginx-dev only," \
+	                                  "without NGINX_SRC"; exit 1; }
+	$(MAKE) module
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)/build
+	cp -a debian sql docs README.md LICENSE $(DEB_SRC)/
+	cp -a $(MODULE) $(DEB_SRC)/build/
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	rm -rf $(DEB_SRC)
+	@ls -1 $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf $(BUILD) bench/chatload bench/.work

@@ -7,7 +7,8 @@ set -euo pipefail
 packages=(
     build-essential nginx nginx-dev libpq-dev libjansson-dev libssl-dev
     postgresql python3-pytest python3-websockets python3-psycopg
-    python3-cryptography clang libclang-rt-14-dev dpkg-dev openssl curl
+    python3-cryptography clang libclang-rt-14-dev dpkg-dev debhelper openssl
+    curl
     ca-certificates "$@"
 )
 
