@@ -333,7 +333,7 @@ ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc);
-/* the host application's SQL changes (sql/0010_outbox.sql) */
+/* the host application's SQL changes (sql/api/70_host.sql) */
 void ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
 void ngx_http_chat_outbox_wake(void);
 void ngx_http_chat_outbox_exit(void);

@@ -1,6 +1,6 @@
 
 /*
- * The host application's SQL changes, delivered live (sql/0010_outbox.sql).
+ * The host application's SQL changes, delivered live (sql/api/70_host.sql).
  *
  * Host functions write the events of a change to chat.outbox and NOTIFY
  * chat_outbox.  The worker's first pool connection LISTENs; a

@@ -1,5 +1,5 @@
 """End-to-end tests of the persistence and messaging core: real nginx with
-the module, real PostgreSQL (sql/0002_chat.sql), several real clients.
+the module, real PostgreSQL (sql/), several real clients.
 
 Every payload is checked exactly.  One worker process: an event is fanned
 out to every local connection in the same call that answers the request,

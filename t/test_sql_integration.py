@@ -1,4 +1,4 @@
-"""The host application's SQL API (sql/0010_outbox.sql): functions a host
+"""The host application's SQL API (sql/api/70_host.sql): functions a host
 calls inside its own transactions, whose changes reach connected clients
 live through chat.outbox and NOTIFY chat_outbox.  Real nginx, real
 PostgreSQL, real WebSocket clients.
