@@ -35,6 +35,8 @@ static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
+static ngx_uint_t ngx_http_chat_any_origin(ngx_array_t *origins);
+static ngx_int_t ngx_http_chat_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_exit_process(ngx_cycle_t *cycle);
 
@@ -287,7 +289,7 @@ ngx_module_t  ngx_http_chat_module = {
     ngx_http_chat_commands,                /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_chat_init_module,             /* init module */
     ngx_http_chat_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -423,7 +425,10 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_chat_loc_conf_t *prev = parent;
     ngx_http_chat_loc_conf_t *conf = child;
 
-    ngx_uint_t  i;
+    ngx_uint_t                  i;
+    ngx_array_t                *origins;
+    const char                 *directive;
+    ngx_http_chat_main_conf_t  *cmcf;
 
     ngx_conf_merge_ptr_value(conf->jwt_key, prev->jwt_key, NULL);
     ngx_conf_merge_str_value(conf->jwt_issuer, prev->jwt_issuer, "");
@@ -520,7 +525,74 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         break;
     }
 
+    /*
+     * Checked on the merged values, inherited ones included: a location
+     * names the endpoint, the levels above often hold the rest.
+     */
+
+    if (conf->mode == NGX_HTTP_CHAT_MODE_API) {
+        origins = conf->cors_origins;
+        directive = "chat_cors_origins";
+
+    } else {
+        origins = conf->allowed_origins;
+        directive = "chat_allowed_origins";
+    }
+
+    if (conf->mode != NGX_HTTP_CHAT_MODE_NONE
+        && conf->mode != NGX_HTTP_CHAT_MODE_STATUS
+        && conf->mode != NGX_HTTP_CHAT_MODE_DEV_TOKEN
+        && conf->token_cookie.len
+        && ngx_http_chat_any_origin(origins))
+    {
+        /* a browser sends the cookie with a request any page makes */
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%s *\" with \"chat_token_cookie\" lets any web "
+                      "site act as whoever has the cookie: list the "
+                      "origins, or drop the cookie for a token the page "
+                      "sends itself in %V:%ui",
+                      directive, &conf->mode_file, conf->mode_line);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if ((conf->mode == NGX_HTTP_CHAT_MODE_WEBSOCKET
+         || conf->mode == NGX_HTTP_CHAT_MODE_API)
+        && cmcf->pg == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "\"%s\" without \"chat_postgres\": every request "
+                      "that needs storage will answer \"unavailable\" "
+                      "in %V:%ui",
+                      conf->mode == NGX_HTTP_CHAT_MODE_API
+                      ? "chat_api" : "chat_websocket",
+                      &conf->mode_file, conf->mode_line);
+    }
+
     return NGX_CONF_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_chat_any_origin(ngx_array_t *origins)
+{
+    ngx_str_t   *origin;
+    ngx_uint_t   i;
+
+    if (origins == NULL) {
+        return 0;
+    }
+
+    origin = origins->elts;
+
+    for (i = 0; i < origins->nelts; i++) {
+        if (origin[i].len == 1 && origin[i].data[0] == '*') {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -579,17 +651,26 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ccf->mode = (ngx_http_chat_mode_e) cmd->offset;
+    /* the name outlives the parse (cf->conf_file itself does not) */
+    ccf->mode_file = cf->conf_file->file.name;
+    ccf->mode_line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
 
     switch (ccf->mode) {
 
     case NGX_HTTP_CHAT_MODE_WEBSOCKET:
+        cmcf->endpoints++;
+        clcf->handler = ngx_http_chat_ws_handler;
+        break;
+
     case NGX_HTTP_CHAT_MODE_ECHO:
         clcf->handler = ngx_http_chat_ws_handler;
         break;
 
     case NGX_HTTP_CHAT_MODE_API:
+        cmcf->endpoints++;
         clcf->handler = ngx_http_chat_api_handler;
         break;
 
@@ -604,8 +685,6 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         clcf->handler = ngx_http_chat_dev_token_handler;
         break;
     }
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
 
     if (ngx_http_chat_status_init_conf(cf, cmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -745,6 +824,18 @@ ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    /* "user" for "$user" would make every request the same user */
+
+    if (ngx_http_script_variables_count(&value[1]) == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_identity\" value \"%V\" has no "
+                           "variable in it, so every request would be the "
+                           "same user: write the variable that holds the "
+                           "user id, such as \"$remote_user\" or "
+                           "\"$%V\"", &value[1], &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     ccf->identity = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
     if (ccf->identity == NULL) {
         return NGX_CONF_ERROR;
@@ -775,6 +866,15 @@ ngx_http_chat_identity(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     name.data = value[2].data + 5;
     name.len = value[2].len - 5;
+
+    if (ngx_http_script_variables_count(&name) == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_identity\" name \"%V\" has no variable "
+                           "in it, so every user would have that name: "
+                           "write the variable that holds the display name, "
+                           "such as \"name=$%V\"", &name, &name);
+        return NGX_CONF_ERROR;
+    }
 
     ccf->identity_name = ngx_palloc(cf->pool,
                                     sizeof(ngx_http_complex_value_t));
@@ -915,10 +1015,42 @@ ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * Made here, not when the http block is parsed: worker_processes may come
+ * after it, and "auto" is known once the core module's conf is complete.
+ * nginx -t runs this too.
+ */
+
+static ngx_int_t
+ngx_http_chat_init_module(ngx_cycle_t *cycle)
+{
+    ngx_core_conf_t            *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_chat_module);
+
+    if (cmcf == NULL || cmcf->endpoints == 0 || cmcf->zone != NULL) {
+        return NGX_OK;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ccf->master && ccf->worker_processes > 1) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "chat: %i worker processes without \"chat_zone\": "
+                      "a message, typing or presence reaches only the "
+                      "WebSockets of the worker that made it; add "
+                      "\"chat_zone chat 64m;\" to the http block",
+                      ccf->worker_processes);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_chat_init_process(ngx_cycle_t *cycle)
 {
-    ngx_core_conf_t            *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
 
     /* the cache manager and loader run this too: they serve no clients */
@@ -939,17 +1071,6 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     if (cmcf->zone != NULL) {
         if (ngx_http_chat_zone_init_process(cycle, cmcf->zone) != NGX_OK) {
             return NGX_ERROR;
-        }
-
-    } else {
-        ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_core_module);
-
-        if (ccf->worker_processes > 1 && ngx_worker == 0) {
-            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                          "chat: %i workers without chat_zone: an event "
-                          "reaches only the connections of the worker "
-                          "that made it", ccf->worker_processes);
         }
     }
 

@@ -121,6 +121,7 @@ typedef struct {
     void                         *zone;       /* chat_zone, or NULL */
     ngx_flag_t                    cluster;    /* chat_cluster */
     ngx_str_t                     node_id;    /* chat_node_id */
+    ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
 } ngx_http_chat_main_conf_t;
 
 
@@ -143,6 +144,8 @@ typedef struct {
 
 typedef struct {
     ngx_http_chat_mode_e          mode;
+    ngx_str_t                     mode_file;  /* where it was set: the */
+    ngx_uint_t                    mode_line;  /* merge's checks name it */
 
     /* authentication */
     ngx_http_chat_jwt_key_t      *jwt_key;

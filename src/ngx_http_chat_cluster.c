@@ -552,11 +552,13 @@ ngx_http_chat_cluster_done(ngx_http_chat_cluster_call_t *c)
 static json_t *
 ngx_http_chat_cluster_result(ngx_int_t rc, PGresult *res)
 {
+    u_char        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     json_error_t  err;
 
     if (rc == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat: cluster: %s", PQresultErrorMessage(res));
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "chat: cluster: %s",
+                      ngx_http_chat_pg_fold(msg, sizeof(msg),
+                                            PQresultErrorMessage(res)));
         return NULL;
     }
 

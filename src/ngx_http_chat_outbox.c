@@ -142,6 +142,7 @@ static void
 ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
+    u_char                   msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                   i;
     json_t                  *result, *events, *ev, *last;
     json_error_t             error;
@@ -162,7 +163,8 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         if (rc == NGX_ERROR) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                           "chat: cannot read chat.outbox: %s",
-                          PQresultErrorMessage(res));
+                          ngx_http_chat_pg_fold(msg, sizeof(msg),
+                                                PQresultErrorMessage(res)));
         }
 
         return;

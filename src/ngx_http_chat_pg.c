@@ -30,6 +30,13 @@
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000
 
+/* how often a failure the pool logged is logged again while it lasts */
+#define NGX_HTTP_CHAT_PG_RELOG_MIN    1000
+#define NGX_HTTP_CHAT_PG_RELOG_MAX    60000
+
+/* the different failures remembered: connections may fail in turn */
+#define NGX_HTTP_CHAT_PG_LOGGED       4
+
 
 typedef enum {
     ngx_http_chat_pg_idle_state = 0,  /* never connected, or backing off */
@@ -51,8 +58,18 @@ typedef struct {
     PGresult                   *result;    /* the rows, or the first error */
     ngx_msec_t                  backoff;
     ngx_event_t                 retry;
+    u_char                      fatal[256]; /* why the server hung up */
     unsigned                    flushing:1;
 } ngx_http_chat_pg_conn_t;
+
+
+/* a failure the pool logged */
+typedef struct {
+    uint32_t                    crc;       /* of its line; 0: unused */
+    ngx_uint_t                  unlogged;  /* its repeats since then */
+    ngx_msec_t                  last;      /* when it was logged */
+    ngx_msec_t                  interval;  /* before it is logged again */
+} ngx_http_chat_pg_logged_t;
 
 
 typedef struct {
@@ -64,6 +81,11 @@ typedef struct {
     ngx_event_t                 kick;      /* hands the queue to connections */
     ngx_http_chat_pg_query_t   *pinned;    /* for the listening connection */
     ngx_log_t                  *log;
+
+    /* failures since a connection last became ready, and their log */
+    ngx_uint_t                  failures;
+    ngx_msec_t                  failing_since;
+    ngx_http_chat_pg_logged_t   logged[NGX_HTTP_CHAT_PG_LOGGED];
 } ngx_http_chat_pg_pool_t;
 
 
@@ -80,8 +102,12 @@ static void ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc);
 static ngx_int_t ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc,
     PGresult *res);
 static void ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc);
+static void ngx_http_chat_pg_notice(void *data, const PGresult *res);
 static void ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc,
-    const char *what);
+    const char *what, const char *detail);
+static void ngx_http_chat_pg_log_failure(const char *what,
+    const char *detail);
+static void ngx_http_chat_pg_log_ready(void);
 static void ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc);
 static void ngx_http_chat_pg_retry(ngx_event_t *ev);
 static void ngx_http_chat_pg_expire(ngx_event_t *ev);
@@ -101,6 +127,7 @@ ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
     ngx_str_t *value, ngx_uint_t n)
 {
     char               *errmsg;
+    u_char              err[NGX_HTTP_CHAT_PG_ERR_MAX];
     ngx_int_t           num;
     ngx_str_t           s;
     ngx_uint_t          i;
@@ -166,7 +193,9 @@ ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
     if (opts == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid chat_postgres connection string: %s",
-                           errmsg ? errmsg : "out of memory");
+                           ngx_http_chat_pg_fold(err, sizeof(err),
+                                                 errmsg ? errmsg
+                                                        : "out of memory"));
         if (errmsg) {
             PQfreemem(errmsg);
         }
@@ -429,25 +458,27 @@ ngx_http_chat_pg_connect(ngx_http_chat_pg_conn_t *pc)
     if (pc->conn == NULL) {
         ngx_log_error(NGX_LOG_ALERT, pool->log, 0,
                       "chat: PQconnectStart() failed: out of memory");
-        ngx_add_timer(&pc->retry, pc->backoff);
+        ngx_http_chat_pg_fail(pc, NULL, NULL);
         return;
     }
+
+    /* libpq would print notices on stderr, which is the error log */
+    (void) PQsetNoticeReceiver(pc->conn, ngx_http_chat_pg_notice, pc);
+
+    /* a socket that is not there fails right here, as later ones do */
 
     if (PQstatus(pc->conn) == CONNECTION_BAD
         || PQsetnonblocking(pc->conn, 1) == -1)
     {
-        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                      "chat: cannot connect to PostgreSQL: %s",
-                      PQerrorMessage(pc->conn));
-        ngx_http_chat_pg_close(pc);
-        ngx_add_timer(&pc->retry, pc->backoff);
+        ngx_http_chat_pg_fail(pc, "cannot connect to PostgreSQL",
+                              PQerrorMessage(pc->conn));
         return;
     }
 
     pc->state = ngx_http_chat_pg_connecting;
 
     if (ngx_http_chat_pg_wrap(pc) != NGX_OK) {
-        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket", NULL);
         return;
     }
 
@@ -556,10 +587,11 @@ ngx_http_chat_pg_event(ngx_event_t *ev)
         ev->timedout = 0;
 
         if (pc->state == ngx_http_chat_pg_connecting) {
-            ngx_http_chat_pg_fail(pc, "connecting to PostgreSQL timed out");
+            ngx_http_chat_pg_fail(pc, "connecting to PostgreSQL timed out",
+                                  NULL);
 
         } else {
-            ngx_http_chat_pg_fail(pc, "a PostgreSQL query timed out");
+            ngx_http_chat_pg_fail(pc, "a PostgreSQL query timed out", NULL);
         }
 
         return;
@@ -598,12 +630,13 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
     rc = PQconnectPoll(pc->conn);
 
     if (rc == PGRES_POLLING_FAILED) {
-        ngx_http_chat_pg_fail(pc, "cannot connect to PostgreSQL");
+        ngx_http_chat_pg_fail(pc, "cannot connect to PostgreSQL",
+                              PQerrorMessage(pc->conn));
         return;
     }
 
     if (ngx_http_chat_pg_wrap(pc) != NGX_OK) {
-        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket", NULL);
         return;
     }
 
@@ -611,7 +644,8 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
         if (ngx_http_chat_pg_want_write(pc, rc == PGRES_POLLING_WRITING)
             != NGX_OK)
         {
-            ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+            ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket",
+                                  NULL);
         }
 
         return;
@@ -651,7 +685,8 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
     (void) p;
 
     if (!PQsendQuery(pc->conn, (char *) sql)) {
-        ngx_http_chat_pg_fail(pc, "cannot set up the PostgreSQL connection");
+        ngx_http_chat_pg_fail(pc, "cannot set up the PostgreSQL connection",
+                              PQerrorMessage(pc->conn));
         return;
     }
 
@@ -676,7 +711,8 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
     rc = PQflush(pc->conn);
 
     if (rc == -1) {
-        ngx_http_chat_pg_fail(pc, "cannot send to PostgreSQL");
+        ngx_http_chat_pg_fail(pc, "cannot send to PostgreSQL",
+                              PQerrorMessage(pc->conn));
         return NGX_ERROR;
     }
 
@@ -684,7 +720,7 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
     pc->flushing = (rc == 1);
 
     if (ngx_http_chat_pg_want_write(pc, pc->flushing) != NGX_OK) {
-        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket");
+        ngx_http_chat_pg_fail(pc, "cannot watch the PostgreSQL socket", NULL);
         return NGX_ERROR;
     }
 
@@ -700,7 +736,9 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
     ngx_uint_t   notified;
 
     if (!PQconsumeInput(pc->conn)) {
-        ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
+        ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection",
+                              pc->fatal[0] ? (char *) pc->fatal
+                                           : PQerrorMessage(pc->conn));
         return;
     }
 
@@ -732,7 +770,9 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
          */
 
         if (PQstatus(pc->conn) == CONNECTION_BAD) {
-            ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection");
+            ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection",
+                                  pc->fatal[0] ? (char *) pc->fatal
+                                               : PQerrorMessage(pc->conn));
         }
 
         return;
@@ -790,6 +830,7 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 {
+    u_char                     what[128], err[NGX_HTTP_CHAT_PG_ERR_MAX];
     PGresult                  *res;
     ngx_int_t                  rc;
     ExecStatusType             st;
@@ -827,15 +868,17 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     case ngx_http_chat_pg_preparing:
 
         if (pc->prepared && st != PGRES_COMMAND_OK) {
-            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: cannot prepare \"%s\": %s",
-                          ngx_http_chat_pg_statements[pc->prepared - 1].name,
-                          res ? PQresultErrorMessage(res) : "no result");
+            (void) ngx_snprintf(what, sizeof(what) - 1,
+                                "cannot prepare \"%s\"%Z",
+                                ngx_http_chat_pg_statements[pc->prepared - 1]
+                                    .name);
+            ngx_http_chat_pg_fail(pc, (char *) what,
+                                  res ? PQresultErrorMessage(res)
+                                      : "no result");
             if (res) {
                 PQclear(res);
             }
 
-            ngx_http_chat_pg_fail(pc, NULL);
             return;
         }
 
@@ -851,7 +894,8 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
                                ngx_http_chat_pg_statements[pc->prepared]
                                    .nparams, NULL))
             {
-                ngx_http_chat_pg_fail(pc, "cannot prepare a statement");
+                ngx_http_chat_pg_fail(pc, "cannot prepare a statement",
+                                      PQerrorMessage(pc->conn));
                 return;
             }
 
@@ -863,6 +907,8 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 
         ngx_log_error(NGX_LOG_INFO, pc->c->log, 0,
                       "chat: PostgreSQL connection ready");
+
+        ngx_http_chat_pg_log_ready();
 
         pc->backoff = NGX_HTTP_CHAT_PG_BACKOFF_MIN;
         pc->state = ngx_http_chat_pg_ready;
@@ -895,7 +941,9 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
                       "chat: PostgreSQL query \"%s\" failed: %s",
                       ngx_http_chat_pg_statements[q->stmt].name,
-                      res ? PQresultErrorMessage(res) : "no result");
+                      ngx_http_chat_pg_fold(err, sizeof(err),
+                                            res ? PQresultErrorMessage(res)
+                                                : "no result"));
         ngx_http_chat_count(pg_errors, 1);
         rc = NGX_ERROR;
     }
@@ -913,6 +961,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 static ngx_int_t
 ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
 {
+    u_char      what[256];
     char       *sqlstate;
     ngx_int_t   schema, api;
 
@@ -924,26 +973,26 @@ ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
                          || ngx_strcmp(sqlstate, "3F000") == 0))
         {
             /* no schema chat, or one older than chat.api_version() */
-            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: the database has no chat API, or one made "
-                          "by an earlier release: run sql/migrate.sh "
-                          "(docs/upgrading.md)");
+            ngx_http_chat_pg_fail(pc, "the database has no chat API, or one "
+                                  "made by an earlier release: run "
+                                  "sql/migrate.sh (docs/upgrading.md)",
+                                  NULL);
 
         } else if (sqlstate && ngx_strcmp(sqlstate, "42501") == 0) {
-            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: PostgreSQL role \"%s\" may not call the "
-                          "chat API: it must be a member of chat_runtime, "
-                          "in a database migrated by sql/migrate.sh "
-                          "(sql/roles.sql first; docs/upgrading.md)",
-                          PQuser(pc->conn));
+            (void) ngx_snprintf(what, sizeof(what) - 1,
+                                "PostgreSQL role \"%s\" may not call the "
+                                "chat API: it must be a member of "
+                                "chat_runtime, in a database migrated by "
+                                "sql/migrate.sh (sql/roles.sql first; "
+                                "docs/upgrading.md)%Z", PQuser(pc->conn));
+            ngx_http_chat_pg_fail(pc, (char *) what, NULL);
 
         } else {
-            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: PostgreSQL setup failed: %s",
-                          res ? PQresultErrorMessage(res) : "no result");
+            ngx_http_chat_pg_fail(pc, "PostgreSQL setup failed",
+                                  res ? PQresultErrorMessage(res)
+                                      : "no result");
         }
 
-        ngx_http_chat_pg_fail(pc, NULL);
         return NGX_ERROR;
     }
 
@@ -955,13 +1004,13 @@ ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
     if (schema < NGX_HTTP_CHAT_SCHEMA_VERSION
         || api < NGX_HTTP_CHAT_API_VERSION)
     {
-        ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                      "chat: the database's chat schema is at version %i "
-                      "and its API at version %i, the module needs %d and "
-                      "%d: run sql/migrate.sh",
-                      schema, api, NGX_HTTP_CHAT_SCHEMA_VERSION,
-                      NGX_HTTP_CHAT_API_VERSION);
-        ngx_http_chat_pg_fail(pc, NULL);
+        (void) ngx_snprintf(what, sizeof(what) - 1,
+                            "the database's chat schema is at version %i "
+                            "and its API at version %i, the module needs %d "
+                            "and %d: run sql/migrate.sh%Z",
+                            schema, api, NGX_HTTP_CHAT_SCHEMA_VERSION,
+                            NGX_HTTP_CHAT_API_VERSION);
+        ngx_http_chat_pg_fail(pc, (char *) what, NULL);
         return NGX_ERROR;
     }
 
@@ -1012,10 +1061,8 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
                                  ngx_http_chat_pg_statements[q->stmt].name,
                                  q->nparams, q->values, q->lengths, NULL, 0))
         {
-            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
-                          "chat: cannot send a query: %s",
-                          PQerrorMessage(pc->conn));
-            ngx_http_chat_pg_fail(pc, NULL);
+            ngx_http_chat_pg_fail(pc, "cannot send a query",
+                                  PQerrorMessage(pc->conn));
             return;
         }
 
@@ -1036,13 +1083,17 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
 
 
 /*
- * The connection is unusable: the query in flight, if any, is answered
- * "unavailable" (it may still commit: clients retry idempotently), and
- * the connection is made again after a growing delay.
+ * The connection is unusable, whatever the reason (what, and libpq's or
+ * PostgreSQL's detail, or NULL when it is logged already): the query in
+ * flight, if any, is answered "unavailable" (it may still commit: clients
+ * retry idempotently), and the connection is made again after a delay
+ * that grows with each failure up to the maximum, with jitter, until a
+ * connection is set up.
  */
 
 static void
-ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
+ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what,
+    const char *detail)
 {
     ngx_http_chat_pg_pool_t   *pool;
     ngx_http_chat_pg_query_t  *q;
@@ -1050,8 +1101,7 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
     pool = &ngx_http_chat_pg_pool;
 
     if (what != NULL) {
-        ngx_log_error(NGX_LOG_ERR, pool->log, 0, "chat: %s: %s", what,
-                      pc->conn ? PQerrorMessage(pc->conn) : "");
+        ngx_http_chat_pg_log_failure(what, detail);
     }
 
     q = pc->query;
@@ -1079,6 +1129,244 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what)
         /* nobody left to run what waits: fail it now, not in seconds */
         ngx_http_chat_pg_fail_queue();
     }
+}
+
+
+/*
+ * A server down fails every connection of every worker, again at each
+ * retry: a failure is logged the first time, and the same failure again
+ * only after an interval that doubles while it lasts (1 s up to a
+ * minute), with the count of attempts since the pool last worked.  A few
+ * different failures are told apart, as connections may fail in turn for
+ * different reasons.  The first connection ready after failures says so
+ * at [notice].
+ */
+
+static void
+ngx_http_chat_pg_log_failure(const char *what, const char *detail)
+{
+    u_char                     line[NGX_HTTP_CHAT_PG_ERR_MAX], *p, *last;
+    uint32_t                   crc;
+    ngx_uint_t                 i;
+    ngx_msec_t                 since;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_logged_t  *lg;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    last = line + sizeof(line);
+
+    p = ngx_snprintf(line, sizeof(line) - 1, "%s", what);
+
+    if (detail != NULL && last - p > 8) {
+        (void) ngx_http_chat_pg_fold(p + 2, last - p - 2, detail);
+
+        if (p[2] != '\0') {
+            *p++ = ':';
+            *p++ = ' ';
+            p += ngx_strlen(p);
+        }
+    }
+
+    *p = '\0';
+
+    if (pool->failures++ == 0) {
+        pool->failing_since = ngx_current_msec;
+    }
+
+    crc = ngx_crc32_short(line, p - line) | 1;
+
+    lg = NULL;
+
+    for (i = 0; i < NGX_HTTP_CHAT_PG_LOGGED; i++) {
+        if (pool->logged[i].crc == crc) {
+            lg = &pool->logged[i];
+            break;
+        }
+    }
+
+    if (lg == NULL) {
+
+        /* a new one: it takes a free slot, or the one logged longest ago */
+
+        lg = &pool->logged[0];
+
+        for (i = 1; i < NGX_HTTP_CHAT_PG_LOGGED && lg->crc != 0; i++) {
+            if (pool->logged[i].crc == 0
+                || (ngx_msec_int_t) (pool->logged[i].last - lg->last) < 0)
+            {
+                lg = &pool->logged[i];
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0, "chat: %s", line);
+
+        lg->crc = crc;
+        lg->interval = NGX_HTTP_CHAT_PG_RELOG_MIN;
+
+    } else if (ngx_current_msec - lg->last >= lg->interval) {
+        since = ngx_current_msec - pool->failing_since;
+
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat: %s (%ui more times since it was last "
+                      "logged; %ui failed attempts in %M s)",
+                      line, lg->unlogged + 1, pool->failures, since / 1000);
+
+        lg->interval = ngx_min(lg->interval * 2, NGX_HTTP_CHAT_PG_RELOG_MAX);
+
+    } else {
+        lg->unlogged++;
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "chat: %s (again, not logged)", line);
+        return;
+    }
+
+    lg->unlogged = 0;
+    lg->last = ngx_current_msec;
+}
+
+
+static void
+ngx_http_chat_pg_log_ready(void)
+{
+    ngx_msec_t                since;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (pool->failures == 0) {
+        return;
+    }
+
+    since = ngx_current_msec - pool->failing_since;
+
+    ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
+                  "chat: PostgreSQL connection ready again after %ui "
+                  "failed attempts in %M.%M s",
+                  pool->failures, since / 1000, since % 1000 / 100);
+
+    pool->failures = 0;
+    ngx_memzero(pool->logged, sizeof(pool->logged));
+}
+
+
+/*
+ * What the server says outside of a query's result: NOTICE and WARNING
+ * messages (RAISE in a function, for one), and the FATAL message of a
+ * server that closes an idle connection, which libpq hands over as a
+ * notice too: that one is kept to say why the connection was lost.
+ */
+
+static void
+ngx_http_chat_pg_notice(void *data, const PGresult *res)
+{
+    ngx_http_chat_pg_conn_t *pc = data;
+
+    u_char       err[NGX_HTTP_CHAT_PG_ERR_MAX];
+    ngx_uint_t   level;
+    const char  *severity;
+
+    severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+    if (severity == NULL) {
+        severity = "";
+    }
+
+    if (ngx_strcmp(severity, "FATAL") == 0
+        || ngx_strcmp(severity, "PANIC") == 0)
+    {
+        (void) ngx_http_chat_pg_fold(pc->fatal, sizeof(pc->fatal),
+                                     PQresultErrorMessage(res));
+        level = NGX_LOG_INFO;
+
+    } else if (ngx_strcmp(severity, "WARNING") == 0
+               || ngx_strcmp(severity, "ERROR") == 0)
+    {
+        level = NGX_LOG_WARN;
+
+    } else {
+        level = NGX_LOG_NOTICE;
+    }
+
+    ngx_log_error(level, &pc->log, 0, "chat: PostgreSQL said: %s",
+                  ngx_http_chat_pg_fold(err, sizeof(err),
+                                        PQresultErrorMessage(res)));
+}
+
+
+/*
+ * libpq's and PostgreSQL's messages span lines ("DETAIL:", "HINT:",
+ * "CONTEXT:", a statement with a caret under it, a final newline), and an
+ * error log entry is one line: each line break, with the indentation
+ * after it, becomes " / ", a line of nothing but the caret is dropped
+ * (what it pointed at is no longer under it), other control characters
+ * become spaces.  Cut with "..." to fit; always NUL-terminated.
+ */
+
+u_char *
+ngx_http_chat_pg_fold(u_char *buf, size_t size, const char *msg)
+{
+    u_char        *p, *end;
+    ngx_uint_t     cut;
+    const u_char  *s, *eol, *t;
+
+    p = buf;
+    end = buf + size - sizeof("...");   /* room for "..." and the NUL */
+    cut = 0;
+
+    s = (const u_char *) (msg != NULL ? msg : "");
+
+    while (*s != '\0' && !cut) {
+
+        for (eol = s; *eol != '\0' && *eol != CR && *eol != LF; eol++) {
+            /* void */
+        }
+
+        /* the line without its indentation and trailing blanks */
+
+        while (s < eol && (*s == ' ' || *s == '\t')) {
+            s++;
+        }
+
+        t = eol;
+
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t')) {
+            t--;
+        }
+
+        if (t > s && !(t - s == 1 && *s == '^')) {
+
+            if (p != buf) {
+                if (end - p < 3) {
+                    cut = 1;
+                    break;
+                }
+
+                p = ngx_cpymem(p, " / ", 3);
+            }
+
+            for ( /* void */ ; s < t; s++) {
+                if (p == end) {
+                    cut = 1;
+                    break;
+                }
+
+                *p++ = (*s < 0x20 || *s == 0x7f) ? ' ' : *s;
+            }
+        }
+
+        for (s = eol; *s == CR || *s == LF; s++) {
+            /* void */
+        }
+    }
+
+    if (cut) {
+        p = ngx_cpymem(p, "...", 3);
+    }
+
+    *p = '\0';
+
+    return buf;
 }
 
 
@@ -1111,6 +1399,7 @@ ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc)
 
     pc->state = ngx_http_chat_pg_idle_state;
     pc->flushing = 0;
+    pc->fatal[0] = '\0';
 }
 
 

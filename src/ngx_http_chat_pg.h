@@ -17,6 +17,9 @@
 
 #define NGX_HTTP_CHAT_PG_MAX_PARAMS  2
 
+/* a folded libpq or PostgreSQL message, as the error log shows it */
+#define NGX_HTTP_CHAT_PG_ERR_MAX     1024
+
 
 typedef struct ngx_http_chat_pg_query_s  ngx_http_chat_pg_query_t;
 
@@ -83,6 +86,12 @@ ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);
 
 /* a queued query that was not sent yet is dropped; NGX_DECLINED if sent */
 ngx_int_t ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q);
+
+/*
+ * A libpq or PostgreSQL message on one line, for the error log: line
+ * breaks become " / ", no final newline; returns buf (NUL-terminated).
+ */
+u_char *ngx_http_chat_pg_fold(u_char *buf, size_t size, const char *msg);
 
 
 

@@ -217,7 +217,7 @@ class Nginx:
             main=main, events=events, jwt_key=key_line, http=http,
             port=self.port, locations=locations,
             # several workers: the kernel spreads connections over them
-            reuseport=" reuseport" if workers > 1 else "")
+            reuseport=" reuseport" if str(workers) != "1" else "")
         with open(self.conf_path, "w") as f:
             f.write(text)
 
@@ -363,12 +363,13 @@ class NginxFactory:
         inst.start()
         return inst
 
-    def check_config(self, locations, http="", main="", events=""):
+    def check_config(self, locations, http="", main="", events="",
+                     workers=1):
         """Runs nginx -t on such a configuration: (returncode, output)."""
         self._check_module()
         prefix, key = self._prefix()
         inst = Nginx(prefix, free_port(), key, [])
-        inst.write_conf(locations, http, 1, main, events)
+        inst.write_conf(locations, http, workers, main, events)
         r = subprocess.run(
             [NGINX, "-t", "-p", prefix + "/", "-c", inst.conf_path,
              "-e", os.path.join(prefix, "error.log")],

@@ -198,6 +198,9 @@ def test_storage_down_answers_unavailable_and_comes_back(nginx, postgres):
     m2 = retry_until_ok(alice, cid, "m2", timeout=20)
     assert m2 == dict(m2, seq=2, updated_seq=2, body="body m2",
                       client_msg_id="m2", sender_id="alice")
+    # said once, at [notice], with what the outage cost
+    ng.wait_log(r"\[notice\] \d+#\d+: chat: PostgreSQL connection ready "
+                r"again after \d+ failed attempts in \d+\.\d s")
     assert postgres.query("SELECT seq, client_msg_id FROM chat.messages "
                           "ORDER BY seq") == [(1, "m1"), (2, "m2")]
     # and a new connection works from the start
