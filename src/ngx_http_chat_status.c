@@ -272,20 +272,23 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
         names[n] = *ngx_http_chat_request_type_name(n);
     }
 
-    /* every family: its HELP and TYPE lines, and its samples */
+    /*
+     * The samples, and the HELP and TYPE lines of the 15 labelled
+     * families: a line each, the longest HELP texts on top.  Every write
+     * is bounded by the buffer's end all the same.
+     */
 
     lines += 3 * (sizeof(ngx_http_chat_metrics)
                   / sizeof(ngx_http_chat_metric_t))
-             + 2 * 12
-             + 2 * NGX_HTTP_CHAT_REQUEST_TYPES
-             + NGX_HTTP_CHAT_REQUEST_TYPES * (NGX_HTTP_CHAT_BUCKETS + 2)
+             + 2 * 15
+             + NGX_HTTP_CHAT_REQUEST_TYPES * (NGX_HTTP_CHAT_BUCKETS + 3)
              + NGX_HTTP_CHAT_EVENT_TYPES
              + NGX_HTTP_CHAT_CLOSE_REASONS
              + NGX_HTTP_CHAT_AUTH_REASONS
              + NGX_HTTP_CHAT_ROUTE_COUNT * NGX_HTTP_CHAT_STATUS_CLASSES
-             + 16 + 3 * NGX_HTTP_CHAT_SLOTS;
+             + 1 + 4 + 3 * NGX_HTTP_CHAT_SLOTS;
 
-    size = lines * NGX_HTTP_CHAT_STATUS_LINE;
+    size = lines * NGX_HTTP_CHAT_STATUS_LINE + 2048;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {

@@ -334,6 +334,41 @@ def test_auth_failure_reasons_are_labels(ng):
            "unauthenticated" in m.text
 
 
+def test_auth_failure_reasons_of_the_token_rules(nginx):
+    ng = nginx("location = /chat/ws { chat_websocket; }\n"
+               "location = /chat/status { chat_status; }",
+               http="chat_jwt_issuer https://app.example; "
+                    "chat_jwt_audience chat;")
+    key = ng.key
+    good = dict(iss="https://app.example", aud="chat")
+    assert http_upgrade(ng.port, token=make_token(key, "a", **good)
+                        ).status == 101
+    assert http_upgrade(ng.port, token=make_token(key, "a", alg="HS384",
+                                                  **good)).status == 401
+    assert http_upgrade(ng.port, token=make_token(
+        key, "a", iss="https://evil.example", aud="chat")).status == 401
+    assert http_upgrade(ng.port, token=make_token(
+        key, "a", iss="https://app.example", aud="other")).status == 401
+    got = {k: v for k, v in metrics(ng).values("chat_auth_failures_total",
+                                               "reason").items() if v}
+    assert got == {"algorithm": 1, "wrong_issuer": 1, "wrong_audience": 1}
+
+
+def test_every_verifier_refusal_has_its_reason():
+    """The reasons are told apart by the verifier's words: each refusal
+    of ngx_http_chat_jwt_verify() is in auth.c's table, so that none
+    falls into "other" unnoticed."""
+    jwt = open(os.path.join(REPO, "src", "ngx_http_chat_jwt.c")).read()
+    auth = open(os.path.join(REPO, "src", "ngx_http_chat_auth.c")).read()
+    verify = jwt[jwt.index("\nngx_http_chat_jwt_verify("):]
+    words = set(re.findall(r'\*err = "([^"]+)"', verify))
+    # the caller's mistakes, not the token's
+    words -= {"no verification key", "no verification options"}
+    assert len(words) >= 14, words
+    table = set(re.findall(r'\{ "([^"]+)", NGX_HTTP_CHAT_AUTH_\w+ \}', auth))
+    assert words - table == set()
+
+
 # --------------------------------------------------------------------------
 # REST
 
