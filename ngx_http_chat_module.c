@@ -16,6 +16,7 @@ static void *ngx_http_chat_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_chat_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_chat_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_chat_user_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -270,7 +271,7 @@ static ngx_command_t  ngx_http_chat_commands[] = {
 
 static ngx_http_module_t  ngx_http_chat_module_ctx = {
     ngx_http_chat_add_variables,           /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_chat_postconfiguration,       /* postconfiguration */
 
     ngx_http_chat_create_main_conf,        /* create main configuration */
     ngx_http_chat_init_main_conf,          /* init main configuration */
@@ -612,6 +613,13 @@ ngx_http_chat_add_variables(ngx_conf_t *cf)
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_chat_api_init(cf);
 }
 
 

@@ -41,8 +41,19 @@ if [ ! -x "$tree/configure" ]; then
     mkdir -p "$ASAN/src"
     (
         cd "$ASAN/src"
-        # the exact version when the mirror still has it, else the current
-        apt-get source -q "nginx=$version" || apt-get source -q nginx
+        # the exact version when the mirror still has it, else any other
+        # of the same upstream release the mirrors list (a mirror may list
+        # a security update's source before it serves it): the module is
+        # compiled into this nginx, so the Debian revision does not matter
+        apt-get source -q "nginx=$version" && exit 0
+        for v in $(apt-cache showsrc nginx 2>/dev/null |
+                   sed -n 's/^Version: //p' | sort -ru); do
+            [ "${v%%-*}" = "$upstream" ] && [ "$v" != "$version" ] ||
+                continue
+            rm -rf ./*
+            apt-get source -q "nginx=$v" && exit 0
+        done
+        exit 1
     ) || { echo "asan: apt-get source nginx failed" >&2; exit 1; }
     [ -x "$tree/configure" ] || {
         echo "asan: no $tree/configure after apt-get source" >&2; exit 1; }

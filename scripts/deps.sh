@@ -8,8 +8,7 @@ packages=(
     build-essential nginx nginx-dev libpq-dev libjansson-dev libssl-dev
     postgresql python3-pytest python3-websockets python3-psycopg
     python3-cryptography clang libclang-rt-14-dev dpkg-dev debhelper openssl
-    curl
-    ca-certificates "$@"
+    curl ca-certificates prometheus "$@"
 )
 
 missing=()
@@ -30,8 +29,9 @@ else
     exit 1
 fi
 
-# Installing nginx or postgresql would start the system services (port 80,
-# the system cluster); policy-rc.d answering 101 forbids that.  Only remove
+# Installing nginx, postgresql or prometheus (promtool and a Prometheus for
+# t/test_metrics.py) would start the system services (port 80, the system
+# cluster, port 9090); policy-rc.d answering 101 forbids that.  Only remove
 # the file if it was ours.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then

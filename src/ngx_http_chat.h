@@ -18,7 +18,11 @@
 #include <ngx_http_chat_jwt.h>
 #include <ngx_http_chat_pg.h>
 #include <ngx_http_chat_request.h>
+#include <ngx_http_chat_route.h>
 
+
+/* the module's version, for chat_build_info */
+#define NGX_HTTP_CHAT_VERSION          "0.1.0"
 
 #define NGX_HTTP_CHAT_SUBPROTOCOL      "chat.v1"
 #define NGX_HTTP_CHAT_MAX_JSON_DEPTH   32
@@ -80,28 +84,74 @@ typedef enum {
 
 
 #define NGX_HTTP_CHAT_EVENT_TYPES    12
+/* the protocol's request types, the last one for any other */
 #define NGX_HTTP_CHAT_REQUEST_TYPES  14
+/* room for statements to come: any past it share the last histogram */
+#define NGX_HTTP_CHAT_STMT_SLOTS     48
+
+
+/* why the server closed a connection: chat_closes_total{reason} */
+#define NGX_HTTP_CHAT_CLOSED_PROTOCOL       0   /* 1002, 1003, 1007 */
+#define NGX_HTTP_CHAT_CLOSED_LIMIT          1   /* 1008, 1009 */
+#define NGX_HTTP_CHAT_CLOSED_IDLE           2   /* 1001, chat_idle_timeout */
+#define NGX_HTTP_CHAT_CLOSED_PING           3   /* no pong */
+#define NGX_HTTP_CHAT_CLOSED_TOKEN          4   /* 4001 */
+#define NGX_HTTP_CHAT_CLOSED_SHUTDOWN       5   /* 1001, reload or stop */
+#define NGX_HTTP_CHAT_CLOSED_SLOW           6   /* 1013, not reading */
+#define NGX_HTTP_CHAT_CLOSED_OVERFLOW       7   /* 1013, chat_zone queue */
+#define NGX_HTTP_CHAT_CLOSED_INTERNAL       8   /* 1011 */
+#define NGX_HTTP_CHAT_CLOSE_REASONS         9
+
+/* why authentication failed: chat_auth_failures_total{reason} */
+#define NGX_HTTP_CHAT_AUTH_MISSING          0
+#define NGX_HTTP_CHAT_AUTH_MALFORMED        1
+#define NGX_HTTP_CHAT_AUTH_SIGNATURE        2
+#define NGX_HTTP_CHAT_AUTH_ALGORITHM        3
+#define NGX_HTTP_CHAT_AUTH_EXPIRED          4
+#define NGX_HTTP_CHAT_AUTH_NOT_YET_VALID    5
+#define NGX_HTTP_CHAT_AUTH_ISSUER           6
+#define NGX_HTTP_CHAT_AUTH_AUDIENCE         7
+#define NGX_HTTP_CHAT_AUTH_CLAIMS           8
+#define NGX_HTTP_CHAT_AUTH_IDENTITY         9
+#define NGX_HTTP_CHAT_AUTH_NOT_ACCEPTED     10
+#define NGX_HTTP_CHAT_AUTH_WRONG_USER       11
+#define NGX_HTTP_CHAT_AUTH_OTHER            12
+#define NGX_HTTP_CHAT_AUTH_REASONS          13
+
+/* REST answers by status class: 1xx .. 5xx */
+#define NGX_HTTP_CHAT_STATUS_CLASSES        5
+
+
+/*
+ * A latency histogram in shared memory: a count per bucket (not
+ * cumulative: one atomic add records an observation) and the sum in
+ * microseconds.  The buckets' upper bounds, in microseconds: 100 us to
+ * 10 s, then +Inf.
+ */
+#define NGX_HTTP_CHAT_BOUNDS                                                 \
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,            \
+    250000, 500000, 1000000, 2500000, 5000000, 10000000
+#define NGX_HTTP_CHAT_BUCKETS        17
+
+typedef struct {
+    ngx_atomic_t                  n[NGX_HTTP_CHAT_BUCKETS];
+    ngx_atomic_t                  usec;
+} ngx_http_chat_histogram_t;
 
 
 /* counters in shared memory, read by chat_status */
 typedef struct {
+    size_t                        layout;     /* sizeof this, see status.c */
     ngx_atomic_t                  connections;        /* open WebSockets */
     ngx_atomic_t                  upgrades;           /* 101 sent */
     ngx_atomic_t                  handshake_failures;
-    ngx_atomic_t                  auth_failures;
     ngx_atomic_t                  frames_in;
     ngx_atomic_t                  messages_in;
     ngx_atomic_t                  messages_out;
     ngx_atomic_t                  bytes_in;
     ngx_atomic_t                  bytes_out;
     ngx_atomic_t                  requests_bad;       /* bad_request replies */
-    ngx_atomic_t                  closes_protocol;    /* 1002, 1003, 1007 */
-    ngx_atomic_t                  closes_limit;       /* 1008, 1009 */
-    ngx_atomic_t                  closes_timeout;     /* no pong, idle */
-    ngx_atomic_t                  closes_token;       /* 4001 */
-    ngx_atomic_t                  closes_shutdown;    /* 1001 */
     ngx_atomic_t                  tokens_minted;
-    ngx_atomic_t                  closes_slow;        /* 1013 */
     ngx_atomic_t                  events_dropped;     /* typing, presence */
     ngx_atomic_t                  rate_limited;
     ngx_atomic_t                  pg_queries;
@@ -109,8 +159,14 @@ typedef struct {
     ngx_atomic_t                  pg_unavailable;     /* answered so */
     ngx_atomic_t                  pg_connects;
     ngx_atomic_t                  pg_ready;           /* connections now */
+    ngx_atomic_t                  closes[NGX_HTTP_CHAT_CLOSE_REASONS];
+    ngx_atomic_t                  auth_failures[NGX_HTTP_CHAT_AUTH_REASONS];
     ngx_atomic_t                  events_out[NGX_HTTP_CHAT_EVENT_TYPES];
     ngx_atomic_t                  requests[NGX_HTTP_CHAT_REQUEST_TYPES];
+    ngx_atomic_t                  http[NGX_HTTP_CHAT_ROUTE_COUNT]
+                                      [NGX_HTTP_CHAT_STATUS_CLASSES];
+    ngx_http_chat_histogram_t     request_time[NGX_HTTP_CHAT_REQUEST_TYPES];
+    ngx_http_chat_histogram_t     pg_time[NGX_HTTP_CHAT_STMT_SLOTS];
 } ngx_http_chat_stats_t;
 
 
@@ -277,6 +333,54 @@ extern ngx_module_t  ngx_http_chat_module;
                        field, n)
 
 
+/* a monotonic clock in microseconds, for latencies (vDSO: no syscall) */
+
+static ngx_inline uint64_t
+ngx_http_chat_usec(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+
+/*
+ * Records a latency: the first bucket whose bound holds it (fast answers
+ * stop after a compare or two) and the sum: two atomic adds, no lock.
+ */
+
+static ngx_inline void
+ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
+{
+    ngx_uint_t              i;
+    static const uint32_t   bounds[] = { NGX_HTTP_CHAT_BOUNDS };
+
+    for (i = 0; i < NGX_HTTP_CHAT_BUCKETS - 1; i++) {
+        if (usec <= bounds[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&h->n[i], 1);
+    (void) ngx_atomic_fetch_add(&h->usec, (ngx_atomic_int_t) usec);
+}
+
+
+#define ngx_http_chat_observe_in(mcf, field, usec)                           \
+    if ((mcf)->stats) {                                                      \
+        ngx_http_chat_observe(&(mcf)->stats->field, usec);                   \
+    }
+
+/* the same, from anywhere in a worker */
+#define ngx_http_chat_latency(field, usec)                                   \
+    ngx_http_chat_observe_in(((ngx_http_chat_main_conf_t *)                  \
+                              ngx_http_cycle_get_module_main_conf(ngx_cycle, \
+                                               ngx_http_chat_module)),       \
+                             field, usec)
+
+
 /* ngx_http_chat_http.c: JSON answers to plain HTTP requests */
 ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body);
@@ -331,8 +435,10 @@ ngx_int_t ngx_http_chat_session_limited(ngx_http_chat_conn_t *wc, json_t *id,
     ngx_msec_t wait);
 
 /* ngx_http_chat_store.c: requests that need PostgreSQL */
+/* type: the index of the request's type; parsed: ngx_http_chat_usec() */
 ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_request_t *req, ngx_uint_t stmt);
+    ngx_http_chat_request_t *req, ngx_uint_t stmt, ngx_uint_t type,
+    uint64_t parsed);
 ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_store_resume(ngx_http_chat_conn_t *wc);
@@ -411,6 +517,7 @@ ngx_int_t ngx_http_chat_status_init_conf(ngx_conf_t *cf,
     ngx_http_chat_main_conf_t *cmcf);
 
 /* ngx_http_chat_api.c */
+ngx_int_t ngx_http_chat_api_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_api_handler(ngx_http_request_t *r);
 
 

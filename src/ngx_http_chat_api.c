@@ -132,6 +132,7 @@ static json_t *ngx_http_chat_api_send_request(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_search(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_log(ngx_http_request_t *r);
 
 
 #define R(x)  NGX_HTTP_CHAT_ROUTE_ ## x
@@ -191,6 +192,73 @@ static struct {
     { "unavailable",  NGX_HTTP_SERVICE_UNAVAILABLE },
     { NULL,           NGX_HTTP_INTERNAL_SERVER_ERROR }
 };
+
+
+/* REST answers are counted in the log phase, whichever way they went */
+
+ngx_int_t
+ngx_http_chat_api_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_chat_main_conf_t  *ccmf;
+
+    ccmf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (ccmf->stats_zone == NULL) {
+        /* no chat location: nothing to count */
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chat_api_log;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_api_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                  status, cls;
+    ngx_http_chat_api_t        *api;
+    ngx_http_chat_route_e       route;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf->mode != NGX_HTTP_CHAT_MODE_API) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    /*
+     * The ctx is the first field of the api (see the handler); it is gone
+     * after an internal redirect, and with it the route.
+     */
+    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    route = api ? api->route.route : NGX_HTTP_CHAT_ROUTE_NONE;
+
+    if ((ngx_uint_t) route >= NGX_HTTP_CHAT_ROUTE_COUNT) {
+        route = NGX_HTTP_CHAT_ROUTE_NONE;
+    }
+
+    /* as the access log has it; none at all: the client left (499) */
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    cls = status ? ngx_min(ngx_max(status / 100, 1), 5) - 1 : 3;
+
+    ngx_http_chat_stat(cmcf, http[route][cls], 1);
+
+    return NGX_OK;
+}
 
 
 ngx_int_t

@@ -24,6 +24,34 @@ static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
 static ngx_int_t ngx_http_chat_dev_user_valid(ngx_str_t *user);
 static unsigned ngx_http_chat_is_service(ngx_http_chat_loc_conf_t *ccf,
     json_t *claims);
+static ngx_int_t ngx_http_chat_auth_failed(ngx_uint_t reason,
+    const char *err);
+
+
+/* the JWT verifier's reasons, counted in chat_auth_failures_total */
+
+static struct {
+    const char  *err;
+    ngx_uint_t   reason;
+} ngx_http_chat_auth_reasons[] = {
+    { "malformed token", NGX_HTTP_CHAT_AUTH_MALFORMED },
+    { "token too long", NGX_HTTP_CHAT_AUTH_MALFORMED },
+    { "missing signature", NGX_HTTP_CHAT_AUTH_MALFORMED },
+    { "unsupported critical header", NGX_HTTP_CHAT_AUTH_MALFORMED },
+    { "bad signature", NGX_HTTP_CHAT_AUTH_SIGNATURE },
+    { "algorithm not allowed", NGX_HTTP_CHAT_AUTH_ALGORITHM },
+    { "token expired", NGX_HTTP_CHAT_AUTH_EXPIRED },
+    { "token not yet valid", NGX_HTTP_CHAT_AUTH_NOT_YET_VALID },
+    { "wrong issuer", NGX_HTTP_CHAT_AUTH_ISSUER },
+    { "wrong audience", NGX_HTTP_CHAT_AUTH_AUDIENCE },
+    { "token has no exp", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid exp claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid nbf claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "token has no sub", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid sub claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "sub claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { NULL, NGX_HTTP_CHAT_AUTH_OTHER }
+};
 
 
 ngx_int_t
@@ -45,17 +73,20 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
 
         if (user.len == 0) {
             *err = "not authenticated";
-            return NGX_DECLINED;
+            return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING,
+                                             NULL);
         }
 
         if (user.len > NGX_HTTP_CHAT_JWT_MAX_SUB) {
             *err = "user id is too long";
-            return NGX_DECLINED;
+            return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_IDENTITY,
+                                             NULL);
         }
 
         if (ngx_http_chat_text_valid(&user) != NGX_OK) {
             *err = "the identity is not a valid user id";
-            return NGX_DECLINED;
+            return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_IDENTITY,
+                                             NULL);
         }
 
         ngx_str_null(&name);
@@ -80,8 +111,10 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
     if (ngx_http_chat_find_token(r, ccf, &token) != NGX_OK) {
         *err = "no token: send Authorization: Bearer, the access_token "
                "argument or the token cookie";
-        return NGX_DECLINED;
+        return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING, NULL);
     }
+
+    /* a refusal is counted there */
 
     if (ngx_http_chat_verify_token(ccf, token.data, token.len, &jwt, err)
         != NGX_OK)
@@ -109,7 +142,8 @@ ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *ccf, u_char *token,
 
     if (ccf->jwt_key == NULL) {
         *err = "tokens are not accepted here";
-        return NGX_DECLINED;
+        return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_NOT_ACCEPTED,
+                                         NULL);
     }
 
     ngx_memzero(&opts, sizeof(ngx_http_chat_jwt_opts_t));
@@ -124,10 +158,36 @@ ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *ccf, u_char *token,
     if (ngx_http_chat_jwt_verify(ccf->jwt_key, &opts, token, len, jwt, err)
         != 0)
     {
-        return NGX_DECLINED;
+        return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_OTHER, *err);
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Counts a refusal by its reason (err: the verifier's words, mapped to
+ * one) and returns NGX_DECLINED.  Only refusals pay the string compares.
+ */
+
+static ngx_int_t
+ngx_http_chat_auth_failed(ngx_uint_t reason, const char *err)
+{
+    ngx_uint_t  i;
+
+    if (err != NULL) {
+        for (i = 0; ngx_http_chat_auth_reasons[i].err; i++) {
+            if (ngx_strcmp(ngx_http_chat_auth_reasons[i].err, err) == 0) {
+                break;
+            }
+        }
+
+        reason = ngx_http_chat_auth_reasons[i].reason;
+    }
+
+    ngx_http_chat_count(auth_failures[reason], 1);
+
+    return NGX_DECLINED;
 }
 
 

@@ -183,7 +183,8 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
                     ngx_log_error(NGX_LOG_INFO, wc->connection->log, 0,
                                   "chat: client does not keep up, %uz bytes "
                                   "unsent: closing with 1013", wc->out_bytes);
-                    ngx_http_chat_stat(cmcf, closes_slow, 1);
+                    ngx_http_chat_stat(cmcf,
+                                       closes[NGX_HTTP_CHAT_CLOSED_SLOW], 1);
                     ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_TRY_AGAIN,
                                            "too slow: resume with sync");
                     continue;
@@ -281,7 +282,10 @@ ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
 }
 
 
-/* every connection of this worker: its events cannot be trusted anymore */
+/*
+ * Every connection of this worker: its events cannot be trusted anymore
+ * (its chat_zone queue overflowed).
+ */
 
 void
 ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
@@ -315,6 +319,11 @@ ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
              q = ngx_queue_next(q))
         {
             wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+
+            if (!wc->close_sent && !wc->finalized) {
+                ngx_http_chat_count(closes[NGX_HTTP_CHAT_CLOSED_OVERFLOW], 1);
+            }
+
             ngx_http_chat_ws_close(wc, code, reason);
         }
     }

@@ -50,12 +50,10 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     ngx_http_chat_ctx_t        *ctx;
     ngx_http_chat_conn_t       *wc;
     ngx_http_chat_loc_conf_t   *ccf;
-    ngx_http_chat_main_conf_t  *cmcf;
     ngx_http_chat_handshake_t   hs;
 
     c = r->connection;
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
 
     c->log->action = "checking the WebSocket handshake";
 
@@ -149,8 +147,6 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: handshake refused: %s", err);
-
-        ngx_http_chat_stat(cmcf, auth_failures, 1);
 
         if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer")
             != NGX_OK)

@@ -59,6 +59,7 @@ typedef struct {
     ngx_msec_t                  backoff;
     ngx_event_t                 retry;
     u_char                      fatal[256]; /* why the server hung up */
+    uint64_t                    sent;      /* the query's, in usec */
     unsigned                    flushing:1;
 } ngx_http_chat_pg_conn_t;
 
@@ -934,6 +935,10 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     pc->state = ngx_http_chat_pg_ready;
     pc->c->read->cancelable = 1;
 
+    ngx_http_chat_latency(pg_time[ngx_min(q->stmt,
+                                          NGX_HTTP_CHAT_STMT_SLOTS - 1)],
+                          ngx_http_chat_usec() - pc->sent);
+
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         rc = NGX_OK;
 
@@ -1067,6 +1072,7 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
         }
 
         ngx_http_chat_count(pg_queries, 1);
+        pc->sent = ngx_http_chat_usec();
 
         /*
          * A query in flight holds an exiting worker (up to the query

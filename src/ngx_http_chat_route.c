@@ -20,26 +20,46 @@
 static const struct {
     unsigned     methods;
     const char  *allow;
+    const char  *name;
 } ngx_http_chat_routes[NGX_HTTP_CHAT_ROUTE_COUNT] = {
-    { 0,         "" },
-    { G | P,     "GET, HEAD, POST" },             /* conversations */
-    { G | A | D, "GET, HEAD, PATCH, DELETE" },    /* conversations/{id} */
-    { U | D,     "PUT, DELETE" },                 /* .../archive */
-    { U | D,     "PUT, DELETE" },                 /* .../mute */
-    { P,         "POST" },                        /* .../members */
-    { D,         "DELETE" },                      /* .../members/{user} */
-    { G | P,     "GET, HEAD, POST" },             /* .../messages */
-    { P,         "POST" },                        /* .../read */
-    { A | D,     "PATCH, DELETE" },               /* messages/{id} */
-    { G,         "GET, HEAD" },                   /* messages/search */
-    { G,         "GET, HEAD" },                   /* unread */
-    { G,         "GET, HEAD" },                   /* users/search */
-    { G,         "GET, HEAD" },                   /* users/me */
-    { G | P,     "GET, HEAD, POST" },             /* contacts */
-    { D,         "DELETE" },                      /* contacts/{user} */
-    { G,         "GET, HEAD" },                   /* blocks */
-    { U | D,     "PUT, DELETE" },                 /* blocks/{user} */
-    { G,         "GET, HEAD" }                    /* presence */
+    { 0,         "",
+      "unknown" },
+    { G | P,     "GET, HEAD, POST",
+      "conversations" },
+    { G | A | D, "GET, HEAD, PATCH, DELETE",
+      "conversations/{id}" },
+    { U | D,     "PUT, DELETE",
+      "conversations/{id}/archive" },
+    { U | D,     "PUT, DELETE",
+      "conversations/{id}/mute" },
+    { P,         "POST",
+      "conversations/{id}/members" },
+    { D,         "DELETE",
+      "conversations/{id}/members/{user}" },
+    { G | P,     "GET, HEAD, POST",
+      "conversations/{id}/messages" },
+    { P,         "POST",
+      "conversations/{id}/read" },
+    { A | D,     "PATCH, DELETE",
+      "messages/{id}" },
+    { G,         "GET, HEAD",
+      "messages/search" },
+    { G,         "GET, HEAD",
+      "unread" },
+    { G,         "GET, HEAD",
+      "users/search" },
+    { G,         "GET, HEAD",
+      "users/me" },
+    { G | P,     "GET, HEAD, POST",
+      "contacts" },
+    { D,         "DELETE",
+      "contacts/{user}" },
+    { G,         "GET, HEAD",
+      "blocks" },
+    { U | D,     "PUT, DELETE",
+      "blocks/{user}" },
+    { G,         "GET, HEAD",
+      "presence" }
 };
 
 
@@ -214,6 +234,17 @@ ngx_http_chat_route_allow(ngx_http_chat_route_e route)
     }
 
     return ngx_http_chat_routes[route].allow;
+}
+
+
+const char *
+ngx_http_chat_route_name(ngx_http_chat_route_e route)
+{
+    if ((unsigned) route >= NGX_HTTP_CHAT_ROUTE_COUNT) {
+        route = NGX_HTTP_CHAT_ROUTE_NONE;
+    }
+
+    return ngx_http_chat_routes[route].name;
 }
 
 

@@ -75,5 +75,9 @@ unsigned ngx_http_chat_route_methods(ngx_http_chat_route_e route);
 /* "GET, HEAD, POST" and the like, for an Allow header */
 const char *ngx_http_chat_route_allow(ngx_http_chat_route_e route);
 
+/* the route's path with its parameters named ("conversations/{id}"), for
+ * metrics; "unknown" for NONE */
+const char *ngx_http_chat_route_name(ngx_http_chat_route_e route);
+
 
 #endif /* _NGX_HTTP_CHAT_ROUTE_H_INCLUDED_ */

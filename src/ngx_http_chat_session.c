@@ -32,8 +32,11 @@ static ngx_int_t ngx_http_chat_reply_ok(ngx_http_chat_conn_t *wc,
     json_t *id, json_t *data);
 
 
-static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
-
+/* sized: one type too many for the counters (the end counts "other")
+ * does not build */
+static ngx_http_chat_request_type_t
+    ngx_http_chat_request_types[NGX_HTTP_CHAT_REQUEST_TYPES] =
+{
     { ngx_string("ping"), ngx_http_chat_ping, 0 },
     { ngx_string("auth.refresh"), ngx_http_chat_auth_refresh, 0 },
 
@@ -57,18 +60,29 @@ static ngx_http_chat_request_type_t  ngx_http_chat_request_types[] = {
 };
 
 
-/* for chat_status: the request types, in the order of the counters */
+/*
+ * For chat_status: the request types, in the order of the counters; after
+ * them "other" (NGX_HTTP_CHAT_REQUEST_TYPES counts it too), then NULL.
+ */
 
 ngx_str_t *
 ngx_http_chat_request_type_name(ngx_uint_t i)
 {
-    if (i >= NGX_HTTP_CHAT_REQUEST_TYPES
-        || ngx_http_chat_request_types[i].type.len == 0)
-    {
+    static ngx_str_t  other = ngx_string("other");
+
+    if (i >= NGX_HTTP_CHAT_REQUEST_TYPES) {
         return NULL;
     }
 
-    return &ngx_http_chat_request_types[i].type;
+    if (ngx_http_chat_request_types[i].type.len) {
+        return &ngx_http_chat_request_types[i].type;
+    }
+
+    if (i == 0 || ngx_http_chat_request_types[i - 1].type.len) {
+        return &other;
+    }
+
+    return NULL;
 }
 
 
@@ -112,9 +126,11 @@ ngx_int_t
 ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
     size_t len)
 {
-    const char                    *err;
+    uint64_t                       parsed;
     ngx_int_t                      rc;
+    ngx_uint_t                     type;
     ngx_msec_t                     wait;
+    const char                    *err;
     ngx_http_chat_request_t        req;
     ngx_http_chat_main_conf_t     *cmcf;
     ngx_http_chat_request_type_t  *t;
@@ -122,64 +138,73 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
 
-    if (ngx_http_chat_request_parse(&req, data, len,
-                                    NGX_HTTP_CHAT_MAX_JSON_DEPTH, &err)
-        != 0)
-    {
-        ngx_http_chat_stat(cmcf, requests_bad, 1);
-        rc = ngx_http_chat_session_error(wc, req.id, "bad_request", err);
-        ngx_http_chat_request_free(&req);
-        return rc;
-    }
+    rc = ngx_http_chat_request_parse(&req, data, len,
+                                     NGX_HTTP_CHAT_MAX_JSON_DEPTH, &err);
 
-    for (t = ngx_http_chat_request_types; t->type.len; t++) {
-        if (t->type.len == req.type_len
-            && ngx_strncmp(t->type.data, req.type, req.type_len) == 0)
-        {
-            break;
+    /* request latency: from here to the reply queued */
+    parsed = ngx_http_chat_usec();
+
+    /* unparsable, or a type not known: "other", the table's end */
+    t = ngx_http_chat_request_types;
+
+    if (rc == 0) {
+        for ( /* void */ ; t->type.len; t++) {
+            if (t->type.len == req.type_len
+                && ngx_strncmp(t->type.data, req.type, req.type_len) == 0)
+            {
+                break;
+            }
+        }
+
+    } else {
+        while (t->type.len) {
+            t++;
         }
     }
 
-    if ((ngx_uint_t) (t - ngx_http_chat_request_types)
-        < NGX_HTTP_CHAT_REQUEST_TYPES)
-    {
-        ngx_http_chat_stat(cmcf, requests[t - ngx_http_chat_request_types],
-                           1);
-    }
+    type = t - ngx_http_chat_request_types;
+
+    ngx_http_chat_stat(cmcf, requests[type], 1);
 
     if (t->type.len == 0) {
         ngx_http_chat_stat(cmcf, requests_bad, 1);
         rc = ngx_http_chat_session_error(wc, req.id, "bad_request",
-                                         "unknown type");
-        ngx_http_chat_request_free(&req);
-        return rc;
-    }
+                                         rc == 0 ? "unknown type" : err);
 
-    if (t->handler != NULL) {
+    } else if (t->handler != NULL) {
         rc = t->handler(wc, &req);
 
     } else if (cmcf->pg == NULL) {
         rc = ngx_http_chat_session_error(wc, req.id, "unavailable",
                                          "storage is not configured");
 
+    } else {
+        wait = 0;
 
-    } else if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
-               || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
-    {
-        wait = ngx_http_chat_rate_check(wc,
+        if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
+            || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
+        {
+            wait = ngx_http_chat_rate_check(wc,
                                         t->stmt == NGX_HTTP_CHAT_STMT_SEND
                                         ? NGX_HTTP_CHAT_RATE_SEND
                                         : NGX_HTTP_CHAT_RATE_TYPING);
-        if (wait) {
-            ngx_http_chat_stat(cmcf, rate_limited, 1);
-            rc = ngx_http_chat_session_limited(wc, req.id, wait);
-
-        } else {
-            rc = ngx_http_chat_store_request(wc, &req, t->stmt);
         }
 
-    } else {
-        rc = ngx_http_chat_store_request(wc, &req, t->stmt);
+        if (wait == 0) {
+            /* the reply comes later: the store records the latency then */
+            rc = ngx_http_chat_store_request(wc, &req, t->stmt, type,
+                                             parsed);
+            ngx_http_chat_request_free(&req);
+            return rc;
+        }
+
+        ngx_http_chat_stat(cmcf, rate_limited, 1);
+        rc = ngx_http_chat_session_limited(wc, req.id, wait);
+    }
+
+    if (rc == NGX_OK) {
+        ngx_http_chat_observe_in(cmcf, request_time[type],
+                                 ngx_http_chat_usec() - parsed);
     }
 
     ngx_http_chat_request_free(&req);
@@ -239,6 +264,7 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
         || ngx_strncmp(jwt.sub, wc->id.id.data, jwt.sub_len) != 0)
     {
         ngx_http_chat_jwt_free(&jwt);
+        ngx_http_chat_count(auth_failures[NGX_HTTP_CHAT_AUTH_WRONG_USER], 1);
         return ngx_http_chat_session_error(wc, req->id, "forbidden",
                                          "the token is for another user");
     }

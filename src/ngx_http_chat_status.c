@@ -1,18 +1,49 @@
 
 /*
- * chat_status: counters in Prometheus text format.  They live in a small
- * shared memory segment so that every worker adds to the same numbers and
- * a reload keeps them.
+ * chat_status: counters, gauges and latency histograms in Prometheus text
+ * format.  They live in a small shared memory segment so that every
+ * worker adds to the same numbers and a reload keeps them.  Every label
+ * takes its values from a fixed set (docs/metrics.md lists them all).
  */
 
 
+#include <nginx.h>
 #include <ngx_http_chat.h>
 #include <ngx_http_chat_zone.h>
+
+#include <openssl/crypto.h>
+
+
+/* room for one line of a labelled family: names and labels are short */
+#define NGX_HTTP_CHAT_STATUS_LINE  (192 + 2 * NGX_ATOMIC_T_LEN)
+
+
+typedef struct {
+    const char   *name;
+    const char   *type;
+    const char   *help;
+    size_t        offset;
+} ngx_http_chat_metric_t;
 
 
 static ngx_int_t ngx_http_chat_status_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static u_char *ngx_http_chat_status_zone(u_char *p);
+static u_char *ngx_http_chat_status_family(u_char *p, u_char *last,
+    const char *name, const char *type, const char *help);
+static u_char *ngx_http_chat_status_labelled(u_char *p, u_char *last,
+    const char *name, const char *label, ngx_str_t *values,
+    ngx_atomic_t *counts, ngx_uint_t n);
+static u_char *ngx_http_chat_status_http(u_char *p, u_char *last,
+    ngx_http_chat_stats_t *stats);
+static u_char *ngx_http_chat_status_histogram(u_char *p, u_char *last,
+    const char *name, const char *label, ngx_str_t *value,
+    ngx_http_chat_histogram_t *h);
+static u_char *ngx_http_chat_status_seconds(u_char *p, u_char *last,
+    uint64_t usec, ngx_uint_t trim);
+static u_char *ngx_http_chat_status_build(u_char *p, u_char *last);
+static u_char *ngx_http_chat_status_version(u_char *p, u_char *last,
+    const char *label, const char *version);
+static u_char *ngx_http_chat_status_zone(u_char *p, u_char *last);
 static ngx_atomic_int_t ngx_http_chat_status_gauge(ngx_uint_t connections);
 
 
@@ -32,12 +63,40 @@ static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
 };
 
 
-typedef struct {
-    const char   *name;
-    const char   *type;
-    const char   *help;
-    size_t        offset;
-} ngx_http_chat_metric_t;
+/* indexed by NGX_HTTP_CHAT_CLOSED_* */
+static ngx_str_t  ngx_http_chat_close_reasons[NGX_HTTP_CHAT_CLOSE_REASONS] = {
+    ngx_string("protocol"),
+    ngx_string("limit"),
+    ngx_string("idle"),
+    ngx_string("ping_timeout"),
+    ngx_string("token_expired"),
+    ngx_string("shutdown"),
+    ngx_string("slow"),
+    ngx_string("overflow"),
+    ngx_string("internal")
+};
+
+
+/* indexed by NGX_HTTP_CHAT_AUTH_* */
+static ngx_str_t  ngx_http_chat_auth_reasons[NGX_HTTP_CHAT_AUTH_REASONS] = {
+    ngx_string("missing_token"),
+    ngx_string("malformed"),
+    ngx_string("bad_signature"),
+    ngx_string("algorithm"),
+    ngx_string("expired"),
+    ngx_string("not_yet_valid"),
+    ngx_string("wrong_issuer"),
+    ngx_string("wrong_audience"),
+    ngx_string("bad_claims"),
+    ngx_string("bad_identity"),
+    ngx_string("not_accepted"),
+    ngx_string("wrong_user"),
+    ngx_string("other")
+};
+
+
+static const char  *ngx_http_chat_status_classes[NGX_HTTP_CHAT_STATUS_CLASSES]
+    = { "1xx", "2xx", "3xx", "4xx", "5xx" };
 
 
 #define ngx_http_chat_metric(name, type, field, help)                        \
@@ -53,8 +112,6 @@ static ngx_http_chat_metric_t  ngx_http_chat_metrics[] = {
     ngx_http_chat_metric("chat_handshake_failures_total", "counter",
                          handshake_failures,
                          "WebSocket handshakes refused as malformed."),
-    ngx_http_chat_metric("chat_auth_failures_total", "counter",
-                         auth_failures, "Requests refused as unauthorized."),
     ngx_http_chat_metric("chat_frames_in_total", "counter", frames_in,
                          "WebSocket frames received."),
     ngx_http_chat_metric("chat_messages_in_total", "counter", messages_in,
@@ -67,24 +124,8 @@ static ngx_http_chat_metric_t  ngx_http_chat_metrics[] = {
                          "Bytes written to WebSocket clients."),
     ngx_http_chat_metric("chat_bad_requests_total", "counter", requests_bad,
                          "Requests answered with bad_request."),
-    ngx_http_chat_metric("chat_closes_protocol_total", "counter",
-                         closes_protocol,
-                         "Connections failed for a protocol violation."),
-    ngx_http_chat_metric("chat_closes_limit_total", "counter", closes_limit,
-                         "Connections closed for exceeding a size limit."),
-    ngx_http_chat_metric("chat_closes_timeout_total", "counter",
-                         closes_timeout,
-                         "Connections closed as dead or idle."),
-    ngx_http_chat_metric("chat_closes_token_expired_total", "counter",
-                         closes_token,
-                         "Connections closed because the token expired."),
-    ngx_http_chat_metric("chat_closes_shutdown_total", "counter",
-                         closes_shutdown,
-                         "Connections closed by a reload or shutdown."),
     ngx_http_chat_metric("chat_dev_tokens_minted_total", "counter",
                          tokens_minted, "Development tokens minted."),
-    ngx_http_chat_metric("chat_closes_slow_total", "counter", closes_slow,
-                         "Connections closed with 1013 for not reading."),
     ngx_http_chat_metric("chat_events_dropped_total", "counter",
                          events_dropped,
                          "Typing and presence events dropped for slow "
@@ -111,14 +152,23 @@ static ngx_http_chat_metric_t  ngx_http_chat_metrics[] = {
 ngx_int_t
 ngx_http_chat_status_init_conf(ngx_conf_t *cf, ngx_http_chat_main_conf_t *cmcf)
 {
+    size_t     size;
     ngx_str_t  name = ngx_string("chat_status");
 
     if (cmcf->stats_zone != NULL) {
         return NGX_OK;
     }
 
-    cmcf->stats_zone = ngx_shared_memory_add(cf, &name,
-                                             8 * ngx_pagesize,
+    /*
+     * The slab pool's own pages, and room for the counters twice: a reload
+     * into a module of another layout allocates new ones (see below).  The
+     * size follows the layout, so that most such reloads get a new segment.
+     */
+
+    size = 8 * ngx_pagesize
+           + 2 * ngx_align(sizeof(ngx_http_chat_stats_t), ngx_pagesize);
+
+    cmcf->stats_zone = ngx_shared_memory_add(cf, &name, size,
                                              &ngx_http_chat_module);
     if (cmcf->stats_zone == NULL) {
         return NGX_ERROR;
@@ -134,33 +184,40 @@ ngx_http_chat_status_init_conf(ngx_conf_t *cf, ngx_http_chat_main_conf_t *cmcf)
 static ngx_int_t
 ngx_http_chat_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_chat_main_conf_t  *ocmcf = data;
-
     ngx_slab_pool_t            *shpool;
+    ngx_http_chat_stats_t      *stats;
     ngx_http_chat_main_conf_t  *cmcf;
 
     cmcf = shm_zone->data;
-
-    /* a reload keeps the segment, and the counts in it */
-
-    if (ocmcf != NULL) {
-        cmcf->stats = ocmcf->stats;
-        return NGX_OK;
-    }
-
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (shm_zone->shm.exists) {
-        cmcf->stats = shpool->data;
-        return NGX_OK;
+    /*
+     * A reload keeps the segment, and the counts in it, unless they were
+     * laid out by another version of the module: the old workers still add
+     * to those, so they stay, and this generation starts from zero.
+     */
+
+    if (data != NULL || shm_zone->shm.exists) {
+        stats = shpool->data;
+
+        if (stats != NULL && stats->layout == sizeof(ngx_http_chat_stats_t)) {
+            cmcf->stats = stats;
+            return NGX_OK;
+        }
     }
 
-    cmcf->stats = ngx_slab_calloc(shpool, sizeof(ngx_http_chat_stats_t));
-    if (cmcf->stats == NULL) {
+    stats = ngx_slab_calloc(shpool, sizeof(ngx_http_chat_stats_t));
+    if (stats == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "chat: no room for the counters in \"%V\" after "
+                      "reloads into other versions of the module: restart "
+                      "nginx", &shm_zone->shm.name);
         return NGX_ERROR;
     }
 
-    shpool->data = cmcf->stats;
+    stats->layout = sizeof(ngx_http_chat_stats_t);
+    shpool->data = stats;
+    cmcf->stats = stats;
 
     return NGX_OK;
 }
@@ -169,15 +226,19 @@ ngx_http_chat_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 ngx_int_t
 ngx_http_chat_status_handler(ngx_http_request_t *r)
 {
+    u_char                     *last;
     size_t                      size;
     ngx_int_t                   rc;
-    ngx_str_t                  *name;
-    ngx_uint_t                  i;
+    ngx_str_t                   names[NGX_HTTP_CHAT_REQUEST_TYPES];
+    ngx_str_t                   stmt;
+    ngx_uint_t                  i, n, lines;
     ngx_buf_t                  *b;
     ngx_chain_t                 out;
     ngx_atomic_int_t            value;
     ngx_http_chat_metric_t     *m;
+    ngx_http_chat_stats_t      *stats;
     ngx_http_chat_main_conf_t  *cmcf;
+    u_char                      used[NGX_HTTP_CHAT_STMT_SLOTS];
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -189,27 +250,55 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
     }
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+    stats = cmcf->stats;
 
-    size = 0;
+    /* statements appear once used: most nodes never run some of them */
 
-    for (m = ngx_http_chat_metrics; m->name; m++) {
-        size += sizeof("# HELP  \n# TYPE  \n \n") - 1
-                + 2 * ngx_strlen(m->name) + ngx_strlen(m->help)
-                + ngx_strlen(m->type) + ngx_strlen(m->name) + NGX_ATOMIC_T_LEN;
+    lines = 0;
+
+    for (i = 0; i < NGX_HTTP_CHAT_STMT_SLOTS; i++) {
+        used[i] = 0;
+
+        for (n = 0; n < NGX_HTTP_CHAT_BUCKETS; n++) {
+            if (stats->pg_time[i].n[n]) {
+                used[i] = 1;
+                lines += NGX_HTTP_CHAT_BUCKETS + 2;
+                break;
+            }
+        }
     }
 
-    /* the labelled families and the zone's figures */
-    size += 256 + (NGX_HTTP_CHAT_EVENT_TYPES + NGX_HTTP_CHAT_REQUEST_TYPES)
-                  * (64 + NGX_ATOMIC_T_LEN)
-            + 512 + NGX_HTTP_CHAT_SLOTS * (128 + 3 * NGX_ATOMIC_T_LEN);
+    for (n = 0; ngx_http_chat_request_type_name(n) != NULL; n++) {
+        names[n] = *ngx_http_chat_request_type_name(n);
+    }
+
+    /*
+     * The samples, and the HELP and TYPE lines of the 15 labelled
+     * families: a line each, the longest HELP texts on top.  Every write
+     * is bounded by the buffer's end all the same.
+     */
+
+    lines += 3 * (sizeof(ngx_http_chat_metrics)
+                  / sizeof(ngx_http_chat_metric_t))
+             + 2 * 15
+             + NGX_HTTP_CHAT_REQUEST_TYPES * (NGX_HTTP_CHAT_BUCKETS + 3)
+             + NGX_HTTP_CHAT_EVENT_TYPES
+             + NGX_HTTP_CHAT_CLOSE_REASONS
+             + NGX_HTTP_CHAT_AUTH_REASONS
+             + NGX_HTTP_CHAT_ROUTE_COUNT * NGX_HTTP_CHAT_STATUS_CLASSES
+             + 1 + 4 + 3 * NGX_HTTP_CHAT_SLOTS;
+
+    size = lines * NGX_HTTP_CHAT_STATUS_LINE + 2048;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    last = b->end;
+
     for (m = ngx_http_chat_metrics; m->name; m++) {
-        value = *(ngx_atomic_t *) ((u_char *) cmcf->stats + m->offset);
+        value = *(ngx_atomic_t *) ((u_char *) stats + m->offset);
 
         /* with a zone, the gauges are the live workers' slots, summed */
 
@@ -222,43 +311,101 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
                                               connections));
         }
 
-        b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n%s %A\n",
-                              m->name, m->help, m->name, m->type, m->name,
-                              value);
+        b->last = ngx_http_chat_status_family(b->last, last, m->name,
+                                              m->type, m->help);
+        b->last = ngx_slprintf(b->last, last, "%s %A\n", m->name, value);
     }
 
-    b->last = ngx_cpymem(b->last,
-                    "# HELP chat_requests_total Requests received, by type.\n"
-                    "# TYPE chat_requests_total counter\n",
-                    sizeof("# HELP chat_requests_total Requests received, "
-                           "by type.\n"
-                           "# TYPE chat_requests_total counter\n") - 1);
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_requests_total", "counter",
+                  "WebSocket requests received, by type (other: an "
+                  "unknown type or no valid request at all).");
+    b->last = ngx_http_chat_status_labelled(b->last, last,
+                  "chat_requests_total", "type", names, stats->requests, n);
 
-    for (i = 0; (name = ngx_http_chat_request_type_name(i)) != NULL; i++) {
-        b->last = ngx_sprintf(b->last,
-                              "chat_requests_total{type=\"%V\"} %A\n", name,
-                              (ngx_atomic_int_t) cmcf->stats->requests[i]);
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_request_duration_seconds", "histogram",
+                  "Time from a WebSocket request parsed to its reply "
+                  "queued, by request type.");
+
+    for (i = 0; i < n; i++) {
+        b->last = ngx_http_chat_status_histogram(b->last, last,
+                      "chat_request_duration_seconds", "type", &names[i],
+                      &stats->request_time[i]);
     }
 
-    b->last = ngx_cpymem(b->last,
-                    "# HELP chat_events_total Events routed, by type.\n"
-                    "# TYPE chat_events_total counter\n",
-                    sizeof("# HELP chat_events_total Events routed, "
-                           "by type.\n"
-                           "# TYPE chat_events_total counter\n") - 1);
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_postgres_query_duration_seconds", "histogram",
+                  "PostgreSQL query time, from the query sent to its "
+                  "result read, by prepared statement.");
+
+    for (n = 0; ngx_http_chat_pg_statements[n].name != NULL; n++) {
+        /* void */
+    }
+
+    for (i = 0; i < NGX_HTTP_CHAT_STMT_SLOTS; i++) {
+        if (!used[i]) {
+            continue;
+        }
+
+        /* the last slot also holds any statements past it */
+
+        if (i < n && (i < NGX_HTTP_CHAT_STMT_SLOTS - 1
+                      || n == NGX_HTTP_CHAT_STMT_SLOTS))
+        {
+            stmt.data = (u_char *) ngx_http_chat_pg_statements[i].name;
+            stmt.len = ngx_strlen(stmt.data);
+
+        } else {
+            ngx_str_set(&stmt, "other");
+        }
+
+        b->last = ngx_http_chat_status_histogram(b->last, last,
+                      "chat_postgres_query_duration_seconds", "statement",
+                      &stmt, &stats->pg_time[i]);
+    }
+
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_events_total", "counter",
+                  "Events routed, by type.");
 
     for (i = 0; i < NGX_HTTP_CHAT_EVENT_TYPES; i++) {
         if (ngx_http_chat_event_names[i].len) {
-            b->last = ngx_sprintf(b->last,
-                                  "chat_events_total{type=\"%V\"} %A\n",
-                                  &ngx_http_chat_event_names[i],
-                                  (ngx_atomic_int_t)
-                                      cmcf->stats->events_out[i]);
+            b->last = ngx_slprintf(b->last, last,
+                                   "chat_events_total{type=\"%V\"} %uA\n",
+                                   &ngx_http_chat_event_names[i],
+                                   stats->events_out[i]);
         }
     }
 
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_closes_total", "counter",
+                  "WebSocket connections the server closed, by reason: "
+                  "protocol (1002, 1003, 1007), limit (1008, 1009), idle "
+                  "(1001, chat_idle_timeout), ping_timeout (no pong), "
+                  "token_expired (4001), shutdown (1001, reload or stop), "
+                  "slow (1013, the client did not read), overflow (1013, "
+                  "the worker's chat_zone queue overflowed), internal "
+                  "(1011).");
+    b->last = ngx_http_chat_status_labelled(b->last, last,
+                  "chat_closes_total", "reason", ngx_http_chat_close_reasons,
+                  stats->closes, NGX_HTTP_CHAT_CLOSE_REASONS);
+
+    b->last = ngx_http_chat_status_family(b->last, last,
+                  "chat_auth_failures_total", "counter",
+                  "Requests refused as unauthenticated (WebSocket "
+                  "handshakes, REST requests, auth.refresh), by reason.");
+    b->last = ngx_http_chat_status_labelled(b->last, last,
+                  "chat_auth_failures_total", "reason",
+                  ngx_http_chat_auth_reasons, stats->auth_failures,
+                  NGX_HTTP_CHAT_AUTH_REASONS);
+
+    b->last = ngx_http_chat_status_http(b->last, last, stats);
+
+    b->last = ngx_http_chat_status_build(b->last, last);
+
     if (ngx_http_chat_zone != NULL) {
-        b->last = ngx_http_chat_status_zone(b->last);
+        b->last = ngx_http_chat_status_zone(b->last, last);
     }
 
     b->last_buf = 1;
@@ -282,10 +429,198 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
 }
 
 
-/* presence and queues: read under the zone's lock, briefly */
+static u_char *
+ngx_http_chat_status_family(u_char *p, u_char *last, const char *name,
+    const char *type, const char *help)
+{
+    return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                        name, help, name, type);
+}
+
 
 static u_char *
-ngx_http_chat_status_zone(u_char *p)
+ngx_http_chat_status_labelled(u_char *p, u_char *last, const char *name,
+    const char *label, ngx_str_t *values, ngx_atomic_t *counts, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_slprintf(p, last, "%s{%s=\"%V\"} %uA\n",
+                         name, label, &values[i], counts[i]);
+    }
+
+    return p;
+}
+
+
+/*
+ * REST answers by route and status class: 2xx, 4xx and 5xx of every route
+ * always (a series that appears late loses its first increase in rate()),
+ * the classes that hardly happen once they do.
+ */
+
+static u_char *
+ngx_http_chat_status_http(u_char *p, u_char *last,
+    ngx_http_chat_stats_t *stats)
+{
+    ngx_uint_t  route, cls;
+
+    p = ngx_http_chat_status_family(p, last,
+            "chat_http_requests_total", "counter",
+            "REST requests answered, by route (unknown: no route matched) "
+            "and status class.");
+
+    for (route = 0; route < NGX_HTTP_CHAT_ROUTE_COUNT; route++) {
+        for (cls = 0; cls < NGX_HTTP_CHAT_STATUS_CLASSES; cls++) {
+
+            if ((cls == 0 || cls == 2) && stats->http[route][cls] == 0) {
+                continue;
+            }
+
+            p = ngx_slprintf(p, last,
+                             "chat_http_requests_total{route=\"%s\","
+                             "status=\"%s\"} %uA\n",
+                             ngx_http_chat_route_name(route),
+                             ngx_http_chat_status_classes[cls],
+                             stats->http[route][cls]);
+        }
+    }
+
+    return p;
+}
+
+
+/* cumulative buckets, as Prometheus has them: +Inf is the count */
+
+static u_char *
+ngx_http_chat_status_histogram(u_char *p, u_char *last, const char *name,
+    const char *label, ngx_str_t *value, ngx_http_chat_histogram_t *h)
+{
+    ngx_uint_t              i;
+    ngx_atomic_uint_t       total;
+    static const uint32_t   bounds[] = { NGX_HTTP_CHAT_BOUNDS };
+
+    total = 0;
+
+    for (i = 0; i < NGX_HTTP_CHAT_BUCKETS; i++) {
+        total += h->n[i];
+
+        p = ngx_slprintf(p, last, "%s_bucket{%s=\"%V\",le=\"", name, label,
+                         value);
+
+        if (i < NGX_HTTP_CHAT_BUCKETS - 1) {
+            p = ngx_http_chat_status_seconds(p, last, bounds[i], 1);
+
+        } else {
+            p = ngx_slprintf(p, last, "+Inf");
+        }
+
+        p = ngx_slprintf(p, last, "\"} %uA\n", total);
+    }
+
+    p = ngx_slprintf(p, last, "%s_sum{%s=\"%V\"} ", name, label, value);
+    p = ngx_http_chat_status_seconds(p, last, h->usec, 0);
+
+    return ngx_slprintf(p, last, "\n%s_count{%s=\"%V\"} %uA\n",
+                        name, label, value, total);
+}
+
+
+/* microseconds as seconds: "0.00025", "2.5", "10"; trim 0: all 6 digits */
+
+static u_char *
+ngx_http_chat_status_seconds(u_char *p, u_char *last, uint64_t usec,
+    ngx_uint_t trim)
+{
+    u_char  *e;
+    u_char   frac[NGX_INT_T_LEN];
+
+    e = ngx_sprintf(frac, "%06uL", usec % 1000000);
+
+    if (trim) {
+        while (e > frac && e[-1] == '0') {
+            e--;
+        }
+
+        if (e == frac) {
+            return ngx_slprintf(p, last, "%uL", usec / 1000000);
+        }
+    }
+
+    return ngx_slprintf(p, last, "%uL.%*s", usec / 1000000,
+                        (size_t) (e - frac), frac);
+}
+
+
+/* what is known at build time, and the libraries' own words at run time */
+
+static u_char *
+ngx_http_chat_status_build(u_char *p, u_char *last)
+{
+    int          v;
+    const char  *ssl;
+    u_char       libpq[NGX_INT_T_LEN * 2 + 2];
+
+    v = PQlibVersion();
+
+    /* 10 and later: major * 10000 + minor */
+    *ngx_snprintf(libpq, sizeof(libpq) - 1, "%d.%d",
+                  v / 10000, v % 10000) = '\0';
+
+    /* "OpenSSL 3.0.11 19 Sep 2023": the second word */
+    ssl = OpenSSL_version(OPENSSL_VERSION);
+    if (ngx_strncmp(ssl, "OpenSSL ", 8) == 0) {
+        ssl += 8;
+    }
+
+    p = ngx_http_chat_status_family(p, last, "chat_build_info", "gauge",
+            "Always 1; the labels say which versions of the module, "
+            "nginx, libpq, jansson and OpenSSL run.");
+
+    p = ngx_slprintf(p, last, "chat_build_info{");
+    p = ngx_http_chat_status_version(p, last, "version",
+                                     NGX_HTTP_CHAT_VERSION);
+    p = ngx_http_chat_status_version(p, last, ",nginx", NGINX_VERSION);
+    p = ngx_http_chat_status_version(p, last, ",libpq", (char *) libpq);
+#if (JANSSON_VERSION_HEX >= 0x020d00)
+    p = ngx_http_chat_status_version(p, last, ",jansson",
+                                     jansson_version_str());
+#else
+    p = ngx_http_chat_status_version(p, last, ",jansson", JANSSON_VERSION);
+#endif
+    p = ngx_http_chat_status_version(p, last, ",openssl", ssl);
+
+    return ngx_slprintf(p, last, "} 1\n");
+}
+
+
+/* label="version": up to a space, and nothing a label value must escape */
+
+static u_char *
+ngx_http_chat_status_version(u_char *p, u_char *last, const char *label,
+    const char *version)
+{
+    u_char  c;
+
+    p = ngx_slprintf(p, last, "%s=\"", label);
+
+    for ( /* void */ ; *version && *version != ' ' && p < last; version++) {
+        c = (u_char) *version;
+        *p++ = (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) ? '_' : c;
+    }
+
+    return ngx_slprintf(p, last, "\"");
+}
+
+
+/*
+ * Presence and queues: read under the zone's lock, briefly.  Workers are
+ * told apart by slot, a small number that a new worker takes over when a
+ * reload retires the old one (a pid would make new series each reload).
+ */
+
+static u_char *
+ngx_http_chat_status_zone(u_char *p, u_char *last)
 {
     size_t                  total, used;
     ngx_uint_t              i, online, full;
@@ -317,49 +652,55 @@ ngx_http_chat_status_zone(u_char *p)
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    p = ngx_sprintf(p, "# HELP chat_users_online Users with a connection.\n"
-                       "# TYPE chat_users_online gauge\n"
-                       "chat_users_online %ui\n"
-                       "# HELP chat_zone_size_bytes Size of chat_zone.\n"
-                       "# TYPE chat_zone_size_bytes gauge\n"
-                       "chat_zone_size_bytes %uz\n"
-                       "# HELP chat_zone_used_bytes Pages of chat_zone in use."
-                       "\n# TYPE chat_zone_used_bytes gauge\n"
-                       "chat_zone_used_bytes %uz\n"
-                       "# HELP chat_zone_full_total Allocations chat_zone "
-                       "refused.\n# TYPE chat_zone_full_total counter\n"
-                       "chat_zone_full_total %ui\n",
-                    online, total, used, full);
+    p = ngx_slprintf(p, last,
+                     "# HELP chat_users_online Users with a connection.\n"
+                     "# TYPE chat_users_online gauge\n"
+                     "chat_users_online %ui\n"
+                     "# HELP chat_zone_size_bytes Size of chat_zone.\n"
+                     "# TYPE chat_zone_size_bytes gauge\n"
+                     "chat_zone_size_bytes %uz\n"
+                     "# HELP chat_zone_used_bytes Pages of chat_zone in use."
+                     "\n# TYPE chat_zone_used_bytes gauge\n"
+                     "chat_zone_used_bytes %uz\n"
+                     "# HELP chat_zone_full_total Allocations chat_zone "
+                     "refused.\n# TYPE chat_zone_full_total counter\n"
+                     "chat_zone_full_total %ui\n",
+                     online, total, used, full);
 
-    p = ngx_sprintf(p, "# HELP chat_queue_bytes Bytes waiting for a worker."
-                       "\n# TYPE chat_queue_bytes gauge\n");
+    p = ngx_http_chat_status_family(p, last, "chat_queue_bytes", "gauge",
+                                    "Bytes waiting for a worker, by worker "
+                                    "slot.");
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
         if (pid[i]) {
-            p = ngx_sprintf(p, "chat_queue_bytes{slot=\"%ui\",pid=\"%P\"} "
-                               "%uz\n", i, pid[i], queued[i]);
+            p = ngx_slprintf(p, last, "chat_queue_bytes{slot=\"%ui\"} %uz\n",
+                             i, queued[i]);
         }
     }
 
-    p = ngx_sprintf(p, "# HELP chat_queue_dropped_total Events that did not "
-                       "fit a worker's queue.\n"
-                       "# TYPE chat_queue_dropped_total counter\n");
+    p = ngx_http_chat_status_family(p, last, "chat_queue_dropped_total",
+                                    "counter",
+                                    "Events that did not fit a worker's "
+                                    "queue, by worker slot.");
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
         if (pid[i]) {
-            p = ngx_sprintf(p, "chat_queue_dropped_total{slot=\"%ui\"} %A\n",
-                            i, dropped[i]);
+            p = ngx_slprintf(p, last,
+                             "chat_queue_dropped_total{slot=\"%ui\"} %A\n",
+                             i, dropped[i]);
         }
     }
 
-    p = ngx_sprintf(p, "# HELP chat_queue_delivered_total Events a worker "
-                       "took from its queue.\n"
-                       "# TYPE chat_queue_delivered_total counter\n");
+    p = ngx_http_chat_status_family(p, last, "chat_queue_delivered_total",
+                                    "counter",
+                                    "Events a worker took from its queue, "
+                                    "by worker slot.");
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
         if (pid[i]) {
-            p = ngx_sprintf(p, "chat_queue_delivered_total{slot=\"%ui\"} "
-                               "%A\n", i, delivered[i]);
+            p = ngx_slprintf(p, last,
+                             "chat_queue_delivered_total{slot=\"%ui\"} %A\n",
+                             i, delivered[i]);
         }
     }
 

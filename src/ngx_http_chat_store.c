@@ -40,8 +40,11 @@ typedef struct {
     json_t                       *id;
     char                         *text;      /* the JSON parameter */
     ngx_http_chat_op_kind_e       kind;
+    ngx_uint_t                    type;      /* of a WebSocket request */
+    uint64_t                      parsed;    /* its latency starts, usec */
     unsigned                      started:1;
     unsigned                      batched:1;
+    unsigned                      timed:1;   /* a request's reply */
 } ngx_http_chat_op_t;
 
 
@@ -164,9 +167,11 @@ static ngx_http_chat_batch_t  *ngx_http_chat_queued_batch;
 
 ngx_int_t
 ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_request_t *req, ngx_uint_t stmt)
+    ngx_http_chat_request_t *req, ngx_uint_t stmt, ngx_uint_t type,
+    uint64_t parsed)
 {
-    ngx_http_chat_op_kind_e  kind;
+    ngx_http_chat_op_t       *op;
+    ngx_http_chat_op_kind_e   kind;
 
     switch (stmt) {
 
@@ -196,9 +201,14 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
         kind = NGX_HTTP_CHAT_OP_PLAIN;
     }
 
-    if (ngx_http_chat_store_op(wc, stmt, kind, req->id, req->root) == NULL) {
+    op = ngx_http_chat_store_op(wc, stmt, kind, req->id, req->root);
+    if (op == NULL) {
         return NGX_ERROR;
     }
+
+    op->type = type;
+    op->parsed = parsed;
+    op->timed = 1;
 
     ngx_http_chat_store_run(wc);
 
@@ -593,6 +603,11 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
             (void) ngx_http_chat_session_reply(wc, op->id,
                                               json_object_get(result, "ok"),
                                               NULL);
+        }
+
+        if (op->timed) {
+            ngx_http_chat_latency(request_time[op->type],
+                                  ngx_http_chat_usec() - op->parsed);
         }
     }
 

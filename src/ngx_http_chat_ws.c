@@ -449,10 +449,12 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
             if (p->close_code == NGX_HTTP_CHAT_CLOSE_POLICY
                 || p->close_code == NGX_HTTP_CHAT_CLOSE_TOO_BIG)
             {
-                ngx_http_chat_stat(cmcf, closes_limit, 1);
+                ngx_http_chat_stat(cmcf,
+                                   closes[NGX_HTTP_CHAT_CLOSED_LIMIT], 1);
 
             } else {
-                ngx_http_chat_stat(cmcf, closes_protocol, 1);
+                ngx_http_chat_stat(cmcf,
+                                   closes[NGX_HTTP_CHAT_CLOSED_PROTOCOL], 1);
             }
 
             ngx_http_chat_ws_fail(wc, p->close_code, p->error);
@@ -620,6 +622,10 @@ ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
     }
 
     wc->close_sent = 1;
+
+    if (code == NGX_HTTP_CHAT_CLOSE_INTERNAL) {
+        ngx_http_chat_count(closes[NGX_HTTP_CHAT_CLOSED_INTERNAL], 1);
+    }
 
     buf = NULL;
 
@@ -938,7 +944,7 @@ ngx_http_chat_ws_timer(ngx_http_chat_conn_t *wc)
     if (wc->id.exp && ngx_time() > wc->id.exp + wc->conf->jwt_leeway) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: token of \"%V\" expired", &wc->id.id);
-        ngx_http_chat_stat(cmcf, closes_token, 1);
+        ngx_http_chat_stat(cmcf, closes[NGX_HTTP_CHAT_CLOSED_TOKEN], 1);
         ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_TOKEN_EXPIRED,
                                "token expired");
         return;
@@ -949,7 +955,7 @@ ngx_http_chat_ws_timer(ngx_http_chat_conn_t *wc)
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: client idle for too long");
-        ngx_http_chat_stat(cmcf, closes_timeout, 1);
+        ngx_http_chat_stat(cmcf, closes[NGX_HTTP_CHAT_CLOSED_IDLE], 1);
         ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_GOING_AWAY,
                                "idle timeout");
         return;
@@ -958,7 +964,7 @@ ngx_http_chat_ws_timer(ngx_http_chat_conn_t *wc)
     if (wc->ping_sent && !wc->read_blocked) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "chat: client stopped answering pings");
-        ngx_http_chat_stat(cmcf, closes_timeout, 1);
+        ngx_http_chat_stat(cmcf, closes[NGX_HTTP_CHAT_CLOSED_PING], 1);
         c->timedout = 1;
         ngx_http_chat_ws_finalize(wc);
         return;
@@ -1071,7 +1077,7 @@ ngx_http_chat_ws_shutdown(ngx_http_chat_conn_t *wc)
                                                ngx_http_chat_module);
 
     if (!wc->close_sent) {
-        ngx_http_chat_stat(cmcf, closes_shutdown, 1);
+        ngx_http_chat_stat(cmcf, closes[NGX_HTTP_CHAT_CLOSED_SHUTDOWN], 1);
         ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_GOING_AWAY,
                                "server shutting down");
     }

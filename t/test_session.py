@@ -28,10 +28,12 @@ def raw(ng, sub="alice", path="/chat/ws", **kw):
 
 
 def status(ng):
+    """Every sample of /chat/status: {name or name{labels}: number}."""
     r = http(ng, "GET", "/chat/status")
     assert r.status == 200
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(chat_\w+) (-?\d+)$",
+    return {m.group(1): float(m.group(2)) if "." in m.group(2)
+            else int(m.group(2))
+            for m in re.finditer(r"^(chat_\w+(?:\{[^}]*\})?) (-?[\d.]+)$",
                                  r.body.decode(), re.M)}
 
 
@@ -212,7 +214,7 @@ def test_binary_message_closes_with_1003(nginx):
     ws.send_frame(OP_BINARY, b"\x00\x01")
     code, _ = ws.expect_close()
     assert code == 1003
-    assert status(ng)["chat_closes_protocol_total"] == 1
+    assert status(ng)['chat_closes_total{reason="protocol"}'] == 1
 
 
 def test_big_and_fragmented_messages_hit_the_limits(nginx):
@@ -230,7 +232,7 @@ def test_big_and_fragmented_messages_hit_the_limits(nginx):
     ws.send_frame(OP_CONT, b"{}", fin=True)
     assert ws.expect_close()[0] == 1008
     s = status(ng)
-    assert s["chat_closes_limit_total"] == 2
+    assert s['chat_closes_total{reason="limit"}'] == 2
 
 
 # --- the JSON corpus through a real connection
@@ -330,7 +332,8 @@ def test_a_silent_client_is_disconnected(nginx):
     fin, op, _ = ws.recv_frame(timeout=3)
     assert op == OP_PING
     ws.expect_eof(timeout=3)
-    assert wait_for(lambda: status(ng)["chat_closes_timeout_total"] == 1)
+    assert wait_for(lambda: status(ng)[
+        'chat_closes_total{reason="ping_timeout"}'] == 1)
     ng.wait_log(r"client stopped answering pings")
 
 
@@ -348,6 +351,7 @@ def test_idle_timeout_closes_with_1001(nginx):
         time.sleep(0.15)
     code, reason = ws.expect_close(timeout=3)
     assert (code, reason) == (1001, "idle timeout")
+    assert status(ng)['chat_closes_total{reason="idle"}'] == 1
     busy.send_json({"type": "ping", "id": "alive"})
     assert busy.recv_json()["id"] == "alive"
     busy.close()
@@ -359,7 +363,7 @@ def test_token_expiry_closes_with_4001(nginx):
     ws.recv_json()
     code, reason = ws.expect_close(timeout=6)
     assert (code, reason) == (4001, "token expired")
-    assert status(ng)["chat_closes_token_expired_total"] == 1
+    assert status(ng)['chat_closes_total{reason="token_expired"}'] == 1
 
 
 def test_send_timeout_drops_a_client_that_never_reads(nginx):
@@ -438,12 +442,17 @@ def test_status_is_prometheus_text(nginx):
             family = line.split(" ")[2]
             assert family.startswith("chat_")
             assert lines[i + 1].startswith("# TYPE %s " % family)
-            assert lines[i + 1].split(" ")[3] in ("counter", "gauge")
+            kind = lines[i + 1].split(" ")[3]
+            assert kind in ("counter", "gauge", "histogram")
         elif not line.startswith("# TYPE "):
-            m = re.match(r'^(chat_\w+)(\{(\w+="[^"]*",?)+\})? (-?\d+)$',
-                         line)
+            m = re.match(r'^(chat_\w+)(\{(\w+="[^"]*",?)+\})? '
+                         r'(-?\d+(\.\d+)?)$', line)
             assert m, line
-            assert m.group(1) == family, line
+            if kind == "histogram":
+                assert m.group(1) in (family + "_bucket", family + "_sum",
+                                      family + "_count"), line
+            else:
+                assert m.group(1) == family, line
             samples += 1
     assert samples > 20
     assert 'chat_requests_total{type="ping"} 0' in lines

@@ -202,5 +202,47 @@ main(void)
         }
     }
 
+    /* metric names: every route's name, its parameters filled in, is a
+     * path of that route, and no two routes share a name */
+    CHECK_STR(ngx_http_chat_route_name(R(NONE)), "unknown");
+    CHECK_STR(ngx_http_chat_route_name(R(COUNT)), "unknown");
+    CHECK_STR(ngx_http_chat_route_name(R(MEMBER)),
+              "conversations/{id}/members/{user}");
+
+    {
+        char          path[128], *p;
+        const char   *name, *n;
+        unsigned      r, o;
+
+        for (r = 1; r < R(COUNT); r++) {
+            name = ngx_http_chat_route_name(r);
+            p = path;
+
+            for (n = name; *n; n++) {
+                if (strncmp(n, "{id}", 4) == 0) {
+                    *p++ = '7';
+                    n += 3;
+
+                } else if (strncmp(n, "{user}", 6) == 0) {
+                    memcpy(p, "bob", 3);
+                    p += 3;
+                    n += 5;
+
+                } else {
+                    *p++ = *n;
+                }
+            }
+
+            *p = '\0';
+
+            match(path, r, strstr(name, "{id}") ? 7 : 0,
+                  strstr(name, "{user}") ? "bob" : NULL);
+
+            for (o = 0; o < r; o++) {
+                CHECK(strcmp(name, ngx_http_chat_route_name(o)) != 0);
+            }
+        }
+    }
+
     UNIT_DONE("route");
 }
