@@ -46,6 +46,15 @@ static ngx_conf_num_bounds_t  ngx_http_chat_fragments_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
 };
 
+
+/* users/search: only people one can reach, or the whole directory */
+static ngx_conf_enum_t  ngx_http_chat_user_directory[] = {
+    { ngx_string("contacts"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_num_bounds_t  ngx_http_chat_length_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
 };
@@ -258,6 +267,13 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       offsetof(ngx_http_chat_loc_conf_t, send_timeout),
       NULL },
 
+    { ngx_string("chat_user_directory"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, user_directory),
+      &ngx_http_chat_user_directory },
+
     { ngx_string("chat_max_message_length"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -413,6 +429,7 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->send_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_message_length = NGX_CONF_UNSET_UINT;
     conf->max_connections_per_user = NGX_CONF_UNSET_UINT;
+    conf->user_directory = NGX_CONF_UNSET_UINT;
     conf->rates[0].rate = NGX_CONF_UNSET_UINT;
     conf->rates[1].rate = NGX_CONF_UNSET_UINT;
 
@@ -461,6 +478,7 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_message_length, 5000);
     ngx_conf_merge_uint_value(conf->max_connections_per_user,
                               prev->max_connections_per_user, 32);
+    ngx_conf_merge_uint_value(conf->user_directory, prev->user_directory, 0);
 
     for (i = 0; i < 2; i++) {
         if (conf->rates[i].rate == NGX_CONF_UNSET_UINT) {

@@ -71,6 +71,7 @@
 #define NGX_HTTP_CHAT_STMT_CLUSTER_ONLINE       35
 #define NGX_HTTP_CHAT_STMT_CLUSTER_CLAIM        36
 #define NGX_HTTP_CHAT_STMT_CLUSTER_JOIN         37
+#define NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE    38
 
 
 typedef enum {
@@ -232,6 +233,7 @@ typedef struct {
     ngx_uint_t                    max_message_length;
     ngx_uint_t                    max_connections_per_user;
     ngx_http_chat_rate_t          rates[2];  /* sends, typing; 0: none */
+    ngx_uint_t                    user_directory;  /* 1: open */
 } ngx_http_chat_loc_conf_t;
 
 
@@ -491,6 +493,7 @@ ngx_int_t ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
 void ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id);
 void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
 json_t *ngx_http_chat_presence_query(json_t *ids);
+json_t *ngx_http_chat_presence_answer(json_t *audience);
 void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_uint_t online, time_t last_seen);
 void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);

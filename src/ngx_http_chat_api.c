@@ -31,6 +31,7 @@ struct ngx_http_chat_api_s {
     ngx_http_chat_route_t         route;
     json_t                       *body;      /* the request's JSON object */
     ngx_uint_t                    status;    /* of an ok answer */
+    ngx_http_chat_store_done_pt   done;      /* NULL: ngx_http_chat_api_done */
     unsigned                      created:1; /* 201 when it made events */
 };
 
@@ -73,6 +74,8 @@ static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_api_store(ngx_http_request_t *r,
     ngx_http_chat_api_t *api, ngx_uint_t stmt, json_t *req);
 static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
+static void ngx_http_chat_api_presence_done(ngx_http_request_t *r,
+    json_t *result);
 static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
     json_t *error);
 static json_t *ngx_http_chat_api_args(ngx_http_request_t *r,
@@ -189,6 +192,7 @@ static struct {
     { "conflict",     NGX_HTTP_CONFLICT },
     { "too_large",    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE },
     { "rate_limited", 429 },
+    { "limit",        NGX_HTTP_CONFLICT },
     { "unavailable",  NGX_HTTP_SERVICE_UNAVAILABLE },
     { NULL,           NGX_HTTP_INTERNAL_SERVER_ERROR }
 };
@@ -940,7 +944,8 @@ ngx_http_chat_api_store(ngx_http_request_t *r, ngx_http_chat_api_t *api,
     r->main->count++;
 
     if (ngx_http_chat_store_http(r, api->caller, stmt, req,
-                                 ngx_http_chat_api_done)
+                                 api->done ? api->done
+                                           : ngx_http_chat_api_done)
         != NGX_OK)
     {
         r->main->count--;
@@ -1157,8 +1162,9 @@ ngx_http_chat_api_query(ngx_http_request_t *r, ngx_http_chat_api_t *api,
     ngx_uint_t stmt, const char **names, const char **strings,
     const char *id_key)
 {
-    json_t      *req;
-    ngx_uint_t   bad;
+    json_t                    *req;
+    ngx_uint_t                 bad;
+    ngx_http_chat_loc_conf_t  *ccf;
 
     bad = 0;
 
@@ -1177,6 +1183,16 @@ ngx_http_chat_api_query(ngx_http_request_t *r, ngx_http_chat_api_t *api,
     if (id_key != NULL
         && json_object_set_new(req, id_key, json_integer(api->route.id))
            != 0)
+    {
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    /* the whole directory, or only people the caller can reach */
+    if (stmt == NGX_HTTP_CHAT_STMT_USERS_SEARCH && ccf->user_directory
+        && json_object_set_new(req, "directory", json_string("open")) != 0)
     {
         json_decref(req);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1586,9 +1602,10 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
-    u_char     *p, *start, *end, *dst, *src;
-    json_t     *ids, *presence;
-    ngx_str_t   value;
+    u_char                     *p, *start, *end, *dst, *src;
+    json_t                     *ids, *presence;
+    ngx_str_t                   value;
+    ngx_http_chat_main_conf_t  *cmcf;
 
     if (ngx_http_arg(r, (u_char *) "user_ids", sizeof("user_ids") - 1,
                      &value)
@@ -1642,6 +1659,16 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
         }
     }
 
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (cmcf->pg != NULL) {
+        /* only of the users the caller may know of: storage says who */
+        api->done = ngx_http_chat_api_presence_done;
+        return ngx_http_chat_api_store(r, api,
+                                       NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE,
+                                       json_pack("{s:o}", "user_ids", ids));
+    }
+
     presence = ngx_http_chat_presence_query(ids);
     json_decref(ids);
 
@@ -1651,4 +1678,30 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
     return ngx_http_chat_send_json(r, NGX_HTTP_OK,
                                    json_pack("{s:o}", "presence", presence));
+}
+
+
+/* the audience read: the presence of those in it, null for the others */
+
+static void
+ngx_http_chat_api_presence_done(ngx_http_request_t *r, json_t *result)
+{
+    json_t     *presence;
+    ngx_int_t   rc;
+
+    if (result == NULL || json_object_get(result, "error") != NULL) {
+        ngx_http_chat_api_done(r, result);
+        return;
+    }
+
+    presence = ngx_http_chat_presence_answer(
+                   json_object_get(json_object_get(result, "ok"),
+                                   "audience"));
+
+    rc = presence ? ngx_http_chat_send_json(r, NGX_HTTP_OK,
+                                            json_pack("{s:o}", "presence",
+                                                      presence))
+                  : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    ngx_http_finalize_request(r, rc);
 }

@@ -365,6 +365,7 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
     size_t                 i;
+    int64_t                n;
     json_t                *result, *events, *ev, *message;
     const char            *type;
     json_error_t           err;
@@ -392,6 +393,15 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         message = json_object_get(json_object_get(ev, "event"), "message");
         type = json_string_value(json_object_get(json_object_get(ev, "event"),
                                                  "type"));
+
+        if (type != NULL && ngx_strcmp(type, "message.deleted") == 0) {
+            /* created and deleted in the gap: the deletion says it all */
+            n = json_integer_value(json_object_get(message, "seq"));
+
+            if (n >= cv->hole_lo && n <= cv->hole_hi) {
+                (void) ngx_http_chat_order_late(cv, n);
+            }
+        }
 
         if (type != NULL
             && ngx_http_chat_order_late(cv, json_integer_value(

@@ -356,6 +356,52 @@ ngx_http_chat_presence_query(json_t *ids)
 }
 
 
+/*
+ * presence.query with storage: audience is {"bob": true, "zed": false}
+ * from chat.api_presence_audience; the others' presence is unknown (null),
+ * which tells nothing, where "offline" would.
+ */
+
+json_t *
+ngx_http_chat_presence_answer(json_t *audience)
+{
+    json_t      *ids, *result, *allowed;
+    const char  *key;
+
+    ids = json_array();
+    if (ids == NULL) {
+        return NULL;
+    }
+
+    json_object_foreach(audience, key, allowed) {
+        if (json_is_true(allowed)
+            && json_array_append_new(ids, json_string(key)) != 0)
+        {
+            json_decref(ids);
+            return NULL;
+        }
+    }
+
+    result = ngx_http_chat_presence_query(ids);
+    json_decref(ids);
+
+    if (result == NULL) {
+        return NULL;
+    }
+
+    json_object_foreach(audience, key, allowed) {
+        if (!json_is_true(allowed)
+            && json_object_set_new(result, key, json_null()) != 0)
+        {
+            json_decref(result);
+            return NULL;
+        }
+    }
+
+    return result;
+}
+
+
 static void
 ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
     time_t last_seen)

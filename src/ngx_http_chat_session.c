@@ -54,7 +54,10 @@ static ngx_http_chat_request_type_t
 
     { ngx_string("typing"), NULL, NGX_HTTP_CHAT_STMT_TYPING },
 
-    { ngx_string("presence.query"), ngx_http_chat_presence_request, 0 },
+    /* a handler and a statement: the statement when storage is there
+     * (only the users one may know of), else the handler */
+    { ngx_string("presence.query"), ngx_http_chat_presence_request,
+      NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE },
 
     { ngx_null_string, NULL, 0 }
 };
@@ -171,7 +174,8 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         rc = ngx_http_chat_session_error(wc, req.id, "bad_request",
                                          rc == 0 ? "unknown type" : err);
 
-    } else if (t->handler != NULL) {
+    } else if (t->handler != NULL && (t->stmt == 0 || cmcf->pg == NULL)) {
+        /* answered here (a type with a statement too: without storage) */
         rc = t->handler(wc, &req);
 
     } else if (cmcf->pg == NULL) {

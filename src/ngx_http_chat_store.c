@@ -26,6 +26,7 @@ typedef enum {
     NGX_HTTP_CHAT_OP_SEND,
     NGX_HTTP_CHAT_OP_SYNC,
     NGX_HTTP_CHAT_OP_TYPING,
+    NGX_HTTP_CHAT_OP_PRESENCE,
     NGX_HTTP_CHAT_OP_HELLO
 } ngx_http_chat_op_kind_e;
 
@@ -155,6 +156,8 @@ ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
       "SELECT chat.api_cluster_claim($1, $2::jsonb)", 2 },
     { "chat_cluster_join",
       "SELECT chat.api_cluster_join($1, $2::jsonb)", 2 },
+    { "chat_presence_audience",
+      "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 },
 
     { NULL, NULL, 0 }
 };
@@ -195,6 +198,10 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 
     case NGX_HTTP_CHAT_STMT_TYPING:
         kind = NGX_HTTP_CHAT_OP_TYPING;
+        break;
+
+    case NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE:
+        kind = NGX_HTTP_CHAT_OP_PRESENCE;
         break;
 
     default:
@@ -558,7 +565,7 @@ static void
 ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 {
     size_t                 i;
-    json_t                *events, *ev, *error;
+    json_t                *events, *ev, *error, *data;
     ngx_log_t             *log;
     ngx_http_chat_conn_t  *wc;
 
@@ -589,6 +596,22 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 
         } else if (error != NULL) {
             (void) ngx_http_chat_session_reply(wc, op->id, NULL, error);
+
+        } else if (op->kind == NGX_HTTP_CHAT_OP_PRESENCE) {
+            /* those the user may know of, from the zone; the rest null */
+            data = ngx_http_chat_presence_answer(
+                       json_object_get(json_object_get(result, "ok"),
+                                       "audience"));
+            data = data ? json_pack("{s:o}", "presence", data) : NULL;
+
+            if (data == NULL) {
+                (void) ngx_http_chat_session_error(wc, op->id, "internal",
+                                                   "out of memory");
+
+            } else {
+                (void) ngx_http_chat_session_reply(wc, op->id, data, NULL);
+                json_decref(data);
+            }
 
         } else {
             if (op->kind == NGX_HTTP_CHAT_OP_SYNC) {

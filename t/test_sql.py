@@ -656,7 +656,7 @@ SEND_ERRORS = [
      "attachment url must be a non-empty string"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-     "attachment url must start with http://, https:// or /"),
+     "attachment url must start with https:// or be a path on this site (/...)"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"url": "https://x/" + "a" * 2040}]}, "too_large",
      "attachment url is longer than 2048 characters"),
@@ -1841,6 +1841,8 @@ def test_user_search(db):
     db.api("user_upsert", "alice", {"name": "Alice Bobbins"})
 
     def ids(q, user="alice", **kw):
+        # the whole directory (chat_user_directory open): the matching rules
+        kw.setdefault("directory", "open")
         r = db.api("users_search", user, dict(q=q, **kw))
         return [u["id"] for u in r["ok"]["users"]]
 
@@ -1861,7 +1863,8 @@ def test_user_search(db):
     assert ids("bob") == ["bob"]
     assert ids("bob", user="dave") == ["bob", "bobby", "alice", "carol"]
     assert len(ids("o", user="dave", limit=2)) == 2
-    assert db.api("users_search", "alice", {"q": "bob"})["ok"]["users"][0] \
+    assert db.api("users_search", "alice",
+                  {"q": "bob", "directory": "open"})["ok"]["users"][0] \
         == {"id": "bob", "name": "Bob Builder"}
     for req, e in [
         ({}, err("bad_request", "q is missing")),

@@ -22,7 +22,7 @@ CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int
 LANGUAGE sql IMMUTABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
-    SELECT 1
+    SELECT 2
 $$;
 
 -- RFC 3339 UTC with milliseconds; NULL stays NULL.
@@ -171,10 +171,13 @@ BEGIN
             RETURN chat.err('too_large',
                             'attachment url is longer than 2048 characters');
         END IF;
-        -- no javascript:, data: and the like: clients render these as links
-        IF v_item ->> 'url' !~* '^(https?://|/)' THEN
+        -- no javascript:, data: and the like: clients render these as
+        -- links; no plain http (mixed content, readable on the way); no
+        -- "//host" or "/\host", which browsers take for another site
+        IF v_item ->> 'url' !~* '^(https://|/(?![/\\]))' THEN
             RETURN chat.err('bad_request',
-                'attachment url must start with http://, https:// or /');
+                'attachment url must start with https:// or be a path '
+                'on this site (/...)');
         END IF;
 
         IF coalesce(jsonb_typeof(v_item -> 'name'), 'null')

@@ -20,6 +20,89 @@ BEGIN
 END
 $$;
 
+-- The users p_user blocked or was blocked by: neither sees the other's
+-- messages, typing, receipts or presence, in any conversation.
+CREATE OR REPLACE FUNCTION chat.block_peers(p_user text) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+BEGIN
+    RETURN ARRAY(SELECT blocked_id FROM chat.blocks WHERE blocker_id = p_user
+                 UNION
+                 SELECT blocker_id FROM chat.blocks WHERE blocked_id = p_user);
+END
+$$;
+
+-- The members of p_cid who hear what p_user does there (messages, typing,
+-- receipts): all of them but those blocked either way with p_user.
+CREATE OR REPLACE FUNCTION chat.recipients(p_cid bigint, p_user text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_peers  text[] := chat.block_peers(p_user);
+BEGIN
+    IF cardinality(v_peers) = 0 THEN
+        RETURN chat.member_ids(p_cid);
+    END IF;
+    RETURN (SELECT coalesce(jsonb_agg(user_id ORDER BY user_id COLLATE "C"),
+                            '[]'::jsonb)
+            FROM chat.members
+            WHERE conversation_id = p_cid AND user_id <> ALL (v_peers));
+END
+$$;
+
+-- A limit of the service: the setting chat.<p_name> when an operator set
+-- one (ALTER DATABASE ... SET chat.max_group_members = 500), else p_default.
+CREATE OR REPLACE FUNCTION chat.limit_of(p_name text, p_default int)
+RETURNS int
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v  text := current_setting('chat.' || p_name, true);
+BEGIN
+    IF v ~ '^ *[0-9]{1,9} *$' THEN
+        RETURN btrim(v)::int;
+    END IF;
+    RETURN p_default;
+END
+$$;
+
+-- The error of a limit reached, or NULL: p_user may still be put into a
+-- group by someone else (chat.max_group_joins_per_hour), and p_cid (NULL:
+-- a new group) may take p_new more members (chat.max_group_members).
+CREATE OR REPLACE FUNCTION chat.check_join(p_cid bigint, p_target text,
+                                           p_actor text, p_new int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_max  int;
+BEGIN
+    IF p_cid IS NOT NULL THEN
+        v_max := chat.limit_of('max_group_members', 2000);
+        IF (SELECT count(*) FROM chat.members WHERE conversation_id = p_cid)
+           + p_new > v_max
+        THEN
+            RETURN chat.err('limit', 'a group has at most ' || v_max
+                                     || ' members');
+        END IF;
+    END IF;
+    IF p_target IS NOT NULL AND p_target <> p_actor THEN
+        v_max := chat.limit_of('max_group_joins_per_hour', 100);
+        IF (SELECT count(*) FROM chat.members mb
+            JOIN chat.conversations c ON c.id = mb.conversation_id
+            WHERE mb.user_id = p_target AND c.kind = 'group'
+              AND c.created_by <> p_target
+              AND mb.joined_at > now() - interval '1 hour') >= v_max
+        THEN
+            RETURN chat.err('limit', p_target || ' was added to '
+                || v_max || ' groups in the last hour: try again later');
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION chat.member_ids(p_cid bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 AS $$
@@ -30,8 +113,8 @@ BEGIN
 END
 $$;
 
--- Messages of others after p_after that are not deleted
--- (messages_unread_idx, index-only).
+-- Messages of others after p_after that are not deleted, none from users
+-- blocked either way (messages_unread_idx, index-only).
 CREATE OR REPLACE FUNCTION chat.unread_count(p_cid bigint, p_user text,
                                              p_after bigint)
 RETURNS bigint
@@ -40,6 +123,7 @@ AS $$
     SELECT count(*) FROM chat.messages
     WHERE conversation_id = p_cid AND seq > p_after
       AND deleted_at IS NULL AND sender_id <> p_user
+      AND sender_id <> ALL (chat.block_peers(p_user))
 $$;
 
 -- The protocol's Message object, with "system": true on system messages
@@ -68,7 +152,8 @@ $$;
 -- The protocol's Conversation object as p_user sees it (unread_count,
 -- muted, archived are p_user's).  Members in joining order, owners first
 -- among those who joined together.  last_message is the message with the
--- highest seq, deleted or not.
+-- highest seq, deleted or not, that p_user may see (not from a user blocked
+-- either way).
 CREATE OR REPLACE FUNCTION chat.conversation_obj(p_cid bigint, p_user text)
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY INVOKER
@@ -95,6 +180,7 @@ AS $$
                        WHERE mb.conversation_id = c.id),
         'last_message', (SELECT chat.message_obj(m) FROM chat.messages m
                          WHERE m.conversation_id = c.id
+                           AND m.sender_id <> ALL (chat.block_peers(p_user))
                          ORDER BY m.seq DESC LIMIT 1),
         'last_seq',     c.last_seq,
         'unread_count', CASE WHEN me.user_id IS NULL THEN 0

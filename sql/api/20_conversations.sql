@@ -73,6 +73,7 @@ DECLARE
     v_meta     jsonb;
     v_title    text;
     v_members  jsonb;
+    v_list     text[];
     v_other    text;
     v_key      text;
     v_cid      bigint;
@@ -174,6 +175,28 @@ BEGIN
         THEN
             RETURN chat.bad(p_req, 'members', 'an array of user ids');
         END IF;
+        SELECT array_agg(DISTINCT e) INTO v_list
+        FROM jsonb_array_elements_text(v_members) e
+        WHERE e <> p_user;
+        v_list := coalesce(v_list, '{}');
+        IF cardinality(v_list) + 1 > chat.limit_of('max_group_members', 2000)
+        THEN
+            RETURN chat.err('limit', 'a group has at most '
+                || chat.limit_of('max_group_members', 2000) || ' members');
+        END IF;
+        -- nobody is put into a group by a user they blocked, or whom they
+        -- blocked
+        IF EXISTS (SELECT 1 FROM unnest(v_list) e
+                   WHERE chat.is_blocked(p_user, e))
+        THEN
+            RETURN chat.err('forbidden', 'blocked');
+        END IF;
+        FOREACH v_other IN ARRAY v_list LOOP
+            v_err := chat.check_join(NULL, v_other, p_user, 1);
+            IF v_err IS NOT NULL THEN
+                RETURN v_err;
+            END IF;
+        END LOOP;
 
         INSERT INTO chat.conversations (kind, title, ref, metadata,
                                         created_by)
@@ -183,9 +206,7 @@ BEGIN
         INSERT INTO chat.members (conversation_id, user_id, role)
         VALUES (v_cid, p_user, 'owner');
         INSERT INTO chat.members (conversation_id, user_id, role)
-        SELECT DISTINCT v_cid, e, 'member'
-        FROM jsonb_array_elements_text(v_members) e
-        WHERE e <> p_user;
+        SELECT v_cid, e, 'member' FROM unnest(v_list) e;
     END IF;
 
     v_conv := chat.conversation_obj(v_cid, p_user);
@@ -439,6 +460,15 @@ BEGIN
     WHERE conversation_id = v_cid AND user_id = v_target;
 
     IF v_old IS NULL THEN
+        -- nobody is put into a group by a user they blocked, or whom they
+        -- blocked
+        IF chat.is_blocked(p_user, v_target) THEN
+            RETURN chat.err('forbidden', 'blocked');
+        END IF;
+        v_err := chat.check_join(v_cid, v_target, p_user, 1);
+        IF v_err IS NOT NULL THEN
+            RETURN v_err;
+        END IF;
         INSERT INTO chat.members (conversation_id, user_id, role)
         VALUES (v_cid, v_target, v_new);
         RETURN chat.ok(

@@ -12,7 +12,8 @@
 --                    "limit"?} -> {"messages": [M] ascending, "has_more"}
 -- Neither cursor: the latest page.  has_more: more messages exist in the
 -- paging direction (older for before_seq and the latest page, newer for
--- after_seq).
+-- after_seq).  Messages of users blocked either way are left out (as live
+-- and in sync): their seq numbers are missing.
 CREATE OR REPLACE FUNCTION chat.api_messages_history(p_user text,
                                                      p_req jsonb)
 RETURNS jsonb
@@ -27,6 +28,7 @@ DECLARE
     v_limit     bigint := 50;
     v_msgs      jsonb;
     v_has_more  boolean;
+    v_peers     text[] := chat.block_peers(p_user);
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -75,6 +77,7 @@ BEGIN
         FROM (SELECT p.m, row_number() OVER (ORDER BY (p.m).seq) AS rn
               FROM (SELECT m FROM chat.messages m
                     WHERE m.conversation_id = v_cid AND m.seq > v_after
+                      AND m.sender_id <> ALL (v_peers)
                     ORDER BY m.seq
                     LIMIT v_limit + 1) p) x;
     ELSE
@@ -87,6 +90,7 @@ BEGIN
                     WHERE m.conversation_id = v_cid
                       AND m.seq < coalesce(v_before,
                                            9223372036854775807)
+                      AND m.sender_id <> ALL (v_peers)
                     ORDER BY m.seq DESC
                     LIMIT v_limit + 1) p) x;
     END IF;
@@ -309,7 +313,8 @@ BEGIN
 
     -- 4. number and insert them: the messages of a conversation take the
     -- next numbers in item order, ids grow in item order, and the members
-    -- of each conversation are read once
+    -- of each conversation are read once per sender (those blocked either
+    -- way with the sender do not hear the message)
     FOR r IN
         WITH ins AS (
             SELECT u.*, row_number() OVER (PARTITION BY u.cid
@@ -333,14 +338,14 @@ BEGIN
             ORDER BY ins.ord
             RETURNING *
         ), mem AS MATERIALIZED (
-            SELECT d.cid, chat.member_ids(d.cid) AS ids
-            FROM (SELECT DISTINCT cid FROM ins) d
+            SELECT d.cid, d.usr, chat.recipients(d.cid, d.usr) AS ids
+            FROM (SELECT DISTINCT cid, usr FROM ins) d
         )
         SELECT ins.ord, chat.message_obj(new) AS obj, mem.ids
         FROM new
         JOIN ins ON ins.cid = new.conversation_id
                 AND ins.usr = new.sender_id AND ins.cmid = new.client_msg_id
-        JOIN mem ON mem.cid = new.conversation_id
+        JOIN mem ON mem.cid = new.conversation_id AND mem.usr = ins.usr
     LOOP
         v_out[r.ord] := chat.ok(
             jsonb_build_object('message', r.obj),
@@ -450,7 +455,7 @@ BEGIN
     RETURN chat.ok(
         jsonb_build_object('message', v_obj),
         jsonb_build_array(jsonb_build_object(
-            'to', chat.member_ids(v_msg.conversation_id),
+            'to', chat.recipients(v_msg.conversation_id, v_msg.sender_id),
             'event', jsonb_build_object('type', 'message.updated',
                                         'message', v_obj))));
 END
@@ -494,6 +499,18 @@ BEGIN
             'only the sender or a group owner or admin can delete '
             'a message');
     END IF;
+    -- an admin moderates members, not the owners who made them admin
+    IF v_msg.sender_id <> p_user
+       AND NOT EXISTS (SELECT 1 FROM chat.members mb
+                       WHERE mb.conversation_id = v_msg.conversation_id
+                         AND mb.user_id = p_user AND mb.role = 'owner')
+       AND EXISTS (SELECT 1 FROM chat.members mb
+                   WHERE mb.conversation_id = v_msg.conversation_id
+                     AND mb.user_id = v_msg.sender_id AND mb.role = 'owner')
+    THEN
+        RETURN chat.err('forbidden',
+                        'only an owner can delete an owner''s message');
+    END IF;
     IF v_msg.deleted_at IS NOT NULL THEN
         -- deleted already: the same answer, nothing delivered again
         RETURN chat.ok(jsonb_build_object('message',
@@ -514,7 +531,7 @@ BEGIN
     RETURN chat.ok(
         jsonb_build_object('message', v_obj),
         jsonb_build_array(jsonb_build_object(
-            'to', chat.member_ids(v_msg.conversation_id),
+            'to', chat.recipients(v_msg.conversation_id, v_msg.sender_id),
             'event', jsonb_build_object('type', 'message.deleted',
                                         'message', v_obj))));
 END
@@ -580,7 +597,7 @@ BEGIN
         RETURN chat.ok(v_data);
     END IF;
     RETURN chat.ok(v_data, jsonb_build_array(jsonb_build_object(
-        'to', chat.member_ids(v_cid),
+        'to', chat.recipients(v_cid, p_user),
         'event', jsonb_build_object('type', 'receipt',
                                     'conversation_id', v_cid,
                                     'user_id', p_user,

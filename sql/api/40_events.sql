@@ -9,7 +9,8 @@
 -- them.
 
 -- typing: {"conversation_id", "active"} -> {}, a typing event to the other
--- members (membership and blocks checked here; the module may cache).
+-- members but those blocked either way (membership and blocks checked
+-- here; the module may cache).
 CREATE OR REPLACE FUNCTION chat.api_typing(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -47,10 +48,10 @@ BEGIN
         RETURN chat.err('forbidden', 'blocked');
     END IF;
 
-    SELECT coalesce(jsonb_agg(user_id ORDER BY user_id COLLATE "C"),
-                    '[]'::jsonb)
+    SELECT coalesce(jsonb_agg(t ORDER BY t COLLATE "C"), '[]'::jsonb)
     INTO v_to
-    FROM chat.members WHERE conversation_id = v_cid AND user_id <> p_user;
+    FROM jsonb_array_elements_text(chat.recipients(v_cid, p_user)) t
+    WHERE t <> p_user;
     IF v_to = '[]' THEN
         RETURN chat.ok('{}');
     END IF;
@@ -99,8 +100,10 @@ $$;
 -- For every conversation of p_user (in id order; omitted ones from 0; ids
 -- p_user is not in are ignored), the changes after the cursor in
 -- updated_seq order, at most "limit" per conversation and 1000 in all:
--- seq > cursor replays as message.created (the message as it is now),
--- else message.updated or message.deleted.  complete is false when
+-- each message replays as its last change: message.deleted once deleted
+-- (even one created after the cursor), else message.created for seq >
+-- cursor (the message as it is now), else message.updated.  Messages of
+-- users blocked either way are left out.  complete is false when
 -- anything was left out; cursors then say where to go on.
 CREATE OR REPLACE FUNCTION chat.api_sync(p_user text, p_req jsonb)
 RETURNS jsonb
@@ -123,6 +126,7 @@ DECLARE
     v_keys      text[] := '{}';
     v_vals      bigint[] := '{}';
     v_to        jsonb := jsonb_build_array(p_user);
+    v_peers     text[] := chat.block_peers(p_user);
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -159,6 +163,7 @@ BEGIN
         v_n := 0;
         FOR v_msg IN SELECT * FROM chat.messages
                      WHERE conversation_id = v_cid AND updated_seq > v_from
+                       AND sender_id <> ALL (v_peers)
                      ORDER BY updated_seq
                      LIMIT v_take + 1
         LOOP
@@ -170,10 +175,10 @@ BEGIN
             v_events := array_append(v_events, jsonb_build_object(
                 'to', v_to,
                 'event', jsonb_build_object(
-                    'type', CASE WHEN v_msg.seq > v_from
-                                     THEN 'message.created'
-                                 WHEN v_msg.deleted_at IS NOT NULL
+                    'type', CASE WHEN v_msg.deleted_at IS NOT NULL
                                      THEN 'message.deleted'
+                                 WHEN v_msg.seq > v_from
+                                     THEN 'message.created'
                                  ELSE 'message.updated' END,
                     'message', chat.message_obj(v_msg))));
             v_cur := v_msg.updated_seq;
@@ -203,4 +208,49 @@ AS $$
                jsonb_build_array(jsonb_build_array(
                    p_req -> 'conversation_id', p_req -> 'after',
                    p_req -> 'before'))))
+$$;
+
+-- presence.query: {"user_ids": [...]} -> {"audience": {"bob": true,
+-- "zed": false, ...}}: true for the ids whose presence p_user may know:
+-- p_user, the users p_user shares a conversation with and p_user's
+-- contacts, none blocked either way.  The module answers the others as
+-- unknown (null), never as offline.
+CREATE OR REPLACE FUNCTION chat.api_presence_audience(p_user text,
+                                                      p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err    jsonb := chat.check_request(p_user, p_req);
+    v_peers  text[];
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    IF jsonb_typeof(p_req -> 'user_ids') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_req -> 'user_ids') > 200
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_req -> 'user_ids') e
+                  WHERE chat.json_user(e) IS NULL)
+    THEN
+        RETURN chat.err('bad_request', 'user_ids must be an array of at '
+                                       'most 200 user ids');
+    END IF;
+    v_peers := chat.block_peers(p_user);
+    RETURN chat.ok(jsonb_build_object('audience', coalesce((
+        SELECT jsonb_object_agg(u.id,
+                   u.id = p_user
+                   OR (u.id <> ALL (v_peers)
+                       AND (EXISTS (SELECT 1 FROM chat.contacts k
+                                    WHERE k.owner_id = p_user
+                                      AND k.contact_id = u.id)
+                            OR EXISTS (SELECT 1 FROM chat.members mine
+                                       JOIN chat.members other
+                                         ON other.conversation_id
+                                            = mine.conversation_id
+                                       WHERE mine.user_id = p_user
+                                         AND other.user_id = u.id))))
+        FROM jsonb_array_elements_text(p_req -> 'user_ids') u(id)),
+        '{}'::jsonb)));
+END
 $$;

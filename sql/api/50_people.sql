@@ -25,6 +25,15 @@ BEGIN
     IF p_req ->> 'user_id' = p_user THEN
         RETURN chat.err('bad_request', 'cannot block yourself');
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM chat.blocks
+                   WHERE blocker_id = p_user
+                     AND blocked_id = p_req ->> 'user_id')
+       AND (SELECT count(*) FROM chat.blocks WHERE blocker_id = p_user)
+           >= chat.limit_of('max_blocks', 5000)
+    THEN
+        RETURN chat.err('limit', 'at most '
+            || chat.limit_of('max_blocks', 5000) || ' users can be blocked');
+    END IF;
     INSERT INTO chat.blocks (blocker_id, blocked_id)
     VALUES (p_user, p_req ->> 'user_id')
     ON CONFLICT DO NOTHING;
@@ -123,6 +132,15 @@ BEGIN
     END IF;
     IF p_req ->> 'user_id' = p_user THEN
         RETURN chat.err('bad_request', 'cannot add yourself');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM chat.contacts
+                   WHERE owner_id = p_user
+                     AND contact_id = p_req ->> 'user_id')
+       AND (SELECT count(*) FROM chat.contacts WHERE owner_id = p_user)
+           >= chat.limit_of('max_contacts', 5000)
+    THEN
+        RETURN chat.err('limit', 'at most '
+            || chat.limit_of('max_contacts', 5000) || ' contacts');
     END IF;
     INSERT INTO chat.contacts (owner_id, contact_id)
     VALUES (p_user, p_req ->> 'user_id')

@@ -92,9 +92,12 @@ BEGIN
 END
 $$;
 
--- users.search: {"q", "limit"? (<= 50, default 20)} -> {"users": [User]}:
--- users whose id or name starts with q, then those whose name holds it,
--- case-blind, by name; p_user and blocked users (either way) left out.
+-- users.search: {"q", "limit"? (<= 50, default 20), "directory"?} ->
+-- {"users": [User]}: users whose id or name starts with q, then those whose
+-- name holds it, case-blind, by name; p_user and blocked users (either way)
+-- left out.  Only people p_user can reach (contacts, those sharing a
+-- conversation) and the user whose id is exactly q, unless the module says
+-- "directory": "open" (chat_user_directory open): then everyone.
 CREATE OR REPLACE FUNCTION chat.api_users_search(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -104,6 +107,8 @@ DECLARE
     v_err    jsonb := chat.check_request(p_user, p_req);
     v_q      text;
     v_limit  int;
+    v_open   boolean := p_req ->> 'directory' = 'open';
+    v_exact  text;
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -122,6 +127,7 @@ BEGIN
                         'limit must be an integer from 1 to 50');
     END IF;
     v_q := chat.like_escape(lower(btrim(p_req ->> 'q')));
+    v_exact := btrim(p_req ->> 'q');
 
     RETURN chat.ok(jsonb_build_object('users', coalesce((
         SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
@@ -135,6 +141,15 @@ BEGIN
                      OR lower(x.name) LIKE '%' || v_q || '%')
                 AND x.id <> p_user
                 AND NOT chat.is_blocked(p_user, x.id)
+                AND (v_open OR x.id = v_exact
+                     OR EXISTS (SELECT 1 FROM chat.contacts k
+                                WHERE k.owner_id = p_user
+                                  AND k.contact_id = x.id)
+                     OR EXISTS (SELECT 1 FROM chat.members mine
+                                JOIN chat.members o
+                                  ON o.conversation_id = mine.conversation_id
+                                WHERE mine.user_id = p_user
+                                  AND o.user_id = x.id))
               ORDER BY prefix DESC, lower(x.name), x.id
               LIMIT v_limit) u), '[]')));
 END

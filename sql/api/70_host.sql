@@ -35,7 +35,9 @@ $$;
 
 -- A conversation: kind 'direct' (p_members: the other user) or 'group'
 -- (p_creator is its owner).  Returns its id; a direct one that exists is
--- returned as it is.
+-- returned as it is.  p_creator acts: as for its own request, nobody is
+-- put into it who blocked p_creator or whom p_creator blocked, and the
+-- limits hold (raised as errors).
 CREATE OR REPLACE FUNCTION chat.create_conversation(
     p_creator   text,
     p_kind      text,
@@ -65,8 +67,8 @@ BEGIN
 END
 $$;
 
--- A member, or another role for one: the host decides, no rights are
--- checked.  member.joined (or conversation.updated for a role change).
+-- A member, or another role for one: the host decides, no rights or
+-- blocks are checked (nobody acts), only the group's size.  member.joined (or conversation.updated for a role change).
 CREATE OR REPLACE FUNCTION chat.add_member(p_cid bigint, p_user text,
                                            p_role text DEFAULT 'member')
 RETURNS void
@@ -97,6 +99,9 @@ BEGIN
     SELECT role INTO v_old FROM chat.members
     WHERE conversation_id = p_cid AND user_id = p_user;
     IF v_old IS NULL THEN
+        -- the size of a group is bounded for everyone (blocks and the
+        -- hourly cap are about a user acting: there is none here)
+        PERFORM chat.publish(chat.check_join(p_cid, NULL, NULL, 1));
         INSERT INTO chat.members (conversation_id, user_id, role)
         VALUES (p_cid, p_user, p_role);
         PERFORM chat.publish(chat.ok('{}', jsonb_build_array(

@@ -41,8 +41,9 @@ END
 $$;
 
 -- p_req: {"ranges": [[conversation id, after, before], ...]}: the message
--- changes with after < updated_seq < before of each, oldest first, routed
--- to the members (as chat.api_changes, for many conversations at once).
+-- changes with after < updated_seq < before of each, oldest first, each as
+-- its last change (as sync), routed to the members who may see its sender
+-- (as chat.api_changes, for many conversations at once).
 CREATE OR REPLACE FUNCTION chat.api_cluster_changes(p_user text,
                                                     p_req jsonb)
 RETURNS jsonb
@@ -53,26 +54,19 @@ AS $$
         SELECT (x ->> 0)::bigint AS cid, (x ->> 1)::bigint AS after,
                (x ->> 2)::bigint AS before
         FROM jsonb_array_elements(p_req -> 'ranges') x
-    ), mem AS (
-        SELECT r.cid, coalesce(jsonb_agg(m.user_id ORDER BY m.user_id)
-                               FILTER (WHERE m.user_id IS NOT NULL),
-                               '[]'::jsonb) AS ids
-        FROM r LEFT JOIN chat.members m ON m.conversation_id = r.cid
-        GROUP BY r.cid
     )
     SELECT jsonb_build_object(
         'ok', '{}'::jsonb,
         'events', coalesce(jsonb_agg(jsonb_build_object(
-            'to', mem.ids,
+            'to', chat.recipients(msg.conversation_id, msg.sender_id),
             'event', jsonb_build_object(
-                'type', CASE WHEN msg.seq > r.after THEN 'message.created'
-                             WHEN msg.deleted_at IS NOT NULL
+                'type', CASE WHEN msg.deleted_at IS NOT NULL
                              THEN 'message.deleted'
+                             WHEN msg.seq > r.after THEN 'message.created'
                              ELSE 'message.updated' END,
                 'message', chat.message_obj(msg)))
             ORDER BY msg.conversation_id, msg.updated_seq), '[]'::jsonb))
     FROM r
-    JOIN mem ON mem.cid = r.cid
     JOIN chat.messages msg
       ON msg.conversation_id = r.cid
      AND msg.updated_seq > r.after

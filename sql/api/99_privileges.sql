@@ -60,6 +60,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_outbox,
     chat.api_outbox_trim,
     chat.api_presence,
+    chat.api_presence_audience,
     chat.api_sync,
     chat.api_system_message,
     chat.api_typing,
