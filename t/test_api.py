@@ -1475,8 +1475,13 @@ def test_presence(chat):
     a = chat.conn("alice")
     online = {"online": True, "last_seen": None}
     offline = {"online": False, "last_seen": None}
-    assert a.ok("GET", "presence?user_ids=bob,carol") == \
-        {"presence": {"bob": online, "carol": offline}}
+    ids = ["u%d" % i for i in range(200)]
+    # M1: only of alice's contacts and those she shares a conversation with
+    chat.sql("INSERT INTO chat.contacts (owner_id, contact_id) "
+             "SELECT 'alice', unnest(%s::text[])",
+             (["bob", "carol", "é", "x y", "x" * 128] + ids,))
+    assert a.ok("GET", "presence?user_ids=bob,carol,zed") == \
+        {"presence": {"bob": online, "carol": offline, "zed": None}}
     # the REST caller itself is not online (no WebSocket)
     assert a.ok("GET", "presence?user_ids=alice") == \
         {"presence": {"alice": offline}}
@@ -1485,7 +1490,6 @@ def test_presence(chat):
         {"presence": {"é": offline, "bob": online, "x y": offline}}
     assert a.ok("GET", "presence?user_ids=bob,bob") == \
         {"presence": {"bob": online}}
-    ids = ["u%d" % i for i in range(200)]
     assert a.ok("GET", "presence?user_ids=" + ",".join(ids)) == \
         {"presence": {u: offline for u in ids}}
     assert a.ok("GET", "presence?user_ids=" + "x" * 128) == \
@@ -1912,7 +1916,8 @@ def test_message_search(chat):
     a.alive()
 
 
-def test_user_search(chat):
+def test_user_search(env):
+    chat = env.start(loc="chat_user_directory open;")
     for user, name in (("bob", "Bob Builder"), ("bobby", "Robert"),
                        ("carol", "Carol Bobson"), ("dave", "Dave"),
                        ("b%_", "Wild")):
@@ -2064,8 +2069,8 @@ def test_storage_down_is_503_and_comes_back(env):
         # what needs no storage still works, on the same connection
         assert a.ok("GET", "users/me") == \
             {"user": {"id": "alice", "name": "alice"}}
-        assert a.ok("GET", "presence?user_ids=bob") == \
-            {"presence": {"bob": {"online": True, "last_seen": None}}}
+        # presence needs storage to say whose the caller may know (M1)
+        a.error("GET", "presence?user_ids=bob", "unavailable", UNAVAILABLE)
     finally:
         env.pg.start()
 
@@ -2400,7 +2405,10 @@ def test_rest_changes_reach_websockets_on_every_worker(env):
                              obj={"body": "edited"})["message"]
     for c in clients:
         assert next_of(c, "message.updated") == ev("updated", e)
-    # presence over REST sees the connections of every worker
+    # presence over REST sees the connections of every worker (carol's
+    # contacts: M1 answers only for those)
+    env.sql("INSERT INTO chat.contacts (owner_id, contact_id) "
+            "VALUES ('carol', 'alice'), ('carol', 'bob')")
     r = env.conn("carol").ok("GET", "presence?user_ids=alice,bob,carol")
     assert r == {"presence": {
         "alice": {"online": True, "last_seen": None},
@@ -2411,9 +2419,10 @@ def test_rest_changes_reach_websockets_on_every_worker(env):
 # --------------------------------------------------------------------------
 # the user directory
 
-def test_rest_callers_join_the_directory(chat):
+def test_rest_callers_join_the_directory(env):
     """A user who only uses REST is upserted from the token's claims like
     a WebSocket user at connect, so users/search finds them by name."""
+    chat = env.start(loc="chat_user_directory open;")
     carol = Conn(chat.ng.port, chat.token("carol", name="Carol Rest",
                                           avatar="https://a/c.png"), "carol")
     chat.conns.append(carol)

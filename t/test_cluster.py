@@ -59,6 +59,7 @@ def cluster(nginx, postgres, tmp_path):
 
     c = Cluster()
     c.nodes = []
+    c.pg = postgres
     return c
 
 
@@ -223,7 +224,10 @@ def test_presence_across_nodes(cluster):
     assert (ev["user_id"], ev["online"]) == ("bob", True)
     assert alice.ok("presence.query", user_ids=["bob"])["presence"]["bob"] \
         == {"online": True, "last_seen": None}
-    # node 3 has never seen bob: it knows from the others
+    # node 3 has never seen bob: it knows from the others (carol may know
+    # of bob: a contact, M1)
+    cluster.pg.query("INSERT INTO chat.contacts (owner_id, contact_id) "
+                     "VALUES ('carol', 'bob')")
     carol = cluster.connect(c, "carol")
     deadline = time.monotonic() + CROSS
     while carol.ok("presence.query",

@@ -775,8 +775,9 @@ def test_edit_and_delete_rights_and_live_events(chat):
     assert lst[0]["last_seq"] == 7
     late = chat.connect("bob")
     late.send_json({"type": "sync", "id": "s", "conversations": {}})
+    # each as its last change: deleted (issue 13)
     assert [late.recv_json() for _ in range(4)] == [
-        ev("created", d1), ev("created", d2), ev("created", d3),
+        ev("deleted", d1), ev("deleted", d2), ev("deleted", d3),
         {"type": "ok", "id": "s",
          "data": {"complete": True, "cursors": {str(cid): 7}}}]
     assert rows(chat.pg, "SELECT seq, body, attachments, deleted_at IS NOT "
@@ -938,10 +939,11 @@ def test_sync_after_a_disconnect(chat):
     assert sync(bob, {str(cid): 50, str(gid): 2}) == \
         ([], {"complete": True, "cursors": {str(cid): 50, str(gid): 2}})
     # no cursors at all: everything from 0, each message once, as it is now
+    # (a deleted one as deleted: its last change)
     events, data0 = sync(bob)
     assert events == [ev("created", m3), ev("created", m4),
                       ev("created", m6), ev("created", e1),
-                      ev("created", d2), ev("created", e5),
+                      ev("deleted", d2), ev("created", e5),
                       ev("created", g1), ev("created", g2)]
     assert data0 == data
     # a sync is not a request with events for others
@@ -1023,7 +1025,7 @@ def test_sync_pages_carry_the_current_state_of_every_message(chat):
 # --------------------------------------------------------------------------
 # blocks
 
-def test_blocks_refuse_direct_messages_only(chat):
+def test_blocks_refuse_direct_messages_and_part_groups(chat):
     alice, bob, carol = (chat.connect(u) for u in ("alice", "bob", "carol"))
     dm = direct(alice, "bob")["id"]
     gid = group(alice, "g", ["bob", "carol"])["id"]
@@ -1042,11 +1044,12 @@ def test_blocks_refuse_direct_messages_only(chat):
     assert send(alice, dm, "before", "pre") == before
     assert settle(alice, bob, carol) == [[], [], []]
 
-    # the group is not affected
+    # the group goes on, but neither hears the other there (H1)
     g1 = send(alice, gid, "group ok")
     g2 = send(bob, gid, "me too")
-    for c in (alice, bob, carol):
-        assert settle(c) == [ev("created", g1), ev("created", g2)]
+    assert settle(alice) == [ev("created", g1)]
+    assert settle(bob) == [ev("created", g2)]
+    assert settle(carol) == [ev("created", g1), ev("created", g2)]
 
     assert rows(chat.pg, "SELECT count(*) FROM chat.messages "
                 "WHERE conversation_id = %s", (dm,)) == [(1,)]

@@ -1922,3 +1922,282 @@ def test_system_message(db):
     ]:
         assert db.api("system_message", "svc:shop", req) == e, req
     assert db.last_seq(cid) == 3
+
+
+# ---------------------------------------------------------------------------
+# issue 13 (security review): blocks in groups, presence audience, limits,
+# the user directory, owners' messages, attachment URLs, deletes in sync
+
+def _events(r, type_=None):
+    return [e for e in r["events"]
+            if type_ is None or e["event"]["type"] == type_]
+
+
+def test_h1_no_group_with_someone_blocked_either_way(db):
+    """H1: mallory, blocked by alice, cannot put alice into a group (nor
+    can alice put mallory into one); others still can add either."""
+    assert db.api("block", "alice", {"user_id": "mallory"}) == ok({})
+    blocked = err("forbidden", "blocked")
+    for actor, other in (("mallory", "alice"), ("alice", "mallory")):
+        assert db.api("conversation_create", actor,
+                      {"kind": "group", "title": "x",
+                       "members": ["bob", other]}) == blocked
+    assert db.one("SELECT count(*) FROM chat.conversations") == 0
+    gid = db.group("mallory", "bob")
+    assert db.api("member_add", "mallory",
+                  {"conversation_id": gid, "user_id": "alice"}) == blocked
+    own = db.group("alice", "bob")
+    assert db.api("member_add", "alice",
+                  {"conversation_id": own, "user_id": "mallory"}) == blocked
+    # bob's group may hold both (their messages then stay apart)
+    shared = db.group("bob", "alice", "mallory")
+    assert db.q("SELECT user_id FROM chat.members WHERE conversation_id = %s"
+                " ORDER BY 1", shared) == [("alice",), ("bob",),
+                                           ("mallory",)]
+    # the host's create_conversation acts as the creator: the same refusal
+    with pytest.raises(Exception, match="blocked"):
+        db.q("SELECT chat.create_conversation('mallory', 'group', "
+             "ARRAY['alice'], 'x')")
+    # unblocked: allowed again
+    db.api("unblock", "alice", {"user_id": "mallory"})
+    assert "ok" in db.api("member_add", "mallory",
+                          {"conversation_id": gid, "user_id": "alice"})
+
+
+def test_h1_blocked_users_do_not_hear_each_other_in_a_group(db):
+    """H1: in a group both are in, nothing of mallory reaches alice (and
+    nothing of alice reaches mallory): messages, edits, deletes, typing,
+    receipts, sync, history, changes, unread and last_message."""
+    gid = db.group("bob", "alice", "mallory")
+    before = db.send("mallory", gid, "before the block")          # seq 1
+    db.api("block", "alice", {"user_id": "mallory"})
+    r = db.api("message_send", "mallory",
+               {"conversation_id": gid, "body": "I found you anyway",
+                "client_msg_id": "x1"})
+    m = r["ok"]["message"]
+    assert _events(r) == [ev(["bob", "mallory"],
+                             {"type": "message.created", "message": m})]
+    r = db.api("message_send", "alice",
+               {"conversation_id": gid, "body": "hello bob",
+                "client_msg_id": "a1"})
+    assert _events(r)[0]["to"] == ["alice", "bob"]
+    r = db.api("message_send", "bob",
+               {"conversation_id": gid, "body": "hi all",
+                "client_msg_id": "b1"})
+    assert _events(r)[0]["to"] == ["alice", "bob", "mallory"]
+    # a batch with several senders: each message its own audience
+    out = db.batch([
+        {"user": "mallory", "req": {"conversation_id": gid, "body": "b",
+                                    "client_msg_id": "x2"}},
+        {"user": "bob", "req": {"conversation_id": gid, "body": "c",
+                                "client_msg_id": "b2"}}])
+    assert [o["events"][0]["to"] for o in out] == \
+        [["bob", "mallory"], ["alice", "bob", "mallory"]]
+    r = db.api("message_edit", "mallory",
+               {"message_id": m["id"], "body": "edited"})
+    assert _events(r)[0]["to"] == ["bob", "mallory"]
+    r = db.api("message_delete", "bob", {"message_id": out[0]["ok"]
+                                         ["message"]["id"]})
+    assert _events(r)[0]["to"] == ["bob", "mallory"]
+    r = db.api("typing", "mallory", {"conversation_id": gid, "active": True})
+    assert _events(r)[0]["to"] == ["bob"]
+    r = db.api("typing", "alice", {"conversation_id": gid, "active": True})
+    assert _events(r)[0]["to"] == ["bob"]
+    r = db.api("message_read", "mallory", {"conversation_id": gid, "seq": 9})
+    assert _events(r)[0]["to"] == ["bob", "mallory"]
+    r = db.api("message_delivered", "alice",
+               {"conversation_id": gid, "seq": 9})
+    assert _events(r)[0]["to"] == ["alice", "bob"]
+
+    # alice's views leave mallory out, before the block too
+    senders = {"mallory"}
+    hist = db.api("messages_history", "alice", {"conversation_id": gid})
+    assert [x["sender_id"] for x in hist["ok"]["messages"]] == \
+        ["alice", "bob", "bob"]
+    assert before["id"] not in [x["id"] for x in hist["ok"]["messages"]]
+    s = db.api("sync", "alice", {"conversations": {str(gid): 0}})
+    assert not senders & {e["event"]["message"]["sender_id"]
+                          for e in s["events"]}
+    assert len(s["events"]) == 3
+    ch = db.api("changes", "", {"conversation_id": gid, "after": 0,
+                                "before": 100})
+    for e in ch["events"]:
+        sender = e["event"]["message"]["sender_id"]
+        assert ("alice" in e["to"]) == (sender != "mallory"), e
+        assert ("mallory" in e["to"]) == (sender != "alice"), e
+    conv = db.api("conversation_get", "alice", {"conversation_id": gid})
+    assert conv["ok"]["conversation"]["last_message"]["sender_id"] == "bob"
+    unread = db.api("unread", "alice", {})["ok"]
+    assert unread["conversations"] == {str(gid): 2}        # bob's two
+    # mallory does not see alice's either
+    hist = db.api("messages_history", "mallory", {"conversation_id": gid})
+    assert "alice" not in [x["sender_id"] for x in hist["ok"]["messages"]]
+    # bob sees everything
+    hist = db.api("messages_history", "bob", {"conversation_id": gid})
+    assert len(hist["ok"]["messages"]) == 6
+
+
+def test_h1_presence_events_skip_blocked_users(db):
+    """H1: presence (api_presence) already leaves blocked pairs out."""
+    db.group("bob", "alice", "mallory")
+    db.api("block", "alice", {"user_id": "mallory"})
+    for user, peers in (("mallory", ["bob"]), ("alice", ["bob"]),
+                        ("bob", ["alice", "mallory"])):
+        r = db.api("presence", user, {"online": True, "last_seen": None})
+        assert r["events"][0]["to"] == peers, user
+
+
+def test_m1_presence_audience(db):
+    """M1: the users whose presence a user may know: oneself, those one
+    shares a conversation with, one's contacts; never blocked either way."""
+    db.group("alice", "bob", "mallory")
+    db.api("contact_add", "alice", {"user_id": "carol"})
+    db.api("block", "mallory", {"user_id": "alice"})
+    ids = ["alice", "bob", "carol", "mallory", "zed", "bob"]
+    assert db.api("presence_audience", "alice", {"user_ids": ids}) == ok(
+        {"audience": {"alice": True, "bob": True, "carol": True,
+                      "mallory": False, "zed": False}})
+    # contacts are one-way: carol did not add alice
+    assert db.api("presence_audience", "carol", {"user_ids": ["alice"]}) \
+        == ok({"audience": {"alice": False}})
+    assert db.api("presence_audience", "zed", {"user_ids": []}) == \
+        ok({"audience": {}})
+    bad = err("bad_request", "user_ids must be an array of at most 200 "
+                             "user ids")
+    for req in ({}, {"user_ids": "bob"}, {"user_ids": [1]},
+                {"user_ids": [""]}, {"user_ids": ["x"] * 201}):
+        assert db.api("presence_audience", "alice", req) == bad, req
+
+
+def test_l7_limits(db):
+    """L7: group size, groups one is put into by others per hour, contacts
+    and blocks are bounded (settings chat.max_*), error code limit."""
+    db.q("SET chat.max_group_members = '3'")
+    db.q("SET chat.max_group_joins_per_hour = '2'")
+    db.q("SET chat.max_contacts = '2'")
+    db.q("SET chat.max_blocks = '2'")
+    assert db.api("conversation_create", "alice",
+                  {"kind": "group", "title": "x",
+                   "members": ["a", "b", "c"]}) == \
+        err("limit", "a group has at most 3 members")
+    gid = db.group("alice", "a", "b")
+    assert db.api("member_add", "alice",
+                  {"conversation_id": gid, "user_id": "c"}) == \
+        err("limit", "a group has at most 3 members")
+    with pytest.raises(Exception, match="at most 3 members"):
+        db.q("SELECT chat.add_member(%s, 'c')", gid)
+    # "v" is put into groups by others: two an hour
+    db.group("x1", "v")
+    db.group("x2", "v")
+    limited = err("limit", "v was added to 2 groups in the last hour: "
+                           "try again later")
+    assert db.api("conversation_create", "x3",
+                  {"kind": "group", "title": "x", "members": ["v"]}) \
+        == limited
+    g4 = db.group("x4")
+    assert db.api("member_add", "x4",
+                  {"conversation_id": g4, "user_id": "v"}) == limited
+    db.group("v")                   # one's own groups do not count
+    db.q("UPDATE chat.members SET joined_at = now() - interval '61 minutes'"
+         " WHERE user_id = 'v'")
+    assert "ok" in db.api("member_add", "x4",
+                          {"conversation_id": g4, "user_id": "v"})
+    for kind, n in (("contact_add", "contacts"), ("block", "blocked")):
+        assert db.api(kind, "alice", {"user_id": "p1"}) == ok({})
+        assert db.api(kind, "alice", {"user_id": "p2"}) == ok({})
+        assert db.api(kind, "alice", {"user_id": "p2"}) == ok({})  # again
+        r = db.api(kind, "alice", {"user_id": "p3"})
+        assert r["error"]["code"] == "limit", r
+    # a nonsense setting is the default
+    db.q("SET chat.max_group_members = 'lots'")
+    assert "ok" in db.api("member_add", "alice",
+                          {"conversation_id": gid, "user_id": "c"})
+
+
+def test_i5_user_search_only_reaches_people_one_can_reach(db):
+    """I5: without chat_user_directory open, users/search finds contacts,
+    people one shares a conversation with, and an exact id only."""
+    for uid in ("bob", "bobby", "bobo", "boris", "carol"):
+        db.api("user_upsert", uid, {"name": uid.title()})
+    db.group("alice", "bob")
+    db.api("contact_add", "alice", {"user_id": "bobby"})
+
+    def ids(q, **kw):
+        r = db.api("users_search", "alice", dict(q=q, **kw))
+        return [u["id"] for u in r["ok"]["users"]]
+
+    assert ids("bo") == ["bob", "bobby"]
+    assert ids("bobo") == ["bobo"]              # the exact id
+    assert ids("Bobo") == []                    # ids are exact
+    assert ids("b") == ["bob", "bobby"]
+    assert ids("bo", directory="open") == ["bob", "bobby", "bobo", "boris"]
+    assert ids("bo", directory="contacts") == ["bob", "bobby"]
+
+
+def test_i8_admins_cannot_delete_owners_messages(db):
+    """I8: an admin deletes members' messages, not an owner's; owners
+    delete anyone's."""
+    gid = db.group("owner", "admin", "member")
+    db.api("member_add", "owner", {"conversation_id": gid,
+                                   "user_id": "admin", "role": "admin"})
+    mo = db.send("owner", gid, "from the owner")
+    mm = db.send("member", gid, "from a member")
+    ma = db.send("admin", gid, "from the admin")
+    assert db.api("message_delete", "admin", {"message_id": mo["id"]}) == \
+        err("forbidden", "only an owner can delete an owner's message")
+    assert "ok" in db.api("message_delete", "admin",
+                          {"message_id": mm["id"]})
+    assert "ok" in db.api("message_delete", "owner",
+                          {"message_id": ma["id"]})
+    assert "ok" in db.api("message_delete", "owner",
+                          {"message_id": mo["id"]})
+
+
+@pytest.mark.parametrize("url, good", [
+    ("//evil.example/x", False),
+    ("/\\evil.example/x", False),
+    ("http://example.com/a.png", False),
+    ("HTTP://example.com/a.png", False),
+    ("javascript:alert(1)", False),
+    (" https://example.com/a.png", False),
+    ("https://example.com/a.png", True),
+    ("HTTPS://example.com/a.png", True),
+    ("/files/a.png", True),
+    ("/", True),
+])
+def test_l9_attachment_urls(db, url, good):
+    """L9: https:// or a path on this site; no protocol-relative URLs."""
+    gid = db.group("alice")
+    r = db.api("message_send", "alice",
+               {"conversation_id": gid, "body": "x", "client_msg_id": "a",
+                "attachments": [{"url": url}]})
+    if good:
+        assert r["ok"]["message"]["attachments"][0]["url"] == url
+    else:
+        assert r == err("bad_request", "attachment url must start with "
+                                       "https:// or be a path on this site "
+                                       "(/...)")
+
+
+def test_sync_replays_a_deleted_message_as_deleted(db):
+    """A message created and deleted after the cursor replays as its last
+    change, message.deleted, in sync and in changes (the live path)."""
+    gid = db.group("alice", "bob")
+    m1 = db.send("alice", gid, "kept")                      # seq 1
+    m2 = db.send("alice", gid, "oops")                      # seq 2
+    db.api("message_delete", "alice", {"message_id": m2["id"]})   # 3
+    m3 = db.send("alice", gid, "later")                     # seq 4
+    db.api("message_delete", "alice", {"message_id": m1["id"]})   # 5
+    s = db.api("sync", "bob", {"conversations": {str(gid): 0}})
+    assert [(e["event"]["type"], e["event"]["message"]["id"])
+            for e in s["events"]] == [("message.deleted", m2["id"]),
+                                      ("message.created", m3["id"]),
+                                      ("message.deleted", m1["id"])]
+    s = db.api("sync", "bob", {"conversations": {str(gid): 1}})
+    assert [e["event"]["type"] for e in s["events"]] == \
+        ["message.deleted", "message.created", "message.deleted"]
+    ch = db.api("changes", "", {"conversation_id": gid, "after": 1,
+                                "before": 5})
+    assert [(e["event"]["type"], e["event"]["message"]["updated_seq"])
+            for e in ch["events"]] == [("message.deleted", 3),
+                                       ("message.created", 4)]

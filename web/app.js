@@ -316,7 +316,10 @@ async function refreshPresence() {
   const list = [...ids].slice(0, 200);
   if (!list.length) return;
   const p = await S.client.presence(list);
-  for (const [uid, v] of Object.entries(p)) S.presence.set(uid, v);
+  // null: not someone we may know of (no shared conversation any more)
+  for (const [uid, v] of Object.entries(p)) {
+    if (v) S.presence.set(uid, v); else S.presence.delete(uid);
+  }
   renderPresence();
 }
 
