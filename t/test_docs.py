@@ -76,8 +76,21 @@ def source_commands():
                 commands[name] = {
                     "flags": set(f.strip() for f in fields[1].split("|")),
                     "set": fields[2], "offset": " ".join(fields[4].split()),
+                    "post": fields[5].lstrip("&").strip(),
                     "file": os.path.relpath(path, REPO)}
     return commands
+
+
+def source_enum(name):
+    """{value: word} of the ngx_conf_enum_t array called name."""
+    for path in SOURCES:
+        text = c_without_comments(read(path))
+        m = re.search(r"ngx_conf_enum_t\s+%s\s*\[\s*\]\s*=\s*\{(.*?)"
+                      r"ngx_null_string" % re.escape(name), text, re.S)
+        if m:
+            return {int(v): w for w, v in re.findall(
+                r'ngx_string\("([^"]*)"\)\s*,\s*(\d+)', m[1])}
+    raise AssertionError("no ngx_conf_enum_t %s" % name)
 
 
 def source_variables():
@@ -250,6 +263,9 @@ def test_defaults_match_the_merge_functions():
             assert nginx_msec(shown) == c_number(value), (name, doc, value)
         elif slot == "ngx_conf_set_sec_slot":
             assert nginx_msec(shown) == c_number(value) * 1000, \
+                (name, doc, value)
+        elif slot == "ngx_conf_set_enum_slot":
+            assert source_enum(cmd["post"])[c_number(value)] == shown, \
                 (name, doc, value)
         else:
             pytest.fail("%s: a slot this test does not know: %s"
