@@ -1197,7 +1197,8 @@ SEND_ERRORS = [
     ({"attachments": [{}]}, "bad_request",
      "attachment url must be a non-empty string"),
     ({"attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-     "attachment url must start with https:// or be a path on this site (/...)"),
+     "attachment url must start with https:// or be a path "
+     "on this site (/...)"),
     ({"attachments": [{"url": "/a", "size": -1}]}, "bad_request",
      "attachment size must be an integer >= 0"),
     ({"attachments": [{"url": "/a"}] * 11}, "too_large",

@@ -444,9 +444,11 @@ def test_send_validation_and_length_in_characters(env):
         ({"attachments": [{"url": 5}]}, "bad_request",
          "attachment url must be a non-empty string"),
         ({"attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-         "attachment url must start with https:// or be a path on this site (/...)"),
+         "attachment url must start with https:// or be a path "
+         "on this site (/...)"),
         ({"attachments": [{"url": "data:text/html,x"}]}, "bad_request",
-         "attachment url must start with https:// or be a path on this site (/...)"),
+         "attachment url must start with https:// or be a path "
+         "on this site (/...)"),
         ({"attachments": [{"url": "/" + "a" * 2048}]}, "too_large",
          "attachment url is longer than 2048 characters"),
         ({"attachments": [{"url": "/a", "name": 1}]}, "bad_request",

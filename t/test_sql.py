@@ -656,7 +656,8 @@ SEND_ERRORS = [
      "attachment url must be a non-empty string"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-     "attachment url must start with https:// or be a path on this site (/...)"),
+     "attachment url must start with https:// or be a path "
+     "on this site (/...)"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"url": "https://x/" + "a" * 2040}]}, "too_large",
      "attachment url is longer than 2048 characters"),

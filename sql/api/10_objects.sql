@@ -123,7 +123,9 @@ AS $$
     SELECT count(*) FROM chat.messages
     WHERE conversation_id = p_cid AND seq > p_after
       AND deleted_at IS NULL AND sender_id <> p_user
-      AND sender_id <> ALL (chat.block_peers(p_user))
+      -- (a sub-select: the peers are read once, not per row)
+      AND sender_id <> ALL (coalesce((SELECT chat.block_peers(p_user)),
+                                     '{}'))
 $$;
 
 -- The protocol's Message object, with "system": true on system messages
@@ -180,7 +182,8 @@ AS $$
                        WHERE mb.conversation_id = c.id),
         'last_message', (SELECT chat.message_obj(m) FROM chat.messages m
                          WHERE m.conversation_id = c.id
-                           AND m.sender_id <> ALL (chat.block_peers(p_user))
+                           AND m.sender_id <> ALL (coalesce(
+                               (SELECT chat.block_peers(p_user)), '{}'))
                          ORDER BY m.seq DESC LIMIT 1),
         'last_seq',     c.last_seq,
         'unread_count', CASE WHEN me.user_id IS NULL THEN 0

@@ -313,8 +313,8 @@ BEGIN
 
     -- 4. number and insert them: the messages of a conversation take the
     -- next numbers in item order, ids grow in item order, and the members
-    -- of each conversation are read once per sender (those blocked either
-    -- way with the sender do not hear the message)
+    -- of each conversation are read once (again for a sender who blocked
+    -- or was blocked by anyone: those do not hear the message)
     FOR r IN
         WITH ins AS (
             SELECT u.*, row_number() OVER (PARTITION BY u.cid
@@ -338,14 +338,21 @@ BEGIN
             ORDER BY ins.ord
             RETURNING *
         ), mem AS MATERIALIZED (
-            SELECT d.cid, d.usr, chat.recipients(d.cid, d.usr) AS ids
-            FROM (SELECT DISTINCT cid, usr FROM ins) d
+            SELECT d.cid, chat.member_ids(d.cid) AS ids
+            FROM (SELECT DISTINCT cid FROM ins) d
+        ), peers AS MATERIALIZED (
+            SELECT d.usr, cardinality(chat.block_peers(d.usr)) > 0 AS any
+            FROM (SELECT DISTINCT usr FROM ins) d
         )
-        SELECT ins.ord, chat.message_obj(new) AS obj, mem.ids
+        SELECT ins.ord, chat.message_obj(new) AS obj,
+               CASE WHEN peers.any
+                    THEN chat.recipients(new.conversation_id, ins.usr)
+                    ELSE mem.ids END AS ids
         FROM new
         JOIN ins ON ins.cid = new.conversation_id
                 AND ins.usr = new.sender_id AND ins.cmid = new.client_msg_id
-        JOIN mem ON mem.cid = new.conversation_id AND mem.usr = ins.usr
+        JOIN mem ON mem.cid = new.conversation_id
+        JOIN peers ON peers.usr = ins.usr
     LOOP
         v_out[r.ord] := chat.ok(
             jsonb_build_object('message', r.obj),

@@ -68,7 +68,8 @@ END
 $$;
 
 -- A member, or another role for one: the host decides, no rights or
--- blocks are checked (nobody acts), only the group's size.  member.joined (or conversation.updated for a role change).
+-- blocks are checked (nobody acts), only the group's size.  member.joined
+-- (or conversation.updated for a role change).
 CREATE OR REPLACE FUNCTION chat.add_member(p_cid bigint, p_user text,
                                            p_role text DEFAULT 'member')
 RETURNS void

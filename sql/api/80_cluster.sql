@@ -54,11 +54,22 @@ AS $$
         SELECT (x ->> 0)::bigint AS cid, (x ->> 1)::bigint AS after,
                (x ->> 2)::bigint AS before
         FROM jsonb_array_elements(p_req -> 'ranges') x
+    ), mem AS (
+        SELECT r.cid, coalesce(jsonb_agg(m.user_id ORDER BY m.user_id)
+                               FILTER (WHERE m.user_id IS NOT NULL),
+                               '[]'::jsonb) AS ids
+        FROM r LEFT JOIN chat.members m ON m.conversation_id = r.cid
+        GROUP BY r.cid
     )
     SELECT jsonb_build_object(
         'ok', '{}'::jsonb,
         'events', coalesce(jsonb_agg(jsonb_build_object(
-            'to', chat.recipients(msg.conversation_id, msg.sender_id),
+            -- the members once per conversation, again for a sender with
+            -- blocks (those blocked either way do not hear the message)
+            'to', CASE WHEN cardinality(chat.block_peers(msg.sender_id)) = 0
+                       THEN mem.ids
+                       ELSE chat.recipients(msg.conversation_id,
+                                            msg.sender_id) END,
             'event', jsonb_build_object(
                 'type', CASE WHEN msg.deleted_at IS NOT NULL
                              THEN 'message.deleted'
@@ -67,6 +78,7 @@ AS $$
                 'message', chat.message_obj(msg)))
             ORDER BY msg.conversation_id, msg.updated_seq), '[]'::jsonb))
     FROM r
+    JOIN mem ON mem.cid = r.cid
     JOIN chat.messages msg
       ON msg.conversation_id = r.cid
      AND msg.updated_seq > r.after
