@@ -463,10 +463,14 @@ def test_presence_events_reach_peers_only(chat):
     time.sleep(0.3)
     for c in (carol, dave, erin):
         assert of_type(drain(c, 0.1), "presence") == [], c.user
+    # and dave, who shares nothing with them, cannot ask either (M1);
+    # alice can, for bob, from any worker
     assert presence_of(dave, "alice", "bob", "erin") == {
-        "alice": {"online": True, "last_seen": None},
+        "alice": None, "bob": None, "erin": None}
+    assert presence_of(a, "bob", "carol", "erin") == {
         "bob": {"online": False, "last_seen": TIME},
-        "erin": {"online": True, "last_seen": None}}
+        "carol": {"online": True, "last_seen": None},
+        "erin": None}
 
 
 # --------------------------------------------------------------------------
