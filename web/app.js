@@ -706,7 +706,7 @@ function renderChatHead() {
   const peer = peerOf(c);
   let sub = "";
   if (c.kind === "group") {
-    sub = `${c.members.length} members`;
+    sub = `${c.members_count ?? c.members.length} members`;
   } else if (peer !== S.me.id) {
     const p = S.presence.get(peer);
     sub = p?.online ? "online" : p ? lastSeen(p.last_seen) : "";

@@ -22,7 +22,7 @@ CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int
 LANGUAGE sql IMMUTABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
-    SELECT 1
+    SELECT 2
 $$;
 
 -- RFC 3339 UTC with milliseconds; NULL stays NULL.
@@ -244,6 +244,19 @@ AS $$
     SELECT CASE
         WHEN p IS NULL OR jsonb_typeof(p) = 'null' THEN 5000
         WHEN chat.json_int(p) BETWEEN 1 AND 1000000 THEN chat.json_int(p)
+    END
+$$;
+
+-- The byte budget of a reply that can grow (sync, conversation.list,
+-- messages.history): the module sets "max_bytes" from chat_send_buffer;
+-- 1 MB when absent.  Pages stop once their JSON passes it (never before
+-- their first entry, so every call makes progress).  NULL when invalid.
+CREATE OR REPLACE FUNCTION chat.max_bytes(p jsonb) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p IS NULL OR jsonb_typeof(p) = 'null' THEN 1048576
+        WHEN chat.json_int(p) BETWEEN 1024 AND 67108864 THEN chat.json_int(p)
     END
 $$;
 
