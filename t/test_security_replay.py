@@ -109,16 +109,17 @@ def replied(ng, kind):
     return int(m.group(1)) if m else 0
 
 
-def non_reader(ng, user, request):
-    """A socket with a 4 KB receive buffer that upgrades, sends one
-    request and never reads."""
+def non_reader(ng, user, requests):
+    """A socket with a 4 KB receive buffer that upgrades, sends requests
+    and never reads."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(5)
     s.connect(("127.0.0.1", ng.port))
     r = http_upgrade(ng.port, token=make_token(ng.key, user), sock=s)
     assert r.status == 101
-    s.sendall(build_frame(OP_TEXT, json.dumps(request).encode()))
+    s.sendall(b"".join(build_frame(OP_TEXT, json.dumps(x).encode())
+                       for x in requests))
     return s
 
 
@@ -157,10 +158,15 @@ def test_h2_non_reading_syncs_do_not_grow_the_worker(env):
     base = rss(worker)
     before = replied(ng, "sync")
 
-    socks = [non_reader(ng, "h2mallory",
-                        {"type": "sync", "id": 1,
-                         "conversations": {str(cid): 0}, "limit": 500})
-             for _ in range(8)]
+    # each: a sync of 500 changes, then the same again as history pages
+    # and a list (they wait behind it)
+    attack = [{"type": "sync", "id": 1, "conversations": {str(cid): 0},
+               "limit": 500}]
+    attack += [{"type": "messages.history", "id": 2 + i,
+                "conversation_id": cid, "before_seq": 600 - 100 * i,
+                "limit": 100} for i in range(5)]
+    attack += [{"type": "conversation.list", "id": 9, "limit": 100}]
+    socks = [non_reader(ng, "h2mallory", attack) for _ in range(8)]
     try:
         deadline = time.monotonic() + 60
         peak = base
@@ -168,13 +174,15 @@ def test_h2_non_reading_syncs_do_not_grow_the_worker(env):
             assert time.monotonic() < deadline, "the syncs were not answered"
             peak = max(peak, rss(worker))
             time.sleep(0.05)
-        for _ in range(10):
+        # the history pages follow while the kernel takes what is sent
+        for _ in range(40):
             peak = max(peak, rss(worker))
             time.sleep(0.05)
 
         growth = peak - base
-        print("H2: worker RSS %.1f MB, +%.1f MB for 8 non-reading syncs"
-              % (base / _M, growth / _M))
+        print("H2: worker RSS %.1f MB, +%.1f MB for 8 non-reading "
+              "sockets; %d history replies queued"
+              % (base / _M, growth / _M, replied(ng, "messages.history")))
         bound = 8 * 4 * SEND_BUFFER + 16 * _M
         if sanitized(worker):
             # ASan's allocator keeps freed memory in quarantine
