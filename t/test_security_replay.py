@@ -400,3 +400,4 @@ def test_h2_max_bytes_is_checked(env):
     (size, reply), = frames_until_reply(c, 1)
     assert reply["data"]["has_more"] is True
     assert size <= PAGE + 40000
+
