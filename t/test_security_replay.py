@@ -401,3 +401,41 @@ def test_h2_max_bytes_is_checked(env):
     assert reply["data"]["has_more"] is True
     assert size <= PAGE + 40000
 
+
+
+def test_h2_contacts_page_in_bytes(env):
+    """H2: GET contacts of a user put into 20 groups of 999 others (19,981
+    contacts, about 1.7 MB of JSON in one answer before) answers at most
+    about 1 MB, with "next"; "after" pages through all of them once, by
+    name.  Ids with ':' survive the cursor."""
+    from urllib.parse import quote
+
+    pg, ng = env.pg, env.ng
+    users = []
+    for g in range(20):
+        crowd = ["h2c%02d:%04d" % (g, i) for i in range(999)]
+        users += crowd
+        group(pg, "h2owner", crowd + ["h2frank"], title="crowd %d" % g)
+    # by name (the id here), in the database's collation
+    want = [r[0] for r in pg.query(
+        "SELECT u FROM unnest(%s::text[]) u ORDER BY lower(u), u",
+        (users + ["h2owner"],))]
+
+    tok = make_token(ng.key, "h2frank")
+    got, path, pages = [], "/api/chat/contacts", 0
+    while True:
+        r = http(ng, "GET", path, token=tok, timeout=20)
+        assert r.status == 200, r.body[:200]
+        assert len(r.body) <= _M + 1000, len(r.body)
+        data = json.loads(r.body)
+        pages += 1
+        got += [c["user"]["id"] for c in data["contacts"]]
+        if "next" not in data:
+            break
+        path = "/api/chat/contacts?after=" + quote(data["next"], safe="")
+    assert pages >= 2
+    assert got == want
+
+    r = http(ng, "GET", "/api/chat/contacts?after=nonsense", token=tok)
+    assert r.status == 400 and json.loads(r.body) == {"error": {
+        "code": "bad_request", "message": "after is not a valid cursor"}}
