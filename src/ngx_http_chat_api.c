@@ -1487,8 +1487,11 @@ ngx_http_chat_api_flag(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_contacts(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
-    return ngx_http_chat_api_store(r, api, NGX_HTTP_CHAT_STMT_CONTACTS,
-                                   json_object());
+    static const char  *names[] = { "after", NULL };
+
+    /* the cursor is text even when it looks like a number */
+    return ngx_http_chat_api_query(r, api, NGX_HTTP_CHAT_STMT_CONTACTS,
+                                   names, names, NULL);
 }
 
 

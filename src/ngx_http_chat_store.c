@@ -74,6 +74,7 @@ static json_t *ngx_http_chat_store_result(ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc,
     ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
+static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
 
 
 /* what every PostgreSQL connection prepares; indexes are the stmt ids */
@@ -193,7 +194,24 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
         break;
 
     case NGX_HTTP_CHAT_STMT_SYNC:
-        kind = NGX_HTTP_CHAT_OP_SYNC;
+    case NGX_HTTP_CHAT_STMT_HISTORY:
+    case NGX_HTTP_CHAT_STMT_CONVERSATION_LIST:
+        /*
+         * Replies that can grow are paged in bytes: a request starts only
+         * below chat_send_buffer (ngx_http_chat_store_run) and adds about
+         * half of it, so an unread connection holds at most about one and
+         * a half buffers; the client reads, then asks for the next page.
+         */
+        if (json_object_set_new(req->root, "max_bytes",
+                                json_integer(ngx_http_chat_store_max_bytes(
+                                                 wc->conf->send_buffer)))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        kind = (stmt == NGX_HTTP_CHAT_STMT_SYNC) ? NGX_HTTP_CHAT_OP_SYNC
+                                                 : NGX_HTTP_CHAT_OP_PLAIN;
         break;
 
     case NGX_HTTP_CHAT_STMT_TYPING:
@@ -898,6 +916,27 @@ ngx_http_chat_store_free(ngx_http_chat_op_t *op)
 
     free(op->text);
     ngx_free(op);
+}
+
+
+/* half the send buffer, within what chat.max_bytes() accepts */
+
+static json_int_t
+ngx_http_chat_store_max_bytes(size_t send_buffer)
+{
+    size_t  n;
+
+    n = send_buffer / 2;
+
+    if (n < 1024) {
+        return 1024;
+    }
+
+    if (n > 64 * 1024 * 1024) {
+        return 64 * 1024 * 1024;
+    }
+
+    return (json_int_t) n;
 }
 
 

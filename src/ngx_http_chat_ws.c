@@ -349,12 +349,15 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
     while (!wc->discard && !wc->finalized) {
 
         /*
-         * A read holds many requests: once enough wait for storage, the
-         * rest waits unparsed (one read at most) and the socket is not
-         * read until they drain.
+         * A read holds many requests: once enough wait for storage, or
+         * the replies fill the send buffer, the rest waits unparsed (one
+         * read at most) and the socket is not read until they drain.
          */
 
-        if (wc->nops >= NGX_HTTP_CHAT_MAX_OPS && pos < last && !wc->echo) {
+        if ((wc->nops >= NGX_HTTP_CHAT_MAX_OPS
+             || (wc->out_bytes >= wc->conf->send_buffer && !wc->close_sent))
+            && pos < last && !wc->echo)
+        {
             wc->saved = ngx_alloc(last - pos, wc->connection->log);
             if (wc->saved == NULL) {
                 ngx_http_chat_ws_fail(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,

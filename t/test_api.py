@@ -133,7 +133,7 @@ def C(id, kind, members, title=None, ref=None, metadata=None,
             "metadata": {} if metadata is None else metadata,
             "created_at": TIME, "members": ms, "last_message": last_message,
             "last_seq": last_seq, "unread_count": unread, "muted": muted,
-            "archived": archived}
+            "archived": archived, "members_count": len(ms)}
 
 
 def error(code, message):

@@ -123,7 +123,7 @@ BEGIN
         USING DETAIL = E'first line\nsecond line', HINT = 'a hint';
 END
 $$;
-CREATE FUNCTION chat.api_version() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION chat.api_version() RETURNS int LANGUAGE sql AS 'SELECT 1000';
 """
 
 

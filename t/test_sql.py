@@ -50,7 +50,8 @@ def C(id, kind, members, title=None, ref=None, metadata=None,
     return {"id": id, "kind": kind, "title": title, "ref": ref,
             "metadata": metadata or {}, "created_at": TIME, "members": ms,
             "last_message": last_message, "last_seq": last_seq,
-            "unread_count": unread, "muted": muted, "archived": archived}
+            "unread_count": unread, "muted": muted, "archived": archived,
+            "members_count": len(ms)}
 
 
 def err(code, message):

@@ -1509,7 +1509,8 @@ def test_slow_reader_loses_typing_first_then_is_closed_1013(env):
     # slow resumes with sync: the rest, exactly
     c = env.connect("slow")
     events, cursors = [], {str(gid): k}
-    for _ in range(10):
+    # pages of half the 64k send buffer: one or two 20 KB messages each
+    for _ in range(400):
         evs, data = sync_events(c, cursors)
         events += evs
         cursors = data["cursors"]

@@ -279,10 +279,10 @@ async function refreshAll() {
   try {
     const [convs, contacts, blocks] = await Promise.all([
       listAll(S.archivedView, (path) => api("GET", path)),
-      api("GET", "contacts"),
+      allContacts(),
       api("GET", "blocks"),
     ]);
-    for (const ct of contacts.contacts) learnUser(ct.user);
+    for (const ct of contacts) learnUser(ct.user);
     S.blocks = new Set(blocks.blocks.map((u) => (learnUser(u), u.id)));
     const fresh = new Set(convs.map((c) => c.id));
     for (const [id, c] of S.convs) {
@@ -340,9 +340,21 @@ function fetchConv(cid) {
   }, 50));
 }
 
+// GET contacts answers in pages of about 1 MB: "next" says there is more.
+async function allContacts() {
+  const out = [];
+  let path = "contacts";
+  for (;;) {
+    const page = await api("GET", path);
+    out.push(...page.contacts);
+    if (!page.next) return out;
+    path = "contacts?after=" + encodeURIComponent(page.next);
+  }
+}
+
 async function refreshNames() {
   try {
-    const { contacts } = await api("GET", "contacts");
+    const contacts = await allContacts();
     for (const ct of contacts) learnUser(ct.user);
     renderList();
     if (S.open != null) { renderChatHead(); renderMessages(); }
@@ -709,7 +721,7 @@ function renderChatHead() {
   const peer = peerOf(c);
   let sub = "";
   if (c.kind === "group") {
-    sub = `${c.members.length} members`;
+    sub = `${c.members_count ?? c.members.length} members`;
   } else if (peer !== S.me.id) {
     const p = S.presence.get(peer);
     sub = p?.online ? "online" : p ? lastSeen(p.last_seen) : "";

@@ -67,7 +67,10 @@ export interface Conversation {
   ref: string | null;
   metadata: Record<string, unknown>;
   created_at: string;
+  /** In conversation.list replies, at most the first 100 (and you). */
   members: Member[];
+  /** All members, also those a capped `members` leaves out. */
+  members_count: number;
   last_message: Message | null;
   last_seq: number;
   unread_count: number;

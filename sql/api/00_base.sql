@@ -250,6 +250,19 @@ AS $$
     END
 $$;
 
+-- The byte budget of a reply that can grow (sync, conversation.list,
+-- messages.history): the module sets "max_bytes" from chat_send_buffer;
+-- 1 MB when absent.  Pages stop once their JSON passes it (never before
+-- their first entry, so every call makes progress).  NULL when invalid.
+CREATE OR REPLACE FUNCTION chat.max_bytes(p jsonb) RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN p IS NULL OR jsonb_typeof(p) = 'null' THEN 1048576
+        WHEN chat.json_int(p) BETWEEN 1024 AND 67108864 THEN chat.json_int(p)
+    END
+$$;
+
 -- The common prologue: NULL when p_user and p_req are usable.
 CREATE OR REPLACE FUNCTION chat.check_request(p_user text, p_req jsonb)
 RETURNS jsonb

@@ -151,12 +151,13 @@ AS $$
                 ELSE '{}'::jsonb END
 $$;
 
--- The protocol's Conversation object as p_user sees it (unread_count,
--- muted, archived are p_user's).  Members in joining order, owners first
--- among those who joined together.  last_message is the message with the
--- highest seq, deleted or not, that p_user may see (not from a user blocked
--- either way).
-CREATE OR REPLACE FUNCTION chat.conversation_obj(p_cid bigint, p_user text)
+-- A Conversation object (see chat.conversation_obj) with at most p_max
+-- members (NULL: all) in their order, plus p_user's own entry when it
+-- comes later: a list of big groups stays small, and a client still finds
+-- its own role and read marks.
+CREATE OR REPLACE FUNCTION chat.conversation_obj_capped(p_cid bigint,
+                                                        p_user text,
+                                                        p_max int)
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
@@ -167,19 +168,29 @@ AS $$
         'ref',        c.ref,
         'metadata',   c.metadata,
         'created_at', chat.fmt_time(c.created_at),
-        'members',    (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                                  'user_id', mb.user_id,
-                                  'role', mb.role,
-                                  'last_read_seq', mb.last_read_seq,
-                                  'last_delivered_seq', mb.last_delivered_seq)
-                              ORDER BY mb.joined_at,
-                                       array_position(
-                                           ARRAY['owner', 'admin', 'member'],
-                                           mb.role),
-                                       mb.user_id COLLATE "C"),
-                              '[]'::jsonb)
-                       FROM chat.members mb
-                       WHERE mb.conversation_id = c.id),
+        'members',    (SELECT coalesce(jsonb_agg(z.obj ORDER BY z.rn),
+                                       '[]'::jsonb)
+                       FROM (SELECT mb.user_id,
+                                    jsonb_build_object(
+                                        'user_id', mb.user_id,
+                                        'role', mb.role,
+                                        'last_read_seq', mb.last_read_seq,
+                                        'last_delivered_seq',
+                                            mb.last_delivered_seq) AS obj,
+                                    row_number() OVER (
+                                        ORDER BY mb.joined_at,
+                                                 array_position(
+                                                     ARRAY['owner', 'admin',
+                                                           'member'],
+                                                     mb.role),
+                                                 mb.user_id COLLATE "C")
+                                        AS rn
+                             FROM chat.members mb
+                             WHERE mb.conversation_id = c.id) z
+                       WHERE p_max IS NULL OR z.rn <= p_max
+                          OR z.user_id = p_user),
+        'members_count', (SELECT count(*) FROM chat.members mb
+                          WHERE mb.conversation_id = c.id),
         'last_message', (SELECT chat.message_obj(m) FROM chat.messages m
                          WHERE m.conversation_id = c.id
                            AND m.sender_id <> ALL (coalesce(
@@ -195,6 +206,18 @@ AS $$
     LEFT JOIN chat.members me
            ON me.conversation_id = c.id AND me.user_id = p_user
     WHERE c.id = p_cid
+$$;
+
+-- The protocol's Conversation object as p_user sees it (unread_count,
+-- muted, archived are p_user's).  Members in joining order, owners first
+-- among those who joined together; members_count counts them all.
+-- last_message is the message with the highest seq, deleted or not, that
+-- p_user may see (not from a user blocked either way).
+CREATE OR REPLACE FUNCTION chat.conversation_obj(p_cid bigint, p_user text)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT chat.conversation_obj_capped(p_cid, p_user, NULL)
 $$;
 
 -- The protocol's User object for an id: the directory's name and avatar

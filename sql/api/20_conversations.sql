@@ -248,11 +248,13 @@ BEGIN
 END
 $$;
 
--- conversation.list: {"limit"?, "before"?, "archived"?}
+-- conversation.list: {"limit"?, "before"?, "archived"?, "max_bytes"?}
 --   -> {"conversations": [C], "next": cursor | null}
 -- Newest activity first (last_activity desc, id desc).  The cursor is
 -- "<last_activity in epoch microseconds>:<id>" of the page's last entry;
--- clients treat it as opaque.
+-- clients treat it as opaque.  A page also ends early, with a cursor,
+-- once its JSON passes max_bytes (chat.max_bytes); each C lists at most
+-- 100 members (and the caller), members_count counts them all.
 CREATE OR REPLACE FUNCTION chat.api_conversation_list(p_user text,
                                                       p_req jsonb)
 RETURNS jsonb
@@ -270,6 +272,11 @@ DECLARE
     v_acts      timestamptz[];
     v_n         int;
     v_next      text;
+    v_max       bigint := chat.max_bytes(p_req -> 'max_bytes');
+    v_used      bigint := 0;
+    v_conv      jsonb;
+    v_convs     jsonb[] := '{}';
+    v_take      int := 0;
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -280,6 +287,10 @@ BEGIN
         IF v_limit IS NULL OR v_limit NOT BETWEEN 1 AND 100 THEN
             RETURN chat.bad(p_req, 'limit', 'an integer from 1 to 100');
         END IF;
+    END IF;
+
+    IF v_max IS NULL THEN
+        RETURN chat.bad(p_req, 'max_bytes', 'an integer from 1024 to 67108864');
     END IF;
 
     IF coalesce(jsonb_typeof(p_req -> 'archived'), 'null') <> 'null' THEN
@@ -317,17 +328,24 @@ BEGIN
           LIMIT v_limit + 1) x;
 
     v_n := coalesce(array_length(v_ids, 1), 0);
-    IF v_n > v_limit THEN
-        v_next := (extract(epoch FROM v_acts[v_limit]) * 1000000)::bigint
-                  || ':' || v_ids[v_limit];
-        v_ids := v_ids[1:v_limit];
+
+    -- the page: up to limit entries, and fewer once the bytes are spent
+    WHILE v_take < least(v_n, v_limit) LOOP
+        v_conv := chat.conversation_obj_capped(v_ids[v_take + 1], p_user,
+                                               100);
+        v_used := v_used + octet_length(v_conv::text);
+        EXIT WHEN v_take > 0 AND v_used > v_max;
+        v_convs := array_append(v_convs, v_conv);
+        v_take := v_take + 1;
+    END LOOP;
+
+    IF v_n > v_take THEN
+        v_next := (extract(epoch FROM v_acts[v_take]) * 1000000)::bigint
+                  || ':' || v_ids[v_take];
     END IF;
 
     RETURN chat.ok(jsonb_build_object(
-        'conversations',
-        (SELECT coalesce(jsonb_agg(chat.conversation_obj(i, p_user)
-                                   ORDER BY o), '[]'::jsonb)
-         FROM unnest(v_ids) WITH ORDINALITY AS u(i, o)),
+        'conversations', to_jsonb(v_convs),
         'next', v_next));
 END
 $$;

@@ -13,7 +13,9 @@
 -- Neither cursor: the latest page.  has_more: more messages exist in the
 -- paging direction (older for before_seq and the latest page, newer for
 -- after_seq).  Messages of users blocked either way are left out (as live
--- and in sync): their seq numbers are missing.
+-- and in sync): their seq numbers are missing.  A page also ends early
+-- (has_more true) once its JSON passes max_bytes (chat.max_bytes), counted
+-- from the end it pages away from.
 CREATE OR REPLACE FUNCTION chat.api_messages_history(p_user text,
                                                      p_req jsonb)
 RETURNS jsonb
@@ -29,6 +31,7 @@ DECLARE
     v_msgs      jsonb;
     v_has_more  boolean;
     v_peers     text[] := chat.block_peers(p_user);
+    v_max       bigint := chat.max_bytes(p_req -> 'max_bytes');
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -63,36 +66,57 @@ BEGIN
         END IF;
     END IF;
 
+    IF v_max IS NULL THEN
+        RETURN chat.bad(p_req, 'max_bytes', 'an integer from 1024 to 67108864');
+    END IF;
+
     IF NOT EXISTS (SELECT 1 FROM chat.members
                    WHERE conversation_id = v_cid AND user_id = p_user)
     THEN
         RETURN chat.err('not_found', 'conversation not found');
     END IF;
 
+    -- taken: the first limit in paging order, while the running size is
+    -- within max_bytes (the first always): a prefix, so no gap
     IF v_after IS NOT NULL THEN
-        SELECT coalesce(jsonb_agg(chat.message_obj(x.m) ORDER BY (x.m).seq)
-                        FILTER (WHERE x.rn <= v_limit), '[]'::jsonb),
-               count(*) > v_limit
+        SELECT coalesce(jsonb_agg(x.o ORDER BY x.seq)
+                        FILTER (WHERE x.taken), '[]'::jsonb),
+               count(*) FILTER (WHERE NOT x.taken) > 0
         INTO v_msgs, v_has_more
-        FROM (SELECT p.m, row_number() OVER (ORDER BY (p.m).seq) AS rn
-              FROM (SELECT m FROM chat.messages m
-                    WHERE m.conversation_id = v_cid AND m.seq > v_after
-                      AND m.sender_id <> ALL (v_peers)
-                    ORDER BY m.seq
-                    LIMIT v_limit + 1) p) x;
+        FROM (SELECT y.seq, y.o,
+                     y.rn <= v_limit AND (y.rn = 1 OR y.run <= v_max)
+                         AS taken
+              FROM (SELECT p.seq, p.o,
+                           row_number() OVER w AS rn,
+                           sum(octet_length(p.o::text)) OVER w AS run
+                    FROM (SELECT m.seq, chat.message_obj(m) AS o
+                          FROM chat.messages m
+                          WHERE m.conversation_id = v_cid
+                            AND m.seq > v_after
+                            AND m.sender_id <> ALL (v_peers)
+                          ORDER BY m.seq
+                          LIMIT v_limit + 1) p
+                    WINDOW w AS (ORDER BY p.seq)) y) x;
     ELSE
-        SELECT coalesce(jsonb_agg(chat.message_obj(x.m) ORDER BY (x.m).seq)
-                        FILTER (WHERE x.rn <= v_limit), '[]'::jsonb),
-               count(*) > v_limit
+        SELECT coalesce(jsonb_agg(x.o ORDER BY x.seq)
+                        FILTER (WHERE x.taken), '[]'::jsonb),
+               count(*) FILTER (WHERE NOT x.taken) > 0
         INTO v_msgs, v_has_more
-        FROM (SELECT p.m, row_number() OVER (ORDER BY (p.m).seq DESC) AS rn
-              FROM (SELECT m FROM chat.messages m
-                    WHERE m.conversation_id = v_cid
-                      AND m.seq < coalesce(v_before,
-                                           9223372036854775807)
-                      AND m.sender_id <> ALL (v_peers)
-                    ORDER BY m.seq DESC
-                    LIMIT v_limit + 1) p) x;
+        FROM (SELECT y.seq, y.o,
+                     y.rn <= v_limit AND (y.rn = 1 OR y.run <= v_max)
+                         AS taken
+              FROM (SELECT p.seq, p.o,
+                           row_number() OVER w AS rn,
+                           sum(octet_length(p.o::text)) OVER w AS run
+                    FROM (SELECT m.seq, chat.message_obj(m) AS o
+                          FROM chat.messages m
+                          WHERE m.conversation_id = v_cid
+                            AND m.seq < coalesce(v_before,
+                                                 9223372036854775807)
+                            AND m.sender_id <> ALL (v_peers)
+                          ORDER BY m.seq DESC
+                          LIMIT v_limit + 1) p
+                    WINDOW w AS (ORDER BY p.seq DESC)) y) x;
     END IF;
 
     RETURN chat.ok(jsonb_build_object('messages', v_msgs,

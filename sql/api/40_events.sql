@@ -95,15 +95,17 @@ AS $$
     ) peers
 $$;
 
--- sync: {"conversations"?: {"45": 17, ...}, "limit"?}
+-- sync: {"conversations"?: {"45": 17, ...}, "limit"?, "max_bytes"?}
 --   -> {"complete", "cursors": {"45": 20, ...}}, events for p_user only
 -- For every conversation of p_user (in id order; omitted ones from 0; ids
 -- p_user is not in are ignored), the changes after the cursor in
--- updated_seq order, at most "limit" per conversation and 1000 in all:
--- each message replays as its last change: message.deleted once deleted
--- (even one created after the cursor), else message.created for seq >
--- cursor (the message as it is now), else message.updated.  Messages of
--- users blocked either way are left out.  complete is false when
+-- updated_seq order, at most "limit" per conversation and 1000 in all,
+-- and no more once the events' JSON passes max_bytes (chat.max_bytes; the
+-- first change always comes, so every call makes progress): each message
+-- replays as its last change: message.deleted once deleted (even one
+-- created after the cursor), else message.created for seq > cursor (the
+-- message as it is now), else message.updated.  Messages of users blocked
+-- either way are left out.  complete is false when
 -- anything was left out; cursors then say where to go on.
 CREATE OR REPLACE FUNCTION chat.api_sync(p_user text, p_req jsonb)
 RETURNS jsonb
@@ -127,6 +129,9 @@ DECLARE
     v_vals      bigint[] := '{}';
     v_to        jsonb := jsonb_build_array(p_user);
     v_peers     text[] := chat.block_peers(p_user);
+    v_max       bigint := chat.max_bytes(p_req -> 'max_bytes');
+    v_used      bigint := 0;
+    v_ev        jsonb;
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -154,6 +159,10 @@ BEGIN
         END IF;
     END IF;
 
+    IF v_max IS NULL THEN
+        RETURN chat.bad(p_req, 'max_bytes', 'an integer from 1024 to 67108864');
+    END IF;
+
     FOR v_cid IN SELECT conversation_id FROM chat.members
                  WHERE user_id = p_user ORDER BY conversation_id
     LOOP
@@ -167,23 +176,30 @@ BEGIN
                      ORDER BY updated_seq
                      LIMIT v_take + 1
         LOOP
-            v_n := v_n + 1;
-            IF v_n > v_take THEN
+            IF v_n >= v_take THEN
                 v_complete := false;
                 EXIT;
             END IF;
+            v_ev := jsonb_build_object(
+                'type', CASE WHEN v_msg.deleted_at IS NOT NULL
+                                 THEN 'message.deleted'
+                             WHEN v_msg.seq > v_from
+                                 THEN 'message.created'
+                             ELSE 'message.updated' END,
+                'message', chat.message_obj(v_msg));
+            v_used := v_used + octet_length(v_ev::text);
+            IF v_used > v_max AND array_length(v_events, 1) > 0 THEN
+                -- the bytes are spent: the rest waits for the next call
+                v_complete := false;
+                v_budget := v_n;
+                EXIT;
+            END IF;
             v_events := array_append(v_events, jsonb_build_object(
-                'to', v_to,
-                'event', jsonb_build_object(
-                    'type', CASE WHEN v_msg.deleted_at IS NOT NULL
-                                     THEN 'message.deleted'
-                                 WHEN v_msg.seq > v_from
-                                     THEN 'message.created'
-                                 ELSE 'message.updated' END,
-                    'message', chat.message_obj(v_msg))));
+                'to', v_to, 'event', v_ev));
             v_cur := v_msg.updated_seq;
+            v_n := v_n + 1;
         END LOOP;
-        v_budget := v_budget - least(v_n, v_take);
+        v_budget := v_budget - v_n;
         v_keys := array_append(v_keys, v_cid::text);
         v_vals := array_append(v_vals, v_cur);
     END LOOP;

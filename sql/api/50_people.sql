@@ -81,24 +81,52 @@ BEGIN
 END
 $$;
 
--- contacts: {} -> {"contacts": [{"user": User, "explicit": bool,
--- "shared": bool}]}: the users p_user added, and those who share a
--- conversation with p_user, but none blocked either way; by name.
+-- contacts: {"after"?, "max_bytes"?} -> {"contacts": [{"user": User,
+-- "explicit": bool, "shared": bool}], "next"?: cursor}: the users p_user
+-- added, and those who share a conversation with p_user, but none blocked
+-- either way; by name.  The answer stops once its JSON passes max_bytes
+-- (chat.max_bytes) and then says where to go on: "next", the cursor of
+-- its last contact ("<length of the id>:<id><lower-cased name>", as ids
+-- and names may hold any ':'), for "after".
 CREATE OR REPLACE FUNCTION chat.api_contacts(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
 DECLARE
-    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_err    jsonb := chat.check_request(p_user, p_req);
+    v_max    bigint := chat.max_bytes(p_req -> 'max_bytes');
+    v_parts  text[];
+    v_aid    text;
+    v_akey   text;
+    v_row    record;
+    v_obj    jsonb;
+    v_out    jsonb[] := '{}';
+    v_used   bigint := 0;
+    v_last   text;
+    v_next   text;
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
     END IF;
-    RETURN chat.ok(jsonb_build_object('contacts', coalesce((
-        SELECT jsonb_agg(jsonb_build_object(
-                   'user', t.u, 'explicit', t.explicit, 'shared', t.shared)
-               ORDER BY lower(t.u ->> 'name'), t.id)
+    IF v_max IS NULL THEN
+        RETURN chat.bad(p_req, 'max_bytes', 'an integer from 1024 to 67108864');
+    END IF;
+    IF coalesce(jsonb_typeof(p_req -> 'after'), 'null') <> 'null' THEN
+        IF jsonb_typeof(p_req -> 'after') = 'string' THEN
+            v_parts := regexp_match(p_req ->> 'after', '^([0-9]{1,3}):(.*)$');
+        END IF;
+        v_aid := left(v_parts[2], v_parts[1]::int);
+        IF v_parts IS NULL OR char_length(v_aid) <> v_parts[1]::int
+           OR NOT chat.valid_user_id(v_aid)
+        THEN
+            RETURN chat.err('bad_request', 'after is not a valid cursor');
+        END IF;
+        v_akey := substr(v_parts[2], v_parts[1]::int + 1);
+    END IF;
+
+    FOR v_row IN
+        SELECT t.id, t.u, t.explicit, t.shared, lower(t.u ->> 'name') AS k
         FROM (SELECT c.id, chat.user_obj(c.id) AS u,
                      bool_or(c.explicit) AS explicit,
                      bool_or(NOT c.explicit) AS shared
@@ -111,7 +139,26 @@ BEGIN
                       ON o.conversation_id = me.conversation_id
                     WHERE me.user_id = p_user AND o.user_id <> p_user) c
               WHERE NOT chat.is_blocked(p_user, c.id)
-              GROUP BY c.id) t), '[]')));
+              GROUP BY c.id) t
+        WHERE v_aid IS NULL
+           OR (lower(t.u ->> 'name'), t.id) > (v_akey, v_aid)
+        ORDER BY lower(t.u ->> 'name'), t.id
+    LOOP
+        v_obj := jsonb_build_object('user', v_row.u,
+                                    'explicit', v_row.explicit,
+                                    'shared', v_row.shared);
+        v_used := v_used + octet_length(v_obj::text);
+        IF v_used > v_max AND v_last IS NOT NULL THEN
+            v_next := v_last;
+            EXIT;
+        END IF;
+        v_out := array_append(v_out, v_obj);
+        v_last := char_length(v_row.id) || ':' || v_row.id || v_row.k;
+    END LOOP;
+
+    RETURN chat.ok(jsonb_build_object('contacts', to_jsonb(v_out))
+                   || CASE WHEN v_next IS NULL THEN '{}'::jsonb
+                           ELSE jsonb_build_object('next', v_next) END);
 END
 $$;
 
