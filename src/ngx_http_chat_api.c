@@ -144,7 +144,7 @@ static json_t *ngx_http_chat_api_send_request(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_api_search(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_search_admit(ngx_http_request_t *r,
-    ngx_http_chat_api_t *api);
+    ngx_http_chat_api_t *api, ngx_msec_t *wait);
 static void ngx_http_chat_api_search_cleanup(void *data);
 static ngx_int_t ngx_http_chat_api_log(ngx_http_request_t *r);
 
@@ -1588,12 +1588,18 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     static const char  *users[] = { "q", "limit", NULL };
     static const char  *text[] = { "q", NULL };
 
-    ngx_int_t  rc;
+    ngx_int_t   rc;
+    ngx_msec_t  wait;
 
     if (api->route.route == NGX_HTTP_CHAT_ROUTE_MESSAGE_SEARCH) {
-        rc = ngx_http_chat_api_search_admit(r, api);
-        if (rc != NGX_OK) {
-            return rc;
+        rc = ngx_http_chat_api_search_admit(r, api, &wait);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_chat_api_limited(r, wait);
         }
 
         return ngx_http_chat_api_query(r, api,
@@ -1609,14 +1615,14 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 /*
  * A message search costs far more than anything else: each user has a
  * bucket of them (chat_search_rate) and at most two in flight in this
- * worker; past either, 429.  The pool runs one at a time per worker.
+ * worker; past either, NGX_DECLINED and how long to wait (429).  The
+ * pool runs one at a time per worker.
  */
 
 static ngx_int_t
 ngx_http_chat_api_search_admit(ngx_http_request_t *r,
-    ngx_http_chat_api_t *api)
+    ngx_http_chat_api_t *api, ngx_msec_t *wait)
 {
-    ngx_msec_t                      wait;
     ngx_uint_t                      n;
     ngx_queue_t                    *q;
     ngx_pool_cleanup_t             *cln;
@@ -1645,21 +1651,22 @@ ngx_http_chat_api_search_admit(ngx_http_request_t *r,
 
     if (n >= NGX_HTTP_CHAT_API_SEARCHES) {
         /* not counted in the bucket: nothing was run */
-        return ngx_http_chat_api_limited(r, 1000);
+        *wait = 1000;
+        return NGX_DECLINED;
     }
 
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
 
-    wait = ngx_http_chat_rate_check_user(ccf, &api->ctx.id.id,
-                                         NGX_HTTP_CHAT_RATE_SEARCH);
-    if (wait) {
-        return ngx_http_chat_api_limited(r, wait);
+    *wait = ngx_http_chat_rate_check_user(ccf, &api->ctx.id.id,
+                                          NGX_HTTP_CHAT_RATE_SEARCH);
+    if (*wait) {
+        return NGX_DECLINED;
     }
 
     cln = ngx_pool_cleanup_add(r->pool,
                                sizeof(ngx_http_chat_api_searching_t));
     if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     s = cln->data;
