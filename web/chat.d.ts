@@ -65,7 +65,7 @@ export interface MessageSearchResult {
   rank: number;
   /** The snippet with « and » around matches only (a body's own « » show as ‹ ›). */
   snippet: string;
-  /** The snippet as parts: build highlights from these (API version 2). */
+  /** The snippet as parts: build highlights from these. */
   snippet_parts: SnippetPart[];
 }
 
