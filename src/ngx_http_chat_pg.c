@@ -1147,8 +1147,7 @@ ngx_http_chat_pg_released(ngx_http_chat_pg_query_t *q)
 
     pool = &ngx_http_chat_pg_pool;
 
-    if (q->heavy && !ngx_queue_empty(&pool->queue) && !pool->kick.posted)
-    {
+    if (q->heavy && !ngx_queue_empty(&pool->queue) && !pool->kick.posted) {
         ngx_post_event(&pool->kick, &ngx_posted_events);
     }
 }
