@@ -192,7 +192,10 @@ BEGIN
                       AND (clock_timestamp() <= v_deadline
                            OR chat.search_too_broad())
                     ORDER BY rank DESC, (c.m).id DESC
-                    LIMIT v_limit + 1 OFFSET v_offset) f) p;
+                    LIMIT v_limit + 1 OFFSET v_offset) f
+              -- a headline per row reads the whole body again
+              WHERE clock_timestamp() <= v_deadline
+                 OR chat.search_too_broad()) p;
     EXCEPTION WHEN program_limit_exceeded THEN
         RETURN chat.err('too_large',
                         'query too broad: narrow it down (more words, '
