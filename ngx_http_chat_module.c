@@ -106,6 +106,14 @@ static ngx_command_t  ngx_http_chat_commands[] = {
           + NGX_HTTP_CHAT_RATE_TYPING * sizeof(ngx_http_chat_rate_t),
       NULL },
 
+    { ngx_string("chat_search_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_rate_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, rates)
+          + NGX_HTTP_CHAT_RATE_SEARCH * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
     { ngx_string("chat_max_connections_per_user"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -432,6 +440,7 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->user_directory = NGX_CONF_UNSET_UINT;
     conf->rates[0].rate = NGX_CONF_UNSET_UINT;
     conf->rates[1].rate = NGX_CONF_UNSET_UINT;
+    conf->rates[2].rate = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -480,7 +489,7 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->max_connections_per_user, 32);
     ngx_conf_merge_uint_value(conf->user_directory, prev->user_directory, 0);
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < NGX_HTTP_CHAT_RATES; i++) {
         if (conf->rates[i].rate == NGX_CONF_UNSET_UINT) {
             conf->rates[i] = prev->rates[i];
         }
@@ -489,6 +498,14 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             conf->rates[i].rate = 0;
             conf->rates[i].burst = 0;
         }
+    }
+
+    if (conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].rate == 0
+        && conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].burst == 0)
+    {
+        /* searches are costly: limited unless "off" says otherwise */
+        conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].rate = 1000;
+        conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].burst = 20 * 1000;
     }
 
     if (conf->max_connections_per_user > 255) {

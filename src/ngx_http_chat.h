@@ -197,6 +197,8 @@ typedef struct {
 
 #define NGX_HTTP_CHAT_RATE_SEND    0
 #define NGX_HTTP_CHAT_RATE_TYPING  1
+#define NGX_HTTP_CHAT_RATE_SEARCH  2
+#define NGX_HTTP_CHAT_RATES        3
 
 
 typedef struct {
@@ -232,7 +234,8 @@ typedef struct {
     /* chat protocol */
     ngx_uint_t                    max_message_length;
     ngx_uint_t                    max_connections_per_user;
-    ngx_http_chat_rate_t          rates[2];  /* sends, typing; 0: none */
+    /* sends, typing, message searches; rate 0: none */
+    ngx_http_chat_rate_t          rates[NGX_HTTP_CHAT_RATES];
     ngx_uint_t                    user_directory;  /* 1: open */
 } ngx_http_chat_loc_conf_t;
 
@@ -294,7 +297,8 @@ struct ngx_http_chat_conn_s {
 
     ngx_queue_t                   ops;        /* storage requests, FIFO */
     ngx_queue_t                   typing;     /* conversations typed in */
-    ngx_http_chat_bucket_t        buckets[2]; /* rates without a zone */
+    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
+                                              /* rates without a zone */
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;

@@ -50,6 +50,17 @@ typedef struct {
 #define NGX_HTTP_CHAT_API_SEEN_TTL  600
 
 
+/* a message search in flight in this worker, until its request ends */
+typedef struct {
+    ngx_queue_t                   queue;
+    ngx_str_t                     user;
+} ngx_http_chat_api_searching_t;
+
+
+/* message searches one user may have in flight in one worker */
+#define NGX_HTTP_CHAT_API_SEARCHES  2
+
+
 typedef struct {
     ngx_http_chat_route_e         route;
     ngx_uint_t                    method;    /* NGX_HTTP_GET, ... */
@@ -135,6 +146,9 @@ static json_t *ngx_http_chat_api_send_request(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_search(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_search_admit(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api, ngx_msec_t *wait);
+static void ngx_http_chat_api_search_cleanup(void *data);
 static ngx_int_t ngx_http_chat_api_log(ngx_http_request_t *r);
 
 
@@ -177,6 +191,9 @@ static ngx_rbtree_t       ngx_http_chat_api_seen;
 static ngx_rbtree_node_t  ngx_http_chat_api_seen_sentinel;
 static ngx_queue_t        ngx_http_chat_api_seen_queue;
 static ngx_uint_t         ngx_http_chat_api_seen_n;
+
+/* per worker: the message searches in flight */
+static ngx_queue_t        ngx_http_chat_api_searching;
 
 
 /* the HTTP status of each protocol error code */
@@ -1116,11 +1133,11 @@ ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
 
         n = text ? NGX_ERROR : ngx_atoi(value.data, value.len);
 
-        if (ngx_http_chat_utf8_validate(NGX_HTTP_CHAT_UTF8_ACCEPT,
-                                        value.data, value.len)
-            != NGX_HTTP_CHAT_UTF8_ACCEPT)
-        {
-            /* jansson takes UTF-8 only; say so instead of failing */
+        if (ngx_http_chat_text_valid(&value) != NGX_OK) {
+            /*
+             * jansson takes UTF-8 only, and PostgreSQL's jsonb no NUL;
+             * no argument means a line break or any other control
+             */
             v = json_string("\xef\xbf\xbd");
             *bad = 1;
 
@@ -1177,7 +1194,8 @@ ngx_http_chat_api_query(ngx_http_request_t *r, ngx_http_chat_api_t *api,
         json_decref(req);
         return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
-                                        "query arguments must be UTF-8");
+                                        "query arguments must be UTF-8 "
+                                        "without control characters");
     }
 
     if (id_key != NULL
@@ -1589,7 +1607,20 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     static const char  *users[] = { "q", "limit", NULL };
     static const char  *text[] = { "q", NULL };
 
+    ngx_int_t   rc;
+    ngx_msec_t  wait;
+
     if (api->route.route == NGX_HTTP_CHAT_ROUTE_MESSAGE_SEARCH) {
+        rc = ngx_http_chat_api_search_admit(r, api, &wait);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_chat_api_limited(r, wait);
+        }
+
         return ngx_http_chat_api_query(r, api,
                                        NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH,
                                        messages, text, NULL);
@@ -1597,6 +1628,83 @@ ngx_http_chat_api_search(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
     return ngx_http_chat_api_query(r, api, NGX_HTTP_CHAT_STMT_USERS_SEARCH,
                                    users, text, NULL);
+}
+
+
+/*
+ * A message search costs far more than anything else: each user has a
+ * bucket of them (chat_search_rate) and at most two in flight in this
+ * worker; past either, NGX_DECLINED and how long to wait (429).  The
+ * pool runs one at a time per worker.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_search_admit(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api, ngx_msec_t *wait)
+{
+    ngx_uint_t                      n;
+    ngx_queue_t                    *q;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_chat_loc_conf_t       *ccf;
+    ngx_http_chat_api_searching_t  *s;
+
+    if (ngx_http_chat_api_searching.next == NULL) {
+        ngx_queue_init(&ngx_http_chat_api_searching);
+    }
+
+    n = 0;
+
+    for (q = ngx_queue_head(&ngx_http_chat_api_searching);
+         q != ngx_queue_sentinel(&ngx_http_chat_api_searching);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_chat_api_searching_t, queue);
+
+        if (s->user.len == api->ctx.id.id.len
+            && ngx_strncmp(s->user.data, api->ctx.id.id.data,
+                           s->user.len) == 0)
+        {
+            n++;
+        }
+    }
+
+    if (n >= NGX_HTTP_CHAT_API_SEARCHES) {
+        /* not counted in the bucket: nothing was run */
+        *wait = 1000;
+        return NGX_DECLINED;
+    }
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    *wait = ngx_http_chat_rate_check_user(ccf, &api->ctx.id.id,
+                                          NGX_HTTP_CHAT_RATE_SEARCH);
+    if (*wait) {
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_chat_api_searching_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    s = cln->data;
+    s->user = api->ctx.id.id;
+
+    ngx_queue_insert_tail(&ngx_http_chat_api_searching, &s->queue);
+
+    cln->handler = ngx_http_chat_api_search_cleanup;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_api_search_cleanup(void *data)
+{
+    ngx_http_chat_api_searching_t  *s = data;
+
+    ngx_queue_remove(&s->queue);
 }
 
 

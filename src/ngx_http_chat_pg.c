@@ -103,6 +103,8 @@ static void ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc);
 static ngx_int_t ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc,
     PGresult *res);
 static void ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc);
+static ngx_http_chat_pg_query_t *ngx_http_chat_pg_take(void);
+static void ngx_http_chat_pg_released(ngx_http_chat_pg_query_t *q);
 static void ngx_http_chat_pg_notice(void *data, const PGresult *res);
 static void ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc,
     const char *what, const char *detail);
@@ -953,6 +955,8 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         rc = NGX_ERROR;
     }
 
+    ngx_http_chat_pg_released(q);
+
     q->handler(q, rc, res);
 
     if (res) {
@@ -1028,7 +1032,6 @@ ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc, PGresult *res)
 static void
 ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
 {
-    ngx_queue_t               *qn;
     ngx_http_chat_pg_pool_t   *pool;
     ngx_http_chat_pg_query_t  *q;
 
@@ -1040,15 +1043,11 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
             q = pool->pinned;
             pool->pinned = NULL;
 
-        } else if (!ngx_queue_empty(&pool->queue)) {
-            qn = ngx_queue_head(&pool->queue);
-            q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
-
-            ngx_queue_remove(qn);
-            pool->queued--;
-
         } else {
-            break;
+            q = ngx_http_chat_pg_take();
+            if (q == NULL) {
+                break;
+            }
         }
 
         /* taken before the builder runs: whatever it calls, not this one */
@@ -1089,6 +1088,72 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
 
 
 /*
+ * The oldest query waiting, but a heavy one (a message search) only when
+ * no other runs in this worker: however many searches come, the other
+ * connections stay for everything else.  Heavy queries skipped keep
+ * their place.
+ */
+
+static ngx_http_chat_pg_query_t *
+ngx_http_chat_pg_take(void)
+{
+    ngx_uint_t                 i, busy;
+    ngx_queue_t               *qn;
+    ngx_http_chat_pg_conn_t   *pc;
+    ngx_http_chat_pg_pool_t   *pool;
+    ngx_http_chat_pg_query_t  *q;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    busy = 0;
+
+    for (i = 0; i < pool->conf->size; i++) {
+        pc = &pool->conns[i];
+
+        if (pc->state == ngx_http_chat_pg_busy && pc->query != NULL
+            && pc->query->heavy)
+        {
+            busy = 1;
+            break;
+        }
+    }
+
+    for (qn = ngx_queue_head(&pool->queue);
+         qn != ngx_queue_sentinel(&pool->queue);
+         qn = ngx_queue_next(qn))
+    {
+        q = ngx_queue_data(qn, ngx_http_chat_pg_query_t, queue);
+
+        if (busy && q->heavy) {
+            continue;
+        }
+
+        ngx_queue_remove(qn);
+        pool->queued--;
+
+        return q;
+    }
+
+    return NULL;
+}
+
+
+/* a heavy query's connection is free: another connection may take one */
+
+static void
+ngx_http_chat_pg_released(ngx_http_chat_pg_query_t *q)
+{
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (q->heavy && !ngx_queue_empty(&pool->queue) && !pool->kick.posted) {
+        ngx_post_event(&pool->kick, &ngx_posted_events);
+    }
+}
+
+
+/*
  * The connection is unusable, whatever the reason (what, and libpq's or
  * PostgreSQL's detail, or NULL when it is logged already): the query in
  * flight, if any, is answered "unavailable" (it may still commit: clients
@@ -1120,6 +1185,7 @@ ngx_http_chat_pg_fail(ngx_http_chat_pg_conn_t *pc, const char *what,
     pc->backoff = ngx_min(pc->backoff * 2, NGX_HTTP_CHAT_PG_BACKOFF_MAX);
 
     if (q != NULL) {
+        ngx_http_chat_pg_released(q);
         ngx_http_chat_count(pg_unavailable, 1);
         q->handler(q, NGX_DECLINED, NULL);
     }

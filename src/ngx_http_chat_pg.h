@@ -46,6 +46,8 @@ struct ngx_http_chat_pg_query_s {
     ngx_http_chat_pg_handler_pt   handler;
     void                         *data;
     ngx_msec_t                    queued;
+    /* a message search: one at a time per worker, the others wait */
+    unsigned                      heavy:1;
 };
 
 

@@ -15,7 +15,10 @@ static ngx_msec_t ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate,
     ngx_msec_t *last, ngx_uint_t *excess);
 
 
-/* chat_send_rate 10r/s [burst=20]; chat_typing_rate 2r/s [burst=5] */
+/*
+ * chat_send_rate 10r/s [burst=20]; chat_typing_rate 2r/s [burst=5];
+ * chat_search_rate 1r/s [burst=20] | off
+ */
 
 char *
 ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -34,6 +37,13 @@ ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        /* no limit; a burst alone tells it from "not set" */
+        r->rate = 0;
+        r->burst = 1;
+        return NGX_CONF_OK;
+    }
 
     rate = 1;
     scale = 1;

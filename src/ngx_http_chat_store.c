@@ -358,6 +358,7 @@ ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
     op->q.lengths[1] = (int) ngx_strlen(op->text);
     op->q.handler = ngx_http_chat_store_handler;
     op->q.data = op;
+    op->q.heavy = (stmt == NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH);
 
     if (ngx_http_chat_store_start(op) != NGX_OK) {
         ngx_http_chat_store_complete(op, NULL);

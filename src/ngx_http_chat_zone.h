@@ -56,7 +56,7 @@ typedef struct {
     uint64_t                      remote;    /* bits: nodes[] holding it */
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
-    ngx_http_chat_bucket_t        buckets[2];   /* sends, typing */
+    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
     ngx_queue_t                   pending;   /* in sh->pending or sh->lru */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */

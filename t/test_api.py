@@ -1877,8 +1877,12 @@ def test_message_search(chat):
     assert [r["message"]["id"] for r in found["results"]] == \
         [m2["id"], m1["id"]]                    # best first
     assert found["results"][0]["message"] == m2
-    assert set(found["results"][0]) == {"message", "rank", "snippet"}
+    assert set(found["results"][0]) == {"message", "rank", "snippet",
+                                        "snippet_parts"}
     assert found["results"][0]["snippet"] == "«hello» «hello» again"
+    assert found["results"][0]["snippet_parts"] == [
+        {"text": "hello", "match": True}, {"text": " ", "match": False},
+        {"text": "hello", "match": True}, {"text": " again", "match": False}]
     assert isinstance(found["results"][0]["rank"], (int, float))
     # the same for bob; paging; the conversation filter; phrases
     assert b.ok("GET", "messages/search?q=hello") == found

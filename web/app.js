@@ -1141,7 +1141,7 @@ async function runSearch() {
         onclick: () => openFound(r.message),
       }, el("strong", { text: (c ? titleOf(c) : "Conversation") + " · "
                               + nameOf(r.message.sender_id) }),
-         el("br"), ...snippet(r.snippet)));
+         el("br"), ...snippet(r)));
     }) : [none("No messages found")]));
     $("search-results").hidden = false;
   } catch (e) {
@@ -1149,10 +1149,16 @@ async function runSearch() {
   }
 }
 
-// « and » mark the matches in a snippet; the rest is text
-function snippet(s) {
+// a search result's snippet: the matches as <mark>, the rest as text;
+// from snippet_parts (a message body cannot fake a match there), else
+// from the « and » of an older server's snippet string
+function snippet(r) {
+  if (Array.isArray(r.snippet_parts)) {
+    return r.snippet_parts.map((p) => p.match ? el("mark", { text: p.text })
+                                              : document.createTextNode(p.text));
+  }
   const out = [];
-  for (const [i, part] of String(s).split(/[«»]/).entries()) {
+  for (const [i, part] of String(r.snippet).split(/[«»]/).entries()) {
     if (part) out.push(i % 2 ? el("mark", { text: part }) : document.createTextNode(part));
   }
   return out;

@@ -52,6 +52,23 @@ export interface Message {
   system?: true;
 }
 
+/** A piece of a search snippet, in order; the text is the message's own. */
+export interface SnippetPart {
+  text: string;
+  /** True for words that matched the query. */
+  match: boolean;
+}
+
+/** One of the `results` of REST `GET messages/search`. */
+export interface MessageSearchResult {
+  message: Message;
+  rank: number;
+  /** The snippet with « and » around matches only (a body's own « » show as ‹ ›). */
+  snippet: string;
+  /** The snippet as parts: build highlights from these. */
+  snippet_parts: SnippetPart[];
+}
+
 export interface Member {
   user_id: string;
   role: "owner" | "admin" | "member";

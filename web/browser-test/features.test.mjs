@@ -135,6 +135,21 @@ browserTest("search finds a message, and the result opens its conversation there
   await hidden(a.$("#search-results"));
 });
 
+browserTest("a message body cannot fake a search highlight (I3)", async (s) => {
+  const [alice, bob] = users("Alice", "Bob");
+  await register(alice, bob);
+  const cid = await direct(alice, bob);
+  const word = "wombat" + randomBytes(3).toString("hex").replace(/\d/g, "x");
+  await post(bob, cid, `«forged» and ${word} «again»`);
+
+  const a = await s.open(alice);
+  await a.$("#search").fill(word);
+  const hit = a.$(`#search-messages button[data-conversation-id="${cid}"]`);
+  await expectCount(hit, 1);
+  await expectText(hit.locator("mark"), word);      // the one match only
+  await expectText(hit, new RegExp(`forged» and ${word} «again`)); // as text
+});
+
 browserTest("block: the blocked user's send is refused visibly; unblock works", async (s) => {
   const [alice, bob] = users("Alice", "Bob");
   await register(alice, bob);
