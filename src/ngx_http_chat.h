@@ -177,6 +177,7 @@ typedef struct {
     void                         *zone;       /* chat_zone, or NULL */
     ngx_flag_t                    cluster;    /* chat_cluster */
     ngx_str_t                     node_id;    /* chat_node_id */
+    ngx_str_t                     cluster_secret;  /* chat_cluster_secret */
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
 } ngx_http_chat_main_conf_t;
 
@@ -466,6 +467,7 @@ json_t *ngx_http_chat_order_members(ngx_uint_t cid);
 ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
     int64_t *after, int64_t *upto);
 void ngx_http_chat_order_unask(ngx_uint_t cid);
+void ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq);
 json_t *ngx_http_chat_order_heads(ngx_uint_t max);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
@@ -494,6 +496,8 @@ json_t *ngx_http_chat_presence_query(json_t *ids);
 void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_uint_t online, time_t last_seen);
 void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);
+ngx_uint_t ngx_http_chat_presence_held(u_char *user, size_t len,
+    ngx_str_t *node);
 json_t *ngx_http_chat_presence_local_users(void);
 
 /* ngx_http_chat_typing.c */

@@ -63,6 +63,7 @@ static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv);
 static ngx_uint_t ngx_http_chat_order_late(ngx_http_chat_conv_t *cv,
     int64_t n);
 static void ngx_http_chat_order_evict(void);
+static ngx_http_chat_conv_t *ngx_http_chat_order_find(ngx_uint_t cid);
 
 
 /* per worker process */
@@ -96,6 +97,17 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
                                                                   "id")),
                   json_integer_value(json_object_get(message, "last_seq"))
                   + 1, log);
+    }
+
+    if (type != NULL && ngx_strncmp(type, "member.", 7) == 0) {
+        /* who is in it changed: the members of its last change are stale */
+        cv = ngx_http_chat_order_find((ngx_uint_t) json_integer_value(
+                 json_object_get(event, "conversation_id")));
+
+        if (cv != NULL && cv->members != NULL) {
+            json_decref(cv->members);
+            cv->members = NULL;
+        }
     }
 
     if (type == NULL || ngx_strncmp(type, "message.", 8) != 0
@@ -548,6 +560,17 @@ ngx_http_chat_order_evict(void)
 json_t *
 ngx_http_chat_order_members(ngx_uint_t cid)
 {
+    ngx_http_chat_conv_t  *cv;
+
+    cv = ngx_http_chat_order_find(cid);
+
+    return cv ? cv->members : NULL;
+}
+
+
+static ngx_http_chat_conv_t *
+ngx_http_chat_order_find(ngx_uint_t cid)
+{
     ngx_rbtree_node_t  *node, *sentinel;
 
     if (ngx_http_chat_convs.root == NULL) {
@@ -559,7 +582,7 @@ ngx_http_chat_order_members(ngx_uint_t cid)
 
     while (node != sentinel) {
         if (cid == node->key) {
-            return ((ngx_http_chat_conv_t *) node)->members;
+            return (ngx_http_chat_conv_t *) node;
         }
 
         node = (cid < node->key) ? node->left : node->right;
@@ -612,22 +635,31 @@ ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
 void
 ngx_http_chat_order_unask(ngx_uint_t cid)
 {
-    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_http_chat_conv_t  *cv;
 
-    if (ngx_http_chat_convs.root == NULL) {
-        return;
+    cv = ngx_http_chat_order_find(cid);
+
+    if (cv != NULL) {
+        cv->asked = 0;
     }
+}
 
-    node = ngx_http_chat_convs.root;
-    sentinel = ngx_http_chat_convs.sentinel;
 
-    while (node != sentinel) {
-        if (cid == node->key) {
-            ((ngx_http_chat_conv_t *) node)->asked = 0;
-            return;
-        }
+/*
+ * A read from another node's range came back with the conversation's real
+ * last number: what was asked beyond it was never there (a range notice
+ * must not stop later ones from being read).
+ */
 
-        node = (cid < node->key) ? node->left : node->right;
+void
+ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq)
+{
+    ngx_http_chat_conv_t  *cv;
+
+    cv = ngx_http_chat_order_find(cid);
+
+    if (cv != NULL && cv->asked > last_seq) {
+        cv->asked = ngx_max(last_seq, 0);
     }
 }
 

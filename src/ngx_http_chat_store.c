@@ -880,8 +880,10 @@ ngx_http_chat_store_free(ngx_http_chat_op_t *op)
 
 /*
  * Typing while PostgreSQL is unavailable: the members come from the last
- * change of the conversation this worker delivered, and the typist must
- * be one of them.  NGX_DECLINED: not known here, so "unavailable".
+ * change of the conversation this worker delivered (forgotten when one
+ * joins or leaves), and the typist must be one of them.  Blocks are not
+ * known here, so never in a conversation of two, which may be a direct
+ * one.  NGX_DECLINED: not known here, so "unavailable".
  */
 
 static ngx_int_t
@@ -911,7 +913,7 @@ ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
 
     members = ngx_http_chat_order_members(
                   (ngx_uint_t) json_integer_value(cid));
-    if (members == NULL) {
+    if (members == NULL || json_array_size(members) <= 2) {
         goto done;
     }
 
