@@ -297,6 +297,7 @@ struct ngx_http_chat_conn_s {
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
+    ngx_msec_t                    fanout_since;  /* events reach it since */
 
     unsigned                      echo:1;
     unsigned                      started:1;
@@ -463,7 +464,7 @@ void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
 
 /* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
-json_t *ngx_http_chat_order_members(ngx_uint_t cid);
+json_t *ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since);
 ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
     int64_t *after, int64_t *upto);
 void ngx_http_chat_order_unask(ngx_uint_t cid);

@@ -871,7 +871,7 @@ ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
     if (cid != NULL) {
         /* the members of its last change, when this worker knows them */
         members = ngx_http_chat_order_members(
-                      (ngx_uint_t) json_integer_value(cid));
+                      (ngx_uint_t) json_integer_value(cid), NULL);
     }
 
     if (members != NULL) {

@@ -44,6 +44,7 @@ typedef struct {
     ngx_msec_t                    used;
     ngx_msec_t                    gap_since;
     json_t                       *members;  /* of its last change */
+    ngx_msec_t                    members_at;
     ngx_http_chat_pg_query_t      q;        /* the catch-up read */
     char                         *text;
     unsigned                      fetching:1;
@@ -134,6 +135,7 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
         }
 
         cv->members = json_incref(to);
+        cv->members_at = ngx_current_msec;
     }
 
     if (cv == NULL) {
@@ -554,17 +556,27 @@ ngx_http_chat_order_evict(void)
 
 /*
  * The members of a conversation as this worker last saw them in one of
- * its changes, or NULL: enough to route typing while PostgreSQL is down.
+ * its changes (at *since, if asked), or NULL: enough to route typing while
+ * PostgreSQL is down.  A member.joined or member.left this worker delivers
+ * forgets them.
  */
 
 json_t *
-ngx_http_chat_order_members(ngx_uint_t cid)
+ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since)
 {
     ngx_http_chat_conv_t  *cv;
 
     cv = ngx_http_chat_order_find(cid);
 
-    return cv ? cv->members : NULL;
+    if (cv == NULL) {
+        return NULL;
+    }
+
+    if (since != NULL) {
+        *since = cv->members_at;
+    }
+
+    return cv->members;
 }
 
 
