@@ -9,7 +9,8 @@
  *   ["m", conversation, from, to]   message changes: a seq range, read
  *                                   from chat.messages by the receivers;
  *   ["e", event, to]                typing, receipts, presence: the event
- *                                   itself, when it fits in a payload;
+ *                                   (rebuilt from its fields by the
+ *                                   receivers), when it fits in a payload;
  *   ["p", user, online, last_seen]  a user's first connection on the node
  *                                   came, or its last one went.
  *
