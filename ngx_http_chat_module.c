@@ -35,6 +35,8 @@ static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_uint_t ngx_http_chat_any_origin(ngx_array_t *origins);
 static ngx_int_t ngx_http_chat_init_module(ngx_cycle_t *cycle);
@@ -81,6 +83,13 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_main_conf_t, node_id),
+      NULL },
+
+    { ngx_string("chat_cluster_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_cluster_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_zone"),
@@ -351,6 +360,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->pg = NULL;
      *     cmcf->zone = NULL;
      *     cmcf->node_id = { 0, NULL };
+     *     cmcf->cluster_secret = { 0, NULL };
      */
 
     cmcf->cluster = NGX_CONF_UNSET;
@@ -376,6 +386,15 @@ ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"chat_cluster on\" needs chat_zone and "
                            "chat_postgres");
         return NGX_CONF_ERROR;
+    }
+
+    /* NOTIFY is open to every role that may connect to the database */
+
+    if (cmcf->cluster && cmcf->cluster_secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"chat_cluster on\" without chat_cluster_secret: "
+                           "any role that can connect to the database can "
+                           "forge cluster notices");
     }
 
     /* it goes into JSON and NOTIFY payloads as it is */
@@ -732,6 +751,98 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_http_chat_status_init_conf(cf, cmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * chat_cluster_secret file=PATH: the key that signs the nodes' notices
+ * (HMAC-SHA256); the file's bytes, without a trailing newline.
+ */
+
+static char *
+ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    u_char           *buf;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *value, path;
+    ngx_file_info_t   fi;
+
+    if (cmcf->cluster_secret.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len <= 5 || ngx_strncmp(value[1].data, "file=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected file=PATH",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    path.data = value[1].data + 5;
+    path.len = value[1].len - 5;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* read at configuration time, in the master: blocking is fine here */
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "secret file \"%V\" is unreadable or over 4k",
+                           &path);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, (size_t) ngx_file_size(&fi));
+
+    (void) ngx_close_file(fd);
+
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read secret file \"%V\"", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+
+    /* every node has the same file: a short one could be guessed */
+
+    if (n < 32) {
+        ngx_explicit_memzero(buf, (size_t) ngx_file_size(&fi));
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "secret file \"%V\" must hold at least 32 bytes",
+                           &path);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->cluster_secret.data = buf;
+    cmcf->cluster_secret.len = (size_t) n;
 
     return NGX_CONF_OK;
 }

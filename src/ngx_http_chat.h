@@ -178,6 +178,7 @@ typedef struct {
     void                         *zone;       /* chat_zone, or NULL */
     ngx_flag_t                    cluster;    /* chat_cluster */
     ngx_str_t                     node_id;    /* chat_node_id */
+    ngx_str_t                     cluster_secret;  /* chat_cluster_secret */
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
 } ngx_http_chat_main_conf_t;
 
@@ -302,6 +303,7 @@ struct ngx_http_chat_conn_s {
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
+    ngx_msec_t                    fanout_since;  /* events reach it since */
 
     unsigned                      echo:1;
     unsigned                      started:1;
@@ -468,10 +470,11 @@ void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
 
 /* ngx_http_chat_order.c: the same, changes of a conversation in order */
 void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
-json_t *ngx_http_chat_order_members(ngx_uint_t cid);
+json_t *ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since);
 ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
     int64_t *after, int64_t *upto);
 void ngx_http_chat_order_unask(ngx_uint_t cid);
+void ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq);
 json_t *ngx_http_chat_order_heads(ngx_uint_t max);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
@@ -501,6 +504,8 @@ json_t *ngx_http_chat_presence_answer(json_t *audience);
 void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_uint_t online, time_t last_seen);
 void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);
+ngx_uint_t ngx_http_chat_presence_held(u_char *user, size_t len,
+    ngx_str_t *node);
 json_t *ngx_http_chat_presence_local_users(void);
 
 /* ngx_http_chat_typing.c */

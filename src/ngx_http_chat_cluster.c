@@ -9,9 +9,19 @@
  *   ["m", conversation, from, to]   message changes: a seq range, read
  *                                   from chat.messages by the receivers;
  *   ["e", event, to]                typing, receipts, presence: the event
- *                                   itself, when it fits in a payload;
+ *                                   (rebuilt from its fields by the
+ *                                   receivers), when it fits in a payload;
  *   ["p", user, online, last_seen]  a user's first connection on the node
  *                                   came, or its last one went.
+ *
+ * Any role that can connect to the database may NOTIFY, so with
+ * chat_cluster_secret a payload is {"o": node, "w": pid, "s": seq, "x":
+ * [...]} after the hex HMAC-SHA256 of that JSON; a payload without a valid
+ * one, or with an "s" of its sender already seen or older than two
+ * minutes, is refused whole.  Whatever comes is still checked like any
+ * input: events are rebuilt from their typed fields, recipients and
+ * presence are checked against what this node knows, and a range is read
+ * only as far as the conversation really goes.
  *
  * Conversation and member events, and what does not fit in a payload, go
  * through chat.outbox instead (durable; the outbox reader of every node
@@ -33,6 +43,10 @@
 #include <ngx_http_chat_pg.h>
 #include <ngx_http_chat_zone.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 
 #define NGX_HTTP_CHAT_CLUSTER_PAYLOAD  7600    /* NOTIFY takes 8000 bytes */
 #define NGX_HTTP_CHAT_CLUSTER_NOTICES  64      /* per NOTIFY transaction */
@@ -40,6 +54,10 @@
 #define NGX_HTTP_CHAT_CLUSTER_TICK     2000    /* ms between round trips */
 #define NGX_HTTP_CHAT_CLUSTER_LEASE    10      /* s a silent node lives */
 #define NGX_HTTP_CHAT_CLUSTER_HEADS    5000    /* conversations checked */
+#define NGX_HTTP_CHAT_CLUSTER_MAC      64      /* hex HMAC-SHA256 */
+#define NGX_HTTP_CHAT_CLUSTER_FRESH    120000  /* ms a signed notice lives */
+#define NGX_HTTP_CHAT_CLUSTER_SENDERS  256     /* then the old ones go */
+#define NGX_HTTP_CHAT_CLUSTER_TO       10000   /* recipients of an event */
 
 
 typedef struct {
@@ -54,6 +72,10 @@ typedef struct {
     ngx_str_t                     node;
     u_char                        node_data[128];
     time_t                        started;
+    ngx_str_t                     secret;   /* chat_cluster_secret */
+    uint64_t                      seq;      /* of this worker's payloads */
+    json_t                       *senders;  /* {"node/pid": last seq} */
+    time_t                        refused;  /* last logged */
 
     /* to the other nodes */
     json_t                       *ranges;   /* {"cid": [from, to]} */
@@ -93,6 +115,14 @@ static void ngx_http_chat_cluster_unask(json_t *ranges);
 static void ngx_http_chat_cluster_want(ngx_uint_t cid, int64_t from,
     int64_t to);
 static time_t ngx_http_chat_cluster_time(u_char *p, size_t len);
+static void ngx_http_chat_cluster_mac(u_char *hex, u_char *data, size_t len);
+static ngx_int_t ngx_http_chat_cluster_verify(u_char **payload, size_t *len);
+static ngx_int_t ngx_http_chat_cluster_fresh(json_t *msg, ngx_str_t *origin);
+static void ngx_http_chat_cluster_refuse(const char *why);
+static ngx_uint_t ngx_http_chat_cluster_user(json_t *v);
+static ngx_uint_t ngx_http_chat_cluster_stamp(json_t *v);
+static void ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin);
+static uint64_t ngx_http_chat_cluster_now(void);
 static void ngx_http_chat_cluster_read(void);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -164,9 +194,11 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     cl->notices = json_array();
     cl->durable = json_array();
     cl->want = json_object();
+    cl->senders = json_object();
+    cl->secret = cmcf->cluster_secret;
 
     if (cl->ranges == NULL || cl->notices == NULL || cl->durable == NULL
-        || cl->want == NULL)
+        || cl->want == NULL || cl->senders == NULL)
     {
         return NGX_ERROR;
     }
@@ -305,7 +337,7 @@ ngx_http_chat_cluster_publish(json_t *event, json_t *to)
             return;
         }
 
-        if (ngx_strlen(text) + 128 + cl->node.len
+        if (ngx_strlen(text) + 256 + cl->node.len
             <= NGX_HTTP_CHAT_CLUSTER_PAYLOAD)
         {
             if (json_array_size(cl->notices) < NGX_HTTP_CHAT_CLUSTER_BACKLOG)
@@ -386,6 +418,7 @@ ngx_http_chat_cluster_flush(ngx_event_t *ev)
     ngx_uint_t                i, taken;
     const char               *key;
     ngx_http_chat_cluster_t  *cl;
+    u_char                   *start;
     u_char                    buf[NGX_HTTP_CHAT_CLUSTER_PAYLOAD + 1];
     u_char                    item[128];
 
@@ -414,14 +447,20 @@ ngx_http_chat_cluster_flush(ngx_event_t *ev)
             return;
         }
 
+        /* the signature goes first, when there is a secret */
+        start = buf + (cl->secret.len ? NGX_HTTP_CHAT_CLUSTER_MAC : 0);
         last = buf + NGX_HTTP_CHAT_CLUSTER_PAYLOAD;
         taken = 0;
 
         while (taken < json_array_size(cl->notices)
                && json_array_size(payloads) < NGX_HTTP_CHAT_CLUSTER_NOTICES)
         {
-            p = ngx_snprintf(buf, NGX_HTTP_CHAT_CLUSTER_PAYLOAD,
-                             "{\"o\":\"%V\",\"x\":[", &cl->node);
+            /* strictly rising per worker: a replayed payload is refused */
+            cl->seq = ngx_max(cl->seq + 1, ngx_http_chat_cluster_now());
+
+            p = ngx_snprintf(start, last - start,
+                             "{\"o\":\"%V\",\"w\":%P,\"s\":%uL,\"x\":[",
+                             &cl->node, ngx_pid, cl->seq);
 
             for (i = 0; taken < json_array_size(cl->notices); i++) {
                 text = (char *) json_string_value(json_array_get(cl->notices,
@@ -451,6 +490,10 @@ ngx_http_chat_cluster_flush(ngx_event_t *ev)
 
             *p++ = ']';
             *p++ = '}';
+
+            if (cl->secret.len) {
+                ngx_http_chat_cluster_mac(buf, start, p - start);
+            }
 
             (void) json_array_append_new(payloads,
                                          json_stringn((char *) buf,
@@ -620,10 +663,10 @@ void
 ngx_http_chat_cluster_notified(u_char *payload, size_t len)
 {
     size_t                    i;
-    json_t                   *msg, *item, *x, *ls, *user;
+    json_t                   *msg, *item, *ls, *user;
     time_t                    seen;
     ngx_str_t                 origin;
-    const char               *tag, *type;
+    const char               *tag;
     json_error_t              err;
     ngx_http_chat_cluster_t  *cl;
 
@@ -633,18 +676,22 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
         return;
     }
 
+    if (ngx_http_chat_cluster_verify(&payload, &len) != NGX_OK) {
+        ngx_http_chat_cluster_refuse("without a valid signature");
+        return;
+    }
+
     msg = json_loadb((char *) payload, len, 0, &err);
 
     if (msg == NULL) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat: cluster: invalid notice: %s", err.text);
+        ngx_http_chat_cluster_refuse("that is not JSON");
         return;
     }
 
     origin.data = (u_char *) json_string_value(json_object_get(msg, "o"));
     origin.len = json_string_length(json_object_get(msg, "o"));
 
-    if (origin.data == NULL
+    if (origin.data == NULL || origin.len == 0 || origin.len > 64
         || (origin.len == cl->node.len
             && ngx_memcmp(origin.data, cl->node.data, origin.len) == 0))
     {
@@ -653,11 +700,16 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
         return;
     }
 
-    x = json_object_get(msg, "x");
+    if (cl->secret.len && ngx_http_chat_cluster_fresh(msg, &origin) != NGX_OK)
+    {
+        ngx_http_chat_cluster_refuse("replayed or too old");
+        json_decref(msg);
+        return;
+    }
 
     /* nodes run the same code, but a notice is checked like any input */
 
-    json_array_foreach(x, i, item) {
+    json_array_foreach(json_object_get(msg, "x"), i, item) {
         tag = json_string_value(json_array_get(item, 0));
 
         if (tag == NULL || tag[0] == '\0' || tag[1] != '\0') {
@@ -675,6 +727,7 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
                 break;
             }
 
+            /* read as far as the conversation goes (order.c clamps) */
             ngx_http_chat_cluster_want(
                 (ngx_uint_t) json_integer_value(json_array_get(item, 1)),
                 json_integer_value(json_array_get(item, 2)),
@@ -682,33 +735,21 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
             break;
 
         case 'e':
-            /* only what publish() sends so: message changes are read */
-            type = json_string_value(json_object_get(json_array_get(item, 1),
-                                                     "type"));
-
-            if (type == NULL || !json_is_array(json_array_get(item, 2))
-                || (ngx_strcmp(type, "typing") != 0
-                    && ngx_strcmp(type, "receipt") != 0
-                    && ngx_strcmp(type, "presence") != 0))
-            {
-                break;
-            }
-
-            ngx_http_chat_fanout_event(json_array_get(item, 1),
-                                       json_array_get(item, 2),
-                                       ngx_cycle->log);
+            ngx_http_chat_cluster_event(item, &origin);
             break;
 
         case 'p':
+            /* about the sending node only: its own bit of the user */
             user = json_array_get(item, 1);
+            ls = json_array_get(item, 3);
 
-            if (!json_is_string(user) || json_string_length(user) == 0
-                || json_string_length(user) > NGX_HTTP_CHAT_JWT_MAX_SUB)
+            if (!ngx_http_chat_cluster_user(user)
+                || !json_is_boolean(json_array_get(item, 2))
+                || !(json_is_null(ls) || ngx_http_chat_cluster_stamp(ls)))
             {
                 break;
             }
 
-            ls = json_array_get(item, 3);
             seen = json_is_string(ls)
                    ? ngx_http_chat_cluster_time(
                          (u_char *) json_string_value(ls),
@@ -726,6 +767,167 @@ ngx_http_chat_cluster_notified(u_char *payload, size_t len)
     json_decref(msg);
 
     ngx_http_chat_cluster_read();
+}
+
+
+/*
+ * ["e", event, to] rebuilt from its typed fields, never forwarded: only
+ * what publish() sends so (message changes are read), to recipients that
+ * are members as far as this worker knows, and a user's coming online
+ * only from a node that holds the user.
+ */
+
+static void
+ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
+{
+    size_t       i, j;
+    json_t      *ev, *to, *id, *user, *cid, *v, *m, *event, *rcpt, *members;
+    ngx_uint_t   typing, ok;
+    const char  *type, *kind;
+
+    ev = json_array_get(item, 1);
+    to = json_array_get(item, 2);
+    type = json_string_value(json_object_get(ev, "type"));
+    user = json_object_get(ev, "user_id");
+
+    if (type == NULL || !json_is_array(to)
+        || json_array_size(to) > NGX_HTTP_CHAT_CLUSTER_TO
+        || !ngx_http_chat_cluster_user(user))
+    {
+        return;
+    }
+
+    event = NULL;
+    members = NULL;
+    typing = 0;
+
+    cid = json_object_get(ev, "conversation_id");
+
+    if (ngx_strcmp(type, "typing") == 0) {
+        v = json_object_get(ev, "active");
+
+        if (!json_is_integer(cid) || json_integer_value(cid) <= 0
+            || !json_is_boolean(v))
+        {
+            return;
+        }
+
+        typing = 1;
+        event = json_pack("{s:s, s:I, s:O, s:b}", "type", "typing",
+                          "conversation_id",
+                          (json_int_t) json_integer_value(cid),
+                          "user_id", user, "active", json_is_true(v));
+
+    } else if (ngx_strcmp(type, "receipt") == 0) {
+        kind = json_string_value(json_object_get(ev, "kind"));
+        v = json_object_get(ev, "seq");
+
+        if (!json_is_integer(cid) || json_integer_value(cid) <= 0
+            || kind == NULL
+            || (ngx_strcmp(kind, "read") != 0
+                && ngx_strcmp(kind, "delivered") != 0)
+            || !json_is_integer(v) || json_integer_value(v) < 0)
+        {
+            return;
+        }
+
+        event = json_pack("{s:s, s:I, s:O, s:s, s:I}", "type", "receipt",
+                          "conversation_id",
+                          (json_int_t) json_integer_value(cid),
+                          "user_id", user, "kind", kind,
+                          "seq", (json_int_t) json_integer_value(v));
+
+    } else if (ngx_strcmp(type, "presence") == 0) {
+        v = json_object_get(ev, "last_seen");
+
+        if (!json_is_boolean(json_object_get(ev, "online"))
+            || !(json_is_null(v) || ngx_http_chat_cluster_stamp(v)))
+        {
+            return;
+        }
+
+        if (json_is_true(json_object_get(ev, "online"))
+            && !ngx_http_chat_presence_held(
+                   (u_char *) json_string_value(user),
+                   json_string_length(user), origin))
+        {
+            /* online from a node that does not hold the user: forged */
+            return;
+        }
+
+        event = json_pack("{s:s, s:O, s:b, s:O}", "type", "presence",
+                          "user_id", user,
+                          "online",
+                          json_is_true(json_object_get(ev, "online")),
+                          "last_seen", v);
+
+    } else {
+        return;
+    }
+
+    if (event == NULL) {
+        return;
+    }
+
+    if (cid != NULL) {
+        /* the members of its last change, when this worker knows them */
+        members = ngx_http_chat_order_members(
+                      (ngx_uint_t) json_integer_value(cid), NULL);
+    }
+
+    if (members != NULL) {
+        ok = 0;
+
+        json_array_foreach(members, i, id) {
+            if (json_equal(id, user)) {
+                ok = 1;
+                break;
+            }
+        }
+
+        if (!ok) {
+            json_decref(event);
+            return;
+        }
+    }
+
+    rcpt = json_array();
+    if (rcpt == NULL) {
+        json_decref(event);
+        return;
+    }
+
+    json_array_foreach(to, i, id) {
+        if (!ngx_http_chat_cluster_user(id)
+            || (typing && json_equal(id, user)))
+        {
+            continue;
+        }
+
+        if (members != NULL) {
+            ok = 0;
+
+            json_array_foreach(members, j, m) {
+                if (json_equal(id, m)) {
+                    ok = 1;
+                    break;
+                }
+            }
+
+            if (!ok) {
+                continue;
+            }
+        }
+
+        (void) json_array_append(rcpt, id);
+    }
+
+    if (json_array_size(rcpt)) {
+        ngx_http_chat_fanout_event(event, rcpt, ngx_cycle->log);
+    }
+
+    json_decref(rcpt);
+    json_decref(event);
 }
 
 
@@ -766,6 +968,217 @@ ngx_http_chat_cluster_time(u_char *p, size_t len)
            + d - 719469;
 
     return (time_t) days * 86400 + h * 3600 + mi * 60 + s;
+}
+
+
+/* ms since the epoch: where a worker's payload numbers start */
+
+static uint64_t
+ngx_http_chat_cluster_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+static void
+ngx_http_chat_cluster_mac(u_char *hex, u_char *data, size_t len)
+{
+    unsigned int  n;
+    u_char        mac[EVP_MAX_MD_SIZE];
+
+    n = 0;
+
+    if (HMAC(EVP_sha256(), ngx_http_chat_cluster.secret.data,
+             (int) ngx_http_chat_cluster.secret.len, data, len, mac, &n)
+        == NULL || n != NGX_HTTP_CHAT_CLUSTER_MAC / 2)
+    {
+        /* a payload nobody accepts rather than an unsigned one */
+        ngx_memset(hex, '-', NGX_HTTP_CHAT_CLUSTER_MAC);
+        return;
+    }
+
+    (void) ngx_hex_dump(hex, mac, n);
+}
+
+
+/*
+ * With a secret: the payload must be the hex HMAC of what follows it, and
+ * *payload is moved past it.  Without one: a signed payload (from a node
+ * that has the secret) is read past its signature, unchecked.
+ */
+
+static ngx_int_t
+ngx_http_chat_cluster_verify(u_char **payload, size_t *len)
+{
+    u_char  *p;
+    u_char   hex[NGX_HTTP_CHAT_CLUSTER_MAC];
+
+    p = *payload;
+
+    if (ngx_http_chat_cluster.secret.len == 0) {
+        if (*len > NGX_HTTP_CHAT_CLUSTER_MAC && p[0] != '{'
+            && p[NGX_HTTP_CHAT_CLUSTER_MAC] == '{')
+        {
+            *payload += NGX_HTTP_CHAT_CLUSTER_MAC;
+            *len -= NGX_HTTP_CHAT_CLUSTER_MAC;
+        }
+
+        return NGX_OK;
+    }
+
+    if (*len <= NGX_HTTP_CHAT_CLUSTER_MAC) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_chat_cluster_mac(hex, p + NGX_HTTP_CHAT_CLUSTER_MAC,
+                              *len - NGX_HTTP_CHAT_CLUSTER_MAC);
+
+    if (CRYPTO_memcmp(hex, p, NGX_HTTP_CHAT_CLUSTER_MAC) != 0) {
+        return NGX_DECLINED;
+    }
+
+    *payload += NGX_HTTP_CHAT_CLUSTER_MAC;
+    *len -= NGX_HTTP_CHAT_CLUSTER_MAC;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A signed payload may be heard by anyone who LISTENs, and sent again:
+ * each sending worker's numbers rise, so one at or below the last seen
+ * of that worker, or older than NGX_HTTP_CHAT_CLUSTER_FRESH, is refused.
+ */
+
+static ngx_int_t
+ngx_http_chat_cluster_fresh(json_t *msg, ngx_str_t *origin)
+{
+    void                     *it;
+    u_char                   *p;
+    int64_t                   w, seq;
+    uint64_t                  now;
+    json_t                   *last, *v;
+    const char               *key;
+    ngx_http_chat_cluster_t  *cl;
+    u_char                    name[64 + 1 + NGX_INT64_LEN + 1];
+
+    cl = &ngx_http_chat_cluster;
+
+    if (!json_is_integer(json_object_get(msg, "w"))
+        || !json_is_integer(json_object_get(msg, "s")))
+    {
+        return NGX_DECLINED;
+    }
+
+    w = json_integer_value(json_object_get(msg, "w"));
+    seq = json_integer_value(json_object_get(msg, "s"));
+    now = ngx_http_chat_cluster_now();
+
+    if (seq <= 0 || (uint64_t) seq + NGX_HTTP_CHAT_CLUSTER_FRESH < now) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_sprintf(name, "%V/%L", origin, w);
+    *p = '\0';
+
+    last = json_object_get(cl->senders, (char *) name);
+
+    if (last != NULL && seq <= json_integer_value(last)) {
+        return NGX_DECLINED;
+    }
+
+    if (last == NULL
+        && json_object_size(cl->senders) >= NGX_HTTP_CHAT_CLUSTER_SENDERS)
+    {
+        /* workers that went quiet long ago: their old numbers are stale */
+        json_object_foreach_safe(cl->senders, it, key, v) {
+            if ((uint64_t) json_integer_value(v)
+                + NGX_HTTP_CHAT_CLUSTER_FRESH < now)
+            {
+                (void) json_object_del(cl->senders, key);
+            }
+        }
+    }
+
+    (void) json_object_set_new(cl->senders, (char *) name,
+                               json_integer(seq));
+
+    return NGX_OK;
+}
+
+
+/* logged now and then: whoever sends them must not fill the log */
+
+static void
+ngx_http_chat_cluster_refuse(const char *why)
+{
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
+
+    if (ngx_time() - cl->refused < 10) {
+        return;
+    }
+
+    cl->refused = ngx_time();
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "chat: cluster: a notice %s was refused (and any more "
+                  "for 10 seconds, unlogged)", why);
+}
+
+
+/* a user id as tokens give them: 1 to 128 bytes, no control characters */
+
+static ngx_uint_t
+ngx_http_chat_cluster_user(json_t *v)
+{
+    size_t      i, len;
+    const char  *s;
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+
+    if (s == NULL || len == 0 || len > NGX_HTTP_CHAT_JWT_MAX_SUB) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((u_char) s[i] < 0x20 || s[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* "2026-11-21T10:00:00.123Z" exactly, as both nodes and SQL write it */
+
+static ngx_uint_t
+ngx_http_chat_cluster_stamp(json_t *v)
+{
+    size_t       i;
+    const char  *s;
+    static const char  form[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+
+    s = json_string_value(v);
+
+    if (s == NULL || json_string_length(v) != sizeof(form) - 1) {
+        return 0;
+    }
+
+    for (i = 0; i < sizeof(form) - 1; i++) {
+        if (form[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != form[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -873,6 +1286,15 @@ ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
             ngx_http_chat_fanout_event(json_object_get(ev, "event"),
                                        json_object_get(ev, "to"),
                                        ngx_cycle->log);
+        }
+
+        /* what was asked beyond a conversation's end is asked no more */
+        json_array_foreach(json_object_get(json_object_get(result, "ok"),
+                                           "heads"), i, ev)
+        {
+            ngx_http_chat_order_read(
+                (ngx_uint_t) json_integer_value(json_array_get(ev, 0)),
+                json_integer_value(json_array_get(ev, 1)));
         }
 
         json_decref(result);
@@ -1037,6 +1459,13 @@ ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     if (json_is_true(json_object_get(ok, "new")) && !cl->claim.busy) {
         arg = json_pack("{s:o}", "users",
                         ngx_http_chat_presence_local_users());
+
+        /* the others forgot them too: they hear it before any event */
+        json_array_foreach(json_object_get(arg, "users"), i, pair) {
+            ngx_http_chat_cluster_presence(
+                (u_char *) json_string_value(pair),
+                json_string_length(pair), 1, 0);
+        }
 
         if (arg != NULL) {
             (void) ngx_http_chat_cluster_send(&cl->claim,

@@ -61,6 +61,7 @@ ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc)
 
     ngx_queue_insert_tail(&u->conns, &wc->fanout);
     wc->fanout_user = u;
+    wc->fanout_since = ngx_current_msec;
 
     return NGX_OK;
 }

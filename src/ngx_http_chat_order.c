@@ -44,6 +44,7 @@ typedef struct {
     ngx_msec_t                    used;
     ngx_msec_t                    gap_since;
     json_t                       *members;  /* of its last change */
+    ngx_msec_t                    members_at;
     ngx_http_chat_pg_query_t      q;        /* the catch-up read */
     char                         *text;
     unsigned                      fetching:1;
@@ -63,6 +64,7 @@ static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv);
 static ngx_uint_t ngx_http_chat_order_late(ngx_http_chat_conv_t *cv,
     int64_t n);
 static void ngx_http_chat_order_evict(void);
+static ngx_http_chat_conv_t *ngx_http_chat_order_find(ngx_uint_t cid);
 
 
 /* per worker process */
@@ -98,6 +100,17 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
                   + 1, log);
     }
 
+    if (type != NULL && ngx_strncmp(type, "member.", 7) == 0) {
+        /* who is in it changed: the members of its last change are stale */
+        cv = ngx_http_chat_order_find((ngx_uint_t) json_integer_value(
+                 json_object_get(event, "conversation_id")));
+
+        if (cv != NULL && cv->members != NULL) {
+            json_decref(cv->members);
+            cv->members = NULL;
+        }
+    }
+
     if (type == NULL || ngx_strncmp(type, "message.", 8) != 0
         || !json_is_object(message))
     {
@@ -122,6 +135,7 @@ ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
         }
 
         cv->members = json_incref(to);
+        cv->members_at = ngx_current_msec;
     }
 
     if (cv == NULL) {
@@ -552,11 +566,32 @@ ngx_http_chat_order_evict(void)
 
 /*
  * The members of a conversation as this worker last saw them in one of
- * its changes, or NULL: enough to route typing while PostgreSQL is down.
+ * its changes (at *since, if asked), or NULL: enough to route typing while
+ * PostgreSQL is down.  A member.joined or member.left this worker delivers
+ * forgets them.
  */
 
 json_t *
-ngx_http_chat_order_members(ngx_uint_t cid)
+ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since)
+{
+    ngx_http_chat_conv_t  *cv;
+
+    cv = ngx_http_chat_order_find(cid);
+
+    if (cv == NULL) {
+        return NULL;
+    }
+
+    if (since != NULL) {
+        *since = cv->members_at;
+    }
+
+    return cv->members;
+}
+
+
+static ngx_http_chat_conv_t *
+ngx_http_chat_order_find(ngx_uint_t cid)
 {
     ngx_rbtree_node_t  *node, *sentinel;
 
@@ -569,7 +604,7 @@ ngx_http_chat_order_members(ngx_uint_t cid)
 
     while (node != sentinel) {
         if (cid == node->key) {
-            return ((ngx_http_chat_conv_t *) node)->members;
+            return (ngx_http_chat_conv_t *) node;
         }
 
         node = (cid < node->key) ? node->left : node->right;
@@ -622,22 +657,31 @@ ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
 void
 ngx_http_chat_order_unask(ngx_uint_t cid)
 {
-    ngx_rbtree_node_t  *node, *sentinel;
+    ngx_http_chat_conv_t  *cv;
 
-    if (ngx_http_chat_convs.root == NULL) {
-        return;
+    cv = ngx_http_chat_order_find(cid);
+
+    if (cv != NULL) {
+        cv->asked = 0;
     }
+}
 
-    node = ngx_http_chat_convs.root;
-    sentinel = ngx_http_chat_convs.sentinel;
 
-    while (node != sentinel) {
-        if (cid == node->key) {
-            ((ngx_http_chat_conv_t *) node)->asked = 0;
-            return;
-        }
+/*
+ * A read from another node's range came back with the conversation's real
+ * last number: what was asked beyond it was never there (a range notice
+ * must not stop later ones from being read).
+ */
 
-        node = (cid < node->key) ? node->left : node->right;
+void
+ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq)
+{
+    ngx_http_chat_conv_t  *cv;
+
+    cv = ngx_http_chat_order_find(cid);
+
+    if (cv != NULL && cv->asked > last_seq) {
+        cv->asked = ngx_max(last_seq, 0);
     }
 }
 

@@ -172,7 +172,15 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     events = json_object_get(result, "events");
 
+    /* chat.api_outbox rebuilt them from the tables (chat.outbox_checked) */
+
     json_array_foreach(events, i, ev) {
+        if (!json_is_object(json_object_get(ev, "event"))
+            || !json_is_array(json_object_get(ev, "to")))
+        {
+            continue;
+        }
+
         ngx_http_chat_fanout_event(json_object_get(ev, "event"),
                                    json_object_get(ev, "to"),
                                    ngx_cycle->log);

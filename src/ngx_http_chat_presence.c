@@ -602,6 +602,45 @@ ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
 }
 
 
+/* whether node said it holds user (chat_cluster): its notices are checked */
+
+ngx_uint_t
+ngx_http_chat_presence_held(u_char *user, size_t len, ngx_str_t *node)
+{
+    ngx_uint_t                  i, held;
+    ngx_http_chat_zone_t       *zone;
+    ngx_http_chat_presence_t   *p;
+    ngx_http_chat_node_name_t  *n;
+
+    zone = ngx_http_chat_zone;
+
+    if (zone == NULL) {
+        return 0;
+    }
+
+    held = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    p = ngx_http_chat_presence_lookup_locked(user, len);
+
+    for (i = 0; p != NULL && i < NGX_HTTP_CHAT_SLOTS; i++) {
+        n = &zone->sh->nodes[i];
+
+        if (n->len == node->len
+            && ngx_memcmp(n->name, node->data, n->len) == 0)
+        {
+            held = (p->remote & ((uint64_t) 1 << i)) != 0;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return held;
+}
+
+
 /*
  * What PostgreSQL says is online on the other live nodes ([[user, node],
  * ...]) replaces what this node heard: after a lost listening connection,

@@ -943,8 +943,13 @@ ngx_http_chat_store_max_bytes(size_t send_buffer)
 
 /*
  * Typing while PostgreSQL is unavailable: the members come from the last
- * change of the conversation this worker delivered, and the typist must
- * be one of them.  NGX_DECLINED: not known here, so "unavailable".
+ * change of the conversation this worker delivered (forgotten when one
+ * joins or leaves), and the typist must be one of them.  A member.left
+ * reaches a worker only while it has a connection of a member or of the
+ * user who left, so the list counts only for a connection this worker
+ * had before it.  Blocks are not known here, so never in a conversation
+ * of two, which may be a direct one.  NGX_DECLINED: not known here, so
+ * "unavailable".
  */
 
 static ngx_int_t
@@ -954,6 +959,7 @@ ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
     json_t       *req, *cid, *active, *members, *to, *user, *event;
     ngx_int_t     rc;
     ngx_uint_t    member;
+    ngx_msec_t    since;
     json_error_t  err;
 
     req = json_loads(op->text, 0, &err);
@@ -973,8 +979,10 @@ ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
     }
 
     members = ngx_http_chat_order_members(
-                  (ngx_uint_t) json_integer_value(cid));
-    if (members == NULL) {
+                  (ngx_uint_t) json_integer_value(cid), &since);
+    if (members == NULL || json_array_size(members) <= 2
+        || (ngx_msec_int_t) (since - wc->fanout_since) < 0)
+    {
         goto done;
     }
 

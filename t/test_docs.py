@@ -305,8 +305,11 @@ def doc_keys(tmp_path, doc_key):
                    check=True, capture_output=True)
     subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out",
                     str(pem)], check=True, capture_output=True)
+    secret = tmp_path / "chat-cluster.secret"
+    secret.write_text(os.urandom(32).hex() + "\n")
     return {"/etc/nginx/chat.key": doc_key,
-            "/etc/nginx/chat.pub.pem": str(pem)}
+            "/etc/nginx/chat.pub.pem": str(pem),
+            "/etc/nginx/chat-cluster.secret": str(secret)}
 
 
 def with_keys(text, keys):

@@ -377,16 +377,17 @@ def wait_backend(postgres, text, state, pid=None, timeout=5):
 
 
 def test_typing_keeps_working_while_storage_is_down(nginx, postgres):
-    """SPEC: PostgreSQL down, typing keeps working: the members come from
-    the conversation's last change this worker delivered."""
+    """SPEC: PostgreSQL down, typing keeps working in groups of three or
+    more: the members come from the conversation's last change this worker
+    delivered."""
     postgres.reset()
     ng = start(nginx, postgres)
     alice, bob, carol = connect(ng, "alice"), connect(ng, "bob"), \
         connect(ng, "carol")
-    cid = alice.ok("conversation.create", kind="direct",
-                   user_id="bob")["conversation"]["id"]
-    other = carol.ok("conversation.create", kind="direct",
-                     user_id="dave")["conversation"]["id"]
+    cid = alice.ok("conversation.create", kind="group", title="g",
+                   members=["bob", "erin"])["conversation"]["id"]
+    other = carol.ok("conversation.create", kind="group", title="h",
+                     members=["dave", "erin"])["conversation"]["id"]
     alice.ok("message.send", conversation_id=cid, body="hi",
              client_msg_id="t1")
     bob.next_event("message.created")
@@ -408,5 +409,70 @@ def test_typing_keeps_working_while_storage_is_down(nginx, postgres):
         assert ev["active"] is False and ev["user_id"] == "alice"
         # and pings were answered throughout
         bob.ok("ping")
+    finally:
+        postgres.start()
+
+
+def no_event(c, type_, timeout=1.0):
+    """Nothing of type_ reaches c within timeout (others are kept)."""
+    try:
+        ev = c.next_event(type_, timeout=timeout)
+    except Exception:
+        return
+    raise AssertionError("unexpected %r" % ev)
+
+
+def test_l6_typing_while_storage_is_down_not_from_removed_members(
+        nginx, postgres):
+    """L6: PostgreSQL down, a member removed since the conversation's last
+    message cannot type there: member.left forgets the cached members."""
+    postgres.reset()
+    ng = start(nginx, postgres)
+    alice, bob, carol = connect(ng, "alice"), connect(ng, "bob"), \
+        connect(ng, "carol")
+    cid = alice.ok("conversation.create", kind="group", title="g",
+                   members=["bob", "carol", "erin"])["conversation"]["id"]
+    alice.ok("message.send", conversation_id=cid, body="hi",
+             client_msg_id="l6a")
+    bob.next_event("message.created")
+    carol.next_event("message.created")
+    # the host removes carol (through chat.outbox, as the host app would)
+    postgres.query("SELECT chat.publish(chat.api_member_remove('alice', "
+                   "%s::jsonb))", (json.dumps({"conversation_id": cid,
+                                               "user_id": "carol"}),))
+    assert carol.next_event("member.left")["user_id"] == "carol"
+    bob.next_event("member.left")
+    try:
+        postgres.stop()
+        reply = carol.request("typing", conversation_id=cid, active=True)
+        assert reply["type"] == "error", reply
+        assert reply["error"]["code"] == "unavailable"
+        no_event(bob, "typing")
+        bob.ok("ping")
+    finally:
+        postgres.start()
+
+
+def test_l6_typing_while_storage_is_down_not_in_direct_conversations(
+        nginx, postgres):
+    """L6: PostgreSQL down, typing in a direct conversation (or any of two
+    members) is `unavailable`: blocks are not known without storage."""
+    postgres.reset()
+    ng = start(nginx, postgres)
+    alice, mallory = connect(ng, "alice"), connect(ng, "mallory")
+    cid = mallory.ok("conversation.create", kind="direct",
+                     user_id="alice")["conversation"]["id"]
+    mallory.ok("message.send", conversation_id=cid, body="hi",
+               client_msg_id="l6b")
+    alice.next_event("message.created")
+    postgres.query("SELECT chat.api_block('alice', "
+                   "'{\"user_id\": \"mallory\"}')")
+    try:
+        postgres.stop()
+        reply = mallory.request("typing", conversation_id=cid, active=True)
+        assert reply["type"] == "error", reply
+        assert reply["error"]["code"] == "unavailable"
+        no_event(alice, "typing")
+        alice.ok("ping")
     finally:
         postgres.start()

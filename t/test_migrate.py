@@ -297,7 +297,11 @@ def test_the_host_role_writes_through_its_api_only(postgres):
             for sql in ["SELECT count(*) FROM chat.messages",
                         "UPDATE chat.members SET role = 'owner'",
                         "SELECT chat.api_sync('alice', '{}')",
-                        "SELECT chat.publish('{}')"]:
+                        "SELECT chat.publish('{}')",
+                        # L3: no forged events through the outbox either
+                        "INSERT INTO chat.outbox (events) VALUES ('[]')",
+                        "SELECT pg_notify('chat_outbox', '1') "
+                        "FROM chat.outbox"]:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     c.execute(sql)
         assert postgres.query("SELECT body FROM chat.messages") == [("hi",)]

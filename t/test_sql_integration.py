@@ -225,3 +225,110 @@ def test_a_worker_starts_where_the_outbox_ends(nginx, postgres):
     assert ev["message"]["body"] == "new"
     bob.close()
     assert json.loads(json.dumps(ev))["message"]["conversation_id"] == gid
+
+
+# --------------------------------------------------------------------------
+# L3: what is in chat.outbox is checked against the tables, never trusted
+
+def test_l3_forged_outbox_rows_do_not_reach_clients_as_forged(
+        nginx, postgres):
+    """L3: rows written into chat.outbox by hand (the owner, an SQL
+    injection running as it) reach clients only as the tables say: no
+    unknown types, no messages that were never stored, stored messages as
+    stored, membership, receipts and typing only as they are, recipients
+    only members; a row that is not a list does not stop the reader."""
+    n = start(nginx, postgres)
+    alice, bob, mallory = (connect(n, u) for u in ("alice", "bob",
+                                                   "mallory"))
+    gid = host(postgres, ("SELECT chat.create_conversation('alice', "
+                          "'group', ARRAY['bob'], 'Team')", None))
+    mid = host(postgres, ("SELECT chat.post_message(%s, 'alice', 'real')",
+                          (gid,)))
+    for c in (alice, bob):
+        next_of(c, "conversation.created")
+        assert next_of(c, "message.created")["message"]["body"] == "real"
+
+    stored = {"id": mid, "conversation_id": gid, "seq": 1,
+              "sender_id": "alice", "body": "real"}
+    everyone = ["alice", "bob", "mallory"]
+    forged = [
+        # 1: a message never stored, with a javascript: attachment
+        {"to": everyone, "event": {"type": "message.created", "message": {
+            "id": mid + 100, "conversation_id": gid, "seq": 2,
+            "sender_id": "ceo", "body": "Urgent: wire the money",
+            "attachments": [{"url": "javascript:alert(1)"}]}}},
+        # 2: an event the SQL API never makes
+        {"to": everyone, "event": {"type": "welcome", "user": {"id": "x"}}},
+        # 3: a stored message with another body (and a third recipient)
+        {"to": everyone, "event": {"type": "message.updated",
+                                   "message": dict(stored, body="forged",
+                                                   updated_seq=1)}},
+        # 4: alice left (she did not), 5: ceo joined (he did not)
+        {"to": everyone, "event": {"type": "member.left",
+                                   "conversation_id": gid,
+                                   "user_id": "alice", "role": "owner"}},
+        {"to": everyone, "event": {"type": "member.joined",
+                                   "conversation_id": gid,
+                                   "user_id": "ceo", "role": "owner"}},
+        # 6: bob read up to 999 (he did not)
+        {"to": everyone, "event": {"type": "receipt",
+                                   "conversation_id": gid,
+                                   "user_id": "bob", "kind": "read",
+                                   "seq": 999}},
+        # 7: typing of a stranger, 8: of a member, with markup
+        {"to": everyone, "event": {"type": "typing", "conversation_id": gid,
+                                   "user_id": "ceo", "active": True}},
+        {"to": everyone, "event": {"type": "typing", "conversation_id": gid,
+                                   "user_id": "bob", "active": True,
+                                   "html": "<img src=x onerror=alert(1)>"}},
+        # 9: presence of ceo, who shares nothing with anyone
+        {"to": everyone, "event": {"type": "presence", "user_id": "ceo",
+                                   "online": True, "last_seen": None}},
+        # 10: a receipt with a forged message in it
+        {"to": everyone, "event": {"type": "receipt",
+                                   "conversation_id": gid,
+                                   "user_id": "alice", "kind": "read",
+                                   "seq": 0,
+                                   "message": {"body": "forged"}}},
+        # 11: not an event at all
+        {"to": "alice", "event": "message.created"},
+    ]
+    postgres.query("INSERT INTO chat.outbox (events) VALUES (%s::jsonb)",
+                   (json.dumps(forged),))
+    # 12: a row that is not a list
+    postgres.query("INSERT INTO chat.outbox (events) VALUES ('{}')")
+    postgres.query("NOTIFY chat_outbox")
+    # a genuine change after them still arrives: the reader went on
+    host(postgres, ("SELECT chat.post_message(%s, 'bob', 'after')", (gid,)))
+
+    for c in (alice, bob):
+        got = []
+        while True:
+            ev = next_of(c, None)
+            if ev.get("type") == "message.created" \
+                    and ev["message"]["body"] == "after":
+                break
+            got.append(ev)
+        types = [e["type"] for e in got]
+        # the stored message as it is stored (already delivered, so a
+        # repeat the order drops); nothing else of the above
+        upd = [e for e in got if e["type"] == "message.updated"]
+        assert all(e["message"]["body"] == "real" for e in upd), got
+        assert "message.created" not in types and "welcome" not in types
+        assert "member.left" not in types and "member.joined" not in types
+        assert "presence" not in types
+        for e in got:
+            if e["type"] == "receipt":
+                assert e == {"type": "receipt", "conversation_id": gid,
+                             "user_id": "alice", "kind": "read", "seq": 0}
+            if e["type"] == "typing":
+                assert e == {"type": "typing", "conversation_id": gid,
+                             "user_id": "bob", "active": True}
+                assert c is alice
+    # mallory is in none of it
+    mallory.ok("ping")
+    assert mallory.events == []
+    with pytest.raises(TimeoutError):
+        mallory.next_event(None, timeout=1)
+    for c in (alice, bob, mallory):
+        c.close()

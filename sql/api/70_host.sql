@@ -149,7 +149,173 @@ BEGIN
 END
 $$;
 
--- the outbox reader leaves out what its own node wrote: {"after", "node"}
+-- An outbox entry {"to", "event"} as the SQL API makes them, rebuilt from
+-- the tables, or NULL.  Whoever can write chat.outbox (the owner, a node
+-- through api_cluster_outbox) must not be able to make clients believe
+-- anything the tables do not say: only the API's event types; message
+-- events are the stored message as it is now; members' events only when
+-- the membership is so; receipts no further than the stored mark; fields
+-- typed; recipients only the members (and, for member.left, the user who
+-- left) or, for presence, the user's peers who are not blocked.
+CREATE OR REPLACE FUNCTION chat.outbox_checked(p_ev jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_ev    jsonb := p_ev -> 'event';
+    v_type  text;
+    v_cid   bigint;
+    v_user  text;
+    v_role  text;
+    v_seq   bigint;
+    v_msg   chat.messages;
+    v_conv  jsonb;
+    v_out   jsonb;
+    v_to    jsonb;
+BEGIN
+    IF jsonb_typeof(v_ev) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(p_ev -> 'to') IS DISTINCT FROM 'array'
+       OR jsonb_typeof(v_ev -> 'type') IS DISTINCT FROM 'string'
+    THEN
+        RETURN NULL;
+    END IF;
+    v_type := v_ev ->> 'type';
+    v_user := chat.json_user(v_ev -> 'user_id');
+
+    IF v_type IN ('message.created', 'message.updated', 'message.deleted')
+    THEN
+        SELECT * INTO v_msg FROM chat.messages m
+        WHERE m.id = chat.json_id(v_ev -> 'message' -> 'id')
+          AND m.conversation_id
+              = chat.json_id(v_ev -> 'message' -> 'conversation_id');
+        IF NOT FOUND
+           OR (v_type = 'message.deleted') <> (v_msg.deleted_at IS NOT NULL)
+        THEN
+            RETURN NULL;
+        END IF;
+        v_cid := v_msg.conversation_id;
+        v_out := jsonb_build_object('type', v_type,
+                                    'message', chat.message_obj(v_msg));
+
+    ELSIF v_type IN ('conversation.created', 'conversation.updated') THEN
+        v_cid := chat.json_id(v_ev -> 'conversation' -> 'id');
+        v_conv := chat.conversation_obj(v_cid, NULL);
+        IF v_conv IS NULL THEN
+            RETURN NULL;
+        END IF;
+        -- the stored conversation; only the fields of the user it was
+        -- made for come from the event, typed
+        v_out := jsonb_build_object('type', v_type, 'conversation',
+            v_conv || jsonb_build_object(
+                'unread_count', greatest(coalesce(chat.json_int(
+                    v_ev -> 'conversation' -> 'unread_count'), 0), 0),
+                'muted', coalesce(jsonb_typeof(
+                    v_ev -> 'conversation' -> 'muted') = 'boolean'
+                    AND (v_ev -> 'conversation' ->> 'muted')::boolean,
+                    false),
+                'archived', coalesce(jsonb_typeof(
+                    v_ev -> 'conversation' -> 'archived') = 'boolean'
+                    AND (v_ev -> 'conversation' ->> 'archived')::boolean,
+                    false)));
+
+    ELSIF v_type IN ('member.joined', 'member.left') THEN
+        v_cid := chat.json_id(v_ev -> 'conversation_id');
+        v_role := v_ev ->> 'role';
+        IF v_user IS NULL OR v_role IS NULL
+           OR v_role NOT IN ('owner', 'admin', 'member')
+           OR NOT EXISTS (SELECT 1 FROM chat.conversations c
+                          WHERE c.id = v_cid)
+           OR EXISTS (SELECT 1 FROM chat.members mb
+                      WHERE mb.conversation_id = v_cid
+                        AND mb.user_id = v_user)
+              <> (v_type = 'member.joined')
+        THEN
+            RETURN NULL;
+        END IF;
+        v_out := jsonb_build_object('type', v_type, 'conversation_id', v_cid,
+                                    'user_id', v_user, 'role', v_role);
+
+    ELSIF v_type = 'receipt' THEN
+        v_cid := chat.json_id(v_ev -> 'conversation_id');
+        v_seq := chat.json_int(v_ev -> 'seq');
+        IF v_user IS NULL OR v_seq IS NULL OR v_seq < 0
+           OR NOT EXISTS (
+               SELECT 1 FROM chat.members mb
+               WHERE mb.conversation_id = v_cid AND mb.user_id = v_user
+                 AND v_seq <= CASE v_ev ->> 'kind'
+                                  WHEN 'read' THEN mb.last_read_seq
+                                  WHEN 'delivered'
+                                  THEN mb.last_delivered_seq END)
+        THEN
+            RETURN NULL;
+        END IF;
+        v_out := jsonb_build_object('type', 'receipt',
+                                    'conversation_id', v_cid,
+                                    'user_id', v_user,
+                                    'kind', v_ev ->> 'kind', 'seq', v_seq);
+
+    ELSIF v_type = 'typing' THEN
+        v_cid := chat.json_id(v_ev -> 'conversation_id');
+        IF v_user IS NULL
+           OR jsonb_typeof(v_ev -> 'active') IS DISTINCT FROM 'boolean'
+           OR NOT EXISTS (SELECT 1 FROM chat.members mb
+                          WHERE mb.conversation_id = v_cid
+                            AND mb.user_id = v_user)
+        THEN
+            RETURN NULL;
+        END IF;
+        v_out := jsonb_build_object('type', 'typing',
+                                    'conversation_id', v_cid,
+                                    'user_id', v_user,
+                                    'active', v_ev -> 'active');
+
+    ELSIF v_type = 'presence' THEN
+        IF v_user IS NULL
+           OR jsonb_typeof(v_ev -> 'online') IS DISTINCT FROM 'boolean'
+           OR NOT (jsonb_typeof(v_ev -> 'last_seen') = 'null'
+                   OR (jsonb_typeof(v_ev -> 'last_seen') = 'string'
+                       AND v_ev ->> 'last_seen' ~
+                 '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$'))
+        THEN
+            RETURN NULL;
+        END IF;
+        v_out := jsonb_build_object('type', 'presence', 'user_id', v_user,
+                                    'online', v_ev -> 'online',
+                                    'last_seen', v_ev -> 'last_seen');
+        SELECT coalesce(jsonb_agg(DISTINCT t ORDER BY t), '[]'::jsonb)
+        INTO v_to
+        FROM jsonb_array_elements(p_ev -> 'to') t
+        WHERE jsonb_typeof(t) = 'string'
+          AND t #>> '{}' <> v_user
+          AND NOT chat.is_blocked(v_user, t #>> '{}')
+          AND EXISTS (SELECT 1 FROM chat.members mine
+                      JOIN chat.members other
+                        ON other.conversation_id = mine.conversation_id
+                      WHERE mine.user_id = v_user
+                        AND other.user_id = t #>> '{}');
+        RETURN CASE WHEN v_to <> '[]' THEN
+                   jsonb_build_object('to', v_to, 'event', v_out) END;
+
+    ELSE
+        RETURN NULL;
+    END IF;
+
+    -- the members of the conversation, and the user who left
+    SELECT coalesce(jsonb_agg(DISTINCT t ORDER BY t), '[]'::jsonb) INTO v_to
+    FROM jsonb_array_elements(p_ev -> 'to') t
+    WHERE jsonb_typeof(t) = 'string'
+      AND (EXISTS (SELECT 1 FROM chat.members mb
+                   WHERE mb.conversation_id = v_cid
+                     AND mb.user_id = t #>> '{}')
+           OR (v_type = 'member.left' AND t #>> '{}' = v_user))
+      AND NOT (v_type = 'typing' AND t #>> '{}' = v_user);
+    RETURN CASE WHEN v_to <> '[]' THEN
+               jsonb_build_object('to', v_to, 'event', v_out) END;
+END
+$$;
+
+-- the outbox reader leaves out what its own node wrote: {"after", "node"};
+-- every entry is checked (chat.outbox_checked), and a row that is not a
+-- list is skipped, never a reader stuck on it
 CREATE OR REPLACE FUNCTION chat.api_outbox(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -167,15 +333,19 @@ BEGIN
     END IF;
     SELECT jsonb_build_object(
                'last', coalesce(max(o.id), v_after),
-               'events', coalesce(jsonb_agg(e.value ORDER BY o.id, e.ord)
-                                  FILTER (WHERE e.value IS NOT NULL), '[]'),
+               'events', coalesce(jsonb_agg(c.value ORDER BY o.id, e.ord)
+                                  FILTER (WHERE c.value IS NOT NULL), '[]'),
                'more', count(DISTINCT o.id) = 500)
     INTO v_out
     FROM (SELECT id, events, origin FROM chat.outbox
           WHERE id > v_after ORDER BY id LIMIT 500) o
-    LEFT JOIN LATERAL jsonb_array_elements(o.events)
+    LEFT JOIN LATERAL jsonb_array_elements(
+                  CASE WHEN jsonb_typeof(o.events) = 'array'
+                       THEN o.events ELSE '[]'::jsonb END)
                WITH ORDINALITY AS e(value, ord)
-           ON v_node IS NULL OR o.origin IS DISTINCT FROM v_node;
+           ON v_node IS NULL OR o.origin IS DISTINCT FROM v_node
+    LEFT JOIN LATERAL (SELECT chat.outbox_checked(e.value) AS value) c
+           ON true;
     RETURN v_out;
 END
 $$;

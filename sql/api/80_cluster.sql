@@ -43,7 +43,9 @@ $$;
 -- p_req: {"ranges": [[conversation id, after, before], ...]}: the message
 -- changes with after < updated_seq < before of each, oldest first, each as
 -- its last change (as sync), routed to the members who may see its sender
--- (as chat.api_changes, for many conversations at once).
+-- (as chat.api_changes, for many conversations at once); ok.heads:
+-- [[conversation id, its last_seq (0: no such one)], ...], so that a node
+-- never waits for numbers a notice claimed but nobody made.
 CREATE OR REPLACE FUNCTION chat.api_cluster_changes(p_user text,
                                                     p_req jsonb)
 RETURNS jsonb
@@ -54,6 +56,11 @@ AS $$
         SELECT (x ->> 0)::bigint AS cid, (x ->> 1)::bigint AS after,
                (x ->> 2)::bigint AS before
         FROM jsonb_array_elements(p_req -> 'ranges') x
+    ), heads AS (
+        SELECT coalesce(jsonb_agg(jsonb_build_array(
+                            r.cid, coalesce(c.last_seq, 0))),
+                        '[]'::jsonb) AS ids
+        FROM r LEFT JOIN chat.conversations c ON c.id = r.cid
     ), mem AS (
         SELECT r.cid, coalesce(jsonb_agg(m.user_id ORDER BY m.user_id)
                                FILTER (WHERE m.user_id IS NOT NULL),
@@ -62,7 +69,7 @@ AS $$
         GROUP BY r.cid
     )
     SELECT jsonb_build_object(
-        'ok', '{}'::jsonb,
+        'ok', jsonb_build_object('heads', (SELECT ids FROM heads)),
         'events', coalesce(jsonb_agg(jsonb_build_object(
             -- the members once per conversation, again for a sender with
             -- blocks (those blocked either way do not hear the message)
