@@ -17,6 +17,7 @@
 
 static ngx_int_t ngx_http_chat_find_token(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_str_t *token);
+static ngx_uint_t ngx_http_chat_has_origin(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
     ngx_http_chat_identity_t *id, const char *sub, size_t sub_len,
     const char *name, size_t name_len, const char *avatar,
@@ -50,6 +51,10 @@ static struct {
     { "token has no sub", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { "invalid sub claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { "sub claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid name claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "name claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid avatar claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "avatar claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { NULL, NGX_HTTP_CHAT_AUTH_OTHER }
 };
 
@@ -108,7 +113,14 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
                                            name.len, NULL, 0);
     }
 
-    if (ngx_http_chat_find_token(r, ccf, &token) != NGX_OK) {
+    rc = ngx_http_chat_find_token(r, ccf, &token);
+
+    if (rc == NGX_ABORT) {
+        *err = "the token cookie counts only with an Origin header";
+        return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING, NULL);
+    }
+
+    if (rc != NGX_OK) {
         *err = "no token: send Authorization: Bearer, the access_token "
                "argument or the token cookie";
         return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING, NULL);
@@ -228,25 +240,66 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
         return NGX_OK;
     }
 
-    if (ccf->token_cookie.len) {
-#if (nginx_version >= 1023000)
-        if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
-                                              &ccf->token_cookie, token)
-            != NULL && token->len)
-        {
-            return NGX_OK;
-        }
-#else
-        if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
-                                              &ccf->token_cookie, token)
-            != NGX_DECLINED && token->len)
-        {
-            return NGX_OK;
-        }
-#endif
+    if (ccf->token_cookie.len == 0) {
+        return NGX_DECLINED;
     }
 
-    return NGX_DECLINED;
+#if (nginx_version >= 1023000)
+    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
+                                          &ccf->token_cookie, token)
+        == NULL || token->len == 0)
+    {
+        return NGX_DECLINED;
+    }
+#else
+    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
+                                          &ccf->token_cookie, token)
+        == NGX_DECLINED || token->len == 0)
+    {
+        return NGX_DECLINED;
+    }
+#endif
+
+    /*
+     * A browser attaches the cookie to whatever any page asks for, an
+     * <img> or a top-level navigation included; such requests may come
+     * without Origin.  Only a request that names its origin, which the
+     * caller has already checked, may use the cookie.
+     */
+
+    return ngx_http_chat_has_origin(r) ? NGX_OK : NGX_ABORT;
+}
+
+
+static ngx_uint_t
+ngx_http_chat_has_origin(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Origin") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
+                               sizeof("Origin") - 1) == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 
