@@ -35,6 +35,17 @@ ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    /* off: no limit here, whatever an outer level set */
+
+    if (cf->args->nelts == 2
+        && value[1].len == 3
+        && ngx_strncmp(value[1].data, "off", 3) == 0)
+    {
+        r->rate = 0;
+        r->burst = 0;
+        return NGX_CONF_OK;
+    }
+
     rate = 1;
     scale = 1;
     burst = 0;
@@ -86,7 +97,7 @@ invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid value \"%V\": expected RATEr/s or RATEr/m "
-                       "and burst=N", &value[i]);
+                       "and burst=N, or off", &value[i]);
     return NGX_CONF_ERROR;
 }
 
