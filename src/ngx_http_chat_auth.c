@@ -17,7 +17,8 @@
 
 static ngx_int_t ngx_http_chat_find_token(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_str_t *token);
-static ngx_uint_t ngx_http_chat_has_origin(ngx_http_request_t *r);
+static ngx_table_elt_t *ngx_http_chat_header(ngx_http_request_t *r,
+    const char *name, ngx_uint_t *n);
 static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
     ngx_http_chat_identity_t *id, const char *sub, size_t sub_len,
     const char *name, size_t name_len, const char *avatar,
@@ -208,7 +209,8 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_str_t *token)
 {
     ngx_str_t         *auth;
-    ngx_table_elt_t   *h;
+    ngx_uint_t         n;
+    ngx_table_elt_t   *h, *site;
 
     h = r->headers_in.authorization;
 
@@ -264,19 +266,44 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
      * A browser attaches the cookie to whatever any page asks for, an
      * <img> or a top-level navigation included; such requests may come
      * without Origin.  Only a request that names its origin, which the
-     * caller has already checked, may use the cookie.
+     * caller has already checked, may use the cookie; or a GET that the
+     * browser itself says comes from this origin (a same-origin fetch()
+     * GET carries no Origin; pages cannot set Sec-Fetch-Site).
      */
 
-    return ngx_http_chat_has_origin(r) ? NGX_OK : NGX_ABORT;
+    if (ngx_http_chat_header(r, "Origin", NULL) != NULL) {
+        return NGX_OK;
+    }
+
+    if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+        site = ngx_http_chat_header(r, "Sec-Fetch-Site", &n);
+
+        if (n == 1
+            && site->value.len == sizeof("same-origin") - 1
+            && ngx_strncmp(site->value.data, "same-origin",
+                           sizeof("same-origin") - 1) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_ABORT;
 }
 
 
-static ngx_uint_t
-ngx_http_chat_has_origin(ngx_http_request_t *r)
+/* the first request header called name; n: how many there are */
+
+static ngx_table_elt_t *
+ngx_http_chat_header(ngx_http_request_t *r, const char *name, ngx_uint_t *n)
 {
-    ngx_uint_t        i;
+    size_t            len;
+    ngx_uint_t        i, count;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t  *h, *first;
+
+    len = ngx_strlen(name);
+    count = 0;
+    first = NULL;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -285,7 +312,7 @@ ngx_http_chat_has_origin(ngx_http_request_t *r)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return 0;
+                break;
             }
 
             part = part->next;
@@ -293,13 +320,22 @@ ngx_http_chat_has_origin(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Origin") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
-                               sizeof("Origin") - 1) == 0)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
         {
-            return 1;
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            count++;
         }
     }
+
+    if (n != NULL) {
+        *n = count;
+    }
+
+    return first;
 }
 
 

@@ -144,6 +144,8 @@ def syntax_shape(name, syntax):
     rest = syntax[len(name):-1].strip()
     if rest == "on | off":
         return 0, 0, False, True
+    # an alternative keyword (`rate [burst=n] | off`): the first has the shape
+    rest = rest.split(" | ")[0]
     optional = len(re.findall(r"\[[^\]]*\]", rest))
     words = re.sub(r"\[[^\]]*\]", " ", rest).split()
     more = "..." in words

@@ -425,10 +425,12 @@ NO_ORIGIN = "the token cookie counts only with an Origin header"
 def test_i7_websocket_cookie_without_origin_is_refused(nginx):
     n = nginx(WS, http=COOKIE)
     tok = make_token(n.key, "alice")
-    r = http_upgrade(n.port, headers={"Cookie": "chat_token=" + tok})
-    assert r.status == 401, r
-    assert r.json() == {"error": {"code": "unauthorized",
-                                  "message": NO_ORIGIN}}
+    for extra in ({}, {"Sec-Fetch-Site": "cross-site"}):
+        r = http_upgrade(n.port, headers=dict(
+            {"Cookie": "chat_token=" + tok}, **extra))
+        assert r.status == 401, r
+        assert r.json() == {"error": {"code": "unauthorized",
+                                      "message": NO_ORIGIN}}
     r = http_upgrade(n.port, headers={
         "Cookie": "chat_token=" + tok,
         "Origin": "http://127.0.0.1:%d" % n.port})
@@ -450,10 +452,22 @@ def test_i7_rest_cookie_without_origin_is_refused(nginx, postgres):
     r = chatlib.http(n, "GET", "/api/chat/users/me", headers=cookie)
     assert r.status == 401, r
     assert r.json()["error"]["message"] == NO_ORIGIN
-    # a POST without Origin (not a browser's) changes nothing either
-    r = chatlib.http(n, "POST", "/api/chat/conversations", headers=cookie,
-                     json_body={"kind": "group", "title": "x"})
-    assert r.status == 401, r
+    for site in ("cross-site", "same-site", "none", "same-origin, x"):
+        r = chatlib.http(n, "GET", "/api/chat/users/me", headers=dict(
+            cookie, **{"Sec-Fetch-Site": site}))
+        assert r.status == 401, (site, r)
+    # a same-origin fetch() GET carries no Origin, but the browser says
+    # where it comes from (pages cannot set Sec-Fetch-Site)
+    r = chatlib.http(n, "GET", "/api/chat/users/me", headers=dict(
+        cookie, **{"Sec-Fetch-Site": "same-origin"}))
+    assert r.status == 200, r
+    # a POST without Origin (not a browser's) changes nothing, whatever
+    # else it says
+    for extra in ({}, {"Sec-Fetch-Site": "same-origin"}):
+        r = chatlib.http(n, "POST", "/api/chat/conversations",
+                         headers=dict(cookie, **extra),
+                         json_body={"kind": "group", "title": "x"})
+        assert r.status == 401, r
     assert postgres.query("SELECT count(*) FROM chat.conversations") == \
         [(0,)]
     same = dict(cookie, Origin="http://127.0.0.1:%d" % n.port)
