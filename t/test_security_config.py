@@ -16,8 +16,10 @@ review, each against real nginx, PostgreSQL and clients:
       run by test_browser.py)
 
 L2 (any origin with a token cookie) is refused by nginx -t:
-test_config_checks.py.  I2 (ES256 high-S) and the zone's log context
-(found with AddressSanitizer: make test-asan) have no test here.
+test_config_checks.py.  I2 (ES256 high-S) is a decision, not a change:
+both forms verify (t/unit/test_jwt.c pins it, docs/protocol.md says why).
+The zone's log context written past its one byte is found by
+AddressSanitizer (make test-asan), not here.
 """
 
 import http.client

@@ -734,7 +734,9 @@ test_es256(void)
     const char                *err;
     ngx_http_chat_jwt_key_t    key, cert, from_priv, rs;
     ngx_http_chat_jwt_opts_t   opts;
-    char                       tok[T_MAX];
+    BIGNUM                    *bs;
+    EC_GROUP                  *group;
+    char                       tok[T_MAX], twin[T_MAX];
 
     opts = t_opts();
 
@@ -802,6 +804,27 @@ test_es256(void)
     n = ngx_http_chat_base64url_decode(sig, (u_char *) dot + 1,
                                        strlen(dot + 1));
     CHECK_EQ(n, 64);
+
+    /*
+     * I2, a decision: (r, n - s) verifies as (r, s) does.  Both are valid
+     * ECDSA, and signers produce either (OpenSSL, node and Python do not
+     * make s low), so refusing high s would refuse half of the tokens of
+     * an ordinary backend.  Nothing identifies a token by its bytes
+     * (docs/protocol.md says so).
+     */
+
+    group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    bs = BN_bin2bn(sig + 32, 32, NULL);
+    CHECK(group != NULL && bs != NULL
+          && BN_sub(bs, EC_GROUP_get0_order(group), bs) == 1
+          && BN_bn2binpad(bs, sig + 32, 32) == 32);
+    *dot = '\0';
+    strcpy(twin, t_join_raw(tok, sig, 64));
+    *dot = '.';
+    CHECK(strcmp(twin, tok) != 0);
+    CHECK_STR(t_verify(&key, &opts, twin), "ok");
+    BN_free(bs);
+    EC_GROUP_free(group);
 
     ngx_http_chat_jwt_key_free(&key);
     ngx_http_chat_jwt_key_free(&cert);
