@@ -1192,10 +1192,11 @@ ngx_http_chat_jwt_check_avatar(const char *avatar, size_t len)
     if (len > sizeof("https://") - 1
         && strncasecmp(avatar, "https://", sizeof("https://") - 1) == 0)
     {
-        avatar += sizeof("https://") - 1;
-        len -= sizeof("https://") - 1;
+        /* a host follows, not a path: https:///x is no URL */
 
-        return (avatar[0] == '/' || avatar[0] == '\\') ? -1 : 0;
+        c = (u_char) avatar[sizeof("https://") - 1];
+
+        return (c == '/' || c == '\\') ? -1 : 0;
     }
 
     if (avatar[0] != '/') {
