@@ -17,6 +17,8 @@ static char *ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_chat_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_chat_postconfiguration(ngx_conf_t *cf);
+static void ngx_http_chat_dev_token_listen(ngx_conf_t *cf);
+static ngx_uint_t ngx_http_chat_loopback(struct sockaddr *sa);
 static ngx_int_t ngx_http_chat_user_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -361,6 +363,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->zone = NULL;
      *     cmcf->node_id = { 0, NULL };
      *     cmcf->cluster_secret = { 0, NULL };
+     *     cmcf->dev_tokens = NULL;
      */
 
     cmcf->cluster = NGX_CONF_UNSET;
@@ -673,7 +676,109 @@ ngx_http_chat_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_chat_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_chat_dev_token_listen(cf);
+
     return ngx_http_chat_api_init(cf);
+}
+
+
+/*
+ * The listen addresses are all known now (a server's listen may follow
+ * its locations): a server with chat_dev_token that anyone beyond this
+ * machine can reach is an [alert], not only the [warn] every start has.
+ */
+
+static void
+ngx_http_chat_dev_token_listen(ngx_conf_t *cf)
+{
+    ngx_uint_t                  p, a, s, d;
+    ngx_http_chat_dev_t        *dev;
+    ngx_http_conf_addr_t       *addr;
+    ngx_http_conf_port_t       *port;
+    ngx_http_core_srv_conf_t  **server;
+    ngx_http_core_main_conf_t  *core;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+    core = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    if (cmcf->dev_tokens == NULL || core->ports == NULL) {
+        return;
+    }
+
+    dev = cmcf->dev_tokens->elts;
+    port = core->ports->elts;
+
+    for (p = 0; p < core->ports->nelts; p++) {
+        addr = port[p].addrs.elts;
+
+        for (a = 0; a < port[p].addrs.nelts; a++) {
+
+            if (ngx_http_chat_loopback(addr[a].opt.sockaddr)) {
+                continue;
+            }
+
+            server = addr[a].servers.elts;
+
+            for (s = 0; s < addr[a].servers.nelts; s++) {
+                for (d = 0; d < cmcf->dev_tokens->nelts; d++) {
+
+                    if (dev[d].server != server[s]) {
+                        continue;
+                    }
+
+                    ngx_log_error(NGX_LOG_ALERT, cf->log, 0,
+                                  "\"chat_dev_token\" in %V:%ui mints "
+                                  "tokens for anyone who reaches %V, which "
+                                  "is not a loopback address: never expose "
+                                  "it, listen on 127.0.0.1 only",
+                                  &dev[d].file,
+                                  dev[d].line, &addr[a].opt.addr_text);
+                }
+            }
+        }
+    }
+}
+
+
+/* 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 and unix sockets stay local */
+
+static ngx_uint_t
+ngx_http_chat_loopback(struct sockaddr *sa)
+{
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    u_char               *b;
+    struct sockaddr_in6  *sin6;
+#endif
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+
+        if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr)) {
+            return 1;
+        }
+
+        b = sin6->sin6_addr.s6_addr;
+
+        return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && b[12] == 127;
+#endif
+
+#if (NGX_HAVE_UNIX_DOMAIN)
+    case AF_UNIX:
+        return 1;
+#endif
+
+    default:
+        return 0;
+    }
 }
 
 
@@ -705,6 +810,7 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_chat_loc_conf_t *ccf = conf;
 
+    ngx_http_chat_dev_t        *dev;
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_chat_main_conf_t  *cmcf;
 
@@ -745,6 +851,24 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"chat_dev_token\" mints a token for anyone who "
                            "asks: for development only, never in production");
         clcf->handler = ngx_http_chat_dev_token_handler;
+
+        if (cmcf->dev_tokens == NULL) {
+            cmcf->dev_tokens = ngx_array_create(cf->pool, 1,
+                                                sizeof(ngx_http_chat_dev_t));
+            if (cmcf->dev_tokens == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        dev = ngx_array_push(cmcf->dev_tokens);
+        if (dev == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        dev->server = ngx_http_conf_get_module_srv_conf(cf,
+                                                        ngx_http_core_module);
+        dev->file = ccf->mode_file;
+        dev->line = ccf->mode_line;
         break;
     }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the demo.  A private PostgreSQL and nginx with the module,
-# everything under .run/.  Running it again is harmless: what runs stays
-# running, nginx re-reads its configuration.
+# everything under .run/: nginx runs nginx.conf.example with the
+# development parts of demo/nginx-demo.conf (for this machine only).
+# Running it again is harmless: what runs stays running, nginx re-reads
+# its configuration.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,18 +53,11 @@ if [ ! -s "$RUN/jwt.key" ]; then
 fi
 chmod 600 "$RUN/jwt.key"
 
-# Render the example.  Quoted patterns and replacements: no glob or `&`
-# surprises whatever the paths contain.
-conf=$(<nginx.conf.example)
-for kv in "CHAT_PREFIX=$RUN" "CHAT_PORT=$PORT" "CHAT_MODULE=$MODULE" \
-          "CHAT_WEB=$REPO/web" "CHAT_PGSOCKET=$RUN/pg/socket"; do
-    name=${kv%%=*}
-    conf=${conf//"\${$name}"/"${kv#*=}"}
-done
-case $conf in
-    *"\${CHAT_"*) die "nginx.conf.example has an unknown \${CHAT_...} placeholder" ;;
-esac
-printf '%s\n' "$conf" >"$CONF"
+# The example and the demo's development parts (demo/nginx-demo.conf):
+# development tokens, the echo endpoint, no rate limits.
+CHAT_PREFIX=$RUN CHAT_PORT=$PORT CHAT_MODULE=$MODULE CHAT_WEB=$REPO/web \
+    CHAT_PGSOCKET=$RUN/pg/socket bash scripts/render-conf.sh demo "$CONF" ||
+    die "could not render nginx.conf.example and demo/nginx-demo.conf"
 
 # quiet unless it fails: nginx prints the configuration warnings again
 # when it starts
@@ -106,6 +101,7 @@ cat <<EOF
   REST         http://$base/api/chat/
   status       http://$base/chat/status
   dev token    http://$base/chat/dev/token?user=alice&name=Alice
+               (the demo's, from this machine only: demo/nginx-demo.conf)
 
   nginx logs   $RUN/logs/error.log, $RUN/logs/access.log
   PostgreSQL   $RUN/pg/log (socket $RUN/pg/socket, database chat)

@@ -180,7 +180,17 @@ typedef struct {
     ngx_str_t                     node_id;    /* chat_node_id */
     ngx_str_t                     cluster_secret;  /* chat_cluster_secret */
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
+    ngx_array_t                  *dev_tokens; /* of ngx_http_chat_dev_t */
 } ngx_http_chat_main_conf_t;
+
+
+/* a chat_dev_token location and its server, checked at postconfiguration */
+
+typedef struct {
+    void                         *server;     /* its core srv conf */
+    ngx_str_t                     file;
+    ngx_uint_t                    line;
+} ngx_http_chat_dev_t;
 
 
 typedef struct {

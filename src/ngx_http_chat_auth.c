@@ -17,6 +17,8 @@
 
 static ngx_int_t ngx_http_chat_find_token(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_str_t *token);
+static ngx_table_elt_t *ngx_http_chat_header(ngx_http_request_t *r,
+    const char *name, ngx_uint_t *n);
 static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
     ngx_http_chat_identity_t *id, const char *sub, size_t sub_len,
     const char *name, size_t name_len, const char *avatar,
@@ -50,6 +52,10 @@ static struct {
     { "token has no sub", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { "invalid sub claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { "sub claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid name claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "name claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "invalid avatar claim", NGX_HTTP_CHAT_AUTH_CLAIMS },
+    { "avatar claim too long", NGX_HTTP_CHAT_AUTH_CLAIMS },
     { NULL, NGX_HTTP_CHAT_AUTH_OTHER }
 };
 
@@ -108,7 +114,14 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
                                            name.len, NULL, 0);
     }
 
-    if (ngx_http_chat_find_token(r, ccf, &token) != NGX_OK) {
+    rc = ngx_http_chat_find_token(r, ccf, &token);
+
+    if (rc == NGX_ABORT) {
+        *err = "the token cookie counts only with an Origin header";
+        return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING, NULL);
+    }
+
+    if (rc != NGX_OK) {
         *err = "no token: send Authorization: Bearer, the access_token "
                "argument or the token cookie";
         return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_MISSING, NULL);
@@ -196,7 +209,8 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_str_t *token)
 {
     ngx_str_t         *auth;
-    ngx_table_elt_t   *h;
+    ngx_uint_t         n;
+    ngx_table_elt_t   *h, *site;
 
     h = r->headers_in.authorization;
 
@@ -228,25 +242,100 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
         return NGX_OK;
     }
 
-    if (ccf->token_cookie.len) {
-#if (nginx_version >= 1023000)
-        if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
-                                              &ccf->token_cookie, token)
-            != NULL && token->len)
-        {
-            return NGX_OK;
-        }
-#else
-        if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
-                                              &ccf->token_cookie, token)
-            != NGX_DECLINED && token->len)
-        {
-            return NGX_OK;
-        }
-#endif
+    if (ccf->token_cookie.len == 0) {
+        return NGX_DECLINED;
     }
 
-    return NGX_DECLINED;
+#if (nginx_version >= 1023000)
+    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
+                                          &ccf->token_cookie, token)
+        == NULL || token->len == 0)
+    {
+        return NGX_DECLINED;
+    }
+#else
+    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
+                                          &ccf->token_cookie, token)
+        == NGX_DECLINED || token->len == 0)
+    {
+        return NGX_DECLINED;
+    }
+#endif
+
+    /*
+     * A browser attaches the cookie to whatever any page asks for, an
+     * <img> or a top-level navigation included; such requests may come
+     * without Origin.  Only a request that names its origin, which the
+     * caller has already checked, may use the cookie; or a GET that the
+     * browser itself says comes from this origin (a same-origin fetch()
+     * GET carries no Origin; pages cannot set Sec-Fetch-Site).
+     */
+
+    if (ngx_http_chat_header(r, "Origin", NULL) != NULL) {
+        return NGX_OK;
+    }
+
+    if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+        site = ngx_http_chat_header(r, "Sec-Fetch-Site", &n);
+
+        if (n == 1
+            && site->value.len == sizeof("same-origin") - 1
+            && ngx_strncmp(site->value.data, "same-origin",
+                           sizeof("same-origin") - 1) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_ABORT;
+}
+
+
+/* the first request header called name; n: how many there are */
+
+static ngx_table_elt_t *
+ngx_http_chat_header(ngx_http_request_t *r, const char *name, ngx_uint_t *n)
+{
+    size_t            len;
+    ngx_uint_t        i, count;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *first;
+
+    len = ngx_strlen(name);
+    count = 0;
+    first = NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            count++;
+        }
+    }
+
+    if (n != NULL) {
+        *n = count;
+    }
+
+    return first;
 }
 
 

@@ -8,6 +8,10 @@
 #include <ngx_http_chat.h>
 
 
+static void ngx_http_chat_origin_port(ngx_str_t *origin);
+static void ngx_http_chat_host_port(ngx_str_t *host, ngx_uint_t https);
+
+
 ngx_int_t
 ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body)
@@ -163,22 +167,27 @@ ngx_http_chat_event_json(json_t *event)
 
 /*
  * An Origin against a list (chat_allowed_origins, chat_cors_origins):
- * "*" or an exact match; without a list, the same origin only.
+ * "*" or the same scheme, host and port; without a list, the same origin
+ * as the request itself: its scheme (https on a TLS connection, else
+ * http) and its Host.  A scheme's default port may be written or not.
  */
 
 ngx_int_t
 ngx_http_chat_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
     ngx_str_t *origin)
 {
-    u_char      *host;
-    ngx_str_t   *allowed, *h;
-    ngx_uint_t   i;
+    size_t       n;
+    ngx_str_t    o, a, h, *allowed;
+    ngx_uint_t   i, https;
 
     /* browsers always send Origin; other clients need not */
 
     if (origin == NULL) {
         return NGX_OK;
     }
+
+    o = *origin;
+    ngx_http_chat_origin_port(&o);
 
     if (list != NULL) {
         allowed = list->elts;
@@ -189,9 +198,11 @@ ngx_http_chat_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
                 return NGX_OK;
             }
 
-            if (allowed[i].len == origin->len
-                && ngx_strncasecmp(allowed[i].data, origin->data,
-                                   origin->len) == 0)
+            a = allowed[i];
+            ngx_http_chat_origin_port(&a);
+
+            if (a.len == o.len
+                && ngx_strncasecmp(a.data, o.data, o.len) == 0)
             {
                 return NGX_OK;
             }
@@ -200,22 +211,88 @@ ngx_http_chat_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
         return NGX_DECLINED;
     }
 
-    /* no list: the page must come from this very host (same origin) */
+    /*
+     * No list: the page must come from this very origin.  Host is the
+     * client's word (DNS rebinding passes it); docs/directives.md says so.
+     */
 
-    host = ngx_strlcasestrn(origin->data, origin->data + origin->len,
-                            (u_char *) "://", 3 - 1);
-    if (host == NULL || r->headers_in.host == NULL) {
+    if (r->headers_in.host == NULL) {
         return NGX_DECLINED;
     }
 
-    host += 3;
-    h = &r->headers_in.host->value;
+    https = 0;
 
-    if ((size_t) (origin->data + origin->len - host) == h->len
-        && ngx_strncasecmp(host, h->data, h->len) == 0)
+#if (NGX_SSL)
+    https = (r->connection->ssl != NULL);
+#endif
+
+    n = https ? sizeof("https://") - 1 : sizeof("http://") - 1;
+
+    if (o.len <= n
+        || ngx_strncasecmp(o.data, (u_char *) (https ? "https://" : "http://"),
+                           n)
+           != 0)
     {
+        return NGX_DECLINED;
+    }
+
+    o.data += n;
+    o.len -= n;
+
+    h = r->headers_in.host->value;
+    ngx_http_chat_host_port(&h, https);
+
+    if (o.len == h.len && ngx_strncasecmp(o.data, h.data, h.len) == 0) {
         return NGX_OK;
     }
 
     return NGX_DECLINED;
+}
+
+
+/* "https://a.example:443" is "https://a.example", and http's 80 too */
+
+static void
+ngx_http_chat_origin_port(ngx_str_t *origin)
+{
+    ngx_str_t  host;
+
+    if (origin->len > sizeof("https://") - 1
+        && ngx_strncasecmp(origin->data, (u_char *) "https://",
+                           sizeof("https://") - 1) == 0)
+    {
+        host.data = origin->data + sizeof("https://") - 1;
+        host.len = origin->len - (sizeof("https://") - 1);
+        ngx_http_chat_host_port(&host, 1);
+
+    } else if (origin->len > sizeof("http://") - 1
+               && ngx_strncasecmp(origin->data, (u_char *) "http://",
+                                  sizeof("http://") - 1) == 0)
+    {
+        host.data = origin->data + sizeof("http://") - 1;
+        host.len = origin->len - (sizeof("http://") - 1);
+        ngx_http_chat_host_port(&host, 0);
+
+    } else {
+        return;
+    }
+
+    origin->len = host.data + host.len - origin->data;
+}
+
+
+static void
+ngx_http_chat_host_port(ngx_str_t *host, ngx_uint_t https)
+{
+    size_t       n;
+    const char  *port;
+
+    port = https ? ":443" : ":80";
+    n = https ? sizeof(":443") - 1 : sizeof(":80") - 1;
+
+    if (host->len > n
+        && ngx_strncmp(host->data + host->len - n, port, n) == 0)
+    {
+        host->len -= n;
+    }
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -27,7 +28,8 @@
 #include "ngx_http_chat_jwt.h"
 
 
-#define NGX_HTTP_CHAT_JWT_MAX_NAME     256
+/* characters, as chat.api_user_upsert() stores them */
+#define NGX_HTTP_CHAT_JWT_MAX_NAME     200
 #define NGX_HTTP_CHAT_JWT_MAX_AVATAR   2048
 
 /* all decoded segments of a token of the maximum length fit */
@@ -61,6 +63,8 @@ static int ngx_http_chat_jwt_digest_verify(EVP_PKEY *pkey,
 static int ngx_http_chat_jwt_check_claims(
     const ngx_http_chat_jwt_opts_t *opts, json_t *claims,
     ngx_http_chat_jwt_t *jwt, const char **err);
+static int ngx_http_chat_jwt_check_name(const char *name, size_t len);
+static int ngx_http_chat_jwt_check_avatar(const char *avatar, size_t len);
 static int ngx_http_chat_jwt_check_sub(json_t *claims, ngx_http_chat_jwt_t *jwt,
     const char **err);
 static int ngx_http_chat_jwt_time(json_t *value, int round_up, int64_t *t);
@@ -928,9 +932,15 @@ ngx_http_chat_jwt_check_claims(const ngx_http_chat_jwt_opts_t *opts,
         return -1;
     }
 
+    /* UTF-8 takes at most 4 bytes a character; counted exactly below */
+
     rc = ngx_http_chat_jwt_opt_string(claims, "name",
-                                      NGX_HTTP_CHAT_JWT_MAX_NAME,
+                                      NGX_HTTP_CHAT_JWT_MAX_NAME * 4,
                                       &jwt->name, &jwt->name_len);
+    if (rc == 0 && jwt->name != NULL) {
+        rc = ngx_http_chat_jwt_check_name(jwt->name, jwt->name_len);
+    }
+
     if (rc != 0) {
         *err = (rc == -1) ? "invalid name claim" : "name claim too long";
         return -1;
@@ -939,6 +949,10 @@ ngx_http_chat_jwt_check_claims(const ngx_http_chat_jwt_opts_t *opts,
     rc = ngx_http_chat_jwt_opt_string(claims, "avatar",
                                       NGX_HTTP_CHAT_JWT_MAX_AVATAR,
                                       &jwt->avatar, &jwt->avatar_len);
+    if (rc == 0 && jwt->avatar != NULL) {
+        rc = ngx_http_chat_jwt_check_avatar(jwt->avatar, jwt->avatar_len);
+    }
+
     if (rc != 0) {
         *err = (rc == -1) ? "invalid avatar claim" : "avatar claim too long";
         return -1;
@@ -1115,6 +1129,81 @@ ngx_http_chat_jwt_check_aud(json_t *aud, const char *audience)
     }
 
     return 0;
+}
+
+
+/*
+ * The name is shown to other users: no control characters (as sub), and
+ * no longer than the user directory keeps, so that it is never dropped
+ * silently.  0, -1 when invalid, -2 when too long.
+ */
+
+static int
+ngx_http_chat_jwt_check_name(const char *name, size_t len)
+{
+    u_char  c;
+    size_t  i, chars;
+
+    chars = 0;
+
+    for (i = 0; i < len; i++) {
+        c = (u_char) name[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            return -1;
+        }
+
+        /* jansson's strings are valid UTF-8: count all but continuations */
+
+        if ((c & 0xc0) != 0x80) {
+            chars++;
+        }
+    }
+
+    return chars > NGX_HTTP_CHAT_JWT_MAX_NAME ? -2 : 0;
+}
+
+
+/*
+ * Clients put the avatar into <img src>: an https:// URL or a path on
+ * the chat's own site ("/x", not "//host" or "/\host", which browsers
+ * read as another host); no javascript:, data: or plain http:.  Empty is
+ * no avatar.  0, or -1.
+ */
+
+static int
+ngx_http_chat_jwt_check_avatar(const char *avatar, size_t len)
+{
+    u_char  c;
+    size_t  i;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = (u_char) avatar[i];
+
+        if (c <= 0x20 || c == 0x7f) {
+            return -1;
+        }
+    }
+
+    if (len > sizeof("https://") - 1
+        && strncasecmp(avatar, "https://", sizeof("https://") - 1) == 0)
+    {
+        /* a host follows, not a path: https:///x is no URL */
+
+        c = (u_char) avatar[sizeof("https://") - 1];
+
+        return (c == '/' || c == '\\') ? -1 : 0;
+    }
+
+    if (avatar[0] != '/') {
+        return -1;
+    }
+
+    return (len > 1 && (avatar[1] == '/' || avatar[1] == '\\')) ? -1 : 0;
 }
 
 

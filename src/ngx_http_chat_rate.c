@@ -96,7 +96,7 @@ invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid value \"%V\": expected RATEr/s or RATEr/m "
-                       "and burst=N", &value[i]);
+                       "and burst=N, or off", &value[i]);
     return NGX_CONF_ERROR;
 }
 

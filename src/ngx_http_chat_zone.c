@@ -128,6 +128,7 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_chat_zone_t *ozone = data;
 
+    size_t                  len;
     ngx_uint_t              i;
     ngx_slab_pool_t        *shpool;
     ngx_http_chat_zone_t   *zone;
@@ -175,6 +176,18 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->data = sh;
     zone->sh = sh;
+
+    /*
+     * ngx_slab_init() leaves log_ctx pointing at a one-byte field: the
+     * zone's name needs memory of its own
+     */
+
+    len = sizeof(" in chat_zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
 
     ngx_sprintf(shpool->log_ctx, " in chat_zone \"%V\"%Z",
                 &shm_zone->shm.name);

@@ -2134,8 +2134,7 @@ def test_cors_default_is_the_same_origin_only(chat):
     r = a.request("GET", "users/me")
     assert r.status == 200 and r.header("vary") is None
     no_cors(r)
-    for origin in (same, "https://127.0.0.1:%d" % port,
-                   "HTTP://127.0.0.1:%d" % port):
+    for origin in (same, "HTTP://127.0.0.1:%d" % port):
         r = a.request("GET", "users/me", headers=[("Origin", origin)])
         assert r.status == 200, r
         cors_ok(r, origin)
@@ -2146,7 +2145,9 @@ def test_cors_default_is_the_same_origin_only(chat):
     for origin in ("http://evil.example", "null", "",
                    "http://127.0.0.1:%d" % (port + 1),
                    "http://localhost:%d" % port, "127.0.0.1:%d" % port,
-                   "http://127.0.0.1:%d.evil.example" % port):
+                   "http://127.0.0.1:%d.evil.example" % port,
+                   # the scheme counts: this connection is plain http (L1)
+                   "https://127.0.0.1:%d" % port):
         r = a.error("GET", "users/me", "forbidden", "origin not allowed",
                     headers=[("Origin", origin)])
         no_cors(r)
@@ -2200,8 +2201,8 @@ def test_cors_listed_origin(env):
 
     # with a list, only the list: the same origin is refused too
     for origin in ("http://127.0.0.1:%d" % env.ng.port,
-                   "http://app.example", "https://app.example:443",
-                   "https://app.example.evil", "https://sub.app.example",
+                   "http://app.example", "https://app.example:8443",
+                   "http://app.example:443", "https://app.example.evil", "https://sub.app.example",
                    "null"):
         r = a.error("GET", "users/me", "forbidden", "origin not allowed",
                     headers=[("Origin", origin)])

@@ -180,8 +180,10 @@ def test_cookie(nginx, cookie):
     n = nginx(WS, http=COOKIE)
     tok = make_token(n.key, "carol")
     refused(n, message=NO_TOKEN)
-    assert user_of(n, headers={"Cookie": cookie.format(t=tok)})["id"] == \
-        "carol"
+    # a browser's request: it says where it comes from (I7)
+    origin = "http://127.0.0.1:%d" % n.port
+    assert user_of(n, headers={"Cookie": cookie.format(t=tok),
+                               "Origin": origin})["id"] == "carol"
 
 
 def test_cookie_other_names(nginx):
@@ -699,7 +701,8 @@ def test_api_me_token_sources(nginx):
     for kw in (dict(token=tok),
                dict(headers={"authorization": "bearer " + tok}),
                dict(path="/api/chat/users/me?access_token=" + tok),
-               dict(headers={"Cookie": "x=1; chat_token=%s; y=2" % tok})):
+               dict(headers={"Cookie": "x=1; chat_token=%s; y=2" % tok,
+                             "Origin": "http://127.0.0.1:%d" % n.port})):
         r = me(n, **kw)
         assert r.status == 200, (kw, r)
         assert r.headers["content-type"] == "application/json"

@@ -4,7 +4,8 @@ web/browser-test/ (node:test and playwright-core from web/node_modules,
 driving Debian's Chromium; `make test` installs both).
 
 nginx serves the page from web/ and the module's WebSocket, REST routes
-and development tokens beside it, as the demo (nginx.conf.example) does.
+and development tokens beside it, as the demo (`make run`:
+nginx.conf.example with demo/nginx-demo.conf) does.
 The Node tests sign users in through the page itself.
 
 Environment (optional):

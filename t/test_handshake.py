@@ -382,7 +382,6 @@ def test_origin_default_absent(ws):
 
 
 @pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}",
-                                    "https://127.0.0.1:{port}",
                                     "HTTP://127.0.0.1:{port}"])
 def test_origin_default_same(ws, origin):
     r = handshake(ws, token=ws.tok,
@@ -393,7 +392,9 @@ def test_origin_default_same(ws, origin):
 @pytest.mark.parametrize("origin", [
     "http://evil.example", "null", "http://127.0.0.1",
     "http://127.0.0.1:{other}", "http://127.0.0.1:{port}.evil.example",
-    "http://localhost:{port}", "127.0.0.1:{port}", ""])
+    "http://localhost:{port}", "127.0.0.1:{port}", "",
+    # the scheme counts too: this connection is plain http (L1)
+    "https://127.0.0.1:{port}", "ws://127.0.0.1:{port}"])
 def test_origin_default_other(ws, origin):
     r = handshake(ws, token=ws.tok, add=[
         ("Origin", origin.format(port=ws.port, other=ws.port + 1))])
@@ -413,7 +414,9 @@ LISTED = ("location /chat/ws { chat_websocket; chat_allowed_origins "
 @pytest.mark.parametrize("origin", ["https://app.example",
                                     "https://APP.Example",
                                     "HTTPS://APP.EXAMPLE",
-                                    "http://other.example:8080"])
+                                    "http://other.example:8080",
+                                    # a default port is no port (L1)
+                                    "https://app.example:443"])
 def test_origin_listed_allowed(nginx, origin):
     n = nginx(LISTED)
     r = handshake(n, token=chatlib.make_token(n.key, "alice"),
@@ -422,7 +425,8 @@ def test_origin_listed_allowed(nginx, origin):
 
 
 @pytest.mark.parametrize("origin", [
-    "http://app.example", "https://app.example:443", "https://app.example/",
+    "http://app.example", "https://app.example:8443", "https://app.example/",
+    "http://app.example:443", "https://other.example:8080",
     "https://app.example.evil", "https://sub.app.example",
     "http://other.example", "http://other.example:8081", "null",
     "http://127.0.0.1:{port}"])

@@ -1185,11 +1185,17 @@ async function openFound(m) {
 function boot() {
   const q = new URLSearchParams(location.search);
   let session = null;
+  try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY)); } catch { /* none */ }
   if (q.get("user")) {
-    session = { user: q.get("user"), name: q.get("name") || "" };
+    // A link may fill the form in, never sign in: another site could
+    // otherwise sign a visitor in as somebody of its choosing (login CSRF).
     history.replaceState(null, "", location.pathname);
-  } else {
-    try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+    if (!session || !session.user) {
+      $("signin-user").value = q.get("user");
+      $("signin-name").value = q.get("name") || "";
+      showSignin();
+      return;
+    }
   }
   if (!session || !session.user) { showSignin(); return; }
   $("signin-user").value = session.user;

@@ -734,7 +734,9 @@ test_es256(void)
     const char                *err;
     ngx_http_chat_jwt_key_t    key, cert, from_priv, rs;
     ngx_http_chat_jwt_opts_t   opts;
-    char                       tok[T_MAX];
+    BIGNUM                    *bs;
+    EC_GROUP                  *group;
+    char                       tok[T_MAX], twin[T_MAX];
 
     opts = t_opts();
 
@@ -802,6 +804,27 @@ test_es256(void)
     n = ngx_http_chat_base64url_decode(sig, (u_char *) dot + 1,
                                        strlen(dot + 1));
     CHECK_EQ(n, 64);
+
+    /*
+     * I2, a decision: (r, n - s) verifies as (r, s) does.  Both are valid
+     * ECDSA, and signers produce either (OpenSSL, node and Python do not
+     * make s low), so refusing high s would refuse half of the tokens of
+     * an ordinary backend.  Nothing identifies a token by its bytes
+     * (docs/protocol.md says so).
+     */
+
+    group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    bs = BN_bin2bn(sig + 32, 32, NULL);
+    CHECK(group != NULL && bs != NULL
+          && BN_sub(bs, EC_GROUP_get0_order(group), bs) == 1
+          && BN_bn2binpad(bs, sig + 32, 32) == 32);
+    *dot = '\0';
+    strcpy(twin, t_join_raw(tok, sig, 64));
+    *dot = '.';
+    CHECK(strcmp(twin, tok) != 0);
+    CHECK_STR(t_verify(&key, &opts, twin), "ok");
+    BN_free(bs);
+    EC_GROUP_free(group);
 
     ngx_http_chat_jwt_key_free(&key);
     ngx_http_chat_jwt_key_free(&cert);
@@ -1130,9 +1153,26 @@ test_sub(void)
 }
 
 
+/* I1: what clients may put into <img src>, and what not */
+
+static const char  *t_avatars_ok[] = {
+    "https://img.example/a.png", "HTTPS://img.example/a.png", "/avatars/7",
+    "/", "", NULL
+};
+
+static const char  *t_avatars_bad[] = {
+    "javascript:alert(1)", "data:image/png;base64,AAAA",
+    "http://img.example/a.png", "//evil.example/x", "/\\\\evil.example/x",
+    "https:///x", "https://", "a.png", "https://img.example/a b",
+    "https://img.example/\\u0001", "/x\\u007f", " https://img.example/a",
+    NULL
+};
+
+
 static void
 test_name_avatar(void)
 {
+    size_t                     i;
     char                       payload[4096];
     const char                *err;
     ngx_http_chat_jwt_t        jwt;
@@ -1182,25 +1222,70 @@ test_name_avatar(void)
                        T_TOK("{\"sub\":\"u\",\"avatar\":false}")),
               "invalid avatar claim");
 
-    /* name: 256 bytes pass, 257 do not */
+    /*
+     * name: 200 characters pass, 201 do not, as chat.api_user_upsert()
+     * stores them (I1: 256 bytes once passed here and were dropped there)
+     */
 
     memset(payload, 0, sizeof(payload));
     memcpy(payload, "{\"sub\":\"u\",\"name\":\"", 19);
-    memset(payload + 19, 'n', 256);
-    memcpy(payload + 19 + 256, "\"}", 3);
+    memset(payload + 19, 'n', 200);
+    memcpy(payload + 19 + 200, "\"}", 3);
     CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "ok");
-    memset(payload + 19, 'n', 257);
-    memcpy(payload + 19 + 257, "\"}", 3);
+    memset(payload + 19, 'n', 201);
+    memcpy(payload + 19 + 201, "\"}", 3);
     CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "name claim too long");
+
+    /* characters, not bytes: 200 two-byte ones pass */
+
+    memset(payload, 0, sizeof(payload));
+    memcpy(payload, "{\"sub\":\"u\",\"name\":\"", 19);
+    for (i = 0; i < 200; i++) {
+        memcpy(payload + 19 + 2 * i, "\xc3\xa9", 2);
+    }
+    memcpy(payload + 19 + 400, "\"}", 3);
+    CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "ok");
+    memcpy(payload + 19 + 400, "\xc3\xa9\"}", 5);
+    CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "name claim too long");
+
+    /* I1: no control characters in the name, as in sub */
+
+    CHECK_STR(t_verify(&key, &opts,
+                       T_TOK("{\"sub\":\"u\",\"name\":\"\\u001b[31mADMIN\"}")),
+              "invalid name claim");
+    CHECK_STR(t_verify(&key, &opts,
+                       T_TOK("{\"sub\":\"u\",\"name\":\"a\\r\\nb\"}")),
+              "invalid name claim");
+    CHECK_STR(t_verify(&key, &opts,
+                       T_TOK("{\"sub\":\"u\",\"name\":\"a\\u007f\"}")),
+              "invalid name claim");
+    CHECK_STR(t_verify(&key, &opts,
+                       T_TOK("{\"sub\":\"u\",\"name\":\"J\\u00fcrgen \\\"J\\\"\"}")),
+              "ok");
+
+    /* I1: the avatar is an https:// URL or a path of this site */
+
+    for (i = 0; t_avatars_ok[i]; i++) {
+        snprintf(payload, sizeof(payload),
+                 "{\"sub\":\"u\",\"avatar\":\"%s\"}", t_avatars_ok[i]);
+        CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "ok");
+    }
+
+    for (i = 0; t_avatars_bad[i]; i++) {
+        snprintf(payload, sizeof(payload),
+                 "{\"sub\":\"u\",\"avatar\":\"%s\"}", t_avatars_bad[i]);
+        CHECK_STR(t_verify(&key, &opts, T_TOK(payload)),
+                  "invalid avatar claim");
+    }
 
     /* avatar: 2048 bytes pass, 2049 do not */
 
     memset(payload, 0, sizeof(payload));
-    memcpy(payload, "{\"sub\":\"u\",\"avatar\":\"", 21);
-    memset(payload + 21, 'v', 2048);
+    memcpy(payload, "{\"sub\":\"u\",\"avatar\":\"https://", 29);
+    memset(payload + 29, 'v', 2048 - 8);
     memcpy(payload + 21 + 2048, "\"}", 3);
     CHECK_STR(t_verify(&key, &opts, T_TOK(payload)), "ok");
-    memset(payload + 21, 'v', 2049);
+    memset(payload + 29, 'v', 2049 - 8);
     memcpy(payload + 21 + 2049, "\"}", 3);
     CHECK_STR(t_verify(&key, &opts, T_TOK(payload)),
               "avatar claim too long");

@@ -245,3 +245,23 @@ browserTest("mute leaves a chat out of the total; archive moves it to Archived",
   await visible(a.conv(cid));
   await visible(a.conv(other));
 });
+
+browserTest("I6: a link with ?user= fills the form in and never signs in", async (s) => {
+  const [mallory] = users("Mallory");
+  const a = await s.open(mallory, { signIn: false });
+  const asked = [];
+  a.page.on("request", (r) => { if (r.url().includes("/chat/dev/token")) asked.push(r.url()); });
+  const q = new URLSearchParams({ user: mallory.id, name: mallory.name });
+  await a.page.goto(a.base + "?" + q);
+  await visible(a.$("#signin"));
+  assert.equal(await a.$("#signin-user").inputValue(), mallory.id);
+  assert.equal(await a.$("#signin-name").inputValue(), mallory.name);
+  await hidden(a.$("#app"));
+  // the query is gone from the address, and no token was asked for
+  assert.equal(new URL(a.page.url()).search, "");
+  await a.page.waitForTimeout(300);
+  assert.deepEqual(asked, []);
+  // the person's own click signs in
+  await a.$("#signin button[type=submit]").click();
+  await a.waitSignedIn();
+});
