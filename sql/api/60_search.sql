@@ -11,7 +11,8 @@
 -- "offset"? (<= 1000)} -> {"results": [{"message": M, "rank": r,
 -- "snippet": "... «word» ...", "snippet_parts": [{"text", "match"}]}],
 -- "has_more": bool}.  Only the conversations p_user is a member of;
--- deleted messages are never found.
+-- deleted messages, and messages of users blocked either way, are never
+-- found.
 --
 -- Bounded work, whatever the query and however many messages match:
 -- the GIN index finds the matches, only the newest
@@ -96,6 +97,7 @@ DECLARE
     v_offset    bigint;
     v_rows      jsonb;
     v_deadline  timestamptz := clock_timestamp() + chat.search_budget();
+    v_peers     text[] := chat.block_peers(p_user);
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -180,6 +182,7 @@ BEGIN
                                AND mb.user_id = p_user
                               WHERE to_tsvector('simple', x.body) @@ v_index
                                 AND x.deleted_at IS NULL
+                                AND x.sender_id <> ALL (v_peers)
                                 AND (v_cid IS NULL
                                      OR x.conversation_id = v_cid)
                                 AND (clock_timestamp() <= v_deadline
