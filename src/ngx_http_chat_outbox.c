@@ -189,6 +189,13 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     last = json_object_get(result, "last");
 
     if (json_is_integer(last)) {
+        if (ob->last == -1) {
+            /* from here on nothing the host writes is missed */
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "chat: reading chat.outbox after id %L",
+                          (int64_t) json_integer_value(last));
+        }
+
         ob->last = json_integer_value(last);
     }
 

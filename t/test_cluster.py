@@ -59,7 +59,13 @@ def cluster(nginx, postgres, tmp_path):
                 if secret:
                     http += 'chat_cluster_secret file=%s;\n' % secretfile
                 ng = nginx(WS, http=http, workers=workers)
-                ng.wait_log(r"PostgreSQL connection ready", timeout=10)
+                # every worker knows where the outbox ends: conversation
+                # events made from here on cross (a worker starts there)
+                deadline = time.monotonic() + 15
+                while len(re.findall(r"reading chat\.outbox after id",
+                                     ng.error_log())) < workers:
+                    assert time.monotonic() < deadline, ng.error_log()
+                    time.sleep(0.05)
                 self.nodes.append(ng)
             return self.nodes
 

@@ -5,6 +5,7 @@ PostgreSQL, real WebSocket clients.
 """
 
 import json
+import re
 import time
 
 import psycopg
@@ -22,7 +23,19 @@ def start(nginx, postgres, workers=1):
     http = 'chat_postgres "%s" pool=2;' % postgres.dsn
     if workers > 1:
         http += "\nchat_zone chat 8m;"
-    return nginx(LOCATIONS, http=http, workers=workers)
+    n = nginx(LOCATIONS, http=http, workers=workers)
+    wait_outbox(n, workers)
+    return n
+
+
+def wait_outbox(n, workers, timeout=15):
+    """Until every worker knows where the outbox ends: a change made
+    before that is not delivered (a worker starts where the outbox ends)."""
+    deadline = time.monotonic() + timeout
+    while len(re.findall(r"reading chat\.outbox after id",
+                         n.error_log())) < workers:
+        assert time.monotonic() < deadline, n.error_log()[-2000:]
+        time.sleep(0.05)
 
 
 def connect(n, user):
