@@ -497,6 +497,11 @@ def test_m3_forged_notices_from_a_low_privilege_role_are_refused(
     # nothing forged arrived
     assert events_of(bob, "receipt", quiet=1, timeout=2) == []
     assert typing_from(bob, "alice") == []
+    # bob's contacts, so that presence answers for them (M1) and says
+    # whether a forged notice made them online
+    postgres.query("INSERT INTO chat.contacts (owner_id, contact_id) "
+                   "VALUES ('bob', 'ceo'), ('bob', 'fake0'), "
+                   "('bob', 'fake69')")
     assert bob.ok("presence.query", user_ids=["ceo", "fake0", "fake69"]) == \
         {"presence": {u: {"online": False, "last_seen": None}
                       for u in ("ceo", "fake0", "fake69")}}

@@ -382,7 +382,7 @@ export class ChatClient {
                                 ref?: string; metadata?: Record<string, unknown> }):
     Promise<Conversation>;
   /** presence.query (at most 200 ids). */
-  presence(userIds: Iterable<string>): Promise<Record<string, Presence>>;
+  presence(userIds: Iterable<string>): Promise<Record<string, Presence | null>>;
 
   /** Call at every keystroke: sends {active: true} at most once per
    *  `typingInterval` (3 s) per conversation, and {active: false} after
