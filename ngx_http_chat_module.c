@@ -37,6 +37,8 @@ static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -69,6 +71,13 @@ static ngx_command_t  ngx_http_chat_commands[] = {
     { ngx_string("chat_postgres"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_chat_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_limits,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -363,6 +372,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->zone = NULL;
      *     cmcf->node_id = { 0, NULL };
      *     cmcf->cluster_secret = { 0, NULL };
+     *     cmcf->limits = { 0, NULL };
      *     cmcf->dev_tokens = NULL;
      */
 
@@ -383,6 +393,16 @@ ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_uint_t  i;
 
     ngx_conf_init_value(cmcf->cluster, 0);
+
+    if (cmcf->limits.len) {
+        if (cmcf->pg == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"chat_limits\" needs chat_postgres");
+            return NGX_CONF_ERROR;
+        }
+
+        cmcf->pg->settings = cmcf->limits;
+    }
 
     if (cmcf->cluster && (cmcf->zone == NULL || cmcf->pg == NULL)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -884,6 +904,99 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * chat_cluster_secret file=PATH: the key that signs the nodes' notices
  * (HMAC-SHA256); the file's bytes, without a trailing newline.
  */
+
+/*
+ * chat_limits group_members=N joins_per_hour=N contacts=N blocks=N: the
+ * limits the SQL functions enforce (chat.limit_of), set on every pool
+ * connection; what is not named keeps the database's setting or default.
+ */
+
+static char *
+ngx_http_chat_limits(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    u_char      *p, *last;
+    ngx_int_t    n;
+    ngx_str_t   *value, name;
+    ngx_uint_t   i, k, seen;
+
+    static ngx_str_t  names[] = {
+        ngx_string("group_members"),
+        ngx_string("joins_per_hour"),
+        ngx_string("contacts"),
+        ngx_string("blocks")
+    };
+
+    static const char  *settings[] = {
+        "max_group_members", "max_group_joins_per_hour", "max_contacts",
+        "max_blocks"
+    };
+
+    if (cmcf->limits.data != NULL) {
+        return "is duplicate";
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_HTTP_CHAT_PG_SETTINGS_MAX);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->limits.data = p;
+    last = p + NGX_HTTP_CHAT_PG_SETTINGS_MAX;
+
+    value = cf->args->elts;
+    seen = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        name.data = value[i].data;
+        name.len = 0;
+
+        while (name.len < value[i].len && value[i].data[name.len] != '=') {
+            name.len++;
+        }
+
+        for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+            if (name.len == names[k].len
+                && ngx_strncmp(name.data, names[k].data, name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == sizeof(names) / sizeof(names[0])
+            || name.len == value[i].len
+            || (seen & (1 << k)))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid chat_limits parameter \"%V\": "
+                               "group_members=, joins_per_hour=, "
+                               "contacts= or blocks=, each once", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_atoi(value[i].data + name.len + 1,
+                     value[i].len - name.len - 1);
+
+        if (n < 1 || n > 1000000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid chat_limits value \"%V\": a number "
+                               "from 1 to 1000000000", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        seen |= 1 << k;
+
+        /* four of these fit NGX_HTTP_CHAT_PG_SETTINGS_MAX */
+        p = ngx_slprintf(p, last, "SET chat.%s = %i; ", settings[k], n);
+    }
+
+    cmcf->limits.len = p - cmcf->limits.data;
+
+    return NGX_CONF_OK;
+}
+
 
 static char *
 ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)

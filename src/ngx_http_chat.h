@@ -179,6 +179,7 @@ typedef struct {
     ngx_flag_t                    cluster;    /* chat_cluster */
     ngx_str_t                     node_id;    /* chat_node_id */
     ngx_str_t                     cluster_secret;  /* chat_cluster_secret */
+    ngx_str_t                     limits;     /* chat_limits, as SET ... */
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
     ngx_array_t                  *dev_tokens; /* of ngx_http_chat_dev_t */
 } ngx_http_chat_main_conf_t;

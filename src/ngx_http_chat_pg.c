@@ -664,7 +664,7 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 {
-    u_char                    sql[192], *p;
+    u_char                    sql[192 + NGX_HTTP_CHAT_PG_SETTINGS_MAX], *p;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
@@ -677,11 +677,12 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 
     /* the first connection also listens for the host's SQL changes */
 
-    p = ngx_sprintf(sql, "SET statement_timeout = %M; %s%s"
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; %V%s%s"
                          "SELECT chat.schema_version(), chat.api_version()%Z",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
                     : pool->conf->query_timeout,
+                    &pool->conf->settings,
                     pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "",
                     pc == &pool->conns[0] && ngx_http_chat_cluster_enabled()
                     ? "LISTEN chat_cluster; " : "");

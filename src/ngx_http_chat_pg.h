@@ -17,6 +17,9 @@
 
 #define NGX_HTTP_CHAT_PG_MAX_PARAMS  2
 
+/* the longest settings a connection makes at setup (chat_limits) */
+#define NGX_HTTP_CHAT_PG_SETTINGS_MAX  256
+
 /* a folded libpq or PostgreSQL message, as the error log shows it */
 #define NGX_HTTP_CHAT_PG_ERR_MAX     1024
 
@@ -65,6 +68,7 @@ typedef struct {
     ngx_msec_t                    query_timeout;
     ngx_msec_t                    queue_timeout;
     ngx_uint_t                    queue_max;
+    ngx_str_t                     settings;   /* "SET ...; " per connection */
 } ngx_http_chat_pg_conf_t;
 
 

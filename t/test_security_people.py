@@ -328,10 +328,16 @@ LIMIT_OPTIONS = ("-c chat.max_group_members=3 "
                  "-c chat.max_contacts=2 -c chat.max_blocks=2")
 
 
-def test_l7_limits_over_rest_and_websocket(env):
+@pytest.mark.parametrize("how", ["directive", "setting"])
+def test_l7_limits_over_rest_and_websocket(env, how):
     """L7: a stranger cannot put a user into group after group, groups and
-    contact and block lists are bounded; `limit`, 409 over REST."""
-    env.start(options=LIMIT_OPTIONS)
+    contact and block lists are bounded; `limit`, 409 over REST.  The
+    limits come from chat_limits, or from the database's settings."""
+    if how == "directive":
+        env.start(http="chat_zone chat 8m;\nchat_limits group_members=3 "
+                       "joins_per_hour=2 contacts=2 blocks=2;")
+    else:
+        env.start(options=LIMIT_OPTIONS)
     victim = env.ws("victim")
     group(env, "s1", "victim")
     group(env, "s2", "victim")
@@ -475,3 +481,20 @@ def test_sync_replays_a_message_deleted_while_away_as_deleted(env):
                    ("message.created", m3["id"], m3["seq"]),
                    ("message.deleted", m3["id"], d3["updated_seq"])]
     assert settle(alice) == []
+
+
+@pytest.mark.parametrize("value,message", [
+    ("group_members=0", 'invalid chat_limits value "group_members=0"'),
+    ("group_members=x", 'invalid chat_limits value "group_members=x"'),
+    ("members=3", 'invalid chat_limits parameter "members=3"'),
+    ("contacts", 'invalid chat_limits parameter "contacts"'),
+    ("blocks=1 blocks=2", 'invalid chat_limits parameter "blocks=2"'),
+])
+def test_l7_chat_limits_is_checked(nginx, postgres, value, message):
+    rc, out = nginx.check_config(
+        LOCATIONS % "", http='chat_postgres "%s";\nchat_limits %s;'
+        % (postgres.dsn, value))
+    assert rc != 0 and message in out, out
+    rc, out = nginx.check_config(LOCATIONS % "",
+                                 http="chat_limits contacts=5;")
+    assert rc != 0 and '"chat_limits" needs chat_postgres' in out, out
