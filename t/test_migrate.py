@@ -279,8 +279,8 @@ def test_the_runtime_role_reads_and_writes_no_table(postgres):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute(sql)
         # and what it may call works
-        assert c.execute("SELECT chat.api_unread('alice', '{}')") \
-            .fetchone()[0]["ok"]["total"] == 0
+        assert "total" in c.execute(
+            "SELECT chat.api_unread('nobody-here', '{}')").fetchone()[0]["ok"]
 
 
 def test_the_host_role_writes_through_its_api_only(postgres):
