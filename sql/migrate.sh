@@ -64,7 +64,7 @@ IFS='|' read -r user super roles owner others < <(psql_ -tA -c "
          + (SELECT count(*) FROM pg_proc
             WHERE pronamespace = to_regnamespace('chat')
               AND proowner <> current_user::regrole)") ||
-    die "cannot connect with \"$conninfo\""
+    die "cannot connect (psql says why, above)"
 
 [ "$super" = t ] &&
     die "$user is a superuser: run this as the schema's owner (chat_owner," \
@@ -96,7 +96,9 @@ for f in "$here"/schema/[0-9][0-9][0-9][0-9]_*.sql; do
     version=$((10#${name%%_*}))
     grep -qx "$version" <<<"$applied" && continue
 
-    # once the lock is ours, a run that came first may have applied it
+    # the advisory lock first, without a lock_timeout (another run may hold it
+# for a whole index build); once it is ours, a run that came first may have
+# applied the file
     done_="DO \$\$ BEGIN
         IF to_regclass('chat.schema_migrations') IS NOT NULL THEN
             IF EXISTS (SELECT FROM chat.schema_migrations
@@ -108,10 +110,10 @@ for f in "$here"/schema/[0-9][0-9][0-9][0-9]_*.sql; do
 
     for ((try = 1; ; try++)); do
         if out=$(psql_ -1 \
-                -c "SET LOCAL lock_timeout = '$lock_timeout'" \
-                -c "SET LOCAL statement_timeout = 0" \
                 -c "$lock" \
                 -c "$done_" \
+                -c "SET LOCAL lock_timeout = '$lock_timeout'" \
+                -c "SET LOCAL statement_timeout = 0" \
                 -f "$f" \
                 -c "INSERT INTO chat.schema_migrations (version, name)
                     VALUES ($version, '$name')" 2>&1)
@@ -147,6 +149,23 @@ psql_ -1 \
     -c "$lock" \
     "${api[@]}" ||
     die "the API failed to apply; the database keeps the one it had"
+
+# Grants the API does not make (an earlier release told operators to grant
+# the tables to nginx's role) survive it: say which roles still have some.
+others=$(psql_ -tA -c "
+    SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ')
+    FROM (SELECT relacl AS acl, relowner AS owner FROM pg_class
+          WHERE relnamespace = 'chat'::regnamespace
+          UNION ALL
+          SELECT proacl, proowner FROM pg_proc
+          WHERE pronamespace = 'chat'::regnamespace) o,
+         aclexplode(o.acl) a
+    WHERE a.grantee <> 0 AND a.grantee <> o.owner
+      AND a.grantee::regrole::text NOT IN ('chat_runtime', 'chat_host')")
+[ -z "$others" ] ||
+    echo "migrate: warning: roles $others still hold privileges in schema" \
+         "chat that the API does not grant (docs/upgrading.md: revoke" \
+         "them)" >&2
 
 psql_ -tA -c "SELECT 'migrate: schema version ' || chat.schema_version()
                      || ', API version ' || chat.api_version()"

@@ -56,6 +56,7 @@
 #define NGX_HTTP_CHAT_CLUSTER_HEADS    5000    /* conversations checked */
 #define NGX_HTTP_CHAT_CLUSTER_MAC      64      /* hex HMAC-SHA256 */
 #define NGX_HTTP_CHAT_CLUSTER_FRESH    120000  /* ms a signed notice lives */
+#define NGX_HTTP_CHAT_CLUSTER_SKEW     10000   /* ms clocks may differ by */
 #define NGX_HTTP_CHAT_CLUSTER_SENDERS  256     /* then the old ones go */
 #define NGX_HTTP_CHAT_CLUSTER_TO       10000   /* recipients of an event */
 
@@ -74,6 +75,7 @@ typedef struct {
     time_t                        started;
     ngx_str_t                     secret;   /* chat_cluster_secret */
     uint64_t                      seq;      /* of this worker's payloads */
+    uint64_t                      since;    /* ms: this worker listens */
     json_t                       *senders;  /* {"node/pid": last seq} */
     time_t                        refused;  /* last logged */
 
@@ -230,6 +232,8 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     cl->started = (time_t) zone->sh->cluster_joined;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    cl->since = ngx_http_chat_cluster_now();
 
     if (join) {
         cl->join.data = json_pack("{s:I}", "started",
@@ -1051,7 +1055,10 @@ ngx_http_chat_cluster_verify(u_char **payload, size_t *len)
 /*
  * A signed payload may be heard by anyone who LISTENs, and sent again:
  * each sending worker's numbers rise, so one at or below the last seen
- * of that worker, or older than NGX_HTTP_CHAT_CLUSTER_FRESH, is refused.
+ * of that worker, or older than NGX_HTTP_CHAT_CLUSTER_FRESH, is refused;
+ * so is one made before this worker began to listen (it could not have
+ * heard it then: it is a replay into a worker that knows no last number
+ * yet), give or take the clocks' difference.
  */
 
 static ngx_int_t
@@ -1078,7 +1085,9 @@ ngx_http_chat_cluster_fresh(json_t *msg, ngx_str_t *origin)
     seq = json_integer_value(json_object_get(msg, "s"));
     now = ngx_http_chat_cluster_now();
 
-    if (seq <= 0 || (uint64_t) seq + NGX_HTTP_CHAT_CLUSTER_FRESH < now) {
+    if (seq <= 0 || (uint64_t) seq + NGX_HTTP_CHAT_CLUSTER_FRESH < now
+        || (uint64_t) seq + NGX_HTTP_CHAT_CLUSTER_SKEW < cl->since)
+    {
         return NGX_DECLINED;
     }
 

@@ -108,6 +108,14 @@ class _Int:
 INT = _Int()
 
 
+def shared(conv):
+    """A Conversation as an event to all members carries it: none of one
+    member's own fields, no last_message (docs/protocol.md, events)."""
+    return dict({k: v for k, v in conv.items()
+                 if k not in ("unread_count", "muted", "archived")},
+                last_message=None)
+
+
 def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
       reply_to=None, edited=False, deleted=False):
     """The protocol's Message object."""
@@ -1477,9 +1485,10 @@ def test_presence(chat):
     online = {"online": True, "last_seen": None}
     offline = {"online": False, "last_seen": None}
     ids = ["u%d" % i for i in range(200)]
-    # M1: only of alice's contacts and those she shares a conversation with
+    # M1: only of those who list alice as a contact, and those she shares
+    # a conversation with
     chat.sql("INSERT INTO chat.contacts (owner_id, contact_id) "
-             "SELECT 'alice', unnest(%s::text[])",
+             "SELECT unnest(%s::text[]), 'alice'",
              (["bob", "carol", "é", "x y", "x" * 128] + ids,))
     assert a.ok("GET", "presence?user_ids=bob,carol,zed") == \
         {"presence": {"bob": online, "carol": offline, "zed": None}}
@@ -1703,7 +1712,7 @@ def test_group_rename_and_metadata(chat):
     conv = C(cid, "group", [("alice", "owner"), ("bob", "member")],
              title="new")
     assert got == {"conversation": conv}
-    updated = {"type": "conversation.updated", "conversation": conv}
+    updated = {"type": "conversation.updated", "conversation": shared(conv)}
     assert settle(alice, bob, carol) == [[updated], [updated], []]
     got = a.ok("PATCH", path, obj={"metadata": {"k": [1, "é"]}})
     assert got["conversation"] == dict(conv, metadata={"k": [1, "é"]})
@@ -1777,7 +1786,8 @@ def test_group_members_and_roles(chat):
     assert [(m["user_id"], m["role"]) for m in conv["members"]] == \
         [("alice", "owner"), ("bob", "member"), ("carol", "admin")]
     assert settle(*ws.values()) == \
-        [[{"type": "conversation.updated", "conversation": conv}]] * 3 + [[]]
+        [[{"type": "conversation.updated",
+           "conversation": shared(conv)}]] * 3 + [[]]
 
     # an admin adds members, grants nothing, changes no role
     assert c.ok("POST", path, 201, obj={"user_id": "dave"})
@@ -2411,10 +2421,10 @@ def test_rest_changes_reach_websockets_on_every_worker(env):
                              obj={"body": "edited"})["message"]
     for c in clients:
         assert next_of(c, "message.updated") == ev("updated", e)
-    # presence over REST sees the connections of every worker (carol's
-    # contacts: M1 answers only for those)
+    # presence over REST sees the connections of every worker (carol is
+    # their contact: M1 answers only for such)
     env.sql("INSERT INTO chat.contacts (owner_id, contact_id) "
-            "VALUES ('carol', 'alice'), ('carol', 'bob')")
+            "VALUES ('alice', 'carol'), ('bob', 'carol')")
     r = env.conn("carol").ok("GET", "presence?user_ids=alice,bob,carol")
     assert r == {"presence": {
         "alice": {"online": True, "last_seen": None},

@@ -240,9 +240,9 @@ def test_presence_across_nodes(cluster):
     assert alice.ok("presence.query", user_ids=["bob"])["presence"]["bob"] \
         == {"online": True, "last_seen": None}
     # node 3 has never seen bob: it knows from the others (carol may know
-    # of bob: a contact, M1)
+    # of bob: bob lists her as a contact, M1)
     cluster.pg.query("INSERT INTO chat.contacts (owner_id, contact_id) "
-                     "VALUES ('carol', 'bob')")
+                     "VALUES ('bob', 'carol')")
     carol = cluster.connect(c, "carol")
     deadline = time.monotonic() + CROSS
     while carol.ok("presence.query",
@@ -497,11 +497,11 @@ def test_m3_forged_notices_from_a_low_privilege_role_are_refused(
     # nothing forged arrived
     assert events_of(bob, "receipt", quiet=1, timeout=2) == []
     assert typing_from(bob, "alice") == []
-    # bob's contacts, so that presence answers for them (M1) and says
-    # whether a forged notice made them online
+    # they list bob as a contact, so that presence answers for them (M1)
+    # and says whether a forged notice made them online
     postgres.query("INSERT INTO chat.contacts (owner_id, contact_id) "
-                   "VALUES ('bob', 'ceo'), ('bob', 'fake0'), "
-                   "('bob', 'fake69')")
+                   "VALUES ('ceo', 'bob'), ('fake0', 'bob'), "
+                   "('fake69', 'bob')")
     assert bob.ok("presence.query", user_ids=["ceo", "fake0", "fake69"]) == \
         {"presence": {u: {"online": False, "last_seen": None}
                       for u in ("ceo", "fake0", "fake69")}}

@@ -266,7 +266,10 @@ def test_m1_presence_query_answers_only_the_audience(env):
     alice, bob = env.ws("alice"), env.ws("bob")
     zed, mallory = env.ws("zed"), env.ws("mallory")
     group(env, "alice", "bob", "mallory")
-    env.ok("carol", "POST", "contacts", {"user_id": "bob"})
+    # bob lists carol: she may know his presence (the other way round,
+    # anyone could watch anyone by adding them)
+    env.ok("bob", "POST", "contacts", {"user_id": "carol"})
+    env.ok("zed", "POST", "contacts", {"user_id": "bob"})
     online = {"online": True, "last_seen": None}
 
     assert zed.ok("presence.query", user_ids=["bob", "alice"]) == \

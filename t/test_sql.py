@@ -26,6 +26,14 @@ class _Time:
 TIME = _Time()
 
 
+def shared(conv):
+    """A Conversation as an event to all members carries it: none of one
+    member's own fields, no last_message (docs/protocol.md, events)."""
+    return dict({k: v for k, v in conv.items()
+                 if k not in ("unread_count", "muted", "archived")},
+                last_message=None)
+
+
 def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
       reply_to=None, edited=False, deleted=False):
     """The Message object."""
@@ -1592,7 +1600,7 @@ def test_group_rename_and_metadata(db):
     assert (conv["title"], conv["metadata"]) == ("new", {"x": 1})
     assert r["events"] == [ev(["alice", "bob", "carol"],
                               {"type": "conversation.updated",
-                               "conversation": conv})]
+                               "conversation": shared(conv)})]
     # one of them alone keeps the other
     r = db.api("conversation_update", "alice",
                {"conversation_id": g, "title": "newer"})
@@ -2051,15 +2059,17 @@ def test_h1_presence_events_skip_blocked_users(db):
 
 def test_m1_presence_audience(db):
     """M1: the users whose presence a user may know: oneself, those one
-    shares a conversation with, one's contacts; never blocked either way."""
+    shares a conversation with, those who have one among their contacts;
+    never blocked either way."""
     db.group("alice", "bob", "mallory")
-    db.api("contact_add", "alice", {"user_id": "carol"})
+    db.api("contact_add", "carol", {"user_id": "alice"})
     db.api("block", "mallory", {"user_id": "alice"})
     ids = ["alice", "bob", "carol", "mallory", "zed", "bob"]
     assert db.api("presence_audience", "alice", {"user_ids": ids}) == ok(
         {"audience": {"alice": True, "bob": True, "carol": True,
                       "mallory": False, "zed": False}})
-    # contacts are one-way: carol did not add alice
+    # adding someone as a contact is no way to watch them: carol added
+    # alice, so alice may know carol's presence, not the other way round
     assert db.api("presence_audience", "carol", {"user_ids": ["alice"]}) \
         == ok({"audience": {"alice": False}})
     assert db.api("presence_audience", "zed", {"user_ids": []}) == \

@@ -376,11 +376,11 @@ def test_sender_sees_its_own_events_on_other_workers(chat):
 # presence
 
 def test_presence_query_sees_every_worker(chat):
-    # each may know of the others (contacts): presence.query answers only
-    # for those (M1)
+    # each lists the others as contacts, so each may know of them:
+    # presence.query answers only for those (M1)
     chat.pg.query("INSERT INTO chat.contacts (owner_id, contact_id) "
-                  "SELECT o, c FROM unnest(ARRAY['alice', 'bob', 'carol']) o,"
-                  " unnest(ARRAY['alice', 'bob', 'carol', 'nobody']) c "
+                  "SELECT o, c FROM unnest(ARRAY['alice', 'bob', 'carol', "
+                  "'nobody']) o, unnest(ARRAY['alice', 'bob', 'carol']) c "
                   "WHERE o <> c")
     a, b, c = chat.spread("alice", "bob", "carol")
     b2 = chat.connect("bob", avoid={b.pid})

@@ -170,13 +170,23 @@ AS $$
         'created_at', chat.fmt_time(c.created_at),
         'members',    (SELECT coalesce(jsonb_agg(z.obj ORDER BY z.rn),
                                        '[]'::jsonb)
+                       -- the read marks of a member blocked either way
+                       -- are not told (0): they would be receipts
                        FROM (SELECT mb.user_id,
                                     jsonb_build_object(
                                         'user_id', mb.user_id,
                                         'role', mb.role,
-                                        'last_read_seq', mb.last_read_seq,
+                                        'last_read_seq',
+                                            CASE WHEN mb.user_id = ANY
+                                                          (pe.peers)
+                                                 THEN 0
+                                                 ELSE mb.last_read_seq END,
                                         'last_delivered_seq',
-                                            mb.last_delivered_seq) AS obj,
+                                            CASE WHEN mb.user_id = ANY
+                                                          (pe.peers)
+                                                 THEN 0
+                                                 ELSE mb.last_delivered_seq
+                                            END) AS obj,
                                     row_number() OVER (
                                         ORDER BY mb.joined_at,
                                                  array_position(
@@ -185,7 +195,9 @@ AS $$
                                                      mb.role),
                                                  mb.user_id COLLATE "C")
                                         AS rn
-                             FROM chat.members mb
+                             FROM chat.members mb,
+                                  (SELECT coalesce(chat.block_peers(p_user),
+                                                   '{}') AS peers) pe
                              WHERE mb.conversation_id = c.id) z
                        WHERE p_max IS NULL OR z.rn <= p_max
                           OR z.user_id = p_user),
@@ -261,6 +273,20 @@ AS $$
                                     'user_id', p_user, 'role', p_role))
 $$;
 
+-- A conversation as every member may see it, for an event they all get:
+-- no last_message (it could be from someone a member blocked) and none of
+-- one user's own fields (unread_count, muted, archived): each client keeps
+-- its own.
+CREATE OR REPLACE FUNCTION chat.shared_conversation_obj(p_cid bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT (chat.conversation_obj(p_cid, NULL)
+            - 'unread_count' - 'muted' - 'archived')
+           || '{"last_message": null}'::jsonb
+$$;
+
+-- A change of a conversation (title, metadata, a role) to its members.
 CREATE OR REPLACE FUNCTION chat.updated_event(p_cid bigint, p_user text)
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY INVOKER
@@ -269,5 +295,5 @@ AS $$
         'to', chat.member_ids(p_cid),
         'event', jsonb_build_object(
             'type', 'conversation.updated',
-            'conversation', chat.conversation_obj(p_cid, p_user)))
+            'conversation', chat.shared_conversation_obj(p_cid)))
 $$;

@@ -228,8 +228,8 @@ $$;
 
 -- presence.query: {"user_ids": [...]} -> {"audience": {"bob": true,
 -- "zed": false, ...}}: true for the ids whose presence p_user may know:
--- p_user, the users p_user shares a conversation with and p_user's
--- contacts, none blocked either way.  The module answers the others as
+-- p_user, the users p_user shares a conversation with and those who have
+-- p_user among their contacts, none blocked either way.  The module answers the others as
 -- unknown (null), never as offline.
 CREATE OR REPLACE FUNCTION chat.api_presence_audience(p_user text,
                                                       p_req jsonb)
@@ -257,9 +257,12 @@ BEGIN
         SELECT jsonb_object_agg(u.id,
                    u.id = p_user
                    OR (u.id <> ALL (v_peers)
+                       -- a contact counts when u listed p_user: adding
+                       -- someone as a contact must not be a way to watch
+                       -- them
                        AND (EXISTS (SELECT 1 FROM chat.contacts k
-                                    WHERE k.owner_id = p_user
-                                      AND k.contact_id = u.id)
+                                    WHERE k.owner_id = u.id
+                                      AND k.contact_id = p_user)
                             OR EXISTS (SELECT 1 FROM chat.members mine
                                        JOIN chat.members other
                                          ON other.conversation_id

@@ -198,24 +198,34 @@ BEGIN
 
     ELSIF v_type IN ('conversation.created', 'conversation.updated') THEN
         v_cid := chat.json_id(v_ev -> 'conversation' -> 'id');
-        v_conv := chat.conversation_obj(v_cid, NULL);
+        v_conv := chat.shared_conversation_obj(v_cid);
         IF v_conv IS NULL THEN
             RETURN NULL;
         END IF;
-        -- the stored conversation; only the fields of the user it was
-        -- made for come from the event, typed
-        v_out := jsonb_build_object('type', v_type, 'conversation',
-            v_conv || jsonb_build_object(
-                'unread_count', greatest(coalesce(chat.json_int(
-                    v_ev -> 'conversation' -> 'unread_count'), 0), 0),
-                'muted', coalesce(jsonb_typeof(
-                    v_ev -> 'conversation' -> 'muted') = 'boolean'
-                    AND (v_ev -> 'conversation' ->> 'muted')::boolean,
-                    false),
-                'archived', coalesce(jsonb_typeof(
-                    v_ev -> 'conversation' -> 'archived') = 'boolean'
-                    AND (v_ev -> 'conversation' ->> 'archived')::boolean,
-                    false)));
+        IF v_type = 'conversation.created' THEN
+            -- new: nothing read, muted or archived by anyone yet
+            v_conv := v_conv || '{"unread_count": 0, "muted": false,
+                                  "archived": false}'::jsonb;
+        ELSIF jsonb_array_length(p_ev -> 'to') = 1
+              AND v_ev -> 'conversation' ? 'unread_count'
+        THEN
+            -- made for one user (mute, archive: their other connections):
+            -- that user's view, their own fields from the event, typed
+            v_conv := chat.conversation_obj(v_cid, p_ev -> 'to' ->> 0)
+                || jsonb_build_object(
+                    'unread_count', greatest(coalesce(chat.json_int(
+                        v_ev -> 'conversation' -> 'unread_count'), 0), 0),
+                    'muted', coalesce(jsonb_typeof(
+                        v_ev -> 'conversation' -> 'muted') = 'boolean'
+                        AND (v_ev -> 'conversation' ->> 'muted')::boolean,
+                        false),
+                    'archived', coalesce(jsonb_typeof(
+                        v_ev -> 'conversation' -> 'archived') = 'boolean'
+                        AND (v_ev -> 'conversation' ->> 'archived')::boolean,
+                        false));
+        END IF;
+        -- else the stored conversation as all its members may see it
+        v_out := jsonb_build_object('type', v_type, 'conversation', v_conv);
 
     ELSIF v_type IN ('member.joined', 'member.left') THEN
         v_cid := chat.json_id(v_ev -> 'conversation_id');
