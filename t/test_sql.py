@@ -2213,3 +2213,28 @@ def test_sync_replays_a_deleted_message_as_deleted(db):
     assert [(e["event"]["type"], e["event"]["message"]["updated_seq"])
             for e in ch["events"]] == [("message.deleted", 3),
                                        ("message.created", 4)]
+
+
+def test_h1_read_marks_and_shared_events_across_a_block(db):
+    """H1 (review of the fixes): a blocked peer's read marks read 0 in the
+    blocker's Conversation objects, and a conversation.updated every
+    member gets carries no last_message that could come from the other."""
+    gid = db.group("bob", "alice", "mallory")
+    db.send("mallory", gid, "from mallory")
+    db.api("message_read", "mallory", {"conversation_id": gid, "seq": 1})
+    db.api("block", "alice", {"user_id": "mallory"})
+    conv = db.api("conversation_get", "alice",
+                  {"conversation_id": gid})["ok"]["conversation"]
+    marks = {m["user_id"]: m["last_read_seq"] for m in conv["members"]}
+    assert marks == {"bob": 0, "alice": 0, "mallory": 0}
+    assert conv["last_message"] is None
+    # bob, who blocked nobody, sees mallory's mark
+    conv = db.api("conversation_get", "bob",
+                  {"conversation_id": gid})["ok"]["conversation"]
+    assert {m["user_id"]: m["last_read_seq"]
+            for m in conv["members"]}["mallory"] == 1
+    r = db.api("conversation_update", "bob",
+               {"conversation_id": gid, "title": "renamed"})
+    shared_conv = r["events"][0]["event"]["conversation"]
+    assert shared_conv["last_message"] is None
+    assert not {"unread_count", "muted", "archived"} & set(shared_conv)
