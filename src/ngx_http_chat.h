@@ -408,6 +408,8 @@ ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
 u_char *ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec);
 json_t *ngx_http_chat_user_json(ngx_http_chat_identity_t *id);
 json_t *ngx_http_chat_event_json(json_t *event);
+ngx_table_elt_t *ngx_http_chat_http_header(ngx_http_request_t *r,
+    const char *name, ngx_uint_t *n);
 ngx_int_t ngx_http_chat_origin_allowed(ngx_http_request_t *r,
     ngx_array_t *list, ngx_str_t *origin);
 ngx_int_t ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,

@@ -75,8 +75,6 @@ static ngx_int_t ngx_http_chat_api_act_as(ngx_http_request_t *r,
 static void ngx_http_chat_api_directory(ngx_http_chat_identity_t *id);
 static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
-static ngx_table_elt_t *ngx_http_chat_api_header(ngx_http_request_t *r,
-    const char *name, ngx_uint_t *count);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
     ngx_http_chat_route_t *rt);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
@@ -529,7 +527,7 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     api->service = api->ctx.id.id;
     api->caller = &api->ctx.id.id;
 
-    h = ngx_http_chat_api_header(r, "Chat-Act-As", &n);
+    h = ngx_http_chat_http_header(r, "Chat-Act-As", &n);
     user = h ? &h->value : NULL;
 
     if (user == NULL) {
@@ -564,52 +562,6 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     ngx_str_null(&api->ctx.id.avatar);
 
     return NGX_DECLINED;
-}
-
-
-/* the last request header called name, and how many there are */
-
-static ngx_table_elt_t *
-ngx_http_chat_api_header(ngx_http_request_t *r, const char *name,
-    ngx_uint_t *count)
-{
-    size_t            len;
-    ngx_uint_t        i, n;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *found;
-
-    len = ngx_strlen(name);
-    found = NULL;
-    n = 0;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            found = &h[i];
-            n++;
-        }
-    }
-
-    if (count != NULL) {
-        *count = n;
-    }
-
-    return found;
 }
 
 
@@ -704,11 +656,11 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_uint_t        origins, preflight;
     ngx_table_elt_t  *h;
 
-    h = ngx_http_chat_api_header(r, "Origin", &origins);
+    h = ngx_http_chat_http_header(r, "Origin", &origins);
     origin = h ? &h->value : NULL;
 
-    preflight = ngx_http_chat_api_header(r, "Access-Control-Request-Method",
-                                         NULL)
+    preflight = ngx_http_chat_http_header(r, "Access-Control-Request-Method",
+                                          NULL)
                 != NULL;
 
     if (origin == NULL) {

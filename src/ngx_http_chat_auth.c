@@ -17,8 +17,6 @@
 
 static ngx_int_t ngx_http_chat_find_token(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_str_t *token);
-static ngx_table_elt_t *ngx_http_chat_header(ngx_http_request_t *r,
-    const char *name, ngx_uint_t *n);
 static ngx_int_t ngx_http_chat_copy_identity(ngx_pool_t *pool,
     ngx_http_chat_identity_t *id, const char *sub, size_t sub_len,
     const char *name, size_t name_len, const char *avatar,
@@ -271,12 +269,12 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
      * GET carries no Origin; pages cannot set Sec-Fetch-Site).
      */
 
-    if (ngx_http_chat_header(r, "Origin", NULL) != NULL) {
+    if (ngx_http_chat_http_header(r, "Origin", NULL) != NULL) {
         return NGX_OK;
     }
 
     if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
-        site = ngx_http_chat_header(r, "Sec-Fetch-Site", &n);
+        site = ngx_http_chat_http_header(r, "Sec-Fetch-Site", &n);
 
         if (n == 1
             && site->value.len == sizeof("same-origin") - 1
@@ -288,54 +286,6 @@ ngx_http_chat_find_token(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     }
 
     return NGX_ABORT;
-}
-
-
-/* the first request header called name; n: how many there are */
-
-static ngx_table_elt_t *
-ngx_http_chat_header(ngx_http_request_t *r, const char *name, ngx_uint_t *n)
-{
-    size_t            len;
-    ngx_uint_t        i, count;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *first;
-
-    len = ngx_strlen(name);
-    count = 0;
-    first = NULL;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            if (first == NULL) {
-                first = &h[i];
-            }
-
-            count++;
-        }
-    }
-
-    if (n != NULL) {
-        *n = count;
-    }
-
-    return first;
 }
 
 

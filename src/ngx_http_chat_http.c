@@ -165,6 +165,55 @@ ngx_http_chat_event_json(json_t *event)
 }
 
 
+/* the first request header called name, and how many there are */
+
+ngx_table_elt_t *
+ngx_http_chat_http_header(ngx_http_request_t *r, const char *name,
+    ngx_uint_t *n)
+{
+    size_t            len;
+    ngx_uint_t        i, count;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *first;
+
+    len = ngx_strlen(name);
+    count = 0;
+    first = NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            count++;
+        }
+    }
+
+    if (n != NULL) {
+        *n = count;
+    }
+
+    return first;
+}
+
+
 /*
  * An Origin against a list (chat_allowed_origins, chat_cors_origins):
  * "*" or the same scheme, host and port; without a list, the same origin
