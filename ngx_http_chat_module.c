@@ -39,6 +39,9 @@ static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_limits(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_conf_read_file(ngx_conf_t *cf, ngx_str_t *param,
+    ngx_pool_t *pool, off_t max, const char *what, ngx_str_t *path,
+    ngx_str_t *out);
 static char *ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -998,57 +1001,54 @@ ngx_http_chat_limits(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static char *
-ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_chat_main_conf_t *cmcf = conf;
+/*
+ * A file=PATH parameter read whole into pool (NUL-terminated), at
+ * configuration time in the master: blocking is fine here.  what names
+ * the file in errors ("key", "secret").
+ */
 
+static char *
+ngx_http_chat_conf_read_file(ngx_conf_t *cf, ngx_str_t *param,
+    ngx_pool_t *pool, off_t max, const char *what, ngx_str_t *path,
+    ngx_str_t *out)
+{
     u_char           *buf;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_str_t        *value, path;
     ngx_file_info_t   fi;
 
-    if (cmcf->cluster_secret.data != NULL) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (value[1].len <= 5 || ngx_strncmp(value[1].data, "file=", 5) != 0) {
+    if (param->len <= 5 || ngx_strncmp(param->data, "file=", 5) != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\": expected file=PATH",
-                           &value[1]);
+                           param);
         return NGX_CONF_ERROR;
     }
 
-    path.data = value[1].data + 5;
-    path.len = value[1].len - 5;
+    path->data = param->data + 5;
+    path->len = param->len - 5;
 
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    /* read at configuration time, in the master: blocking is fine here */
-
-    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &path);
+                           ngx_open_file_n " \"%V\" failed", path);
         return NGX_CONF_ERROR;
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 4096)
+        || ngx_file_size(&fi) > max)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "secret file \"%V\" is unreadable or over 4k",
-                           &path);
+                           "%s file \"%V\" is unreadable or over %O bytes",
+                           what, path, max);
         (void) ngx_close_file(fd);
         return NGX_CONF_ERROR;
     }
 
-    buf = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+    buf = ngx_pnalloc(pool, (size_t) ngx_file_size(&fi) + 1);
     if (buf == NULL) {
         (void) ngx_close_file(fd);
         return NGX_CONF_ERROR;
@@ -1060,9 +1060,43 @@ ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (n != (ssize_t) ngx_file_size(&fi)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot read secret file \"%V\"", &path);
+                           "cannot read %s file \"%V\"", what, path);
         return NGX_CONF_ERROR;
     }
+
+    buf[n] = '\0';
+
+    out->data = buf;
+    out->len = (size_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    u_char     *buf;
+    ssize_t     n;
+    ngx_str_t  *value, path, file;
+
+    if (cmcf->cluster_secret.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_chat_conf_read_file(cf, &value[1], cf->pool, 4096,
+                                     "secret", &path, &file)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    buf = file.data;
+    n = (ssize_t) file.len;
 
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
         n--;
@@ -1071,7 +1105,7 @@ ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* every node has the same file: a short one could be guessed */
 
     if (n < 32) {
-        ngx_explicit_memzero(buf, (size_t) ngx_file_size(&fi));
+        ngx_explicit_memzero(file.data, file.len);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "secret file \"%V\" must hold at least 32 bytes",
                            &path);
@@ -1092,9 +1126,7 @@ ngx_http_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                   *buf;
     ssize_t                   n;
-    ngx_fd_t                  fd;
-    ngx_str_t                *value, path;
-    ngx_file_info_t           fi;
+    ngx_str_t                *value, path, file;
     const char               *err;
     ngx_pool_cleanup_t       *cln;
     ngx_http_chat_jwt_alg_e   alg;
@@ -1115,54 +1147,15 @@ ngx_http_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (value[2].len <= 5 || ngx_strncmp(value[2].data, "file=", 5) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\": expected file=PATH",
-                           &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    path.data = value[2].data + 5;
-    path.len = value[2].len - 5;
-
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    /* read at configuration time, in the master: blocking is fine here */
-
-    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &path);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 64 * 1024)
+    if (ngx_http_chat_conf_read_file(cf, &value[2], cf->temp_pool,
+                                     64 * 1024, "key", &path, &file)
+        != NGX_CONF_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "key file \"%V\" is unreadable or over 64k",
-                           &path);
-        (void) ngx_close_file(fd);
         return NGX_CONF_ERROR;
     }
 
-    buf = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
-    if (buf == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_fd(fd, buf, (size_t) ngx_file_size(&fi));
-
-    (void) ngx_close_file(fd);
-
-    if (n != (ssize_t) ngx_file_size(&fi)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot read key file \"%V\"", &path);
-        return NGX_CONF_ERROR;
-    }
+    buf = file.data;
+    n = (ssize_t) file.len;
 
     key = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_jwt_key_t));
     if (key == NULL) {
