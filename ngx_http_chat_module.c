@@ -853,11 +853,11 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_HTTP_CHAT_MODE_WEBSOCKET:
         cmcf->endpoints++;
-        clcf->handler = ngx_http_chat_ws_handler;
+        clcf->handler = ngx_http_chat_handshake_handler;
         break;
 
     case NGX_HTTP_CHAT_MODE_ECHO:
-        clcf->handler = ngx_http_chat_ws_handler;
+        clcf->handler = ngx_http_chat_handshake_handler;
         break;
 
     case NGX_HTTP_CHAT_MODE_API:
@@ -873,7 +873,7 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "\"chat_dev_token\" mints a token for anyone who "
                            "asks: for development only, never in production");
-        clcf->handler = ngx_http_chat_dev_token_handler;
+        clcf->handler = ngx_http_chat_auth_dev_token_handler;
 
         if (cmcf->dev_tokens == NULL) {
             cmcf->dev_tokens = ngx_array_create(cf->pool, 1,

@@ -237,9 +237,9 @@ fuzz_signed(const ngx_http_chat_jwt_opts_t *opts, const u_char *data,
     }
 
     p = token;
-    p += ngx_http_chat_base64url_encode(p, data, header_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, data, header_len);
     *p++ = '.';
-    p += ngx_http_chat_base64url_encode(p, nl + 1, payload_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, nl + 1, payload_len);
 
     if (HMAC(EVP_sha256(), fuzz_hs256_secret, sizeof(fuzz_hs256_secret) - 1,
              token, (size_t) (p - token), mac, &mac_len)
@@ -249,7 +249,7 @@ fuzz_signed(const ngx_http_chat_jwt_opts_t *opts, const u_char *data,
     }
 
     *p++ = '.';
-    p += ngx_http_chat_base64url_encode(p, mac, mac_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, mac, mac_len);
 
     if ((size_t) (p - token) > size) {
         abort();
@@ -275,12 +275,12 @@ fuzz_base64url(const u_char *data, size_t len)
         goto done;
     }
 
-    n = ngx_http_chat_base64url_decode(dec, data, len);
+    n = ngx_http_chat_jwt_base64url_decode(dec, data, len);
     if (n < 0) {
         goto done;
     }
 
-    m = ngx_http_chat_base64url_encode(enc, dec, (size_t) n);
+    m = ngx_http_chat_jwt_base64url_encode(enc, dec, (size_t) n);
 
     if (m != len || memcmp(enc, data, len) != 0) {
         abort();

@@ -86,7 +86,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     free(copy);
 
-    depth = ngx_http_chat_json_depth(data, size, FUZZ_NO_LIMIT);
+    depth = ngx_http_chat_request_json_depth(data, size, FUZZ_NO_LIMIT);
 
     if (rc == 0) {
         fuzz_assert(json_is_object(req.root));

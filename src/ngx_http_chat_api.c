@@ -308,14 +308,14 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
 
     /* before the route: who may not ask learns nothing of the routes */
 
-    rc = ngx_http_chat_authenticate(r, ccf, r->pool, &api->ctx.id, &err);
+    rc = ngx_http_chat_auth_request(r, ccf, r->pool, &api->ctx.id, &err);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer")
+        if (ngx_http_chat_http_add_header(r, "WWW-Authenticate", "Bearer")
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -338,7 +338,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         user.data = (u_char *) api->route.user;
         user.len = api->route.user_len;
 
-        if (ngx_http_chat_text_valid(&user) != NGX_OK) {
+        if (ngx_http_chat_auth_text_valid(&user) != NGX_OK) {
             return ngx_http_chat_api_refuse(r, NGX_HTTP_BAD_REQUEST,
                                             "bad_request",
                                             "user_id must be a user id");
@@ -374,7 +374,7 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     }
 
     if (!(methods & bit)) {
-        if (ngx_http_chat_add_header(r, "Allow",
+        if (ngx_http_chat_http_add_header(r, "Allow",
                                      ngx_http_chat_route_allow(
                                          api->route.route))
             != NGX_OK)
@@ -464,7 +464,7 @@ ngx_http_chat_api_directory(ngx_http_chat_identity_t *id)
         return;
     }
 
-    arg = ngx_http_chat_user_json(id);
+    arg = ngx_http_chat_http_user_json(id);
     if (arg == NULL) {
         return;
     }
@@ -540,7 +540,7 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     }
 
     if (n > 1 || user->len == 0 || user->len > NGX_HTTP_CHAT_JWT_MAX_SUB
-        || ngx_http_chat_text_valid(user) != NGX_OK)
+        || ngx_http_chat_auth_text_valid(user) != NGX_OK)
     {
         return ngx_http_chat_api_refuse(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
@@ -581,7 +581,7 @@ ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
         return rc;
     }
 
-    return ngx_http_chat_send_error(r, status, code, message);
+    return ngx_http_chat_http_send_error(r, status, code, message);
 }
 
 
@@ -672,7 +672,7 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     }
 
     if (origins > 1
-        || ngx_http_chat_origin_allowed(r, ccf->cors_origins, origin)
+        || ngx_http_chat_http_origin_allowed(r, ccf->cors_origins, origin)
            != NGX_OK)
     {
         return ngx_http_chat_api_refuse(r, NGX_HTTP_FORBIDDEN, "forbidden",
@@ -688,10 +688,10 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     ngx_memcpy(copy, origin->data, origin->len);
     copy[origin->len] = '\0';
 
-    if (ngx_http_chat_add_header(r, "Access-Control-Allow-Origin",
+    if (ngx_http_chat_http_add_header(r, "Access-Control-Allow-Origin",
                                  (char *) copy) != NGX_OK
-        || ngx_http_chat_add_header(r, "Vary", "Origin") != NGX_OK
-        || ngx_http_chat_add_header(r, "Access-Control-Expose-Headers",
+        || ngx_http_chat_http_add_header(r, "Vary", "Origin") != NGX_OK
+        || ngx_http_chat_http_add_header(r, "Access-Control-Expose-Headers",
                                     "Retry-After, WWW-Authenticate")
            != NGX_OK)
     {
@@ -703,14 +703,14 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
     }
 
     if (preflight && route != NGX_HTTP_CHAT_ROUTE_NONE) {
-        if (ngx_http_chat_add_header(r, "Access-Control-Allow-Methods",
+        if (ngx_http_chat_http_add_header(r, "Access-Control-Allow-Methods",
                                      ngx_http_chat_route_allow(route))
                != NGX_OK
-            || ngx_http_chat_add_header(r, "Access-Control-Allow-Headers",
+            || ngx_http_chat_http_add_header(r, "Access-Control-Allow-Headers",
                                         "Authorization, Content-Type, "
                                         "Chat-Act-As")
                != NGX_OK
-            || ngx_http_chat_add_header(r, "Access-Control-Max-Age", "600")
+            || ngx_http_chat_http_add_header(r, "Access-Control-Max-Age", "600")
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -724,7 +724,7 @@ options:
                                         "no such route");
     }
 
-    if (ngx_http_chat_add_header(r, "Allow",
+    if (ngx_http_chat_http_add_header(r, "Allow",
                                  ngx_http_chat_route_allow(route))
         != NGX_OK)
     {
@@ -773,7 +773,7 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
     }
 
     if (len > ccf->max_message_size) {
-        rc = ngx_http_chat_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+        rc = ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                       "too_large",
                                       "the request body is too large");
         ngx_http_finalize_request(r, rc);
@@ -839,10 +839,11 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
 
     /* the envelope's rules, without "type": a JSON object, depth, dups */
 
-    api->body = ngx_http_chat_json_object(data, len,
+    api->body = ngx_http_chat_request_json_object(data, len,
                                           NGX_HTTP_CHAT_MAX_JSON_DEPTH, &err);
     if (api->body == NULL) {
-        rc = ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST, "bad_request",
+        rc = ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                           "bad_request",
                                       err);
         ngx_http_finalize_request(r, rc);
         return;
@@ -900,7 +901,7 @@ ngx_http_chat_api_store(ngx_http_request_t *r, ngx_http_chat_api_t *api,
 
     if (cmcf->pg == NULL) {
         json_decref(req);
-        return ngx_http_chat_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "unavailable",
                                         "storage is not configured");
     }
@@ -945,7 +946,7 @@ ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
     api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
 
     if (result == NULL) {
-        rc = ngx_http_chat_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+        rc = ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                       "unavailable",
                                       "storage is unavailable, retry later");
         ngx_http_finalize_request(r, rc);
@@ -979,7 +980,7 @@ ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
         status = NGX_HTTP_CREATED;
     }
 
-    rc = ngx_http_chat_send_json(r, status,
+    rc = ngx_http_chat_http_send_json(r, status,
                                  ok ? json_incref(ok) : json_object());
 
     ngx_http_finalize_request(r, rc);
@@ -1018,7 +1019,7 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
 
         *ngx_sprintf(p, "%L", (json_integer_value(wait) + 999) / 1000) = '\0';
 
-        if (ngx_http_chat_add_header(r, "Retry-After", (char *) p)
+        if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1027,7 +1028,7 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
 
     r->err_status = 0;
 
-    return ngx_http_chat_send_json(r, status,
+    return ngx_http_chat_http_send_json(r, status,
                                    json_pack("{s:O}", "error", error));
 }
 
@@ -1085,7 +1086,7 @@ ngx_http_chat_api_args(ngx_http_request_t *r, const char **names,
 
         n = text ? NGX_ERROR : ngx_atoi(value.data, value.len);
 
-        if (ngx_http_chat_text_valid(&value) != NGX_OK) {
+        if (ngx_http_chat_auth_text_valid(&value) != NGX_OK) {
             /*
              * jansson takes UTF-8 only, and PostgreSQL's jsonb no NUL;
              * no argument means a line break or any other control
@@ -1144,7 +1145,7 @@ ngx_http_chat_api_query(ngx_http_request_t *r, ngx_http_chat_api_t *api,
 
     if (bad) {
         json_decref(req);
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
                                         "query arguments must be UTF-8 "
                                         "without control characters");
@@ -1227,12 +1228,13 @@ ngx_http_chat_api_me(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 {
     json_t  *body;
 
-    body = json_pack("{s:o}", "user", ngx_http_chat_user_json(&api->ctx.id));
+    body = json_pack("{s:o}", "user",
+                     ngx_http_chat_http_user_json(&api->ctx.id));
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, body);
+    return ngx_http_chat_http_send_json(r, NGX_HTTP_OK, body);
 }
 
 
@@ -1291,14 +1293,14 @@ ngx_http_chat_api_send(ngx_http_request_t *r, ngx_http_chat_api_t *api)
     system = api->body ? json_object_get(api->body, "system") : NULL;
 
     if (system != NULL && !json_is_boolean(system)) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
                                         "system must be a boolean");
     }
 
     if (json_is_true(system)) {
         if (!api->ctx.id.service) {
-            return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
+            return ngx_http_chat_http_send_error(r, NGX_HTTP_FORBIDDEN,
                                             "forbidden",
                                             "only a service may post system "
                                             "messages");
@@ -1674,7 +1676,7 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
                      &value)
         != NGX_OK || value.len == 0)
     {
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request", "user_ids is missing");
     }
 
@@ -1703,11 +1705,11 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
         value.len = p - start;
 
         if (value.len == 0 || value.len > NGX_HTTP_CHAT_JWT_MAX_SUB
-            || ngx_http_chat_text_valid(&value) != NGX_OK
+            || ngx_http_chat_auth_text_valid(&value) != NGX_OK
             || json_array_size(ids) == 200)
         {
             json_decref(ids);
-            return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+            return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                             "bad_request",
                                             "user_ids must be at most 200 "
                                             "comma-separated user ids");
@@ -1739,7 +1741,7 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK,
+    return ngx_http_chat_http_send_json(r, NGX_HTTP_OK,
                                    json_pack("{s:o}", "presence", presence));
 }
 
@@ -1761,7 +1763,7 @@ ngx_http_chat_api_presence_done(ngx_http_request_t *r, json_t *result)
                    json_object_get(json_object_get(result, "ok"),
                                    "audience"));
 
-    rc = presence ? ngx_http_chat_send_json(r, NGX_HTTP_OK,
+    rc = presence ? ngx_http_chat_http_send_json(r, NGX_HTTP_OK,
                                             json_pack("{s:o}", "presence",
                                                       presence))
                   : NGX_HTTP_INTERNAL_SERVER_ERROR;

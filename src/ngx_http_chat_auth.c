@@ -59,7 +59,7 @@ static struct {
 
 
 ngx_int_t
-ngx_http_chat_authenticate(ngx_http_request_t *r,
+ngx_http_chat_auth_request(ngx_http_request_t *r,
     ngx_http_chat_loc_conf_t *ccf, ngx_pool_t *pool,
     ngx_http_chat_identity_t *id, const char **err)
 {
@@ -87,7 +87,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
                                              NULL);
         }
 
-        if (ngx_http_chat_text_valid(&user) != NGX_OK) {
+        if (ngx_http_chat_auth_text_valid(&user) != NGX_OK) {
             *err = "the identity is not a valid user id";
             return ngx_http_chat_auth_failed(NGX_HTTP_CHAT_AUTH_IDENTITY,
                                              NULL);
@@ -103,7 +103,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
 
         /* a name that cannot be shown is no name: the id stands in */
 
-        if (ngx_http_chat_text_valid(&name) != NGX_OK) {
+        if (ngx_http_chat_auth_text_valid(&name) != NGX_OK) {
             ngx_str_null(&name);
         }
 
@@ -127,7 +127,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
 
     /* a refusal is counted there */
 
-    if (ngx_http_chat_verify_token(ccf, token.data, token.len, &jwt, err)
+    if (ngx_http_chat_auth_verify_token(ccf, token.data, token.len, &jwt, err)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -146,7 +146,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r,
 
 
 ngx_int_t
-ngx_http_chat_verify_token(ngx_http_chat_loc_conf_t *ccf, u_char *token,
+ngx_http_chat_auth_verify_token(ngx_http_chat_loc_conf_t *ccf, u_char *token,
     size_t len, ngx_http_chat_jwt_t *jwt, const char **err)
 {
     ngx_http_chat_jwt_opts_t  opts;
@@ -358,7 +358,7 @@ ngx_http_chat_copy_identity(ngx_pool_t *pool, ngx_http_chat_identity_t *id,
 
 
 ngx_int_t
-ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
+ngx_http_chat_auth_dev_token_handler(ngx_http_request_t *r)
 {
     u_char                     *dst, *src, *token;
     time_t                      now;
@@ -371,7 +371,7 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
     u_char                      expires[NGX_HTTP_CHAT_TIME_LEN + 1];
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_ALLOWED,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                         "bad_request", "use GET");
     }
 
@@ -386,7 +386,7 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
     if (ngx_http_arg(r, (u_char *) "user", 4, &user) != NGX_OK
         || ngx_http_chat_dev_user_valid(&user) != NGX_OK)
     {
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
                                         "user must be 1 to 64 characters "
                                         "of A-Z a-z 0-9 _ . @ -");
@@ -417,9 +417,9 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
         name.len = dst - name.data;
 
         if (name.len > NGX_HTTP_CHAT_DEV_NAME_MAX
-            || ngx_http_chat_text_valid(&name) != NGX_OK)
+            || ngx_http_chat_auth_text_valid(&name) != NGX_OK)
         {
-            return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+            return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                             "bad_request",
                                             "name must be at most 64 bytes "
                                             "of UTF-8 with no control "
@@ -455,7 +455,7 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
     {
         /* json_stringn() refuses bytes that are not UTF-8 */
         json_decref(claims);
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
                                         "bad_request",
                                         "name must be valid UTF-8");
     }
@@ -477,7 +477,8 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    *ngx_http_chat_time(expires, now + NGX_HTTP_CHAT_DEV_TOKEN_TTL, 0) = '\0';
+    *ngx_http_chat_http_time(expires, now + NGX_HTTP_CHAT_DEV_TOKEN_TTL, 0)
+        = '\0';
 
     body = json_pack("{s:s%, s:s, s:{s:s%, s:s%}}",
                      "token", (char *) token, (size_t) n,
@@ -492,7 +493,7 @@ ngx_http_chat_dev_token_handler(ngx_http_request_t *r)
 
     ngx_http_chat_stat(cmcf, tokens_minted, 1);
 
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, body);
+    return ngx_http_chat_http_send_json(r, NGX_HTTP_OK, body);
 }
 
 
@@ -526,7 +527,7 @@ ngx_http_chat_dev_user_valid(ngx_str_t *user)
 /* UTF-8 without control characters: safe in JSON, logs and names */
 
 ngx_int_t
-ngx_http_chat_text_valid(ngx_str_t *s)
+ngx_http_chat_auth_text_valid(ngx_str_t *s)
 {
     ngx_uint_t  i;
 
@@ -548,7 +549,8 @@ ngx_http_chat_text_valid(ngx_str_t *s)
 
 
 ngx_int_t
-ngx_http_chat_identity_copy(ngx_pool_t *pool, ngx_http_chat_identity_t *dst,
+ngx_http_chat_auth_identity_copy(ngx_pool_t *pool,
+    ngx_http_chat_identity_t *dst,
     ngx_http_chat_identity_t *src)
 {
     if (ngx_http_chat_copy_identity(pool, dst, (char *) src->id.data,

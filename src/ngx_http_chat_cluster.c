@@ -219,7 +219,7 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
 
     /* the first worker of this node's zone forgets what a last run left */
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
     join = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -384,7 +384,7 @@ ngx_http_chat_cluster_presence(u_char *user, size_t len, ngx_uint_t online,
     }
 
     if (last_seen) {
-        e = ngx_http_chat_time(seen, last_seen, 0);
+        e = ngx_http_chat_http_time(seen, last_seen, 0);
         item = json_pack("[s, s%, b, s%]", "p", user, len, online,
                          seen, (size_t) (e - seen));
     } else {

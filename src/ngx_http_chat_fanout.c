@@ -137,14 +137,14 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
         }
 
         if (buf == NULL) {
-            ordered = ngx_http_chat_event_json(event);
+            ordered = ngx_http_chat_http_event_json(event);
             if (ordered == NULL) {
                 return;
             }
 
             size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
 
-            buf = size ? ngx_http_chat_buf_alloc(size, log) : NULL;
+            buf = size ? ngx_http_chat_ws_buf_alloc(size, log) : NULL;
             if (buf == NULL) {
                 json_decref(ordered);
                 return;
@@ -205,7 +205,7 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 
     if (buf != NULL) {
         /* the reference taken at allocation */
-        ngx_http_chat_buf_release(buf);
+        ngx_http_chat_ws_buf_release(buf);
     }
 }
 

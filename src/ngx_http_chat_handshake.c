@@ -41,7 +41,7 @@ static void ngx_http_chat_handshake_abort(void *data);
 
 
 ngx_int_t
-ngx_http_chat_ws_handler(ngx_http_request_t *r)
+ngx_http_chat_handshake_handler(ngx_http_request_t *r)
 {
     const char                 *err;
     ngx_int_t                   rc;
@@ -98,7 +98,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
         || hs.version->value.len != 2
         || ngx_strncmp(hs.version->value.data, "13", 2) != 0)
     {
-        if (ngx_http_chat_add_header(r, "Sec-WebSocket-Version", "13")
+        if (ngx_http_chat_http_add_header(r, "Sec-WebSocket-Version", "13")
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -119,7 +119,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     }
 
     if (hs.origins > 1
-        || ngx_http_chat_origin_allowed(r, ccf->allowed_origins,
+        || ngx_http_chat_http_origin_allowed(r, ccf->allowed_origins,
                                         hs.origin ? &hs.origin->value : NULL)
            != NGX_OK)
     {
@@ -138,7 +138,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_chat_module);
 
-    rc = ngx_http_chat_authenticate(r, ccf, r->pool, &ctx->id, &err);
+    rc = ngx_http_chat_auth_request(r, ccf, r->pool, &ctx->id, &err);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -148,13 +148,13 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: handshake refused: %s", err);
 
-        if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer")
+        if (ngx_http_chat_http_add_header(r, "WWW-Authenticate", "Bearer")
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_chat_send_error(r, NGX_HTTP_UNAUTHORIZED,
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                         "unauthorized", err);
     }
 
@@ -172,7 +172,7 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_BUSY) {
-        if (ngx_http_chat_add_header(r, "Retry-After", "10") != NGX_OK) {
+        if (ngx_http_chat_http_add_header(r, "Retry-After", "10") != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -187,7 +187,8 @@ ngx_http_chat_ws_handler(ngx_http_request_t *r)
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
     if (wc == NULL || cln == NULL
-        || ngx_http_chat_identity_copy(c->pool, &wc->id, &ctx->id) != NGX_OK)
+        || ngx_http_chat_auth_identity_copy(c->pool, &wc->id, &ctx->id)
+           != NGX_OK)
     {
         if (rc == NGX_OK) {
             ngx_http_chat_presence_undo(&ctx->id);
@@ -405,7 +406,7 @@ ngx_http_chat_refuse(ngx_http_request_t *r, ngx_uint_t status,
         r->keepalive = 0;
     }
 
-    return ngx_http_chat_send_error(r, status, code, message);
+    return ngx_http_chat_http_send_error(r, status, code, message);
 }
 
 
@@ -436,7 +437,7 @@ ngx_http_chat_upgrade_response(ngx_http_request_t *r, ngx_str_t *key,
 
     ngx_encode_base64(&accept, &digest);
 
-    buf = ngx_http_chat_buf_alloc(256, r->connection->log);
+    buf = ngx_http_chat_ws_buf_alloc(256, r->connection->log);
     if (buf == NULL) {
         return NULL;
     }
@@ -477,7 +478,7 @@ ngx_http_chat_handshake_abort(void *data)
     ngx_http_chat_presence_remove(wc);
 
     if (wc->upgrade != NULL) {
-        ngx_http_chat_buf_release(wc->upgrade);
+        ngx_http_chat_ws_buf_release(wc->upgrade);
         wc->upgrade = NULL;
     }
 }

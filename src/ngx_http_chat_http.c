@@ -13,7 +13,7 @@ static void ngx_http_chat_host_port(ngx_str_t *host, ngx_uint_t https);
 
 
 ngx_int_t
-ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_chat_http_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body)
 {
     size_t        size;
@@ -58,7 +58,7 @@ ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 
 ngx_int_t
-ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_chat_http_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
     json_t  *body;
@@ -72,12 +72,12 @@ ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
     /* an error page configured for the status must not replace the JSON */
     r->err_status = 0;
 
-    return ngx_http_chat_send_json(r, status, body);
+    return ngx_http_chat_http_send_json(r, status, body);
 }
 
 
 u_char *
-ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec)
+ngx_http_chat_http_time(u_char *buf, time_t sec, ngx_msec_t msec)
 {
     ngx_tm_t  tm;
 
@@ -93,7 +93,7 @@ ngx_http_chat_time(u_char *buf, time_t sec, ngx_msec_t msec)
 /* {"id", "name", "avatar"} of a user; name falls back to the id */
 
 json_t *
-ngx_http_chat_user_json(ngx_http_chat_identity_t *id)
+ngx_http_chat_http_user_json(ngx_http_chat_identity_t *id)
 {
     ngx_str_t  *name;
     json_t     *user;
@@ -121,7 +121,7 @@ ngx_http_chat_user_json(ngx_http_chat_identity_t *id)
 
 
 ngx_int_t
-ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
+ngx_http_chat_http_add_header(ngx_http_request_t *r, const char *key,
     const char *value)
 {
     ngx_table_elt_t  *h;
@@ -150,7 +150,7 @@ ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
  */
 
 json_t *
-ngx_http_chat_event_json(json_t *event)
+ngx_http_chat_http_event_json(json_t *event)
 {
     json_t  *ordered;
 
@@ -222,7 +222,7 @@ ngx_http_chat_http_header(ngx_http_request_t *r, const char *name,
  */
 
 ngx_int_t
-ngx_http_chat_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
+ngx_http_chat_http_origin_allowed(ngx_http_request_t *r, ngx_array_t *list,
     ngx_str_t *origin)
 {
     size_t       n;

@@ -26,7 +26,7 @@ ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle)
     ngx_connection_t      *c;
     ngx_http_chat_slot_t  *slot;
 
-    slot = &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot];
+    slot = &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot];
 
     c = ngx_get_connection(slot->wake, cycle->log);
     if (c == NULL) {
@@ -97,14 +97,14 @@ ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
     ngx_http_chat_presence_t  *p;
     uint64_t                   one;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     ngx_http_chat_status_event(event);
 
     /* made here: the other nodes hear of it too */
     ngx_http_chat_cluster_publish(event, to);
 
-    if (zone == NULL || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT
         || !json_is_array(to))
     {
         ngx_http_chat_fanout_event(event, to, log);
@@ -137,9 +137,9 @@ ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (mask & ((uint64_t) 1 << ngx_http_chat_slot)) {
+    if (mask & ((uint64_t) 1 << ngx_http_chat_zone_slot)) {
         ngx_http_chat_fanout_event(event, to, log);
-        mask &= ~((uint64_t) 1 << ngx_http_chat_slot);
+        mask &= ~((uint64_t) 1 << ngx_http_chat_zone_slot);
     }
 
     if (mask == 0) {
@@ -235,7 +235,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
 
     c = rev->data;
     slot = c->data;
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     while (read(c->fd, &n, sizeof(uint64_t)) == sizeof(uint64_t)) {
         /* the counter is reset by the read; the queue says the rest */
@@ -302,7 +302,7 @@ ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot)
 
     for (m = slot->head; m; m = next) {
         next = m->next;
-        ngx_slab_free_locked(ngx_http_chat_zone->shpool, m);
+        ngx_slab_free_locked(ngx_http_chat_zone_sh->shpool, m);
     }
 
     slot->head = NULL;

@@ -572,7 +572,7 @@ ngx_http_chat_jwt_verify(const ngx_http_chat_jwt_key_t *key,
     p = buf;
 
     for (i = 0; i < 3; i++) {
-        n = ngx_http_chat_base64url_decode(p, seg[i], seg_len[i]);
+        n = ngx_http_chat_jwt_base64url_decode(p, seg[i], seg_len[i]);
         if (n < 0) {
             *err = "malformed token";
             return -1;
@@ -1319,9 +1319,9 @@ ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key, json_t *claims,
     }
 
     p = out;
-    p += ngx_http_chat_base64url_encode(p, header, header_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, header, header_len);
     *p++ = '.';
-    p += ngx_http_chat_base64url_encode(p, payload, payload_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, payload, payload_len);
 
     free(payload);
 
@@ -1334,7 +1334,7 @@ ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key, json_t *claims,
     }
 
     *p++ = '.';
-    p += ngx_http_chat_base64url_encode(p, mac, mac_len);
+    p += ngx_http_chat_jwt_base64url_encode(p, mac, mac_len);
     *p = '\0';
 
     OPENSSL_cleanse(mac, sizeof(mac));
@@ -1351,7 +1351,7 @@ ngx_http_chat_jwt_base64url_len(size_t len)
 
 
 size_t
-ngx_http_chat_base64url_encode(u_char *dst, const u_char *src, size_t len)
+ngx_http_chat_jwt_base64url_encode(u_char *dst, const u_char *src, size_t len)
 {
     u_char  *d;
 
@@ -1388,7 +1388,7 @@ ngx_http_chat_base64url_encode(u_char *dst, const u_char *src, size_t len)
  */
 
 ssize_t
-ngx_http_chat_base64url_decode(u_char *dst, const u_char *src, size_t len)
+ngx_http_chat_jwt_base64url_decode(u_char *dst, const u_char *src, size_t len)
 {
     size_t         i;
     u_char        *d;

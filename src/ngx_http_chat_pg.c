@@ -918,7 +918,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         pc->state = ngx_http_chat_pg_ready;
 
         ngx_http_chat_count(pg_connects, 1);
-        ngx_http_chat_gauge(pg_ready, 1);
+        ngx_http_chat_zone_gauge(pg_ready, 1);
 
         if (pc == &pool->conns[0]) {
             /* listening (again): what was notified meanwhile is read */
@@ -1447,7 +1447,7 @@ static void
 ngx_http_chat_pg_close(ngx_http_chat_pg_conn_t *pc)
 {
     if (pc->state >= ngx_http_chat_pg_ready) {
-        ngx_http_chat_gauge(pg_ready, -1);
+        ngx_http_chat_zone_gauge(pg_ready, -1);
     }
 
     if (pc->c != NULL) {

@@ -45,13 +45,13 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (zone == NULL) {
         return NGX_ABORT;
     }
 
-    if (ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
+    if (ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
         /* its events could not cross to it: no clients for this worker */
         return NGX_DECLINED;
     }
@@ -78,12 +78,12 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
         }
     }
 
-    if ((max && p->total >= max) || p->counts[ngx_http_chat_slot] == 255) {
+    if ((max && p->total >= max) || p->counts[ngx_http_chat_zone_slot] == 255) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_BUSY;
     }
 
-    p->counts[ngx_http_chat_slot]++;
+    p->counts[ngx_http_chat_zone_slot]++;
     p->total++;
 
     if (p->total == 1) {
@@ -130,7 +130,7 @@ ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id)
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (zone == NULL) {
         return;
@@ -140,8 +140,8 @@ ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id)
 
     p = ngx_http_chat_presence_lookup_locked(id->id.data, id->id.len);
 
-    if (p != NULL && p->counts[ngx_http_chat_slot] > 0) {
-        p->counts[ngx_http_chat_slot]--;
+    if (p != NULL && p->counts[ngx_http_chat_zone_slot] > 0) {
+        p->counts[ngx_http_chat_zone_slot]--;
         p->total--;
 
         if (p->total == 0) {
@@ -159,10 +159,10 @@ static void
 ngx_http_chat_presence_gone_locked(ngx_http_chat_presence_t *p)
 {
     p->last_seen = ngx_time();
-    ngx_http_chat_zone->sh->online--;
+    ngx_http_chat_zone_sh->sh->online--;
 
     if (p->announced && p->pending.next == NULL) {
-        ngx_queue_insert_tail(&ngx_http_chat_zone->sh->pending, &p->pending);
+        ngx_queue_insert_tail(&ngx_http_chat_zone_sh->sh->pending, &p->pending);
     }
 }
 
@@ -176,7 +176,7 @@ ngx_http_chat_presence_lookup_locked(u_char *user, size_t len)
     name.len = len;
 
     return (ngx_http_chat_presence_t *) ngx_str_rbtree_lookup(
-                                          &ngx_http_chat_zone->sh->presence,
+                                          &ngx_http_chat_zone_sh->sh->presence,
                                           &name,
                                           ngx_crc32_short(user, len));
 }
@@ -199,7 +199,7 @@ ngx_http_chat_presence_entry_locked(u_char *user, size_t len)
         p = ngx_http_chat_presence_alloc_locked(user, len,
                                                 ngx_crc32_short(user, len));
         if (p != NULL) {
-            ngx_queue_insert_tail(&ngx_http_chat_zone->sh->lru, &p->pending);
+            ngx_queue_insert_tail(&ngx_http_chat_zone_sh->sh->lru, &p->pending);
         }
     }
 
@@ -217,24 +217,24 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
     /* room is made by forgetting the users offline for longest */
 
     for (n = 0; n < 16; n++) {
-        p = ngx_slab_calloc_locked(ngx_http_chat_zone->shpool,
+        p = ngx_slab_calloc_locked(ngx_http_chat_zone_sh->shpool,
                                    offsetof(ngx_http_chat_presence_t, user)
                                    + len);
         if (p != NULL) {
             break;
         }
 
-        if (ngx_queue_empty(&ngx_http_chat_zone->sh->lru)) {
+        if (ngx_queue_empty(&ngx_http_chat_zone_sh->sh->lru)) {
             return NULL;
         }
 
-        q = ngx_queue_head(&ngx_http_chat_zone->sh->lru);
+        q = ngx_queue_head(&ngx_http_chat_zone_sh->sh->lru);
         victim = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
 
         ngx_queue_remove(q);
-        ngx_rbtree_delete(&ngx_http_chat_zone->sh->presence,
+        ngx_rbtree_delete(&ngx_http_chat_zone_sh->sh->presence,
                           &victim->sn.node);
-        ngx_slab_free_locked(ngx_http_chat_zone->shpool, victim);
+        ngx_slab_free_locked(ngx_http_chat_zone_sh->shpool, victim);
     }
 
     if (p == NULL) {
@@ -247,7 +247,7 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
     p->sn.str.len = len;
     p->sn.node.key = hash;
 
-    ngx_rbtree_insert(&ngx_http_chat_zone->sh->presence, &p->sn.node);
+    ngx_rbtree_insert(&ngx_http_chat_zone_sh->sh->presence, &p->sn.node);
 
     return p;
 }
@@ -261,8 +261,8 @@ ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
     ngx_rbtree_node_t         *node, *sentinel;
     ngx_http_chat_presence_t  *p;
 
-    node = ngx_http_chat_zone->sh->presence.root;
-    sentinel = ngx_http_chat_zone->sh->presence.sentinel;
+    node = ngx_http_chat_zone_sh->sh->presence.root;
+    sentinel = ngx_http_chat_zone_sh->sh->presence.sentinel;
 
     if (node == sentinel) {
         return;
@@ -270,7 +270,7 @@ ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
 
     for (node = ngx_rbtree_min(node, sentinel);
          node != NULL;
-         node = ngx_rbtree_next(&ngx_http_chat_zone->sh->presence, node))
+         node = ngx_rbtree_next(&ngx_http_chat_zone_sh->sh->presence, node))
     {
         p = (ngx_http_chat_presence_t *) node;
 
@@ -300,7 +300,7 @@ ngx_http_chat_presence_query(json_t *ids)
     ngx_http_chat_presence_t  *p;
     u_char                     seen[NGX_HTTP_CHAT_TIME_LEN];
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     result = json_object();
     if (result == NULL) {
@@ -319,7 +319,7 @@ ngx_http_chat_presence_query(json_t *ids)
                  : NULL;
 
         if (p != NULL && p->total == 0 && p->remote == 0 && p->last_seen) {
-            e = ngx_http_chat_time(seen, p->last_seen, 0);
+            e = ngx_http_chat_http_time(seen, p->last_seen, 0);
             entry = json_pack("{s:b, s:s%}", "online", 0, "last_seen", seen,
                               (size_t) (e - seen));
 
@@ -411,7 +411,7 @@ ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
     u_char   seen[NGX_HTTP_CHAT_TIME_LEN];
 
     if (last_seen) {
-        e = ngx_http_chat_time(seen, last_seen, 0);
+        e = ngx_http_chat_http_time(seen, last_seen, 0);
         arg = json_pack("{s:s%, s:b, s:s%}", "user_id", user, len,
                         "online", online, "last_seen", seen,
                         (size_t) (e - seen));
@@ -477,7 +477,7 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
     u_char                     user[NGX_HTTP_CHAT_JWT_MAX_SUB];
     size_t                     len;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
     now = ngx_time();
 
     if (ngx_exiting || ngx_terminate) {
@@ -537,7 +537,7 @@ ngx_http_chat_presence_node_locked(u_char *name, size_t len)
     free = NGX_HTTP_CHAT_SLOTS;
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
-        n = &ngx_http_chat_zone->sh->nodes[i];
+        n = &ngx_http_chat_zone_sh->sh->nodes[i];
 
         if (n->len == 0) {
             if (free == NGX_HTTP_CHAT_SLOTS) {
@@ -556,7 +556,7 @@ ngx_http_chat_presence_node_locked(u_char *name, size_t len)
         return NGX_ERROR;
     }
 
-    n = &ngx_http_chat_zone->sh->nodes[free];
+    n = &ngx_http_chat_zone_sh->sh->nodes[free];
     n->len = (u_char) len;
     ngx_memcpy(n->name, name, len);
 
@@ -572,7 +572,7 @@ ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (zone == NULL) {
         return;
@@ -612,7 +612,7 @@ ngx_http_chat_presence_held(u_char *user, size_t len, ngx_str_t *node)
     ngx_http_chat_presence_t   *p;
     ngx_http_chat_node_name_t  *n;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (zone == NULL) {
         return 0;
@@ -660,7 +660,7 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
     ngx_http_chat_presence_t  *p;
     ngx_http_chat_node_name_t *nn;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (zone == NULL) {
         return;
@@ -756,7 +756,7 @@ ngx_http_chat_presence_local_users(void)
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     users = json_array();
 

@@ -112,7 +112,7 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
         return 0;
     }
 
-    if (ngx_http_chat_zone == NULL || !wc->present) {
+    if (ngx_http_chat_zone_sh == NULL || !wc->present) {
         b = &wc->buckets[kind];
         return ngx_http_chat_rate_take(&wc->conf->rates[kind], &b->last,
                                        &b->excess);
@@ -139,7 +139,7 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
     ngx_http_chat_presence_t  *p;
 
     rate = &conf->rates[kind];
-    zone = ngx_http_chat_zone;
+    zone = ngx_http_chat_zone_sh;
 
     if (rate->rate == 0 || zone == NULL) {
         return 0;

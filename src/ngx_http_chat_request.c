@@ -21,7 +21,7 @@ ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
 
     memset(req, 0, sizeof(ngx_http_chat_request_t));
 
-    root = ngx_http_chat_json_object(data, len, max_depth, err);
+    root = ngx_http_chat_request_json_object(data, len, max_depth, err);
     if (root == NULL) {
         return -1;
     }
@@ -66,13 +66,14 @@ ngx_http_chat_request_parse(ngx_http_chat_request_t *req,
 
 
 json_t *
-ngx_http_chat_json_object(const u_char *data, size_t len, unsigned max_depth,
+ngx_http_chat_request_json_object(const u_char *data, size_t len,
+    unsigned max_depth,
     const char **err)
 {
     json_t        *root;
     json_error_t   error;
 
-    if (ngx_http_chat_json_depth(data, len, max_depth) > max_depth) {
+    if (ngx_http_chat_request_json_depth(data, len, max_depth) > max_depth) {
         *err = "JSON nested too deeply";
         return NULL;
     }
@@ -115,7 +116,7 @@ ngx_http_chat_request_free(ngx_http_chat_request_t *req)
 
 
 unsigned
-ngx_http_chat_json_depth(const u_char *data, size_t len, unsigned max)
+ngx_http_chat_request_json_depth(const u_char *data, size_t len, unsigned max)
 {
     size_t    i;
     unsigned  depth, deepest, in_string, escaped;

@@ -39,11 +39,11 @@ void ngx_http_chat_request_free(ngx_http_chat_request_t *req);
  * One JSON object under the envelope's rules (depth, no NUL, no
  * duplicate keys), for REST bodies: a new reference, or NULL with *err.
  */
-json_t *ngx_http_chat_json_object(const u_char *data, size_t len,
+json_t *ngx_http_chat_request_json_object(const u_char *data, size_t len,
     unsigned max_depth, const char **err);
 
 /* nesting depth of a JSON text, strings skipped; stops past max */
-unsigned ngx_http_chat_json_depth(const u_char *data, size_t len,
+unsigned ngx_http_chat_request_json_depth(const u_char *data, size_t len,
     unsigned max);
 
 

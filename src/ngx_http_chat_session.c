@@ -97,7 +97,7 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 
     p = ngx_sprintf(session, "%P-%ui", ngx_pid, wc->session);
 
-    user = ngx_http_chat_user_json(&wc->id);
+    user = ngx_http_chat_http_user_json(&wc->id);
     if (user == NULL) {
         return NGX_ERROR;
     }
@@ -225,7 +225,7 @@ ngx_http_chat_ping(ngx_http_chat_conn_t *wc, ngx_http_chat_request_t *req)
     u_char       now[NGX_HTTP_CHAT_TIME_LEN];
 
     tp = ngx_timeofday();
-    p = ngx_http_chat_time(now, tp->sec, tp->msec);
+    p = ngx_http_chat_http_time(now, tp->sec, tp->msec);
 
     return ngx_http_chat_reply_ok(wc, req->id,
                                   json_pack("{s:s%}", "time", now,
@@ -256,7 +256,7 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
                                          "to refresh");
     }
 
-    if (ngx_http_chat_verify_token(wc->conf,
+    if (ngx_http_chat_auth_verify_token(wc->conf,
                                    (u_char *) json_string_value(token),
                                    json_string_length(token), &jwt, &err)
         != NGX_OK)
@@ -280,7 +280,7 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
     ngx_http_chat_ws_rearm(wc);
 
     if (wc->id.exp) {
-        p = ngx_http_chat_time(expires, wc->id.exp, 0);
+        p = ngx_http_chat_http_time(expires, wc->id.exp, 0);
         data = json_pack("{s:s%}", "expires_at", expires,
                          (size_t) (p - expires));
 
@@ -436,7 +436,7 @@ ngx_http_chat_session_event(ngx_http_chat_conn_t *wc, json_t *event)
         return NGX_OK;
     }
 
-    ordered = ngx_http_chat_event_json(event);
+    ordered = ngx_http_chat_http_event_json(event);
     if (ordered == NULL) {
         return NGX_ERROR;
     }
@@ -455,7 +455,7 @@ ngx_http_chat_send_json_frame(ngx_http_chat_conn_t *wc, json_t *json)
 
     size = json_dumpb(json, NULL, 0, JSON_COMPACT);
 
-    buf = size ? ngx_http_chat_buf_alloc(size, wc->connection->log) : NULL;
+    buf = size ? ngx_http_chat_ws_buf_alloc(size, wc->connection->log) : NULL;
     if (buf == NULL) {
         json_decref(json);
         return NGX_ERROR;

@@ -302,7 +302,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
 
         /* with a zone, the gauges are the live workers' slots, summed */
 
-        if (ngx_http_chat_zone != NULL
+        if (ngx_http_chat_zone_sh != NULL
             && (m->offset == offsetof(ngx_http_chat_stats_t, connections)
                 || m->offset == offsetof(ngx_http_chat_stats_t, pg_ready)))
         {
@@ -404,7 +404,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
 
     b->last = ngx_http_chat_status_build(b->last, last);
 
-    if (ngx_http_chat_zone != NULL) {
+    if (ngx_http_chat_zone_sh != NULL) {
         b->last = ngx_http_chat_status_zone(b->last, last);
     }
 
@@ -632,8 +632,8 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
     ngx_atomic_int_t        dropped[NGX_HTTP_CHAT_SLOTS];
     ngx_atomic_int_t        delivered[NGX_HTTP_CHAT_SLOTS];
 
-    shpool = ngx_http_chat_zone->shpool;
-    sh = ngx_http_chat_zone->sh;
+    shpool = ngx_http_chat_zone_sh->shpool;
+    sh = ngx_http_chat_zone_sh->sh;
 
     ngx_shmtx_lock(&shpool->mutex);
 
@@ -748,7 +748,7 @@ ngx_http_chat_status_gauge(ngx_uint_t connections)
     sum = 0;
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
-        slot = &ngx_http_chat_zone->sh->slots[i];
+        slot = &ngx_http_chat_zone_sh->sh->slots[i];
 
         if (slot->pid != 0) {
             sum += connections ? slot->connections : slot->pg_ready;

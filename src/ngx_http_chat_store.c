@@ -249,7 +249,7 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
     json_t              *arg;
     ngx_http_chat_op_t  *op;
 
-    arg = ngx_http_chat_user_json(&wc->id);
+    arg = ngx_http_chat_http_user_json(&wc->id);
     if (arg == NULL) {
         return NGX_ERROR;
     }

@@ -156,7 +156,7 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     ngx_queue_init(&wc->typing);
 
     ngx_http_chat_stat(cmcf, upgrades, 1);
-    ngx_http_chat_gauge(connections, 1);
+    ngx_http_chat_zone_gauge(connections, 1);
 
     if (ngx_http_chat_read_buf == NULL) {
         ngx_http_chat_read_buf = ngx_alloc(NGX_HTTP_CHAT_READ_SIZE, c->log);
@@ -396,7 +396,7 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
 
             if (wc->close_sent) {
                 if (wc->msg) {
-                    ngx_http_chat_buf_release(wc->msg);
+                    ngx_http_chat_ws_buf_release(wc->msg);
                     wc->msg = NULL;
                 }
 
@@ -503,7 +503,7 @@ ngx_http_chat_ws_append(ngx_http_chat_conn_t *wc, u_char *data, size_t len)
         }
     }
 
-    msg = ngx_http_chat_buf_alloc(size, wc->connection->log);
+    msg = ngx_http_chat_ws_buf_alloc(size, wc->connection->log);
     if (msg == NULL) {
         return NGX_ERROR;
     }
@@ -511,7 +511,7 @@ ngx_http_chat_ws_append(ngx_http_chat_conn_t *wc, u_char *data, size_t len)
     if (wc->msg != NULL) {
         ngx_memcpy(msg->data, wc->msg->data, wc->msg->len);
         msg->len = wc->msg->len;
-        ngx_http_chat_buf_release(wc->msg);
+        ngx_http_chat_ws_buf_release(wc->msg);
     }
 
     wc->msg = msg;
@@ -554,7 +554,7 @@ ngx_http_chat_ws_message(ngx_http_chat_conn_t *wc)
     }
 
     if (msg != NULL) {
-        ngx_http_chat_buf_release(msg);
+        ngx_http_chat_ws_buf_release(msg);
     }
 }
 
@@ -568,7 +568,7 @@ ngx_http_chat_ws_control(ngx_http_chat_conn_t *wc, unsigned opcode,
     buf = NULL;
 
     if (len) {
-        buf = ngx_http_chat_buf_alloc(len, wc->connection->log);
+        buf = ngx_http_chat_ws_buf_alloc(len, wc->connection->log);
         if (buf == NULL) {
             return NGX_ERROR;
         }
@@ -590,7 +590,7 @@ ngx_http_chat_ws_fail(ngx_http_chat_conn_t *wc, unsigned code,
     wc->discard = 1;
 
     if (wc->msg != NULL) {
-        ngx_http_chat_buf_release(wc->msg);
+        ngx_http_chat_ws_buf_release(wc->msg);
         wc->msg = NULL;
     }
 
@@ -635,7 +635,7 @@ ngx_http_chat_ws_close(ngx_http_chat_conn_t *wc, unsigned code,
     if (code) {
         len = ngx_min(ngx_strlen(reason), NGX_HTTP_CHAT_CONTROL_MAX - 2);
 
-        buf = ngx_http_chat_buf_alloc(2 + len, wc->connection->log);
+        buf = ngx_http_chat_ws_buf_alloc(2 + len, wc->connection->log);
         if (buf == NULL) {
             /* no Close frame, then: the close timer ends it */
             wc->discard = 1;
@@ -690,7 +690,7 @@ ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc, unsigned opcode,
     {
         /* nothing follows a Close (RFC 6455 5.5.1) */
         if (buf != NULL) {
-            ngx_http_chat_buf_release(buf);
+            ngx_http_chat_ws_buf_release(buf);
         }
 
         return NGX_OK;
@@ -699,7 +699,7 @@ ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc, unsigned opcode,
     out = ngx_http_chat_out_alloc(c->log);
     if (out == NULL) {
         if (buf != NULL) {
-            ngx_http_chat_buf_release(buf);
+            ngx_http_chat_ws_buf_release(buf);
         }
 
         return NGX_ERROR;
@@ -1138,7 +1138,7 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     wc->out_bytes = 0;
 
     if (wc->msg != NULL) {
-        ngx_http_chat_buf_release(wc->msg);
+        ngx_http_chat_ws_buf_release(wc->msg);
         wc->msg = NULL;
     }
 
@@ -1153,12 +1153,12 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
     }
 
     if (wc->upgrade != NULL) {
-        ngx_http_chat_buf_release(wc->upgrade);
+        ngx_http_chat_ws_buf_release(wc->upgrade);
         wc->upgrade = NULL;
     }
 
     if (wc->started) {
-        ngx_http_chat_gauge(connections, -1);
+        ngx_http_chat_zone_gauge(connections, -1);
     }
 
     if (c->read->timer_set) {
@@ -1191,7 +1191,7 @@ ngx_http_chat_ws_closed(ngx_event_t *ev)
 
 
 ngx_http_chat_buf_t *
-ngx_http_chat_buf_alloc(size_t size, ngx_log_t *log)
+ngx_http_chat_ws_buf_alloc(size_t size, ngx_log_t *log)
 {
     ngx_http_chat_buf_t  *buf;
 
@@ -1209,7 +1209,7 @@ ngx_http_chat_buf_alloc(size_t size, ngx_log_t *log)
 
 
 void
-ngx_http_chat_buf_release(ngx_http_chat_buf_t *buf)
+ngx_http_chat_ws_buf_release(ngx_http_chat_buf_t *buf)
 {
     if (--buf->refs == 0) {
         ngx_free(buf);
@@ -1238,7 +1238,7 @@ static void
 ngx_http_chat_out_free(ngx_http_chat_out_t *out)
 {
     if (out->buf != NULL) {
-        ngx_http_chat_buf_release(out->buf);
+        ngx_http_chat_ws_buf_release(out->buf);
     }
 
     if (ngx_http_chat_nfree_outs >= NGX_HTTP_CHAT_FREE_OUT) {

@@ -23,8 +23,8 @@ static ngx_int_t ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone,
 static void ngx_http_chat_zone_sweep_locked(void);
 
 
-ngx_http_chat_zone_t  *ngx_http_chat_zone;
-ngx_uint_t             ngx_http_chat_slot = NGX_HTTP_CHAT_NO_SLOT;
+ngx_http_chat_zone_t  *ngx_http_chat_zone_sh;
+ngx_uint_t             ngx_http_chat_zone_slot = NGX_HTTP_CHAT_NO_SLOT;
 
 
 char *
@@ -205,7 +205,7 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
     ngx_uint_t              i;
     ngx_http_chat_shctx_t  *sh;
 
-    ngx_http_chat_zone = zone;
+    ngx_http_chat_zone_sh = zone;
     sh = zone->sh;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -218,14 +218,14 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
             sh->slots[i].overflow = 0;
             sh->slots[i].connections = 0;
             sh->slots[i].pg_ready = 0;
-            ngx_http_chat_slot = i;
+            ngx_http_chat_zone_slot = i;
             break;
         }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT) {
+    if (ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                       "chat: all %d slots of chat_zone are taken: this "
                       "worker delivers to its own connections only",
@@ -235,7 +235,7 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
 
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
                   "chat: worker takes slot %ui of chat_zone",
-                  ngx_http_chat_slot);
+                  ngx_http_chat_zone_slot);
 
     ngx_http_chat_presence_init_process(cycle);
 
@@ -248,28 +248,28 @@ ngx_http_chat_zone_exit_process(void)
 {
     ngx_http_chat_slot_t  *slot;
 
-    if (ngx_http_chat_zone == NULL
-        || ngx_http_chat_slot == NGX_HTTP_CHAT_NO_SLOT)
+    if (ngx_http_chat_zone_sh == NULL
+        || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT)
     {
         return;
     }
 
     ngx_http_chat_ipc_exit_process();
 
-    slot = &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot];
+    slot = &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot];
 
-    ngx_shmtx_lock(&ngx_http_chat_zone->shpool->mutex);
+    ngx_shmtx_lock(&ngx_http_chat_zone_sh->shpool->mutex);
 
     /* the connections are closed by now; anything left is swept */
-    ngx_http_chat_presence_sweep_locked(ngx_http_chat_slot);
+    ngx_http_chat_presence_sweep_locked(ngx_http_chat_zone_slot);
     ngx_http_chat_ipc_free_queue_locked(slot);
     slot->connections = 0;
     slot->pg_ready = 0;
     slot->pid = 0;
 
-    ngx_shmtx_unlock(&ngx_http_chat_zone->shpool->mutex);
+    ngx_shmtx_unlock(&ngx_http_chat_zone_sh->shpool->mutex);
 
-    ngx_http_chat_slot = NGX_HTTP_CHAT_NO_SLOT;
+    ngx_http_chat_zone_slot = NGX_HTTP_CHAT_NO_SLOT;
 }
 
 
@@ -282,7 +282,7 @@ ngx_http_chat_zone_sweep_locked(void)
     ngx_http_chat_slot_t  *slot;
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
-        slot = &ngx_http_chat_zone->sh->slots[i];
+        slot = &ngx_http_chat_zone_sh->sh->slots[i];
 
         if (slot->pid == 0
             || kill(slot->pid, 0) == 0 || ngx_errno != NGX_ESRCH)

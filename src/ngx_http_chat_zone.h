@@ -87,8 +87,8 @@ typedef struct {
 
 
 /* this worker's zone and slot */
-extern ngx_http_chat_zone_t  *ngx_http_chat_zone;
-extern ngx_uint_t             ngx_http_chat_slot;
+extern ngx_http_chat_zone_t  *ngx_http_chat_zone_sh;
+extern ngx_uint_t             ngx_http_chat_zone_slot;
 
 
 char *ngx_http_chat_zone_conf(ngx_conf_t *cf, ngx_http_chat_zone_t **zp,
@@ -97,30 +97,17 @@ ngx_int_t ngx_http_chat_zone_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_zone_t *zone);
 void ngx_http_chat_zone_exit_process(void);
 
-/* presence, under the zone's lock */
-ngx_http_chat_presence_t *ngx_http_chat_presence_entry_locked(u_char *user,
-    size_t len);
-ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
-    size_t len);
-void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
-void ngx_http_chat_presence_init_process(ngx_cycle_t *cycle);
-
 /* a gauge of this worker: in its slot with a zone, else global */
-#define ngx_http_chat_gauge(field, n)                                        \
-    if (ngx_http_chat_zone != NULL                                           \
-        && ngx_http_chat_slot != NGX_HTTP_CHAT_NO_SLOT)                      \
+#define ngx_http_chat_zone_gauge(field, n)                                   \
+    if (ngx_http_chat_zone_sh != NULL                                        \
+        && ngx_http_chat_zone_slot != NGX_HTTP_CHAT_NO_SLOT)                 \
     {                                                                        \
         (void) ngx_atomic_fetch_add(                                         \
-            &ngx_http_chat_zone->sh->slots[ngx_http_chat_slot].field, n);    \
+            &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot].field,\
+            n);                                                              \
     } else {                                                                 \
         ngx_http_chat_count(field, n);                                       \
     }
-
-
-/* ngx_http_chat_ipc.c */
-ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
-void ngx_http_chat_ipc_exit_process(void);
-void ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot);
 
 
 #endif /* _NGX_HTTP_CHAT_ZONE_H_INCLUDED_ */

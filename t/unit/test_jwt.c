@@ -156,25 +156,26 @@ test_base64url(void)
 
     for (i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
         n = strlen(vectors[i].plain);
-        n = ngx_http_chat_base64url_encode(enc, (u_char *) vectors[i].plain,
+        n = ngx_http_chat_jwt_base64url_encode(enc, (u_char *) vectors[i].plain,
                                            n);
         enc[n] = '\0';
         CHECK_STR((char *) enc, vectors[i].coded);
 
-        r = ngx_http_chat_base64url_decode(dec, (u_char *) vectors[i].coded,
+        r = ngx_http_chat_jwt_base64url_decode(dec, (u_char *) vectors[i].coded,
                                            strlen(vectors[i].coded));
         CHECK_EQ(r, (long long) strlen(vectors[i].plain));
         CHECK(r >= 0 && memcmp(dec, vectors[i].plain, (size_t) r) == 0);
     }
 
     for (i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
-        r = ngx_http_chat_base64url_decode(dec, (u_char *) invalid[i],
+        r = ngx_http_chat_jwt_base64url_decode(dec, (u_char *) invalid[i],
                                            strlen(invalid[i]));
         CHECK_EQ(r, -1);
     }
 
     /* a NUL byte is not in the alphabet either */
-    CHECK_EQ(ngx_http_chat_base64url_decode(dec, (u_char *) "Zm\0v", 4), -1);
+    CHECK_EQ(ngx_http_chat_jwt_base64url_decode(dec, (u_char *) "Zm\0v", 4),
+             -1);
 
     /* canonical round trips of every length and every byte value */
 
@@ -183,10 +184,10 @@ test_base64url(void)
     }
 
     for (i = 0; i < sizeof(src); i++) {
-        n = ngx_http_chat_base64url_encode(enc, src, i);
+        n = ngx_http_chat_jwt_base64url_encode(enc, src, i);
         CHECK_EQ(n, (i / 3) * 4 + (i % 3 ? i % 3 + 1 : 0));
 
-        r = ngx_http_chat_base64url_decode(dec, enc, n);
+        r = ngx_http_chat_jwt_base64url_decode(dec, enc, n);
         if (r != (ssize_t) i || memcmp(dec, src, i) != 0) {
             CHECK(!"base64url round trip");
         }
@@ -243,21 +244,21 @@ test_rfc(void)
                                    " \"exp\":1300819380,\r\n"
                                    " \"http://example.com/is_root\":true}";
 
-    n = ngx_http_chat_base64url_decode(k, (u_char *) T_RFC_KEY,
+    n = ngx_http_chat_jwt_base64url_decode(k, (u_char *) T_RFC_KEY,
                                        sizeof(T_RFC_KEY) - 1);
     CHECK_EQ(n, 64);
 
-    n = ngx_http_chat_base64url_decode(buf, (u_char *) T_RFC_HEADER,
+    n = ngx_http_chat_jwt_base64url_decode(buf, (u_char *) T_RFC_HEADER,
                                        sizeof(T_RFC_HEADER) - 1);
     CHECK_EQ(n, (long long) sizeof(header) - 1);
     CHECK(n > 0 && memcmp(buf, header, (size_t) n) == 0);
 
-    n = ngx_http_chat_base64url_decode(buf, (u_char *) T_RFC_PAYLOAD,
+    n = ngx_http_chat_jwt_base64url_decode(buf, (u_char *) T_RFC_PAYLOAD,
                                        sizeof(T_RFC_PAYLOAD) - 1);
     CHECK_EQ(n, (long long) sizeof(payload) - 1);
     CHECK(n > 0 && memcmp(buf, payload, (size_t) n) == 0);
 
-    n = ngx_http_chat_base64url_decode(buf, (u_char *) T_RFC_SIG,
+    n = ngx_http_chat_jwt_base64url_decode(buf, (u_char *) T_RFC_SIG,
                                        sizeof(T_RFC_SIG) - 1);
     CHECK_EQ(n, 32);
     CHECK(memcmp(buf, sig, sizeof(sig)) == 0);
@@ -668,7 +669,7 @@ test_rs256(void)
 
     /* a signature one byte short, and one byte long */
 
-    n = ngx_http_chat_base64url_decode(sig, (u_char *) dot + 1,
+    n = ngx_http_chat_jwt_base64url_decode(sig, (u_char *) dot + 1,
                                        strlen(dot + 1));
     CHECK_EQ(n, 256);
 
@@ -801,7 +802,7 @@ test_es256(void)
               "bad signature");
 
     /* P-256 signatures decode to exactly 64 bytes */
-    n = ngx_http_chat_base64url_decode(sig, (u_char *) dot + 1,
+    n = ngx_http_chat_jwt_base64url_decode(sig, (u_char *) dot + 1,
                                        strlen(dot + 1));
     CHECK_EQ(n, 64);
 
@@ -2059,7 +2060,7 @@ t_b64(const void *src, size_t len)
     size_t   n;
 
     out = t_slot();
-    n = ngx_http_chat_base64url_encode((u_char *) out, src, len);
+    n = ngx_http_chat_jwt_base64url_encode((u_char *) out, src, len);
     out[n] = '\0';
 
     return out;
@@ -2076,7 +2077,7 @@ t_join_raw(const char *input, const u_char *sig, size_t sig_len)
     n = strlen(input);
     memcpy(out, input, n);
     out[n++] = '.';
-    n += ngx_http_chat_base64url_encode((u_char *) out + n, sig, sig_len);
+    n += ngx_http_chat_jwt_base64url_encode((u_char *) out + n, sig, sig_len);
     out[n] = '\0';
 
     return out;
@@ -2211,7 +2212,7 @@ t_flip(const char *token, size_t bit)
     strcpy(input, token);
 
     dot = strrchr(input, '.');
-    n = ngx_http_chat_base64url_decode(sig, (u_char *) dot + 1,
+    n = ngx_http_chat_jwt_base64url_decode(sig, (u_char *) dot + 1,
                                        strlen(dot + 1));
     *dot = '\0';
 

@@ -854,13 +854,13 @@ test_depth(void)
 
 
 #define DEPTH_OF(lit, max)                                                   \
-    ngx_http_chat_json_depth((const u_char *) lit, sizeof(lit) - 1, max)
+    ngx_http_chat_request_json_depth((const u_char *) lit, sizeof(lit) - 1, max)
 
 
 static void
 test_json_depth(void)
 {
-    CHECK_EQ(ngx_http_chat_json_depth((const u_char *) "", 0, 10), 0);
+    CHECK_EQ(ngx_http_chat_request_json_depth((const u_char *) "", 0, 10), 0);
     CHECK_EQ(DEPTH_OF("1", 10), 0);
     CHECK_EQ(DEPTH_OF("\"abc\"", 10), 0);
     CHECK_EQ(DEPTH_OF("{}", 10), 1);
@@ -909,9 +909,12 @@ test_json_depth(void)
 
     /* only len bytes are read */
 
-    CHECK_EQ(ngx_http_chat_json_depth((const u_char *) "[[[[", 2, 10), 2);
-    CHECK_EQ(ngx_http_chat_json_depth((const u_char *) "\"x\"[", 3, 10), 0);
-    CHECK_EQ(ngx_http_chat_json_depth((const u_char *) "[\0[", 3, 10), 2);
+    CHECK_EQ(ngx_http_chat_request_json_depth((const u_char *) "[[[[", 2, 10),
+             2);
+    CHECK_EQ(ngx_http_chat_request_json_depth((const u_char *) "\"x\"[", 3, 10),
+             0);
+    CHECK_EQ(ngx_http_chat_request_json_depth((const u_char *) "[\0[", 3, 10),
+             2);
 
     /* exactly max is returned as is; past it, it stops at max + 1 */
 

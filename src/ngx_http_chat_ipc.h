@@ -1,0 +1,21 @@
+
+/*
+ * ngx_http_chat_ipc.c: delivery to the other workers of this node.  Included
+ * through ngx_http_chat.h.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_IPC_H_INCLUDED_
+#define _NGX_HTTP_CHAT_IPC_H_INCLUDED_
+
+
+#include <ngx_http_chat_zone.h>
+
+
+void ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log);
+ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
+void ngx_http_chat_ipc_exit_process(void);
+void ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot);
+
+
+#endif /* _NGX_HTTP_CHAT_IPC_H_INCLUDED_ */

@@ -1,0 +1,20 @@
+
+/*
+ * ngx_http_chat_order.c: changes of a conversation in order, the member
+ * cache.  Included through ngx_http_chat.h.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_ORDER_H_INCLUDED_
+#define _NGX_HTTP_CHAT_ORDER_H_INCLUDED_
+
+
+json_t *ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since);
+ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
+    int64_t *after, int64_t *upto);
+void ngx_http_chat_order_unask(ngx_uint_t cid);
+void ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq);
+json_t *ngx_http_chat_order_heads(ngx_uint_t max);
+
+
+#endif /* _NGX_HTTP_CHAT_ORDER_H_INCLUDED_ */

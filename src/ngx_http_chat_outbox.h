@@ -1,0 +1,18 @@
+
+/*
+ * ngx_http_chat_outbox.c: the host application's SQL changes
+ * (sql/api/70_host.sql).  Included through ngx_http_chat.h.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_OUTBOX_H_INCLUDED_
+#define _NGX_HTTP_CHAT_OUTBOX_H_INCLUDED_
+
+
+/* the host application's SQL changes (sql/api/70_host.sql) */
+void ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
+void ngx_http_chat_outbox_wake(void);
+void ngx_http_chat_outbox_exit(void);
+
+
+#endif /* _NGX_HTTP_CHAT_OUTBOX_H_INCLUDED_ */
