@@ -1452,18 +1452,42 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    /*
+     * Each level is given what it calls up through (the bus's deliver and
+     * publish, storage's announcements) before anything can arrive.
+     */
+
     if (cmcf->zone != NULL) {
-        if (ngx_http_chat_zone_init_process(cycle, cmcf->zone) != NGX_OK) {
+        if (ngx_http_chat_zone_init_process(cycle, cmcf->zone,
+                                            ngx_http_chat_bus_sweep_locked)
+            != NGX_OK)
+        {
             return NGX_ERROR;
+        }
+
+        if (ngx_http_chat_zone_slot != NGX_HTTP_CHAT_NO_SLOT) {
+            ngx_http_chat_presence_init_process(cycle,
+                                                ngx_http_chat_store_announce);
+
+            if (ngx_http_chat_ipc_init_process(cycle,
+                                               ngx_http_chat_bus_deliver)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
     }
 
     if (cmcf->pg != NULL) {
-        if (ngx_http_chat_cluster_init_process(cycle, cmcf) != NGX_OK) {
+        if (ngx_http_chat_cluster_init_process(cycle, cmcf,
+                                               ngx_http_chat_bus_publish,
+                                               ngx_http_chat_bus_deliver)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
-        ngx_http_chat_outbox_init(cycle);
+        ngx_http_chat_outbox_init(cycle, ngx_http_chat_bus_deliver);
         return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
     }
 
@@ -1477,5 +1501,6 @@ ngx_http_chat_exit_process(ngx_cycle_t *cycle)
     ngx_http_chat_outbox_exit();
     ngx_http_chat_cluster_exit_process();
     ngx_http_chat_pg_exit_process();
+    ngx_http_chat_ipc_exit_process();
     ngx_http_chat_zone_exit_process();
 }

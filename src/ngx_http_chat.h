@@ -224,6 +224,15 @@ typedef struct {
 extern ngx_module_t  ngx_http_chat_module;
 
 
+/*
+ * How a lower level hands an event up without naming who takes it: ipc.c,
+ * cluster.c and outbox.c are given the bus's functions at init.  to: the
+ * recipients' ids (borrowed, like event).
+ */
+typedef void (*ngx_http_chat_event_handler_pt)(json_t *event, json_t *to,
+    ngx_log_t *log);
+
+
 #define ngx_http_chat_stat(mcf, field, n)                                    \
     if ((mcf)->stats) {                                                      \
         (void) ngx_atomic_fetch_add(&(mcf)->stats->field, n);                \
@@ -288,10 +297,8 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 /* each file's exports, in the order of their levels (docs/architecture.md) */
 #include <ngx_http_chat_http.h>
 #include <ngx_http_chat_auth.h>
-#include <ngx_http_chat_ws.h>
-#include <ngx_http_chat_handshake.h>
-#include <ngx_http_chat_session.h>
 #include <ngx_http_chat_status.h>
+#include <ngx_http_chat_ws.h>
 #include <ngx_http_chat_presence.h>
 #include <ngx_http_chat_fanout.h>
 #include <ngx_http_chat_rate.h>
@@ -299,8 +306,11 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 #include <ngx_http_chat_ipc.h>
 #include <ngx_http_chat_cluster.h>
 #include <ngx_http_chat_outbox.h>
+#include <ngx_http_chat_bus.h>
 #include <ngx_http_chat_store.h>
 #include <ngx_http_chat_typing.h>
+#include <ngx_http_chat_session.h>
+#include <ngx_http_chat_handshake.h>
 #include <ngx_http_chat_api.h>
 
 

@@ -3,7 +3,7 @@
  * Several nginx nodes over one PostgreSQL (chat_cluster on).
  *
  * Nothing but PostgreSQL is shared.  What a node makes (every event goes
- * through ngx_http_chat_route_event) it also tells the others, after the
+ * through ngx_http_chat_bus_publish) it also tells the others, after the
  * commit, by NOTIFY chat_cluster, many small payloads per transaction:
  *
  *   ["m", conversation, from, to]   message changes: a seq range, read
@@ -140,10 +140,15 @@ static void ngx_http_chat_cluster_plain_handler(ngx_http_chat_pg_query_t *q,
 /* per worker process */
 static ngx_http_chat_cluster_t  ngx_http_chat_cluster;
 
+/* the bus, given at init: events for this worker, events for everyone */
+static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_deliver;
+static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_route_up;
+
 
 ngx_int_t
 ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_main_conf_t *cmcf)
+    ngx_http_chat_main_conf_t *cmcf, ngx_http_chat_event_handler_pt publish,
+    ngx_http_chat_event_handler_pt deliver)
 {
     u_char                   *p, *port;
     size_t                    n;
@@ -157,6 +162,9 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     if (!cmcf->cluster) {
         return NGX_OK;
     }
+
+    ngx_http_chat_cluster_route_up = publish;
+    ngx_http_chat_cluster_deliver = deliver;
 
     /* the node's name: chat_node_id, else host name and port */
 
@@ -627,8 +635,9 @@ ngx_http_chat_cluster_route(json_t *result)
     json_t  *ev;
 
     json_array_foreach(json_object_get(result, "events"), i, ev) {
-        ngx_http_chat_route_event(json_object_get(ev, "event"),
-                                  json_object_get(ev, "to"), ngx_cycle->log);
+        ngx_http_chat_cluster_route_up(json_object_get(ev, "event"),
+                                       json_object_get(ev, "to"),
+                                       ngx_cycle->log);
     }
 }
 
@@ -927,7 +936,7 @@ ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
     }
 
     if (json_array_size(rcpt)) {
-        ngx_http_chat_fanout_event(event, rcpt, ngx_cycle->log);
+        ngx_http_chat_cluster_deliver(event, rcpt, ngx_cycle->log);
     }
 
     json_decref(rcpt);
@@ -1292,9 +1301,9 @@ ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
 
     } else {
         json_array_foreach(json_object_get(result, "events"), i, ev) {
-            ngx_http_chat_fanout_event(json_object_get(ev, "event"),
-                                       json_object_get(ev, "to"),
-                                       ngx_cycle->log);
+            ngx_http_chat_cluster_deliver(json_object_get(ev, "event"),
+                                          json_object_get(ev, "to"),
+                                          ngx_cycle->log);
         }
 
         /* what was asked beyond a conversation's end is asked no more */

@@ -91,7 +91,7 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
 /*
  * Sends {"type": ..., ...} to every local connection of the users in to
  * (a JSON array of user ids).  Changes of a conversation come here through
- * ngx_http_chat_fanout_event(), which puts them in order.
+ * ngx_http_chat_order_deliver(), which puts them in order.
  */
 
 void

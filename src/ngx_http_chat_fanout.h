@@ -12,7 +12,6 @@
 ngx_int_t ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);
-void ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log);
 void ngx_http_chat_fanout_close_all(unsigned code, const char *reason);
 ngx_uint_t ngx_http_chat_fanout_online(u_char *user, size_t len);
 

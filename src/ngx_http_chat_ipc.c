@@ -1,30 +1,33 @@
 
 /*
- * Events between workers.  Presence says which slots hold connections of
- * an event's recipients; the event crosses to each such worker once, as
- * one message in that slot's queue in the zone, and the worker fans it out
- * to its own connections.  A wake-up (the slot's eventfd) is written only
+ * Events between workers.  The bus (bus.c) asks presence which slots hold
+ * connections of an event's recipients; the event crosses to each such
+ * worker once, as one message in that slot's queue in the zone, and that
+ * worker hands it to the deliver callback it was given at init.  A wake-up (the slot's eventfd) is written only
  * when a queue goes from empty to not empty; the owner takes the whole
  * queue at once, so no wake-up is lost and none is wasted.
  */
 
 
 #include <ngx_http_chat.h>
-#include <ngx_http_chat_zone.h>
 
 
 static void ngx_http_chat_ipc_read(ngx_event_t *rev);
 
 
 /* per worker process */
-static ngx_connection_t  *ngx_http_chat_ipc_conn;
+static ngx_connection_t                 *ngx_http_chat_ipc_conn;
+static ngx_http_chat_event_handler_pt    ngx_http_chat_ipc_deliver;
 
 
 ngx_int_t
-ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle)
+ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_event_handler_pt deliver)
 {
     ngx_connection_t      *c;
     ngx_http_chat_slot_t  *slot;
+
+    ngx_http_chat_ipc_deliver = deliver;
 
     slot = &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot];
 
@@ -79,72 +82,24 @@ ngx_http_chat_ipc_exit_process(void)
 
 
 /*
- * Delivers a routed event: here, to this worker's connections, and once
- * to every other worker that has a connection of one of the users in to.
+ * Queues an event once for every other worker in mask (bit i: slot i)
+ * and wakes those whose queue was empty.
  */
 
 void
-ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log)
+ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
+    ngx_log_t *log)
 {
-    char                      *text;
-    size_t                     i, len;
-    uint64_t                   mask, wake;
-    json_t                    *user, *msg;
-    ngx_uint_t                 s;
-    ngx_http_chat_slot_t      *slot;
-    ngx_http_chat_zone_t      *zone;
-    ngx_http_chat_ipc_msg_t   *m;
-    ngx_http_chat_presence_t  *p;
-    uint64_t                   one;
+    char                     *text;
+    size_t                    len;
+    json_t                   *msg;
+    uint64_t                  wake, one;
+    ngx_uint_t                s;
+    ngx_http_chat_slot_t     *slot;
+    ngx_http_chat_zone_t     *zone;
+    ngx_http_chat_ipc_msg_t  *m;
 
     zone = ngx_http_chat_zone_sh;
-
-    ngx_http_chat_status_event(event);
-
-    /* made here: the other nodes hear of it too */
-    ngx_http_chat_cluster_publish(event, to);
-
-    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT
-        || !json_is_array(to))
-    {
-        ngx_http_chat_fanout_event(event, to, log);
-        return;
-    }
-
-    mask = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    json_array_foreach(to, i, user) {
-
-        if (!json_is_string(user)) {
-            continue;
-        }
-
-        p = ngx_http_chat_presence_lookup_locked(
-                                           (u_char *) json_string_value(user),
-                                           json_string_length(user));
-        if (p == NULL || p->total == 0) {
-            continue;
-        }
-
-        for (s = 0; s < NGX_HTTP_CHAT_SLOTS; s++) {
-            if (p->counts[s]) {
-                mask |= (uint64_t) 1 << s;
-            }
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    if (mask & ((uint64_t) 1 << ngx_http_chat_zone_slot)) {
-        ngx_http_chat_fanout_event(event, to, log);
-        mask &= ~((uint64_t) 1 << ngx_http_chat_zone_slot);
-    }
-
-    if (mask == 0) {
-        return;
-    }
 
     msg = json_pack("{s:O, s:O}", "to", to, "event", event);
     text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
@@ -272,8 +227,8 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
             continue;
         }
 
-        ngx_http_chat_fanout_event(json_object_get(msg, "event"),
-                                   json_object_get(msg, "to"), c->log);
+        ngx_http_chat_ipc_deliver(json_object_get(msg, "event"),
+                                  json_object_get(msg, "to"), c->log);
         json_decref(msg);
         count++;
     }

@@ -12,8 +12,10 @@
 #include <ngx_http_chat_zone.h>
 
 
-void ngx_http_chat_route_event(json_t *event, json_t *to, ngx_log_t *log);
-ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_event_handler_pt deliver);
+void ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
+    ngx_log_t *log);
 void ngx_http_chat_ipc_exit_process(void);
 void ngx_http_chat_ipc_free_queue_locked(ngx_http_chat_slot_t *slot);
 

@@ -77,7 +77,7 @@ static ngx_event_t        ngx_http_chat_order_event;
 
 
 void
-ngx_http_chat_fanout_event(json_t *event, json_t *to, ngx_log_t *log)
+ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
     int64_t                n;
     json_t                *message;

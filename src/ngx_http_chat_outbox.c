@@ -49,11 +49,17 @@ static void ngx_http_chat_outbox_tick(ngx_event_t *ev);
 /* per worker process */
 static ngx_http_chat_outbox_t  ngx_http_chat_outbox;
 
+/* the bus, given at init */
+static ngx_http_chat_event_handler_pt  ngx_http_chat_outbox_deliver;
+
 
 void
-ngx_http_chat_outbox_init(ngx_cycle_t *cycle)
+ngx_http_chat_outbox_init(ngx_cycle_t *cycle,
+    ngx_http_chat_event_handler_pt deliver)
 {
     ngx_http_chat_outbox_t  *ob;
+
+    ngx_http_chat_outbox_deliver = deliver;
 
     ob = &ngx_http_chat_outbox;
 
@@ -181,9 +187,9 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
             continue;
         }
 
-        ngx_http_chat_fanout_event(json_object_get(ev, "event"),
-                                   json_object_get(ev, "to"),
-                                   ngx_cycle->log);
+        ngx_http_chat_outbox_deliver(json_object_get(ev, "event"),
+                                     json_object_get(ev, "to"),
+                                     ngx_cycle->log);
     }
 
     last = json_object_get(result, "last");

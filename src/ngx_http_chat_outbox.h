@@ -10,7 +10,8 @@
 
 
 /* the host application's SQL changes (sql/api/70_host.sql) */
-void ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
+void ngx_http_chat_outbox_init(ngx_cycle_t *cycle,
+    ngx_http_chat_event_handler_pt deliver);
 void ngx_http_chat_outbox_wake(void);
 void ngx_http_chat_outbox_exit(void);
 

@@ -21,13 +21,14 @@
 static ngx_http_chat_presence_t *ngx_http_chat_presence_alloc_locked(
     u_char *user, size_t len, uint32_t hash);
 static void ngx_http_chat_presence_gone_locked(ngx_http_chat_presence_t *p);
-static void ngx_http_chat_presence_announce(u_char *user, size_t len,
-    ngx_uint_t online, time_t last_seen);
 static void ngx_http_chat_presence_timer(ngx_event_t *ev);
 
 
 /* per worker process */
 static ngx_event_t  ngx_http_chat_presence_event;
+
+/* who tells the others of a change: storage, given at init */
+static ngx_http_chat_presence_announce_pt  ngx_http_chat_presence_announce;
 
 
 /*
@@ -402,60 +403,14 @@ ngx_http_chat_presence_answer(json_t *audience)
 }
 
 
-static void
-ngx_http_chat_presence_announce(u_char *user, size_t len, ngx_uint_t online,
-    time_t last_seen)
-{
-    u_char  *e;
-    json_t  *arg;
-    u_char   seen[NGX_HTTP_CHAT_TIME_LEN];
-
-    if (last_seen) {
-        e = ngx_http_chat_http_time(seen, last_seen, 0);
-        arg = json_pack("{s:s%, s:b, s:s%}", "user_id", user, len,
-                        "online", online, "last_seen", seen,
-                        (size_t) (e - seen));
-
-    } else {
-        arg = json_pack("{s:s%, s:b, s:n}", "user_id", user, len,
-                        "online", online, "last_seen");
-    }
-
-    if (arg == NULL) {
-        return;
-    }
-
-    /*
-     * PostgreSQL knows who shares a conversation; without it, silence.
-     * In a cluster it also knows whether another node holds the user.
-     */
-
-    if (ngx_http_chat_cluster_enabled()) {
-        if (json_object_set_new(arg, "node",
-                    json_stringn((char *) ngx_http_chat_cluster_node()->data,
-                                 ngx_http_chat_cluster_node()->len))
-            == 0)
-        {
-            ngx_http_chat_store_call(user, len,
-                                     NGX_HTTP_CHAT_STMT_CLUSTER_PRESENCE,
-                                     arg);
-        }
-
-        ngx_http_chat_cluster_presence(user, len, online, last_seen);
-
-    } else {
-        ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
-    }
-
-    json_decref(arg);
-}
-
-
 /* every worker looks at the pending list once a second */
 
 void
-ngx_http_chat_presence_init_process(ngx_cycle_t *cycle)
+ngx_http_chat_presence_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_presence_announce_pt announce)
 {
+    ngx_http_chat_presence_announce = announce;
+
     ngx_http_chat_presence_event.handler = ngx_http_chat_presence_timer;
     ngx_http_chat_presence_event.log = cycle->log;
     ngx_http_chat_presence_event.cancelable = 1;

@@ -31,7 +31,13 @@ ngx_http_chat_presence_t *ngx_http_chat_presence_entry_locked(u_char *user,
 ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
     size_t len);
 void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
-void ngx_http_chat_presence_init_process(ngx_cycle_t *cycle);
+/* a user came online on this node, or went offline here after the grace
+ * period (last_seen); user: borrowed */
+typedef void (*ngx_http_chat_presence_announce_pt)(u_char *user, size_t len,
+    ngx_uint_t online, time_t last_seen);
+
+void ngx_http_chat_presence_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_presence_announce_pt announce);
 
 
 #endif /* _NGX_HTTP_CHAT_PRESENCE_H_INCLUDED_ */

@@ -269,6 +269,57 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
 }
 
 
+/* a user came or went on this node: presence.c is given this at init */
+
+void
+ngx_http_chat_store_announce(u_char *user, size_t len, ngx_uint_t online,
+    time_t last_seen)
+{
+    u_char  *e;
+    json_t  *arg;
+    u_char   seen[NGX_HTTP_CHAT_TIME_LEN];
+
+    if (last_seen) {
+        e = ngx_http_chat_http_time(seen, last_seen, 0);
+        arg = json_pack("{s:s%, s:b, s:s%}", "user_id", user, len,
+                        "online", online, "last_seen", seen,
+                        (size_t) (e - seen));
+
+    } else {
+        arg = json_pack("{s:s%, s:b, s:n}", "user_id", user, len,
+                        "online", online, "last_seen");
+    }
+
+    if (arg == NULL) {
+        return;
+    }
+
+    /*
+     * PostgreSQL knows who shares a conversation; without it, silence.
+     * In a cluster it also knows whether another node holds the user.
+     */
+
+    if (ngx_http_chat_cluster_enabled()) {
+        if (json_object_set_new(arg, "node",
+                    json_stringn((char *) ngx_http_chat_cluster_node()->data,
+                                 ngx_http_chat_cluster_node()->len))
+            == 0)
+        {
+            ngx_http_chat_store_call(user, len,
+                                     NGX_HTTP_CHAT_STMT_CLUSTER_PRESENCE,
+                                     arg);
+        }
+
+        ngx_http_chat_cluster_presence(user, len, online, last_seen);
+
+    } else {
+        ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
+    }
+
+    json_decref(arg);
+}
+
+
 /*
  * A call that no connection waits for (presence changes): its events are
  * delivered, its answer dropped; if storage is down, nothing happens.
@@ -659,7 +710,7 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 
     if (op->kind != NGX_HTTP_CHAT_OP_SYNC && error == NULL) {
         json_array_foreach(events, i, ev) {
-            ngx_http_chat_route_event(json_object_get(ev, "event"),
+            ngx_http_chat_bus_publish(json_object_get(ev, "event"),
                                       json_object_get(ev, "to"), log);
 
             if (op->kind == NGX_HTTP_CHAT_OP_TYPING && wc != NULL
@@ -1018,7 +1069,7 @@ ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
         goto done;
     }
 
-    ngx_http_chat_route_event(event, to, wc->connection->log);
+    ngx_http_chat_bus_publish(event, to, wc->connection->log);
     ngx_http_chat_typing_update(wc, event, to);
 
     (void) ngx_http_chat_session_reply(wc, op->id, NULL, NULL);

@@ -65,6 +65,8 @@ ngx_int_t ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
     ngx_uint_t stmt, json_t *arg, ngx_http_chat_store_done_pt done);
 void ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     json_t *arg);
+void ngx_http_chat_store_announce(u_char *user, size_t len,
+    ngx_uint_t online, time_t last_seen);
 
 
 #endif /* _NGX_HTTP_CHAT_STORE_H_INCLUDED_ */

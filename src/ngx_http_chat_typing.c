@@ -152,7 +152,7 @@ ngx_http_chat_typing_stop(ngx_http_chat_typist_t *t, ngx_uint_t say)
     ngx_queue_remove(&t->conn);
 
     if (say && t->event != NULL) {
-        ngx_http_chat_route_event(t->event, t->to, ngx_cycle->log);
+        ngx_http_chat_bus_publish(t->event, t->to, ngx_cycle->log);
     }
 
     if (t->event != NULL) {

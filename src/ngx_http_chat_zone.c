@@ -26,6 +26,10 @@ static void ngx_http_chat_zone_sweep_locked(void);
 ngx_http_chat_zone_t  *ngx_http_chat_zone_sh;
 ngx_uint_t             ngx_http_chat_zone_slot = NGX_HTTP_CHAT_NO_SLOT;
 
+/* what lives in a slot besides its counters (presence, the event queue)
+ * belongs to the levels above: they give this at init */
+static ngx_http_chat_zone_sweep_pt  ngx_http_chat_zone_sweep;
+
 
 char *
 ngx_http_chat_zone_conf(ngx_conf_t *cf, ngx_http_chat_zone_t **zp,
@@ -200,12 +204,14 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
 
 ngx_int_t
-ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
+ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone,
+    ngx_http_chat_zone_sweep_pt sweep)
 {
     ngx_uint_t              i;
     ngx_http_chat_shctx_t  *sh;
 
     ngx_http_chat_zone_sh = zone;
+    ngx_http_chat_zone_sweep = sweep;
     sh = zone->sh;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -237,9 +243,7 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone)
                   "chat: worker takes slot %ui of chat_zone",
                   ngx_http_chat_zone_slot);
 
-    ngx_http_chat_presence_init_process(cycle);
-
-    return ngx_http_chat_ipc_init_process(cycle);
+    return NGX_OK;
 }
 
 
@@ -254,15 +258,12 @@ ngx_http_chat_zone_exit_process(void)
         return;
     }
 
-    ngx_http_chat_ipc_exit_process();
-
     slot = &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot];
 
     ngx_shmtx_lock(&ngx_http_chat_zone_sh->shpool->mutex);
 
     /* the connections are closed by now; anything left is swept */
-    ngx_http_chat_presence_sweep_locked(ngx_http_chat_zone_slot);
-    ngx_http_chat_ipc_free_queue_locked(slot);
+    ngx_http_chat_zone_sweep(ngx_http_chat_zone_slot);
     slot->connections = 0;
     slot->pg_ready = 0;
     slot->pid = 0;
@@ -294,8 +295,7 @@ ngx_http_chat_zone_sweep_locked(void)
                       "chat: sweeping slot %ui of exited process %P",
                       i, slot->pid);
 
-        ngx_http_chat_presence_sweep_locked(i);
-        ngx_http_chat_ipc_free_queue_locked(slot);
+        ngx_http_chat_zone_sweep(i);
         slot->connections = 0;
         slot->pg_ready = 0;
         slot->pid = 0;

@@ -93,8 +93,11 @@ extern ngx_uint_t             ngx_http_chat_zone_slot;
 
 char *ngx_http_chat_zone_conf(ngx_conf_t *cf, ngx_http_chat_zone_t **zp,
     ngx_str_t *value, ngx_uint_t n);
+/* called under the zone's lock for a slot given up (slot: its index) */
+typedef void (*ngx_http_chat_zone_sweep_pt)(ngx_uint_t slot);
+
 ngx_int_t ngx_http_chat_zone_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_zone_t *zone);
+    ngx_http_chat_zone_t *zone, ngx_http_chat_zone_sweep_pt sweep);
 void ngx_http_chat_zone_exit_process(void);
 
 /* a gauge of this worker: in its slot with a zone, else global */

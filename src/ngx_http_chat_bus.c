@@ -1,0 +1,104 @@
+
+/*
+ * The event bus: the one place that decides where an event goes.
+ *
+ * bus_publish takes an event made on this node (a committed change, a
+ * typing indicator, a presence change): it counts it, tells the other
+ * nodes (cluster.c), asks presence which workers hold connections of its
+ * recipients, hands it to their queues (ipc.c) and delivers it here.
+ *
+ * bus_deliver takes an event for this worker's connections, whoever made
+ * it (this worker, another worker's queue, another node, the host's
+ * outbox): the changes of a conversation are put in order (order.c), then
+ * fanned out (fanout.c).  ipc.c, cluster.c and outbox.c are handed it as a
+ * callback at init and never name this file.
+ */
+
+
+#include <ngx_http_chat.h>
+
+
+void
+ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
+{
+    size_t                     i;
+    json_t                    *user;
+    uint64_t                   mask, self;
+    ngx_uint_t                 s;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    ngx_http_chat_status_event(event);
+
+    /* made here: the other nodes hear of it too */
+    ngx_http_chat_cluster_publish(event, to);
+
+    zone = ngx_http_chat_zone_sh;
+
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT
+        || !json_is_array(to))
+    {
+        ngx_http_chat_bus_deliver(event, to, log);
+        return;
+    }
+
+    /* the workers that hold a connection of a recipient */
+
+    mask = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    json_array_foreach(to, i, user) {
+
+        if (!json_is_string(user)) {
+            continue;
+        }
+
+        p = ngx_http_chat_presence_lookup_locked(
+                                           (u_char *) json_string_value(user),
+                                           json_string_length(user));
+        if (p == NULL || p->total == 0) {
+            continue;
+        }
+
+        for (s = 0; s < NGX_HTTP_CHAT_SLOTS; s++) {
+            if (p->counts[s]) {
+                mask |= (uint64_t) 1 << s;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    self = (uint64_t) 1 << ngx_http_chat_zone_slot;
+
+    if (mask & self) {
+        ngx_http_chat_bus_deliver(event, to, log);
+        mask &= ~self;
+    }
+
+    if (mask) {
+        ngx_http_chat_ipc_post(mask, event, to, log);
+    }
+}
+
+
+void
+ngx_http_chat_bus_deliver(json_t *event, json_t *to, ngx_log_t *log)
+{
+    ngx_http_chat_order_deliver(event, to, log);
+}
+
+
+/*
+ * A worker's slot is given up (its process exited, or this one exits):
+ * its presence counts and its undelivered queue go with it.
+ */
+
+void
+ngx_http_chat_bus_sweep_locked(ngx_uint_t slot)
+{
+    ngx_http_chat_presence_sweep_locked(slot);
+    ngx_http_chat_ipc_free_queue_locked(
+                                &ngx_http_chat_zone_sh->sh->slots[slot]);
+}
