@@ -328,8 +328,10 @@ class Model(object):
                     continue
                 self.symbols.setdefault(d.name, d)
         for name in COMMON_SYMBOLS:
-            if name in self.symbols:
-                self.symbols[name].unit = COMMON
+            d = self.symbols.get(name)
+            if d is not None:
+                self.symbols[name] = Symbol(name, COMMON, d.kind, d.path,
+                                            d.line, d.static)
         for s in sources:
             self.scan(s)
 
