@@ -352,6 +352,8 @@ class Model(object):
             sym = self.symbols.get(name)
             if sym is None or sym.unit == s.unit:
                 continue
+            if COMMON_SYMBOLS.get(name) == s.unit:
+                continue          # the module file defines it
             if m.start() in s.decl_at or name in s.locals:
                 continue
             before = text[max(0, m.start() - 2):m.start()]
@@ -605,6 +607,8 @@ def main(argv=None):
             print("    { rank=same; %s }  /* level %s */"
                   % ("; ".join('"%s"' % u for u in ranks[lv]), lv))
         for (a, b), n in sorted(edges.items()):
+            if b == COMMON and (a, b) not in bad:
+                continue          # every file uses it: noise in a drawing
             attr = ' color=red' if (a, b) in bad else ''
             print('    "%s" -> "%s" [label=%d%s];' % (a, b, n, attr))
         print("}")
