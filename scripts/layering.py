@@ -241,13 +241,15 @@ class Source(object):
         """(offset, name) of each declarator of a declaration head."""
         out, pos = [], 0
         for piece in head.split(","):
-            idents = [m for m in IDENT_RE.finditer(piece)
-                      if m.group(0) not in KEYWORDS]
-            # the last identifier outside [...] is the declarator
+            # the last identifier outside [...] is the declarator; the
+            # first piece has a type before it
             cut = piece.find("[")
-            if cut >= 0:
-                idents = [m for m in idents if m.start() < cut]
-            if len(idents) >= 2 or (idents and out):
+            idents = list(IDENT_RE.finditer(piece, 0,
+                                            cut if cut >= 0 else len(piece)))
+            tag = len(idents) >= 2 \
+                and idents[-2].group(0) in ("struct", "union", "enum")
+            if idents and idents[-1].group(0) not in KEYWORDS and not tag \
+               and (len(idents) >= 2 or out):
                 out.append((pos + idents[-1].start(), idents[-1].group(0)))
             pos += len(piece) + 1
         return out

@@ -364,3 +364,97 @@ def test_the_level_table_parses(tmp_path):
     doc.write_text("# nothing\n")
     with pytest.raises(ValueError):
         layering.parse_levels(str(doc))
+
+
+def test_the_target_patterns(tmp_path):
+    # low is the transport with a handler table, high the protocol that
+    # fills it in: high names low, low names nothing of high
+    r = tree(tmp_path, {"ngx_http_chat_low.h": """
+    typedef struct ngx_http_chat_low_conn_s  ngx_http_chat_low_conn_t;
+
+    typedef struct {
+        ngx_int_t  (*start)(ngx_http_chat_low_conn_t *c);
+        void       (*message)(ngx_http_chat_low_conn_t *c, u_char *p,
+                              size_t n);
+    } ngx_http_chat_low_handler_t;
+
+    struct ngx_http_chat_low_conn_s {
+        ngx_http_chat_low_handler_t  *handler;
+    };
+
+    typedef void (*ngx_http_chat_low_deliver_pt)(void *data);
+
+    #define NGX_HTTP_CHAT_LOW_STMT_SEND  0
+
+    void ngx_http_chat_low_read(ngx_http_chat_low_conn_t *c);
+    extern ngx_http_chat_low_deliver_pt  ngx_http_chat_low_deliver;
+    """, "ngx_http_chat_low.c": """
+    #include <ngx_http_chat_low.h>
+
+    struct ngx_http_chat_low_state_s {
+        int  n;
+    };
+
+    static struct {
+        int  pending;
+    } ngx_http_chat_low_local;
+
+    ngx_http_chat_low_deliver_pt  ngx_http_chat_low_deliver;
+
+    static struct {
+        int  count;
+    } ngx_http_chat_low_stats = { 0 };
+
+    void
+    ngx_http_chat_low_read(ngx_http_chat_low_conn_t *c)
+    {
+        c->handler->message(c, NULL, 0);
+        ngx_http_chat_low_deliver(c);
+        ngx_http_chat_low_local.pending++;
+    }
+    """, "ngx_http_chat_high.c": """
+    #include <ngx_http_chat_low.h>
+
+    static ngx_int_t ngx_http_chat_high_start(ngx_http_chat_low_conn_t *c);
+    static void ngx_http_chat_high_message(ngx_http_chat_low_conn_t *c,
+        u_char *p, size_t n);
+
+    static const char  *ngx_http_chat_high_names[] = {
+        [NGX_HTTP_CHAT_LOW_STMT_SEND] = "send",
+    };
+
+    ngx_http_chat_low_handler_t  ngx_http_chat_high_handler = {
+        ngx_http_chat_high_start,
+        ngx_http_chat_high_message
+    };
+
+    static ngx_int_t
+    ngx_http_chat_high_start(ngx_http_chat_low_conn_t *c)
+    {
+        c->handler = &ngx_http_chat_high_handler;
+        ngx_http_chat_low_deliver = NULL;
+        return 0;
+    }
+
+    static void
+    ngx_http_chat_high_message(ngx_http_chat_low_conn_t *c, u_char *p,
+        size_t n)
+    {
+        ngx_http_chat_low_read(c);
+    }
+    """})
+    assert not r.failed(), (r.lines_direction(), r.lines_naming())
+    assert uses(r) == [
+        ("high", "NGX_HTTP_CHAT_LOW_STMT_SEND", "low"),
+        ("high", "ngx_http_chat_low_deliver", "low"),
+        ("high", "ngx_http_chat_low_read", "low")]
+    low = {d.name: d for d in r.model.symbols.values() if d.unit == "low"}
+    assert sorted(low) == ["NGX_HTTP_CHAT_LOW_STMT_SEND",
+                           "ngx_http_chat_low_deliver",
+                           "ngx_http_chat_low_read"]
+    assert r.model.symbols["ngx_http_chat_high_handler"].kind == "global"
+    # --types: the header's types count as low's too, still downward
+    t = layering.Report(str(tmp_path), types=True)
+    assert not t.failed(), t.lines_direction()
+    assert ("high", "ngx_http_chat_low_handler_t", "low") in uses(t)
+    assert t.model.symbols["ngx_http_chat_low_deliver_pt"].kind == "type"
