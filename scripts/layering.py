@@ -132,7 +132,7 @@ class Source(object):
 
     def add(self, name, kind, offset, static):
         self.decl_at.add(offset)
-        if static and kind != "inline":
+        if static and not self.header:
             self.locals.add(name)
         self.defs.append(Symbol(name, self.unit, kind, self.rel,
                                 self.line_of(offset), static))
