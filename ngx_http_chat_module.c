@@ -1452,6 +1452,10 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_chat_fanout_init_process();
+    ngx_http_chat_order_init_process(cycle);
+    ngx_http_chat_api_init_process();
+
     /*
      * Each level is given what it calls up through (the bus's deliver and
      * publish, storage's announcements) before anything can arrive.

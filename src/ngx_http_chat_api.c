@@ -213,6 +213,15 @@ static struct {
 };
 
 
+void
+ngx_http_chat_api_init_process(void)
+{
+    ngx_rbtree_init(&ngx_http_chat_api_seen, &ngx_http_chat_api_seen_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&ngx_http_chat_api_seen_queue);
+}
+
+
 /* REST answers are counted in the log phase, whichever way they went */
 
 ngx_int_t
@@ -437,13 +446,6 @@ ngx_http_chat_api_directory(ngx_http_chat_identity_t *id)
                                                ngx_http_chat_module);
     if (cmcf->pg == NULL) {
         return;
-    }
-
-    if (ngx_http_chat_api_seen.root == NULL) {
-        ngx_rbtree_init(&ngx_http_chat_api_seen,
-                        &ngx_http_chat_api_seen_sentinel,
-                        ngx_str_rbtree_insert_value);
-        ngx_queue_init(&ngx_http_chat_api_seen_queue);
     }
 
     hash = ngx_crc32_short(id->id.data, id->id.len);

@@ -10,6 +10,7 @@
 
 
 ngx_int_t ngx_http_chat_api_init(ngx_conf_t *cf);
+void ngx_http_chat_api_init_process(void);
 ngx_int_t ngx_http_chat_api_handler(ngx_http_request_t *r);
 
 

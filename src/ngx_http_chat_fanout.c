@@ -10,17 +10,14 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t             node;      /* key: crc32 of the user id */
+    ngx_str_node_t                sn;        /* key: crc32 of the user id */
     ngx_queue_t                   conns;
-    ngx_str_t                     user;
     u_char                        data[1];
 } ngx_http_chat_user_t;
 
 
 static ngx_http_chat_user_t *ngx_http_chat_fanout_find(u_char *user,
     size_t len, uint32_t hash);
-static void ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
 /* per worker process */
@@ -28,16 +25,19 @@ static ngx_rbtree_t       ngx_http_chat_users;
 static ngx_rbtree_node_t  ngx_http_chat_users_sentinel;
 
 
+void
+ngx_http_chat_fanout_init_process(void)
+{
+    ngx_rbtree_init(&ngx_http_chat_users, &ngx_http_chat_users_sentinel,
+                    ngx_str_rbtree_insert_value);
+}
+
+
 ngx_int_t
 ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc)
 {
     uint32_t               hash;
     ngx_http_chat_user_t  *u;
-
-    if (ngx_http_chat_users.root == NULL) {
-        ngx_rbtree_init(&ngx_http_chat_users, &ngx_http_chat_users_sentinel,
-                        ngx_http_chat_fanout_insert);
-    }
 
     hash = ngx_crc32_short(wc->id.id.data, wc->id.id.len);
 
@@ -50,13 +50,13 @@ ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc)
             return NGX_ERROR;
         }
 
-        u->node.key = hash;
-        u->user.data = u->data;
-        u->user.len = wc->id.id.len;
+        u->sn.node.key = hash;
+        u->sn.str.data = u->data;
+        u->sn.str.len = wc->id.id.len;
         ngx_memcpy(u->data, wc->id.id.data, wc->id.id.len);
         ngx_queue_init(&u->conns);
 
-        ngx_rbtree_insert(&ngx_http_chat_users, &u->node);
+        ngx_rbtree_insert(&ngx_http_chat_users, &u->sn.node);
     }
 
     ngx_queue_insert_tail(&u->conns, &wc->fanout);
@@ -82,7 +82,7 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
     wc->fanout_user = NULL;
 
     if (ngx_queue_empty(&u->conns)) {
-        ngx_rbtree_delete(&ngx_http_chat_users, &u->node);
+        ngx_rbtree_delete(&ngx_http_chat_users, &u->sn.node);
         ngx_free(u);
     }
 }
@@ -110,7 +110,7 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
 
-    if (ngx_http_chat_users.root == NULL || !json_is_array(to)) {
+    if (!json_is_array(to)) {
         return;
     }
 
@@ -213,73 +213,13 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 static ngx_http_chat_user_t *
 ngx_http_chat_fanout_find(u_char *user, size_t len, uint32_t hash)
 {
-    ngx_rbtree_node_t     *node, *sentinel;
-    ngx_http_chat_user_t  *u;
+    ngx_str_t  name;
 
-    node = ngx_http_chat_users.root;
-    sentinel = ngx_http_chat_users.sentinel;
+    name.data = user;
+    name.len = len;
 
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        u = (ngx_http_chat_user_t *) node;
-
-        if (u->user.len == len && ngx_memcmp(u->user.data, user, len) == 0) {
-            return u;
-        }
-
-        /* equal hashes: walk both ways, as ngx_rbtree_insert put them */
-
-        node = (ngx_memn2cmp(user, u->user.data, len, u->user.len) < 0)
-               ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_chat_fanout_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t     **p;
-    ngx_http_chat_user_t   *u, *t;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            u = (ngx_http_chat_user_t *) node;
-            t = (ngx_http_chat_user_t *) temp;
-
-            p = (ngx_memn2cmp(u->user.data, t->user.data, u->user.len,
-                              t->user.len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
+    return (ngx_http_chat_user_t *)
+               ngx_str_rbtree_lookup(&ngx_http_chat_users, &name, hash);
 }
 
 
@@ -295,10 +235,6 @@ ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
     ngx_rbtree_node_t     *node, *sentinel;
     ngx_http_chat_user_t  *u;
     ngx_http_chat_conn_t  *wc;
-
-    if (ngx_http_chat_users.root == NULL) {
-        return;
-    }
 
     node = ngx_http_chat_users.root;
     sentinel = ngx_http_chat_users.sentinel;
@@ -336,10 +272,6 @@ ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
 ngx_uint_t
 ngx_http_chat_fanout_online(u_char *user, size_t len)
 {
-    if (ngx_http_chat_users.root == NULL) {
-        return 0;
-    }
-
     return ngx_http_chat_fanout_find(user, len, ngx_crc32_short(user, len))
            != NULL;
 }

@@ -9,6 +9,7 @@
 #define _NGX_HTTP_CHAT_FANOUT_H_INCLUDED_
 
 
+void ngx_http_chat_fanout_init_process(void);
 ngx_int_t ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc);
 void ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log);

@@ -77,6 +77,20 @@ static ngx_event_t        ngx_http_chat_order_event;
 
 
 void
+ngx_http_chat_order_init_process(ngx_cycle_t *cycle)
+{
+    ngx_rbtree_init(&ngx_http_chat_convs, &ngx_http_chat_convs_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_queue_init(&ngx_http_chat_convs_lru);
+    ngx_queue_init(&ngx_http_chat_gapped);
+
+    ngx_http_chat_order_event.handler = ngx_http_chat_order_timer;
+    ngx_http_chat_order_event.log = cycle->log;
+    ngx_http_chat_order_event.cancelable = 1;
+}
+
+
+void
 ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
     int64_t                n;
@@ -190,35 +204,16 @@ ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
 static ngx_http_chat_conv_t *
 ngx_http_chat_order_conv(ngx_uint_t cid, int64_t n, ngx_log_t *log)
 {
-    ngx_rbtree_node_t     *node, *sentinel;
     ngx_http_chat_conv_t  *cv;
 
-    if (ngx_http_chat_convs.root == NULL) {
-        ngx_rbtree_init(&ngx_http_chat_convs, &ngx_http_chat_convs_sentinel,
-                        ngx_rbtree_insert_value);
-        ngx_queue_init(&ngx_http_chat_convs_lru);
-        ngx_queue_init(&ngx_http_chat_gapped);
+    cv = ngx_http_chat_order_find(cid);
 
-        ngx_http_chat_order_event.handler = ngx_http_chat_order_timer;
-        ngx_http_chat_order_event.log = ngx_cycle->log;
-        ngx_http_chat_order_event.cancelable = 1;
-    }
+    if (cv != NULL) {
+        ngx_queue_remove(&cv->lru);
+        ngx_queue_insert_tail(&ngx_http_chat_convs_lru, &cv->lru);
+        cv->used = ngx_current_msec;
 
-    node = ngx_http_chat_convs.root;
-    sentinel = ngx_http_chat_convs.sentinel;
-
-    while (node != sentinel) {
-        if (cid == node->key) {
-            cv = (ngx_http_chat_conv_t *) node;
-
-            ngx_queue_remove(&cv->lru);
-            ngx_queue_insert_tail(&ngx_http_chat_convs_lru, &cv->lru);
-            cv->used = ngx_current_msec;
-
-            return cv;
-        }
-
-        node = (cid < node->key) ? node->left : node->right;
+        return cv;
     }
 
     ngx_http_chat_order_evict();
@@ -595,10 +590,6 @@ ngx_http_chat_order_find(ngx_uint_t cid)
 {
     ngx_rbtree_node_t  *node, *sentinel;
 
-    if (ngx_http_chat_convs.root == NULL) {
-        return NULL;
-    }
-
     node = ngx_http_chat_convs.root;
     sentinel = ngx_http_chat_convs.sentinel;
 
@@ -700,7 +691,7 @@ ngx_http_chat_order_heads(ngx_uint_t max)
     ngx_http_chat_conv_t  *cv;
 
     heads = json_array();
-    if (heads == NULL || ngx_http_chat_convs.root == NULL) {
+    if (heads == NULL) {
         return heads;
     }
 

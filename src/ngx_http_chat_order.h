@@ -9,6 +9,7 @@
 #define _NGX_HTTP_CHAT_ORDER_H_INCLUDED_
 
 
+void ngx_http_chat_order_init_process(ngx_cycle_t *cycle);
 /* an event for this worker: message changes in sequence order */
 void ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log);
 json_t *ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since);

@@ -289,53 +289,82 @@ ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
 }
 
 
-/* {"bob": {"online": true, "last_seen": "..."}, ...} for presence.query */
+/*
+ * {"bob": {"online": true, "last_seen": "..."}, ...} for presence.query.
+ * What the zone says is copied under its lock; the JSON is made after.
+ */
+
+typedef struct {
+    time_t                     last_seen;  /* offline since; 0: unknown */
+    ngx_uint_t                 online;
+} ngx_http_chat_presence_state_t;
+
 
 json_t *
 ngx_http_chat_presence_query(json_t *ids)
 {
-    u_char                    *e;
-    size_t                     i;
-    json_t                    *result, *id, *entry;
-    ngx_http_chat_zone_t      *zone;
-    ngx_http_chat_presence_t  *p;
-    u_char                     seen[NGX_HTTP_CHAT_TIME_LEN];
+    u_char                          *e, *user;
+    size_t                           i, n, len;
+    json_t                          *result, *id, *entry;
+    ngx_http_chat_zone_t            *zone;
+    ngx_http_chat_presence_t        *p;
+    ngx_http_chat_presence_state_t  *st;
+    u_char                           seen[NGX_HTTP_CHAT_TIME_LEN];
 
     zone = ngx_http_chat_zone_sh;
+    n = json_array_size(ids);
 
-    result = json_object();
-    if (result == NULL) {
+    st = ngx_calloc(sizeof(ngx_http_chat_presence_state_t) * (n ? n : 1),
+                    ngx_cycle->log);
+    if (st == NULL) {
         return NULL;
     }
 
     if (zone != NULL) {
         ngx_shmtx_lock(&zone->shpool->mutex);
+
+        json_array_foreach(ids, i, id) {
+            p = ngx_http_chat_presence_lookup_locked(
+                                           (u_char *) json_string_value(id),
+                                           json_string_length(id));
+            if (p == NULL) {
+                continue;
+            }
+
+            /* here, or on another node of the cluster */
+            st[i].online = (p->total > 0 || p->remote);
+
+            if (p->total == 0 && p->remote == 0) {
+                st[i].last_seen = p->last_seen;
+            }
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    } else {
+        /* no zone: what this worker knows */
+        json_array_foreach(ids, i, id) {
+            user = (u_char *) json_string_value(id);
+            len = json_string_length(id);
+            st[i].online = ngx_http_chat_fanout_online(user, len);
+        }
     }
+
+    result = json_object();
 
     json_array_foreach(ids, i, id) {
 
-        p = zone ? ngx_http_chat_presence_lookup_locked(
-                       (u_char *) json_string_value(id),
-                       json_string_length(id))
-                 : NULL;
+        if (result == NULL) {
+            break;
+        }
 
-        if (p != NULL && p->total == 0 && p->remote == 0 && p->last_seen) {
-            e = ngx_http_chat_http_time(seen, p->last_seen, 0);
+        if (st[i].last_seen) {
+            e = ngx_http_chat_http_time(seen, st[i].last_seen, 0);
             entry = json_pack("{s:b, s:s%}", "online", 0, "last_seen", seen,
                               (size_t) (e - seen));
 
-        } else if (zone == NULL) {
-            /* no zone: what this worker knows */
-            entry = json_pack("{s:b, s:n}", "online",
-                              ngx_http_chat_fanout_online(
-                                  (u_char *) json_string_value(id),
-                                  json_string_length(id)),
-                              "last_seen");
-
         } else {
-            /* here, or on another node of the cluster */
-            entry = json_pack("{s:b, s:n}", "online",
-                              p && (p->total > 0 || p->remote),
+            entry = json_pack("{s:b, s:n}", "online", (int) st[i].online,
                               "last_seen");
         }
 
@@ -345,13 +374,10 @@ ngx_http_chat_presence_query(json_t *ids)
         {
             json_decref(result);
             result = NULL;
-            break;
         }
     }
 
-    if (zone != NULL) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-    }
+    ngx_free(st);
 
     return result;
 }
@@ -701,15 +727,27 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
 }
 
 
-/* the users with a connection on this node: claimed again in a cluster */
+/*
+ * The users with a connection on this node: claimed again in a cluster.
+ * Their ids are copied under the lock into memory taken before it; the
+ * JSON is made after.
+ */
+
+typedef struct {
+    size_t                     len;
+    u_char                     data[NGX_HTTP_CHAT_JWT_MAX_SUB];
+} ngx_http_chat_presence_id_t;
+
 
 json_t *
 ngx_http_chat_presence_local_users(void)
 {
-    json_t                    *users;
-    ngx_rbtree_node_t         *node, *sentinel;
-    ngx_http_chat_zone_t      *zone;
-    ngx_http_chat_presence_t  *p;
+    json_t                       *users;
+    ngx_uint_t                    n, room, i;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_chat_zone_t         *zone;
+    ngx_http_chat_presence_t     *p;
+    ngx_http_chat_presence_id_t  *ids;
 
     zone = ngx_http_chat_zone_sh;
 
@@ -719,27 +757,64 @@ ngx_http_chat_presence_local_users(void)
         return users;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    room = zone->sh->online + 64;
 
-    sentinel = zone->sh->presence.sentinel;
-    node = zone->sh->presence.root;
+    for ( ;; ) {
+        ids = ngx_alloc(room * sizeof(ngx_http_chat_presence_id_t),
+                        ngx_cycle->log);
+        if (ids == NULL) {
+            json_decref(users);
+            return NULL;
+        }
 
-    if (node != sentinel) {
-        for (node = ngx_rbtree_min(node, sentinel);
-             node != NULL;
-             node = ngx_rbtree_next(&zone->sh->presence, node))
-        {
-            p = (ngx_http_chat_presence_t *) node;
+        n = 0;
 
-            if (p->total > 0) {
-                (void) json_array_append_new(users,
-                                 json_stringn((char *) p->user,
-                                              p->sn.str.len));
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        sentinel = zone->sh->presence.sentinel;
+        node = zone->sh->presence.root;
+
+        if (node != sentinel && zone->sh->online <= room) {
+            for (node = ngx_rbtree_min(node, sentinel);
+                 node != NULL && n < room;
+                 node = ngx_rbtree_next(&zone->sh->presence, node))
+            {
+                p = (ngx_http_chat_presence_t *) node;
+
+                if (p->total > 0) {
+                    ids[n].len = ngx_min(p->sn.str.len,
+                                         NGX_HTTP_CHAT_JWT_MAX_SUB);
+                    ngx_memcpy(ids[n].data, p->user, ids[n].len);
+                    n++;
+                }
             }
+        }
+
+        if (zone->sh->online <= room) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            break;
+        }
+
+        /* more came meanwhile: again, with room for them */
+        room = zone->sh->online + 64;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_free(ids);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (json_array_append_new(users,
+                                  json_stringn((char *) ids[i].data,
+                                               ids[i].len))
+            != 0)
+        {
+            json_decref(users);
+            users = NULL;
+            break;
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_free(ids);
 
     return users;
 }
