@@ -42,7 +42,7 @@ typedef enum {
 } ngx_http_chat_mode_e;
 
 
-#define NGX_HTTP_CHAT_EVENT_TYPES    12
+#define NGX_HTTP_CHAT_EVENT_TYPES    11
 /* the protocol's request types, the last one for any other */
 #define NGX_HTTP_CHAT_REQUEST_TYPES  14
 /* room for statements to come: any past it share the last histogram */

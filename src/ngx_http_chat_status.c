@@ -47,6 +47,7 @@ static u_char *ngx_http_chat_status_zone(u_char *p, u_char *last);
 static ngx_atomic_int_t ngx_http_chat_status_gauge(ngx_uint_t connections);
 
 
+/* the last one counts any other type */
 static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
     ngx_string("message.created"),
     ngx_string("message.updated"),
@@ -58,7 +59,6 @@ static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
     ngx_string("conversation.updated"),
     ngx_string("member.joined"),
     ngx_string("member.left"),
-    ngx_null_string,
     ngx_string("other")
 };
 
@@ -370,12 +370,10 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
                   "Events routed, by type.");
 
     for (i = 0; i < NGX_HTTP_CHAT_EVENT_TYPES; i++) {
-        if (ngx_http_chat_event_names[i].len) {
-            b->last = ngx_slprintf(b->last, last,
-                                   "chat_events_total{type=\"%V\"} %uA\n",
-                                   &ngx_http_chat_event_names[i],
-                                   stats->events_out[i]);
-        }
+        b->last = ngx_slprintf(b->last, last,
+                               "chat_events_total{type=\"%V\"} %uA\n",
+                               &ngx_http_chat_event_names[i],
+                               stats->events_out[i]);
     }
 
     b->last = ngx_http_chat_status_family(b->last, last,
