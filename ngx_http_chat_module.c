@@ -1435,6 +1435,8 @@ ngx_http_chat_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_chat_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                  n;
+    ngx_http_chat_pg_stmt_t    *stmts;
     ngx_http_chat_main_conf_t  *cmcf;
 
     /* the cache manager and loader run this too: they serve no clients */
@@ -1464,7 +1466,10 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         }
 
         ngx_http_chat_outbox_init(cycle);
-        return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
+
+        stmts = ngx_http_chat_store_statements(&n);
+
+        return ngx_http_chat_pg_init_process(cycle, cmcf->pg, stmts, n);
     }
 
     return NGX_OK;

@@ -81,6 +81,8 @@ typedef struct {
     ngx_event_t                 expire;
     ngx_event_t                 kick;      /* hands the queue to connections */
     ngx_http_chat_pg_query_t   *pinned;    /* for the listening connection */
+    ngx_http_chat_pg_stmt_t    *stmts;     /* what each connection prepares */
+    ngx_uint_t                  nstmts;
     ngx_log_t                  *log;
 
     /* failures since a connection last became ready, and their log */
@@ -267,13 +269,27 @@ invalid:
 
 ngx_int_t
 ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_pg_conf_t *pcf)
+    ngx_http_chat_pg_conf_t *pcf, ngx_http_chat_pg_stmt_t *stmts,
+    ngx_uint_t n)
 {
     ngx_uint_t                i;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
 
+    /* a table indexed by an enum: a statement left out is a hole */
+
+    for (i = 0; i < n; i++) {
+        if (stmts[i].name == NULL || stmts[i].sql == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "chat: PostgreSQL statement %ui is not defined",
+                          i);
+            return NGX_ERROR;
+        }
+    }
+
+    pool->stmts = stmts;
+    pool->nstmts = n;
     pool->conf = pcf;
     pool->log = cycle->log;
 
@@ -428,6 +444,17 @@ ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
     pool->queued--;
 
     return NGX_OK;
+}
+
+
+const char *
+ngx_http_chat_pg_statement(ngx_uint_t stmt)
+{
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    return stmt < pool->nstmts ? pool->stmts[stmt].name : NULL;
 }
 
 
@@ -874,8 +901,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         if (pc->prepared && st != PGRES_COMMAND_OK) {
             (void) ngx_snprintf(what, sizeof(what) - 1,
                                 "cannot prepare \"%s\"%Z",
-                                ngx_http_chat_pg_statements[pc->prepared - 1]
-                                    .name);
+                                pool->stmts[pc->prepared - 1].name);
             ngx_http_chat_pg_fail(pc, (char *) what,
                                   res ? PQresultErrorMessage(res)
                                       : "no result");
@@ -890,13 +916,12 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
             PQclear(res);
         }
 
-        if (ngx_http_chat_pg_statements[pc->prepared].name != NULL) {
+        if (pc->prepared < pool->nstmts) {
 
             if (!PQsendPrepare(pc->conn,
-                               ngx_http_chat_pg_statements[pc->prepared].name,
-                               ngx_http_chat_pg_statements[pc->prepared].sql,
-                               ngx_http_chat_pg_statements[pc->prepared]
-                                   .nparams, NULL))
+                               pool->stmts[pc->prepared].name,
+                               pool->stmts[pc->prepared].sql,
+                               pool->stmts[pc->prepared].nparams, NULL))
             {
                 ngx_http_chat_pg_fail(pc, "cannot prepare a statement",
                                       PQerrorMessage(pc->conn));
@@ -948,7 +973,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     } else {
         ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
                       "chat: PostgreSQL query \"%s\" failed: %s",
-                      ngx_http_chat_pg_statements[q->stmt].name,
+                      pool->stmts[q->stmt].name,
                       ngx_http_chat_pg_fold(err, sizeof(err),
                                             res ? PQresultErrorMessage(res)
                                                 : "no result"));
@@ -1062,8 +1087,7 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
             continue;
         }
 
-        if (!PQsendQueryPrepared(pc->conn,
-                                 ngx_http_chat_pg_statements[q->stmt].name,
+        if (!PQsendQueryPrepared(pc->conn, pool->stmts[q->stmt].name,
                                  q->nparams, q->values, q->lengths, NULL, 0))
         {
             ngx_http_chat_pg_fail(pc, "cannot send a query",
@@ -1553,10 +1577,6 @@ ngx_http_chat_pg_fail_queue(void)
     ngx_http_chat_pg_query_t  *q;
 
     pool = &ngx_http_chat_pg_pool;
-
-    if (pool->queue.next == NULL) {
-        return;
-    }
 
     while (!ngx_queue_empty(&pool->queue)) {
         qn = ngx_queue_head(&pool->queue);

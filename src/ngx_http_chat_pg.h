@@ -72,14 +72,20 @@ typedef struct {
 } ngx_http_chat_pg_conf_t;
 
 
-/* the statements every connection prepares, defined by the store */
-extern ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[];
-
 char *ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
     ngx_str_t *value, ngx_uint_t n);
+
+/*
+ * stmts: what every connection prepares, n of them, kept by the caller; a
+ * query's stmt is an index.  Listeners are registered before.
+ */
 ngx_int_t ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_pg_conf_t *pcf);
+    ngx_http_chat_pg_conf_t *pcf, ngx_http_chat_pg_stmt_t *stmts,
+    ngx_uint_t n);
 void ngx_http_chat_pg_exit_process(void);
+
+/* a statement's name, for the metrics; NULL past the last one */
+const char *ngx_http_chat_pg_statement(ngx_uint_t stmt);
 
 /*
  * Queues a query.  NGX_OK: its handler will be called, later, exactly
