@@ -1461,11 +1461,18 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     }
 
     if (cmcf->pg != NULL) {
-        if (ngx_http_chat_cluster_init_process(cycle, cmcf) != NGX_OK) {
+
+        /*
+         * The pool's clients register the channels they listen to first:
+         * its first connection LISTENs as it is set up (chat_outbox, then
+         * chat_cluster), and tells them when it listens, in that order.
+         */
+
+        if (ngx_http_chat_outbox_init(cycle) != NGX_OK
+            || ngx_http_chat_cluster_init_process(cycle, cmcf) != NGX_OK)
+        {
             return NGX_ERROR;
         }
-
-        ngx_http_chat_outbox_init(cycle);
 
         stmts = ngx_http_chat_store_statements(&n);
 

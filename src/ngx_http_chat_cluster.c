@@ -91,6 +91,9 @@ typedef struct {
     json_t                       *want;     /* {"cid": [after, before]} */
     ngx_http_chat_cluster_call_t  read;
 
+    /* chat_cluster, on the pool's listening connection */
+    ngx_http_chat_pg_listener_t   listener;
+
     /* the round trip */
     ngx_event_t                   tick;
     ngx_http_chat_cluster_call_t  ticker;
@@ -113,6 +116,8 @@ static json_t *ngx_http_chat_cluster_result(ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_route(json_t *result);
 static void ngx_http_chat_cluster_sent_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
 static void ngx_http_chat_cluster_unask(json_t *ranges);
 static void ngx_http_chat_cluster_want(ngx_uint_t cid, int64_t from,
     int64_t to);
@@ -128,6 +133,7 @@ static uint64_t ngx_http_chat_cluster_now(void);
 static void ngx_http_chat_cluster_read(void);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -245,7 +251,14 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
 
     ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_TICK);
 
-    return NGX_OK;
+    /* another node's changes: small, read as they come */
+
+    cl->listener.channel = "chat_cluster";
+    cl->listener.notify = ngx_http_chat_cluster_notified;
+    cl->listener.ready = ngx_http_chat_cluster_listening;
+    cl->listener.data = cl;
+
+    return ngx_http_chat_pg_listen(&cl->listener);
 }
 
 
@@ -663,8 +676,9 @@ ngx_http_chat_cluster_sent_handler(ngx_http_chat_pg_query_t *q,
 
 /* ------------------------------------------------------------- receiving */
 
-void
-ngx_http_chat_cluster_notified(u_char *payload, size_t len)
+static void
+ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len)
 {
     size_t                    i;
     json_t                   *msg, *item, *ls, *user;
@@ -1335,8 +1349,8 @@ ngx_http_chat_cluster_unask(json_t *ranges)
 
 /* the listening connection is up (again): what was missed is looked for */
 
-void
-ngx_http_chat_cluster_listening(void)
+static void
+ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 {
     ngx_http_chat_cluster_t  *cl;
 

@@ -25,6 +25,8 @@
 typedef struct {
     ngx_http_chat_pg_query_t   q;
     ngx_http_chat_pg_query_t   trim;
+    ngx_http_chat_pg_listener_t  listener;    /* chat_outbox */
+    ngx_event_t                notified;    /* a read for a burst */
     ngx_event_t                timer;
     int64_t                    last;        /* -1: not known yet */
     ngx_uint_t                 polls;
@@ -38,6 +40,11 @@ typedef struct {
 } ngx_http_chat_outbox_t;
 
 
+static void ngx_http_chat_outbox_wake(void);
+static void ngx_http_chat_outbox_notify(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
+static void ngx_http_chat_outbox_notified(ngx_event_t *ev);
+static void ngx_http_chat_outbox_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_outbox_read(void);
 static void ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -50,7 +57,7 @@ static void ngx_http_chat_outbox_tick(ngx_event_t *ev);
 static ngx_http_chat_outbox_t  ngx_http_chat_outbox;
 
 
-void
+ngx_int_t
 ngx_http_chat_outbox_init(ngx_cycle_t *cycle)
 {
     ngx_http_chat_outbox_t  *ob;
@@ -66,6 +73,17 @@ ngx_http_chat_outbox_init(ngx_cycle_t *cycle)
     ob->timer.cancelable = 1;
 
     ngx_add_timer(&ob->timer, NGX_HTTP_CHAT_OUTBOX_POLL);
+
+    ob->notified.handler = ngx_http_chat_outbox_notified;
+    ob->notified.log = cycle->log;
+    ob->notified.data = ob;
+
+    ob->listener.channel = "chat_outbox";
+    ob->listener.notify = ngx_http_chat_outbox_notify;
+    ob->listener.ready = ngx_http_chat_outbox_listening;
+    ob->listener.data = ob;
+
+    return ngx_http_chat_pg_listen(&ob->listener);
 }
 
 
@@ -76,9 +94,44 @@ ngx_http_chat_outbox_exit(void)
 }
 
 
+/*
+ * A notification says rows wait; they are read by a query of its own, in
+ * turn, once for all the notifications of one read from the connection.
+ */
+
+static void
+ngx_http_chat_outbox_notify(ngx_http_chat_pg_listener_t *l, u_char *payload,
+    size_t len)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = l->data;
+
+    if (!ob->notified.posted) {
+        ngx_post_event(&ob->notified, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_chat_outbox_notified(ngx_event_t *ev)
+{
+    ngx_http_chat_outbox_wake();
+}
+
+
+/* listening (again): what was notified meanwhile is read */
+
+static void
+ngx_http_chat_outbox_listening(ngx_http_chat_pg_listener_t *l)
+{
+    ngx_http_chat_outbox_wake();
+}
+
+
 /* something may wait in the outbox */
 
-void
+static void
 ngx_http_chat_outbox_wake(void)
 {
     ngx_http_chat_outbox_t  *ob;

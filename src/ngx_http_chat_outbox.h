@@ -10,8 +10,7 @@
 
 
 /* the host application's SQL changes (sql/api/70_host.sql) */
-void ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
-void ngx_http_chat_outbox_wake(void);
+ngx_int_t ngx_http_chat_outbox_init(ngx_cycle_t *cycle);
 void ngx_http_chat_outbox_exit(void);
 
 

@@ -37,6 +37,10 @@
 /* the different failures remembered: connections may fail in turn */
 #define NGX_HTTP_CHAT_PG_LOGGED       4
 
+/* channels listened to, and a channel's longest name (an identifier) */
+#define NGX_HTTP_CHAT_PG_LISTENERS    4
+#define NGX_HTTP_CHAT_PG_CHANNEL_MAX  63
+
 
 typedef enum {
     ngx_http_chat_pg_idle_state = 0,  /* never connected, or backing off */
@@ -83,6 +87,10 @@ typedef struct {
     ngx_http_chat_pg_query_t   *pinned;    /* for the listening connection */
     ngx_http_chat_pg_stmt_t    *stmts;     /* what each connection prepares */
     ngx_uint_t                  nstmts;
+
+    /* the channels the first connection LISTENs to */
+    ngx_http_chat_pg_listener_t  *listeners[NGX_HTTP_CHAT_PG_LISTENERS];
+    ngx_uint_t                  nlisteners;
     ngx_log_t                  *log;
 
     /* failures since a connection last became ready, and their log */
@@ -119,6 +127,7 @@ static void ngx_http_chat_pg_expire(ngx_event_t *ev);
 static void ngx_http_chat_pg_kick(ngx_event_t *ev);
 static void ngx_http_chat_pg_arm_expire(void);
 static ngx_uint_t ngx_http_chat_pg_alive(void);
+static void ngx_http_chat_pg_notified(PGnotify *n);
 static void ngx_http_chat_pg_fail_queue(void);
 
 
@@ -322,6 +331,53 @@ ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The pool's clients register what they listen to; the pool never names
+ * them (as nginx's connect code calls pc->get, never a balancer).
+ */
+
+ngx_int_t
+ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l)
+{
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    len = ngx_strlen(l->channel);
+
+    /* set up connections would never LISTEN: it comes too late */
+
+    if (pool->conf != NULL || pool->nlisteners == NGX_HTTP_CHAT_PG_LISTENERS
+        || len == 0 || len > NGX_HTTP_CHAT_PG_CHANNEL_MAX)
+    {
+        goto failed;
+    }
+
+    /* written into the setup query as it is */
+
+    for (i = 0; i < len; i++) {
+        if ((l->channel[i] < 'a' || l->channel[i] > 'z')
+            && l->channel[i] != '_')
+        {
+            goto failed;
+        }
+    }
+
+    pool->listeners[pool->nlisteners++] = l;
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "chat: cannot listen to PostgreSQL channel \"%s\"",
+                  l->channel);
+    return NGX_ERROR;
 }
 
 
@@ -691,7 +747,12 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 {
-    u_char                    sql[192 + NGX_HTTP_CHAT_PG_SETTINGS_MAX], *p;
+    u_char                    sql[192 + NGX_HTTP_CHAT_PG_SETTINGS_MAX
+                                  + NGX_HTTP_CHAT_PG_LISTENERS
+                                    * (sizeof("LISTEN ; ") - 1
+                                       + NGX_HTTP_CHAT_PG_CHANNEL_MAX)];
+    u_char                   *p;
+    ngx_uint_t                i;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
@@ -702,17 +763,19 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
      * the same round trip.
      */
 
-    /* the first connection also listens for the host's SQL changes */
-
-    p = ngx_sprintf(sql, "SET statement_timeout = %M; %V%s%s"
-                         "SELECT chat.schema_version(), chat.api_version()%Z",
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; %V",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
                     : pool->conf->query_timeout,
-                    &pool->conf->settings,
-                    pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "",
-                    pc == &pool->conns[0] && ngx_http_chat_cluster_enabled()
-                    ? "LISTEN chat_cluster; " : "");
+                    &pool->conf->settings);
+
+    /* the first connection also listens, for the pool's listeners */
+
+    for (i = 0; pc == &pool->conns[0] && i < pool->nlisteners; i++) {
+        p = ngx_sprintf(p, "LISTEN %s; ", pool->listeners[i]->channel);
+    }
+
+    p = ngx_sprintf(p, "SELECT chat.schema_version(), chat.api_version()%Z");
     (void) p;
 
     if (!PQsendQuery(pc->conn, (char *) sql)) {
@@ -762,9 +825,8 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 {
-    PGresult    *res;
-    PGnotify    *n;
-    ngx_uint_t   notified;
+    PGresult  *res;
+    PGnotify  *n;
 
     if (!PQconsumeInput(pc->conn)) {
         ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection",
@@ -773,23 +835,9 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
         return;
     }
 
-    notified = 0;
-
     while ((n = PQnotifies(pc->conn)) != NULL) {
-        if (ngx_strcmp(n->relname, "chat_cluster") == 0) {
-            /* another node's changes: small, read as they come */
-            ngx_http_chat_cluster_notified((u_char *) n->extra,
-                                           ngx_strlen(n->extra));
-        } else {
-            notified = 1;
-        }
-
+        ngx_http_chat_pg_notified(n);
         PQfreemem(n);
-    }
-
-    if (notified) {
-        /* the rows are read by a query of its own, in turn */
-        ngx_http_chat_outbox_wake();
     }
 
     if (pc->state == ngx_http_chat_pg_ready) {
@@ -856,6 +904,28 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 }
 
 
+/* a notification goes to the listener of its channel */
+
+static void
+ngx_http_chat_pg_notified(PGnotify *n)
+{
+    ngx_uint_t                    i;
+    ngx_http_chat_pg_pool_t      *pool;
+    ngx_http_chat_pg_listener_t  *l;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    for (i = 0; i < pool->nlisteners; i++) {
+        l = pool->listeners[i];
+
+        if (ngx_strcmp(n->relname, l->channel) == 0) {
+            l->notify(l, (u_char *) n->extra, ngx_strlen(n->extra));
+            return;
+        }
+    }
+}
+
+
 /* PQgetResult() returned NULL: the command, its commit included, is over */
 
 static void
@@ -864,6 +934,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     u_char                     what[128], err[NGX_HTTP_CHAT_PG_ERR_MAX];
     PGresult                  *res;
     ngx_int_t                  rc;
+    ngx_uint_t                 i;
     ExecStatusType             st;
     ngx_http_chat_pg_pool_t   *pool;
     ngx_http_chat_pg_query_t  *q;
@@ -946,9 +1017,10 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         ngx_http_chat_zone_gauge(pg_ready, 1);
 
         if (pc == &pool->conns[0]) {
-            /* listening (again): what was notified meanwhile is read */
-            ngx_http_chat_outbox_wake();
-            ngx_http_chat_cluster_listening();
+            /* listening (again): what was notified meanwhile is lost */
+            for (i = 0; i < pool->nlisteners; i++) {
+                pool->listeners[i]->ready(pool->listeners[i]);
+            }
         }
 
         ngx_http_chat_pg_next(pc);

@@ -61,6 +61,28 @@ typedef struct {
 } ngx_http_chat_pg_stmt_t;
 
 
+/*
+ * A channel the pool's first connection LISTENs to, for a client of the
+ * pool: notify() for each notification (payload NUL-terminated, len
+ * without the NUL), and ready() each time the connection is listening,
+ * first or again: what was notified while it was down is lost, and the
+ * client looks for it itself.
+ */
+
+typedef struct ngx_http_chat_pg_listener_s  ngx_http_chat_pg_listener_t;
+
+typedef void (*ngx_http_chat_pg_notify_pt)(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
+typedef void (*ngx_http_chat_pg_ready_pt)(ngx_http_chat_pg_listener_t *l);
+
+struct ngx_http_chat_pg_listener_s {
+    const char                   *channel;  /* [a-z_], no quoting needed */
+    ngx_http_chat_pg_notify_pt    notify;
+    ngx_http_chat_pg_ready_pt     ready;
+    void                         *data;
+};
+
+
 typedef struct {
     ngx_str_t                     conninfo;   /* NUL-terminated */
     ngx_uint_t                    size;
@@ -83,6 +105,12 @@ ngx_int_t ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_pg_conf_t *pcf, ngx_http_chat_pg_stmt_t *stmts,
     ngx_uint_t n);
 void ngx_http_chat_pg_exit_process(void);
+
+/*
+ * Before ngx_http_chat_pg_init_process, in a worker's init: the channel
+ * is listened to from the first connection on.  l is kept, not copied.
+ */
+ngx_int_t ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l);
 
 /* a statement's name, for the metrics; NULL past the last one */
 const char *ngx_http_chat_pg_statement(ngx_uint_t stmt);
