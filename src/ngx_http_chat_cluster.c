@@ -573,16 +573,9 @@ ngx_http_chat_cluster_send(ngx_http_chat_cluster_call_t *c, ngx_uint_t stmt,
         return NGX_ERROR;
     }
 
-    ngx_memzero(&c->q, sizeof(ngx_http_chat_pg_query_t));
-
-    c->q.stmt = stmt;
-    c->q.nparams = 2;
-    c->q.values[0] = (char *) cl->node_data;
-    c->q.lengths[0] = (int) cl->node.len;
-    c->q.values[1] = c->text;
-    c->q.lengths[1] = (int) ngx_strlen(c->text);
-    c->q.handler = handler;
-    c->q.data = c;
+    ngx_http_chat_pg_query_init(&c->q, stmt, handler, c);
+    ngx_http_chat_pg_query_param(&c->q, (char *) cl->node_data, cl->node.len);
+    ngx_http_chat_pg_query_param(&c->q, c->text, ngx_strlen(c->text));
 
     rc = listener ? ngx_http_chat_pg_listener_query(&c->q)
                   : ngx_http_chat_pg_query(&c->q);
@@ -612,22 +605,15 @@ ngx_http_chat_cluster_done(ngx_http_chat_cluster_call_t *c)
 static json_t *
 ngx_http_chat_cluster_result(ngx_int_t rc, PGresult *res)
 {
-    u_char        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
-    json_error_t  err;
+    u_char  msg[NGX_HTTP_CHAT_PG_ERR_MAX];
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "chat: cluster: %s",
                       ngx_http_chat_pg_fold(msg, sizeof(msg),
                                             PQresultErrorMessage(res)));
-        return NULL;
     }
 
-    if (rc != NGX_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        return NULL;
-    }
-
-    return json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
-                      &err);
+    return ngx_http_chat_pg_json(rc, res);
 }
 
 

@@ -169,16 +169,10 @@ ngx_http_chat_outbox_read(void)
         p = ngx_sprintf(ob->arg, "{\"after\":%L}%Z", ob->last) - 1;
     }
 
-    ngx_memzero(&ob->q, sizeof(ngx_http_chat_pg_query_t));
-
-    ob->q.stmt = NGX_HTTP_CHAT_STMT_OUTBOX;
-    ob->q.nparams = 2;
-    ob->q.values[0] = "";
-    ob->q.lengths[0] = 0;
-    ob->q.values[1] = (char *) ob->arg;
-    ob->q.lengths[1] = (int) (p - ob->arg);
-    ob->q.handler = ngx_http_chat_outbox_handler;
-    ob->q.data = ob;
+    ngx_http_chat_pg_query_init(&ob->q, NGX_HTTP_CHAT_STMT_OUTBOX,
+                                ngx_http_chat_outbox_handler, ob);
+    ngx_http_chat_pg_query_param(&ob->q, "", 0);
+    ngx_http_chat_pg_query_param(&ob->q, (char *) ob->arg, p - ob->arg);
 
     ob->again = 0;
 
@@ -198,18 +192,12 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     u_char                   msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                   i;
     json_t                  *result, *events, *ev, *last;
-    json_error_t             error;
     ngx_http_chat_outbox_t  *ob;
 
     ob = q->data;
     ob->reading = 0;
 
-    result = NULL;
-
-    if (rc == NGX_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
-        result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0),
-                            0, &error);
-    }
+    result = ngx_http_chat_pg_json(rc, res);
 
     if (result == NULL) {
         /* read again later: the timer, or the next notification */
@@ -283,16 +271,10 @@ ngx_http_chat_outbox_tick(ngx_event_t *ev)
         return;
     }
 
-    ngx_memzero(&ob->trim, sizeof(ngx_http_chat_pg_query_t));
-
-    ob->trim.stmt = NGX_HTTP_CHAT_STMT_OUTBOX_TRIM;
-    ob->trim.nparams = 2;
-    ob->trim.values[0] = "";
-    ob->trim.lengths[0] = 0;
-    ob->trim.values[1] = "{}";
-    ob->trim.lengths[1] = 2;
-    ob->trim.handler = ngx_http_chat_outbox_trimmed;
-    ob->trim.data = ob;
+    ngx_http_chat_pg_query_init(&ob->trim, NGX_HTTP_CHAT_STMT_OUTBOX_TRIM,
+                                ngx_http_chat_outbox_trimmed, ob);
+    ngx_http_chat_pg_query_param(&ob->trim, "", 0);
+    ngx_http_chat_pg_query_param(&ob->trim, "{}", 2);
 
     if (ngx_http_chat_pg_query(&ob->trim) == NGX_OK) {
         ob->trimming = 1;

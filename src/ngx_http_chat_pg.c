@@ -401,6 +401,33 @@ ngx_http_chat_pg_exit_process(void)
 }
 
 
+void
+ngx_http_chat_pg_query_init(ngx_http_chat_pg_query_t *q, ngx_uint_t stmt,
+    ngx_http_chat_pg_handler_pt handler, void *data)
+{
+    ngx_memzero(q, sizeof(ngx_http_chat_pg_query_t));
+
+    q->stmt = stmt;
+    q->handler = handler;
+    q->data = data;
+}
+
+
+void
+ngx_http_chat_pg_query_param(ngx_http_chat_pg_query_t *q, const char *value,
+    size_t len)
+{
+    if (q->nparams == NGX_HTTP_CHAT_PG_MAX_PARAMS) {
+        return;
+    }
+
+    /* libpq reads a text parameter up to its NUL: the length is for us */
+    q->values[q->nparams] = value;
+    q->lengths[q->nparams] = (int) len;
+    q->nparams++;
+}
+
+
 ngx_int_t
 ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
 {
@@ -431,6 +458,31 @@ ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
     ngx_http_chat_pg_arm_expire();
 
     return NGX_OK;
+}
+
+
+json_t *
+ngx_http_chat_pg_json(ngx_int_t rc, PGresult *res)
+{
+    json_t        *json;
+    json_error_t   err;
+
+    if (rc != NGX_OK || res == NULL || PQntuples(res) != 1
+        || PQgetisnull(res, 0, 0))
+    {
+        return NULL;
+    }
+
+    json = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
+                      &err);
+
+    if (json == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: PostgreSQL returned invalid JSON: %s",
+                      err.text);
+    }
+
+    return json;
 }
 
 

@@ -12,6 +12,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 
@@ -116,10 +117,26 @@ ngx_int_t ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l);
 const char *ngx_http_chat_pg_statement(ngx_uint_t stmt);
 
 /*
+ * Sets a query up from nothing: its statement and its handler; then each
+ * parameter in turn, text that stays (NUL-terminated) until the handler.
+ */
+void ngx_http_chat_pg_query_init(ngx_http_chat_pg_query_t *q,
+    ngx_uint_t stmt, ngx_http_chat_pg_handler_pt handler, void *data);
+void ngx_http_chat_pg_query_param(ngx_http_chat_pg_query_t *q,
+    const char *value, size_t len);
+
+/*
  * Queues a query.  NGX_OK: its handler will be called, later, exactly
  * once.  NGX_DECLINED: storage is unavailable now; nothing was queued.
  */
 ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
+
+/*
+ * What a chat.api_* function returned, for a handler: the JSON of the one
+ * row's one value when rc is NGX_OK (the caller decrefs it), else NULL;
+ * invalid JSON is logged and NULL.
+ */
+json_t *ngx_http_chat_pg_json(ngx_int_t rc, PGresult *res);
 
 /* on the connection that LISTENs (a round trip that proves it hears) */
 ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);

@@ -70,7 +70,6 @@ static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_store_fail_pending(void);
-static json_t *ngx_http_chat_store_result(ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc,
     ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
@@ -347,14 +346,10 @@ ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     op->kind = NGX_HTTP_CHAT_OP_PLAIN;
     op->started = 1;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) (op + 1);
-    op->q.lengths[0] = (int) len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) (op + 1), len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
 
     if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
         ngx_http_chat_store_free(op);
@@ -400,14 +395,10 @@ ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
     op->r = r;
     op->done = done;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) user->data;
-    op->q.lengths[0] = (int) user->len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) user->data, user->len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
     op->q.heavy = (stmt == NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH);
 
     if (ngx_http_chat_store_start(op) != NGX_OK) {
@@ -487,14 +478,11 @@ ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
     op->kind = kind;
     op->id = id ? json_incref(id) : NULL;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) wc->id.id.data;
-    op->q.lengths[0] = (int) wc->id.id.len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) wc->id.id.data,
+                                 wc->id.id.len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
 
     ngx_queue_insert_tail(&wc->ops, &op->session);
     wc->nops++;
@@ -618,7 +606,7 @@ ngx_http_chat_store_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     op = q->data;
 
-    result = ngx_http_chat_store_result(rc, res);
+    result = ngx_http_chat_pg_json(rc, res);
 
     ngx_http_chat_store_complete(op, result);
 
@@ -744,11 +732,11 @@ ngx_http_chat_store_queue_batch(void)
 
     ngx_queue_init(&b->ops);
 
-    b->q.stmt = NGX_HTTP_CHAT_STMT_SEND;
+    /* the one parameter, the batch, is made when the query is sent */
+    ngx_http_chat_pg_query_init(&b->q, NGX_HTTP_CHAT_STMT_SEND,
+                                ngx_http_chat_store_batch_handler, b);
     b->q.nparams = 1;
     b->q.build = ngx_http_chat_store_build_batch;
-    b->q.handler = ngx_http_chat_store_batch_handler;
-    b->q.data = b;
 
     ngx_http_chat_queued_batch = b;
 
@@ -882,7 +870,7 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         return;
     }
 
-    result = ngx_http_chat_store_result(rc, res);
+    result = ngx_http_chat_pg_json(rc, res);
 
     if (result != NULL && !json_is_array(result)) {
         json_decref(result);
@@ -930,31 +918,6 @@ ngx_http_chat_store_fail_pending(void)
 
         ngx_http_chat_store_complete(op, NULL);
     }
-}
-
-
-static json_t *
-ngx_http_chat_store_result(ngx_int_t rc, PGresult *res)
-{
-    json_t        *result;
-    json_error_t   err;
-
-    if (rc != NGX_OK || res == NULL || PQntuples(res) != 1
-        || PQgetisnull(res, 0, 0))
-    {
-        return NULL;
-    }
-
-    result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
-                        &err);
-
-    if (result == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "chat: PostgreSQL returned invalid JSON: %s",
-                      err.text);
-    }
-
-    return result;
 }
 
 
