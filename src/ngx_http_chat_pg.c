@@ -3,12 +3,13 @@
  * The PostgreSQL pool of a worker.
  *
  * Each connection is a small state machine driven by nginx events:
- * PQconnectStart and PQconnectPoll, a setup query (statement_timeout and
- * the schema version), the prepared statements, then one query at a time.
- * libpq's nonblocking rules are kept: after a send, PQflush until it
- * returns 0; on input, PQconsumeInput, then PQgetResult only while
- * PQisBusy is false; a query is done when PQgetResult returns NULL, which
- * for a single statement is after its implicit COMMIT.
+ * PQconnectStart and PQconnectPoll, a setup query (statement_timeout, the
+ * schema version, and on the first connection the LISTENs of the pool's
+ * listeners), the prepared statements the module hands over at init, then
+ * one query at a time.  libpq's nonblocking rules are kept: after a send,
+ * PQflush until it returns 0; on input, PQconsumeInput, then PQgetResult
+ * only while PQisBusy is false; a query is done when PQgetResult returns
+ * NULL, which for a single statement is after its implicit COMMIT.
  *
  * libpq owns the sockets: nginx connections wrap them with c->shared set,
  * so that nginx never closes a descriptor PQfinish closes.
@@ -350,7 +351,7 @@ ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l)
 
     len = ngx_strlen(l->channel);
 
-    /* set up connections would never LISTEN: it comes too late */
+    /* after init_process, connections are made: too late to LISTEN */
 
     if (pool->conf != NULL || pool->nlisteners == NGX_HTTP_CHAT_PG_LISTENERS
         || len == 0 || len > NGX_HTTP_CHAT_PG_CHANNEL_MAX)
@@ -418,6 +419,7 @@ ngx_http_chat_pg_query_param(ngx_http_chat_pg_query_t *q, const char *value,
     size_t len)
 {
     if (q->nparams == NGX_HTTP_CHAT_PG_MAX_PARAMS) {
+        /* a bug: PostgreSQL refuses the query for its parameter count */
         return;
     }
 
@@ -1069,7 +1071,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         ngx_http_chat_zone_gauge(pg_ready, 1);
 
         if (pc == &pool->conns[0]) {
-            /* listening (again): what was notified meanwhile is lost */
+            /* listening (again): each looks for what it missed meanwhile */
             for (i = 0; i < pool->nlisteners; i++) {
                 pool->listeners[i]->ready(pool->listeners[i]);
             }

@@ -82,8 +82,8 @@ static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
  */
 
 static ngx_http_chat_pg_stmt_t
-    ngx_http_chat_store_stmts[NGX_HTTP_CHAT_STMTS] =
-{
+    ngx_http_chat_store_stmts[NGX_HTTP_CHAT_STMTS] = {
+
     [NGX_HTTP_CHAT_STMT_USER_UPSERT] =
         { "chat_user_upsert",
           "SELECT chat.api_user_upsert($1, $2::jsonb)", 2 },
