@@ -1435,6 +1435,8 @@ ngx_http_chat_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_chat_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                  n;
+    ngx_http_chat_pg_stmt_t    *stmts;
     ngx_http_chat_main_conf_t  *cmcf;
 
     /* the cache manager and loader run this too: they serve no clients */
@@ -1483,16 +1485,27 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     }
 
     if (cmcf->pg != NULL) {
-        if (ngx_http_chat_cluster_init_process(cycle, cmcf,
-                                               ngx_http_chat_bus_publish,
-                                               ngx_http_chat_bus_deliver)
-            != NGX_OK)
+
+        /*
+         * The pool's clients register the channels they listen to first:
+         * its first connection LISTENs as it is set up (chat_outbox, then
+         * chat_cluster), and tells them when it listens, in that order.
+         */
+
+        if (ngx_http_chat_outbox_init_process(cycle,
+                                              ngx_http_chat_bus_deliver)
+            != NGX_OK
+            || ngx_http_chat_cluster_init_process(cycle, cmcf,
+                                                  ngx_http_chat_bus_publish,
+                                                  ngx_http_chat_bus_deliver)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        ngx_http_chat_outbox_init(cycle, ngx_http_chat_bus_deliver);
-        return ngx_http_chat_pg_init_process(cycle, cmcf->pg);
+        stmts = ngx_http_chat_store_statements(&n);
+
+        return ngx_http_chat_pg_init_process(cycle, cmcf->pg, stmts, n);
     }
 
     return NGX_OK;
@@ -1502,7 +1515,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_chat_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_chat_outbox_exit();
+    ngx_http_chat_outbox_exit_process();
     ngx_http_chat_cluster_exit_process();
     ngx_http_chat_pg_exit_process();
     ngx_http_chat_ipc_exit_process();

@@ -91,6 +91,9 @@ typedef struct {
     json_t                       *want;     /* {"cid": [after, before]} */
     ngx_http_chat_cluster_call_t  read;
 
+    /* chat_cluster, on the pool's listening connection */
+    ngx_http_chat_pg_listener_t   listener;
+
     /* the round trip */
     ngx_event_t                   tick;
     ngx_http_chat_cluster_call_t  ticker;
@@ -113,6 +116,8 @@ static json_t *ngx_http_chat_cluster_result(ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_route(json_t *result);
 static void ngx_http_chat_cluster_sent_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
 static void ngx_http_chat_cluster_unask(json_t *ranges);
 static void ngx_http_chat_cluster_want(ngx_uint_t cid, int64_t from,
     int64_t to);
@@ -128,6 +133,7 @@ static uint64_t ngx_http_chat_cluster_now(void);
 static void ngx_http_chat_cluster_read(void);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -253,7 +259,14 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
 
     ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_TICK);
 
-    return NGX_OK;
+    /* another node's changes: small, read as they come */
+
+    cl->listener.channel = "chat_cluster";
+    cl->listener.notify = ngx_http_chat_cluster_notified;
+    cl->listener.ready = ngx_http_chat_cluster_listening;
+    cl->listener.data = cl;
+
+    return ngx_http_chat_pg_listen(&cl->listener);
 }
 
 
@@ -568,16 +581,9 @@ ngx_http_chat_cluster_send(ngx_http_chat_cluster_call_t *c, ngx_uint_t stmt,
         return NGX_ERROR;
     }
 
-    ngx_memzero(&c->q, sizeof(ngx_http_chat_pg_query_t));
-
-    c->q.stmt = stmt;
-    c->q.nparams = 2;
-    c->q.values[0] = (char *) cl->node_data;
-    c->q.lengths[0] = (int) cl->node.len;
-    c->q.values[1] = c->text;
-    c->q.lengths[1] = (int) ngx_strlen(c->text);
-    c->q.handler = handler;
-    c->q.data = c;
+    ngx_http_chat_pg_query_init(&c->q, stmt, handler, c);
+    ngx_http_chat_pg_query_param(&c->q, (char *) cl->node_data, cl->node.len);
+    ngx_http_chat_pg_query_param(&c->q, c->text, ngx_strlen(c->text));
 
     rc = listener ? ngx_http_chat_pg_listener_query(&c->q)
                   : ngx_http_chat_pg_query(&c->q);
@@ -607,22 +613,15 @@ ngx_http_chat_cluster_done(ngx_http_chat_cluster_call_t *c)
 static json_t *
 ngx_http_chat_cluster_result(ngx_int_t rc, PGresult *res)
 {
-    u_char        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
-    json_error_t  err;
+    u_char  msg[NGX_HTTP_CHAT_PG_ERR_MAX];
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "chat: cluster: %s",
                       ngx_http_chat_pg_fold(msg, sizeof(msg),
                                             PQresultErrorMessage(res)));
-        return NULL;
     }
 
-    if (rc != NGX_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        return NULL;
-    }
-
-    return json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
-                      &err);
+    return ngx_http_chat_pg_json(rc, res);
 }
 
 
@@ -672,8 +671,9 @@ ngx_http_chat_cluster_sent_handler(ngx_http_chat_pg_query_t *q,
 
 /* ------------------------------------------------------------- receiving */
 
-void
-ngx_http_chat_cluster_notified(u_char *payload, size_t len)
+static void
+ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len)
 {
     size_t                    i;
     json_t                   *msg, *item, *ls, *user;
@@ -1344,8 +1344,8 @@ ngx_http_chat_cluster_unask(json_t *ranges)
 
 /* the listening connection is up (again): what was missed is looked for */
 
-void
-ngx_http_chat_cluster_listening(void)
+static void
+ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 {
     ngx_http_chat_cluster_t  *cl;
 

@@ -18,8 +18,6 @@ ngx_str_t *ngx_http_chat_cluster_node(void);
 void ngx_http_chat_cluster_publish(json_t *event, json_t *to);
 void ngx_http_chat_cluster_presence(u_char *user, size_t len,
     ngx_uint_t online, time_t last_seen);
-void ngx_http_chat_cluster_notified(u_char *payload, size_t len);
-void ngx_http_chat_cluster_listening(void);
 
 
 #endif /* _NGX_HTTP_CHAT_CLUSTER_H_INCLUDED_ */

@@ -347,15 +347,10 @@ ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv)
         return;
     }
 
-    cv->q.stmt = NGX_HTTP_CHAT_STMT_CHANGES;
-    cv->q.nparams = 2;
-    cv->q.values[0] = "";
-    cv->q.lengths[0] = 0;
-    cv->q.values[1] = cv->text;
-    cv->q.lengths[1] = (int) ngx_strlen(cv->text);
-    cv->q.build = NULL;
-    cv->q.handler = ngx_http_chat_order_fetched;
-    cv->q.data = cv;
+    ngx_http_chat_pg_query_init(&cv->q, NGX_HTTP_CHAT_STMT_CHANGES,
+                                ngx_http_chat_order_fetched, cv);
+    ngx_http_chat_pg_query_param(&cv->q, "", 0);
+    ngx_http_chat_pg_query_param(&cv->q, cv->text, ngx_strlen(cv->text));
 
     cv->fetching = 1;
 
@@ -377,7 +372,6 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     int64_t                n;
     json_t                *result, *events, *ev, *message;
     const char            *type;
-    json_error_t           err;
     ngx_http_chat_conv_t  *cv;
 
     cv = q->data;
@@ -386,12 +380,7 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     free(cv->text);
     cv->text = NULL;
 
-    result = NULL;
-
-    if (rc == NGX_OK && res != NULL && PQntuples(res) == 1) {
-        result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
-                            &err);
-    }
+    result = ngx_http_chat_pg_json(rc, res);
 
     events = result ? json_object_get(result, "events") : NULL;
 

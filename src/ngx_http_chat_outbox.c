@@ -25,6 +25,8 @@
 typedef struct {
     ngx_http_chat_pg_query_t   q;
     ngx_http_chat_pg_query_t   trim;
+    ngx_http_chat_pg_listener_t  listener;    /* chat_outbox */
+    ngx_event_t                notified;    /* a read for a burst */
     ngx_event_t                timer;
     int64_t                    last;        /* -1: not known yet */
     ngx_uint_t                 polls;
@@ -38,6 +40,11 @@ typedef struct {
 } ngx_http_chat_outbox_t;
 
 
+static void ngx_http_chat_outbox_wake(void);
+static void ngx_http_chat_outbox_notify(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
+static void ngx_http_chat_outbox_notified(ngx_event_t *ev);
+static void ngx_http_chat_outbox_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_outbox_read(void);
 static void ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -53,8 +60,8 @@ static ngx_http_chat_outbox_t  ngx_http_chat_outbox;
 static ngx_http_chat_event_handler_pt  ngx_http_chat_outbox_deliver;
 
 
-void
-ngx_http_chat_outbox_init(ngx_cycle_t *cycle,
+ngx_int_t
+ngx_http_chat_outbox_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_event_handler_pt deliver)
 {
     ngx_http_chat_outbox_t  *ob;
@@ -72,19 +79,65 @@ ngx_http_chat_outbox_init(ngx_cycle_t *cycle,
     ob->timer.cancelable = 1;
 
     ngx_add_timer(&ob->timer, NGX_HTTP_CHAT_OUTBOX_POLL);
+
+    ob->notified.handler = ngx_http_chat_outbox_notified;
+    ob->notified.log = cycle->log;
+    ob->notified.data = ob;
+
+    ob->listener.channel = "chat_outbox";
+    ob->listener.notify = ngx_http_chat_outbox_notify;
+    ob->listener.ready = ngx_http_chat_outbox_listening;
+    ob->listener.data = ob;
+
+    return ngx_http_chat_pg_listen(&ob->listener);
 }
 
 
 void
-ngx_http_chat_outbox_exit(void)
+ngx_http_chat_outbox_exit_process(void)
 {
     ngx_http_chat_outbox.active = 0;
 }
 
 
+/*
+ * A notification says rows wait; they are read by a query of its own, in
+ * turn, once for all the notifications of one read from the connection.
+ */
+
+static void
+ngx_http_chat_outbox_notify(ngx_http_chat_pg_listener_t *l, u_char *payload,
+    size_t len)
+{
+    ngx_http_chat_outbox_t  *ob;
+
+    ob = l->data;
+
+    if (!ob->notified.posted) {
+        ngx_post_event(&ob->notified, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_chat_outbox_notified(ngx_event_t *ev)
+{
+    ngx_http_chat_outbox_wake();
+}
+
+
+/* listening (again): what was notified meanwhile is read */
+
+static void
+ngx_http_chat_outbox_listening(ngx_http_chat_pg_listener_t *l)
+{
+    ngx_http_chat_outbox_wake();
+}
+
+
 /* something may wait in the outbox */
 
-void
+static void
 ngx_http_chat_outbox_wake(void)
 {
     ngx_http_chat_outbox_t  *ob;
@@ -122,16 +175,10 @@ ngx_http_chat_outbox_read(void)
         p = ngx_sprintf(ob->arg, "{\"after\":%L}%Z", ob->last) - 1;
     }
 
-    ngx_memzero(&ob->q, sizeof(ngx_http_chat_pg_query_t));
-
-    ob->q.stmt = NGX_HTTP_CHAT_STMT_OUTBOX;
-    ob->q.nparams = 2;
-    ob->q.values[0] = "";
-    ob->q.lengths[0] = 0;
-    ob->q.values[1] = (char *) ob->arg;
-    ob->q.lengths[1] = (int) (p - ob->arg);
-    ob->q.handler = ngx_http_chat_outbox_handler;
-    ob->q.data = ob;
+    ngx_http_chat_pg_query_init(&ob->q, NGX_HTTP_CHAT_STMT_OUTBOX,
+                                ngx_http_chat_outbox_handler, ob);
+    ngx_http_chat_pg_query_param(&ob->q, "", 0);
+    ngx_http_chat_pg_query_param(&ob->q, (char *) ob->arg, p - ob->arg);
 
     ob->again = 0;
 
@@ -151,18 +198,12 @@ ngx_http_chat_outbox_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     u_char                   msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                   i;
     json_t                  *result, *events, *ev, *last;
-    json_error_t             error;
     ngx_http_chat_outbox_t  *ob;
 
     ob = q->data;
     ob->reading = 0;
 
-    result = NULL;
-
-    if (rc == NGX_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
-        result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0),
-                            0, &error);
-    }
+    result = ngx_http_chat_pg_json(rc, res);
 
     if (result == NULL) {
         /* read again later: the timer, or the next notification */
@@ -236,16 +277,10 @@ ngx_http_chat_outbox_tick(ngx_event_t *ev)
         return;
     }
 
-    ngx_memzero(&ob->trim, sizeof(ngx_http_chat_pg_query_t));
-
-    ob->trim.stmt = NGX_HTTP_CHAT_STMT_OUTBOX_TRIM;
-    ob->trim.nparams = 2;
-    ob->trim.values[0] = "";
-    ob->trim.lengths[0] = 0;
-    ob->trim.values[1] = "{}";
-    ob->trim.lengths[1] = 2;
-    ob->trim.handler = ngx_http_chat_outbox_trimmed;
-    ob->trim.data = ob;
+    ngx_http_chat_pg_query_init(&ob->trim, NGX_HTTP_CHAT_STMT_OUTBOX_TRIM,
+                                ngx_http_chat_outbox_trimmed, ob);
+    ngx_http_chat_pg_query_param(&ob->trim, "", 0);
+    ngx_http_chat_pg_query_param(&ob->trim, "{}", 2);
 
     if (ngx_http_chat_pg_query(&ob->trim) == NGX_OK) {
         ob->trimming = 1;

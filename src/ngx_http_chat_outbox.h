@@ -10,10 +10,9 @@
 
 
 /* the host application's SQL changes (sql/api/70_host.sql) */
-void ngx_http_chat_outbox_init(ngx_cycle_t *cycle,
+ngx_int_t ngx_http_chat_outbox_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_event_handler_pt deliver);
-void ngx_http_chat_outbox_wake(void);
-void ngx_http_chat_outbox_exit(void);
+void ngx_http_chat_outbox_exit_process(void);
 
 
 #endif /* _NGX_HTTP_CHAT_OUTBOX_H_INCLUDED_ */

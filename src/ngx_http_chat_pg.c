@@ -3,12 +3,13 @@
  * The PostgreSQL pool of a worker.
  *
  * Each connection is a small state machine driven by nginx events:
- * PQconnectStart and PQconnectPoll, a setup query (statement_timeout and
- * the schema version), the prepared statements, then one query at a time.
- * libpq's nonblocking rules are kept: after a send, PQflush until it
- * returns 0; on input, PQconsumeInput, then PQgetResult only while
- * PQisBusy is false; a query is done when PQgetResult returns NULL, which
- * for a single statement is after its implicit COMMIT.
+ * PQconnectStart and PQconnectPoll, a setup query (statement_timeout, the
+ * schema version, and on the first connection the LISTENs of the pool's
+ * listeners), the prepared statements the module hands over at init, then
+ * one query at a time.  libpq's nonblocking rules are kept: after a send,
+ * PQflush until it returns 0; on input, PQconsumeInput, then PQgetResult
+ * only while PQisBusy is false; a query is done when PQgetResult returns
+ * NULL, which for a single statement is after its implicit COMMIT.
  *
  * libpq owns the sockets: nginx connections wrap them with c->shared set,
  * so that nginx never closes a descriptor PQfinish closes.
@@ -36,6 +37,10 @@
 
 /* the different failures remembered: connections may fail in turn */
 #define NGX_HTTP_CHAT_PG_LOGGED       4
+
+/* channels listened to, and a channel's longest name (an identifier) */
+#define NGX_HTTP_CHAT_PG_LISTENERS    4
+#define NGX_HTTP_CHAT_PG_CHANNEL_MAX  63
 
 
 typedef enum {
@@ -81,6 +86,12 @@ typedef struct {
     ngx_event_t                 expire;
     ngx_event_t                 kick;      /* hands the queue to connections */
     ngx_http_chat_pg_query_t   *pinned;    /* for the listening connection */
+    ngx_http_chat_pg_stmt_t    *stmts;     /* what each connection prepares */
+    ngx_uint_t                  nstmts;
+
+    /* the channels the first connection LISTENs to */
+    ngx_http_chat_pg_listener_t  *listeners[NGX_HTTP_CHAT_PG_LISTENERS];
+    ngx_uint_t                  nlisteners;
     ngx_log_t                  *log;
 
     /* failures since a connection last became ready, and their log */
@@ -117,6 +128,7 @@ static void ngx_http_chat_pg_expire(ngx_event_t *ev);
 static void ngx_http_chat_pg_kick(ngx_event_t *ev);
 static void ngx_http_chat_pg_arm_expire(void);
 static ngx_uint_t ngx_http_chat_pg_alive(void);
+static void ngx_http_chat_pg_notified(PGnotify *n);
 static void ngx_http_chat_pg_fail_queue(void);
 
 
@@ -267,13 +279,27 @@ invalid:
 
 ngx_int_t
 ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_pg_conf_t *pcf)
+    ngx_http_chat_pg_conf_t *pcf, ngx_http_chat_pg_stmt_t *stmts,
+    ngx_uint_t n)
 {
     ngx_uint_t                i;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
 
+    /* a table indexed by an enum: a statement left out is a hole */
+
+    for (i = 0; i < n; i++) {
+        if (stmts[i].name == NULL || stmts[i].sql == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "chat: PostgreSQL statement %ui is not defined",
+                          i);
+            return NGX_ERROR;
+        }
+    }
+
+    pool->stmts = stmts;
+    pool->nstmts = n;
     pool->conf = pcf;
     pool->log = cycle->log;
 
@@ -309,6 +335,53 @@ ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
 }
 
 
+/*
+ * The pool's clients register what they listen to; the pool never names
+ * them (as nginx's connect code calls pc->get, never a balancer).
+ */
+
+ngx_int_t
+ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l)
+{
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    len = ngx_strlen(l->channel);
+
+    /* after init_process, connections are made: too late to LISTEN */
+
+    if (pool->conf != NULL || pool->nlisteners == NGX_HTTP_CHAT_PG_LISTENERS
+        || len == 0 || len > NGX_HTTP_CHAT_PG_CHANNEL_MAX)
+    {
+        goto failed;
+    }
+
+    /* written into the setup query as it is */
+
+    for (i = 0; i < len; i++) {
+        if ((l->channel[i] < 'a' || l->channel[i] > 'z')
+            && l->channel[i] != '_')
+        {
+            goto failed;
+        }
+    }
+
+    pool->listeners[pool->nlisteners++] = l;
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "chat: cannot listen to PostgreSQL channel \"%s\"",
+                  l->channel);
+    return NGX_ERROR;
+}
+
+
 void
 ngx_http_chat_pg_exit_process(void)
 {
@@ -326,6 +399,34 @@ ngx_http_chat_pg_exit_process(void)
     }
 
     ngx_http_chat_pg_fail_queue();
+}
+
+
+void
+ngx_http_chat_pg_query_init(ngx_http_chat_pg_query_t *q, ngx_uint_t stmt,
+    ngx_http_chat_pg_handler_pt handler, void *data)
+{
+    ngx_memzero(q, sizeof(ngx_http_chat_pg_query_t));
+
+    q->stmt = stmt;
+    q->handler = handler;
+    q->data = data;
+}
+
+
+void
+ngx_http_chat_pg_query_param(ngx_http_chat_pg_query_t *q, const char *value,
+    size_t len)
+{
+    if (q->nparams == NGX_HTTP_CHAT_PG_MAX_PARAMS) {
+        /* a bug: PostgreSQL refuses the query for its parameter count */
+        return;
+    }
+
+    /* libpq reads a text parameter up to its NUL: the length is for us */
+    q->values[q->nparams] = value;
+    q->lengths[q->nparams] = (int) len;
+    q->nparams++;
 }
 
 
@@ -359,6 +460,31 @@ ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q)
     ngx_http_chat_pg_arm_expire();
 
     return NGX_OK;
+}
+
+
+json_t *
+ngx_http_chat_pg_json(ngx_int_t rc, PGresult *res)
+{
+    json_t        *json;
+    json_error_t   err;
+
+    if (rc != NGX_OK || res == NULL || PQntuples(res) != 1
+        || PQgetisnull(res, 0, 0))
+    {
+        return NULL;
+    }
+
+    json = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
+                      &err);
+
+    if (json == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: PostgreSQL returned invalid JSON: %s",
+                      err.text);
+    }
+
+    return json;
 }
 
 
@@ -428,6 +554,17 @@ ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
     pool->queued--;
 
     return NGX_OK;
+}
+
+
+const char *
+ngx_http_chat_pg_statement(ngx_uint_t stmt)
+{
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    return stmt < pool->nstmts ? pool->stmts[stmt].name : NULL;
 }
 
 
@@ -664,7 +801,12 @@ ngx_http_chat_pg_poll(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
 {
-    u_char                    sql[192 + NGX_HTTP_CHAT_PG_SETTINGS_MAX], *p;
+    u_char                    sql[192 + NGX_HTTP_CHAT_PG_SETTINGS_MAX
+                                  + NGX_HTTP_CHAT_PG_LISTENERS
+                                    * (sizeof("LISTEN ; ") - 1
+                                       + NGX_HTTP_CHAT_PG_CHANNEL_MAX)];
+    u_char                   *p;
+    ngx_uint_t                i;
     ngx_http_chat_pg_pool_t  *pool;
 
     pool = &ngx_http_chat_pg_pool;
@@ -675,17 +817,19 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
      * the same round trip.
      */
 
-    /* the first connection also listens for the host's SQL changes */
-
-    p = ngx_sprintf(sql, "SET statement_timeout = %M; %V%s%s"
-                         "SELECT chat.schema_version(), chat.api_version()%Z",
+    p = ngx_sprintf(sql, "SET statement_timeout = %M; %V",
                     pool->conf->query_timeout > 1000
                     ? pool->conf->query_timeout - 500
                     : pool->conf->query_timeout,
-                    &pool->conf->settings,
-                    pc == &pool->conns[0] ? "LISTEN chat_outbox; " : "",
-                    pc == &pool->conns[0] && ngx_http_chat_cluster_enabled()
-                    ? "LISTEN chat_cluster; " : "");
+                    &pool->conf->settings);
+
+    /* the first connection also listens, for the pool's listeners */
+
+    for (i = 0; pc == &pool->conns[0] && i < pool->nlisteners; i++) {
+        p = ngx_sprintf(p, "LISTEN %s; ", pool->listeners[i]->channel);
+    }
+
+    p = ngx_sprintf(p, "SELECT chat.schema_version(), chat.api_version()%Z");
     (void) p;
 
     if (!PQsendQuery(pc->conn, (char *) sql)) {
@@ -735,9 +879,8 @@ ngx_http_chat_pg_flush(ngx_http_chat_pg_conn_t *pc)
 static void
 ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 {
-    PGresult    *res;
-    PGnotify    *n;
-    ngx_uint_t   notified;
+    PGresult  *res;
+    PGnotify  *n;
 
     if (!PQconsumeInput(pc->conn)) {
         ngx_http_chat_pg_fail(pc, "lost the PostgreSQL connection",
@@ -746,23 +889,9 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
         return;
     }
 
-    notified = 0;
-
     while ((n = PQnotifies(pc->conn)) != NULL) {
-        if (ngx_strcmp(n->relname, "chat_cluster") == 0) {
-            /* another node's changes: small, read as they come */
-            ngx_http_chat_cluster_notified((u_char *) n->extra,
-                                           ngx_strlen(n->extra));
-        } else {
-            notified = 1;
-        }
-
+        ngx_http_chat_pg_notified(n);
         PQfreemem(n);
-    }
-
-    if (notified) {
-        /* the rows are read by a query of its own, in turn */
-        ngx_http_chat_outbox_wake();
     }
 
     if (pc->state == ngx_http_chat_pg_ready) {
@@ -829,6 +958,28 @@ ngx_http_chat_pg_read(ngx_http_chat_pg_conn_t *pc)
 }
 
 
+/* a notification goes to the listener of its channel */
+
+static void
+ngx_http_chat_pg_notified(PGnotify *n)
+{
+    ngx_uint_t                    i;
+    ngx_http_chat_pg_pool_t      *pool;
+    ngx_http_chat_pg_listener_t  *l;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    for (i = 0; i < pool->nlisteners; i++) {
+        l = pool->listeners[i];
+
+        if (ngx_strcmp(n->relname, l->channel) == 0) {
+            l->notify(l, (u_char *) n->extra, ngx_strlen(n->extra));
+            return;
+        }
+    }
+}
+
+
 /* PQgetResult() returned NULL: the command, its commit included, is over */
 
 static void
@@ -837,6 +988,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     u_char                     what[128], err[NGX_HTTP_CHAT_PG_ERR_MAX];
     PGresult                  *res;
     ngx_int_t                  rc;
+    ngx_uint_t                 i;
     ExecStatusType             st;
     ngx_http_chat_pg_pool_t   *pool;
     ngx_http_chat_pg_query_t  *q;
@@ -874,8 +1026,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         if (pc->prepared && st != PGRES_COMMAND_OK) {
             (void) ngx_snprintf(what, sizeof(what) - 1,
                                 "cannot prepare \"%s\"%Z",
-                                ngx_http_chat_pg_statements[pc->prepared - 1]
-                                    .name);
+                                pool->stmts[pc->prepared - 1].name);
             ngx_http_chat_pg_fail(pc, (char *) what,
                                   res ? PQresultErrorMessage(res)
                                       : "no result");
@@ -890,13 +1041,12 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
             PQclear(res);
         }
 
-        if (ngx_http_chat_pg_statements[pc->prepared].name != NULL) {
+        if (pc->prepared < pool->nstmts) {
 
             if (!PQsendPrepare(pc->conn,
-                               ngx_http_chat_pg_statements[pc->prepared].name,
-                               ngx_http_chat_pg_statements[pc->prepared].sql,
-                               ngx_http_chat_pg_statements[pc->prepared]
-                                   .nparams, NULL))
+                               pool->stmts[pc->prepared].name,
+                               pool->stmts[pc->prepared].sql,
+                               pool->stmts[pc->prepared].nparams, NULL))
             {
                 ngx_http_chat_pg_fail(pc, "cannot prepare a statement",
                                       PQerrorMessage(pc->conn));
@@ -921,9 +1071,10 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         ngx_http_chat_zone_gauge(pg_ready, 1);
 
         if (pc == &pool->conns[0]) {
-            /* listening (again): what was notified meanwhile is read */
-            ngx_http_chat_outbox_wake();
-            ngx_http_chat_cluster_listening();
+            /* listening (again): each looks for what it missed meanwhile */
+            for (i = 0; i < pool->nlisteners; i++) {
+                pool->listeners[i]->ready(pool->listeners[i]);
+            }
         }
 
         ngx_http_chat_pg_next(pc);
@@ -948,7 +1099,7 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
     } else {
         ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
                       "chat: PostgreSQL query \"%s\" failed: %s",
-                      ngx_http_chat_pg_statements[q->stmt].name,
+                      pool->stmts[q->stmt].name,
                       ngx_http_chat_pg_fold(err, sizeof(err),
                                             res ? PQresultErrorMessage(res)
                                                 : "no result"));
@@ -1062,8 +1213,7 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
             continue;
         }
 
-        if (!PQsendQueryPrepared(pc->conn,
-                                 ngx_http_chat_pg_statements[q->stmt].name,
+        if (!PQsendQueryPrepared(pc->conn, pool->stmts[q->stmt].name,
                                  q->nparams, q->values, q->lengths, NULL, 0))
         {
             ngx_http_chat_pg_fail(pc, "cannot send a query",
@@ -1553,10 +1703,6 @@ ngx_http_chat_pg_fail_queue(void)
     ngx_http_chat_pg_query_t  *q;
 
     pool = &ngx_http_chat_pg_pool;
-
-    if (pool->queue.next == NULL) {
-        return;
-    }
 
     while (!ngx_queue_empty(&pool->queue)) {
         qn = ngx_queue_head(&pool->queue);

@@ -12,6 +12,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 
@@ -61,6 +62,28 @@ typedef struct {
 } ngx_http_chat_pg_stmt_t;
 
 
+/*
+ * A channel the pool's first connection LISTENs to, for a client of the
+ * pool: notify() for each notification (payload NUL-terminated, len
+ * without the NUL), and ready() each time the connection is listening,
+ * first or again: what was notified while it was down is lost, and the
+ * client looks for it itself.
+ */
+
+typedef struct ngx_http_chat_pg_listener_s  ngx_http_chat_pg_listener_t;
+
+typedef void (*ngx_http_chat_pg_notify_pt)(ngx_http_chat_pg_listener_t *l,
+    u_char *payload, size_t len);
+typedef void (*ngx_http_chat_pg_ready_pt)(ngx_http_chat_pg_listener_t *l);
+
+struct ngx_http_chat_pg_listener_s {
+    const char                   *channel;  /* [a-z_], no quoting needed */
+    ngx_http_chat_pg_notify_pt    notify;
+    ngx_http_chat_pg_ready_pt     ready;
+    void                         *data;
+};
+
+
 typedef struct {
     ngx_str_t                     conninfo;   /* NUL-terminated */
     ngx_uint_t                    size;
@@ -72,20 +95,48 @@ typedef struct {
 } ngx_http_chat_pg_conf_t;
 
 
-/* the statements every connection prepares, defined by the store */
-extern ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[];
-
 char *ngx_http_chat_pg_conf(ngx_conf_t *cf, ngx_http_chat_pg_conf_t *pcf,
     ngx_str_t *value, ngx_uint_t n);
+
+/*
+ * stmts: what every connection prepares, n of them, kept by the caller; a
+ * query's stmt is an index.  Listeners are registered before.
+ */
 ngx_int_t ngx_http_chat_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_pg_conf_t *pcf);
+    ngx_http_chat_pg_conf_t *pcf, ngx_http_chat_pg_stmt_t *stmts,
+    ngx_uint_t n);
 void ngx_http_chat_pg_exit_process(void);
+
+/*
+ * Before ngx_http_chat_pg_init_process, in a worker's init: the channel
+ * is listened to from the first connection on.  l is kept, not copied.
+ */
+ngx_int_t ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l);
+
+/* a statement's name, for the metrics; NULL past the last one */
+const char *ngx_http_chat_pg_statement(ngx_uint_t stmt);
+
+/*
+ * Sets a query up from nothing: its statement and its handler; then each
+ * parameter in turn, text that stays (NUL-terminated) until the handler.
+ */
+void ngx_http_chat_pg_query_init(ngx_http_chat_pg_query_t *q,
+    ngx_uint_t stmt, ngx_http_chat_pg_handler_pt handler, void *data);
+void ngx_http_chat_pg_query_param(ngx_http_chat_pg_query_t *q,
+    const char *value, size_t len);
 
 /*
  * Queues a query.  NGX_OK: its handler will be called, later, exactly
  * once.  NGX_DECLINED: storage is unavailable now; nothing was queued.
  */
 ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
+
+/*
+ * What a chat.api_* function returned, for a handler: the JSON of the one
+ * row's one value when rc is NGX_OK (the caller decrefs it), else NULL;
+ * invalid JSON is logged and NULL.
+ */
+json_t *ngx_http_chat_pg_json(ngx_int_t rc, PGresult *res);
 
 /* on the connection that LISTENs (a round trip that proves it hears) */
 ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);

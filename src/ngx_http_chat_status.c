@@ -339,7 +339,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
                   "PostgreSQL query time, from the query sent to its "
                   "result read, by prepared statement.");
 
-    for (n = 0; ngx_http_chat_pg_statements[n].name != NULL; n++) {
+    for (n = 0; ngx_http_chat_pg_statement(n) != NULL; n++) {
         /* void */
     }
 
@@ -353,7 +353,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
         if (i < n && (i < NGX_HTTP_CHAT_STMT_SLOTS - 1
                       || n == NGX_HTTP_CHAT_STMT_SLOTS))
         {
-            stmt.data = (u_char *) ngx_http_chat_pg_statements[i].name;
+            stmt.data = (u_char *) ngx_http_chat_pg_statement(i);
             stmt.len = ngx_strlen(stmt.data);
 
         } else {

@@ -70,98 +70,147 @@ static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_store_fail_pending(void);
-static json_t *ngx_http_chat_store_result(ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc,
     ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
 static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
 
 
-/* what every PostgreSQL connection prepares; indexes are the stmt ids */
+/*
+ * What every PostgreSQL connection prepares, by stmt: the pool gets the
+ * table at init (ngx_http_chat_store_statements) and refuses a hole.
+ */
 
-ngx_http_chat_pg_stmt_t  ngx_http_chat_pg_statements[] = {
+static ngx_http_chat_pg_stmt_t
+    ngx_http_chat_store_stmts[NGX_HTTP_CHAT_STMTS] = {
 
-    { "chat_user_upsert",
-      "SELECT chat.api_user_upsert($1, $2::jsonb)", 2 },
-    { "chat_conversation_create",
-      "SELECT chat.api_conversation_create($1, $2::jsonb)", 2 },
-    { "chat_conversation_list",
-      "SELECT chat.api_conversation_list($1, $2::jsonb)", 2 },
-    { "chat_messages_history",
-      "SELECT chat.api_messages_history($1, $2::jsonb)", 2 },
-    { "chat_message_edit",
-      "SELECT chat.api_message_edit($1, $2::jsonb)", 2 },
-    { "chat_message_delete",
-      "SELECT chat.api_message_delete($1, $2::jsonb)", 2 },
-    { "chat_message_read",
-      "SELECT chat.api_message_read($1, $2::jsonb)", 2 },
-    { "chat_message_delivered",
-      "SELECT chat.api_message_delivered($1, $2::jsonb)", 2 },
-    { "chat_sync",
-      "SELECT chat.api_sync($1, $2::jsonb)", 2 },
-    { "chat_message_send_batch",
-      "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
-    { "chat_typing",
-      "SELECT chat.api_typing($1, $2::jsonb)", 2 },
-    { "chat_presence",
-      "SELECT chat.api_presence($1, $2::jsonb)", 2 },
-    { "chat_changes",
-      "SELECT chat.api_changes($1, $2::jsonb)", 2 },
-    { "chat_conversation_get",
-      "SELECT chat.api_conversation_get($1, $2::jsonb)", 2 },
-    { "chat_block",
-      "SELECT chat.api_block($1, $2::jsonb)", 2 },
-    { "chat_unblock",
-      "SELECT chat.api_unblock($1, $2::jsonb)", 2 },
-    { "chat_unread",
-      "SELECT chat.api_unread($1, $2::jsonb)", 2 },
-    { "chat_blocks",
-      "SELECT chat.api_blocks($1, $2::jsonb)", 2 },
-    { "chat_member_flag",
-      "SELECT chat.api_member_flag($1, $2::jsonb)", 2 },
-    { "chat_contacts",
-      "SELECT chat.api_contacts($1, $2::jsonb)", 2 },
-    { "chat_contact_add",
-      "SELECT chat.api_contact_add($1, $2::jsonb)", 2 },
-    { "chat_contact_remove",
-      "SELECT chat.api_contact_remove($1, $2::jsonb)", 2 },
-    { "chat_conversation_update",
-      "SELECT chat.api_conversation_update($1, $2::jsonb)", 2 },
-    { "chat_member_add",
-      "SELECT chat.api_member_add($1, $2::jsonb)", 2 },
-    { "chat_member_remove",
-      "SELECT chat.api_member_remove($1, $2::jsonb)", 2 },
-    { "chat_messages_search",
-      "SELECT chat.api_messages_search($1, $2::jsonb)", 2 },
-    { "chat_users_search",
-      "SELECT chat.api_users_search($1, $2::jsonb)", 2 },
-    { "chat_system_message",
-      "SELECT chat.api_system_message($1, $2::jsonb)", 2 },
-    { "chat_outbox",
-      "SELECT chat.api_outbox($1, $2::jsonb)", 2 },
-    { "chat_outbox_trim",
-      "SELECT chat.api_outbox_trim($1, $2::jsonb)", 2 },
-    { "chat_cluster_notify",
-      "SELECT chat.api_cluster_notify($1, $2::jsonb)", 2 },
-    { "chat_cluster_outbox",
-      "SELECT chat.api_cluster_outbox($1, $2::jsonb)", 2 },
-    { "chat_cluster_changes",
-      "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
-    { "chat_cluster_tick",
-      "SELECT chat.api_cluster_tick($1, $2::jsonb)", 2 },
-    { "chat_cluster_presence",
-      "SELECT chat.api_cluster_presence($1, $2::jsonb)", 2 },
-    { "chat_cluster_online",
-      "SELECT chat.api_cluster_online($1, $2::jsonb)", 2 },
-    { "chat_cluster_claim",
-      "SELECT chat.api_cluster_claim($1, $2::jsonb)", 2 },
-    { "chat_cluster_join",
-      "SELECT chat.api_cluster_join($1, $2::jsonb)", 2 },
-    { "chat_presence_audience",
-      "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 },
-
-    { NULL, NULL, 0 }
+    [NGX_HTTP_CHAT_STMT_USER_UPSERT] =
+        { "chat_user_upsert",
+          "SELECT chat.api_user_upsert($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONVERSATION_CREATE] =
+        { "chat_conversation_create",
+          "SELECT chat.api_conversation_create($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONVERSATION_LIST] =
+        { "chat_conversation_list",
+          "SELECT chat.api_conversation_list($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_HISTORY] =
+        { "chat_messages_history",
+          "SELECT chat.api_messages_history($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_EDIT] =
+        { "chat_message_edit",
+          "SELECT chat.api_message_edit($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_DELETE] =
+        { "chat_message_delete",
+          "SELECT chat.api_message_delete($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_READ] =
+        { "chat_message_read",
+          "SELECT chat.api_message_read($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_DELIVERED] =
+        { "chat_message_delivered",
+          "SELECT chat.api_message_delivered($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_SYNC] =
+        { "chat_sync",
+          "SELECT chat.api_sync($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_SEND] =
+        { "chat_message_send_batch",
+          "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
+    [NGX_HTTP_CHAT_STMT_TYPING] =
+        { "chat_typing",
+          "SELECT chat.api_typing($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_PRESENCE] =
+        { "chat_presence",
+          "SELECT chat.api_presence($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CHANGES] =
+        { "chat_changes",
+          "SELECT chat.api_changes($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONVERSATION_GET] =
+        { "chat_conversation_get",
+          "SELECT chat.api_conversation_get($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_BLOCK] =
+        { "chat_block",
+          "SELECT chat.api_block($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_UNBLOCK] =
+        { "chat_unblock",
+          "SELECT chat.api_unblock($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_UNREAD] =
+        { "chat_unread",
+          "SELECT chat.api_unread($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_BLOCKS] =
+        { "chat_blocks",
+          "SELECT chat.api_blocks($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_MEMBER_FLAG] =
+        { "chat_member_flag",
+          "SELECT chat.api_member_flag($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONTACTS] =
+        { "chat_contacts",
+          "SELECT chat.api_contacts($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONTACT_ADD] =
+        { "chat_contact_add",
+          "SELECT chat.api_contact_add($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONTACT_REMOVE] =
+        { "chat_contact_remove",
+          "SELECT chat.api_contact_remove($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONVERSATION_UPDATE] =
+        { "chat_conversation_update",
+          "SELECT chat.api_conversation_update($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_MEMBER_ADD] =
+        { "chat_member_add",
+          "SELECT chat.api_member_add($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_MEMBER_REMOVE] =
+        { "chat_member_remove",
+          "SELECT chat.api_member_remove($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH] =
+        { "chat_messages_search",
+          "SELECT chat.api_messages_search($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_USERS_SEARCH] =
+        { "chat_users_search",
+          "SELECT chat.api_users_search($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_SYSTEM_MESSAGE] =
+        { "chat_system_message",
+          "SELECT chat.api_system_message($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_OUTBOX] =
+        { "chat_outbox",
+          "SELECT chat.api_outbox($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_OUTBOX_TRIM] =
+        { "chat_outbox_trim",
+          "SELECT chat.api_outbox_trim($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_NOTIFY] =
+        { "chat_cluster_notify",
+          "SELECT chat.api_cluster_notify($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_OUTBOX] =
+        { "chat_cluster_outbox",
+          "SELECT chat.api_cluster_outbox($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES] =
+        { "chat_cluster_changes",
+          "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_TICK] =
+        { "chat_cluster_tick",
+          "SELECT chat.api_cluster_tick($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_PRESENCE] =
+        { "chat_cluster_presence",
+          "SELECT chat.api_cluster_presence($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_ONLINE] =
+        { "chat_cluster_online",
+          "SELECT chat.api_cluster_online($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_CLAIM] =
+        { "chat_cluster_claim",
+          "SELECT chat.api_cluster_claim($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CLUSTER_JOIN] =
+        { "chat_cluster_join",
+          "SELECT chat.api_cluster_join($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE] =
+        { "chat_presence_audience",
+          "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 }
 };
+
+
+ngx_http_chat_pg_stmt_t *
+ngx_http_chat_store_statements(ngx_uint_t *n)
+{
+    *n = NGX_HTTP_CHAT_STMTS;
+
+    return ngx_http_chat_store_stmts;
+}
 
 
 /* per worker process */
@@ -348,14 +397,10 @@ ngx_http_chat_store_call(u_char *user, size_t len, ngx_uint_t stmt,
     op->kind = NGX_HTTP_CHAT_OP_PLAIN;
     op->started = 1;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) (op + 1);
-    op->q.lengths[0] = (int) len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) (op + 1), len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
 
     if (ngx_http_chat_pg_query(&op->q) != NGX_OK) {
         ngx_http_chat_store_free(op);
@@ -401,14 +446,10 @@ ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
     op->r = r;
     op->done = done;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) user->data;
-    op->q.lengths[0] = (int) user->len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) user->data, user->len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
     op->q.heavy = (stmt == NGX_HTTP_CHAT_STMT_MESSAGES_SEARCH);
 
     if (ngx_http_chat_store_start(op) != NGX_OK) {
@@ -488,14 +529,11 @@ ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
     op->kind = kind;
     op->id = id ? json_incref(id) : NULL;
 
-    op->q.stmt = stmt;
-    op->q.nparams = 2;
-    op->q.values[0] = (char *) wc->id.id.data;
-    op->q.lengths[0] = (int) wc->id.id.len;
-    op->q.values[1] = op->text;
-    op->q.lengths[1] = (int) ngx_strlen(op->text);
-    op->q.handler = ngx_http_chat_store_handler;
-    op->q.data = op;
+    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
+                                op);
+    ngx_http_chat_pg_query_param(&op->q, (char *) wc->id.id.data,
+                                 wc->id.id.len);
+    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
 
     ngx_queue_insert_tail(&wc->ops, &op->session);
     wc->nops++;
@@ -619,7 +657,7 @@ ngx_http_chat_store_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     op = q->data;
 
-    result = ngx_http_chat_store_result(rc, res);
+    result = ngx_http_chat_pg_json(rc, res);
 
     ngx_http_chat_store_complete(op, result);
 
@@ -745,11 +783,11 @@ ngx_http_chat_store_queue_batch(void)
 
     ngx_queue_init(&b->ops);
 
-    b->q.stmt = NGX_HTTP_CHAT_STMT_SEND;
+    /* the one parameter, the batch, is made when the query is sent */
+    ngx_http_chat_pg_query_init(&b->q, NGX_HTTP_CHAT_STMT_SEND,
+                                ngx_http_chat_store_batch_handler, b);
     b->q.nparams = 1;
     b->q.build = ngx_http_chat_store_build_batch;
-    b->q.handler = ngx_http_chat_store_batch_handler;
-    b->q.data = b;
 
     ngx_http_chat_queued_batch = b;
 
@@ -883,7 +921,7 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         return;
     }
 
-    result = ngx_http_chat_store_result(rc, res);
+    result = ngx_http_chat_pg_json(rc, res);
 
     if (result != NULL && !json_is_array(result)) {
         json_decref(result);
@@ -931,31 +969,6 @@ ngx_http_chat_store_fail_pending(void)
 
         ngx_http_chat_store_complete(op, NULL);
     }
-}
-
-
-static json_t *
-ngx_http_chat_store_result(ngx_int_t rc, PGresult *res)
-{
-    json_t        *result;
-    json_error_t   err;
-
-    if (rc != NGX_OK || res == NULL || PQntuples(res) != 1
-        || PQgetisnull(res, 0, 0))
-    {
-        return NULL;
-    }
-
-    result = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0,
-                        &err);
-
-    if (result == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "chat: PostgreSQL returned invalid JSON: %s",
-                      err.text);
-    }
-
-    return result;
 }
 
 
