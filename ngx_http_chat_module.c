@@ -1503,7 +1503,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        stmts = ngx_http_chat_store_statements(&n);
+        stmts = ngx_http_chat_sql_statements(&n);
 
         return ngx_http_chat_pg_init_process(cycle, cmcf->pg, stmts, n);
     }

@@ -297,6 +297,7 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 /* each file's exports, in the order of their levels (docs/architecture.md) */
 #include <ngx_http_chat_http.h>
 #include <ngx_http_chat_auth.h>
+#include <ngx_http_chat_sql.h>
 #include <ngx_http_chat_status.h>
 #include <ngx_http_chat_ws.h>
 #include <ngx_http_chat_presence.h>

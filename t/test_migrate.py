@@ -119,8 +119,8 @@ def api_functions():
 
 
 def store_statements():
-    """The chat.* functions src/ngx_http_chat_store.c calls."""
-    src = open(os.path.join(REPO, "src", "ngx_http_chat_store.c")).read()
+    """The chat.* functions the module prepares (src/ngx_http_chat_sql.c)."""
+    src = open(os.path.join(REPO, "src", "ngx_http_chat_sql.c")).read()
     return set(re.findall(r'"SELECT chat\.(\w+)\(', src))
 
 

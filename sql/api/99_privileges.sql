@@ -25,7 +25,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA chat
 GRANT USAGE ON SCHEMA chat TO chat_runtime, chat_host;
 
 -- nginx: the versions it checks at connect and exactly the statements of
--- src/ngx_http_chat_store.c (t/test_migrate.py holds the two lists equal)
+-- src/ngx_http_chat_sql.c (t/test_migrate.py holds the two lists equal)
 GRANT EXECUTE ON FUNCTION
     chat.schema_version,
     chat.api_version,
