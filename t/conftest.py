@@ -484,6 +484,35 @@ def _postgres_back_up():
 
 
 # --------------------------------------------------------------------------
+# the chat harness: one chatlib.ChatEnv per test
+
+@pytest.fixture
+def chat_env(request, nginx, postgres):
+    """A chatlib.ChatEnv on an emptied database, not started yet.  Its
+    options (locations, http, workers, timeout, ...): the test module's
+    CHAT_ENV dict, updated by an indirect parameter of a test
+    (@pytest.mark.parametrize("chat_env", [{...}], indirect=True))."""
+    opts = dict(getattr(request.module, "CHAT_ENV", {}))
+    opts.update(getattr(request, "param", {}))
+    postgres.reset()
+    e = chatlib.ChatEnv(nginx, postgres, **opts)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def env(chat_env):
+    """chat_env for a test that starts it with directives of its own."""
+    return chat_env
+
+
+@pytest.fixture
+def chat(chat_env):
+    """chat_env started with its module's options."""
+    return chat_env.start()
+
+
+# --------------------------------------------------------------------------
 # small conveniences
 
 @pytest.fixture
