@@ -1156,17 +1156,19 @@ class ChatEnv:
     the clients a test opens (closed at its end).
 
     locations: the server's locations, with %s where start() puts a
-    test's directives; http: the http{} directives start() adds when given
-    none; workers: worker processes; timeout: for connecting and for any
-    one answer; ready: start() returns once the pool has connected;
+    test's directives; zone: the size of a chat_zone always there; http:
+    the http{} directives start() adds when given none; workers: worker
+    processes; timeout: for connecting and for any one answer; ready:
+    start() returns once the pool has connected;
     ws_ping: ws() returns once a ping has been answered (the client's
     directory entry is in place)."""
 
-    def __init__(self, nginx, postgres, locations=WS_LOCATION, http="",
-                 workers=1, timeout=5, ready=False, ws_ping=False):
+    def __init__(self, nginx, postgres, locations=WS_LOCATION, zone=None,
+                 http="", workers=1, timeout=5, ready=False, ws_ping=False):
         self.factory = nginx
         self.pg = postgres
         self.locations = locations
+        self.zone = zone
         self.http = http
         self.workers = workers
         self.timeout = timeout
@@ -1182,16 +1184,17 @@ class ChatEnv:
         (no chat_postgres without storage); pg_params: more parameters of
         chat_postgres; options: its connections' options=."""
         workers = workers or self.workers
-        pg = ""
+        conf = ""
         if storage:
             dsn = self.pg.dsn
             if options:
                 dsn += " options='%s'" % options
-            pg = 'chat_postgres "%s" pool=2%s;\n' \
+            conf = 'chat_postgres "%s" pool=2%s;\n' \
                 % (dsn, " " + pg_params if pg_params else "")
-        self.ng = self.factory(self.locations % loc,
-                               http=pg + (self.http if http is None
-                                          else http),
+        if self.zone:
+            conf += "chat_zone chat %s;\n" % self.zone
+        conf += self.http if http is None else http
+        self.ng = self.factory(self.locations % loc, http=conf,
                                workers=workers)
         assert len(self.ng.worker_pids()) == workers
         if self.ready:

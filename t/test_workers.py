@@ -26,29 +26,14 @@ import time
 
 import pytest
 
-from chatlib import (ConnectionClosed, RawWS, http, http_upgrade,
-                     make_token, ws_connect, ws_connect_async)
+from chatlib import (TIME, ConnectionClosed, RawWS, direct, group,
+                     http_upgrade, pid_of, send, ws_connect,
+                     ws_connect_async)
 
 
 WORKERS = 4
 GRACE = 3.0                 # the presence grace period, in the C code
 TYPING_EXPIRY = 6.0
-
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-SESSION_RE = re.compile(r"^(\d+)-(\d+)$")
-
-
-class _Time:
-    """Equal to any RFC 3339 UTC time with milliseconds."""
-
-    def __eq__(self, other):
-        return isinstance(other, str) and bool(TIME_RE.match(other))
-
-    def __repr__(self):
-        return "<TIME>"
-
-
-TIME = _Time()
 
 
 def presence_ev(user, online):
@@ -62,134 +47,17 @@ def typing_ev(cid, user, active):
 
 
 # --------------------------------------------------------------------------
-# the environment: 4 workers, a zone, PostgreSQL
+# the environment: 4 workers, a zone, PostgreSQL; chat.connect() and
+# chat.spread() place clients on workers
 
 LOCATIONS = """
         location = /chat/ws { chat_websocket; %s }
         location = /chat/status { chat_status; }
 """
 
-HTTP = """
-    chat_zone chat 16m;
-    chat_postgres "host=%s dbname=chat user=chat_nginx" pool=2;
-    %s
-"""
+CHAT_ENV = dict(locations=LOCATIONS, zone="16m", workers=WORKERS)
 
-
-def pid_of(welcome):
-    m = SESSION_RE.match(welcome["session"])
-    assert m, welcome
-    return int(m.group(1))
-
-
-class Env:
-    def __init__(self, nginx, postgres):
-        self.factory = nginx
-        self.pg = postgres
-        self.ng = None
-        self.clients = []
-
-    def start(self, loc="", http=""):
-        self.ng = self.factory(LOCATIONS % loc,
-                               http=HTTP % (self.pg.socket_dir, http),
-                               workers=WORKERS)
-        assert len(self.ng.worker_pids()) == WORKERS
-        return self
-
-    def token(self, user, **claims):
-        return make_token(self.ng.key, user, **claims)
-
-    def connect(self, user, avoid=(), on=None, tries=80, **kw):
-        """A client of user on a worker not in avoid (and on `on` if
-        given): connections that land elsewhere are closed at once (a
-        reconnect within the presence grace period, so nobody hears of
-        it but the first online)."""
-        avoid = set(avoid)
-        for _ in range(tries):
-            c = ws_connect(self.ng, self.token(user), **kw)
-            c.pid = pid_of(c.welcome)
-            c.user = user
-            if c.pid not in avoid and (on is None or c.pid == on):
-                self.clients.append(c)
-                return c
-            c.close()
-        pytest.fail("no connection of %s landed on a worker %s after %d "
-                    "tries" % (user, "= %s" % on if on else
-                               "outside %s" % sorted(avoid), tries))
-
-    def spread(self, *users, **kw):
-        """One client per user, the first three (or all) on different
-        workers."""
-        out, used = [], set()
-        for u in users:
-            c = self.connect(u, avoid=used if len(used) < 3 else (), **kw)
-            used.add(c.pid)
-            out.append(c)
-        assert len({c.pid for c in out}) >= min(3, len(users))
-        return out
-
-    def sql(self, query, params=None):
-        return self.pg.query(query, params)
-
-    def status(self):
-        r = http(self.ng, "GET", "/chat/status")
-        assert r.status == 200, r
-        return parse_metrics(r.body.decode())
-
-    def close(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:
-                pass
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    e = Env(nginx, postgres)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def chat(env):
-    return env.start()
-
-
-def parse_metrics(text):
-    """Prometheus text: {name or name{labels}: number}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
-
-
-_cmids = itertools.count(1)
 _rids = itertools.count(1)
-
-
-def cmid():
-    return "w-%d" % next(_cmids)
-
-
-def send(c, cid, body, cm=None):
-    data = c.ok("message.send", conversation_id=cid, body=body,
-                client_msg_id=cm or cmid())
-    return data["message"]
-
-
-def direct(c, other):
-    return c.ok("conversation.create", kind="direct",
-                user_id=other)["conversation"]
-
-
-def group(c, title, members):
-    return c.ok("conversation.create", kind="group", title=title,
-                members=members)["conversation"]
 
 
 def wait_frame(c, pred, timeout=5, what="frame"):
