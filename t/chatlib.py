@@ -1293,12 +1293,27 @@ class ChatEnv:
                 pass
 
 
-_cmids = itertools.count(1)
+_ids = itertools.count(1)
+
+
+def unique(prefix):
+    """prefix and a number no other call returns: ids of requests and
+    messages."""
+    return "%s%d" % (prefix, next(_ids))
 
 
 def cmid(prefix="cm-"):
-    """A client_msg_id no other call returns."""
-    return "%s%d" % (prefix, next(_cmids))
+    return unique(prefix)
+
+
+def send_all(c, reqs):
+    """Sends every request on WebSocket client c without waiting; their
+    ids."""
+    ids = []
+    for r in reqs:
+        ids.append(unique("p"))
+        c.send_json(dict(r, id=ids[-1]))
+    return ids
 
 
 def settle(*clients, timeout=TIMEOUT):

@@ -8,11 +8,11 @@ is answered behind every event already queued for it (see `settle`); no
 sleeps are needed to prove that something was *not* delivered.
 """
 
-import itertools
 import json
 import time
 
-from chatlib import INT, C, M, created, direct, ev, group, send, settle
+from chatlib import (INT, C, M, created, direct, ev, group, send, send_all,
+                     settle, unique)
 
 
 def err(code, message):
@@ -23,24 +23,11 @@ def err(code, message):
 # the environment (conftest.py's chat_env): chat_websocket and
 # chat_postgres, one worker; helpers of this file
 
-_rids = itertools.count(1)
-
-
 def error_of(c, type_, **fields):
     reply = c.request(type_, **fields)
     assert reply["type"] == "error", reply
     assert set(reply) == {"type", "id", "error"}, reply
     return reply["error"]
-
-
-def send_all(c, reqs):
-    """Sends every request without waiting; returns their ids."""
-    ids = []
-    for r in reqs:
-        rid = "p%d" % next(_rids)
-        ids.append(rid)
-        c.send_json(dict(r, id=rid))
-    return ids
 
 
 def collect(c, ids, timeout=20):
@@ -741,7 +728,7 @@ def test_read_receipts_and_unread_counts(chat):
 
 def sync(c, cursors=None, **kw):
     """(events before the ok, the ok's data) of one sync."""
-    rid = "sync%d" % next(_rids)
+    rid = unique("sync")
     req = {"type": "sync", "id": rid, **kw}
     if cursors is not None:
         req["conversations"] = cursors

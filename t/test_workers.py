@@ -27,8 +27,8 @@ import time
 import pytest
 
 from chatlib import (TIME, ConnectionClosed, RawWS, direct, group,
-                     http_upgrade, pid_of, send, ws_connect,
-                     ws_connect_async)
+                     http_upgrade, pid_of, send, send_all, unique,
+                     ws_connect, ws_connect_async)
 
 
 WORKERS = 4
@@ -56,9 +56,6 @@ LOCATIONS = """
 """
 
 CHAT_ENV = dict(locations=LOCATIONS, zone="16m", workers=WORKERS)
-
-_rids = itertools.count(1)
-
 
 def wait_frame(c, pred, timeout=5, what="frame"):
     """The first frame (kept or new) matching pred; others are kept in
@@ -566,7 +563,7 @@ def test_reload_user_who_does_not_return_is_announced_offline(chat):
 
 def sync_events(c, cursors):
     """(message events replayed, the ok's data) of one sync."""
-    rid = "sync%d" % next(_rids)
+    rid = unique("sync")
     c.send_json({"type": "sync", "id": rid, "conversations": cursors})
     events = []
     while True:
@@ -1147,15 +1144,6 @@ def replies(c, ids, timeout=10):
     return out
 
 
-def pipeline(c, reqs):
-    ids = []
-    for r in reqs:
-        rid = "p%d" % next(_rids)
-        ids.append(rid)
-        c.send_json(dict(r, id=rid))
-    return ids
-
-
 def check_limited(reply, most_ms):
     assert reply["type"] == "error", reply
     e = reply["error"]
@@ -1175,7 +1163,7 @@ def test_send_and_typing_rates_are_per_user_across_workers(env):
     gid = group(bob, "g", ["alice", "carol"])["id"]
 
     # five sends on one worker in a burst pass ...
-    ids = pipeline(a1, [{"type": "message.send", "conversation_id": gid,
+    ids = send_all(a1, [{"type": "message.send", "conversation_id": gid,
                          "body": "b%d" % i, "client_msg_id": "b%d" % i}
                         for i in range(5)])
     got = replies(a1, ids)
@@ -1185,7 +1173,7 @@ def test_send_and_typing_rates_are_per_user_across_workers(env):
                        client_msg_id="b5")
     wait_ms = check_limited(reply, 200)
     # other users have their own
-    ids = pipeline(bob, [{"type": "message.send", "conversation_id": gid,
+    ids = send_all(bob, [{"type": "message.send", "conversation_id": gid,
                           "body": "c%d" % i, "client_msg_id": "c%d" % i}
                          for i in range(5)])
     assert [r["type"] for r in replies(bob, ids).values()] == ["ok"] * 5
@@ -1334,7 +1322,7 @@ def test_slow_reader_loses_typing_first_then_is_closed_1013(env):
                          "body": body, "client_msg_id": "s%d" % i})
             reqs.append({"type": "typing", "conversation_id": gid,
                          "active": i % 2 == 0})
-        got = replies(alice, pipeline(alice, reqs), 20)
+        got = replies(alice, send_all(alice, reqs), 20)
         assert all(r["type"] == "ok" for r in got.values()), got
         sent.extend(r["data"]["message"] for r in got.values()
                     if "message" in r["data"])
@@ -1440,7 +1428,7 @@ def test_slow_readers_keep_worker_memory_bounded(env):
     n = 2000
     try:
         for lo in range(0, n, 50):
-            got = replies(alice, pipeline(alice, [
+            got = replies(alice, send_all(alice, [
                 {"type": "message.send", "conversation_id": gid,
                  "body": body, "client_msg_id": "r%d" % i}
                 for i in range(lo, lo + 50)]), 30)
