@@ -1,7 +1,8 @@
 """Fixtures in the style of NGINX Unit's tests: a real nginx with the
 module per test, a real PostgreSQL per session, and after every test a
 check that nginx exits promptly on QUIT and logged no alert, crit, emerg or
-sanitizer report.
+sanitizer report.  chat_env (and env, chat) is the chat tests' one
+harness, chatlib.ChatEnv, configured per test module by its CHAT_ENV.
 
 Environment:
   CHAT_NGINX   the nginx binary (default /usr/sbin/nginx)
