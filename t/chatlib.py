@@ -1316,6 +1316,24 @@ def send_all(c, reqs):
     return ids
 
 
+def sync(c, cursors=None, only=None, **kw):
+    """(the events before the ok, those whose type starts with `only` if
+    given; the ok's data) of one sync of WebSocket client c."""
+    rid = unique("sync")
+    req = {"type": "sync", "id": rid, **kw}
+    if cursors is not None:
+        req["conversations"] = cursors
+    c.send_json(req)
+    events = []
+    while True:
+        f = c.recv_json()
+        if f.get("id") == rid:
+            assert f["type"] == "ok", f
+            return events, f["data"]
+        if only is None or f["type"].startswith(only):
+            events.append(f)
+
+
 def settle(*clients, timeout=TIMEOUT):
     """Per WebSocket client, the frames it received and has not consumed,
     up to the reply of a ping sent now.  With one worker, every event a

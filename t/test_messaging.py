@@ -12,7 +12,7 @@ import json
 import time
 
 from chatlib import (INT, C, M, created, direct, ev, group, send, send_all,
-                     settle, unique)
+                     settle, sync)
 
 
 def err(code, message):
@@ -725,22 +725,6 @@ def test_read_receipts_and_unread_counts(chat):
 
 # --------------------------------------------------------------------------
 # sync
-
-def sync(c, cursors=None, **kw):
-    """(events before the ok, the ok's data) of one sync."""
-    rid = unique("sync")
-    req = {"type": "sync", "id": rid, **kw}
-    if cursors is not None:
-        req["conversations"] = cursors
-    c.send_json(req)
-    events = []
-    while True:
-        f = c.recv_json()
-        if f.get("id") == rid:
-            assert f["type"] == "ok", f
-            return events, f["data"]
-        events.append(f)
-
 
 def test_sync_after_a_disconnect(chat):
     alice, bob = chat.connect("alice"), chat.connect("bob")

@@ -27,7 +27,7 @@ import time
 import pytest
 
 from chatlib import (TIME, ConnectionClosed, RawWS, direct, group,
-                     http_upgrade, pid_of, send, send_all, unique,
+                     http_upgrade, pid_of, send, send_all, sync,
                      ws_connect, ws_connect_async)
 
 
@@ -561,20 +561,6 @@ def test_reload_user_who_does_not_return_is_announced_offline(chat):
 # --------------------------------------------------------------------------
 # sync cursors when events cross workers out of order
 
-def sync_events(c, cursors):
-    """(message events replayed, the ok's data) of one sync."""
-    rid = unique("sync")
-    c.send_json({"type": "sync", "id": rid, "conversations": cursors})
-    events = []
-    while True:
-        f = c.recv_json()
-        if f.get("id") == rid:
-            assert f["type"] == "ok", f
-            return events, f["data"]
-        if f["type"].startswith("message."):
-            events.append(f)
-
-
 def test_changes_reach_clients_in_seq_order(chat):
     """docs/protocol.md: the cursor is the largest seq seen, and a sync
     from it after any disconnect returns every change missed.  Events from
@@ -627,7 +613,7 @@ def test_changes_reach_clients_in_seq_order(chat):
     assert m1["seq"] == 1
     assert first["message"] == m1
     carol = chat.connect("carol")
-    events, data = sync_events(carol, {str(gid): 2})
+    events, data = sync(carol, {str(gid): 2}, only="message.")
     assert events == [] and data["complete"] is True
 
 
@@ -657,7 +643,7 @@ def test_send_in_flight_during_a_reload_is_delivered(chat):
             assert c.wait_closed(5)[0] == 1001
         # bob is back (a new worker) and up to date before the commit
         bob = chat.connect("bob")
-        events, data = sync_events(bob, {str(dm): 0})
+        events, data = sync(bob, {str(dm): 0}, only="message.")
         assert events == [] and data["cursors"] == {str(dm): 0}
     finally:
         lock.commit()
@@ -1367,7 +1353,7 @@ def test_slow_reader_loses_typing_first_then_is_closed_1013(env):
     events, cursors = [], {str(gid): k}
     # pages of half the 64k send buffer: one or two 20 KB messages each
     for _ in range(400):
-        evs, data = sync_events(c, cursors)
+        evs, data = sync(c, cursors, only="message.")
         events += evs
         cursors = data["cursors"]
         if data["complete"]:
