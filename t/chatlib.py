@@ -6,7 +6,12 @@
   whatever bytes a test wants and checks every server frame strictly.
 - ws_connect(): a well-behaved client (Python websockets) with a
   synchronous interface, for tests about chat behaviour.
-- http(): a one-shot HTTP request for the REST routes.
+- http(): a one-shot HTTP request for the REST routes; Conn: a keep-alive
+  connection on a raw socket that checks every answer strictly.
+- TIME, M(), C(), ...: the protocol's objects, to compare payloads exactly.
+- ChatEnv and send(), direct(), group(), settle(), cmid(): the harness of
+  the chat tests (nginx with chat_postgres, its clients, the common
+  requests); conftest.py's chat_env fixture makes one per test.
 """
 
 import asyncio
@@ -17,10 +22,14 @@ import http.client as httpclient
 import itertools
 import json
 import os
+import re
 import socket
 import struct
 import threading
 import time
+import urllib.parse
+
+import pytest
 
 
 # --------------------------------------------------------------------------
@@ -843,3 +852,533 @@ def http(target, method, path, token=None, json_body=None, body=None,
                         data)
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 on a raw socket: any method, header (repeated too) and body, and
+# several requests on one keep-alive connection (the REST tests' client)
+
+TIMEOUT = 30            # seconds for any one answer; generous for ASan
+
+API_PREFIX = "/api/chat/"
+
+# the HTTP status of each error code (docs/protocol.md, SPEC.md)
+STATUS = {"bad_request": 400, "unauthorized": 401, "forbidden": 403,
+          "not_found": 404, "conflict": 409, "too_large": 413,
+          "rate_limited": 429, "unavailable": 503, "internal": 500}
+
+
+def error(code, message):
+    return {"error": {"code": code, "message": message}}
+
+
+_DEFAULT = object()
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers          # [(lowercase name, value)]
+        self.body = body
+
+    def all(self, name):
+        return [v for k, v in self.headers if k == name.lower()]
+
+    def header(self, name):
+        """The value of a header sent once, None if absent; a header sent
+        twice fails the test."""
+        values = self.all(name)
+        assert len(values) <= 1, "%s sent %d times: %r" % (name, len(values),
+                                                           self)
+        return values[0] if values else None
+
+    @property
+    def keep_alive(self):
+        return (self.header("connection") or "").lower() == "keep-alive"
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Resp %d %r %r>" % (self.status, self.headers,
+                                     self.body[:300])
+
+
+class Conn:
+    """One keep-alive connection to the chat_api location.  Requests carry
+    the connection's token unless told otherwise (token=None: none)."""
+
+    def __init__(self, port, token=None, user=None, timeout=TIMEOUT):
+        self.port = port
+        self.timeout = timeout
+        self.token = token
+        self.user = user
+        self.sock = socket.create_connection(("127.0.0.1", port),
+                                             timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def build(self, method, path, body=None, headers=(), token=_DEFAULT,
+              chunks=None):
+        """The bytes of a request.  path: after /api/chat/ unless it starts
+        with /.  body: bytes, sent with Content-Length; chunks: a list of
+        bytes sent chunked instead.  headers: (name, value) pairs, repeats
+        allowed, after Host and Authorization."""
+        if not path.startswith("/"):
+            path = API_PREFIX + path
+        hdrs = [("Host", "127.0.0.1:%d" % self.port)]
+        tok = self.token if token is _DEFAULT else token
+        if tok is not None:
+            hdrs.append(("Authorization", "Bearer " + tok))
+        hdrs += list(headers)
+        payload = b""
+        if chunks is not None:
+            hdrs.append(("Transfer-Encoding", "chunked"))
+            payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c)
+                               for c in chunks if c) + b"0\r\n\r\n"
+        elif body is not None:
+            if not any(k.lower() == "content-length" for k, _ in hdrs):
+                hdrs.append(("Content-Length", str(len(body))))
+            payload = body
+        head = "%s %s HTTP/1.1\r\n" % (method, path)
+        head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
+        return head.encode("latin-1") + payload
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _more(self, deadline, what):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no %s within %ss; got %r"
+                                 % (what, self.timeout, self.buf))
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError("no %s within %ss; got %r"
+                                 % (what, self.timeout, self.buf))
+        if not chunk:
+            raise AssertionError("the server closed the connection before "
+                                 "%s; got %r" % (what, self.buf))
+        self.buf += chunk
+
+    def read(self, head=False):
+        """The next response; head: it answers a HEAD (no body)."""
+        deadline = time.monotonic() + self.timeout
+        while b"\r\n\r\n" not in self.buf:
+            self._more(deadline, "response head")
+        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = raw.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0])
+        assert m, "bad status line %r" % lines[0]
+        status = int(m.group(1))
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        r = Resp(status, headers, b"")
+        assert r.header("transfer-encoding") is None, r
+        if head or status in (204, 304):
+            n = 0
+        else:
+            assert r.header("content-length") is not None, r
+            n = int(r.header("content-length"))
+        while len(self.buf) < n:
+            self._more(deadline, "response body")
+        r.body, self.buf = self.buf[:n], self.buf[n:]
+        return r
+
+    def request(self, method, path, obj=_DEFAULT, body=None, headers=(),
+                token=_DEFAULT, chunks=None):
+        """Sends one request and reads its response.  obj: a value sent as
+        JSON (None is JSON null)."""
+        headers = list(headers)
+        if obj is not _DEFAULT:
+            body = json.dumps(obj, ensure_ascii=False,
+                              separators=(",", ":")).encode()
+            headers.append(("Content-Type", "application/json"))
+        self.send(self.build(method, path, body, headers, token, chunks))
+        return self.read(head=(method == "HEAD"))
+
+    def ok(self, method, path, status=200, **kw):
+        """A request that must succeed with status; its JSON body."""
+        r = self.request(method, path, **kw)
+        assert r.status == status, r
+        assert r.header("content-type") == "application/json", r
+        assert r.keep_alive, r
+        return r.json()
+
+    def error(self, method, path, code, message, status=None, **kw):
+        """A request that must fail with exactly this error, keeping the
+        connection; the response."""
+        r = self.request(method, path, **kw)
+        assert_error(r, code, message, status)
+        assert r.keep_alive, r
+        return r
+
+    def alive(self):
+        """The connection still answers a good request."""
+        r = self.request("GET", "users/me")
+        assert (r.status, r.json()) == \
+            (200, {"user": {"id": self.user, "name": self.user}}), r
+        assert r.keep_alive, r
+
+
+def assert_error(r, code, message, status=None):
+    """r is the JSON error {code, message} with the status its code calls
+    for (or status)."""
+    assert r.status == (status or STATUS[code]), r
+    assert r.header("content-type") == "application/json", r
+    assert r.json() == error(code, message), r
+    assert r.header("content-length") == str(len(r.body)), r
+
+
+
+# --------------------------------------------------------------------------
+# payload matchers: the protocol's objects, with any time and id
+
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class _Time:
+    """Equal to any RFC 3339 UTC time with milliseconds."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and bool(TIME_RE.match(other))
+
+    def __repr__(self):
+        return "<TIME>"
+
+
+TIME = _Time()
+
+
+class _Int:
+    """Equal to any positive JSON integer (not a bool)."""
+
+    def __eq__(self, other):
+        return type(other) is int and other >= 1
+
+    def __repr__(self):
+        return "<INT>"
+
+
+INT = _Int()
+
+
+def shared(conv):
+    """A Conversation as an event to all members carries it: none of one
+    member's own fields, no last_message (docs/protocol.md, events)."""
+    return dict({k: v for k, v in conv.items()
+                 if k not in ("unread_count", "muted", "archived")},
+                last_message=None)
+
+
+def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
+      reply_to=None, edited=False, deleted=False):
+    """The protocol's Message object."""
+    return {"id": id, "conversation_id": cid, "seq": seq,
+            "sender_id": sender, "body": None if deleted else body,
+            "client_msg_id": cmid,
+            "attachments": [] if deleted else (attachments or []),
+            "reply_to": reply_to, "created_at": TIME,
+            "edited_at": TIME if edited else None, "deleted": deleted,
+            "updated_seq": updated_seq or seq}
+
+
+def C(id, kind, members, title=None, ref=None, metadata=None,
+      last_message=None, last_seq=0, unread=0, muted=False, archived=False):
+    """The protocol's Conversation object; members: (user, role[, read,
+    delivered])."""
+    ms = []
+    for m in members:
+        user, role, read, delivered = (tuple(m) + (0, 0))[:4]
+        ms.append({"user_id": user, "role": role, "last_read_seq": read,
+                   "last_delivered_seq": delivered})
+    return {"id": id, "kind": kind, "title": title, "ref": ref,
+            "metadata": {} if metadata is None else metadata,
+            "created_at": TIME, "members": ms, "last_message": last_message,
+            "last_seq": last_seq, "unread_count": unread, "muted": muted,
+            "archived": archived, "members_count": len(ms)}
+
+
+def created(conv):
+    return {"type": "conversation.created", "conversation": conv}
+
+
+def ev(kind, message):
+    return {"type": "message." + kind, "message": message}
+
+
+# --------------------------------------------------------------------------
+# The harness of the chat tests: nginx with the module and chat_postgres,
+# the clients of one test, and the requests most tests make.  One class
+# for every file: what differs between files (locations, workers, extra
+# directives, timeouts) is a parameter, given through conftest.py's
+# chat_env fixture.
+
+WS_LOCATION = "location = /chat/ws { chat_websocket; %s }"
+
+API_LOCATIONS = """
+        location /api/chat/ { chat_api; %s }
+        location = /chat/ws { chat_websocket; }
+"""
+
+SESSION_RE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def pid_of(welcome):
+    """The worker of a client, from welcome.session ("<worker pid>-<n>")."""
+    m = SESSION_RE.match(welcome["session"])
+    assert m, welcome
+    return int(m.group(1))
+
+
+def parse_metrics(text):
+    """Prometheus text: {name or name{labels}: number}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+    return out
+
+
+class ChatEnv:
+    """nginx with chat_postgres on the session's database (emptied), and
+    the clients a test opens (closed at its end).
+
+    locations: the server's locations, with %s where start() puts a
+    test's directives; zone: the size of a chat_zone always there; http:
+    the http{} directives start() adds when given none; workers: worker
+    processes; timeout: for connecting and for any one answer; ready:
+    start() returns once the pool has connected;
+    ws_ping: ws() returns once a ping has been answered (the client's
+    directory entry is in place)."""
+
+    def __init__(self, nginx, postgres, locations=WS_LOCATION, zone=None,
+                 http="", workers=1, timeout=5, ready=False, ws_ping=False):
+        self.factory = nginx
+        self.pg = postgres
+        self.locations = locations
+        self.zone = zone
+        self.http = http
+        self.workers = workers
+        self.timeout = timeout
+        self.ready = ready
+        self.ws_ping = ws_ping
+        self.ng = None
+        self.conns = []
+        self.clients = []
+
+    def start(self, loc="", http=None, storage=True, pg_params="",
+              options="", workers=None):
+        """nginx with loc in the locations and http after chat_postgres
+        (no chat_postgres without storage); pg_params: more parameters of
+        chat_postgres; options: its connections' options=."""
+        workers = workers or self.workers
+        conf = ""
+        if storage:
+            dsn = self.pg.dsn
+            if options:
+                dsn += " options='%s'" % options
+            conf = 'chat_postgres "%s" pool=2%s;\n' \
+                % (dsn, " " + pg_params if pg_params else "")
+        if self.zone:
+            conf += "chat_zone chat %s;\n" % self.zone
+        conf += self.http if http is None else http
+        self.ng = self.factory(self.locations % loc, http=conf,
+                               workers=workers)
+        assert len(self.ng.worker_pids()) == workers
+        if self.ready:
+            self.ng.wait_log(r"PostgreSQL connection ready", timeout=10)
+        return self
+
+    def token(self, user, **claims):
+        return make_token(self.ng.key, user, **claims)
+
+    def conn(self, user="alice"):
+        """A keep-alive REST connection of user."""
+        c = Conn(self.ng.port, self.token(user), user, self.timeout)
+        self.conns.append(c)
+        return c
+
+    def ws(self, user, **claims):
+        """A WebSocket client of user (welcome read)."""
+        c = ws_connect(self.ng, self.token(user, **claims),
+                       timeout=self.timeout)
+        c.user = user
+        self.clients.append(c)
+        if self.ws_ping:
+            c.ok("ping", timeout=self.timeout)
+        return c
+
+    def connect(self, user, avoid=(), on=None, tries=80, **kw):
+        """A WebSocket client of user on a worker not in avoid (and on `on`
+        if given; c.pid): connections that land elsewhere are closed at
+        once (a reconnect within the presence grace period, so nobody
+        hears of it but the first online).  kw: ws_connect's."""
+        avoid = set(avoid)
+        kw.setdefault("timeout", self.timeout)
+        for _ in range(tries):
+            c = ws_connect(self.ng, self.token(user), **kw)
+            c.pid = pid_of(c.welcome)
+            c.user = user
+            if c.pid not in avoid and (on is None or c.pid == on):
+                self.clients.append(c)
+                return c
+            c.close()
+        pytest.fail("no connection of %s landed on a worker %s after %d "
+                    "tries" % (user, "= %s" % on if on else
+                               "outside %s" % sorted(avoid), tries))
+
+    def spread(self, *users, **kw):
+        """One client per user, the first three (or all) on different
+        workers."""
+        out, used = [], set()
+        for u in users:
+            c = self.connect(u, avoid=used if len(used) < 3 else (), **kw)
+            used.add(c.pid)
+            out.append(c)
+        assert len({c.pid for c in out}) >= min(3, len(users))
+        return out
+
+    def rest(self, user, method, path, obj=None):
+        """(status, JSON body) of one REST request of user, on a connection
+        of its own."""
+        conn = httpclient.HTTPConnection("127.0.0.1", self.ng.port,
+                                         timeout=self.timeout)
+        try:
+            headers = {"Authorization": "Bearer " + self.token(user)}
+            body = None
+            if obj is not None:
+                body = json.dumps(obj).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, API_PREFIX + path, body=body,
+                         headers=headers)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        finally:
+            conn.close()
+
+    def ok(self, user, method, path, obj=None):
+        """The JSON body of a REST request of user that must succeed."""
+        status, body = self.rest(user, method, path, obj)
+        assert status in (200, 201), (status, body)
+        return body
+
+    def sql(self, query, params=None):
+        return self.pg.query(query, params)
+
+    def status(self):
+        """The metrics of the chat_status location."""
+        r = http(self.ng, "GET", "/chat/status")
+        assert r.status == 200, r
+        return parse_metrics(r.body.decode())
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        for c in self.clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+_ids = itertools.count(1)
+
+
+def unique(prefix):
+    """prefix and a number no other call returns: ids of requests and
+    messages."""
+    return "%s%d" % (prefix, next(_ids))
+
+
+def cmid(prefix="cm-"):
+    return unique(prefix)
+
+
+def send_all(c, reqs):
+    """Sends every request on WebSocket client c without waiting; their
+    ids."""
+    ids = []
+    for r in reqs:
+        ids.append(unique("p"))
+        c.send_json(dict(r, id=ids[-1]))
+    return ids
+
+
+def sync(c, cursors=None, only=None, **kw):
+    """(the events before the ok, those whose type starts with `only` if
+    given; the ok's data) of one sync of WebSocket client c."""
+    rid = unique("sync")
+    req = {"type": "sync", "id": rid, **kw}
+    if cursors is not None:
+        req["conversations"] = cursors
+    c.send_json(req)
+    events = []
+    while True:
+        f = c.recv_json()
+        if f.get("id") == rid:
+            assert f["type"] == "ok", f
+            return events, f["data"]
+        if only is None or f["type"].startswith(only):
+            events.append(f)
+
+
+def settle(*clients, timeout=TIMEOUT):
+    """Per WebSocket client, the frames it received and has not consumed,
+    up to the reply of a ping sent now.  With one worker, every event a
+    request caused is queued ahead of that reply once the request has been
+    answered; nothing needs to sleep to prove that something was not
+    delivered."""
+    out = []
+    for c in clients:
+        c.ok("ping", timeout=timeout)
+        out.append(c.events[:])
+        c.events.clear()
+    return out[0] if len(clients) == 1 else out
+
+
+def quote(s):
+    """s as one segment of a REST path or query argument."""
+    return urllib.parse.quote(s, safe="")
+
+
+# The requests below go over REST when c is a Conn, else over WebSocket.
+
+def direct(c, other, status=201):
+    if isinstance(c, Conn):
+        return c.ok("POST", "conversations", status,
+                    obj={"kind": "direct", "user_id": other})["conversation"]
+    return c.ok("conversation.create", kind="direct",
+                user_id=other)["conversation"]
+
+
+def group(c, title, members, **kw):
+    if isinstance(c, Conn):
+        return c.ok("POST", "conversations", 201,
+                    obj=dict(kw, kind="group", title=title,
+                             members=members))["conversation"]
+    return c.ok("conversation.create", kind="group", title=title,
+                members=members, **kw)["conversation"]
+
+
+def send(c, cid, body, cm=None, status=201, **kw):
+    """A successful send: the Message."""
+    if isinstance(c, Conn):
+        data = c.ok("POST", "conversations/%d/messages" % cid, status,
+                    obj=dict(kw, body=body, client_msg_id=cm or cmid()))
+    else:
+        data = c.ok("message.send", conversation_id=cid, body=body,
+                    client_msg_id=cm or cmid(), **kw)
+    assert set(data) == {"message"}, data
+    return data["message"]

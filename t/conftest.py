@@ -1,7 +1,8 @@
 """Fixtures in the style of NGINX Unit's tests: a real nginx with the
 module per test, a real PostgreSQL per session, and after every test a
 check that nginx exits promptly on QUIT and logged no alert, crit, emerg or
-sanitizer report.
+sanitizer report.  chat_env (and env, chat) is the chat tests' one
+harness, chatlib.ChatEnv, configured per test module by its CHAT_ENV.
 
 Environment:
   CHAT_NGINX   the nginx binary (default /usr/sbin/nginx)
@@ -481,6 +482,35 @@ def _postgres_back_up():
     yield
     if _pg is not None and not _pg.running:
         _pg.start()
+
+
+# --------------------------------------------------------------------------
+# the chat harness: one chatlib.ChatEnv per test
+
+@pytest.fixture
+def chat_env(request, nginx, postgres):
+    """A chatlib.ChatEnv on an emptied database, not started yet.  Its
+    options (locations, http, workers, timeout, ...): the test module's
+    CHAT_ENV dict, updated by an indirect parameter of a test
+    (@pytest.mark.parametrize("chat_env", [{...}], indirect=True))."""
+    opts = dict(getattr(request.module, "CHAT_ENV", {}))
+    opts.update(getattr(request, "param", {}))
+    postgres.reset()
+    e = chatlib.ChatEnv(nginx, postgres, **opts)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def env(chat_env):
+    """chat_env for a test that starts it with directives of its own."""
+    return chat_env
+
+
+@pytest.fixture
+def chat(chat_env):
+    """chat_env started with its module's options."""
+    return chat_env.start()
 
 
 # --------------------------------------------------------------------------

@@ -8,79 +8,11 @@ is answered behind every event already queued for it (see `settle`); no
 sleeps are needed to prove that something was *not* delivered.
 """
 
-import itertools
 import json
-import re
 import time
 
-import pytest
-
-from chatlib import make_token, ws_connect
-
-
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class _Time:
-    """Equal to any RFC 3339 UTC time with milliseconds."""
-
-    def __eq__(self, other):
-        return isinstance(other, str) and bool(TIME_RE.match(other))
-
-    def __repr__(self):
-        return "<TIME>"
-
-
-TIME = _Time()
-
-
-class _Int:
-    """Equal to any positive JSON integer (not a bool)."""
-
-    def __eq__(self, other):
-        return type(other) is int and other >= 1
-
-    def __repr__(self):
-        return "<INT>"
-
-
-INT = _Int()
-
-
-def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
-      reply_to=None, edited=False, deleted=False):
-    """The protocol's Message object."""
-    return {"id": id, "conversation_id": cid, "seq": seq,
-            "sender_id": sender, "body": None if deleted else body,
-            "client_msg_id": cmid,
-            "attachments": [] if deleted else (attachments or []),
-            "reply_to": reply_to, "created_at": TIME,
-            "edited_at": TIME if edited else None, "deleted": deleted,
-            "updated_seq": updated_seq or seq}
-
-
-def C(id, kind, members, title=None, ref=None, metadata=None,
-      last_message=None, last_seq=0, unread=0, muted=False, archived=False):
-    """The protocol's Conversation object; members: (user, role[, read,
-    delivered])."""
-    ms = []
-    for m in members:
-        user, role, read, delivered = (tuple(m) + (0, 0))[:4]
-        ms.append({"user_id": user, "role": role, "last_read_seq": read,
-                   "last_delivered_seq": delivered})
-    return {"id": id, "kind": kind, "title": title, "ref": ref,
-            "metadata": {} if metadata is None else metadata,
-            "created_at": TIME, "members": ms, "last_message": last_message,
-            "last_seq": last_seq, "unread_count": unread, "muted": muted,
-            "archived": archived, "members_count": len(ms)}
-
-
-def created(conv):
-    return {"type": "conversation.created", "conversation": conv}
-
-
-def ev(kind, message):
-    return {"type": "message." + kind, "message": message}
+from chatlib import (INT, C, M, created, direct, ev, group, send, send_all,
+                     settle, sync)
 
 
 def err(code, message):
@@ -88,94 +20,14 @@ def err(code, message):
 
 
 # --------------------------------------------------------------------------
-# the environment: nginx with chat_postgres, clients, helpers
-
-LOCATION = "location = /chat/ws { chat_websocket; %s }"
-
-
-class Env:
-    def __init__(self, nginx, postgres):
-        self.factory = nginx
-        self.pg = postgres
-        self.ng = None
-        self.clients = []
-
-    def start(self, loc="", http=""):
-        self.ng = self.factory(
-            LOCATION % loc,
-            http='chat_postgres "%s" pool=2;\n%s' % (self.pg.dsn, http))
-        return self
-
-    def connect(self, user, **claims):
-        c = ws_connect(self.ng, make_token(self.ng.key, user, **claims))
-        self.clients.append(c)
-        return c
-
-    def close(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:
-                pass
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    e = Env(nginx, postgres)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def chat(env):
-    return env.start()
-
-
-_cmids = itertools.count(1)
-_rids = itertools.count(1)
-
-
-def cmid():
-    return "cm-%d" % next(_cmids)
-
-
-def settle(*clients):
-    """Per client, the frames (events) it received and has not consumed,
-    up to the reply of a ping sent now.  Once a request that causes
-    events has been answered, every event it caused is queued ahead of
-    that ping's reply (one worker)."""
-    out = []
-    for c in clients:
-        c.ok("ping")
-        out.append(c.events[:])
-        c.events.clear()
-    return out[0] if len(clients) == 1 else out
-
-
-def send(c, cid, body, cm=None, **kw):
-    """A successful send: the Message."""
-    data = c.ok("message.send", conversation_id=cid, body=body,
-                client_msg_id=cm or cmid(), **kw)
-    assert set(data) == {"message"}, data
-    return data["message"]
-
+# the environment (conftest.py's chat_env): chat_websocket and
+# chat_postgres, one worker; helpers of this file
 
 def error_of(c, type_, **fields):
     reply = c.request(type_, **fields)
     assert reply["type"] == "error", reply
     assert set(reply) == {"type", "id", "error"}, reply
     return reply["error"]
-
-
-def send_all(c, reqs):
-    """Sends every request without waiting; returns their ids."""
-    ids = []
-    for r in reqs:
-        rid = "p%d" % next(_rids)
-        ids.append(rid)
-        c.send_json(dict(r, id=rid))
-    return ids
 
 
 def collect(c, ids, timeout=20):
@@ -194,16 +46,6 @@ def collect(c, ids, timeout=20):
         if f.get("type") in ("ok", "error"):
             want.discard(f.get("id"))
     return frames
-
-
-def direct(c, other):
-    return c.ok("conversation.create", kind="direct",
-                user_id=other)["conversation"]
-
-
-def group(c, title, members, **kw):
-    return c.ok("conversation.create", kind="group", title=title,
-                members=members, **kw)["conversation"]
 
 
 def rows(pg, sql, params=None):
@@ -884,22 +726,6 @@ def test_read_receipts_and_unread_counts(chat):
 # --------------------------------------------------------------------------
 # sync
 
-def sync(c, cursors=None, **kw):
-    """(events before the ok, the ok's data) of one sync."""
-    rid = "sync%d" % next(_rids)
-    req = {"type": "sync", "id": rid, **kw}
-    if cursors is not None:
-        req["conversations"] = cursors
-    c.send_json(req)
-    events = []
-    while True:
-        f = c.recv_json()
-        if f.get("id") == rid:
-            assert f["type"] == "ok", f
-            return events, f["data"]
-        events.append(f)
-
-
 def test_sync_after_a_disconnect(chat):
     alice, bob = chat.connect("alice"), chat.connect("bob")
     cid = direct(alice, "bob")["id"]
@@ -1212,8 +1038,7 @@ def test_users_upserted_from_token_claims(chat):
                 return r
             time.sleep(0.05)
 
-    a = chat.connect("alice", name="Alice A",
-                     avatar="https://example.com/a.png")
+    a = chat.ws("alice", name="Alice A", avatar="https://example.com/a.png")
     assert a.welcome["user"] == {"id": "alice", "name": "Alice A",
                                  "avatar": "https://example.com/a.png"}
     chat.connect("bob")
@@ -1222,7 +1047,7 @@ def test_users_upserted_from_token_claims(chat):
     assert user_rows(want=want) == want
 
     # a later connect with other claims updates the row
-    chat.connect("alice", name="Alice B")
+    chat.ws("alice", name="Alice B")
     want = [("alice", "Alice B", None), ("bob", "bob", None)]
     assert user_rows(want=want) == want
 

@@ -22,98 +22,18 @@ a later `ping` on another connection (settle), so "nothing arrived" is
 checked without sleeping.
 """
 
-import json
 import time
 import urllib.parse
 
 import pytest
 
-from chatlib import make_token, ws_connect
+from chatlib import API_LOCATIONS, TIMEOUT, settle
 
 
-TIMEOUT = 30
-
-LOCATIONS = """
-        location /api/chat/ { chat_api; %s }
-        location = /chat/ws { chat_websocket; }
-"""
-
-
-class Env:
-    def __init__(self, nginx, postgres):
-        self.factory = nginx
-        self.pg = postgres
-        self.ng = None
-        self.clients = []
-
-    def start(self, loc="", http="chat_zone chat 8m;", options=""):
-        dsn = self.pg.dsn
-        if options:
-            dsn += " options='%s'" % options
-        self.ng = self.factory(LOCATIONS % loc,
-                               http='chat_postgres "%s" pool=2;\n%s'
-                               % (dsn, http))
-        self.ng.wait_log(r"PostgreSQL connection ready", timeout=10)
-        return self
-
-    def token(self, user):
-        return make_token(self.ng.key, user)
-
-    def ws(self, user):
-        c = ws_connect(self.ng, self.token(user), timeout=TIMEOUT)
-        c.user = user
-        self.clients.append(c)
-        c.ok("ping", timeout=TIMEOUT)           # its directory entry too
-        return c
-
-    def rest(self, user, method, path, obj=None):
-        """(status, JSON body) of one REST request of user."""
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.ng.port,
-                                          timeout=TIMEOUT)
-        try:
-            headers = {"Authorization": "Bearer " + self.token(user)}
-            body = None
-            if obj is not None:
-                body = json.dumps(obj).encode()
-                headers["Content-Type"] = "application/json"
-            conn.request(method, "/api/chat/" + path, body=body,
-                         headers=headers)
-            r = conn.getresponse()
-            return r.status, json.loads(r.read() or b"null")
-        finally:
-            conn.close()
-
-    def ok(self, user, method, path, obj=None):
-        status, body = self.rest(user, method, path, obj)
-        assert status in (200, 201), (status, body)
-        return body
-
-    def sql(self, query, params=None):
-        return self.pg.query(query, params)
-
-    def close(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:
-                pass
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    e = Env(nginx, postgres)
-    yield e
-    e.close()
-
-
-def settle(c):
-    """The frames c received and did not consume, up to a ping's reply."""
-    c.ok("ping", timeout=TIMEOUT)
-    out = c.events[:]
-    c.events.clear()
-    return out
+# the environment (conftest.py's chat_env): chat_api, chat_websocket and a
+# zone; ws() answers once the client's directory entry is in place
+CHAT_ENV = dict(locations=API_LOCATIONS, http="chat_zone chat 8m;",
+                timeout=TIMEOUT, ready=True, ws_ping=True)
 
 
 def types(frames):
@@ -495,9 +415,9 @@ def test_sync_replays_a_message_deleted_while_away_as_deleted(env):
 ])
 def test_l7_chat_limits_is_checked(nginx, postgres, value, message):
     rc, out = nginx.check_config(
-        LOCATIONS % "", http='chat_postgres "%s";\nchat_limits %s;'
+        API_LOCATIONS % "", http='chat_postgres "%s";\nchat_limits %s;'
         % (postgres.dsn, value))
     assert rc != 0 and message in out, out
-    rc, out = nginx.check_config(LOCATIONS % "",
+    rc, out = nginx.check_config(API_LOCATIONS % "",
                                  http="chat_limits contacts=5;")
     assert rc != 0 and '"chat_limits" needs chat_postgres' in out, out

@@ -15,50 +15,24 @@ import time
 
 import pytest
 
-from chatlib import OP_TEXT, build_frame, http, http_upgrade, make_token, \
-    ws_connect
+from chatlib import OP_TEXT, build_frame, http, http_upgrade, make_token
 
 
 SEND_BUFFER = 256 * 1024
 PAGE = SEND_BUFFER // 2          # what the module passes as max_bytes
 _M = 1024 * 1024
 
+# the environment (conftest.py's chat_env)
 LOCATIONS = """
-    location = /chat/ws { chat_websocket; }
+    location = /chat/ws { chat_websocket; %s }
     location /api/chat/ { chat_api; }
     location = /chat/status { chat_status; }
 """
+CHAT_ENV = dict(locations=LOCATIONS,
+                http="chat_send_buffer %dk;" % (SEND_BUFFER // 1024))
 
 # 5000 control characters: each is escaped as \\u0001, about 30 KB of JSON
 BIG_BODY = "\u0001" * 5000
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    ng = nginx(LOCATIONS,
-               http='chat_postgres "%s" pool=2;\nchat_send_buffer %dk;'
-                    % (postgres.dsn, SEND_BUFFER // 1024))
-    clients = []
-
-    class Env:
-        pass
-
-    e = Env()
-    e.ng, e.pg = ng, postgres
-
-    def connect(user):
-        c = ws_connect(ng, make_token(ng.key, user))
-        clients.append(c)
-        return c
-
-    e.connect = connect
-    yield e
-    for c in clients:
-        try:
-            c.close()
-        except Exception:
-            pass
 
 
 def api(pg, fn, user, req):
@@ -139,12 +113,12 @@ def frames_until_reply(c, rid, timeout=20):
 # --------------------------------------------------------------------------
 
 
-def test_h2_non_reading_syncs_do_not_grow_the_worker(env):
+def test_h2_non_reading_syncs_do_not_grow_the_worker(chat):
     """H2: 8 sockets of one user that never read, each asking for a sync of
     500 changes of 30 KB: the worker grows by a few send buffers per
     socket, not by the 15 MB each replay was (about 440 MB in the review's
     measure with bigger messages)."""
-    pg, ng = env.pg, env.ng
+    pg, ng = chat.pg, chat.ng
     cid = group(pg, "h2mallory")
     seed(pg, "h2mallory", cid, 600)
 
@@ -153,7 +127,7 @@ def test_h2_non_reading_syncs_do_not_grow_the_worker(env):
     worker = pids[0]
 
     # warm up: the worker has connected to PostgreSQL and synced once
-    reader = env.connect("h2mallory")
+    reader = chat.connect("h2mallory")
     reader.ok("sync", conversations={str(cid): 595}, timeout=20)
     base = rss(worker)
     before = replied(ng, "sync")
@@ -199,11 +173,11 @@ def test_h2_non_reading_syncs_do_not_grow_the_worker(env):
             s.close()
 
 
-def test_h2_a_reading_client_gets_every_change_once(env):
+def test_h2_a_reading_client_gets_every_change_once(chat):
     """H2: sync pages in bytes (about half chat_send_buffer), not only in
     changes; a client that reads and calls again with the returned
     cursors gets every change exactly once, in order, without gaps."""
-    pg, ng = env.pg, env.ng
+    pg, ng = chat.pg, chat.ng
     cid = group(pg, "h2alice", ["h2bob"])
     other = group(pg, "h2alice", ["h2bob"], title="small")
     seed(pg, "h2alice", cid, 120)
@@ -219,7 +193,7 @@ def test_h2_a_reading_client_gets_every_change_once(env):
             "SELECT id FROM chat.messages WHERE conversation_id = %s "
             "AND seq = 9", (cid,))[0][0]})
 
-    bob = env.connect("h2bob")
+    bob = chat.connect("h2bob")
     cursors = {}
     seen = {cid: [], other: []}
     pages = 0
@@ -278,15 +252,15 @@ def test_h2_a_reading_client_gets_every_change_once(env):
                              "cursors": {str(cid): 123, str(other): 30}}
 
 
-def test_h2_history_pages_in_bytes(env):
+def test_h2_history_pages_in_bytes(chat):
     """H2: messages.history with limit 100 of 30 KB messages is one page of
     about half chat_send_buffer with has_more, over WebSocket; REST pages
     at 1 MB.  Paging back with before_seq gets every message once."""
-    pg, ng = env.pg, env.ng
+    pg, ng = chat.pg, chat.ng
     cid = group(pg, "h2carol")
     seed(pg, "h2carol", cid, 150)
 
-    c = env.connect("h2carol")
+    c = chat.connect("h2carol")
     got = []
     before = None
     for rid in range(1, 100):
@@ -326,19 +300,19 @@ def test_h2_history_pages_in_bytes(env):
     assert len(data["messages"]) < 100
 
 
-def test_h2_conversation_list_of_big_groups_pages(env):
+def test_h2_conversation_list_of_big_groups_pages(chat):
     """H2: conversation.list of 20 groups of 1001 members with 16 KB of
     metadata each (over 2 MB in one frame before): each page stays within
     about half chat_send_buffer, each Conversation lists at most 100
     members plus the caller, with members_count; next pages through all
     of them exactly once.  REST pages at 1 MB."""
-    pg, ng = env.pg, env.ng
+    pg, ng = chat.pg, chat.ng
     crowd = ["h2m%04d" % i for i in range(999)] + ["zzh2viewer"]
     meta = {"blob": "x" * 16000}
     ids = [group(pg, "h2owner", crowd, meta, title="big %d" % i)
            for i in range(20)]
 
-    c = env.connect("zzh2viewer")
+    c = chat.connect("zzh2viewer")
     listed = []
     cursor = None
     for rid in range(1, 100):
@@ -378,11 +352,11 @@ def test_h2_conversation_list_of_big_groups_pages(env):
     assert [conv["id"] for conv in data["conversations"]] == ids[::-1]
 
 
-def test_h2_max_bytes_is_checked(env):
+def test_h2_max_bytes_is_checked(chat):
     """H2: max_bytes (set by the module; host applications may pass it)
     is an integer from 1024 to 64 MB, and a client cannot raise it over
     WebSocket: the module sets its own."""
-    pg = env.pg
+    pg = chat.pg
     cid = group(pg, "h2dave")
     seed(pg, "h2dave", cid, 20)
     for fn, req in (("sync", {}),
@@ -394,7 +368,7 @@ def test_h2_max_bytes_is_checked(env):
                          "max_bytes must be an integer from 1024 to "
                          "67108864"}}, (fn, bad, r)
 
-    c = env.connect("h2dave")
+    c = chat.connect("h2dave")
     c.send_json({"type": "messages.history", "id": 1, "conversation_id": cid,
                  "limit": 20, "max_bytes": 64 * _M})
     (size, reply), = frames_until_reply(c, 1)
@@ -403,14 +377,14 @@ def test_h2_max_bytes_is_checked(env):
 
 
 
-def test_h2_contacts_page_in_bytes(env):
+def test_h2_contacts_page_in_bytes(chat):
     """H2: GET contacts of a user put into 20 groups of 999 others (19,981
     contacts, about 1.7 MB of JSON in one answer before) answers at most
     about 1 MB, with "next"; "after" pages through all of them once, by
     name.  Ids with ':' survive the cursor."""
     from urllib.parse import quote
 
-    pg, ng = env.pg, env.ng
+    pg, ng = chat.pg, chat.ng
     users = []
     for g in range(20):
         crowd = ["h2c%02d:%04d" % (g, i) for i in range(999)]

@@ -1,7 +1,7 @@
 """Security review findings about search (issue 13): M2, L5, I3.
 
 Real nginx with the module, real PostgreSQL, HTTP/1.1 on raw sockets (the
-Conn of test_api.py).  Large corpora are seeded through SQL as the
+Conn of chatlib.py).  Large corpora are seeded through SQL as the
 superuser; nginx runs as chat_nginx.
 
 - M2: message search cannot starve storage: a per-user bucket
@@ -22,21 +22,14 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from test_api import Env, group, quote, send
+from chatlib import API_LOCATIONS, TIMEOUT, group, quote, send
 
 
-TIMEOUT = 30
+# the environment (conftest.py's chat_env), as in test_api.py
+CHAT_ENV = dict(locations=API_LOCATIONS, timeout=TIMEOUT)
 
 CONTROL = "query arguments must be UTF-8 without control characters"
 TOO_BROAD = "query too broad: narrow it down (more words, conversation_id)"
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    e = Env(nginx, postgres)
-    yield e
-    e.close()
 
 
 def assert_limited(r):

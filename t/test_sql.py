@@ -9,61 +9,9 @@ import threading
 import psycopg
 import pytest
 
-
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class _Time:
-    """Equal to any RFC 3339 UTC time with milliseconds."""
-
-    def __eq__(self, other):
-        return isinstance(other, str) and bool(TIME_RE.match(other))
-
-    def __repr__(self):
-        return "<TIME>"
-
-
-TIME = _Time()
-
-
-def shared(conv):
-    """A Conversation as an event to all members carries it: none of one
-    member's own fields, no last_message (docs/protocol.md, events)."""
-    return dict({k: v for k, v in conv.items()
-                 if k not in ("unread_count", "muted", "archived")},
-                last_message=None)
-
-
-def M(id, cid, seq, sender, body, cmid, updated_seq=None, attachments=None,
-      reply_to=None, edited=False, deleted=False):
-    """The Message object."""
-    return {"id": id, "conversation_id": cid, "seq": seq,
-            "sender_id": sender, "body": None if deleted else body,
-            "client_msg_id": cmid,
-            "attachments": [] if deleted else (attachments or []),
-            "reply_to": reply_to, "created_at": TIME,
-            "edited_at": TIME if edited else None, "deleted": deleted,
-            "updated_seq": updated_seq or seq}
-
-
-def C(id, kind, members, title=None, ref=None, metadata=None,
-      last_message=None, last_seq=0, unread=0, muted=False,
-      archived=False):
-    """The Conversation object; members: (user, role[, read, delivered])."""
-    ms = []
-    for m in members:
-        user, role, read, delivered = (tuple(m) + (0, 0))[:4]
-        ms.append({"user_id": user, "role": role, "last_read_seq": read,
-                   "last_delivered_seq": delivered})
-    return {"id": id, "kind": kind, "title": title, "ref": ref,
-            "metadata": metadata or {}, "created_at": TIME, "members": ms,
-            "last_message": last_message, "last_seq": last_seq,
-            "unread_count": unread, "muted": muted, "archived": archived,
-            "members_count": len(ms)}
-
-
-def err(code, message):
-    return {"error": {"code": code, "message": message}}
+import chatlib
+from chatlib import C, M, shared
+from chatlib import error as err
 
 
 def ok(data, events=()):
@@ -117,7 +65,7 @@ class DB:
 
     def send(self, user, cid, body="hi", cmid=None, **extra):
         req = dict(conversation_id=cid, body=body,
-                   client_msg_id=cmid or "m%d" % next(_cmids), **extra)
+                   client_msg_id=cmid or chatlib.cmid("m"), **extra)
         r = self.api("message_send", user, req)
         assert "ok" in r, r
         return r["ok"]["message"]
@@ -125,9 +73,6 @@ class DB:
     def last_seq(self, cid):
         return self.one("SELECT last_seq FROM chat.conversations "
                         "WHERE id = %s", cid)
-
-
-_cmids = iter(range(1, 10 ** 9))
 
 
 @pytest.fixture

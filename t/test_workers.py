@@ -26,29 +26,14 @@ import time
 
 import pytest
 
-from chatlib import (ConnectionClosed, RawWS, http, http_upgrade,
-                     make_token, ws_connect, ws_connect_async)
+from chatlib import (TIME, ConnectionClosed, RawWS, direct, group,
+                     http_upgrade, pid_of, send, send_all, sync,
+                     ws_connect, ws_connect_async)
 
 
 WORKERS = 4
 GRACE = 3.0                 # the presence grace period, in the C code
 TYPING_EXPIRY = 6.0
-
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-SESSION_RE = re.compile(r"^(\d+)-(\d+)$")
-
-
-class _Time:
-    """Equal to any RFC 3339 UTC time with milliseconds."""
-
-    def __eq__(self, other):
-        return isinstance(other, str) and bool(TIME_RE.match(other))
-
-    def __repr__(self):
-        return "<TIME>"
-
-
-TIME = _Time()
 
 
 def presence_ev(user, online):
@@ -62,135 +47,15 @@ def typing_ev(cid, user, active):
 
 
 # --------------------------------------------------------------------------
-# the environment: 4 workers, a zone, PostgreSQL
+# the environment: 4 workers, a zone, PostgreSQL; chat.connect() and
+# chat.spread() place clients on workers
 
 LOCATIONS = """
         location = /chat/ws { chat_websocket; %s }
         location = /chat/status { chat_status; }
 """
 
-HTTP = """
-    chat_zone chat 16m;
-    chat_postgres "host=%s dbname=chat user=chat_nginx" pool=2;
-    %s
-"""
-
-
-def pid_of(welcome):
-    m = SESSION_RE.match(welcome["session"])
-    assert m, welcome
-    return int(m.group(1))
-
-
-class Env:
-    def __init__(self, nginx, postgres):
-        self.factory = nginx
-        self.pg = postgres
-        self.ng = None
-        self.clients = []
-
-    def start(self, loc="", http=""):
-        self.ng = self.factory(LOCATIONS % loc,
-                               http=HTTP % (self.pg.socket_dir, http),
-                               workers=WORKERS)
-        assert len(self.ng.worker_pids()) == WORKERS
-        return self
-
-    def token(self, user, **claims):
-        return make_token(self.ng.key, user, **claims)
-
-    def connect(self, user, avoid=(), on=None, tries=80, **kw):
-        """A client of user on a worker not in avoid (and on `on` if
-        given): connections that land elsewhere are closed at once (a
-        reconnect within the presence grace period, so nobody hears of
-        it but the first online)."""
-        avoid = set(avoid)
-        for _ in range(tries):
-            c = ws_connect(self.ng, self.token(user), **kw)
-            c.pid = pid_of(c.welcome)
-            c.user = user
-            if c.pid not in avoid and (on is None or c.pid == on):
-                self.clients.append(c)
-                return c
-            c.close()
-        pytest.fail("no connection of %s landed on a worker %s after %d "
-                    "tries" % (user, "= %s" % on if on else
-                               "outside %s" % sorted(avoid), tries))
-
-    def spread(self, *users, **kw):
-        """One client per user, the first three (or all) on different
-        workers."""
-        out, used = [], set()
-        for u in users:
-            c = self.connect(u, avoid=used if len(used) < 3 else (), **kw)
-            used.add(c.pid)
-            out.append(c)
-        assert len({c.pid for c in out}) >= min(3, len(users))
-        return out
-
-    def sql(self, query, params=None):
-        return self.pg.query(query, params)
-
-    def status(self):
-        r = http(self.ng, "GET", "/chat/status")
-        assert r.status == 200, r
-        return parse_metrics(r.body.decode())
-
-    def close(self):
-        for c in self.clients:
-            try:
-                c.close()
-            except Exception:
-                pass
-
-
-@pytest.fixture
-def env(nginx, postgres):
-    postgres.reset()
-    e = Env(nginx, postgres)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def chat(env):
-    return env.start()
-
-
-def parse_metrics(text):
-    """Prometheus text: {name or name{labels}: number}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
-
-
-_cmids = itertools.count(1)
-_rids = itertools.count(1)
-
-
-def cmid():
-    return "w-%d" % next(_cmids)
-
-
-def send(c, cid, body, cm=None):
-    data = c.ok("message.send", conversation_id=cid, body=body,
-                client_msg_id=cm or cmid())
-    return data["message"]
-
-
-def direct(c, other):
-    return c.ok("conversation.create", kind="direct",
-                user_id=other)["conversation"]
-
-
-def group(c, title, members):
-    return c.ok("conversation.create", kind="group", title=title,
-                members=members)["conversation"]
-
+CHAT_ENV = dict(locations=LOCATIONS, zone="16m", workers=WORKERS)
 
 def wait_frame(c, pred, timeout=5, what="frame"):
     """The first frame (kept or new) matching pred; others are kept in
@@ -696,20 +561,6 @@ def test_reload_user_who_does_not_return_is_announced_offline(chat):
 # --------------------------------------------------------------------------
 # sync cursors when events cross workers out of order
 
-def sync_events(c, cursors):
-    """(message events replayed, the ok's data) of one sync."""
-    rid = "sync%d" % next(_rids)
-    c.send_json({"type": "sync", "id": rid, "conversations": cursors})
-    events = []
-    while True:
-        f = c.recv_json()
-        if f.get("id") == rid:
-            assert f["type"] == "ok", f
-            return events, f["data"]
-        if f["type"].startswith("message."):
-            events.append(f)
-
-
 def test_changes_reach_clients_in_seq_order(chat):
     """docs/protocol.md: the cursor is the largest seq seen, and a sync
     from it after any disconnect returns every change missed.  Events from
@@ -762,7 +613,7 @@ def test_changes_reach_clients_in_seq_order(chat):
     assert m1["seq"] == 1
     assert first["message"] == m1
     carol = chat.connect("carol")
-    events, data = sync_events(carol, {str(gid): 2})
+    events, data = sync(carol, {str(gid): 2}, only="message.")
     assert events == [] and data["complete"] is True
 
 
@@ -792,7 +643,7 @@ def test_send_in_flight_during_a_reload_is_delivered(chat):
             assert c.wait_closed(5)[0] == 1001
         # bob is back (a new worker) and up to date before the commit
         bob = chat.connect("bob")
-        events, data = sync_events(bob, {str(dm): 0})
+        events, data = sync(bob, {str(dm): 0}, only="message.")
         assert events == [] and data["cursors"] == {str(dm): 0}
     finally:
         lock.commit()
@@ -1279,15 +1130,6 @@ def replies(c, ids, timeout=10):
     return out
 
 
-def pipeline(c, reqs):
-    ids = []
-    for r in reqs:
-        rid = "p%d" % next(_rids)
-        ids.append(rid)
-        c.send_json(dict(r, id=rid))
-    return ids
-
-
 def check_limited(reply, most_ms):
     assert reply["type"] == "error", reply
     e = reply["error"]
@@ -1307,7 +1149,7 @@ def test_send_and_typing_rates_are_per_user_across_workers(env):
     gid = group(bob, "g", ["alice", "carol"])["id"]
 
     # five sends on one worker in a burst pass ...
-    ids = pipeline(a1, [{"type": "message.send", "conversation_id": gid,
+    ids = send_all(a1, [{"type": "message.send", "conversation_id": gid,
                          "body": "b%d" % i, "client_msg_id": "b%d" % i}
                         for i in range(5)])
     got = replies(a1, ids)
@@ -1317,7 +1159,7 @@ def test_send_and_typing_rates_are_per_user_across_workers(env):
                        client_msg_id="b5")
     wait_ms = check_limited(reply, 200)
     # other users have their own
-    ids = pipeline(bob, [{"type": "message.send", "conversation_id": gid,
+    ids = send_all(bob, [{"type": "message.send", "conversation_id": gid,
                           "body": "c%d" % i, "client_msg_id": "c%d" % i}
                          for i in range(5)])
     assert [r["type"] for r in replies(bob, ids).values()] == ["ok"] * 5
@@ -1466,7 +1308,7 @@ def test_slow_reader_loses_typing_first_then_is_closed_1013(env):
                          "body": body, "client_msg_id": "s%d" % i})
             reqs.append({"type": "typing", "conversation_id": gid,
                          "active": i % 2 == 0})
-        got = replies(alice, pipeline(alice, reqs), 20)
+        got = replies(alice, send_all(alice, reqs), 20)
         assert all(r["type"] == "ok" for r in got.values()), got
         sent.extend(r["data"]["message"] for r in got.values()
                     if "message" in r["data"])
@@ -1511,7 +1353,7 @@ def test_slow_reader_loses_typing_first_then_is_closed_1013(env):
     events, cursors = [], {str(gid): k}
     # pages of half the 64k send buffer: one or two 20 KB messages each
     for _ in range(400):
-        evs, data = sync_events(c, cursors)
+        evs, data = sync(c, cursors, only="message.")
         events += evs
         cursors = data["cursors"]
         if data["complete"]:
@@ -1572,7 +1414,7 @@ def test_slow_readers_keep_worker_memory_bounded(env):
     n = 2000
     try:
         for lo in range(0, n, 50):
-            got = replies(alice, pipeline(alice, [
+            got = replies(alice, send_all(alice, [
                 {"type": "message.send", "conversation_id": gid,
                  "body": body, "client_msg_id": "r%d" % i}
                 for i in range(lo, lo + 50)]), 30)
