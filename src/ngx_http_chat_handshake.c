@@ -38,6 +38,20 @@ static ngx_int_t ngx_http_chat_refuse(ngx_http_request_t *r,
 static ngx_http_chat_buf_t *ngx_http_chat_upgrade_response(
     ngx_http_request_t *r, ngx_str_t *key, ngx_uint_t subprotocol);
 static void ngx_http_chat_handshake_abort(void *data);
+static ngx_int_t ngx_http_chat_echo_start(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_echo_message(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *msg);
+static void ngx_http_chat_echo_closed(ngx_http_chat_conn_t *wc);
+
+
+static ngx_http_chat_ws_handler_t  ngx_http_chat_echo_handler = {
+    "serving WebSocket echo",
+    ngx_http_chat_echo_start,
+    ngx_http_chat_echo_message,
+    NULL,
+    ngx_http_chat_echo_closed,
+    0
+};
 
 
 ngx_int_t
@@ -205,12 +219,21 @@ ngx_http_chat_handshake_handler(ngx_http_request_t *r)
 
     wc->connection = c;
     wc->conf = ccf;
-    wc->echo = (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO);
     wc->out_last = &wc->out;
 
     wc->parser.max_message = ccf->max_message_size;
     wc->parser.max_fragments = ccf->max_fragments;
-    wc->parser.text_only = wc->echo ? 0 : 1;
+
+    /* what runs on the connection; echo takes binary messages too */
+
+    if (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO) {
+        wc->handler = &ngx_http_chat_echo_handler;
+        wc->parser.text_only = 0;
+
+    } else {
+        wc->handler = &ngx_http_chat_session_handler;
+        wc->parser.text_only = 1;
+    }
 
     wc->upgrade = ngx_http_chat_upgrade_response(r, &hs.key->value,
                                                  hs.subprotocol);
@@ -481,4 +504,33 @@ ngx_http_chat_handshake_abort(void *data)
         ngx_http_chat_ws_buf_release(wc->upgrade);
         wc->upgrade = NULL;
     }
+}
+
+
+static ngx_int_t
+ngx_http_chat_echo_start(ngx_http_chat_conn_t *wc)
+{
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_echo_message(ngx_http_chat_conn_t *wc, ngx_http_chat_buf_t *msg)
+{
+    /* the message itself goes out: no copy */
+
+    if (ngx_http_chat_ws_send_buf(wc, wc->parser.message_opcode, msg)
+        != NGX_OK)
+    {
+        return NGX_ABORT;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_echo_closed(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_presence_remove(wc);
 }

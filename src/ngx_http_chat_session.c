@@ -1,7 +1,9 @@
 
 /*
  * The chat protocol on a WebSocket: the welcome, the request envelope and
- * its dispatch, ok and error replies.
+ * its dispatch, ok and error replies.  It is the transport's handler for
+ * a chat_websocket location: it sets the connection up in fan-out and
+ * storage when it starts, and takes it out of all of them when it closes.
  */
 
 
@@ -20,6 +22,14 @@ typedef struct {
 } ngx_http_chat_request_type_t;
 
 
+static ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_session_welcome(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *msg);
+static ngx_int_t ngx_http_chat_session_request(ngx_http_chat_conn_t *wc,
+    u_char *data, size_t len);
+static void ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc);
 static ngx_int_t ngx_http_chat_ping(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
@@ -63,6 +73,20 @@ static ngx_http_chat_request_type_t
 };
 
 
+ngx_http_chat_ws_handler_t  ngx_http_chat_session_handler = {
+    "serving chat",
+    ngx_http_chat_session_start,
+    ngx_http_chat_session_message,
+    ngx_http_chat_session_drained,
+    ngx_http_chat_session_closed,
+    1
+};
+
+
+/* per worker process: numbers the sessions it serves */
+static ngx_uint_t  ngx_http_chat_sessions;
+
+
 /*
  * For chat_status: the request types, in the order of the counters; after
  * them "other" (NGX_HTTP_CHAT_REQUEST_TYPES counts it too), then NULL.
@@ -89,8 +113,34 @@ ngx_http_chat_request_type_name(ngx_uint_t i)
 }
 
 
-ngx_int_t
+/* the welcome, the connection in fan-out, then the user's name stored */
+
+static ngx_int_t
 ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+
+    wc->session = ++ngx_http_chat_sessions;
+
+    ngx_queue_init(&wc->ops);
+    ngx_queue_init(&wc->typing);
+
+    if (ngx_http_chat_session_welcome(wc) != NGX_OK
+        || ngx_http_chat_fanout_add(wc) != NGX_OK
+        || (cmcf->pg && ngx_http_chat_store_hello(wc) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_session_welcome(ngx_http_chat_conn_t *wc)
 {
     u_char   session[NGX_INT64_LEN * 2 + 2], *p;
     json_t  *welcome, *user;
@@ -125,8 +175,53 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 }
 
 
-ngx_int_t
-ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
+static ngx_int_t
+ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *msg)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_chat_session_request(wc, msg ? msg->data : (u_char *) "",
+                                       msg ? msg->len : 0);
+
+    if (msg != NULL) {
+        ngx_http_chat_ws_buf_release(msg);
+    }
+
+    return rc;
+}
+
+
+/* the client reads again: its next storage request may start */
+
+static void
+ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc)
+{
+    if (!ngx_queue_empty(&wc->ops)) {
+        ngx_http_chat_store_resume(wc);
+    }
+}
+
+
+/* the connection goes away: whatever it was part of forgets it */
+
+static void
+ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc)
+{
+    /* set up only once the session started (the 101 may have failed) */
+
+    if (wc->ops.next != NULL) {
+        ngx_http_chat_typing_stop_all(wc);
+        ngx_http_chat_fanout_remove(wc);
+        ngx_http_chat_store_detach(wc);
+    }
+
+    ngx_http_chat_presence_remove(wc);
+}
+
+
+static ngx_int_t
+ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
     size_t len)
 {
     uint64_t                       parsed;

@@ -31,9 +31,41 @@ struct ngx_http_chat_out_s {
 
 typedef struct ngx_http_chat_conn_s  ngx_http_chat_conn_t;
 
+
+/*
+ * What runs on the connection, set before the upgrade (a chat session or
+ * the echo endpoint): the transport calls it, and never names it.
+ */
+
+typedef struct {
+    char                         *action;    /* for the error log */
+
+    /* the 101 is queued: say hello; NGX_ERROR closes */
+    ngx_int_t                   (*start)(ngx_http_chat_conn_t *wc);
+
+    /*
+     * A whole data message, its opcode in wc->parser.message_opcode; msg
+     * (NULL when empty) is the handler's to release.  NGX_ERROR closes
+     * with 1011, NGX_ABORT drops the connection at once.
+     */
+    ngx_int_t                   (*message)(ngx_http_chat_conn_t *wc,
+                                           ngx_http_chat_buf_t *msg);
+
+    /* the out queue fell below chat_send_buffer; may be NULL */
+    void                        (*drained)(ngx_http_chat_conn_t *wc);
+
+    /* the connection goes away: undo what it is part of, at once */
+    void                        (*closed)(ngx_http_chat_conn_t *wc);
+
+    /* a read that fills the out queue stops there, the rest kept */
+    unsigned                      paced:1;
+} ngx_http_chat_ws_handler_t;
+
+
 struct ngx_http_chat_conn_s {
     ngx_connection_t             *connection;
     ngx_http_chat_loc_conf_t     *conf;
+    ngx_http_chat_ws_handler_t   *handler;
 
     ngx_http_chat_frame_parser_t  parser;
     ngx_http_chat_buf_t          *msg;       /* data message being read */
@@ -62,7 +94,6 @@ struct ngx_http_chat_conn_s {
     void                         *fanout_user;
     ngx_msec_t                    fanout_since;  /* events reach it since */
 
-    unsigned                      echo:1;
     unsigned                      started:1;
     unsigned                      ping_sent:1;
     unsigned                      read_blocked:1;
