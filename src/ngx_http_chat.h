@@ -291,6 +291,7 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 #include <ngx_http_chat_ws.h>
 #include <ngx_http_chat_handshake.h>
 #include <ngx_http_chat_session.h>
+#include <ngx_http_chat_echo.h>
 #include <ngx_http_chat_status.h>
 #include <ngx_http_chat_presence.h>
 #include <ngx_http_chat_fanout.h>

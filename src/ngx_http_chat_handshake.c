@@ -38,20 +38,6 @@ static ngx_int_t ngx_http_chat_refuse(ngx_http_request_t *r,
 static ngx_http_chat_buf_t *ngx_http_chat_upgrade_response(
     ngx_http_request_t *r, ngx_str_t *key, ngx_uint_t subprotocol);
 static void ngx_http_chat_handshake_abort(void *data);
-static ngx_int_t ngx_http_chat_echo_start(ngx_http_chat_conn_t *wc);
-static ngx_int_t ngx_http_chat_echo_message(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_buf_t *msg);
-static void ngx_http_chat_echo_closed(ngx_http_chat_conn_t *wc);
-
-
-static ngx_http_chat_ws_handler_t  ngx_http_chat_echo_handler = {
-    "serving WebSocket echo",
-    ngx_http_chat_echo_start,
-    ngx_http_chat_echo_message,
-    NULL,
-    ngx_http_chat_echo_closed,
-    0
-};
 
 
 ngx_int_t
@@ -504,33 +490,4 @@ ngx_http_chat_handshake_abort(void *data)
         ngx_http_chat_ws_buf_release(wc->upgrade);
         wc->upgrade = NULL;
     }
-}
-
-
-static ngx_int_t
-ngx_http_chat_echo_start(ngx_http_chat_conn_t *wc)
-{
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_chat_echo_message(ngx_http_chat_conn_t *wc, ngx_http_chat_buf_t *msg)
-{
-    /* the message itself goes out: no copy */
-
-    if (ngx_http_chat_ws_send_buf(wc, wc->parser.message_opcode, msg)
-        != NGX_OK)
-    {
-        return NGX_ABORT;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_chat_echo_closed(ngx_http_chat_conn_t *wc)
-{
-    ngx_http_chat_presence_remove(wc);
 }
