@@ -1452,6 +1452,9 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_chat_store_init_process(cycle);
+    ngx_http_chat_typing_init_process(cycle);
+
     if (cmcf->zone != NULL) {
         if (ngx_http_chat_zone_init_process(cycle, cmcf->zone) != NGX_OK) {
             return NGX_ERROR;

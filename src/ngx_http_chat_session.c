@@ -30,6 +30,8 @@ static ngx_int_t ngx_http_chat_session_request(ngx_http_chat_conn_t *wc,
     u_char *data, size_t len);
 static void ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_session_done(ngx_http_chat_store_done_t *done,
+    json_t *result);
 static ngx_int_t ngx_http_chat_ping(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
@@ -230,6 +232,7 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
     ngx_msec_t                     wait;
     const char                    *err;
     ngx_http_chat_request_t        req;
+    ngx_http_chat_store_done_t     done;
     ngx_http_chat_main_conf_t     *cmcf;
     ngx_http_chat_request_type_t  *t;
 
@@ -290,9 +293,14 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
         }
 
         if (wait == 0) {
-            /* the reply comes later: the store records the latency then */
-            rc = ngx_http_chat_store_request(wc, &req, t->stmt, type,
-                                             parsed);
+            /* the reply comes later: its latency is recorded then */
+            done.handler = ngx_http_chat_session_done;
+            done.data = wc;
+            done.id = req.id;
+            done.type = type;
+            done.start = parsed;
+
+            rc = ngx_http_chat_store_request(wc, &req, t->stmt, &done);
             ngx_http_chat_request_free(&req);
             return rc;
         }
@@ -309,6 +317,66 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
     ngx_http_chat_request_free(&req);
 
     return rc;
+}
+
+
+/* a storage request is answered: result NULL if storage was unavailable */
+
+static void
+ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
+{
+    size_t                 i;
+    json_t                *events, *ev, *error, *data;
+    ngx_uint_t             stmt;
+    ngx_http_chat_conn_t  *wc;
+
+    wc = done->data;
+    stmt = ngx_http_chat_request_types[done->type].stmt;
+
+    events = result ? json_object_get(result, "events") : NULL;
+    error = result ? json_object_get(result, "error") : NULL;
+
+    if (result == NULL) {
+        (void) ngx_http_chat_session_error(wc, done->id, "unavailable",
+                                           "storage is unavailable, "
+                                           "retry later");
+
+    } else if (error != NULL) {
+        (void) ngx_http_chat_session_reply(wc, done->id, NULL, error);
+
+    } else if (stmt == NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE) {
+        /* those the user may know of, from the zone; the rest null */
+        data = ngx_http_chat_presence_answer(
+                   json_object_get(json_object_get(result, "ok"),
+                                   "audience"));
+        data = data ? json_pack("{s:o}", "presence", data) : NULL;
+
+        if (data == NULL) {
+            (void) ngx_http_chat_session_error(wc, done->id, "internal",
+                                               "out of memory");
+
+        } else {
+            (void) ngx_http_chat_session_reply(wc, done->id, data, NULL);
+            json_decref(data);
+        }
+
+    } else {
+        if (stmt == NGX_HTTP_CHAT_STMT_SYNC) {
+            /* the changes replay to this connection, then the answer */
+
+            json_array_foreach(events, i, ev) {
+                (void) ngx_http_chat_session_event(wc,
+                                             json_object_get(ev, "event"));
+            }
+        }
+
+        (void) ngx_http_chat_session_reply(wc, done->id,
+                                           json_object_get(result, "ok"),
+                                           NULL);
+    }
+
+    ngx_http_chat_latency(request_time[done->type],
+                          ngx_http_chat_usec() - done->start);
 }
 
 
