@@ -15,6 +15,15 @@ typedef ngx_int_t (*ngx_http_chat_request_pt)(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 
 
+/* the session's own state, in the connection's pool: wc->data */
+typedef struct {
+    ngx_uint_t                    number;    /* the welcome's session id */
+    ngx_queue_t                   typing;    /* conversations typed in */
+    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
+                                             /* rates without a zone */
+} ngx_http_chat_session_t;
+
+
 typedef struct {
     ngx_str_t                     type;
     ngx_http_chat_request_pt      handler;    /* NULL: a storage request */
@@ -120,15 +129,24 @@ ngx_http_chat_request_type_name(ngx_uint_t i)
 static ngx_int_t
 ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 {
+    ngx_http_chat_session_t    *s;
     ngx_http_chat_main_conf_t  *cmcf;
 
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
 
-    wc->session = ++ngx_http_chat_sessions;
+    s = ngx_pcalloc(wc->connection->pool, sizeof(ngx_http_chat_session_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
 
+    s->number = ++ngx_http_chat_sessions;
+    ngx_queue_init(&s->typing);
+
+    /* the store's queue of this connection's requests */
     ngx_queue_init(&wc->ops);
-    ngx_queue_init(&wc->typing);
+
+    wc->data = s;
 
     if (ngx_http_chat_session_welcome(wc) != NGX_OK
         || ngx_http_chat_fanout_add(wc) != NGX_OK
@@ -144,10 +162,13 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 static ngx_int_t
 ngx_http_chat_session_welcome(ngx_http_chat_conn_t *wc)
 {
-    u_char   session[NGX_INT64_LEN * 2 + 2], *p;
-    json_t  *welcome, *user;
+    u_char                    session[NGX_INT64_LEN * 2 + 2], *p;
+    json_t                   *welcome, *user;
+    ngx_http_chat_session_t  *s;
 
-    p = ngx_sprintf(session, "%P-%ui", ngx_pid, wc->session);
+    s = wc->data;
+
+    p = ngx_sprintf(session, "%P-%ui", ngx_pid, s->number);
 
     user = ngx_http_chat_http_user_json(&wc->id);
     if (user == NULL) {
@@ -210,10 +231,14 @@ ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc)
 static void
 ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc)
 {
+    ngx_http_chat_session_t  *s;
+
+    s = wc->data;
+
     /* set up only once the session started (the 101 may have failed) */
 
-    if (wc->ops.next != NULL) {
-        ngx_http_chat_typing_stop_all(wc);
+    if (s != NULL) {
+        ngx_http_chat_typing_stop_all(&s->typing);
         ngx_http_chat_fanout_remove(wc);
         ngx_http_chat_store_detach(wc);
     }
@@ -232,6 +257,7 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
     ngx_msec_t                     wait;
     const char                    *err;
     ngx_http_chat_request_t        req;
+    ngx_http_chat_session_t       *s;
     ngx_http_chat_store_done_t     done;
     ngx_http_chat_main_conf_t     *cmcf;
     ngx_http_chat_request_type_t  *t;
@@ -286,7 +312,8 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
         if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
             || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
         {
-            wait = ngx_http_chat_rate_check(wc,
+            s = wc->data;
+            wait = ngx_http_chat_rate_check(wc, s->buckets,
                                         t->stmt == NGX_HTTP_CHAT_STMT_SEND
                                         ? NGX_HTTP_CHAT_RATE_SEND
                                         : NGX_HTTP_CHAT_RATE_TYPING);
@@ -297,6 +324,9 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
             done.handler = ngx_http_chat_session_done;
             done.data = wc;
             done.id = req.id;
+            /* typing may be answered without storage, from the request */
+            done.req = (t->stmt == NGX_HTTP_CHAT_STMT_TYPING) ? req.root
+                                                             : NULL;
             done.type = type;
             done.start = parsed;
 
@@ -325,18 +355,26 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
 static void
 ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
 {
-    size_t                 i;
-    json_t                *events, *ev, *error, *data;
-    ngx_uint_t             stmt;
-    ngx_http_chat_conn_t  *wc;
+    size_t                    i;
+    json_t                   *events, *ev, *error, *data;
+    ngx_uint_t                stmt;
+    ngx_http_chat_conn_t     *wc;
+    ngx_http_chat_session_t  *s;
 
     wc = done->data;
+    s = wc->data;
     stmt = ngx_http_chat_request_types[done->type].stmt;
 
     events = result ? json_object_get(result, "events") : NULL;
     error = result ? json_object_get(result, "error") : NULL;
 
-    if (result == NULL) {
+    if (result == NULL && stmt == NGX_HTTP_CHAT_STMT_TYPING
+        && ngx_http_chat_typing_offline(wc, &s->typing, done->req) == NGX_OK)
+    {
+        /* answered from what this worker knows of the conversation */
+        (void) ngx_http_chat_session_reply(wc, done->id, NULL, NULL);
+
+    } else if (result == NULL) {
         (void) ngx_http_chat_session_error(wc, done->id, "unavailable",
                                            "storage is unavailable, "
                                            "retry later");
@@ -373,6 +411,16 @@ ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
         (void) ngx_http_chat_session_reply(wc, done->id,
                                            json_object_get(result, "ok"),
                                            NULL);
+
+        if (stmt == NGX_HTTP_CHAT_STMT_TYPING) {
+            /* the store sends the events out: their expiry starts here */
+
+            json_array_foreach(events, i, ev) {
+                ngx_http_chat_typing_update(wc, &s->typing,
+                                            json_object_get(ev, "event"),
+                                            json_object_get(ev, "to"));
+            }
+        }
     }
 
     ngx_http_chat_latency(request_time[done->type],

@@ -25,13 +25,11 @@
 #define NGX_HTTP_CHAT_BATCH_MAX  128
 
 
+/* what the store itself does differently; answers are the caller's */
 typedef enum {
     NGX_HTTP_CHAT_OP_PLAIN = 0,
-    NGX_HTTP_CHAT_OP_SEND,
-    NGX_HTTP_CHAT_OP_SYNC,
-    NGX_HTTP_CHAT_OP_TYPING,
-    NGX_HTTP_CHAT_OP_PRESENCE,
-    NGX_HTTP_CHAT_OP_HELLO
+    NGX_HTTP_CHAT_OP_SEND,                 /* batched */
+    NGX_HTTP_CHAT_OP_SYNC                  /* its events are the answer */
 } ngx_http_chat_op_kind_e;
 
 
@@ -219,14 +217,6 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
                                                  : NGX_HTTP_CHAT_OP_PLAIN;
         break;
 
-    case NGX_HTTP_CHAT_STMT_TYPING:
-        kind = NGX_HTTP_CHAT_OP_TYPING;
-        break;
-
-    case NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE:
-        kind = NGX_HTTP_CHAT_OP_PRESENCE;
-        break;
-
     default:
         kind = NGX_HTTP_CHAT_OP_PLAIN;
     }
@@ -238,6 +228,7 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 
     op->done.handler = done->handler;
     op->done.data = done->data;
+    op->done.req = done->req ? json_incref(done->req) : NULL;
     op->done.type = done->type;
     op->done.start = done->start;
 
@@ -247,7 +238,10 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 }
 
 
-/* the user's name and avatar from the token, before anything else */
+/*
+ * The user's name and avatar from the token, before anything else.  No
+ * handler: a failed upsert only leaves the name unknown.
+ */
 
 ngx_int_t
 ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
@@ -261,7 +255,7 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
     }
 
     op = ngx_http_chat_store_op(wc, NGX_HTTP_CHAT_STMT_USER_UPSERT,
-                                NGX_HTTP_CHAT_OP_HELLO, NULL, arg);
+                                NGX_HTTP_CHAT_OP_PLAIN, NULL, arg);
 
     json_decref(arg);
 
@@ -588,22 +582,12 @@ static void
 ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 {
     size_t                 i;
-    json_t                *events, *ev, *error, *known;
+    json_t                *events, *ev, *error;
     ngx_log_t             *log;
     ngx_http_chat_conn_t  *wc;
 
     wc = op->wc;
     log = wc ? wc->connection->log : op->log ? op->log : ngx_cycle->log;
-
-    known = NULL;
-
-    if (result == NULL && op->kind == NGX_HTTP_CHAT_OP_TYPING && wc != NULL
-        && ngx_http_chat_typing_offline(wc, op->text) == NGX_OK)
-    {
-        /* answered from what this worker knows of the conversation */
-        known = json_pack("{s:{}}", "ok");
-        result = known;
-    }
 
     events = result ? json_object_get(result, "events") : NULL;
     error = result ? json_object_get(result, "error") : NULL;
@@ -621,18 +605,7 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
         json_array_foreach(events, i, ev) {
             ngx_http_chat_route_event(json_object_get(ev, "event"),
                                       json_object_get(ev, "to"), log);
-
-            if (op->kind == NGX_HTTP_CHAT_OP_TYPING && wc != NULL
-                && !wc->finalized)
-            {
-                ngx_http_chat_typing_update(wc, json_object_get(ev, "event"),
-                                            json_object_get(ev, "to"));
-            }
         }
-    }
-
-    if (known != NULL) {
-        json_decref(known);
     }
 
     ngx_http_chat_store_free(op);
@@ -873,6 +846,10 @@ ngx_http_chat_store_free(ngx_http_chat_op_t *op)
 {
     if (op->done.id != NULL) {
         json_decref(op->done.id);
+    }
+
+    if (op->done.req != NULL) {
+        json_decref(op->done.req);
     }
 
     free(op->text);

@@ -66,13 +66,14 @@ struct ngx_http_chat_store_done_s {
     ngx_http_chat_store_done_pt   handler;   /* NULL: nobody waits */
     void                         *data;      /* the connection or request */
     json_t                       *id;        /* the request's id, or NULL */
+    json_t                       *req;       /* kept for handler, or NULL */
     ngx_uint_t                    type;      /* the caller's: its kind */
     uint64_t                      start;     /* the caller's: usec */
 };
 
 
 void ngx_http_chat_store_init_process(ngx_cycle_t *cycle);
-/* done: copied, its id referenced */
+/* done: copied, its id and req referenced */
 ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req, ngx_uint_t stmt,
     ngx_http_chat_store_done_t *done);

@@ -15,7 +15,7 @@
 
 typedef struct {
     ngx_queue_t                   queue;     /* the worker's, by deadline */
-    ngx_queue_t                   conn;      /* in wc->typing */
+    ngx_queue_t                   conn;      /* in the connection's list */
     ngx_http_chat_conn_t         *wc;
     json_t                       *event;     /* {"type": "typing", ...} */
     json_t                       *to;
@@ -23,8 +23,8 @@ typedef struct {
 } ngx_http_chat_typist_t;
 
 
-static ngx_http_chat_typist_t *ngx_http_chat_typing_find(
-    ngx_http_chat_conn_t *wc, json_t *cid);
+static ngx_http_chat_typist_t *ngx_http_chat_typing_find(ngx_queue_t *typing,
+    json_t *cid);
 static void ngx_http_chat_typing_stop(ngx_http_chat_typist_t *t,
     ngx_uint_t say);
 static void ngx_http_chat_typing_timer(ngx_event_t *ev);
@@ -46,18 +46,21 @@ ngx_http_chat_typing_init_process(ngx_cycle_t *cycle)
 }
 
 
-/* a typing event went out for wc: start, refresh or end its expiry */
+/*
+ * A typing event went out for wc: start, refresh or end its expiry.
+ * typing: the connection's list of conversations typed in.
+ */
 
 void
-ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, json_t *event,
-    json_t *to)
+ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, ngx_queue_t *typing,
+    json_t *event, json_t *to)
 {
     json_t                  *cid;
     ngx_http_chat_typist_t  *t;
 
     cid = json_object_get(event, "conversation_id");
 
-    t = ngx_http_chat_typing_find(wc, cid);
+    t = ngx_http_chat_typing_find(typing, cid);
 
     if (!json_is_true(json_object_get(event, "active"))) {
         if (t != NULL) {
@@ -74,7 +77,7 @@ ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, json_t *event,
         }
 
         t->wc = wc;
-        ngx_queue_insert_tail(&wc->typing, &t->conn);
+        ngx_queue_insert_tail(typing, &t->conn);
 
     } else {
         ngx_queue_remove(&t->queue);
@@ -114,25 +117,20 @@ ngx_http_chat_typing_update(ngx_http_chat_conn_t *wc, json_t *event,
  * reaches a worker only while it has a connection of a member or of the
  * user who left, so the list counts only for a connection this worker
  * had before it.  Blocks are not known here, so never in a conversation
- * of two, which may be a direct one.  text: the typing request's JSON.
- * NGX_OK: the event went out, the request is answered "ok"; NGX_DECLINED:
- * not known here, so "unavailable".
+ * of two, which may be a direct one.  req: the typing request.  NGX_OK:
+ * the event went out, the request is answered "ok"; NGX_DECLINED: not
+ * known here, so "unavailable".
  */
 
 ngx_int_t
-ngx_http_chat_typing_offline(ngx_http_chat_conn_t *wc, const char *text)
+ngx_http_chat_typing_offline(ngx_http_chat_conn_t *wc, ngx_queue_t *typing,
+    json_t *req)
 {
-    size_t        i;
-    json_t       *req, *cid, *active, *members, *to, *user, *event;
-    ngx_int_t     rc;
-    ngx_uint_t    member;
-    ngx_msec_t    since;
-    json_error_t  err;
-
-    req = json_loads(text, 0, &err);
-    if (req == NULL) {
-        return NGX_DECLINED;
-    }
+    size_t       i;
+    json_t      *cid, *active, *members, *to, *user, *event;
+    ngx_int_t    rc;
+    ngx_uint_t   member;
+    ngx_msec_t   since;
 
     rc = NGX_DECLINED;
     to = NULL;
@@ -186,7 +184,7 @@ ngx_http_chat_typing_offline(ngx_http_chat_conn_t *wc, const char *text)
     }
 
     ngx_http_chat_route_event(event, to, wc->connection->log);
-    ngx_http_chat_typing_update(wc, event, to);
+    ngx_http_chat_typing_update(wc, typing, event, to);
 
     rc = NGX_OK;
 
@@ -200,8 +198,6 @@ done:
         json_decref(to);
     }
 
-    json_decref(req);
-
     return rc;
 }
 
@@ -209,13 +205,13 @@ done:
 /* the connection goes away: whatever it typed in ends now */
 
 void
-ngx_http_chat_typing_stop_all(ngx_http_chat_conn_t *wc)
+ngx_http_chat_typing_stop_all(ngx_queue_t *typing)
 {
     ngx_queue_t             *q;
     ngx_http_chat_typist_t  *t;
 
-    while (!ngx_queue_empty(&wc->typing)) {
-        q = ngx_queue_head(&wc->typing);
+    while (!ngx_queue_empty(typing)) {
+        q = ngx_queue_head(typing);
         t = ngx_queue_data(q, ngx_http_chat_typist_t, conn);
 
         ngx_http_chat_typing_stop(t, 1);
@@ -224,13 +220,13 @@ ngx_http_chat_typing_stop_all(ngx_http_chat_conn_t *wc)
 
 
 static ngx_http_chat_typist_t *
-ngx_http_chat_typing_find(ngx_http_chat_conn_t *wc, json_t *cid)
+ngx_http_chat_typing_find(ngx_queue_t *typing, json_t *cid)
 {
     ngx_queue_t             *q;
     ngx_http_chat_typist_t  *t;
 
-    for (q = ngx_queue_head(&wc->typing);
-         q != ngx_queue_sentinel(&wc->typing);
+    for (q = ngx_queue_head(typing);
+         q != ngx_queue_sentinel(typing);
          q = ngx_queue_next(q))
     {
         t = ngx_queue_data(q, ngx_http_chat_typist_t, conn);

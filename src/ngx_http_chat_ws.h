@@ -66,6 +66,7 @@ struct ngx_http_chat_conn_s {
     ngx_connection_t             *connection;
     ngx_http_chat_loc_conf_t     *conf;
     ngx_http_chat_ws_handler_t   *handler;
+    void                         *data;      /* the handler's, as c->data */
 
     ngx_http_chat_frame_parser_t  parser;
     ngx_http_chat_buf_t          *msg;       /* data message being read */
@@ -81,14 +82,14 @@ struct ngx_http_chat_conn_s {
     size_t                        saved_len;
 
     ngx_http_chat_identity_t      id;
-    ngx_uint_t                    session;
 
     ngx_msec_t                    last_data;  /* last data message in */
 
+    /*
+     * Links owned by the levels that deliver to the connection and store
+     * its requests; nops also holds reading back (NGX_HTTP_CHAT_MAX_OPS).
+     */
     ngx_queue_t                   ops;        /* storage requests, FIFO */
-    ngx_queue_t                   typing;     /* conversations typed in */
-    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
-                                              /* rates without a zone */
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
