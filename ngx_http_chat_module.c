@@ -899,6 +899,8 @@ ngx_http_chat_mode(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_http_chat_status_request_names(ngx_http_chat_session_request_name);
+
     return NGX_CONF_OK;
 }
 
@@ -1456,6 +1458,8 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
 
     ngx_http_chat_fanout_init_process();
     ngx_http_chat_order_init_process(cycle);
+    ngx_http_chat_store_init_process(cycle);
+    ngx_http_chat_typing_init_process(cycle);
     ngx_http_chat_api_init_process();
 
     /*

@@ -297,11 +297,13 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 /* each file's exports, in the order of their levels (docs/architecture.md) */
 #include <ngx_http_chat_http.h>
 #include <ngx_http_chat_auth.h>
+#include <ngx_http_chat_zone.h>
+#include <ngx_http_chat_pg.h>
 #include <ngx_http_chat_sql.h>
 #include <ngx_http_chat_status.h>
 #include <ngx_http_chat_ws.h>
-#include <ngx_http_chat_presence.h>
 #include <ngx_http_chat_fanout.h>
+#include <ngx_http_chat_presence.h>
 #include <ngx_http_chat_rate.h>
 #include <ngx_http_chat_order.h>
 #include <ngx_http_chat_ipc.h>
@@ -311,6 +313,7 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 #include <ngx_http_chat_store.h>
 #include <ngx_http_chat_typing.h>
 #include <ngx_http_chat_session.h>
+#include <ngx_http_chat_echo.h>
 #include <ngx_http_chat_handshake.h>
 #include <ngx_http_chat_api.h>
 

@@ -82,8 +82,9 @@ static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_store(ngx_http_request_t *r,
     ngx_http_chat_api_t *api, ngx_uint_t stmt, json_t *req);
-static void ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result);
-static void ngx_http_chat_api_presence_done(ngx_http_request_t *r,
+static void ngx_http_chat_api_done(ngx_http_chat_store_done_t *done,
+    json_t *result);
+static void ngx_http_chat_api_presence_done(ngx_http_chat_store_done_t *done,
     json_t *result);
 static ngx_int_t ngx_http_chat_api_answer(ngx_http_request_t *r,
     json_t *error);
@@ -937,14 +938,16 @@ ngx_http_chat_api_store(ngx_http_request_t *r, ngx_http_chat_api_t *api,
 
 
 static void
-ngx_http_chat_api_done(ngx_http_request_t *r, json_t *result)
+ngx_http_chat_api_done(ngx_http_chat_store_done_t *done, json_t *result)
 {
     json_t               *ok, *error, *events;
     const char           *type;
     ngx_int_t             rc;
     ngx_uint_t            status;
+    ngx_http_request_t   *r;
     ngx_http_chat_api_t  *api;
 
+    r = done->data;
     api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
 
     if (result == NULL) {
@@ -1751,15 +1754,19 @@ ngx_http_chat_api_presence(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 /* the audience read: the presence of those in it, null for the others */
 
 static void
-ngx_http_chat_api_presence_done(ngx_http_request_t *r, json_t *result)
+ngx_http_chat_api_presence_done(ngx_http_chat_store_done_t *done,
+    json_t *result)
 {
-    json_t     *presence;
-    ngx_int_t   rc;
+    json_t              *presence;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
 
     if (result == NULL || json_object_get(result, "error") != NULL) {
-        ngx_http_chat_api_done(r, result);
+        ngx_http_chat_api_done(done, result);
         return;
     }
+
+    r = done->data;
 
     presence = ngx_http_chat_presence_answer(
                    json_object_get(json_object_get(result, "ok"),

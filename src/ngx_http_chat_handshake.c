@@ -205,12 +205,21 @@ ngx_http_chat_handshake_handler(ngx_http_request_t *r)
 
     wc->connection = c;
     wc->conf = ccf;
-    wc->echo = (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO);
     wc->out_last = &wc->out;
 
     wc->parser.max_message = ccf->max_message_size;
     wc->parser.max_fragments = ccf->max_fragments;
-    wc->parser.text_only = wc->echo ? 0 : 1;
+
+    /* what runs on the connection; echo takes binary messages too */
+
+    if (ccf->mode == NGX_HTTP_CHAT_MODE_ECHO) {
+        wc->handler = &ngx_http_chat_echo_handler;
+        wc->parser.text_only = 0;
+
+    } else {
+        wc->handler = &ngx_http_chat_session_handler;
+        wc->parser.text_only = 1;
+    }
 
     wc->upgrade = ngx_http_chat_upgrade_response(r, &hs.key->value,
                                                  hs.subprotocol);

@@ -104,7 +104,8 @@ invalid:
 /* 0: allowed; otherwise how long to wait, in milliseconds */
 
 ngx_msec_t
-ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
+ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_bucket_t *buckets, ngx_uint_t kind)
 {
     ngx_http_chat_bucket_t  *b;
 
@@ -113,7 +114,7 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc, ngx_uint_t kind)
     }
 
     if (ngx_http_chat_zone_sh == NULL || !wc->present) {
-        b = &wc->buckets[kind];
+        b = &buckets[kind];
         return ngx_http_chat_rate_take(&wc->conf->rates[kind], &b->last,
                                        &b->excess);
     }

@@ -13,8 +13,9 @@ char *ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_msec_t ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf,
     ngx_str_t *id, ngx_uint_t kind);
+/* buckets: the connection's own, for the rates kept without a zone */
 ngx_msec_t ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
-    ngx_uint_t kind);
+    ngx_http_chat_bucket_t *buckets, ngx_uint_t kind);
 
 
 #endif /* _NGX_HTTP_CHAT_RATE_H_INCLUDED_ */

@@ -1,7 +1,9 @@
 
 /*
  * The chat protocol on a WebSocket: the welcome, the request envelope and
- * its dispatch, ok and error replies.
+ * its dispatch, ok and error replies.  It is the transport's handler for
+ * a chat_websocket location: it sets the connection up in fan-out and
+ * storage when it starts, and takes it out of all of them when it closes.
  */
 
 
@@ -13,6 +15,15 @@ typedef ngx_int_t (*ngx_http_chat_request_pt)(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 
 
+/* the session's own state, in the connection's pool: wc->data */
+typedef struct {
+    ngx_uint_t                    number;    /* the welcome's session id */
+    ngx_queue_t                   typing;    /* conversations typed in */
+    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
+                                             /* rates without a zone */
+} ngx_http_chat_session_t;
+
+
 typedef struct {
     ngx_str_t                     type;
     ngx_http_chat_request_pt      handler;    /* NULL: a storage request */
@@ -20,6 +31,16 @@ typedef struct {
 } ngx_http_chat_request_type_t;
 
 
+static ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_session_welcome(ngx_http_chat_conn_t *wc);
+static ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *msg);
+static ngx_int_t ngx_http_chat_session_request(ngx_http_chat_conn_t *wc,
+    u_char *data, size_t len);
+static void ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_session_done(ngx_http_chat_store_done_t *done,
+    json_t *result);
 static ngx_int_t ngx_http_chat_ping(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
@@ -63,13 +84,27 @@ static ngx_http_chat_request_type_t
 };
 
 
+ngx_http_chat_ws_handler_t  ngx_http_chat_session_handler = {
+    "serving chat",
+    ngx_http_chat_session_start,
+    ngx_http_chat_session_message,
+    ngx_http_chat_session_drained,
+    ngx_http_chat_session_closed,
+    1
+};
+
+
+/* per worker process: numbers the sessions it serves */
+static ngx_uint_t  ngx_http_chat_sessions;
+
+
 /*
  * For chat_status: the request types, in the order of the counters; after
  * them "other" (NGX_HTTP_CHAT_REQUEST_TYPES counts it too), then NULL.
  */
 
 ngx_str_t *
-ngx_http_chat_request_type_name(ngx_uint_t i)
+ngx_http_chat_session_request_name(ngx_uint_t i)
 {
     static ngx_str_t  other = ngx_string("other");
 
@@ -89,13 +124,51 @@ ngx_http_chat_request_type_name(ngx_uint_t i)
 }
 
 
-ngx_int_t
+/* the welcome, the connection in fan-out, then the user's name stored */
+
+static ngx_int_t
 ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 {
-    u_char   session[NGX_INT64_LEN * 2 + 2], *p;
-    json_t  *welcome, *user;
+    ngx_http_chat_session_t    *s;
+    ngx_http_chat_main_conf_t  *cmcf;
 
-    p = ngx_sprintf(session, "%P-%ui", ngx_pid, wc->session);
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+
+    s = ngx_pcalloc(wc->connection->pool, sizeof(ngx_http_chat_session_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->number = ++ngx_http_chat_sessions;
+    ngx_queue_init(&s->typing);
+
+    /* the store's queue of this connection's requests */
+    ngx_queue_init(&wc->ops);
+
+    wc->data = s;
+
+    if (ngx_http_chat_session_welcome(wc) != NGX_OK
+        || ngx_http_chat_fanout_add(wc) != NGX_OK
+        || (cmcf->pg && ngx_http_chat_store_hello(wc) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_session_welcome(ngx_http_chat_conn_t *wc)
+{
+    u_char                    session[NGX_INT64_LEN * 2 + 2], *p;
+    json_t                   *welcome, *user;
+    ngx_http_chat_session_t  *s;
+
+    s = wc->data;
+
+    p = ngx_sprintf(session, "%P-%ui", ngx_pid, s->number);
 
     user = ngx_http_chat_http_user_json(&wc->id);
     if (user == NULL) {
@@ -125,8 +198,57 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 }
 
 
-ngx_int_t
-ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
+static ngx_int_t
+ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *msg)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_chat_session_request(wc, msg ? msg->data : (u_char *) "",
+                                       msg ? msg->len : 0);
+
+    if (msg != NULL) {
+        ngx_http_chat_ws_buf_release(msg);
+    }
+
+    return rc;
+}
+
+
+/* the client reads again: its next storage request may start */
+
+static void
+ngx_http_chat_session_drained(ngx_http_chat_conn_t *wc)
+{
+    if (!ngx_queue_empty(&wc->ops)) {
+        ngx_http_chat_store_resume(wc);
+    }
+}
+
+
+/* the connection goes away: whatever it was part of forgets it */
+
+static void
+ngx_http_chat_session_closed(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_session_t  *s;
+
+    s = wc->data;
+
+    /* set up only once the session started (the 101 may have failed) */
+
+    if (s != NULL) {
+        ngx_http_chat_typing_stop_all(&s->typing);
+        ngx_http_chat_fanout_remove(wc);
+        ngx_http_chat_store_detach(wc);
+    }
+
+    ngx_http_chat_presence_remove(wc);
+}
+
+
+static ngx_int_t
+ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
     size_t len)
 {
     uint64_t                       parsed;
@@ -135,6 +257,8 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
     ngx_msec_t                     wait;
     const char                    *err;
     ngx_http_chat_request_t        req;
+    ngx_http_chat_session_t       *s;
+    ngx_http_chat_store_done_t     done;
     ngx_http_chat_main_conf_t     *cmcf;
     ngx_http_chat_request_type_t  *t;
 
@@ -188,16 +312,25 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
         if (t->stmt == NGX_HTTP_CHAT_STMT_SEND
             || t->stmt == NGX_HTTP_CHAT_STMT_TYPING)
         {
-            wait = ngx_http_chat_rate_check(wc,
+            s = wc->data;
+            wait = ngx_http_chat_rate_check(wc, s->buckets,
                                         t->stmt == NGX_HTTP_CHAT_STMT_SEND
                                         ? NGX_HTTP_CHAT_RATE_SEND
                                         : NGX_HTTP_CHAT_RATE_TYPING);
         }
 
         if (wait == 0) {
-            /* the reply comes later: the store records the latency then */
-            rc = ngx_http_chat_store_request(wc, &req, t->stmt, type,
-                                             parsed);
+            /* the reply comes later: its latency is recorded then */
+            done.handler = ngx_http_chat_session_done;
+            done.data = wc;
+            done.id = req.id;
+            /* typing may be answered without storage, from the request */
+            done.req = (t->stmt == NGX_HTTP_CHAT_STMT_TYPING) ? req.root
+                                                             : NULL;
+            done.type = type;
+            done.start = parsed;
+
+            rc = ngx_http_chat_store_request(wc, &req, t->stmt, &done);
             ngx_http_chat_request_free(&req);
             return rc;
         }
@@ -214,6 +347,84 @@ ngx_http_chat_session_message(ngx_http_chat_conn_t *wc, u_char *data,
     ngx_http_chat_request_free(&req);
 
     return rc;
+}
+
+
+/* a storage request is answered: result NULL if storage was unavailable */
+
+static void
+ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
+{
+    size_t                    i;
+    json_t                   *events, *ev, *error, *data;
+    ngx_uint_t                stmt;
+    ngx_http_chat_conn_t     *wc;
+    ngx_http_chat_session_t  *s;
+
+    wc = done->data;
+    s = wc->data;
+    stmt = ngx_http_chat_request_types[done->type].stmt;
+
+    events = result ? json_object_get(result, "events") : NULL;
+    error = result ? json_object_get(result, "error") : NULL;
+
+    if (result == NULL && stmt == NGX_HTTP_CHAT_STMT_TYPING
+        && ngx_http_chat_typing_offline(wc, &s->typing, done->req) == NGX_OK)
+    {
+        /* answered from what this worker knows of the conversation */
+        (void) ngx_http_chat_session_reply(wc, done->id, NULL, NULL);
+
+    } else if (result == NULL) {
+        (void) ngx_http_chat_session_error(wc, done->id, "unavailable",
+                                           "storage is unavailable, "
+                                           "retry later");
+
+    } else if (error != NULL) {
+        (void) ngx_http_chat_session_reply(wc, done->id, NULL, error);
+
+    } else if (stmt == NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE) {
+        /* those the user may know of, from the zone; the rest null */
+        data = ngx_http_chat_presence_answer(
+                   json_object_get(json_object_get(result, "ok"),
+                                   "audience"));
+        data = data ? json_pack("{s:o}", "presence", data) : NULL;
+
+        if (data == NULL) {
+            (void) ngx_http_chat_session_error(wc, done->id, "internal",
+                                               "out of memory");
+
+        } else {
+            (void) ngx_http_chat_session_reply(wc, done->id, data, NULL);
+            json_decref(data);
+        }
+
+    } else {
+        if (stmt == NGX_HTTP_CHAT_STMT_SYNC) {
+            /* the changes replay to this connection, then the answer */
+
+            json_array_foreach(events, i, ev) {
+                (void) ngx_http_chat_session_event(wc,
+                                             json_object_get(ev, "event"));
+            }
+        }
+
+        (void) ngx_http_chat_session_reply(wc, done->id,
+                                           json_object_get(result, "ok"),
+                                           NULL);
+
+        if (stmt == NGX_HTTP_CHAT_STMT_TYPING) {
+            /* the store sends the events out: their expiry starts here */
+
+            json_array_foreach(events, i, ev) {
+                ngx_http_chat_typing_update(wc, &s->typing,
+                                            json_object_get(ev, "event"),
+                                            json_object_get(ev, "to"));
+            }
+        }
+    }
+
+    ngx_http_chat_latency(request_time[done->type],
+                          ngx_http_chat_usec() - done->start);
 }
 
 

@@ -9,9 +9,9 @@
 #define _NGX_HTTP_CHAT_SESSION_H_INCLUDED_
 
 
-ngx_int_t ngx_http_chat_session_start(ngx_http_chat_conn_t *wc);
-ngx_int_t ngx_http_chat_session_message(ngx_http_chat_conn_t *wc,
-    u_char *data, size_t len);
+/* the transport's handler of a chat_websocket connection */
+extern ngx_http_chat_ws_handler_t  ngx_http_chat_session_handler;
+
 ngx_int_t ngx_http_chat_session_reply(ngx_http_chat_conn_t *wc, json_t *id,
     json_t *data, json_t *error);
 ngx_int_t ngx_http_chat_session_error(ngx_http_chat_conn_t *wc, json_t *id,
@@ -20,7 +20,7 @@ ngx_int_t ngx_http_chat_session_event(ngx_http_chat_conn_t *wc,
     json_t *event);
 ngx_int_t ngx_http_chat_session_limited(ngx_http_chat_conn_t *wc, json_t *id,
     ngx_msec_t wait);
-ngx_str_t *ngx_http_chat_request_type_name(ngx_uint_t i);
+ngx_str_t *ngx_http_chat_session_request_name(ngx_uint_t i);
 
 
 #endif /* _NGX_HTTP_CHAT_SESSION_H_INCLUDED_ */

@@ -47,6 +47,10 @@ static u_char *ngx_http_chat_status_zone(u_char *p, u_char *last);
 static ngx_atomic_int_t ngx_http_chat_status_gauge(ngx_uint_t connections);
 
 
+/* the protocol's request types: the session names them at configuration */
+static ngx_http_chat_status_name_pt  ngx_http_chat_status_request_name;
+
+
 /* the last one counts any other type */
 static ngx_str_t  ngx_http_chat_event_names[NGX_HTTP_CHAT_EVENT_TYPES] = {
     ngx_string("message.created"),
@@ -147,6 +151,13 @@ static ngx_http_chat_metric_t  ngx_http_chat_metrics[] = {
 
     { NULL, NULL, NULL, 0 }
 };
+
+
+void
+ngx_http_chat_status_request_names(ngx_http_chat_status_name_pt name)
+{
+    ngx_http_chat_status_request_name = name;
+}
 
 
 ngx_int_t
@@ -268,8 +279,12 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
         }
     }
 
-    for (n = 0; ngx_http_chat_request_type_name(n) != NULL; n++) {
-        names[n] = *ngx_http_chat_request_type_name(n);
+    for (n = 0;
+         ngx_http_chat_status_request_name != NULL
+         && ngx_http_chat_status_request_name(n) != NULL;
+         n++)
+    {
+        names[n] = *ngx_http_chat_status_request_name(n);
     }
 
     /*

@@ -10,6 +10,10 @@
  * batch takes all sends waiting at the moment a PostgreSQL connection is
  * free, so an idle server sends one at once and a busy one commits many
  * per round trip.
+ *
+ * Every operation ends in its caller's done handler, for a WebSocket
+ * request and a REST one alike: the store names neither the session nor
+ * the REST API.  Its events then go out from here.
  */
 
 
@@ -21,13 +25,11 @@
 #define NGX_HTTP_CHAT_BATCH_MAX  128
 
 
+/* what the store itself does differently; answers are the caller's */
 typedef enum {
     NGX_HTTP_CHAT_OP_PLAIN = 0,
-    NGX_HTTP_CHAT_OP_SEND,
-    NGX_HTTP_CHAT_OP_SYNC,
-    NGX_HTTP_CHAT_OP_TYPING,
-    NGX_HTTP_CHAT_OP_PRESENCE,
-    NGX_HTTP_CHAT_OP_HELLO
+    NGX_HTTP_CHAT_OP_SEND,                 /* batched */
+    NGX_HTTP_CHAT_OP_SYNC                  /* its events are the answer */
 } ngx_http_chat_op_kind_e;
 
 
@@ -36,16 +38,12 @@ typedef struct {
     ngx_queue_t                   session;   /* in wc->ops */
     ngx_queue_t                   batch;     /* pending sends, or a batch */
     ngx_http_chat_conn_t         *wc;        /* NULL: the client is gone */
-    ngx_http_request_t           *r;         /* a REST request, or NULL */
-    ngx_http_chat_store_done_pt   done;      /* answers r */
-    json_t                       *id;
+    ngx_log_t                    *log;       /* a REST request's, or NULL */
+    ngx_http_chat_store_done_t    done;      /* answers the caller */
     char                         *text;      /* the JSON parameter */
     ngx_http_chat_op_kind_e       kind;
-    ngx_uint_t                    type;      /* of a WebSocket request */
-    uint64_t                      parsed;    /* its latency starts, usec */
     unsigned                      started:1;
     unsigned                      batched:1;
-    unsigned                      timed:1;   /* a request's reply */
 } ngx_http_chat_op_t;
 
 
@@ -70,8 +68,6 @@ static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_store_fail_pending(void);
-static ngx_int_t ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
 static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
 
@@ -81,10 +77,17 @@ static ngx_queue_t             ngx_http_chat_pending_sends;
 static ngx_http_chat_batch_t  *ngx_http_chat_queued_batch;
 
 
+void
+ngx_http_chat_store_init_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_http_chat_pending_sends);
+}
+
+
 ngx_int_t
 ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_request_t *req, ngx_uint_t stmt, ngx_uint_t type,
-    uint64_t parsed)
+    ngx_http_chat_request_t *req, ngx_uint_t stmt,
+    ngx_http_chat_store_done_t *done)
 {
     ngx_http_chat_op_t       *op;
     ngx_http_chat_op_kind_e   kind;
@@ -126,26 +129,20 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
                                                  : NGX_HTTP_CHAT_OP_PLAIN;
         break;
 
-    case NGX_HTTP_CHAT_STMT_TYPING:
-        kind = NGX_HTTP_CHAT_OP_TYPING;
-        break;
-
-    case NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE:
-        kind = NGX_HTTP_CHAT_OP_PRESENCE;
-        break;
-
     default:
         kind = NGX_HTTP_CHAT_OP_PLAIN;
     }
 
-    op = ngx_http_chat_store_op(wc, stmt, kind, req->id, req->root);
+    op = ngx_http_chat_store_op(wc, stmt, kind, done->id, req->root);
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    op->type = type;
-    op->parsed = parsed;
-    op->timed = 1;
+    op->done.handler = done->handler;
+    op->done.data = done->data;
+    op->done.req = done->req ? json_incref(done->req) : NULL;
+    op->done.type = done->type;
+    op->done.start = done->start;
 
     ngx_http_chat_store_run(wc);
 
@@ -153,7 +150,10 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 }
 
 
-/* the user's name and avatar from the token, before anything else */
+/*
+ * The user's name and avatar from the token, before anything else.  No
+ * handler: a failed upsert only leaves the name unknown.
+ */
 
 ngx_int_t
 ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
@@ -167,7 +167,7 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
     }
 
     op = ngx_http_chat_store_op(wc, NGX_HTTP_CHAT_STMT_USER_UPSERT,
-                                NGX_HTTP_CHAT_OP_HELLO, NULL, arg);
+                                NGX_HTTP_CHAT_OP_PLAIN, NULL, arg);
 
     json_decref(arg);
 
@@ -306,8 +306,9 @@ ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
         return NGX_ERROR;
     }
 
-    op->r = r;
-    op->done = done;
+    op->log = r->connection->log;
+    op->done.handler = done;
+    op->done.data = r;
 
     ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
                                 op);
@@ -357,6 +358,7 @@ ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc)
 
         /* in flight: the answer is dropped, its events still go out */
         op->wc = NULL;
+        op->done.handler = NULL;
     }
 }
 
@@ -390,7 +392,7 @@ ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
 
     op->wc = wc;
     op->kind = kind;
-    op->id = id ? json_incref(id) : NULL;
+    op->done.id = id ? json_incref(id) : NULL;
 
     ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
                                 op);
@@ -492,10 +494,6 @@ ngx_http_chat_store_start(ngx_http_chat_op_t *op)
         return NGX_OK;
     }
 
-    if (ngx_http_chat_pending_sends.next == NULL) {
-        ngx_queue_init(&ngx_http_chat_pending_sends);
-    }
-
     ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
     op->started = 1;
 
@@ -536,13 +534,12 @@ static void
 ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
 {
     size_t                 i;
-    json_t                *events, *ev, *error, *data;
+    json_t                *events, *ev, *error;
     ngx_log_t             *log;
     ngx_http_chat_conn_t  *wc;
 
     wc = op->wc;
-    log = wc ? wc->connection->log
-             : op->r ? op->r->connection->log : ngx_cycle->log;
+    log = wc ? wc->connection->log : op->log ? op->log : ngx_cycle->log;
 
     events = result ? json_object_get(result, "events") : NULL;
     error = result ? json_object_get(result, "error") : NULL;
@@ -550,76 +547,16 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
     if (wc != NULL) {
         ngx_queue_remove(&op->session);
         wc->nops--;
-
-        if (op->kind == NGX_HTTP_CHAT_OP_HELLO) {
-            /* no answer: a failed upsert only leaves the name unknown */
-
-        } else if (result == NULL
-                   && op->kind == NGX_HTTP_CHAT_OP_TYPING
-                   && ngx_http_chat_store_typing(wc, op) == NGX_OK)
-        {
-            /* answered from what this worker knows of the conversation */
-
-        } else if (result == NULL) {
-            (void) ngx_http_chat_session_error(wc, op->id, "unavailable",
-                                               "storage is unavailable, "
-                                               "retry later");
-
-        } else if (error != NULL) {
-            (void) ngx_http_chat_session_reply(wc, op->id, NULL, error);
-
-        } else if (op->kind == NGX_HTTP_CHAT_OP_PRESENCE) {
-            /* those the user may know of, from the zone; the rest null */
-            data = ngx_http_chat_presence_answer(
-                       json_object_get(json_object_get(result, "ok"),
-                                       "audience"));
-            data = data ? json_pack("{s:o}", "presence", data) : NULL;
-
-            if (data == NULL) {
-                (void) ngx_http_chat_session_error(wc, op->id, "internal",
-                                                   "out of memory");
-
-            } else {
-                (void) ngx_http_chat_session_reply(wc, op->id, data, NULL);
-                json_decref(data);
-            }
-
-        } else {
-            if (op->kind == NGX_HTTP_CHAT_OP_SYNC) {
-                /* the changes replay to this connection, then the answer */
-
-                json_array_foreach(events, i, ev) {
-                    (void) ngx_http_chat_session_event(wc,
-                                             json_object_get(ev, "event"));
-                }
-            }
-
-            (void) ngx_http_chat_session_reply(wc, op->id,
-                                              json_object_get(result, "ok"),
-                                              NULL);
-        }
-
-        if (op->timed) {
-            ngx_http_chat_latency(request_time[op->type],
-                                  ngx_http_chat_usec() - op->parsed);
-        }
     }
 
-    if (op->r != NULL) {
-        op->done(op->r, result);
+    if (op->done.handler != NULL) {
+        op->done.handler(&op->done, result);
     }
 
     if (op->kind != NGX_HTTP_CHAT_OP_SYNC && error == NULL) {
         json_array_foreach(events, i, ev) {
             ngx_http_chat_bus_publish(json_object_get(ev, "event"),
                                       json_object_get(ev, "to"), log);
-
-            if (op->kind == NGX_HTTP_CHAT_OP_TYPING && wc != NULL
-                && !wc->finalized)
-            {
-                ngx_http_chat_typing_update(wc, json_object_get(ev, "event"),
-                                            json_object_get(ev, "to"));
-            }
         }
     }
 
@@ -819,10 +756,6 @@ ngx_http_chat_store_fail_pending(void)
     ngx_queue_t         *qn;
     ngx_http_chat_op_t  *op;
 
-    if (ngx_http_chat_pending_sends.next == NULL) {
-        return;
-    }
-
     while (!ngx_queue_empty(&ngx_http_chat_pending_sends)) {
         qn = ngx_queue_head(&ngx_http_chat_pending_sends);
         op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
@@ -838,8 +771,12 @@ ngx_http_chat_store_fail_pending(void)
 static void
 ngx_http_chat_store_free(ngx_http_chat_op_t *op)
 {
-    if (op->id != NULL) {
-        json_decref(op->id);
+    if (op->done.id != NULL) {
+        json_decref(op->done.id);
+    }
+
+    if (op->done.req != NULL) {
+        json_decref(op->done.req);
     }
 
     free(op->text);
@@ -865,104 +802,4 @@ ngx_http_chat_store_max_bytes(size_t send_buffer)
     }
 
     return (json_int_t) n;
-}
-
-
-/*
- * Typing while PostgreSQL is unavailable: the members come from the last
- * change of the conversation this worker delivered (forgotten when one
- * joins or leaves), and the typist must be one of them.  A member.left
- * reaches a worker only while it has a connection of a member or of the
- * user who left, so the list counts only for a connection this worker
- * had before it.  Blocks are not known here, so never in a conversation
- * of two, which may be a direct one.  NGX_DECLINED: not known here, so
- * "unavailable".
- */
-
-static ngx_int_t
-ngx_http_chat_store_typing(ngx_http_chat_conn_t *wc, ngx_http_chat_op_t *op)
-{
-    size_t        i;
-    json_t       *req, *cid, *active, *members, *to, *user, *event;
-    ngx_int_t     rc;
-    ngx_uint_t    member;
-    ngx_msec_t    since;
-    json_error_t  err;
-
-    req = json_loads(op->text, 0, &err);
-    if (req == NULL) {
-        return NGX_DECLINED;
-    }
-
-    rc = NGX_DECLINED;
-    to = NULL;
-    event = NULL;
-
-    cid = json_object_get(req, "conversation_id");
-    active = json_object_get(req, "active");
-
-    if (!json_is_integer(cid) || !json_is_boolean(active)) {
-        goto done;
-    }
-
-    members = ngx_http_chat_order_members(
-                  (ngx_uint_t) json_integer_value(cid), &since);
-    if (members == NULL || json_array_size(members) <= 2
-        || (ngx_msec_int_t) (since - wc->fanout_since) < 0)
-    {
-        goto done;
-    }
-
-    to = json_array();
-    if (to == NULL) {
-        goto done;
-    }
-
-    member = 0;
-
-    json_array_foreach(members, i, user) {
-        if (json_string_length(user) == wc->id.id.len
-            && ngx_strncmp(json_string_value(user), wc->id.id.data,
-                           wc->id.id.len) == 0)
-        {
-            member = 1;
-            continue;
-        }
-
-        if (json_array_append(to, user) != 0) {
-            goto done;
-        }
-    }
-
-    if (!member) {
-        goto done;
-    }
-
-    event = json_pack("{s:s, s:O, s:s%, s:O}", "type", "typing",
-                      "conversation_id", cid, "user_id", wc->id.id.data,
-                      wc->id.id.len, "active", active);
-    if (event == NULL) {
-        goto done;
-    }
-
-    ngx_http_chat_bus_publish(event, to, wc->connection->log);
-    ngx_http_chat_typing_update(wc, event, to);
-
-    (void) ngx_http_chat_session_reply(wc, op->id, NULL, NULL);
-
-    rc = NGX_OK;
-
-done:
-
-    if (event != NULL) {
-        json_decref(event);
-    }
-
-    if (to != NULL) {
-        json_decref(to);
-    }
-
-    json_decref(req);
-
-    return rc;
 }

@@ -7,6 +7,10 @@
  * connection costs its ngx_connection_t, its small pool and this state.
  * Reads go through one buffer per worker: the parser keeps partial frame
  * state itself, so no bytes are ever left in the buffer between reads.
+ *
+ * What the messages mean is the handler's (wc->handler, set by the
+ * handshake: the chat session or the echo endpoint): this file names no
+ * level above it.
  */
 
 
@@ -47,7 +51,6 @@ static void ngx_http_chat_out_free(ngx_http_chat_out_t *out);
 static u_char               *ngx_http_chat_read_buf;
 static ngx_http_chat_out_t  *ngx_http_chat_free_outs;
 static ngx_uint_t            ngx_http_chat_nfree_outs;
-static ngx_uint_t            ngx_http_chat_sessions;
 
 
 void
@@ -147,13 +150,9 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
     /* a graceful shutdown closes idle connections: that is every one */
     c->idle = 1;
 
-    c->log->action = wc->echo ? "serving WebSocket echo" : "serving chat";
+    c->log->action = wc->handler->action;
 
     wc->last_data = ngx_current_msec;
-    wc->session = ++ngx_http_chat_sessions;
-
-    ngx_queue_init(&wc->ops);
-    ngx_queue_init(&wc->typing);
 
     ngx_http_chat_stat(cmcf, upgrades, 1);
     ngx_http_chat_zone_gauge(connections, 1);
@@ -166,7 +165,7 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
         }
     }
 
-    /* the 101 leaves first, then whatever the session says */
+    /* the 101 leaves first, then whatever the handler says */
 
     if (ngx_http_chat_ws_send_buf(wc, 0, wc->upgrade) != NGX_OK) {
         wc->upgrade = NULL;
@@ -176,14 +175,9 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
     wc->upgrade = NULL;
 
-    if (!wc->echo) {
-        if (ngx_http_chat_session_start(wc) != NGX_OK
-            || ngx_http_chat_fanout_add(wc) != NGX_OK
-            || (cmcf->pg && ngx_http_chat_store_hello(wc) != NGX_OK))
-        {
-            ngx_http_chat_ws_finalize(wc);
-            return;
-        }
+    if (wc->handler->start(wc) != NGX_OK) {
+        ngx_http_chat_ws_finalize(wc);
+        return;
     }
 
     if (wc->early) {
@@ -356,7 +350,7 @@ ngx_http_chat_ws_process(ngx_http_chat_conn_t *wc, u_char *pos,
 
         if ((wc->nops >= NGX_HTTP_CHAT_MAX_OPS
              || (wc->out_bytes >= wc->conf->send_buffer && !wc->close_sent))
-            && pos < last && !wc->echo)
+            && pos < last && wc->handler->paced)
         {
             wc->saved = ngx_alloc(last - pos, wc->connection->log);
             if (wc->saved == NULL) {
@@ -526,6 +520,7 @@ ngx_http_chat_ws_append(ngx_http_chat_conn_t *wc, u_char *data, size_t len)
 static void
 ngx_http_chat_ws_message(ngx_http_chat_conn_t *wc)
 {
+    ngx_int_t             rc;
     ngx_http_chat_buf_t  *msg;
 
     msg = wc->msg;
@@ -533,28 +528,15 @@ ngx_http_chat_ws_message(ngx_http_chat_conn_t *wc)
 
     wc->last_data = ngx_current_msec;
 
-    if (wc->echo) {
-        /* the message itself goes out: no copy */
+    /* the handler owns msg from here */
+    rc = wc->handler->message(wc, msg);
 
-        if (ngx_http_chat_ws_send_buf(wc, wc->parser.message_opcode, msg)
-            != NGX_OK)
-        {
-            ngx_http_chat_ws_finalize(wc);
-        }
+    if (rc == NGX_ABORT) {
+        ngx_http_chat_ws_finalize(wc);
 
-        return;
-    }
-
-    if (ngx_http_chat_session_message(wc, msg ? msg->data : (u_char *) "",
-                                      msg ? msg->len : 0)
-        != NGX_OK)
-    {
+    } else if (rc != NGX_OK) {
         ngx_http_chat_ws_fail(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
                               "internal error");
-    }
-
-    if (msg != NULL) {
-        ngx_http_chat_ws_buf_release(msg);
     }
 }
 
@@ -1047,11 +1029,10 @@ ngx_http_chat_ws_resume(ngx_http_chat_conn_t *wc)
 
     rev = wc->connection->read;
 
-    if (!wc->echo && !wc->finalized && wc->started
-        && wc->out_bytes < wc->conf->send_buffer
-        && !ngx_queue_empty(&wc->ops))
+    if (wc->handler->drained != NULL && !wc->finalized && wc->started
+        && wc->out_bytes < wc->conf->send_buffer)
     {
-        ngx_http_chat_store_resume(wc);
+        wc->handler->drained(wc);
     }
 
     if (wc->read_blocked && !wc->finalized
@@ -1101,9 +1082,10 @@ ngx_http_chat_ws_shutdown(ngx_http_chat_conn_t *wc)
 
 
 /*
- * Undoes everything the connection is part of, at once, and closes it from
- * a posted event: callers up the stack may still look at wc, which lives
- * in the connection's pool, so the pool must outlive them.
+ * The handler undoes everything the connection is part of, at once, and
+ * the connection is closed from a posted event: callers up the stack may
+ * still look at wc, which lives in the connection's pool, so the pool must
+ * outlive them.
  */
 
 static void
@@ -1120,13 +1102,7 @@ ngx_http_chat_ws_finalize(ngx_http_chat_conn_t *wc)
 
     c = wc->connection;
 
-    if (!wc->echo && wc->started) {
-        ngx_http_chat_typing_stop_all(wc);
-        ngx_http_chat_fanout_remove(wc);
-        ngx_http_chat_store_detach(wc);
-    }
-
-    ngx_http_chat_presence_remove(wc);
+    wc->handler->closed(wc);
 
     while (wc->out != NULL) {
         out = wc->out;

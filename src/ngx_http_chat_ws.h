@@ -31,9 +31,42 @@ struct ngx_http_chat_out_s {
 
 typedef struct ngx_http_chat_conn_s  ngx_http_chat_conn_t;
 
+
+/*
+ * What runs on the connection, set before the upgrade (a chat session or
+ * the echo endpoint): the transport calls it, and never names it.
+ */
+
+typedef struct {
+    char                         *action;    /* for the error log */
+
+    /* the 101 is queued: say hello; NGX_ERROR closes */
+    ngx_int_t                   (*start)(ngx_http_chat_conn_t *wc);
+
+    /*
+     * A whole data message, its opcode in wc->parser.message_opcode; msg
+     * (NULL when empty) is the handler's to release.  NGX_ERROR closes
+     * with 1011, NGX_ABORT drops the connection at once.
+     */
+    ngx_int_t                   (*message)(ngx_http_chat_conn_t *wc,
+                                           ngx_http_chat_buf_t *msg);
+
+    /* the out queue fell below chat_send_buffer; may be NULL */
+    void                        (*drained)(ngx_http_chat_conn_t *wc);
+
+    /* the connection goes away: undo what it is part of, at once */
+    void                        (*closed)(ngx_http_chat_conn_t *wc);
+
+    /* a read that fills the out queue stops there, the rest kept */
+    unsigned                      paced:1;
+} ngx_http_chat_ws_handler_t;
+
+
 struct ngx_http_chat_conn_s {
     ngx_connection_t             *connection;
     ngx_http_chat_loc_conf_t     *conf;
+    ngx_http_chat_ws_handler_t   *handler;
+    void                         *data;      /* the handler's, as c->data */
 
     ngx_http_chat_frame_parser_t  parser;
     ngx_http_chat_buf_t          *msg;       /* data message being read */
@@ -49,20 +82,19 @@ struct ngx_http_chat_conn_s {
     size_t                        saved_len;
 
     ngx_http_chat_identity_t      id;
-    ngx_uint_t                    session;
 
     ngx_msec_t                    last_data;  /* last data message in */
 
+    /*
+     * Links owned by the levels that deliver to the connection and store
+     * its requests; nops also holds reading back (NGX_HTTP_CHAT_MAX_OPS).
+     */
     ngx_queue_t                   ops;        /* storage requests, FIFO */
-    ngx_queue_t                   typing;     /* conversations typed in */
-    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
-                                              /* rates without a zone */
     ngx_uint_t                    nops;
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
     ngx_msec_t                    fanout_since;  /* events reach it since */
 
-    unsigned                      echo:1;
     unsigned                      started:1;
     unsigned                      ping_sent:1;
     unsigned                      read_blocked:1;
