@@ -1456,6 +1456,10 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_chat_ws_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_http_chat_fanout_init_process();
     ngx_http_chat_order_init_process(cycle);
     ngx_http_chat_store_init_process(cycle);

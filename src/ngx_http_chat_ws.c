@@ -53,6 +53,17 @@ static ngx_http_chat_out_t  *ngx_http_chat_free_outs;
 static ngx_uint_t            ngx_http_chat_nfree_outs;
 
 
+/* one read buffer per worker: a connection keeps only what it must */
+
+ngx_int_t
+ngx_http_chat_ws_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_read_buf = ngx_alloc(NGX_HTTP_CHAT_READ_SIZE, cycle->log);
+
+    return ngx_http_chat_read_buf ? NGX_OK : NGX_ERROR;
+}
+
+
 void
 ngx_http_chat_ws_start(ngx_event_t *wev)
 {
@@ -156,14 +167,6 @@ ngx_http_chat_ws_start(ngx_event_t *wev)
 
     ngx_http_chat_stat(cmcf, upgrades, 1);
     ngx_http_chat_zone_gauge(connections, 1);
-
-    if (ngx_http_chat_read_buf == NULL) {
-        ngx_http_chat_read_buf = ngx_alloc(NGX_HTTP_CHAT_READ_SIZE, c->log);
-        if (ngx_http_chat_read_buf == NULL) {
-            ngx_http_chat_ws_finalize(wc);
-            return;
-        }
-    }
 
     /* the 101 leaves first, then whatever the handler says */
 

@@ -115,6 +115,7 @@ typedef struct {
 
 
 
+ngx_int_t ngx_http_chat_ws_init_process(ngx_cycle_t *cycle);
 void ngx_http_chat_ws_start(ngx_event_t *ev);
 ngx_int_t ngx_http_chat_ws_send_buf(ngx_http_chat_conn_t *wc,
     unsigned opcode, ngx_http_chat_buf_t *buf);

@@ -79,6 +79,24 @@ def test_names_follow_the_file(report):
     assert not report.naming, listing(report.lines_naming())
 
 
+def test_the_path_of_a_message_names_real_functions():
+    """docs/architecture.md's walk through the code stays true: every
+    `name` it gives (ws_read for ngx_http_chat_ws_read) exists."""
+    import glob
+    import re
+
+    doc = open(os.path.join(REPO, "docs", "architecture.md")).read()
+    doc = doc[doc.index("## How a message travels"):]
+    src = "".join(open(f).read() for f in
+                  glob.glob(os.path.join(REPO, "src", "*.[ch]"))
+                  + [os.path.join(REPO, "ngx_http_chat_module.c")])
+    names = {n for n in re.findall(r"`([a-z0-9_]+)`", doc) if "_" in n}
+    missing = sorted(n for n in names
+                     if not re.search(r"\b(ngx_http_chat_)?%s\b" % n, src))
+    assert len(names) > 40
+    assert not missing, missing
+
+
 def test_the_script_runs_fast():
     # it runs in every `make test`; a parser gone quadratic shows here
     t = time.monotonic()
