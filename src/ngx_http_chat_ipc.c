@@ -3,9 +3,10 @@
  * Events between workers.  The bus (bus.c) asks presence which slots hold
  * connections of an event's recipients; the event crosses to each such
  * worker once, as one message in that slot's queue in the zone, and that
- * worker hands it to the deliver callback it was given at init.  A wake-up (the slot's eventfd) is written only
- * when a queue goes from empty to not empty; the owner takes the whole
- * queue at once, so no wake-up is lost and none is wasted.
+ * worker hands it to the deliver callback it was given at init.  A
+ * wake-up (the slot's eventfd) is written only when a queue goes from
+ * empty to not empty; the owner takes the whole queue at once, so no
+ * wake-up is lost and none is wasted.
  */
 
 

@@ -6,7 +6,8 @@
  * reconnect (a reload, a flaky network) does not flap.  Users whose last
  * connection closed wait in a list in the zone, so that any worker says
  * it, even when the one where they were has exited.  Who hears it is
- * PostgreSQL's to say (users sharing a conversation, blocks excluded).
+ * PostgreSQL's to say (users sharing a conversation, blocks excluded):
+ * a change goes to the announcer storage gives this file at init.
  */
 
 

@@ -6,9 +6,11 @@
  * index: during a reload old and new workers with the same index run side
  * by side.  A slot whose process is gone (a worker killed, say) is swept
  * by the next worker that starts, which nginx does at once for a dead
- * worker, so presence stays exact.  The wake-up descriptors are eventfds
- * made by the master when the zone is made, so every worker of every
- * later generation inherits all of them.
+ * worker, so presence stays exact (what the levels above keep in a slot,
+ * presence counts and the event queue, is undone by the sweep callback
+ * they give at init).  The wake-up descriptors are eventfds made by the
+ * master when the zone is made, so every worker of every later
+ * generation inherits all of them.
  */
 
 
