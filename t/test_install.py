@@ -138,7 +138,10 @@ class Server:
         root = self.root
         shutil.copytree("/etc/nginx", self.etc, symlinks=True)
         # sites-enabled/default -> /etc/nginx/sites-available/default: the
-        # copy's links point into the copy, and none leaves it
+        # copy's links point into the copy, and none leaves it; a link out
+        # of /etc/nginx (another Debian module's modules-enabled/50-mod-*.conf
+        # -> /usr/share/nginx/modules-available/) becomes a copy of its file,
+        # so the server still loads the modules the host already has
         for dirpath, dirnames, filenames in os.walk(self.etc):
             for name in dirnames + filenames:
                 p = os.path.join(dirpath, name)
@@ -148,6 +151,10 @@ class Server:
                 if target.startswith("/etc/nginx/"):
                     os.unlink(p)
                     os.symlink(root + target, p)
+                elif os.path.isfile(p):
+                    real = os.path.realpath(p)
+                    os.unlink(p)
+                    shutil.copyfile(real, p)
                 assert os.path.realpath(p).startswith(root + "/"), \
                     "%s leaves the copy" % p
 
@@ -215,6 +222,13 @@ class Server:
         os.makedirs(os.path.dirname(self.modules))
         if os.path.isdir("/usr/lib/nginx/modules"):
             os.makedirs(self.modules)
+            # the modules the host has already (Debian's nchan, say), as
+            # links: the server runs with them, as the real one does
+            for name in os.listdir("/usr/lib/nginx/modules"):
+                if name == "ngx_http_chat_module.so":
+                    continue    # ours is what the README installs
+                os.symlink(os.path.join("/usr/lib/nginx/modules", name),
+                           os.path.join(self.modules, name))
         for d in (self.logs, root + "/run", root + "/var/lib/nginx"):
             os.makedirs(d)
 
