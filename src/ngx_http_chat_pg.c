@@ -557,17 +557,6 @@ ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
 }
 
 
-const char *
-ngx_http_chat_pg_statement(ngx_uint_t stmt)
-{
-    ngx_http_chat_pg_pool_t  *pool;
-
-    pool = &ngx_http_chat_pg_pool;
-
-    return stmt < pool->nstmts ? pool->stmts[stmt].name : NULL;
-}
-
-
 static ngx_uint_t
 ngx_http_chat_pg_alive(void)
 {

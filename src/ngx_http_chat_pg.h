@@ -113,9 +113,6 @@ void ngx_http_chat_pg_exit_process(void);
  */
 ngx_int_t ngx_http_chat_pg_listen(ngx_http_chat_pg_listener_t *l);
 
-/* a statement's name, for the metrics; NULL past the last one */
-const char *ngx_http_chat_pg_statement(ngx_uint_t stmt);
-
 /*
  * Sets a query up from nothing: its statement and its handler; then each
  * parameter in turn, text that stays (NUL-terminated) until the handler.

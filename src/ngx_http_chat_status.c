@@ -244,6 +244,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
     ngx_str_t                   stmt;
     ngx_uint_t                  i, n, lines;
     ngx_buf_t                  *b;
+    ngx_http_chat_pg_stmt_t    *stmts;
     ngx_chain_t                 out;
     ngx_atomic_int_t            value;
     ngx_http_chat_metric_t     *m;
@@ -354,9 +355,9 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
                   "PostgreSQL query time, from the query sent to its "
                   "result read, by prepared statement.");
 
-    for (n = 0; ngx_http_chat_pg_statement(n) != NULL; n++) {
-        /* void */
-    }
+    /* the table itself, not the pool's copy: a reload without storage
+     * keeps the counters, and their names */
+    stmts = ngx_http_chat_sql_statements(&n);
 
     for (i = 0; i < NGX_HTTP_CHAT_STMT_SLOTS; i++) {
         if (!used[i]) {
@@ -368,7 +369,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
         if (i < n && (i < NGX_HTTP_CHAT_STMT_SLOTS - 1
                       || n == NGX_HTTP_CHAT_STMT_SLOTS))
         {
-            stmt.data = (u_char *) ngx_http_chat_pg_statement(i);
+            stmt.data = (u_char *) stmts[i].name;
             stmt.len = ngx_strlen(stmt.data);
 
         } else {

@@ -38,7 +38,6 @@ typedef struct {
     ngx_queue_t                   session;   /* in wc->ops */
     ngx_queue_t                   batch;     /* pending sends, or a batch */
     ngx_http_chat_conn_t         *wc;        /* NULL: the client is gone */
-    ngx_log_t                    *log;       /* a REST request's, or NULL */
     ngx_http_chat_store_done_t    done;      /* answers the caller */
     char                         *text;      /* the JSON parameter */
     ngx_http_chat_op_kind_e       kind;
@@ -306,7 +305,6 @@ ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
         return NGX_ERROR;
     }
 
-    op->log = r->connection->log;
     op->done.handler = done;
     op->done.data = r;
 
@@ -539,7 +537,13 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
     ngx_http_chat_conn_t  *wc;
 
     wc = op->wc;
-    log = wc ? wc->connection->log : op->log ? op->log : ngx_cycle->log;
+
+    /*
+     * A REST request's log lives in its connection's pool, which the done
+     * handler may destroy (Connection: close): its events go out with the
+     * cycle's log.
+     */
+    log = wc ? wc->connection->log : ngx_cycle->log;
 
     events = result ? json_object_get(result, "events") : NULL;
     error = result ? json_object_get(result, "error") : NULL;

@@ -659,3 +659,35 @@ def test_dashboard_is_importable():
                    "chat_closes_total", "chat_auth_failures_total",
                    "chat_http_requests_total", "chat_build_info"):
         assert metric in text, metric
+
+
+# the counters outlive a reload (the chat_status zone is kept); so do the
+# names of the statements they count, storage or not
+STATUS_LOCATIONS = """
+        location /api/chat/ { chat_api; %s }
+        location = /chat/ws { chat_websocket; }
+        location = /chat/status { chat_status; }
+"""
+
+
+@pytest.mark.parametrize("chat_env", [dict(locations=STATUS_LOCATIONS)],
+                         indirect=True)
+def test_statement_names_survive_a_reload_without_storage(chat_env):
+    from chatlib import direct
+
+    chat = chat_env.start()
+    direct(chat.conn("alice"), "bob")
+    chat.ok("bob", "GET", "conversations")
+
+    def counted(text):
+        return sorted(re.findall(
+            r'^chat_postgres_query_duration_seconds_count'
+            r'\{statement="([^"]+)"\}', text, re.M))
+
+    before = counted(http(chat.ng, "GET", "/chat/status").body.decode())
+    assert "chat_conversation_create" in before
+    assert "other" not in before
+
+    chat.ng.reload(http="")
+    after = counted(http(chat.ng, "GET", "/chat/status").body.decode())
+    assert after == before
