@@ -3945,11 +3945,32 @@ cl_server_cpu(void)
 }
 
 
+/*
+ * The proportional set size: pages shared by several processes (the
+ * zone, the code) count once across them, as a sum of VmRSS would not.
+ * Kernels without smaps_rollup: VmRSS.
+ */
+
 static void
 cl_add_rss(int pid, void *data)
 {
     char   path[64], line[256];
     FILE  *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+
+    f = fopen(path, "r");
+    if (f != NULL) {
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strncmp(line, "Pss:", 4) == 0) {
+                *(long *) data += strtol(line + 4, NULL, 10);
+                fclose(f);
+                return;
+            }
+        }
+
+        fclose(f);
+    }
 
     snprintf(path, sizeof(path), "/proc/%d/status", pid);
 
