@@ -645,11 +645,17 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
     ngx_pid_t               pid[NGX_HTTP_CHAT_SLOTS];
     ngx_atomic_int_t        dropped[NGX_HTTP_CHAT_SLOTS];
     ngx_atomic_int_t        delivered[NGX_HTTP_CHAT_SLOTS];
+    uint64_t                contended, wait_ns, held_ns, n;
+    uint64_t                held[NGX_HTTP_CHAT_LOCK_BUCKETS];
+
+    static const char      *le[NGX_HTTP_CHAT_LOCK_BUCKETS] = {
+        "0.000001", "0.00001", "0.0001", "0.001", "0.01", "+Inf"
+    };
 
     shpool = ngx_http_chat_zone_sh->shpool;
     sh = ngx_http_chat_zone_sh->sh;
 
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     online = sh->online;
     full = sh->full;
@@ -664,7 +670,12 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
         delivered[i] = slot->delivered;
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    contended = sh->lock_contended;
+    wait_ns = sh->lock_wait_ns;
+    held_ns = sh->lock_held_ns;
+    ngx_memcpy(held, sh->lock_held, sizeof(held));
+
+    ngx_http_chat_zone_unlock();
 
     p = ngx_slprintf(p, last,
                      "# HELP chat_users_online Users with a connection.\n"
@@ -680,6 +691,36 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
                      "refused.\n# TYPE chat_zone_full_total counter\n"
                      "chat_zone_full_total %ui\n",
                      online, total, used, full);
+
+    /* every worker takes the one lock: how long they hold it and wait */
+    p = ngx_slprintf(p, last,
+                     "# HELP chat_zone_lock_contended_total Times the zone's "
+                     "lock was taken after waiting for another worker.\n"
+                     "# TYPE chat_zone_lock_contended_total counter\n"
+                     "chat_zone_lock_contended_total %uL\n"
+                     "# HELP chat_zone_lock_wait_seconds_total Time workers "
+                     "waited for the zone's lock.\n"
+                     "# TYPE chat_zone_lock_wait_seconds_total counter\n"
+                     "chat_zone_lock_wait_seconds_total %uL.%09uL\n",
+                     contended, wait_ns / 1000000000,
+                     wait_ns % 1000000000);
+
+    p = ngx_http_chat_status_family(p, last, "chat_zone_lock_held_seconds",
+                                    "histogram",
+                                    "How long the zone's lock was held each "
+                                    "time it was taken.");
+
+    for (i = 0, n = 0; i < NGX_HTTP_CHAT_LOCK_BUCKETS; i++) {
+        n += held[i];
+        p = ngx_slprintf(p, last,
+                         "chat_zone_lock_held_seconds_bucket{le=\"%s\"} "
+                         "%uL\n", le[i], n);
+    }
+
+    p = ngx_slprintf(p, last,
+                     "chat_zone_lock_held_seconds_sum %uL.%09uL\n"
+                     "chat_zone_lock_held_seconds_count %uL\n",
+                     held_ns / 1000000000, held_ns % 1000000000, n);
 
     p = ngx_http_chat_status_family(p, last, "chat_queue_bytes", "gauge",
                                     "Bytes waiting for a worker, by worker "

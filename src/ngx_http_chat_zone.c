@@ -23,6 +23,7 @@
 static ngx_int_t ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_chat_zone_sweep_locked(void);
+static uint64_t ngx_http_chat_zone_ns(void);
 
 
 ngx_http_chat_zone_t  *ngx_http_chat_zone_sh;
@@ -31,6 +32,9 @@ ngx_uint_t             ngx_http_chat_zone_slot = NGX_HTTP_CHAT_NO_SLOT;
 /* what lives in a slot besides its counters (presence, the event queue)
  * belongs to the levels above: they give this at init */
 static ngx_http_chat_zone_sweep_pt  ngx_http_chat_zone_sweep;
+
+/* when this worker took the lock (it holds it at most once) */
+static uint64_t  ngx_http_chat_zone_locked_at;
 
 
 char *
@@ -216,7 +220,7 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone,
     ngx_http_chat_zone_sweep = sweep;
     sh = zone->sh;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     ngx_http_chat_zone_sweep_locked();
 
@@ -231,7 +235,7 @@ ngx_http_chat_zone_init_process(ngx_cycle_t *cycle, ngx_http_chat_zone_t *zone,
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     if (ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
@@ -262,7 +266,7 @@ ngx_http_chat_zone_exit_process(void)
 
     slot = &ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot];
 
-    ngx_shmtx_lock(&ngx_http_chat_zone_sh->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     /* the connections are closed by now; anything left is swept */
     ngx_http_chat_zone_sweep(ngx_http_chat_zone_slot);
@@ -270,9 +274,74 @@ ngx_http_chat_zone_exit_process(void)
     slot->pg_ready = 0;
     slot->pid = 0;
 
-    ngx_shmtx_unlock(&ngx_http_chat_zone_sh->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     ngx_http_chat_zone_slot = NGX_HTTP_CHAT_NO_SLOT;
+}
+
+
+/*
+ * Only a contended lock reads the clock before taking it: the common,
+ * free lock costs one clock read on each side.
+ */
+
+void
+ngx_http_chat_zone_lock(void)
+{
+    uint64_t                start;
+    ngx_shmtx_t            *mutex;
+    ngx_http_chat_shctx_t  *sh;
+
+    mutex = &ngx_http_chat_zone_sh->shpool->mutex;
+    sh = ngx_http_chat_zone_sh->sh;
+
+    if (ngx_shmtx_trylock(mutex)) {
+        ngx_http_chat_zone_locked_at = ngx_http_chat_zone_ns();
+
+    } else {
+        start = ngx_http_chat_zone_ns();
+        ngx_shmtx_lock(mutex);
+        ngx_http_chat_zone_locked_at = ngx_http_chat_zone_ns();
+
+        sh->lock_contended++;
+        sh->lock_wait_ns += ngx_http_chat_zone_locked_at - start;
+    }
+}
+
+
+void
+ngx_http_chat_zone_unlock(void)
+{
+    uint64_t                held, limit;
+    ngx_uint_t              i;
+    ngx_http_chat_shctx_t  *sh;
+
+    sh = ngx_http_chat_zone_sh->sh;
+
+    held = ngx_http_chat_zone_ns() - ngx_http_chat_zone_locked_at;
+    sh->lock_held_ns += held;
+
+    for (i = 0, limit = 1000;
+         i < NGX_HTTP_CHAT_LOCK_BUCKETS - 1 && held > limit;
+         i++, limit *= 10)
+    {
+        /* void */
+    }
+
+    sh->lock_held[i]++;
+
+    ngx_shmtx_unlock(&ngx_http_chat_zone_sh->shpool->mutex);
+}
+
+
+static uint64_t
+ngx_http_chat_zone_ns(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 

@@ -2,7 +2,8 @@
 /*
  * The shared memory zone (chat_zone): worker slots with their event
  * queues, and presence.  Every worker of every generation maps it at the
- * same address; its lock is the slab pool's mutex.
+ * same address; its lock is the slab pool's mutex, taken through
+ * ngx_http_chat_zone_lock() so that its cost shows in the status.
  */
 
 
@@ -16,6 +17,9 @@
 
 #define NGX_HTTP_CHAT_SLOTS        64
 #define NGX_HTTP_CHAT_NO_SLOT      ((ngx_uint_t) -1)
+
+/* hold times counted by decade: up to 1 us, 10 us, ... 10 ms, longer */
+#define NGX_HTTP_CHAT_LOCK_BUCKETS  6
 
 
 typedef struct ngx_http_chat_ipc_msg_s  ngx_http_chat_ipc_msg_t;
@@ -75,6 +79,12 @@ typedef struct {
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
     ngx_http_chat_node_name_t     nodes[NGX_HTTP_CHAT_SLOTS];
     ngx_uint_t                    cluster_joined;
+
+    /* the lock's use (status), counted under it */
+    uint64_t                      lock_contended;  /* not free at once */
+    uint64_t                      lock_wait_ns;    /* of the contended */
+    uint64_t                      lock_held_ns;
+    uint64_t                      lock_held[NGX_HTTP_CHAT_LOCK_BUCKETS];
 } ngx_http_chat_shctx_t;
 
 
@@ -99,6 +109,10 @@ typedef void (*ngx_http_chat_zone_sweep_pt)(ngx_uint_t slot);
 ngx_int_t ngx_http_chat_zone_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_zone_t *zone, ngx_http_chat_zone_sweep_pt sweep);
 void ngx_http_chat_zone_exit_process(void);
+
+/* the zone's one lock, its wait and hold times counted */
+void ngx_http_chat_zone_lock(void);
+void ngx_http_chat_zone_unlock(void);
 
 /* a gauge of this worker: in its slot with a zone, else global */
 #define ngx_http_chat_zone_gauge(field, n)                                   \
