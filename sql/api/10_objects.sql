@@ -79,7 +79,7 @@ DECLARE
     v_max  int;
 BEGIN
     IF p_cid IS NOT NULL THEN
-        v_max := chat.limit_of('max_group_members', 2000);
+        v_max := chat.limit_of('max_group_members', 10000);
         IF (SELECT count(*) FROM chat.members WHERE conversation_id = p_cid)
            + p_new > v_max
         THEN

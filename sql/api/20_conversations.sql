@@ -179,10 +179,10 @@ BEGIN
         FROM jsonb_array_elements_text(v_members) e
         WHERE e <> p_user;
         v_list := coalesce(v_list, '{}');
-        IF cardinality(v_list) + 1 > chat.limit_of('max_group_members', 2000)
+        IF cardinality(v_list) + 1 > chat.limit_of('max_group_members', 10000)
         THEN
             RETURN chat.err('limit', 'a group has at most '
-                || chat.limit_of('max_group_members', 2000) || ' members');
+                || chat.limit_of('max_group_members', 10000) || ' members');
         END IF;
         -- nobody is put into a group by a user they blocked, or whom they
         -- blocked
