@@ -581,15 +581,16 @@ RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 DECLARE
-    v_err    jsonb := chat.check_request(p_user, p_req);
-    v_cid    bigint;
-    v_seq    bigint;
-    v_last   bigint;
-    v_mark   bigint;
-    v_old    bigint;
-    v_moved  boolean;
-    v_data   jsonb;
-    v_to     jsonb;
+    v_err      jsonb := chat.check_request(p_user, p_req);
+    v_cid      bigint;
+    v_seq      bigint;
+    v_last     bigint;
+    v_mark     bigint;
+    v_old      bigint;
+    v_moved    boolean;
+    v_data     jsonb;
+    v_to       jsonb;
+    v_senders  text[];
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -639,21 +640,22 @@ BEGIN
         v_to := chat.recipients(v_cid, p_user);
     ELSE
         -- v_old: the mark read before the update (a concurrent move of
-        -- the same user's mark only widens the range)
+        -- the same user's mark only widens the range).  The senders first,
+        -- then their membership by key: a join could walk the whole group.
+        SELECT array_agg(DISTINCT m.sender_id) INTO v_senders
+        FROM (SELECT sender_id FROM chat.messages
+              WHERE conversation_id = v_cid
+                AND seq > least(v_old, v_seq) AND seq <= v_seq
+                AND deleted_at IS NULL
+              ORDER BY seq DESC LIMIT 100) m;
         SELECT jsonb_agg(t.u ORDER BY t.u COLLATE "C") INTO v_to
         FROM (SELECT p_user AS u
               UNION
-              SELECT m.sender_id
-              FROM (SELECT sender_id FROM chat.messages
-                    WHERE conversation_id = v_cid
-                      AND seq > least(v_old, v_seq) AND seq <= v_seq
-                      AND deleted_at IS NULL
-                    ORDER BY seq DESC LIMIT 100) m
-              WHERE m.sender_id <> ALL (coalesce(chat.block_peers(p_user),
-                                                 '{}'))
-                AND EXISTS (SELECT 1 FROM chat.members o
-                            WHERE o.conversation_id = v_cid
-                              AND o.user_id = m.sender_id)) t;
+              SELECT o.user_id FROM chat.members o
+              WHERE o.conversation_id = v_cid
+                AND o.user_id = ANY (coalesce(v_senders, '{}'))
+                AND o.user_id <> ALL (coalesce(chat.block_peers(p_user),
+                                               '{}'))) t;
     END IF;
     RETURN chat.ok(v_data, jsonb_build_array(jsonb_build_object(
         'to', v_to,
