@@ -135,6 +135,8 @@ static ngx_int_t ngx_http_chat_api_contact_remove(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_update(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
+static ngx_int_t ngx_http_chat_api_members(ngx_http_request_t *r,
+    ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_member_add(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
 static ngx_int_t ngx_http_chat_api_member_remove(ngx_http_request_t *r,
@@ -177,6 +179,7 @@ static ngx_http_chat_api_call_t  ngx_http_chat_api_calls[] = {
     { R(CONTACT),       NGX_HTTP_DELETE, ngx_http_chat_api_contact_remove },
     { R(CONVERSATION),  NGX_HTTP_PATCH,  ngx_http_chat_api_update },
     { R(CONVERSATION),  NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
+    { R(MEMBERS),       NGX_HTTP_GET,    ngx_http_chat_api_members },
     { R(MEMBERS),       NGX_HTTP_POST,   ngx_http_chat_api_member_add },
     { R(MEMBER),        NGX_HTTP_DELETE, ngx_http_chat_api_member_remove },
     { R(MESSAGE_SEARCH), NGX_HTTP_GET,   ngx_http_chat_api_search },
@@ -1519,6 +1522,21 @@ ngx_http_chat_api_update(ngx_http_request_t *r, ngx_http_chat_api_t *api)
                                    NGX_HTTP_CHAT_STMT_CONVERSATION_UPDATE,
                                    ngx_http_chat_api_with_id(api,
                                                      "conversation_id"));
+}
+
+
+/* conversations/{id}/members?after&limit: a page of the members */
+
+static ngx_int_t
+ngx_http_chat_api_members(ngx_http_request_t *r, ngx_http_chat_api_t *api)
+{
+    static const char  *names[] = { "after", "limit", NULL };
+    static const char  *strings[] = { "after", NULL };
+
+    /* the cursor is text even when it looks like a number */
+    return ngx_http_chat_api_query(r, api,
+                                   NGX_HTTP_CHAT_STMT_CONVERSATION_MEMBERS,
+                                   names, strings, "conversation_id");
 }
 
 

@@ -32,7 +32,7 @@ static const struct {
       "conversations/{id}/archive" },
     { U | D,     "PUT, DELETE",
       "conversations/{id}/mute" },
-    { P,         "POST",
+    { G | P,     "GET, HEAD, POST",
       "conversations/{id}/members" },
     { D,         "DELETE",
       "conversations/{id}/members/{user}" },

@@ -71,6 +71,8 @@ static ngx_http_chat_request_type_t
       NGX_HTTP_CHAT_STMT_CONVERSATION_CREATE },
     { ngx_string("conversation.list"), NULL,
       NGX_HTTP_CHAT_STMT_CONVERSATION_LIST },
+    { ngx_string("conversation.members"), NULL,
+      NGX_HTTP_CHAT_STMT_CONVERSATION_MEMBERS },
     { ngx_string("sync"), NULL, NGX_HTTP_CHAT_STMT_SYNC },
 
     { ngx_string("typing"), NULL, NGX_HTTP_CHAT_STMT_TYPING },

@@ -59,6 +59,9 @@ static ngx_http_chat_pg_stmt_t
     [NGX_HTTP_CHAT_STMT_CONVERSATION_GET] =
         { "chat_conversation_get",
           "SELECT chat.api_conversation_get($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_CONVERSATION_MEMBERS] =
+        { "chat_conversation_members",
+          "SELECT chat.api_conversation_members($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_BLOCK] =
         { "chat_block",
           "SELECT chat.api_block($1, $2::jsonb)", 2 },

@@ -12,6 +12,13 @@
 
 #define NGX_HTTP_CHAT_TYPING_EXPIRY  6000
 
+/*
+ * Typing in a group of more members goes to nobody while PostgreSQL is
+ * away, as chat.api_typing does in a big group (chat.big_group_members,
+ * 100 by default; the worker cannot read the setting then).
+ */
+#define NGX_HTTP_CHAT_TYPING_BIG     100
+
 
 typedef struct {
     ngx_queue_t                   queue;     /* the worker's, by deadline */
@@ -146,6 +153,7 @@ ngx_http_chat_typing_offline(ngx_http_chat_conn_t *wc, ngx_queue_t *typing,
     members = ngx_http_chat_order_members(
                   (ngx_uint_t) json_integer_value(cid), &since);
     if (members == NULL || json_array_size(members) <= 2
+        || json_array_size(members) > NGX_HTTP_CHAT_TYPING_BIG
         || (ngx_msec_int_t) (since - wc->fanout_since) < 0)
     {
         goto done;

@@ -48,7 +48,7 @@ ALLOW = [
     ("conversations/1", "GET, HEAD, PATCH, DELETE"),
     ("conversations/1/archive", "PUT, DELETE"),
     ("conversations/1/mute", "PUT, DELETE"),
-    ("conversations/1/members", "POST"),
+    ("conversations/1/members", "GET, HEAD, POST"),
     ("conversations/1/members/bob", "DELETE"),
     ("conversations/1/messages", "GET, HEAD, POST"),
     ("conversations/1/read", "POST"),

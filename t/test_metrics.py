@@ -45,7 +45,8 @@ ALERT_TESTS = os.path.join(REPO, "t", "data", "alerts_test.yml")
 REQUEST_TYPES = ["ping", "auth.refresh", "message.send", "message.read",
                  "message.delivered", "messages.history", "message.edit",
                  "message.delete", "conversation.create",
-                 "conversation.list", "sync", "typing", "presence.query",
+                 "conversation.list", "conversation.members", "sync", "typing",
+                 "presence.query",
                  "other"]
 BOUNDS = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
           "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",

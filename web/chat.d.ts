@@ -84,7 +84,8 @@ export interface Conversation {
   ref: string | null;
   metadata: Record<string, unknown>;
   created_at: string;
-  /** In conversation.list replies, at most the first 100 (and you). */
+  /** At most the first 100 members (and you): page through all of them
+   *  with `members()` when members_count is larger. */
   members: Member[];
   /** All members, also those a capped `members` leaves out. */
   members_count: number;
@@ -375,6 +376,11 @@ export class ChatClient {
   /** conversation.list: `next` is the `before` of the next page. */
   conversations(options?: { limit?: number; before?: unknown; archived?: boolean }):
     Promise<{ conversations: Conversation[]; next: unknown | null }>;
+  /** conversation.members: a page of the members (limit 1..200, 100 by
+   *  default), in the order of Conversation.members; `next` is the `after`
+   *  of the next page, null on the last. */
+  members(conversationId: number, options?: { after?: string; limit?: number }):
+    Promise<{ members: Member[]; next: string | null }>;
   /** conversation.create: a direct one with userId (the existing one if
    *  any), or a group with title and members. */
   createConversation(options: { kind: "direct" | "group"; userId?: string;

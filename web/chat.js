@@ -769,6 +769,11 @@ export class ChatClient {
     return this._call("conversation.list", defined({ limit, before, archived }));
   }
 
+  members(conversationId, { after, limit } = {}) {
+    return this._call("conversation.members", defined({
+      conversation_id: conversationId, after, limit }));
+  }
+
   async createConversation({ kind, userId, title, members, ref, metadata } = {}) {
     const data = await this._call("conversation.create", defined({
       kind, user_id: userId, title, members, ref, metadata }));

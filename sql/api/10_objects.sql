@@ -79,7 +79,7 @@ DECLARE
     v_max  int;
 BEGIN
     IF p_cid IS NOT NULL THEN
-        v_max := chat.limit_of('max_group_members', 2000);
+        v_max := chat.limit_of('max_group_members', 10000);
         IF (SELECT count(*) FROM chat.members WHERE conversation_id = p_cid)
            + p_new > v_max
         THEN
@@ -151,10 +151,43 @@ AS $$
                 ELSE '{}'::jsonb END
 $$;
 
+-- A member as the protocol lists it.  The read marks of a member blocked
+-- either way with the reader (p_peers: chat.block_peers) are not told (0):
+-- they would be receipts.
+CREATE OR REPLACE FUNCTION chat.member_obj(mb chat.members, p_peers text[])
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'user_id', mb.user_id,
+        'role', mb.role,
+        'last_read_seq', CASE WHEN mb.user_id = ANY (p_peers) THEN 0
+                              ELSE mb.last_read_seq END,
+        'last_delivered_seq', CASE WHEN mb.user_id = ANY (p_peers) THEN 0
+                                   ELSE mb.last_delivered_seq END)
+$$;
+
+-- A group is big above chat.big_group_members members (default 100):
+-- its receipts and typing no longer go to every member (chat.mark,
+-- chat.api_typing).  At most that many + 1 index entries are read,
+-- whatever the group's size.
+CREATE OR REPLACE FUNCTION chat.is_big_group(p_cid bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+DECLARE
+    v_max  int := chat.limit_of('big_group_members', 100);
+BEGIN
+    RETURN (SELECT count(*) FROM (SELECT 1 FROM chat.members
+                                  WHERE conversation_id = p_cid
+                                  LIMIT v_max + 1) x) > v_max;
+END
+$$;
+
 -- A Conversation object (see chat.conversation_obj) with at most p_max
 -- members (NULL: all) in their order, plus p_user's own entry when it
--- comes later: a list of big groups stays small, and a client still finds
--- its own role and read marks.
+-- comes later: the object of a big group stays small, and a client still
+-- finds its own role and read marks.  The first members are read from
+-- members_order_idx (the ORDER BY is its expression), not sorted.
 CREATE OR REPLACE FUNCTION chat.conversation_obj_capped(p_cid bigint,
                                                         p_user text,
                                                         p_max int)
@@ -168,39 +201,28 @@ AS $$
         'ref',        c.ref,
         'metadata',   c.metadata,
         'created_at', chat.fmt_time(c.created_at),
-        'members',    (SELECT coalesce(jsonb_agg(z.obj ORDER BY z.rn),
-                                       '[]'::jsonb)
-                       -- the read marks of a member blocked either way
-                       -- are not told (0): they would be receipts
-                       FROM (SELECT mb.user_id,
-                                    jsonb_build_object(
-                                        'user_id', mb.user_id,
-                                        'role', mb.role,
-                                        'last_read_seq',
-                                            CASE WHEN mb.user_id = ANY
-                                                          (pe.peers)
-                                                 THEN 0
-                                                 ELSE mb.last_read_seq END,
-                                        'last_delivered_seq',
-                                            CASE WHEN mb.user_id = ANY
-                                                          (pe.peers)
-                                                 THEN 0
-                                                 ELSE mb.last_delivered_seq
-                                            END) AS obj,
-                                    row_number() OVER (
-                                        ORDER BY mb.joined_at,
-                                                 array_position(
-                                                     ARRAY['owner', 'admin',
-                                                           'member'],
-                                                     mb.role),
-                                                 mb.user_id COLLATE "C")
-                                        AS rn
-                             FROM chat.members mb,
-                                  (SELECT coalesce(chat.block_peers(p_user),
-                                                   '{}') AS peers) pe
-                             WHERE mb.conversation_id = c.id) z
-                       WHERE p_max IS NULL OR z.rn <= p_max
-                          OR z.user_id = p_user),
+        'members',    (SELECT coalesce(jsonb_agg(
+                                  chat.member_obj(z, pe.peers)
+                                  ORDER BY z.joined_at,
+                                           array_position(
+                                               ARRAY['owner', 'admin',
+                                                     'member'], z.role),
+                                           z.user_id COLLATE "C"),
+                              '[]'::jsonb)
+                       FROM ((SELECT mb.* FROM chat.members mb
+                              WHERE mb.conversation_id = c.id
+                              ORDER BY mb.joined_at,
+                                       array_position(
+                                           ARRAY['owner', 'admin', 'member'],
+                                           mb.role),
+                                       mb.user_id COLLATE "C"
+                              LIMIT p_max)
+                             UNION
+                             SELECT mb.* FROM chat.members mb
+                             WHERE mb.conversation_id = c.id
+                               AND mb.user_id = p_user) z,
+                            (SELECT coalesce(chat.block_peers(p_user), '{}')
+                                    AS peers) pe),
         'members_count', (SELECT count(*) FROM chat.members mb
                           WHERE mb.conversation_id = c.id),
         'last_message', (SELECT chat.message_obj(m) FROM chat.messages m
@@ -222,14 +244,16 @@ $$;
 
 -- The protocol's Conversation object as p_user sees it (unread_count,
 -- muted, archived are p_user's).  Members in joining order, owners first
--- among those who joined together; members_count counts them all.
--- last_message is the message with the highest seq, deleted or not, that
--- p_user may see (not from a user blocked either way).
+-- among those who joined together: the first 100 of them, and p_user's
+-- own entry when it comes later (conversation.members pages through all);
+-- members_count counts them all.  last_message is the message with the
+-- highest seq, deleted or not, that p_user may see (not from a user
+-- blocked either way).
 CREATE OR REPLACE FUNCTION chat.conversation_obj(p_cid bigint, p_user text)
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
-    SELECT chat.conversation_obj_capped(p_cid, p_user, NULL)
+    SELECT chat.conversation_obj_capped(p_cid, p_user, 100)
 $$;
 
 -- The protocol's User object for an id: the directory's name and avatar

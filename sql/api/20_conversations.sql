@@ -179,10 +179,10 @@ BEGIN
         FROM jsonb_array_elements_text(v_members) e
         WHERE e <> p_user;
         v_list := coalesce(v_list, '{}');
-        IF cardinality(v_list) + 1 > chat.limit_of('max_group_members', 2000)
+        IF cardinality(v_list) + 1 > chat.limit_of('max_group_members', 10000)
         THEN
             RETURN chat.err('limit', 'a group has at most '
-                || chat.limit_of('max_group_members', 2000) || ' members');
+                || chat.limit_of('max_group_members', 10000) || ' members');
         END IF;
         -- nobody is put into a group by a user they blocked, or whom they
         -- blocked
@@ -245,6 +245,104 @@ BEGIN
     END IF;
     RETURN chat.ok(jsonb_build_object(
         'conversation', chat.conversation_obj(v_cid, p_user)));
+END
+$$;
+
+-- conversation.members: {"conversation_id", "after"?, "limit"?}
+--   -> {"members": [member], "next": cursor | null}
+-- The members in their order (as in the Conversation object: joining
+-- order, owners first among those who joined together, then the id in
+-- byte order), limit of them (1 to 200, default 100) after the cursor.
+-- Members only (not_found otherwise).  The cursor is
+-- "<joined_at in epoch microseconds>:<role rank>:<user id>" of the page's
+-- last entry, opaque to clients: a page starts after that place in the
+-- order (keyset, members_order_idx), so members who join or leave meanwhile
+-- shift nobody else.  The read marks of users blocked either way are 0,
+-- as in the Conversation object.
+CREATE OR REPLACE FUNCTION chat.api_conversation_members(p_user text,
+                                                         p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err    jsonb := chat.check_request(p_user, p_req);
+    v_cid    bigint;
+    v_limit  bigint := 100;
+    v_parts  text[];
+    -- the place after which the page starts: before everyone by default
+    v_at     timestamptz := '-infinity';
+    v_rank   int := 0;
+    v_uid    text := '';
+    v_peers  text[] := coalesce(chat.block_peers(p_user), '{}');
+    v_row    chat.members;
+    v_out    jsonb[] := '{}';
+    v_n      bigint := 0;
+    v_next   text;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+
+    IF coalesce(jsonb_typeof(p_req -> 'limit'), 'null') <> 'null' THEN
+        v_limit := chat.json_int(p_req -> 'limit');
+        IF v_limit IS NULL OR v_limit NOT BETWEEN 1 AND 200 THEN
+            RETURN chat.bad(p_req, 'limit', 'an integer from 1 to 200');
+        END IF;
+    END IF;
+
+    IF coalesce(jsonb_typeof(p_req -> 'after'), 'null') <> 'null' THEN
+        IF jsonb_typeof(p_req -> 'after') = 'string' THEN
+            v_parts := regexp_match(p_req ->> 'after',
+                                    '^(-?[0-9]{1,16}):([1-3]):(.+)$');
+        END IF;
+        IF v_parts IS NULL OR NOT chat.valid_user_id(v_parts[3]) THEN
+            RETURN chat.err('bad_request', 'after is not a valid cursor');
+        END IF;
+        v_at := timestamptz '1970-01-01 00:00:00+00'
+                + v_parts[1]::bigint * interval '1 microsecond';
+        v_rank := v_parts[2]::int;
+        v_uid := v_parts[3];
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM chat.members
+                   WHERE conversation_id = v_cid AND user_id = p_user)
+    THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+
+    -- one more than the page: whether a next page exists
+    FOR v_row IN
+        SELECT mb.* FROM chat.members mb
+        WHERE mb.conversation_id = v_cid
+          AND (mb.joined_at,
+               array_position(ARRAY['owner', 'admin', 'member'], mb.role),
+               mb.user_id COLLATE "C")
+              > (v_at, v_rank, v_uid)
+        ORDER BY mb.joined_at,
+                 array_position(ARRAY['owner', 'admin', 'member'], mb.role),
+                 mb.user_id COLLATE "C"
+        LIMIT v_limit + 1
+    LOOP
+        IF v_n = v_limit THEN
+            v_next := (extract(epoch FROM v_at) * 1000000)::bigint
+                      || ':' || v_rank || ':' || v_uid;
+            EXIT;
+        END IF;
+        v_out := array_append(v_out, chat.member_obj(v_row, v_peers));
+        v_n := v_n + 1;
+        v_at := v_row.joined_at;
+        v_rank := array_position(ARRAY['owner', 'admin', 'member'],
+                                 v_row.role);
+        v_uid := v_row.user_id;
+    END LOOP;
+
+    RETURN chat.ok(jsonb_build_object('members', to_jsonb(v_out),
+                                      'next', v_next));
 END
 $$;
 

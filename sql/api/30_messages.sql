@@ -571,19 +571,26 @@ $$;
 -- message.read / message.delivered
 
 -- Moves p_user's read (p_kind 'read') or delivered mark of a conversation
--- to greatest(old, least(seq, last_seq)); a receipt event when it moved.
+-- to greatest(old, least(seq, last_seq)); a receipt event when it moved:
+-- to every member (but those blocked either way), or in a big group
+-- (chat.is_big_group) only to p_user's own connections and the senders of
+-- the messages it newly covers (of its 100 newest) who are still members
+-- and not blocked: a receipt costs the same in a group of 10,000.
 CREATE OR REPLACE FUNCTION chat.mark(p_user text, p_req jsonb, p_kind text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 DECLARE
-    v_err    jsonb := chat.check_request(p_user, p_req);
-    v_cid    bigint;
-    v_seq    bigint;
-    v_last   bigint;
-    v_mark   bigint;
-    v_moved  boolean;
-    v_data   jsonb;
+    v_err      jsonb := chat.check_request(p_user, p_req);
+    v_cid      bigint;
+    v_seq      bigint;
+    v_last     bigint;
+    v_mark     bigint;
+    v_old      bigint;
+    v_moved    boolean;
+    v_data     jsonb;
+    v_to       jsonb;
+    v_senders  text[];
 BEGIN
     IF v_err IS NOT NULL THEN
         RETURN v_err;
@@ -597,7 +604,9 @@ BEGIN
         RETURN chat.bad(p_req, 'seq', 'an integer >= 0');
     END IF;
 
-    SELECT c.last_seq INTO v_last
+    SELECT c.last_seq, CASE WHEN p_kind = 'read' THEN mb.last_read_seq
+                            ELSE mb.last_delivered_seq END
+    INTO v_last, v_old
     FROM chat.members mb
     JOIN chat.conversations c ON c.id = mb.conversation_id
     WHERE mb.conversation_id = v_cid AND mb.user_id = p_user;
@@ -627,8 +636,29 @@ BEGIN
     IF NOT v_moved THEN
         RETURN chat.ok(v_data);
     END IF;
+    IF NOT chat.is_big_group(v_cid) THEN
+        v_to := chat.recipients(v_cid, p_user);
+    ELSE
+        -- v_old: the mark read before the update (a concurrent move of
+        -- the same user's mark only widens the range).  The senders first,
+        -- then their membership by key: a join could walk the whole group.
+        SELECT array_agg(DISTINCT m.sender_id) INTO v_senders
+        FROM (SELECT sender_id FROM chat.messages
+              WHERE conversation_id = v_cid
+                AND seq > least(v_old, v_seq) AND seq <= v_seq
+                AND deleted_at IS NULL
+              ORDER BY seq DESC LIMIT 100) m;
+        SELECT jsonb_agg(t.u ORDER BY t.u COLLATE "C") INTO v_to
+        FROM (SELECT p_user AS u
+              UNION
+              SELECT o.user_id FROM chat.members o
+              WHERE o.conversation_id = v_cid
+                AND o.user_id = ANY (coalesce(v_senders, '{}'))
+                AND o.user_id <> ALL (coalesce(chat.block_peers(p_user),
+                                               '{}'))) t;
+    END IF;
     RETURN chat.ok(v_data, jsonb_build_array(jsonb_build_object(
-        'to', chat.recipients(v_cid, p_user),
+        'to', v_to,
         'event', jsonb_build_object('type', 'receipt',
                                     'conversation_id', v_cid,
                                     'user_id', p_user,

@@ -21,6 +21,8 @@ BEGIN
             chat.api_conversation_create(p_user, p_req)
         WHEN 'conversation.list' THEN
             chat.api_conversation_list(p_user, p_req)
+        WHEN 'conversation.members' THEN
+            chat.api_conversation_members(p_user, p_req)
         WHEN 'messages.history' THEN
             chat.api_messages_history(p_user, p_req)
         WHEN 'message.send' THEN chat.api_message_send(p_user, p_req)

@@ -46,6 +46,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_conversation_create,
     chat.api_conversation_get,
     chat.api_conversation_list,
+    chat.api_conversation_members,
     chat.api_conversation_update,
     chat.api_member_add,
     chat.api_member_flag,

@@ -170,6 +170,11 @@ main(void)
              NGX_HTTP_CHAT_M_PATCH | NGX_HTTP_CHAT_M_DELETE);
     CHECK_EQ(ngx_http_chat_route_methods(R(BLOCK)),
              NGX_HTTP_CHAT_M_PUT | NGX_HTTP_CHAT_M_DELETE);
+    /* GET pages the members (conversation.members), POST adds one */
+    CHECK_EQ(ngx_http_chat_route_methods(R(MEMBERS)),
+             NGX_HTTP_CHAT_M_GET | NGX_HTTP_CHAT_M_POST);
+    CHECK_STR(ngx_http_chat_route_allow(R(MEMBERS)), "GET, HEAD, POST");
+    CHECK_EQ(ngx_http_chat_route_methods(R(MEMBER)), NGX_HTTP_CHAT_M_DELETE);
     CHECK_EQ(ngx_http_chat_route_methods(R(COUNT)), 0);
     CHECK_STR(ngx_http_chat_route_allow(R(CONVERSATION)),
               "GET, HEAD, PATCH, DELETE");

@@ -231,6 +231,13 @@ test("connect, send and receive, history, cursors", T, async (t) => {
 
   const list = await bob.conversations({ limit: 10 });
   assert.deepEqual(list.conversations.map((c) => c.id), [conv.id]);
+  // the members, a page at a time
+  const first = await bob.members(conv.id, { limit: 1 });
+  assert.equal(first.members.length, 1);
+  const rest = await bob.members(conv.id, { after: first.next });
+  assert.equal(rest.next, null);
+  assert.deepEqual([...first.members, ...rest.members].map((m) => m.user_id),
+                   conv.members.map((m) => m.user_id));
   const presence = await alice.presence([B, "nobody-" + B]);
   assert.equal(presence[B].online, true);
   // someone alice shares nothing with is unknown to her (null), not offline
