@@ -7,7 +7,8 @@
 -- and are granted in 99_privileges.sql; everything else runs only inside
 -- them.
 
--- block / unblock: {"user_id"} -> {}
+-- block / unblock: {"user_id"} -> {}; a block also ends presence watching
+-- between the two (an unblock does not restore it: the next subscribe may)
 CREATE OR REPLACE FUNCTION chat.api_block(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -37,7 +38,13 @@ BEGIN
     INSERT INTO chat.blocks (blocker_id, blocked_id)
     VALUES (p_user, p_req ->> 'user_id')
     ON CONFLICT DO NOTHING;
-    RETURN chat.ok('{}');
+    -- for the module only (never sent to a client): the two stop
+    -- watching each other's presence, on every worker and node
+    RETURN chat.ok('{}', jsonb_build_array(jsonb_build_object(
+        'to', jsonb_build_array(p_user, p_req ->> 'user_id'),
+        'event', jsonb_build_object('type', 'presence.unwatch',
+                                    'user_id', p_user,
+                                    'peer', p_req ->> 'user_id'))));
 END
 $$;
 
