@@ -46,7 +46,7 @@ REQUEST_TYPES = ["ping", "auth.refresh", "message.send", "message.read",
                  "message.delivered", "messages.history", "message.edit",
                  "message.delete", "conversation.create",
                  "conversation.list", "sync", "typing", "presence.query",
-                 "other"]
+                 "presence.subscribe", "presence.count", "other"]
 BOUNDS = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
           "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
           "10", "+Inf"]
