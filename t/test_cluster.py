@@ -122,12 +122,14 @@ def conv_created(client, cid, timeout=CROSS):
 
 def direct_pair(cluster, node_a, node_b):
     """alice on node_a, bob on node_b, and their direct conversation (bob
-    has heard of it)."""
+    has heard of it; alice watches bob's presence)."""
     alice = cluster.connect(node_a, "alice")
     bob = cluster.connect(node_b, "bob")
     conv = alice.ok("conversation.create", kind="direct",
                     user_id="bob")["conversation"]
     conv_created(bob, conv["id"])
+    # alice connected before they were partners: she asks for bob
+    alice.ok("presence.subscribe", user_ids=["bob"])
     return alice, bob, conv
 
 
