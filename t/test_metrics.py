@@ -158,7 +158,7 @@ def ng(nginx, postgres):
 
 def settled(ng, timeout=10):
     """A scrape once every PostgreSQL query sent has its result observed
-    (closing connections fires presence queries nobody waits for)."""
+    (a connection's default watch set is read while it may close)."""
     deadline = time.monotonic() + timeout
     while True:
         m = metrics(ng)
