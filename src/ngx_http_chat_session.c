@@ -22,6 +22,7 @@ typedef struct {
     ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
                                              /* rates without a zone */
     unsigned                      rechecking:1;  /* watch set checked */
+    unsigned                      recheck:1;     /* again, after it */
 } ngx_http_chat_session_t;
 
 
@@ -238,7 +239,13 @@ ngx_http_chat_session_recheck(ngx_http_chat_conn_t *wc)
 
     s = wc->data;
 
-    if (s == NULL || s->rechecking) {
+    if (s == NULL) {
+        return;
+    }
+
+    if (s->rechecking) {
+        /* its query may have run before this change committed */
+        s->recheck = 1;
         return;
     }
 
@@ -289,6 +296,11 @@ ngx_http_chat_session_recheck_done(ngx_http_chat_store_done_t *done,
             ngx_http_chat_fanout_unwatch(wc, (u_char *) key,
                                          ngx_strlen(key));
         }
+    }
+
+    if (s->recheck) {
+        s->recheck = 0;
+        ngx_http_chat_session_recheck(wc);
     }
 }
 
