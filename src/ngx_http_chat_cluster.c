@@ -893,6 +893,11 @@ ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
             return;
         }
 
+    } else if (ngx_strcmp(type, "presence.recheck") == 0) {
+        /* a contact removed: its watchers check again (never sent) */
+        event = json_pack("{s:s, s:O}", "type", "presence.recheck",
+                          "user_id", user);
+
     } else if (ngx_strcmp(type, "presence.unwatch") == 0) {
         /* a block: the two stop watching each other (never sent) */
         v = json_object_get(ev, "peer");

@@ -371,6 +371,12 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
         return;
     }
 
+    if (type != NULL && ngx_strcmp(type, "presence.recheck") == 0) {
+        /* a contact removed: never sent, its watchers check again */
+        ngx_http_chat_fanout_left(event, to);
+        return;
+    }
+
     /* typing and presence may be lost; the others never silently */
     ephemeral = type && (ngx_strcmp(type, "typing") == 0
                          || ngx_strcmp(type, "presence") == 0);
@@ -597,9 +603,9 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
 
 
 /*
- * A member left a conversation: the shared conversation that let a pair
- * watch each other may be gone.  The user who left checks every watched
- * user again; the others only if they watch that user.
+ * A member left a conversation (or user_id removed a contact): what let a
+ * pair watch each other may be gone.  The user who left checks every
+ * watched user again; the others only if they watch that user.
  */
 
 static void

@@ -170,6 +170,24 @@ def test_a_removed_member_stops_watching_and_being_watched(chat):
         {"presence": {"bob": None}}
 
 
+def test_a_contact_removed_stops_events(chat):
+    # bob lists zed: zed may watch bob, though they share nothing
+    chat.ok("bob", "POST", "contacts", {"user_id": "zed"})
+    zed = ws(chat, "zed")
+    assert zed.ok("presence.subscribe", user_ids=["bob"]) == \
+        {"presence": {"bob": OFFLINE}}
+    bob = chat.ws("bob")
+    assert presence(settle(zed)) == [online("bob")]
+    # bob takes zed off his contacts: zed checks his set, and stops
+    chat.ok("bob", "DELETE", "contacts/zed")
+    ready(zed)
+    bob.close()
+    time.sleep(GRACE + 1.5)
+    assert presence(settle(zed)) == []
+    assert zed.ok("presence.query", user_ids=["bob"]) == \
+        {"presence": {"bob": None}}
+
+
 def test_presence_count(chat):
     a = chat.conn("alice")
     g = group(a, "g", ["bob", "carol"])["id"]

@@ -1509,7 +1509,10 @@ def test_contacts(db):
     db.api("block", "dave", {"user_id": "alice"})
     assert [c["user"]["id"] for c in db.api("contacts", "alice", {})[
         "ok"]["contacts"]] == ["carol", "bob"]
-    assert db.api("contact_remove", "alice", {"user_id": "carol"}) == ok({})
+    # the former contact's watchers of alice check again (the module's)
+    assert db.api("contact_remove", "alice", {"user_id": "carol"}) == ok({}, [
+        {"to": ["carol"], "event": {"type": "presence.recheck",
+                                    "user_id": "alice"}}])
     assert db.api("contact_remove", "alice", {"user_id": "nobody"}) == \
         ok({})
     assert db.api("contacts", "alice", {})["ok"]["contacts"][0] == \

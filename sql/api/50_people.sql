@@ -219,7 +219,16 @@ BEGIN
     END IF;
     DELETE FROM chat.contacts
     WHERE owner_id = p_user AND contact_id = p_req ->> 'user_id';
-    RETURN chat.ok('{}');
+    IF NOT FOUND THEN
+        RETURN chat.ok('{}');
+    END IF;
+    -- for the module only (never sent to a client): the former contact
+    -- may have watched p_user through this row; its connections that do
+    -- check their watch set again
+    RETURN chat.ok('{}', jsonb_build_array(jsonb_build_object(
+        'to', jsonb_build_array(p_req ->> 'user_id'),
+        'event', jsonb_build_object('type', 'presence.recheck',
+                                    'user_id', p_user))));
 END
 $$;
 
