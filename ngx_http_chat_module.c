@@ -1460,7 +1460,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    ngx_http_chat_fanout_init_process();
+    ngx_http_chat_fanout_init_process(ngx_http_chat_session_recheck);
     ngx_http_chat_order_init_process(cycle);
     ngx_http_chat_store_init_process(cycle);
     ngx_http_chat_typing_init_process(cycle);

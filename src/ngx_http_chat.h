@@ -44,7 +44,7 @@ typedef enum {
 
 #define NGX_HTTP_CHAT_EVENT_TYPES    11
 /* the protocol's request types, the last one for any other */
-#define NGX_HTTP_CHAT_REQUEST_TYPES  15
+#define NGX_HTTP_CHAT_REQUEST_TYPES  17
 /* room for statements to come: any past it share the last histogram */
 #define NGX_HTTP_CHAT_STMT_SLOTS     48
 

@@ -5,7 +5,9 @@
  * bus_publish takes an event made on this node (a committed change, a
  * typing indicator, a presence change): it counts it, tells the other
  * nodes (cluster.c), asks presence which workers hold connections of its
- * recipients, hands it to their queues (ipc.c) and delivers it here.
+ * recipients, hands it to their queues (ipc.c) and delivers it here.  A
+ * presence change has no recipients (to is JSON null): it goes to every
+ * worker, and each sends it to the connections that watch its user.
  *
  * bus_deliver takes an event for this worker's connections, whoever made
  * it (this worker, another worker's queue, another node, the host's
@@ -35,9 +37,21 @@ ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
 
     zone = ngx_http_chat_zone_sh;
 
-    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT
-        || !json_is_array(to))
-    {
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        ngx_http_chat_bus_deliver(event, to, log);
+        return;
+    }
+
+    self = (uint64_t) 1 << ngx_http_chat_zone_slot;
+
+    if (json_is_null(to)) {
+        /* watchers may be anywhere: every worker (ipc skips empty slots) */
+        ngx_http_chat_bus_deliver(event, to, log);
+        ngx_http_chat_ipc_post(~self, event, to, log);
+        return;
+    }
+
+    if (!json_is_array(to)) {
         ngx_http_chat_bus_deliver(event, to, log);
         return;
     }
@@ -69,8 +83,6 @@ ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    self = (uint64_t) 1 << ngx_http_chat_zone_slot;
 
     if (mask & self) {
         ngx_http_chat_bus_deliver(event, to, log);

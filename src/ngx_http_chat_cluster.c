@@ -11,6 +11,9 @@
  *   ["e", event, to]                typing, receipts, presence: the event
  *                                   (rebuilt from its fields by the
  *                                   receivers), when it fits in a payload;
+ *                                   a presence change has no recipients
+ *                                   (to is null): every worker of every
+ *                                   node sends it to its watchers;
  *   ["p", user, online, last_seen]  a user's first connection on the node
  *                                   came, or its last one went.
  *
@@ -803,9 +806,18 @@ ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
     type = json_string_value(json_object_get(ev, "type"));
     user = json_object_get(ev, "user_id");
 
-    if (type == NULL || !json_is_array(to)
-        || json_array_size(to) > NGX_HTTP_CHAT_CLUSTER_TO
-        || !ngx_http_chat_cluster_user(user))
+    if (type == NULL || !ngx_http_chat_cluster_user(user)) {
+        return;
+    }
+
+    if (json_is_null(to) && ngx_strcmp(type, "presence") != 0) {
+        /* only presence goes to watchers rather than recipients */
+        return;
+    }
+
+    if (!json_is_null(to)
+        && (!json_is_array(to)
+            || json_array_size(to) > NGX_HTTP_CHAT_CLUSTER_TO))
     {
         return;
     }
@@ -873,6 +885,29 @@ ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin)
                           "online",
                           json_is_true(json_object_get(ev, "online")),
                           "last_seen", v);
+
+        if (event != NULL && json_is_null(to)) {
+            /* every worker hears the notice: each tells its watchers */
+            ngx_http_chat_cluster_deliver(event, to, ngx_cycle->log);
+            json_decref(event);
+            return;
+        }
+
+    } else if (ngx_strcmp(type, "presence.recheck") == 0) {
+        /* a contact removed: its watchers check again (never sent) */
+        event = json_pack("{s:s, s:O}", "type", "presence.recheck",
+                          "user_id", user);
+
+    } else if (ngx_strcmp(type, "presence.unwatch") == 0) {
+        /* a block: the two stop watching each other (never sent) */
+        v = json_object_get(ev, "peer");
+
+        if (!ngx_http_chat_cluster_user(v)) {
+            return;
+        }
+
+        event = json_pack("{s:s, s:O, s:O}", "type", "presence.unwatch",
+                          "user_id", user, "peer", v);
 
     } else {
         return;

@@ -3,6 +3,12 @@
  * Delivery to the connections of this worker: user id -> connections.
  * An event is serialized once and its frame is shared by every local
  * recipient: per recipient, only a queue entry and a reference.
+ *
+ * Presence goes by interest: each connection has a bounded watch set of
+ * user ids (set by the session), and the same tree keeps, per user, the
+ * local connections that watch that user.  A presence change reaches
+ * every worker once and each sends it to its watchers of that user: no
+ * list of recipients is made anywhere.
  */
 
 
@@ -12,51 +18,112 @@
 typedef struct {
     ngx_str_node_t                sn;        /* key: crc32 of the user id */
     ngx_queue_t                   conns;
+    ngx_queue_t                   watchers;  /* ngx_http_chat_watch_t */
     u_char                        data[1];
 } ngx_http_chat_user_t;
 
 
+/* one watched user of a connection */
+typedef struct {
+    ngx_queue_t                   link;      /* in user->watchers */
+    ngx_http_chat_user_t         *user;      /* NULL: dropped */
+    ngx_http_chat_conn_t         *wc;
+} ngx_http_chat_watch_t;
+
+
+/* a connection's watch set: wc->watching */
+typedef struct {
+    ngx_uint_t                    n;
+    ngx_http_chat_watch_t         w[1];
+} ngx_http_chat_watching_t;
+
+
 static ngx_http_chat_user_t *ngx_http_chat_fanout_find(u_char *user,
     size_t len, uint32_t hash);
+static ngx_http_chat_user_t *ngx_http_chat_fanout_user(u_char *user,
+    size_t len, ngx_log_t *log);
+static void ngx_http_chat_fanout_release(ngx_http_chat_user_t *u);
+static void ngx_http_chat_fanout_unwatch_all(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log);
+static void ngx_http_chat_fanout_revoke(json_t *event, json_t *to);
+static void ngx_http_chat_fanout_left(json_t *event, json_t *to);
+static ngx_http_chat_buf_t *ngx_http_chat_fanout_frame(json_t *event,
+    ngx_log_t *log);
+static void ngx_http_chat_fanout_send(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_buf_t *buf, ngx_uint_t ephemeral);
 
 
 /* per worker process */
 static ngx_rbtree_t       ngx_http_chat_users;
 static ngx_rbtree_node_t  ngx_http_chat_users_sentinel;
 
+/* the session's: a connection's watch set is checked again (one query) */
+static ngx_http_chat_fanout_recheck_pt  ngx_http_chat_fanout_recheck;
+
 
 void
-ngx_http_chat_fanout_init_process(void)
+ngx_http_chat_fanout_init_process(ngx_http_chat_fanout_recheck_pt recheck)
 {
     ngx_rbtree_init(&ngx_http_chat_users, &ngx_http_chat_users_sentinel,
                     ngx_str_rbtree_insert_value);
+
+    ngx_http_chat_fanout_recheck = recheck;
+}
+
+
+/* the user's node, made if there is none */
+
+static ngx_http_chat_user_t *
+ngx_http_chat_fanout_user(u_char *user, size_t len, ngx_log_t *log)
+{
+    uint32_t               hash;
+    ngx_http_chat_user_t  *u;
+
+    hash = ngx_crc32_short(user, len);
+
+    u = ngx_http_chat_fanout_find(user, len, hash);
+
+    if (u == NULL) {
+        u = ngx_alloc(offsetof(ngx_http_chat_user_t, data) + len, log);
+        if (u == NULL) {
+            return NULL;
+        }
+
+        u->sn.node.key = hash;
+        u->sn.str.data = u->data;
+        u->sn.str.len = len;
+        ngx_memcpy(u->data, user, len);
+        ngx_queue_init(&u->conns);
+        ngx_queue_init(&u->watchers);
+
+        ngx_rbtree_insert(&ngx_http_chat_users, &u->sn.node);
+    }
+
+    return u;
+}
+
+
+/* a node neither connected nor watched here is forgotten */
+
+static void
+ngx_http_chat_fanout_release(ngx_http_chat_user_t *u)
+{
+    if (ngx_queue_empty(&u->conns) && ngx_queue_empty(&u->watchers)) {
+        ngx_rbtree_delete(&ngx_http_chat_users, &u->sn.node);
+        ngx_free(u);
+    }
 }
 
 
 ngx_int_t
 ngx_http_chat_fanout_add(ngx_http_chat_conn_t *wc)
 {
-    uint32_t               hash;
     ngx_http_chat_user_t  *u;
 
-    hash = ngx_crc32_short(wc->id.id.data, wc->id.id.len);
-
-    u = ngx_http_chat_fanout_find(wc->id.id.data, wc->id.id.len, hash);
-
+    u = ngx_http_chat_fanout_user(wc->id.id.data, wc->id.id.len,
+                                  wc->connection->log);
     if (u == NULL) {
-        u = ngx_alloc(offsetof(ngx_http_chat_user_t, data) + wc->id.id.len,
-                      wc->connection->log);
-        if (u == NULL) {
-            return NGX_ERROR;
-        }
-
-        u->sn.node.key = hash;
-        u->sn.str.data = u->data;
-        u->sn.str.len = wc->id.id.len;
-        ngx_memcpy(u->data, wc->id.id.data, wc->id.id.len);
-        ngx_queue_init(&u->conns);
-
-        ngx_rbtree_insert(&ngx_http_chat_users, &u->sn.node);
+        return NGX_ERROR;
     }
 
     ngx_queue_insert_tail(&u->conns, &wc->fanout);
@@ -72,6 +139,8 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
 {
     ngx_http_chat_user_t  *u;
 
+    ngx_http_chat_fanout_unwatch_all(wc);
+
     u = wc->fanout_user;
 
     if (u == NULL) {
@@ -81,41 +150,234 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
     ngx_queue_remove(&wc->fanout);
     wc->fanout_user = NULL;
 
-    if (ngx_queue_empty(&u->conns)) {
-        ngx_rbtree_delete(&ngx_http_chat_users, &u->sn.node);
-        ngx_free(u);
+    ngx_http_chat_fanout_release(u);
+}
+
+
+/*
+ * The connection's watch set becomes ids (strings; the caller checked
+ * them and bounds their number).  Duplicates are watched once.
+ */
+
+ngx_int_t
+ngx_http_chat_fanout_watch(ngx_http_chat_conn_t *wc, json_t *ids)
+{
+    size_t                     i, n;
+    json_t                    *id;
+    ngx_queue_t               *q;
+    ngx_http_chat_user_t      *u;
+    ngx_http_chat_watch_t     *w, *last;
+    ngx_http_chat_watching_t  *set;
+
+    ngx_http_chat_fanout_unwatch_all(wc);
+
+    n = json_array_size(ids);
+
+    if (n == 0 || wc->fanout_user == NULL) {
+        return NGX_OK;
     }
+
+    set = ngx_alloc(offsetof(ngx_http_chat_watching_t, w)
+                    + n * sizeof(ngx_http_chat_watch_t), wc->connection->log);
+    if (set == NULL) {
+        return NGX_ERROR;
+    }
+
+    set->n = 0;
+    wc->watching = set;
+
+    json_array_foreach(ids, i, id) {
+
+        if (!json_is_string(id) || json_string_length(id) == 0) {
+            continue;
+        }
+
+        u = ngx_http_chat_fanout_user((u_char *) json_string_value(id),
+                                      json_string_length(id),
+                                      wc->connection->log);
+        if (u == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* a connection's entries are added in a row: a duplicate is last */
+
+        if (!ngx_queue_empty(&u->watchers)) {
+            q = ngx_queue_last(&u->watchers);
+            last = ngx_queue_data(q, ngx_http_chat_watch_t, link);
+
+            if (last->wc == wc) {
+                continue;
+            }
+        }
+
+        w = &set->w[set->n++];
+        w->user = u;
+        w->wc = wc;
+        ngx_queue_insert_tail(&u->watchers, &w->link);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_fanout_unwatch_all(ngx_http_chat_conn_t *wc)
+{
+    ngx_uint_t                 i;
+    ngx_http_chat_watch_t     *w;
+    ngx_http_chat_watching_t  *set;
+
+    set = wc->watching;
+
+    if (set == NULL) {
+        return;
+    }
+
+    wc->watching = NULL;
+
+    for (i = 0; i < set->n; i++) {
+        w = &set->w[i];
+
+        if (w->user != NULL) {
+            ngx_queue_remove(&w->link);
+            ngx_http_chat_fanout_release(w->user);
+        }
+    }
+
+    ngx_free(set);
+}
+
+
+/* the connection stops watching user (a block, a failed check) */
+
+void
+ngx_http_chat_fanout_unwatch(ngx_http_chat_conn_t *wc, u_char *user,
+    size_t len)
+{
+    ngx_uint_t                 i;
+    ngx_http_chat_user_t      *u;
+    ngx_http_chat_watch_t     *w;
+    ngx_http_chat_watching_t  *set;
+
+    set = wc->watching;
+
+    for (i = 0; set != NULL && i < set->n; i++) {
+        w = &set->w[i];
+        u = w->user;
+
+        if (u != NULL && u->sn.str.len == len
+            && ngx_memcmp(u->sn.str.data, user, len) == 0)
+        {
+            ngx_queue_remove(&w->link);
+            w->user = NULL;
+            ngx_http_chat_fanout_release(u);
+            return;
+        }
+    }
+}
+
+
+ngx_uint_t
+ngx_http_chat_fanout_watches(ngx_http_chat_conn_t *wc, u_char *user,
+    size_t len)
+{
+    ngx_uint_t                 i;
+    ngx_http_chat_user_t      *u;
+    ngx_http_chat_watching_t  *set;
+
+    set = wc->watching;
+
+    for (i = 0; set != NULL && i < set->n; i++) {
+        u = set->w[i].user;
+
+        if (u != NULL && u->sn.str.len == len
+            && ngx_memcmp(u->sn.str.data, user, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the ids the connection watches, a new JSON array */
+
+json_t *
+ngx_http_chat_fanout_watched(ngx_http_chat_conn_t *wc)
+{
+    json_t                    *ids;
+    ngx_uint_t                 i;
+    ngx_http_chat_user_t      *u;
+    ngx_http_chat_watching_t  *set;
+
+    ids = json_array();
+    set = wc->watching;
+
+    for (i = 0; ids != NULL && set != NULL && i < set->n; i++) {
+        u = set->w[i].user;
+
+        if (u != NULL
+            && json_array_append_new(ids,
+                                     json_stringn((char *) u->sn.str.data,
+                                                  u->sn.str.len))
+               != 0)
+        {
+            json_decref(ids);
+            return NULL;
+        }
+    }
+
+    return ids;
 }
 
 
 /*
  * Sends {"type": ..., ...} to every local connection of the users in to
- * (a JSON array of user ids).  Changes of a conversation come here through
- * ngx_http_chat_order_deliver(), which puts them in order.
+ * (a JSON array of user ids); a presence change without recipients (to
+ * is JSON null) goes to the connections that watch its user.  Changes of
+ * a conversation come here through ngx_http_chat_order_deliver(), which
+ * puts them in order.
  */
 
 void
 ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
-    size_t                      size, i;
-    json_t                     *user, *ordered;
-    ngx_uint_t                  ephemeral;
-    const char                 *type;
-    ngx_queue_t                *q;
-    ngx_http_chat_main_conf_t  *cmcf;
-    ngx_http_chat_buf_t        *buf;
-    ngx_http_chat_user_t       *u;
-    ngx_http_chat_conn_t       *wc;
+    size_t                 i;
+    json_t                *user;
+    ngx_uint_t             ephemeral;
+    const char            *type;
+    ngx_queue_t           *q;
+    ngx_http_chat_buf_t   *buf;
+    ngx_http_chat_user_t  *u;
+    ngx_http_chat_conn_t  *wc;
 
-    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_chat_module);
+    type = json_string_value(json_object_get(event, "type"));
+
+    if (type != NULL && ngx_strcmp(type, "presence") == 0
+        && json_is_null(to))
+    {
+        ngx_http_chat_fanout_presence(event, log);
+        return;
+    }
 
     if (!json_is_array(to)) {
         return;
     }
 
+    if (type != NULL && ngx_strcmp(type, "presence.unwatch") == 0) {
+        /* a block: never sent, the pair stops watching each other */
+        ngx_http_chat_fanout_revoke(event, to);
+        return;
+    }
+
+    if (type != NULL && ngx_strcmp(type, "presence.recheck") == 0) {
+        /* a contact removed: never sent, its watchers check again */
+        ngx_http_chat_fanout_left(event, to);
+        return;
+    }
+
     /* typing and presence may be lost; the others never silently */
-    type = json_string_value(json_object_get(event, "type"));
     ephemeral = type && (ngx_strcmp(type, "typing") == 0
                          || ngx_strcmp(type, "presence") == 0);
 
@@ -132,27 +394,15 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
                                       ngx_crc32_short(
                                           (u_char *) json_string_value(user),
                                           json_string_length(user)));
-        if (u == NULL) {
+        if (u == NULL || ngx_queue_empty(&u->conns)) {
             continue;
         }
 
         if (buf == NULL) {
-            ordered = ngx_http_chat_http_event_json(event);
-            if (ordered == NULL) {
-                return;
-            }
-
-            size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
-
-            buf = size ? ngx_http_chat_ws_buf_alloc(size, log) : NULL;
+            buf = ngx_http_chat_fanout_frame(event, log);
             if (buf == NULL) {
-                json_decref(ordered);
                 return;
             }
-
-            buf->len = json_dumpb(ordered, (char *) buf->data, size,
-                                  JSON_COMPACT);
-            json_decref(ordered);
         }
 
         /* queuing never frees a connection (see ngx_http_chat_ws_close) */
@@ -162,50 +412,250 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
              q = ngx_queue_next(q))
         {
             wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
-
-            if (wc->close_sent || wc->finalized) {
-                continue;
-            }
-
-            /*
-             * A client that does not keep up: what can be lost is dropped
-             * from half the send buffer on; past all of it, the client is
-             * closed with 1013 and resumes with sync, so nothing is lost.
-             */
-
-            if (wc->out_bytes + buf->len > wc->conf->send_buffer / 2) {
-
-                if (ephemeral) {
-                    ngx_http_chat_stat(cmcf, events_dropped, 1);
-                    continue;
-                }
-
-                if (wc->out_bytes + buf->len > wc->conf->send_buffer) {
-                    ngx_log_error(NGX_LOG_INFO, wc->connection->log, 0,
-                                  "chat: client does not keep up, %uz bytes "
-                                  "unsent: closing with 1013", wc->out_bytes);
-                    ngx_http_chat_stat(cmcf,
-                                       closes[NGX_HTTP_CHAT_CLOSED_SLOW], 1);
-                    ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_TRY_AGAIN,
-                                           "too slow: resume with sync");
-                    continue;
-                }
-            }
-
-            buf->refs++;
-
-            if (ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_TEXT, buf)
-                != NGX_OK)
-            {
-                ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
-                                       "out of memory");
-            }
+            ngx_http_chat_fanout_send(wc, buf, ephemeral);
         }
     }
 
     if (buf != NULL) {
         /* the reference taken at allocation */
         ngx_http_chat_ws_buf_release(buf);
+    }
+
+    if (type != NULL && ngx_strcmp(type, "member.left") == 0) {
+        ngx_http_chat_fanout_left(event, to);
+    }
+}
+
+
+/* the frame of an event, serialized once; one reference is the caller's */
+
+static ngx_http_chat_buf_t *
+ngx_http_chat_fanout_frame(json_t *event, ngx_log_t *log)
+{
+    size_t                size;
+    json_t               *ordered;
+    ngx_http_chat_buf_t  *buf;
+
+    ordered = ngx_http_chat_http_event_json(event);
+    if (ordered == NULL) {
+        return NULL;
+    }
+
+    size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
+
+    buf = size ? ngx_http_chat_ws_buf_alloc(size, log) : NULL;
+    if (buf == NULL) {
+        json_decref(ordered);
+        return NULL;
+    }
+
+    buf->len = json_dumpb(ordered, (char *) buf->data, size, JSON_COMPACT);
+    json_decref(ordered);
+
+    return buf;
+}
+
+
+static void
+ngx_http_chat_fanout_send(ngx_http_chat_conn_t *wc, ngx_http_chat_buf_t *buf,
+    ngx_uint_t ephemeral)
+{
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (wc->close_sent || wc->finalized) {
+        return;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_module);
+
+    /*
+     * A client that does not keep up: what can be lost is dropped from
+     * half the send buffer on; past all of it, the client is closed with
+     * 1013 and resumes with sync, so nothing is lost.
+     */
+
+    if (wc->out_bytes + buf->len > wc->conf->send_buffer / 2) {
+
+        if (ephemeral) {
+            ngx_http_chat_stat(cmcf, events_dropped, 1);
+            return;
+        }
+
+        if (wc->out_bytes + buf->len > wc->conf->send_buffer) {
+            ngx_log_error(NGX_LOG_INFO, wc->connection->log, 0,
+                          "chat: client does not keep up, %uz bytes "
+                          "unsent: closing with 1013", wc->out_bytes);
+            ngx_http_chat_stat(cmcf, closes[NGX_HTTP_CHAT_CLOSED_SLOW], 1);
+            ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_TRY_AGAIN,
+                                   "too slow: resume with sync");
+            return;
+        }
+    }
+
+    buf->refs++;
+
+    if (ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_TEXT, buf) != NGX_OK) {
+        ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
+                               "out of memory");
+    }
+}
+
+
+/* a presence change: to this worker's watchers of its user */
+
+static void
+ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log)
+{
+    json_t                 *user;
+    ngx_queue_t            *q;
+    ngx_http_chat_buf_t    *buf;
+    ngx_http_chat_user_t   *u;
+    ngx_http_chat_watch_t  *w;
+
+    user = json_object_get(event, "user_id");
+
+    if (!json_is_string(user)) {
+        return;
+    }
+
+    u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
+                                  json_string_length(user),
+                                  ngx_crc32_short(
+                                      (u_char *) json_string_value(user),
+                                      json_string_length(user)));
+
+    if (u == NULL || ngx_queue_empty(&u->watchers)) {
+        return;
+    }
+
+    buf = ngx_http_chat_fanout_frame(event, log);
+    if (buf == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&u->watchers);
+         q != ngx_queue_sentinel(&u->watchers);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_http_chat_watch_t, link);
+        ngx_http_chat_fanout_send(w->wc, buf, 1);
+    }
+
+    ngx_http_chat_ws_buf_release(buf);
+}
+
+
+/* {"type": "presence.unwatch", "user_id": a, "peer": b} to [a, b] */
+
+static void
+ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
+{
+    json_t                *a, *b, *user, *other;
+    size_t                 i;
+    ngx_queue_t           *q;
+    ngx_http_chat_user_t  *u;
+    ngx_http_chat_conn_t  *wc;
+
+    a = json_object_get(event, "user_id");
+    b = json_object_get(event, "peer");
+
+    if (!json_is_string(a) || !json_is_string(b)) {
+        return;
+    }
+
+    json_array_foreach(to, i, user) {
+
+        if (!json_is_string(user)) {
+            continue;
+        }
+
+        if (json_equal(user, a)) {
+            other = b;
+
+        } else if (json_equal(user, b)) {
+            other = a;
+
+        } else {
+            continue;
+        }
+
+        u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
+                                      json_string_length(user),
+                                      ngx_crc32_short(
+                                          (u_char *) json_string_value(user),
+                                          json_string_length(user)));
+        if (u == NULL) {
+            continue;
+        }
+
+        for (q = ngx_queue_head(&u->conns);
+             q != ngx_queue_sentinel(&u->conns);
+             q = ngx_queue_next(q))
+        {
+            wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+            ngx_http_chat_fanout_unwatch(wc,
+                                         (u_char *) json_string_value(other),
+                                         json_string_length(other));
+        }
+    }
+}
+
+
+/*
+ * A member left a conversation (or user_id removed a contact): what let a
+ * pair watch each other may be gone.  The user who left checks every
+ * watched user again; the others only if they watch that user.
+ */
+
+static void
+ngx_http_chat_fanout_left(json_t *event, json_t *to)
+{
+    json_t                *left, *user;
+    size_t                 i;
+    ngx_queue_t           *q;
+    ngx_http_chat_user_t  *u;
+    ngx_http_chat_conn_t  *wc;
+
+    left = json_object_get(event, "user_id");
+
+    if (!json_is_string(left) || ngx_http_chat_fanout_recheck == NULL) {
+        return;
+    }
+
+    json_array_foreach(to, i, user) {
+
+        if (!json_is_string(user)) {
+            continue;
+        }
+
+        u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
+                                      json_string_length(user),
+                                      ngx_crc32_short(
+                                          (u_char *) json_string_value(user),
+                                          json_string_length(user)));
+        if (u == NULL) {
+            continue;
+        }
+
+        for (q = ngx_queue_head(&u->conns);
+             q != ngx_queue_sentinel(&u->conns);
+             q = ngx_queue_next(q))
+        {
+            wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+
+            if (wc->watching == NULL || wc->close_sent || wc->finalized) {
+                continue;
+            }
+
+            if (json_equal(user, left)
+                || ngx_http_chat_fanout_watches(wc,
+                                       (u_char *) json_string_value(left),
+                                       json_string_length(left)))
+            {
+                ngx_http_chat_fanout_recheck(wc);
+            }
+        }
     }
 }
 
@@ -272,6 +722,9 @@ ngx_http_chat_fanout_close_all(unsigned code, const char *reason)
 ngx_uint_t
 ngx_http_chat_fanout_online(u_char *user, size_t len)
 {
-    return ngx_http_chat_fanout_find(user, len, ngx_crc32_short(user, len))
-           != NULL;
+    ngx_http_chat_user_t  *u;
+
+    u = ngx_http_chat_fanout_find(user, len, ngx_crc32_short(user, len));
+
+    return u != NULL && !ngx_queue_empty(&u->conns);
 }

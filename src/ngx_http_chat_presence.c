@@ -5,9 +5,9 @@
  * the last; "offline" is said only after a grace period, so that a quick
  * reconnect (a reload, a flaky network) does not flap.  Users whose last
  * connection closed wait in a list in the zone, so that any worker says
- * it, even when the one where they were has exited.  Who hears it is
- * PostgreSQL's to say (users sharing a conversation, blocks excluded):
- * a change goes to the announcer storage gives this file at init.
+ * it, even when the one where they were has exited.  A change goes to
+ * the announcer storage gives this file at init; it reaches the
+ * connections that watch the user (fanout.c), wherever they are.
  */
 
 
@@ -381,6 +381,64 @@ ngx_http_chat_presence_query(json_t *ids)
     ngx_free(st);
 
     return result;
+}
+
+
+/*
+ * presence.count: how many of ids (a conversation's members, at most a
+ * group's size) are online here or on another node.  The lock is taken
+ * for a few at a time.
+ */
+
+ngx_uint_t
+ngx_http_chat_presence_count(json_t *ids)
+{
+    size_t                     i, n;
+    json_t                    *id;
+    ngx_uint_t                 online;
+    ngx_http_chat_zone_t      *zone;
+    ngx_http_chat_presence_t  *p;
+
+    zone = ngx_http_chat_zone_sh;
+    online = 0;
+    n = json_array_size(ids);
+
+    for (i = 0; i < n; /* void */) {
+
+        if (zone != NULL) {
+            ngx_shmtx_lock(&zone->shpool->mutex);
+        }
+
+        do {
+            id = json_array_get(ids, i);
+
+            if (!json_is_string(id)) {
+                continue;
+            }
+
+            if (zone == NULL) {
+                online += ngx_http_chat_fanout_online(
+                                           (u_char *) json_string_value(id),
+                                           json_string_length(id));
+                continue;
+            }
+
+            p = ngx_http_chat_presence_lookup_locked(
+                                           (u_char *) json_string_value(id),
+                                           json_string_length(id));
+
+            if (p != NULL && (p->total > 0 || p->remote)) {
+                online++;
+            }
+
+        } while (++i < n && i % 256);
+
+        if (zone != NULL) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+        }
+    }
+
+    return online;
 }
 
 

@@ -18,6 +18,7 @@ void ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id);
 void ngx_http_chat_presence_remove(ngx_http_chat_conn_t *wc);
 json_t *ngx_http_chat_presence_query(json_t *ids);
 json_t *ngx_http_chat_presence_answer(json_t *audience);
+ngx_uint_t ngx_http_chat_presence_count(json_t *ids);
 void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_uint_t online, time_t last_seen);
 void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);

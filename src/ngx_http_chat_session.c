@@ -21,6 +21,8 @@ typedef struct {
     ngx_queue_t                   typing;    /* conversations typed in */
     ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
                                              /* rates without a zone */
+    unsigned                      rechecking:1;  /* watch set checked */
+    unsigned                      recheck:1;     /* again, after it */
 } ngx_http_chat_session_t;
 
 
@@ -47,6 +49,17 @@ static ngx_int_t ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static ngx_int_t ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
+static ngx_int_t ngx_http_chat_subscribe_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req);
+static json_t *ngx_http_chat_user_ids(ngx_http_chat_request_t *req);
+static void ngx_http_chat_session_watch_done(
+    ngx_http_chat_store_done_t *done, json_t *result);
+static void ngx_http_chat_session_recheck_done(
+    ngx_http_chat_store_done_t *done, json_t *result);
+static void ngx_http_chat_session_subscribed(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_store_done_t *done, json_t *audience);
+static void ngx_http_chat_session_count(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_store_done_t *done, json_t *ok);
 static ngx_int_t ngx_http_chat_send_json_frame(ngx_http_chat_conn_t *wc,
     json_t *json);
 static ngx_int_t ngx_http_chat_reply_ok(ngx_http_chat_conn_t *wc,
@@ -81,6 +94,12 @@ static ngx_http_chat_request_type_t
      * (only the users one may know of), else the handler */
     { ngx_string("presence.query"), ngx_http_chat_presence_request,
       NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE },
+
+    /* the same check as presence.query; the ids allowed are watched */
+    { ngx_string("presence.subscribe"), ngx_http_chat_subscribe_request,
+      NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE },
+    { ngx_string("presence.count"), NULL,
+      NGX_HTTP_CHAT_STMT_PRESENCE_MEMBERS },
 
     { ngx_null_string, NULL, 0 }
 };
@@ -131,8 +150,11 @@ ngx_http_chat_session_request_name(ngx_uint_t i)
 static ngx_int_t
 ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
 {
-    ngx_http_chat_session_t    *s;
-    ngx_http_chat_main_conf_t  *cmcf;
+    json_t                      *arg;
+    ngx_int_t                    rc;
+    ngx_http_chat_session_t     *s;
+    ngx_http_chat_main_conf_t   *cmcf;
+    ngx_http_chat_store_done_t   done;
 
     cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_chat_module);
@@ -157,7 +179,131 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    if (cmcf->pg == NULL) {
+        return NGX_OK;
+    }
+
+    /* the default watch set: the direct partners (one indexed query) */
+
+    arg = json_object();
+    if (arg == NULL) {
+        return NGX_ERROR;
+    }
+
+    done.handler = ngx_http_chat_session_watch_done;
+    done.data = wc;
+    done.type = 0;
+    done.start = 0;
+
+    rc = ngx_http_chat_store_ask(wc, NGX_HTTP_CHAT_STMT_PRESENCE_PARTNERS,
+                                 arg, &done);
+    json_decref(arg);
+
+    return rc;
+}
+
+
+/* the direct partners, watched until the client subscribes */
+
+static void
+ngx_http_chat_session_watch_done(ngx_http_chat_store_done_t *done,
+    json_t *result)
+{
+    json_t                *ids;
+    ngx_http_chat_conn_t  *wc;
+
+    wc = done->data;
+
+    ids = json_object_get(json_object_get(result, "ok"), "user_ids");
+
+    if (json_is_array(ids)
+        && json_array_size(ids) <= NGX_HTTP_CHAT_WATCH_MAX
+        && ngx_http_chat_fanout_watch(wc, ids) != NGX_OK)
+    {
+        ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
+                               "out of memory");
+    }
+}
+
+
+/*
+ * A member left a conversation the connection's user or a watched user
+ * was in: the watch set is checked again with one query (what is not
+ * allowed anymore is dropped).  Given to fan-out at init.
+ */
+
+void
+ngx_http_chat_session_recheck(ngx_http_chat_conn_t *wc)
+{
+    json_t                      *ids, *arg;
+    ngx_http_chat_session_t     *s;
+    ngx_http_chat_store_done_t   done;
+
+    s = wc->data;
+
+    if (s == NULL) {
+        return;
+    }
+
+    if (s->rechecking) {
+        /* its query may have run before this change committed */
+        s->recheck = 1;
+        return;
+    }
+
+    ids = ngx_http_chat_fanout_watched(wc);
+    arg = ids ? json_pack("{s:o}", "user_ids", ids) : NULL;
+
+    if (arg == NULL) {
+        return;
+    }
+
+    done.handler = ngx_http_chat_session_recheck_done;
+    done.data = wc;
+    done.type = 0;
+    done.start = 0;
+
+    s->rechecking = 1;
+
+    if (ngx_http_chat_store_ask(wc, NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE, arg,
+                                &done)
+        != NGX_OK)
+    {
+        s->rechecking = 0;
+    }
+
+    json_decref(arg);
+}
+
+
+static void
+ngx_http_chat_session_recheck_done(ngx_http_chat_store_done_t *done,
+    json_t *result)
+{
+    json_t                   *audience, *allowed;
+    const char               *key;
+    ngx_http_chat_conn_t     *wc;
+    ngx_http_chat_session_t  *s;
+
+    wc = done->data;
+    s = wc->data;
+    s->rechecking = 0;
+
+    audience = json_object_get(json_object_get(result, "ok"), "audience");
+
+    /* storage down: the set stays as it is until the next check */
+
+    json_object_foreach(audience, key, allowed) {
+        if (!json_is_true(allowed)) {
+            ngx_http_chat_fanout_unwatch(wc, (u_char *) key,
+                                         ngx_strlen(key));
+        }
+    }
+
+    if (s->recheck) {
+        s->recheck = 0;
+        ngx_http_chat_session_recheck(wc);
+    }
 }
 
 
@@ -319,6 +465,14 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
                                         t->stmt == NGX_HTTP_CHAT_STMT_SEND
                                         ? NGX_HTTP_CHAT_RATE_SEND
                                         : NGX_HTTP_CHAT_RATE_TYPING);
+
+        } else if (t->stmt == NGX_HTTP_CHAT_STMT_PRESENCE_MEMBERS
+                   || t->handler == ngx_http_chat_subscribe_request)
+        {
+            /* a read of many rows or ids: chat_search_rate */
+            s = wc->data;
+            wait = ngx_http_chat_rate_check(wc, s->buckets,
+                                            NGX_HTTP_CHAT_RATE_SEARCH);
         }
 
         if (wait == 0) {
@@ -383,6 +537,16 @@ ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
 
     } else if (error != NULL) {
         (void) ngx_http_chat_session_reply(wc, done->id, NULL, error);
+
+    } else if (ngx_http_chat_request_types[done->type].handler
+               == ngx_http_chat_subscribe_request)
+    {
+        ngx_http_chat_session_subscribed(wc, done,
+                   json_object_get(json_object_get(result, "ok"),
+                                   "audience"));
+
+    } else if (stmt == NGX_HTTP_CHAT_STMT_PRESENCE_MEMBERS) {
+        ngx_http_chat_session_count(wc, done, json_object_get(result, "ok"));
 
     } else if (stmt == NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE) {
         /* those the user may know of, from the zone; the rest null */
@@ -505,29 +669,47 @@ ngx_http_chat_auth_refresh(ngx_http_chat_conn_t *wc,
 }
 
 
-static ngx_int_t
-ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
-    ngx_http_chat_request_t *req)
+/* user_ids of presence.query and presence.subscribe, or NULL: invalid */
+
+static json_t *
+ngx_http_chat_user_ids(ngx_http_chat_request_t *req)
 {
     size_t   i;
-    json_t  *ids, *id, *presence;
+    json_t  *ids, *id;
 
     ids = json_object_get(req->root, "user_ids");
 
-    if (!json_is_array(ids) || json_array_size(ids) > 200) {
-        return ngx_http_chat_session_error(wc, req->id, "bad_request",
-                                           "user_ids must be an array of "
-                                           "at most 200 user ids");
+    if (!json_is_array(ids) || json_array_size(ids) > NGX_HTTP_CHAT_WATCH_MAX)
+    {
+        return NULL;
     }
 
     json_array_foreach(ids, i, id) {
         if (!json_is_string(id) || json_string_length(id) == 0
             || json_string_length(id) > NGX_HTTP_CHAT_JWT_MAX_SUB)
         {
-            return ngx_http_chat_session_error(wc, req->id, "bad_request",
-                                               "user_ids must be an array "
-                                               "of at most 200 user ids");
+            return NULL;
         }
+    }
+
+    return ids;
+}
+
+
+/* without storage: every id is answered (as presence.query), and watched */
+
+static ngx_int_t
+ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req)
+{
+    json_t  *ids, *presence;
+
+    ids = ngx_http_chat_user_ids(req);
+
+    if (ids == NULL) {
+        return ngx_http_chat_session_error(wc, req->id, "bad_request",
+                                           "user_ids must be an array of "
+                                           "at most 200 user ids");
     }
 
     presence = ngx_http_chat_presence_query(ids);
@@ -537,6 +719,91 @@ ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
 
     return ngx_http_chat_reply_ok(wc, req->id,
                                   json_pack("{s:o}", "presence", presence));
+}
+
+
+static ngx_int_t
+ngx_http_chat_subscribe_request(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_request_t *req)
+{
+    json_t  *ids;
+
+    ids = ngx_http_chat_user_ids(req);
+
+    if (ids != NULL && ngx_http_chat_fanout_watch(wc, ids) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_presence_request(wc, req);
+}
+
+
+/*
+ * presence.subscribe answered by storage: the ids allowed (audience true)
+ * replace the watch set, and the reply is presence.query's.
+ */
+
+static void
+ngx_http_chat_session_subscribed(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_store_done_t *done, json_t *audience)
+{
+    json_t      *ids, *allowed, *data;
+    const char  *key;
+
+    ids = json_array();
+    data = NULL;
+
+    json_object_foreach(audience, key, allowed) {
+        if (ids != NULL && json_is_true(allowed)
+            && json_array_append_new(ids, json_string(key)) != 0)
+        {
+            json_decref(ids);
+            ids = NULL;
+        }
+    }
+
+    if (ids != NULL && ngx_http_chat_fanout_watch(wc, ids) == NGX_OK) {
+        data = ngx_http_chat_presence_answer(audience);
+        data = data ? json_pack("{s:o}", "presence", data) : NULL;
+    }
+
+    json_decref(ids);
+
+    if (data == NULL) {
+        (void) ngx_http_chat_session_error(wc, done->id, "internal",
+                                           "out of memory");
+        return;
+    }
+
+    (void) ngx_http_chat_session_reply(wc, done->id, data, NULL);
+    json_decref(data);
+}
+
+
+/* presence.count: the members online, counted now in the zone */
+
+static void
+ngx_http_chat_session_count(ngx_http_chat_conn_t *wc,
+    ngx_http_chat_store_done_t *done, json_t *ok)
+{
+    json_t  *ids, *data;
+
+    ids = json_object_get(ok, "user_ids");
+
+    data = json_pack("{s:O, s:I, s:I}",
+                     "conversation_id", json_object_get(ok, "conversation_id"),
+                     "members", (json_int_t) json_array_size(ids),
+                     "online",
+                     (json_int_t) ngx_http_chat_presence_count(ids));
+
+    if (data == NULL) {
+        (void) ngx_http_chat_session_error(wc, done->id, "internal",
+                                           "out of memory");
+        return;
+    }
+
+    (void) ngx_http_chat_session_reply(wc, done->id, data, NULL);
+    json_decref(data);
 }
 
 

@@ -21,6 +21,7 @@ ngx_int_t ngx_http_chat_session_event(ngx_http_chat_conn_t *wc,
 ngx_int_t ngx_http_chat_session_limited(ngx_http_chat_conn_t *wc, json_t *id,
     ngx_msec_t wait);
 ngx_str_t *ngx_http_chat_session_request_name(ngx_uint_t i);
+void ngx_http_chat_session_recheck(ngx_http_chat_conn_t *wc);
 
 
 #endif /* _NGX_HTTP_CHAT_SESSION_H_INCLUDED_ */

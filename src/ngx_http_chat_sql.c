@@ -50,9 +50,9 @@ static ngx_http_chat_pg_stmt_t
     [NGX_HTTP_CHAT_STMT_TYPING] =
         { "chat_typing",
           "SELECT chat.api_typing($1, $2::jsonb)", 2 },
-    [NGX_HTTP_CHAT_STMT_PRESENCE] =
-        { "chat_presence",
-          "SELECT chat.api_presence($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_PRESENCE_PARTNERS] =
+        { "chat_presence_partners",
+          "SELECT chat.api_presence_partners($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CHANGES] =
         { "chat_changes",
           "SELECT chat.api_changes($1, $2::jsonb)", 2 },
@@ -136,7 +136,10 @@ static ngx_http_chat_pg_stmt_t
           "SELECT chat.api_cluster_join($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_PRESENCE_AUDIENCE] =
         { "chat_presence_audience",
-          "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 }
+          "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_PRESENCE_MEMBERS] =
+        { "chat_presence_members",
+          "SELECT chat.api_presence_members($1, $2::jsonb)", 2 }
 };
 
 

@@ -180,14 +180,46 @@ ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
 }
 
 
-/* a user came or went on this node: presence.c is given this at init */
+/*
+ * A request of the session's own, that no client sent (the watch set's
+ * queries): in the connection's order like the others; done answers it.
+ */
+
+ngx_int_t
+ngx_http_chat_store_ask(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
+    json_t *arg, ngx_http_chat_store_done_t *done)
+{
+    ngx_http_chat_op_t  *op;
+
+    op = ngx_http_chat_store_op(wc, stmt, NGX_HTTP_CHAT_OP_PLAIN, NULL, arg);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->done.handler = done->handler;
+    op->done.data = done->data;
+    op->done.type = done->type;
+    op->done.start = done->start;
+
+    ngx_http_chat_store_run(wc);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A user came or went on this node: presence.c is given this at init.
+ * The change goes to every worker, and each sends it to its connections
+ * that watch the user: nothing is asked of PostgreSQL for it, but in a
+ * cluster, whether another node holds the user too (O(1) per user).
+ */
 
 void
 ngx_http_chat_store_announce(u_char *user, size_t len, ngx_uint_t online,
     time_t last_seen)
 {
     u_char  *e;
-    json_t  *arg;
+    json_t  *arg, *event;
     u_char   seen[NGX_HTTP_CHAT_TIME_LEN];
 
     if (last_seen) {
@@ -205,12 +237,9 @@ ngx_http_chat_store_announce(u_char *user, size_t len, ngx_uint_t online,
         return;
     }
 
-    /*
-     * PostgreSQL knows who shares a conversation; without it, silence.
-     * In a cluster it also knows whether another node holds the user.
-     */
-
     if (ngx_http_chat_cluster_enabled()) {
+        /* PostgreSQL says whether the state across nodes changed */
+
         if (json_object_set_new(arg, "node",
                     json_stringn((char *) ngx_http_chat_cluster_node()->data,
                                  ngx_http_chat_cluster_node()->len))
@@ -223,11 +252,25 @@ ngx_http_chat_store_announce(u_char *user, size_t len, ngx_uint_t online,
 
         ngx_http_chat_cluster_presence(user, len, online, last_seen);
 
-    } else {
-        ngx_http_chat_store_call(user, len, NGX_HTTP_CHAT_STMT_PRESENCE, arg);
+        json_decref(arg);
+        return;
     }
 
+    event = json_pack("{s:s, s:O, s:O, s:O}", "type", "presence",
+                      "user_id", json_object_get(arg, "user_id"),
+                      "online", json_object_get(arg, "online"),
+                      "last_seen", json_object_get(arg, "last_seen"));
+
     json_decref(arg);
+
+    if (event == NULL) {
+        return;
+    }
+
+    /* no recipients: the watchers, on every worker */
+    ngx_http_chat_bus_publish(event, json_null(), ngx_cycle->log);
+
+    json_decref(event);
 }
 
 

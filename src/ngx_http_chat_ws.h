@@ -94,6 +94,7 @@ struct ngx_http_chat_conn_s {
     ngx_queue_t                   fanout;     /* the user's connections */
     void                         *fanout_user;
     ngx_msec_t                    fanout_since;  /* events reach it since */
+    void                         *watching;   /* whose presence it gets */
 
     unsigned                      started:1;
     unsigned                      ping_sent:1;

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from chatlib import make_token, ws_connect
+from chatlib import http, make_token, ws_connect
 
 LEASE = 10          # seconds, NGX_HTTP_CHAT_CLUSTER_LEASE
 TICK = 2            # seconds between round trips
@@ -72,6 +72,10 @@ def cluster(nginx, postgres, tmp_path):
         def connect(self, node, user):
             return ws_connect(node, make_token(key, user))
 
+        def rest(self, node, user, method, path):
+            return http(node, method, "/api/chat/" + path,
+                        token=make_token(key, user))
+
     c = Cluster()
     c.nodes = []
     c.pg = postgres
@@ -122,12 +126,14 @@ def conv_created(client, cid, timeout=CROSS):
 
 def direct_pair(cluster, node_a, node_b):
     """alice on node_a, bob on node_b, and their direct conversation (bob
-    has heard of it)."""
+    has heard of it; alice watches bob's presence)."""
     alice = cluster.connect(node_a, "alice")
     bob = cluster.connect(node_b, "bob")
     conv = alice.ok("conversation.create", kind="direct",
                     user_id="bob")["conversation"]
     conv_created(bob, conv["id"])
+    # alice connected before they were partners: she asks for bob
+    alice.ok("presence.subscribe", user_ids=["bob"])
     return alice, bob, conv
 
 
@@ -269,6 +275,38 @@ def test_presence_across_nodes(cluster):
         time.sleep(0.2)
     alice.close()
     carol.close()
+
+
+def test_presence_by_interest_across_nodes(cluster):
+    """Issue 15: a watcher on node 1 hears the users of node 2 it asked
+    for, and only those (a shared group alone says nothing); a block made
+    on node 2 ends it on node 1; presence.count counts every node."""
+    a, b = cluster.start(2)
+    alice = cluster.connect(a, "alice")
+    carol = cluster.connect(b, "carol")
+    g = alice.ok("conversation.create", kind="group", title="g",
+                 members=["bob", "carol", "dave"])["conversation"]["id"]
+    assert alice.ok("presence.subscribe", user_ids=["bob", "carol"]) == {
+        "presence": {"bob": {"online": False, "last_seen": None},
+                     "carol": {"online": True, "last_seen": None}}}
+    cluster.connect(b, "dave")
+    bob = cluster.connect(b, "bob")
+    ev = alice.next_event("presence", timeout=CROSS)
+    assert (ev["user_id"], ev["online"]) == ("bob", True)
+    deadline = time.monotonic() + CROSS
+    while alice.ok("presence.count", conversation_id=g)["online"] != 4:
+        assert time.monotonic() < deadline, "node 1 never counted 4"
+        time.sleep(0.2)
+    # bob blocks alice through node 2; then bob and carol go: alice hears
+    # of carol only
+    assert cluster.rest(b, "bob", "PUT", "blocks/alice").status == 200
+    time.sleep(1)
+    bob.close()
+    carol.close()
+    got = events_of(alice, "presence", quiet=GRACE + 1,
+                    timeout=GRACE + CROSS)
+    assert [(e["user_id"], e["online"]) for e in got] == [("carol", False)]
+    alice.close()
 
 
 @pytest.mark.allow_log(r"stopped renewing its lease")

@@ -46,7 +46,7 @@ REQUEST_TYPES = ["ping", "auth.refresh", "message.send", "message.read",
                  "message.delivered", "messages.history", "message.edit",
                  "message.delete", "conversation.create",
                  "conversation.list", "conversation.members", "sync", "typing",
-                 "presence.query",
+                 "presence.query", "presence.subscribe", "presence.count",
                  "other"]
 BOUNDS = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
           "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
@@ -159,7 +159,7 @@ def ng(nginx, postgres):
 
 def settled(ng, timeout=10):
     """A scrape once every PostgreSQL query sent has its result observed
-    (closing connections fires presence queries nobody waits for)."""
+    (a connection's default watch set is read while it may close)."""
     deadline = time.monotonic() + timeout
     while True:
         m = metrics(ng)

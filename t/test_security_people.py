@@ -157,12 +157,18 @@ def test_h1_a_shared_group_keeps_blocked_users_apart(env):
 
 def test_h1_presence_events_skip_a_blocked_user(env):
     """H1: mallory coming online is told to bob, not to alice who blocked
-    her, though all three share a group."""
+    her, though all three share a group and both asked."""
     env.start()
     g = group(env, "bob", "alice", "mallory")
     assert g
     env.ok("alice", "PUT", "blocks/mallory")
     alice, bob = env.ws("alice"), env.ws("bob")
+    # both ask for mallory's presence (a shared group alone says nothing:
+    # presence goes by interest); alice may not know it
+    assert alice.ok("presence.subscribe", user_ids=["mallory"]) == \
+        {"presence": {"mallory": None}}
+    assert bob.ok("presence.subscribe", user_ids=["mallory"]) == \
+        {"presence": {"mallory": {"online": False, "last_seen": None}}}
     settle(alice)
     bob.events.clear()
     env.ws("mallory")

@@ -738,8 +738,8 @@ def test_send_blocked_direct(db):
     cid = db.direct("alice", "bob")
     g = db.group("alice", "bob")
     before = db.send("alice", cid, "before", "before")
-    assert db.api("block", "bob", {"user_id": "alice"}) == ok({})
-    assert db.api("block", "bob", {"user_id": "alice"}) == ok({})
+    assert db.api("block", "bob", {"user_id": "alice"})["ok"] == {}
+    assert db.api("block", "bob", {"user_id": "alice"})["ok"] == {}
     assert db.q("SELECT blocker_id, blocked_id FROM chat.blocks") == \
         [("bob", "alice")]
     for user in ("alice", "bob"):
@@ -1511,7 +1511,10 @@ def test_contacts(db):
     db.api("block", "dave", {"user_id": "alice"})
     assert [c["user"]["id"] for c in db.api("contacts", "alice", {})[
         "ok"]["contacts"]] == ["carol", "bob"]
-    assert db.api("contact_remove", "alice", {"user_id": "carol"}) == ok({})
+    # the former contact's watchers of alice check again (the module's)
+    assert db.api("contact_remove", "alice", {"user_id": "carol"}) == ok({}, [
+        {"to": ["carol"], "event": {"type": "presence.recheck",
+                                    "user_id": "alice"}}])
     assert db.api("contact_remove", "alice", {"user_id": "nobody"}) == \
         ok({})
     assert db.api("contacts", "alice", {})["ok"]["contacts"][0] == \
@@ -1893,7 +1896,7 @@ def _events(r, type_=None):
 def test_h1_no_group_with_someone_blocked_either_way(db):
     """H1: mallory, blocked by alice, cannot put alice into a group (nor
     can alice put mallory into one); others still can add either."""
-    assert db.api("block", "alice", {"user_id": "mallory"}) == ok({})
+    assert db.api("block", "alice", {"user_id": "mallory"})["ok"] == {}
     blocked = err("forbidden", "blocked")
     for actor, other in (("mallory", "alice"), ("alice", "mallory")):
         assert db.api("conversation_create", actor,
@@ -1994,14 +1997,51 @@ def test_h1_blocked_users_do_not_hear_each_other_in_a_group(db):
     assert len(hist["ok"]["messages"]) == 6
 
 
-def test_h1_presence_events_skip_blocked_users(db):
-    """H1: presence (api_presence) already leaves blocked pairs out."""
+def test_presence_partners_are_direct_and_never_blocked(db):
+    """Issue 15: a connection's default watch set is its user's direct
+    partners, most recently active first, at most 200, none blocked
+    either way; a group's members are not read."""
+    db.group("alice", "carol", "dave")
+    bob = db.direct("alice", "bob")
+    db.direct("alice", "mallory")
+    db.direct("zed", "alice")
+    db.api("block", "mallory", {"user_id": "alice"})
+    db.send("alice", bob)              # the most recent activity
+    assert db.api("presence_partners", "alice", {}) == ok(
+        {"user_ids": ["bob", "zed"]})
+    assert db.api("presence_partners", "mallory", {}) == ok(
+        {"user_ids": []})
+    assert db.api("presence_partners", "carol", {}) == ok({"user_ids": []})
+    for i in range(205):
+        db.direct("many", "p%03d" % i)
+    got = db.api("presence_partners", "many", {})["ok"]["user_ids"]
+    assert len(got) == 200 and "p204" in got
+
+
+def test_presence_events_have_no_audience_and_a_block_unwatches(db):
+    """Issue 15: a presence change is not routed by PostgreSQL (to: null,
+    the watchers of every worker); a block tells the module that the pair
+    stops watching each other."""
     db.group("bob", "alice", "mallory")
-    db.api("block", "alice", {"user_id": "mallory"})
-    for user, peers in (("mallory", ["bob"]), ("alice", ["bob"]),
-                        ("bob", ["alice", "mallory"])):
-        r = db.api("presence", user, {"online": True, "last_seen": None})
-        assert r["events"][0]["to"] == peers, user
+    r = db.one("SELECT chat.presence_event('alice', "
+               "'{\"online\": true, \"last_seen\": null}')")
+    assert r == {"ok": {}, "events": [{"to": None, "event": {
+        "type": "presence", "user_id": "alice", "online": True,
+        "last_seen": None}}]}
+    assert db.api("block", "alice", {"user_id": "mallory"}) == ok({}, [{
+        "to": ["alice", "mallory"],
+        "event": {"type": "presence.unwatch", "user_id": "alice",
+                  "peer": "mallory"}}])
+
+
+def test_presence_members_for_a_member_only(db):
+    gid = db.group("alice", "bob", "carol")
+    assert db.api("presence_members", "bob", {"conversation_id": gid}) == \
+        ok({"conversation_id": gid, "user_ids": ["alice", "bob", "carol"]})
+    assert db.api("presence_members", "zed", {"conversation_id": gid}) == \
+        err("not_found", "conversation not found")
+    assert db.api("presence_members", "bob",
+                  {"conversation_id": "x"})["error"]["code"] == "bad_request"
 
 
 def test_m1_presence_audience(db):

@@ -41,6 +41,14 @@ def presence_ev(user, online):
             "last_seen": TIME if not online else None}
 
 
+def watch(c, *users):
+    """c watches users' presence (presence.subscribe replaces its set:
+    presence goes by interest, a shared group alone says nothing)."""
+    got = c.ok("presence.subscribe", user_ids=list(users))["presence"]
+    assert set(got) == set(users)
+    return got
+
+
 def typing_ev(cid, user, active):
     return {"type": "typing", "conversation_id": cid, "user_id": user,
             "active": active}
@@ -285,10 +293,16 @@ def test_presence_events_reach_peers_only(chat):
     # erin blocks alice: they share the group, yet hear nothing of each
     # other's presence
     assert chat.sql("SELECT chat.api_block('erin', "
-                    "'{\"user_id\": \"alice\"}')") == [
-        ({"ok": {}, "events": []},)]
+                    "'{\"user_id\": \"alice\"}')")[0][0]["ok"] == {}
     for c in (bob, carol, erin):
         wait_frame(c, lambda f: f["type"] == "conversation.created")
+    # they connected before sharing anything: they ask for alice (erin
+    # may not: she blocked alice; dave shares nothing)
+    watch(bob, "alice")
+    assert watch(carol, "alice")["alice"]["online"] is True
+    assert watch(erin, "alice") == {"alice": None}
+    assert watch(dave, "alice", "bob") == {"alice": None, "bob": None}
+    watch(a, "bob", "carol", "erin")
 
     # alice's only connection closes: bob and carol hear "offline" once
     # the grace period is over, not before
@@ -310,6 +324,7 @@ def test_presence_events_reach_peers_only(chat):
     a.close()
     time.sleep(0.5)
     a = chat.connect("alice", avoid={bob.pid})
+    watch(a, "bob", "carol", "erin")
     time.sleep(GRACE + 1)
     assert of_type(drain(bob, 0.1), "presence") == []
     assert of_type(drain(carol, 0.1), "presence") == []
@@ -426,6 +441,8 @@ def test_killed_worker_is_swept_and_delivery_goes_on(chat):
     gid = group(carol, "g", ["alice", "bob"])["id"]
     for c in (alice, bob_v, bob):
         wait_frame(c, lambda f: f["type"] == "conversation.created")
+    watch(carol, "alice", "bob")
+    watch(bob, "alice")
     before = set(ng.worker_pids())
     assert victim in before
 
@@ -506,6 +523,8 @@ def test_reload_closes_1001_and_presence_stays_right(chat):
     # alice, bob and carol come back at once (on new workers); dave not
     a, b, c = chat.spread("alice", "bob", "carol")
     assert {a.pid, b.pid, c.pid} <= new
+    for x in (a, b, c):
+        watch(x, "alice", "bob", "carol", "dave")
     assert presence_of(a, "alice", "bob", "carol", "dave") == {
         "alice": {"online": True, "last_seen": None},
         "bob": {"online": True, "last_seen": None},
@@ -542,6 +561,8 @@ def test_reload_user_who_does_not_return_is_announced_offline(chat):
     for x in (a, b, d):
         assert x.wait_closed(5)[0] == 1001
     a, b = chat.spread("alice", "bob")
+    for x in (a, b):
+        watch(x, "dave")
     wait_gone(old, 10)
     # dave does not come back: his peers hear it once the grace period
     # is over, as if he had closed himself

@@ -21,6 +21,8 @@ const S = {
   convs: new Map(),                 // conversation id -> Conversation
   users: new Map(),                 // user id -> {id, name}
   presence: new Map(),              // user id -> {online, last_seen}
+  presenceStale: true,              // subscribe again even if unchanged
+  online: null,                     // the open group's online count
   blocks: new Set(),                // users I blocked
   archivedView: false,
   open: null,                       // the open conversation's id
@@ -260,7 +262,14 @@ function wireClient(c) {
   c.on("presence", (ev) => {
     S.presence.set(ev.user_id, { online: ev.online, last_seen: ev.last_seen });
     renderPresence();
+    // a member of the open group came or went: its count is asked again
+    const open = S.convs.get(S.open);
+    if (open?.kind === "group" && open.members.some((m) => m.user_id === ev.user_id)) {
+      scheduleCount();
+    }
   });
+  // after a reconnect, chat.js subscribes again: the states it answers
+  c.on("presence.subscribed", ({ presence }) => setPresence(presence));
   c.on("receipt", onReceipt);
   c.on("conversation.created", ({ conversation }) => upsertConv(conversation, true));
   c.on("conversation.updated", ({ conversation }) => upsertConv(conversation, false));
@@ -290,6 +299,7 @@ async function refreshAll() {
     }
     for (const c of convs) S.convs.set(c.id, c);
     renderList();
+    S.presenceStale = true;
     await refreshPresence();
     if (S.open != null) {
       if (!S.convs.has(S.open)) closeChat();
@@ -300,27 +310,76 @@ async function refreshAll() {
   }
 }
 
-// presence events come only while a conversation is shared: a user met
-// in a new conversation is asked for once
+// Presence by interest: the page watches (presence.subscribe, made again
+// by chat.js after a reconnect) the people it shows: the partners of the
+// direct chats in the list, and the members of the open group; a group
+// shows an online count, asked for (presence.count), not N events.
 let presenceTimer = null;
 function schedulePresence() {
   clearTimeout(presenceTimer);
   presenceTimer = setTimeout(() => refreshPresence().catch(() => {}), 100);
 }
 
-async function refreshPresence() {
+function watchList() {
   const ids = new Set();
-  for (const c of S.convs.values()) {
-    for (const m of c.members) if (m.user_id !== S.me.id) ids.add(m.user_id);
+  const open = S.convs.get(S.open);
+  if (open?.kind === "group") {
+    for (const m of open.members) if (m.user_id !== S.me.id) ids.add(m.user_id);
   }
-  const list = [...ids].slice(0, 200);
-  if (!list.length) return;
-  const p = await S.client.presence(list);
+  const direct = [...S.convs.values()].filter((c) => c.kind === "direct")
+    .sort((a, b) => (b.last_message?.created_at || b.created_at)
+                    .localeCompare(a.last_message?.created_at || a.created_at));
+  for (const c of direct) {
+    const peer = peerOf(c);
+    if (peer !== S.me.id) ids.add(peer);
+  }
+  return [...ids].slice(0, 200);
+}
+
+let watched = "";
+async function refreshPresence() {
+  const list = watchList();
+  const key = list.join("\n");
+  if (key === watched && !S.presenceStale) return;
+  watched = key;
+  S.presenceStale = false;
+  setPresence(await S.client.subscribePresence(list));
+  refreshCount();
+}
+
+function setPresence(p) {
   // null: not someone we may know of (no shared conversation any more)
-  for (const [uid, v] of Object.entries(p)) {
+  for (const [uid, v] of Object.entries(p || {})) {
     if (v) S.presence.set(uid, v); else S.presence.delete(uid);
   }
   renderPresence();
+}
+
+// the open group's online count
+let countTimer = null;
+function scheduleCount() {
+  clearTimeout(countTimer);
+  countTimer = setTimeout(() => refreshCount(), 500);
+}
+
+async function refreshCount() {
+  const cid = S.open;
+  const c = S.convs.get(cid);
+  if (c?.kind !== "group") {
+    S.online = null;
+    renderChatHead();
+    return;
+  }
+  try {
+    const n = await S.client.presenceCount(cid);
+    if (S.open !== cid) return;
+    S.online = n.online;
+    renderChatHead();
+  } catch (e) {
+    // rate limited or storage away: the next change asks again
+  }
+  clearTimeout(countTimer);
+  countTimer = setTimeout(() => refreshCount(), 30000);
 }
 
 // A conversation we hear of but do not hold (added to a group, a direct
@@ -665,8 +724,11 @@ async function openChat(cid, { seq } = {}) {
     cancelEdit();
     if (S.open != null) S.client.stopTyping(S.open);
     S.open = cid;
+    S.online = null;
     $("composer-input").value = "";
     $("messages").replaceChildren();
+    // the open group's members are watched, and counted
+    schedulePresence();
   }
   $("chat").hidden = false;
   $("chat").dataset.conversationId = String(cid);
@@ -702,6 +764,8 @@ function closeChat() {
   if (S.open != null) S.client.stopTyping(S.open);
   cancelEdit();
   S.open = null;
+  S.online = null;
+  schedulePresence();
   $("chat").hidden = true;
   delete $("chat").dataset.conversationId;
   $("app").dataset.view = "list";
@@ -720,6 +784,9 @@ function renderChatHead() {
   $("chat-title").textContent = titleOf(c);
   const peer = peerOf(c);
   let sub = "";
+  const online = $("chat-online");
+  online.hidden = c.kind !== "group" || S.online == null;
+  online.textContent = online.hidden ? "" : `${S.online} online`;
   if (c.kind === "group") {
     sub = `${c.members_count ?? c.members.length} members`;
   } else if (peer !== S.me.id) {

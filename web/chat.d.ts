@@ -102,6 +102,13 @@ export interface Presence {
   last_seen: string | null;
 }
 
+/** presence.count's answer. */
+export interface PresenceCount {
+  conversation_id: number;
+  members: number;
+  online: number;
+}
+
 /** The first frame of every connection. */
 export interface WelcomeEvent {
   type: "welcome";
@@ -175,7 +182,12 @@ export interface ChatEventMap {
   "message.updated": MessageEvent;
   "message.deleted": MessageEvent;
   typing: TypingEvent;
+  /** For a user this client watches (see subscribePresence). */
   presence: PresenceEvent;
+  /** A subscribePresence was answered, or made again after a reconnect
+   *  (`reconnect: true`): the state of every listed user. */
+  "presence.subscribed": { presence: Record<string, Presence | null>;
+                           reconnect: boolean };
   receipt: ReceiptEvent;
   "conversation.created": ConversationEvent;
   "conversation.updated": ConversationEvent;
@@ -389,6 +401,16 @@ export class ChatClient {
     Promise<Conversation>;
   /** presence.query (at most 200 ids). */
   presence(userIds: Iterable<string>): Promise<Record<string, Presence | null>>;
+  /** presence.subscribe: the users whose "presence" events this client
+   *  gets (at most 200, duplicates removed). Replaces the last list
+   *  (direct partners, the server's default, stay only if listed) and is
+   *  sent again after every reconnect ("presence.subscribed" then tells
+   *  their state). Resolves with their presence, null for ids the server
+   *  will not tell (strangers, blocked): those are not watched. */
+  subscribePresence(userIds: Iterable<string>): Promise<Record<string, Presence | null>>;
+  /** presence.count: how many members of a conversation of the user are
+   *  online now (the user too); asked for, never pushed. */
+  presenceCount(conversationId: number): Promise<PresenceCount>;
 
   /** Call at every keystroke: sends {active: true} at most once per
    *  `typingInterval` (3 s) per conversation, and {active: false} after

@@ -155,6 +155,7 @@ export class ChatClient {
     this._seen = new Set();         // "id:updated_seq" of emitted events
     this._outbox = [];              // sends not acknowledged yet
     this._typing = new Map();       // "conversation id" -> {sentAt, idle}
+    this._watch = null;             // presence.subscribe's ids; null: default
     this._saveQueued = false;
 
     this._loaded = this._load();
@@ -519,6 +520,15 @@ export class ChatClient {
     if (gen !== this._gen) return;      // a handler closed the client
 
     this._resume(gen);
+    // a new connection watches the direct partners only: the last
+    // subscription is made again (unless one waits to be sent anyway)
+    if (this._watch !== null
+        && !this._waiters.some((w) => w.type === "presence.subscribe")) {
+      this._request("presence.subscribe", { user_ids: this._watch })
+        .then((data) => this._emit("presence.subscribed",
+                                   { presence: data.presence, reconnect }),
+              (e) => { if (gen === this._gen) this._emit("error", e); });
+    }
     for (const w of this._waiters.splice(0)) {
       clearTimeout(w.timer);
       this._request(w.type, w.fields, w.opts).then(w.resolve, w.reject);
@@ -783,6 +793,25 @@ export class ChatClient {
   async presence(userIds) {
     const data = await this._call("presence.query", { user_ids: [...userIds] });
     return data.presence;
+  }
+
+  /** presence.subscribe: the users whose presence events this client gets
+   *  (at most 200; replaces the last list, direct partners included only
+   *  if listed), sent again after every reconnect. Resolves with their
+   *  presence (null for those the server will not tell). */
+  async subscribePresence(userIds) {
+    const ids = [...new Set(userIds)];
+    if (ids.length > 200) throw new RangeError("subscribePresence: at most 200 user ids");
+    this._watch = ids;
+    const data = await this._call("presence.subscribe", { user_ids: ids });
+    this._emit("presence.subscribed", { presence: data.presence, reconnect: false });
+    return data.presence;
+  }
+
+  /** presence.count: {conversation_id, members, online} of a conversation
+   *  of the user (a group's online count, asked for, never pushed). */
+  presenceCount(conversationId) {
+    return this._call("presence.count", { conversation_id: conversationId });
   }
 
   // ---------------------------------------------------------------- typing

@@ -1,5 +1,6 @@
 -- sql/api/40_events.sql
--- What reaches whom without a stored change: typing and presence recipients;
+-- What reaches whom without a stored change: typing recipients, presence
+-- events and who may watch whom;
 -- what a client missed: sync and the changes of a conversation.
 --
 -- Part of the current API: every file of sql/api/ is applied whole, in one
@@ -71,35 +72,79 @@ BEGIN
 END
 $$;
 
--- p_req: {"user_id": the user, "online": bool, "last_seen": text | null}
--- (the module passes p_user = user_id).  Returns the presence event routed
--- to the user's peers; no error is expected.
-CREATE OR REPLACE FUNCTION chat.api_presence(p_user text, p_req jsonb)
+-- The presence event of p_user, to its watchers (no recipients: "to" is
+-- null, and each nginx worker sends it to its connections that watch
+-- p_user); p_req: {"online": bool, "last_seen": text | null}.  Nothing is
+-- read: who may watch whom is checked when a watch set is made.
+CREATE OR REPLACE FUNCTION chat.presence_event(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SECURITY INVOKER
+AS $$
+    SELECT jsonb_build_object(
+        'ok', '{}'::jsonb,
+        'events', jsonb_build_array(jsonb_build_object(
+            'to', NULL,
+            'event', jsonb_build_object(
+                'type', 'presence',
+                'user_id', p_user,
+                'online', coalesce((p_req->>'online')::boolean, false),
+                'last_seen', coalesce(p_req->'last_seen', 'null')))))
+$$;
+
+-- A connection's default watch set: {} -> {"user_ids": [...]}, the
+-- partners of p_user's direct conversations, most recently active first,
+-- at most 200 (the bound of presence.subscribe), none blocked either way.
+-- Reads p_user's memberships (members_user_idx), never a group's members.
+CREATE OR REPLACE FUNCTION chat.api_presence_partners(p_user text,
+                                                      p_req jsonb)
 RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
-    SELECT jsonb_build_object(
-        'ok', '{}'::jsonb,
-        'events', CASE WHEN peers.ids IS NULL THEN '[]'::jsonb
-                  ELSE jsonb_build_array(jsonb_build_object(
-                      'to', peers.ids,
-                      'event', jsonb_build_object(
-                          'type', 'presence',
-                          'user_id', p_user,
-                          'online', coalesce((p_req->>'online')::boolean,
-                                             false),
-                          'last_seen', p_req->'last_seen')))
-                  END)
-    FROM (
-        SELECT jsonb_agg(DISTINCT other.user_id ORDER BY other.user_id) AS ids
-        FROM chat.members mine
-        JOIN chat.members other
-          ON other.conversation_id = mine.conversation_id
-         AND other.user_id <> p_user
-        WHERE mine.user_id = p_user
-          AND NOT chat.is_blocked(p_user, other.user_id)
-    ) peers
+    SELECT chat.ok(jsonb_build_object('user_ids',
+               coalesce(jsonb_agg(p.user_id ORDER BY p.last_activity DESC,
+                                  p.user_id),
+                        '[]'::jsonb)))
+    FROM (SELECT other.user_id, c.last_activity
+          FROM chat.members mine
+          JOIN chat.conversations c
+            ON c.id = mine.conversation_id AND c.kind = 'direct'
+          JOIN chat.members other
+            ON other.conversation_id = c.id AND other.user_id <> p_user
+          WHERE mine.user_id = p_user
+            AND NOT chat.is_blocked(p_user, other.user_id)
+          ORDER BY c.last_activity DESC, other.user_id
+          LIMIT 200) p
+$$;
+
+-- presence.count: {"conversation_id"} -> {"user_ids": [...]}, the members
+-- of a conversation p_user is in (at most chat.limit_of
+-- ('max_group_members')); the module counts who of them is online.
+CREATE OR REPLACE FUNCTION chat.api_presence_members(p_user text,
+                                                     p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_cid  bigint;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_cid := chat.json_id(p_req -> 'conversation_id');
+    IF v_cid IS NULL THEN
+        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM chat.members
+                   WHERE conversation_id = v_cid AND user_id = p_user)
+    THEN
+        RETURN chat.err('not_found', 'conversation not found');
+    END IF;
+    RETURN chat.ok(jsonb_build_object('conversation_id', v_cid,
+                                      'user_ids', chat.member_ids(v_cid)));
+END
 $$;
 
 -- sync: {"conversations"?: {"45": 17, ...}, "limit"?, "max_bytes"?}
@@ -233,7 +278,8 @@ AS $$
                    p_req -> 'before'))))
 $$;
 
--- presence.query: {"user_ids": [...]} -> {"audience": {"bob": true,
+-- presence.query and presence.subscribe (and the check of a watch set
+-- after a member left): {"user_ids": [...]} -> {"audience": {"bob": true,
 -- "zed": false, ...}}: true for the ids whose presence p_user may know:
 -- p_user, the users p_user shares a conversation with and those who have
 -- p_user among their contacts, none blocked either way.  The module answers the others as

@@ -7,7 +7,8 @@
 -- and are granted in 99_privileges.sql; everything else runs only inside
 -- them.
 
--- block / unblock: {"user_id"} -> {}
+-- block / unblock: {"user_id"} -> {}; a block also ends presence watching
+-- between the two (an unblock does not restore it: the next subscribe may)
 CREATE OR REPLACE FUNCTION chat.api_block(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -37,7 +38,13 @@ BEGIN
     INSERT INTO chat.blocks (blocker_id, blocked_id)
     VALUES (p_user, p_req ->> 'user_id')
     ON CONFLICT DO NOTHING;
-    RETURN chat.ok('{}');
+    -- for the module only (never sent to a client): the two stop
+    -- watching each other's presence, on every worker and node
+    RETURN chat.ok('{}', jsonb_build_array(jsonb_build_object(
+        'to', jsonb_build_array(p_user, p_req ->> 'user_id'),
+        'event', jsonb_build_object('type', 'presence.unwatch',
+                                    'user_id', p_user,
+                                    'peer', p_req ->> 'user_id'))));
 END
 $$;
 
@@ -212,7 +219,16 @@ BEGIN
     END IF;
     DELETE FROM chat.contacts
     WHERE owner_id = p_user AND contact_id = p_req ->> 'user_id';
-    RETURN chat.ok('{}');
+    IF NOT FOUND THEN
+        RETURN chat.ok('{}');
+    END IF;
+    -- for the module only (never sent to a client): the former contact
+    -- may have watched p_user through this row; its connections that do
+    -- check their watch set again
+    RETURN chat.ok('{}', jsonb_build_array(jsonb_build_object(
+        'to', jsonb_build_array(p_req ->> 'user_id'),
+        'event', jsonb_build_object('type', 'presence.recheck',
+                                    'user_id', p_user))));
 END
 $$;
 

@@ -117,10 +117,10 @@ BEGIN
               AND NOT (p.node_id = ANY (p_nodes))
               AND n.expires_at >= now())
     LOOP
-        v_events := v_events || coalesce(chat.api_presence(v_user,
+        v_events := v_events || (chat.presence_event(v_user,
             jsonb_build_object('online', false,
                                'last_seen', chat.fmt_time(now())))
-            -> 'events', '[]'::jsonb);
+            -> 'events');
     END LOOP;
     RETURN v_events;
 END
@@ -188,7 +188,8 @@ END
 $$;
 
 -- A user's first connection on node p_req.node, or (online false) the
--- end of the last one there.  Presence events come only when the user's
+-- end of the last one there (O(1) per user: the rows of one user).
+-- Presence events (to the watchers) come only when the user's
 -- state across live nodes changes; one lock per user keeps two nodes from
 -- both staying silent (or both speaking) at once.
 CREATE OR REPLACE FUNCTION chat.api_cluster_presence(p_user text,
@@ -225,7 +226,8 @@ BEGIN
         RETURN jsonb_build_object('ok', '{}'::jsonb, 'events', '[]'::jsonb);
     END IF;
 
-    RETURN chat.api_presence(p_user, p_req - 'node');
+    -- to the watchers, wherever they are: no audience is read
+    RETURN chat.presence_event(p_user, p_req - 'node');
 END
 $$;
 

@@ -12,6 +12,8 @@
 
 -- Functions of earlier releases that are no longer part of the API
 DROP FUNCTION IF EXISTS chat.send_one(text, jsonb, bigint);
+-- presence goes to watchers: no audience per change (chat.presence_event)
+DROP FUNCTION IF EXISTS chat.api_presence(text, jsonb);
 
 -- Nothing in schema chat is open to PUBLIC (a new function is, until this
 -- file runs in the same transaction); the two groups start from nothing.
@@ -60,8 +62,9 @@ GRANT EXECUTE ON FUNCTION
     chat.api_messages_search,
     chat.api_outbox,
     chat.api_outbox_trim,
-    chat.api_presence,
     chat.api_presence_audience,
+    chat.api_presence_members,
+    chat.api_presence_partners,
     chat.api_sync,
     chat.api_system_message,
     chat.api_typing,

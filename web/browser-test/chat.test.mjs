@@ -279,6 +279,8 @@ browserTest("a group of three: created from the page, messages reach everyone", 
   await hidden(a.$("#new-group-dialog"));
   await expectText(a.$("#chat-title"), "Weekend trip");
   await expectText(a.$("#chat-subtitle"), "3 members");
+  // a group shows an online count (presence.count), not a dot per member
+  await expectText(a.$("#chat-online"), "3 online");
   const cid = Number(await a.$("#chat").getAttribute("data-conversation-id"));
   await expectAttr(a.conv(cid), "aria-current", "true");
   await expectCount(a.conv(cid).locator(".presence-dot:visible"), 0);

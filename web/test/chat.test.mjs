@@ -244,6 +244,36 @@ test("connect, send and receive, history, cursors", T, async (t) => {
   assert.equal(presence["nobody-" + B], null);
 });
 
+test("presence by interest: subscribePresence, again after a reconnect; presenceCount", T, async (t) => {
+  const [A, B, C] = users("alice", "bob", "carol");
+  const alice = client(t, A);
+  const carol = client(t, C);
+  await Promise.all([alice.connect(), carol.connect()]);
+  // a group only: carol is not watched until alice asks
+  const g = await alice.createConversation({ kind: "group", title: "g", members: [B, C] });
+  const p = await alice.subscribePresence([C, C, "nobody-" + C]);
+  assert.deepEqual(p, { [C]: { online: true, last_seen: null }, ["nobody-" + C]: null });
+  assert.deepEqual(frames(alice.box.sent, "presence.subscribe").at(-1).user_ids,
+                   [C, "nobody-" + C]);
+  assert.deepEqual(await alice.presenceCount(g.id),
+                   { conversation_id: g.id, members: 3, online: 2 });
+
+  // a new connection starts from the default set: chat.js subscribes again
+  const again = waitFor(alice, "presence.subscribed", (e) => e.reconnect);
+  alice.lastSocket().terminate();
+  assert.deepEqual((await again).presence[C], { online: true, last_seen: null });
+  assert.deepEqual(frames(alice.box.sent, "presence.subscribe").at(-1).user_ids,
+                   [C, "nobody-" + C]);
+  // so bob's coming (the group's third member) is told: alice asked for
+  // carol only, and then for bob too
+  await alice.subscribePresence([C, B]);
+  const bobOnline = waitFor(alice, "presence", (e) => e.user_id === B && e.online);
+  const bob = client(t, B);
+  await bob.connect();
+  await bobOnline;
+  assert.equal((await alice.presenceCount(g.id)).online, 3);
+});
+
 test("reconnect and resume: missed messages come once, in order", T, async (t) => {
   let gate = deferred();
   gate.resolve();
