@@ -121,7 +121,8 @@ def api_functions():
 def store_statements():
     """The chat.* functions the module prepares (src/ngx_http_chat_sql.c)."""
     src = open(os.path.join(REPO, "src", "ngx_http_chat_sql.c")).read()
-    return set(re.findall(r'"SELECT chat\.(\w+)\(', src))
+    # "SELECT chat.f(...)", or "SELECT columns ... FROM chat.f(...)"
+    return set(re.findall(r'(?:"SELECT |"FROM )chat\.(\w+)\(', src))
 
 
 HOST_API = {"create_conversation", "add_member", "post_message"}
@@ -138,7 +139,7 @@ def test_ledger_and_versions(postgres):
     for name in files:
         assert (int(name[:4]), name) in ledger
     assert postgres.query("SELECT chat.schema_version(), "
-                          "chat.api_version()") == [(11, 2)]
+                          "chat.api_version()") == [(11, 3)]
 
 
 def test_the_module_checks_the_versions_it_was_built_for():
@@ -167,7 +168,7 @@ def test_rerunning_keeps_data_and_applies_the_api_again(postgres, dbs):
     for _ in range(2):
         out = migrate_ok(postgres, db)
         assert "applied schema" not in out
-        assert "schema version 11, API version 2" in out
+        assert "schema version 11, API version 3" in out
     assert one(postgres, db, "SELECT string_agg(body, ',') "
                              "FROM chat.messages") == "kept"
 
@@ -197,14 +198,14 @@ def test_a_failing_api_file_leaves_the_api_as_it_was(postgres, dbs):
     shutil.copytree(os.path.join(REPO, "sql"), copy)
     with open(os.path.join(copy, "api", "00_base.sql"), "a") as f:
         f.write("CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int "
-                "LANGUAGE sql AS 'SELECT 3';\n")
+                "LANGUAGE sql AS 'SELECT 4';\n")
     with open(os.path.join(copy, "api", "50_people.sql"), "a") as f:
         f.write("\nDROP FUNCTION chat.api_block;\nSELECT 1/0;\n")
     r = migrate(postgres, db, script=os.path.join(copy, "migrate.sh"))
     assert r.returncode != 0
     assert "the API failed to apply; the database keeps the one it had" \
         in r.stderr
-    assert one(postgres, db, "SELECT chat.api_version()") == 2
+    assert one(postgres, db, "SELECT chat.api_version()") == 3
     assert one(postgres, db, "SELECT to_regproc('chat.api_block') "
                              "IS NOT NULL") is True
 
@@ -340,7 +341,7 @@ def test_a_release_0011_database_is_upgraded_in_place(postgres, dbs):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "applied schema" not in out      # its tables are all there
-    assert "schema version 11, API version 2" in out
+    assert "schema version 11, API version 3" in out
     # what the API does not grant survives it: migrate.sh says so
     assert "warning: roles chat_old_runtime still hold privileges" \
         in r.stderr
