@@ -160,10 +160,14 @@ RETURNS TABLE (ord int, code text, message text, id bigint, seq bigint,
                updated_seq bigint, system boolean, recipients text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
+-- an incremental sort of the items, one conversation each, costs more
+-- than all the rest of the statement
+SET enable_incremental_sort = off
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_n  int := cardinality(p_users);
+    v_n       int := cardinality(p_users);
+    v_locked  bigint[];
 BEGIN
     IF v_n IS NULL
        OR v_n > 100000
@@ -188,16 +192,22 @@ BEGIN
     END IF;
 
     -- 1. lock the conversations the senders belong to, in id order, so
-    -- that concurrent batches cannot deadlock
-    PERFORM 1 FROM chat.conversations c
-    WHERE c.id IN (SELECT mb.conversation_id
-                   FROM unnest(p_cids, p_users) AS u(cid, usr)
-                   JOIN chat.members mb
-                     ON mb.conversation_id = u.cid AND mb.user_id = u.usr)
-    ORDER BY c.id
-    FOR UPDATE OF c;
+    -- that concurrent batches cannot deadlock; only these are written to
+    -- (a sender who joined since is answered as before the join)
+    v_locked := ARRAY(SELECT c.id FROM chat.conversations c
+                      WHERE c.id IN (SELECT mb.conversation_id
+                                     FROM unnest(p_cids, p_users)
+                                          AS u(cid, usr)
+                                     JOIN chat.members mb
+                                       ON mb.conversation_id = u.cid
+                                      AND mb.user_id = u.usr)
+                      ORDER BY c.id
+                      FOR UPDATE OF c);
 
-    -- 2. everything else
+    -- 2. everything else.  No join of two sets of items: what an item
+    -- takes from another (the numbers of the item it repeats, the members
+    -- of its conversation) comes through window functions, so the cost
+    -- stays linear whatever the planner guesses of the arrays' sizes.
     RETURN QUERY
     WITH u AS (
         SELECT x.ord::int AS ord, x.usr, x.cid, x.body, x.cmid,
@@ -217,8 +227,8 @@ BEGIN
              WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
     ), d AS MATERIALIZED (
         -- the facts of each item on its own (each looked up once)
-        SELECT u.*, mb.user_id IS NOT NULL AS member, old.id AS old_id,
-               old AS stored,
+        SELECT u.*, c.id IS NOT NULL AS member, c.last_seq,
+               old.id AS old_id, old AS stored,
                (c.kind = 'direct'
                 AND EXISTS (SELECT 1 FROM chat.members o
                             WHERE o.conversation_id = u.cid
@@ -230,7 +240,7 @@ BEGIN
                                               WHERE b.blocker_id = o.user_id
                                                 AND b.blocked_id = u.usr))))
                    IS TRUE AS blocked,
-               (mb.user_id IS NOT NULL AND u.reply IS NOT NULL
+               (c.id IS NOT NULL AND u.reply IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM chat.messages rm
                                 WHERE rm.id = u.reply
                                   AND rm.conversation_id = u.cid))
@@ -241,102 +251,128 @@ BEGIN
               AND mb.conversation_id = u.cid AND mb.user_id = u.usr
         LEFT JOIN chat.conversations c
                ON mb.user_id IS NOT NULL AND c.id = u.cid
+              AND c.id = ANY (v_locked)
         LEFT JOIN chat.messages old
-               ON mb.user_id IS NOT NULL
+               ON c.id IS NOT NULL
               AND old.conversation_id = u.cid AND old.sender_id = u.usr
               AND old.client_msg_id = u.cmid
     ), e AS (
         -- membership, a stored message and blocks are the same for every
-        -- item of a key: the first item of the key that passes is stored,
-        -- the later ones repeat it
+        -- item of a key: the first item of the key that passes is stored
+        -- (fresh), the later ones repeat it
         SELECT d.*,
                min(d.ord) FILTER (WHERE d.member AND d.old_id IS NULL
                                         AND NOT d.blocked
                                         AND NOT d.bad_reply)
                    OVER (PARTITION BY d.cid, d.usr, d.cmid) AS first
         FROM d
-    ), ins AS (
-        SELECT e.ord, e.cid, e.usr, e.body, e.cmid, e.att, e.reply,
-               row_number() OVER (PARTITION BY e.cid ORDER BY e.ord) AS rn
+    ), f AS (
+        -- the fresh items take the next numbers of their conversation
+        SELECT e.*, e.first IS NOT DISTINCT FROM e.ord AS fresh,
+               e.last_seq + count(*) FILTER (WHERE e.first = e.ord)
+                                OVER (PARTITION BY e.cid ORDER BY e.ord)
+                   AS nseq
         FROM e
-        WHERE NOT e.bad AND e.first = e.ord
+    ), g AS MATERIALIZED (
+        -- ids from the messages' own sequence, growing in item order (a
+        -- volatile output is computed after the sort); the members of a
+        -- conversation read once, on its first fresh item
+        SELECT f.*,
+               CASE WHEN f.fresh THEN nextval('chat.messages_id_seq') END
+                   AS nid,
+               CASE WHEN f.fresh
+                         AND row_number() OVER (PARTITION BY f.cid, f.fresh
+                                                ORDER BY f.ord) = 1
+                    THEN ARRAY(SELECT mb.user_id FROM chat.members mb
+                               WHERE mb.conversation_id = f.cid
+                               ORDER BY mb.user_id COLLATE "C") END
+                   AS ids1
+        FROM f
+        ORDER BY f.ord
+    ), h AS (
+        -- a repeat answers its key's fresh item
+        SELECT g.*,
+               first_value(g.nid) OVER k AS mid,
+               first_value(g.nseq) OVER k AS mseq,
+               first_value(g.body) OVER k AS mbody,
+               first_value(g.att) OVER k AS matt,
+               first_value(g.reply) OVER k AS mreply,
+               max(g.ids1) OVER (PARTITION BY g.cid) AS ids
+        FROM g
+        WINDOW k AS (PARTITION BY g.cid, g.usr, g.cmid
+                     ORDER BY g.fresh DESC, g.ord)
     ), bump AS (
         UPDATE chat.conversations c
-        SET last_seq = c.last_seq + n.cnt, last_activity = now()
-        FROM (SELECT ins.cid, count(*) AS cnt FROM ins GROUP BY ins.cid) n
+        SET last_seq = n.top, last_activity = now()
+        FROM (SELECT g.cid, max(g.nseq) AS top FROM g WHERE g.fresh
+              GROUP BY g.cid) n
         WHERE c.id = n.cid
-        RETURNING c.id, c.last_seq - n.cnt AS base
-    ), nums AS (
-        SELECT ins.*, bump.base + ins.rn AS seq
-        FROM ins JOIN bump ON bump.id = ins.cid
     ), made AS (
-        INSERT INTO chat.messages (conversation_id, seq, updated_seq,
+        INSERT INTO chat.messages (id, conversation_id, seq, updated_seq,
                                    sender_id, body, client_msg_id,
-                                   attachments, reply_to)
-        SELECT nums.cid, nums.seq, nums.seq, nums.usr, nums.body, nums.cmid,
-               nums.att, nums.reply
-        FROM nums
-        ORDER BY nums.ord
-        RETURNING chat.messages.id, chat.messages.conversation_id,
-                  chat.messages.seq, chat.messages.created_at
-    ), mem AS (
-        -- the members of each conversation written to, read once
-        SELECT mb.conversation_id AS cid,
-               array_agg(mb.user_id ORDER BY mb.user_id COLLATE "C") AS ids
-        FROM chat.members mb
-        WHERE mb.conversation_id IN (SELECT ins.cid FROM ins)
-        GROUP BY mb.conversation_id
-    ), peers AS MATERIALIZED (
-        -- those who blocked a sender or were blocked by one do not hear it
-        -- (read once per sender: the array is used twice)
-        SELECT s.usr,
-               ARRAY(SELECT b.blocked_id FROM chat.blocks b
-                     WHERE b.blocker_id = s.usr
-                     UNION
-                     SELECT b.blocker_id FROM chat.blocks b
-                     WHERE b.blocked_id = s.usr) AS p
-        FROM (SELECT DISTINCT ins.usr FROM ins) s
+                                   attachments, reply_to, created_at)
+        OVERRIDING SYSTEM VALUE
+        SELECT g.nid, g.cid, g.nseq, g.nseq, g.usr, g.body, g.cmid, g.att,
+               g.reply, now()
+        FROM g
+        WHERE g.fresh
+        ORDER BY g.nid
     )
-    SELECT e.ord,
-           CASE WHEN e.bad THEN 'bad_request'
-                WHEN NOT e.member THEN 'not_found'
-                WHEN e.old_id IS NOT NULL OR e.first <= e.ord THEN NULL
-                WHEN e.blocked THEN 'forbidden'
+    SELECT h.ord,
+           CASE WHEN h.bad THEN 'bad_request'
+                WHEN NOT h.member THEN 'not_found'
+                WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
+                WHEN h.blocked THEN 'forbidden'
                 ELSE 'bad_request' END,
-           CASE WHEN e.bad THEN 'the item is invalid'
-                WHEN NOT e.member THEN 'conversation not found'
-                WHEN e.old_id IS NOT NULL OR e.first <= e.ord THEN NULL
-                WHEN e.blocked THEN 'blocked'
+           CASE WHEN h.bad THEN 'the item is invalid'
+                WHEN NOT h.member THEN 'conversation not found'
+                WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
+                WHEN h.blocked THEN 'blocked'
                 ELSE 'reply_to is not a message of this conversation' END,
-           coalesce(e.old_id, made.id),
-           coalesce((e.stored).seq, made.seq),
-           CASE WHEN e.old_id IS NULL THEN nums.body
-                WHEN (e.stored).deleted_at IS NULL THEN (e.stored).body END,
-           CASE WHEN e.old_id IS NULL THEN nums.att
-                WHEN (e.stored).deleted_at IS NULL
-                    THEN (e.stored).attachments
-                ELSE '[]'::jsonb END,
-           CASE WHEN e.old_id IS NULL THEN nums.reply
-                ELSE (e.stored).reply_to END,
-           chat.fmt_time(coalesce((e.stored).created_at, made.created_at)),
-           chat.fmt_time((e.stored).edited_at),
-           (e.stored).deleted_at IS NOT NULL,
-           coalesce((e.stored).updated_seq, made.seq),
-           coalesce((e.stored).kind = 'system', false),
-           CASE WHEN e.old_id IS NOT NULL OR e.first IS DISTINCT FROM e.ord
-                    OR made.id IS NULL THEN NULL
-                WHEN cardinality(peers.p) = 0 THEN mem.ids
-                ELSE ARRAY(SELECT x FROM unnest(mem.ids) AS x
-                           WHERE x <> ALL (peers.p)
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN h.old_id
+                WHEN h.first <= h.ord THEN h.mid END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).seq
+                WHEN h.first <= h.ord THEN h.mseq END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN CASE WHEN (h.stored).deleted_at IS NULL
+                              THEN (h.stored).body END
+                WHEN h.first <= h.ord THEN h.mbody END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN CASE WHEN (h.stored).deleted_at IS NULL
+                              THEN (h.stored).attachments
+                              ELSE '[]'::jsonb END
+                WHEN h.first <= h.ord THEN h.matt END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).reply_to
+                WHEN h.first <= h.ord THEN h.mreply END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN chat.fmt_time((h.stored).created_at)
+                WHEN h.first <= h.ord THEN chat.fmt_time(now()) END,
+           chat.fmt_time((h.stored).edited_at),
+           (h.stored).deleted_at IS NOT NULL,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).updated_seq
+                WHEN h.first <= h.ord THEN h.mseq END,
+           coalesce((h.stored).kind = 'system', false),
+           -- those who blocked the sender or were blocked by them do not
+           -- hear it
+           CASE WHEN NOT h.fresh OR h.old_id IS NOT NULL THEN NULL
+                WHEN NOT EXISTS (SELECT 1 FROM chat.blocks b
+                                 WHERE b.blocker_id = h.usr)
+                     AND NOT EXISTS (SELECT 1 FROM chat.blocks b
+                                     WHERE b.blocked_id = h.usr)
+                    THEN h.ids
+                ELSE ARRAY(SELECT x FROM unnest(h.ids) AS x
+                           WHERE x <> ALL (coalesce(
+                               (SELECT chat.block_peers(h.usr)), '{}'))
                            ORDER BY x COLLATE "C") END
-    FROM e
-    LEFT JOIN nums ON e.old_id IS NULL AND NOT e.bad AND e.first <= e.ord
-                  AND nums.ord = e.first
-    LEFT JOIN made ON made.conversation_id = nums.cid
-                  AND made.seq = nums.seq
-    LEFT JOIN mem ON mem.cid = nums.cid AND e.first = e.ord
-    LEFT JOIN peers ON peers.usr = nums.usr AND e.first = e.ord
-    ORDER BY e.ord;
+    FROM h
+    ORDER BY h.ord;
 END
 $$;
 
