@@ -97,6 +97,7 @@ ngx_http_chat_fanout_remove(ngx_http_chat_conn_t *wc)
 void
 ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
+    char                       *text;
     size_t                      size, i;
     json_t                     *user, *ordered;
     ngx_uint_t                  ephemeral;
@@ -142,17 +143,21 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
                 return;
             }
 
-            size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
+            /* one pass: json_dumpb() would serialise twice to size it */
+            text = json_dumps(ordered, JSON_COMPACT);
+            json_decref(ordered);
+
+            size = text ? ngx_strlen(text) : 0;
 
             buf = size ? ngx_http_chat_ws_buf_alloc(size, log) : NULL;
             if (buf == NULL) {
-                json_decref(ordered);
+                free(text);
                 return;
             }
 
-            buf->len = json_dumpb(ordered, (char *) buf->data, size,
-                                  JSON_COMPACT);
-            json_decref(ordered);
+            buf->len = size;
+            ngx_memcpy(buf->data, text, size);
+            free(text);
         }
 
         /* queuing never frees a connection (see ngx_http_chat_ws_close) */
