@@ -168,6 +168,7 @@ AS $$
 DECLARE
     v_n       int := cardinality(p_users);
     v_locked  bigint[];
+    v_now     text := chat.fmt_time(now());   -- created_at of what is new
 BEGIN
     IF v_n IS NULL
        OR v_n > 100000
@@ -225,21 +226,17 @@ BEGIN
                             false) AS bad
         FROM unnest(p_users, p_cids, p_bodies, p_cmids, p_atts, p_replies)
              WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
-    ), d AS MATERIALIZED (
-        -- the facts of each item on its own (each looked up once)
-        SELECT u.*, c.id IS NOT NULL AS member, c.last_seq,
+    ), d0 AS MATERIALIZED (
+        -- the facts of each item on its own (each looked up once), with
+        -- the users the sender blocked or was blocked by
+        SELECT u.*, c.id IS NOT NULL AS member, c.kind, c.last_seq,
                old.id AS old_id, old AS stored,
-               (c.kind = 'direct'
-                AND EXISTS (SELECT 1 FROM chat.members o
-                            WHERE o.conversation_id = u.cid
-                              AND o.user_id <> u.usr
-                              AND (EXISTS (SELECT 1 FROM chat.blocks b
-                                           WHERE b.blocker_id = u.usr
-                                             AND b.blocked_id = o.user_id)
-                                   OR EXISTS (SELECT 1 FROM chat.blocks b
-                                              WHERE b.blocker_id = o.user_id
-                                                AND b.blocked_id = u.usr))))
-                   IS TRUE AS blocked,
+               CASE WHEN c.id IS NOT NULL
+                    THEN ARRAY(SELECT b.blocked_id FROM chat.blocks b
+                               WHERE b.blocker_id = u.usr
+                               UNION ALL
+                               SELECT b.blocker_id FROM chat.blocks b
+                               WHERE b.blocked_id = u.usr) END AS peers,
                (c.id IS NOT NULL AND u.reply IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM chat.messages rm
                                 WHERE rm.id = u.reply
@@ -256,6 +253,16 @@ BEGIN
                ON c.id IS NOT NULL
               AND old.conversation_id = u.cid AND old.sender_id = u.usr
               AND old.client_msg_id = u.cmid
+    ), d AS (
+        -- a direct conversation with someone blocked either way
+        SELECT d0.*,
+               (d0.kind = 'direct' AND cardinality(d0.peers) > 0
+                AND EXISTS (SELECT 1 FROM chat.members o
+                            WHERE o.conversation_id = d0.cid
+                              AND o.user_id <> d0.usr
+                              AND o.user_id = ANY (d0.peers)))
+                   IS TRUE AS blocked
+        FROM d0
     ), e AS (
         -- membership, a stored message and blocks are the same for every
         -- item of a key: the first item of the key that passes is stored
@@ -352,7 +359,7 @@ BEGIN
            CASE WHEN h.bad OR NOT h.member THEN NULL
                 WHEN h.old_id IS NOT NULL
                     THEN chat.fmt_time((h.stored).created_at)
-                WHEN h.first <= h.ord THEN chat.fmt_time(now()) END,
+                WHEN h.first <= h.ord THEN v_now END,
            chat.fmt_time((h.stored).edited_at),
            (h.stored).deleted_at IS NOT NULL,
            CASE WHEN h.bad OR NOT h.member THEN NULL
@@ -362,14 +369,9 @@ BEGIN
            -- those who blocked the sender or were blocked by them do not
            -- hear it
            CASE WHEN NOT h.fresh OR h.old_id IS NOT NULL THEN NULL
-                WHEN NOT EXISTS (SELECT 1 FROM chat.blocks b
-                                 WHERE b.blocker_id = h.usr)
-                     AND NOT EXISTS (SELECT 1 FROM chat.blocks b
-                                     WHERE b.blocked_id = h.usr)
-                    THEN h.ids
+                WHEN cardinality(h.peers) = 0 THEN h.ids
                 ELSE ARRAY(SELECT x FROM unnest(h.ids) AS x
-                           WHERE x <> ALL (coalesce(
-                               (SELECT chat.block_peers(h.usr)), '{}'))
+                           WHERE x <> ALL (h.peers)
                            ORDER BY x COLLATE "C") END
     FROM h
     ORDER BY h.ord;
