@@ -160,15 +160,13 @@ RETURNS TABLE (ord int, code text, message text, id bigint, seq bigint,
                updated_seq bigint, system boolean, recipients text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
--- an incremental sort of the items, one conversation each, costs more
--- than all the rest of the statement
-SET enable_incremental_sort = off
 AS $$
 #variable_conflict use_column
 DECLARE
     v_n       int := cardinality(p_users);
     v_locked  bigint[];
     v_now     text := chat.fmt_time(now());   -- created_at of what is new
+    v_sort    text := current_setting('enable_incremental_sort');
 BEGIN
     IF v_n IS NULL
        OR v_n > 100000
@@ -204,6 +202,10 @@ BEGIN
                                       AND mb.user_id = u.usr)
                       ORDER BY c.id
                       FOR UPDATE OF c);
+
+    -- an incremental sort of the items, one group per conversation, costs
+    -- more than the rest of the statement: off for it alone
+    PERFORM set_config('enable_incremental_sort', 'off', true);
 
     -- 2. everything else.  No join of two sets of items: what an item
     -- takes from another (the numbers of the item it repeats, the members
@@ -375,6 +377,8 @@ BEGIN
                            ORDER BY x COLLATE "C") END
     FROM h
     ORDER BY h.ord;
+
+    PERFORM set_config('enable_incremental_sort', v_sort, true);
 END
 $$;
 
