@@ -421,3 +421,21 @@ def test_a_pipelined_batch_mixing_bad_good_retries_and_repeats(chat):
     assert seen == ["first", "one", "nine"]
     bob.ok("ping")
     assert not [e for e in bob.events if e["type"] == "message.created"]
+
+
+def test_deleting_a_conversation_deletes_its_messages(db):
+    """The foreign key to conversations is gone (0012): a trigger does
+    what its ON DELETE CASCADE did, for the host or an operator."""
+    pg, rt = db
+    keep, gone = conv(pg, "alice", "bob"), conv(pg, "alice", "carol")
+    out = call(rt, ["alice", "alice", "alice"], [keep, gone, gone],
+               ["a", "b", "c"], ["1", "2", "3"])
+    assert [r["code"] for r in out] == [None, None, None]
+    assert pg.query("SELECT count(*) FROM pg_constraint "
+                    "WHERE conrelid = 'chat.messages'::regclass "
+                    "AND contype = 'f'") == [(0,)]
+    pg.query("DELETE FROM chat.conversations WHERE id = %s", (gone,))
+    assert pg.query("SELECT conversation_id, body FROM chat.messages") == \
+        [(keep, "a")]
+    assert pg.query("SELECT count(*) FROM chat.members "
+                    "WHERE conversation_id = %s", (gone,)) == [(0,)]

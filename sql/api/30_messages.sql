@@ -124,6 +124,25 @@ BEGIN
 END
 $$;
 
+-- A conversation deleted (by the host or an operator: the API never
+-- deletes one) takes its messages along, as the foreign key did before
+-- sql/schema/0012_sends.sql: one statement for all the rows deleted.
+CREATE OR REPLACE FUNCTION chat.messages_of_deleted() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    DELETE FROM chat.messages m
+    USING gone g
+    WHERE m.conversation_id = g.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER conversations_delete_messages
+    AFTER DELETE ON chat.conversations
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION chat.messages_of_deleted();
+
 -- message.send for a batch, as columns: what the module calls.  Item i is
 -- (p_users[i], p_cids[i], p_bodies[i], p_cmids[i], p_atts[i], p_replies[i]);
 -- one row comes back per item, in item order (ord from 1):
