@@ -18,6 +18,7 @@
 #include <ngx_http_chat_jwt.h>
 #include <ngx_http_chat_pg.h>
 #include <ngx_http_chat_request.h>
+#include <ngx_http_chat_message.h>
 #include <ngx_http_chat_route.h>
 
 

@@ -432,6 +432,7 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 static ngx_http_chat_buf_t *
 ngx_http_chat_fanout_frame(json_t *event, ngx_log_t *log)
 {
+    char                 *text;
     size_t                size;
     json_t               *ordered;
     ngx_http_chat_buf_t  *buf;
@@ -441,16 +442,21 @@ ngx_http_chat_fanout_frame(json_t *event, ngx_log_t *log)
         return NULL;
     }
 
-    size = json_dumpb(ordered, NULL, 0, JSON_COMPACT);
+    /* one pass: json_dumpb() would serialise twice to size it */
+    text = json_dumps(ordered, JSON_COMPACT);
+    json_decref(ordered);
+
+    size = text ? ngx_strlen(text) : 0;
 
     buf = size ? ngx_http_chat_ws_buf_alloc(size, log) : NULL;
     if (buf == NULL) {
-        json_decref(ordered);
+        free(text);
         return NULL;
     }
 
-    buf->len = json_dumpb(ordered, (char *) buf->data, size, JSON_COMPACT);
-    json_decref(ordered);
+    buf->len = size;
+    ngx_memcpy(buf->data, text, size);
+    free(text);
 
     return buf;
 }

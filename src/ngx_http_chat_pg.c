@@ -25,7 +25,7 @@
  * What the module needs of the database (sql/migrate.sh brings it there):
  * the newest file of sql/schema/ and the version of sql/api/.
  */
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  12
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  13
 #define NGX_HTTP_CHAT_API_VERSION     3
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100

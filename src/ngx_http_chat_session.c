@@ -930,20 +930,25 @@ ngx_http_chat_session_event(ngx_http_chat_conn_t *wc, json_t *event)
 static ngx_int_t
 ngx_http_chat_send_json_frame(ngx_http_chat_conn_t *wc, json_t *json)
 {
+    char                 *text;
     size_t                size;
     ngx_http_chat_buf_t  *buf;
 
-    size = json_dumpb(json, NULL, 0, JSON_COMPACT);
+    /* one pass: json_dumpb() would serialise twice to size the buffer */
+    text = json_dumps(json, JSON_COMPACT);
+    json_decref(json);
+
+    size = text ? ngx_strlen(text) : 0;
 
     buf = size ? ngx_http_chat_ws_buf_alloc(size, wc->connection->log) : NULL;
     if (buf == NULL) {
-        json_decref(json);
+        free(text);
         return NGX_ERROR;
     }
 
-    buf->len = json_dumpb(json, (char *) buf->data, size, JSON_COMPACT);
-
-    json_decref(json);
+    buf->len = size;
+    ngx_memcpy(buf->data, text, size);
+    free(text);
 
     return ngx_http_chat_ws_send_buf(wc, NGX_HTTP_CHAT_OP_TEXT, buf);
 }

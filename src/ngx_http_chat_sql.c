@@ -46,7 +46,11 @@ static ngx_http_chat_pg_stmt_t
           "SELECT chat.api_sync($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_SEND] =
         { "chat_message_send_batch",
-          "SELECT chat.api_message_send_batch($1::jsonb)", 1 },
+          "SELECT ord, code, message, id, seq, body, attachments, reply_to, "
+                 "created_at, edited_at, deleted, updated_seq, system, "
+                 "recipients "
+          "FROM chat.api_message_send_rows($1::text[], $2::bigint[], "
+                 "$3::text[], $4::text[], $5::jsonb[], $6::bigint[])", 6 },
     [NGX_HTTP_CHAT_STMT_TYPING] =
         { "chat_typing",
           "SELECT chat.api_typing($1, $2::jsonb)", 2 },

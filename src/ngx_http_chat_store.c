@@ -9,7 +9,10 @@
  * were sent.  Sends from every connection of the worker are batched: a
  * batch takes all sends waiting at the moment a PostgreSQL connection is
  * free, so an idle server sends one at once and a busy one commits many
- * per round trip.
+ * per round trip.  A send's shape is checked here (message.c) and a bad
+ * one answered in its turn without storage; the batch goes as one array
+ * per field to chat.api_message_send_rows, whose rows are made into the
+ * answers and message.created events without a JSON parse.
  *
  * Every operation ends in its caller's done handler, for a WebSocket
  * request and a REST one alike: the store names neither the session nor
@@ -20,9 +23,32 @@
 #include <ngx_http_chat.h>
 #include <ngx_http_chat_pg.h>
 #include <ngx_http_chat_request.h>
+#include <ngx_http_chat_message.h>
 
 
 #define NGX_HTTP_CHAT_BATCH_MAX  128
+
+/* the columns of chat.api_message_send_rows (src/ngx_http_chat_sql.c) */
+enum {
+    NGX_HTTP_CHAT_ROW_ORD = 0,
+    NGX_HTTP_CHAT_ROW_CODE,
+    NGX_HTTP_CHAT_ROW_MESSAGE,
+    NGX_HTTP_CHAT_ROW_ID,
+    NGX_HTTP_CHAT_ROW_SEQ,
+    NGX_HTTP_CHAT_ROW_BODY,
+    NGX_HTTP_CHAT_ROW_ATTACHMENTS,
+    NGX_HTTP_CHAT_ROW_REPLY_TO,
+    NGX_HTTP_CHAT_ROW_CREATED_AT,
+    NGX_HTTP_CHAT_ROW_EDITED_AT,
+    NGX_HTTP_CHAT_ROW_DELETED,
+    NGX_HTTP_CHAT_ROW_UPDATED_SEQ,
+    NGX_HTTP_CHAT_ROW_SYSTEM,
+    NGX_HTTP_CHAT_ROW_RECIPIENTS,
+    NGX_HTTP_CHAT_ROW_COLUMNS
+};
+
+/* a batch's arrays: users, conversations, bodies, ids, attachments, replies */
+#define NGX_HTTP_CHAT_BATCH_ARRAYS  6
 
 
 /* what the store itself does differently; answers are the caller's */
@@ -40,7 +66,15 @@ typedef struct {
     ngx_http_chat_conn_t         *wc;        /* NULL: the client is gone */
     ngx_http_chat_store_done_t    done;      /* answers the caller */
     char                         *text;      /* the JSON parameter */
+    size_t                        size;      /* of its request, about */
     ngx_http_chat_op_kind_e       kind;
+
+    /* a send: its fields point into req; the user lives behind the op */
+    ngx_http_chat_message_send_t  send;
+    json_t                       *req;
+    ngx_str_t                     user;
+    char                         *attachments;   /* JSON text, or NULL */
+    json_t                       *answer;        /* refused by its shape */
     unsigned                      started:1;
     unsigned                      batched:1;
 } ngx_http_chat_op_t;
@@ -55,6 +89,8 @@ typedef struct {
 
 static ngx_http_chat_op_t *ngx_http_chat_store_op(ngx_http_chat_conn_t *wc,
     ngx_uint_t stmt, ngx_http_chat_op_kind_e kind, json_t *id, json_t *arg);
+static ngx_http_chat_op_t *ngx_http_chat_store_send(ngx_str_t *user,
+    json_t *req, ngx_log_t *log);
 static void ngx_http_chat_store_run(ngx_http_chat_conn_t *wc);
 static ngx_int_t ngx_http_chat_store_start(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_handler(ngx_http_chat_pg_query_t *q,
@@ -66,6 +102,8 @@ static ngx_int_t ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q);
 static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static json_t *ngx_http_chat_store_send_result(ngx_http_chat_op_t *op,
+    PGresult *res, int row);
 static void ngx_http_chat_store_fail_pending(void);
 static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
 static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
@@ -323,25 +361,34 @@ ngx_int_t
 ngx_http_chat_store_http(ngx_http_request_t *r, ngx_str_t *user,
     ngx_uint_t stmt, json_t *arg, ngx_http_chat_store_done_pt done)
 {
-    json_t              *item;
     ngx_http_chat_op_t  *op;
+
+    if (stmt == NGX_HTTP_CHAT_STMT_SEND) {
+        op = ngx_http_chat_store_send(user, arg, r->connection->log);
+        if (op == NULL) {
+            return NGX_ERROR;
+        }
+
+        op->done.handler = done;
+        op->done.data = r;
+
+        if (op->answer != NULL) {
+            ngx_http_chat_store_complete(op, op->answer);
+
+        } else if (ngx_http_chat_store_start(op) != NGX_OK) {
+            ngx_http_chat_store_complete(op, NULL);
+        }
+
+        return NGX_OK;
+    }
 
     op = ngx_calloc(sizeof(ngx_http_chat_op_t), r->connection->log);
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    if (stmt == NGX_HTTP_CHAT_STMT_SEND) {
-        item = json_pack("{s:s%, s:O}", "user", user->data, user->len,
-                         "req", arg);
-        op->text = item ? json_dumps(item, JSON_COMPACT) : NULL;
-        json_decref(item);
-        op->kind = NGX_HTTP_CHAT_OP_SEND;
-
-    } else {
-        op->text = json_dumps(arg, JSON_COMPACT);
-        op->kind = NGX_HTTP_CHAT_OP_PLAIN;
-    }
+    op->text = json_dumps(arg, JSON_COMPACT);
+    op->kind = NGX_HTTP_CHAT_OP_PLAIN;
 
     if (op->text == NULL) {
         ngx_free(op);
@@ -408,41 +455,101 @@ static ngx_http_chat_op_t *
 ngx_http_chat_store_op(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
     ngx_http_chat_op_kind_e kind, json_t *id, json_t *arg)
 {
-    json_t              *item;
     ngx_http_chat_op_t  *op;
 
-    op = ngx_calloc(sizeof(ngx_http_chat_op_t), wc->connection->log);
-    if (op == NULL) {
-        return NULL;
-    }
-
     if (kind == NGX_HTTP_CHAT_OP_SEND) {
-        item = json_pack("{s:s%, s:O}", "user", wc->id.id.data,
-                         wc->id.id.len, "req", arg);
-        op->text = item ? json_dumps(item, JSON_COMPACT) : NULL;
-        json_decref(item);
+        op = ngx_http_chat_store_send(&wc->id.id, arg, wc->connection->log);
+        if (op == NULL) {
+            return NULL;
+        }
 
     } else {
-        op->text = json_dumps(arg, JSON_COMPACT);
-    }
+        op = ngx_calloc(sizeof(ngx_http_chat_op_t), wc->connection->log);
+        if (op == NULL) {
+            return NULL;
+        }
 
-    if (op->text == NULL) {
-        ngx_free(op);
-        return NULL;
+        op->text = json_dumps(arg, JSON_COMPACT);
+        if (op->text == NULL) {
+            ngx_free(op);
+            return NULL;
+        }
+
+        op->size = ngx_strlen(op->text);
+
+        ngx_http_chat_pg_query_init(&op->q, stmt,
+                                    ngx_http_chat_store_handler, op);
+        ngx_http_chat_pg_query_param(&op->q, (char *) wc->id.id.data,
+                                     wc->id.id.len);
+        ngx_http_chat_pg_query_param(&op->q, op->text, op->size);
     }
 
     op->wc = wc;
     op->kind = kind;
     op->done.id = id ? json_incref(id) : NULL;
 
-    ngx_http_chat_pg_query_init(&op->q, stmt, ngx_http_chat_store_handler,
-                                op);
-    ngx_http_chat_pg_query_param(&op->q, (char *) wc->id.id.data,
-                                 wc->id.id.len);
-    ngx_http_chat_pg_query_param(&op->q, op->text, ngx_strlen(op->text));
-
     ngx_queue_insert_tail(&wc->ops, &op->session);
     wc->nops++;
+
+    return op;
+}
+
+
+/*
+ * A send, checked: the location's length limit is the request's
+ * max_length (the caller set it).  A bad one carries its answer.
+ */
+
+static ngx_http_chat_op_t *
+ngx_http_chat_store_send(ngx_str_t *user, json_t *req, ngx_log_t *log)
+{
+    json_int_t                    max;
+    ngx_http_chat_op_t           *op;
+    ngx_http_chat_message_err_t   err;
+
+    op = ngx_calloc(sizeof(ngx_http_chat_op_t) + user->len + 1, log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    op->user.data = (u_char *) (op + 1);
+    op->user.len = user->len;
+    ngx_memcpy(op->user.data, user->data, user->len);
+
+    op->kind = NGX_HTTP_CHAT_OP_SEND;
+
+    max = json_integer_value(json_object_get(req, "max_length"));
+
+    if (ngx_http_chat_message_send_check(&op->send, req,
+                                         max > 0 ? (size_t) max : 5000,
+                                         &err)
+        != 0)
+    {
+        op->answer = json_pack("{s:{s:s, s:s}}", "error", "code", err.code,
+                               "message", err.message);
+        if (op->answer == NULL) {
+            ngx_free(op);
+            return NULL;
+        }
+
+        op->size = 256;
+        return op;
+    }
+
+    if (op->send.attachments != NULL) {
+        op->attachments = json_dumps(op->send.attachments, JSON_COMPACT);
+        if (op->attachments == NULL) {
+            json_decref(op->send.attachments);
+            ngx_free(op);
+            return NULL;
+        }
+    }
+
+    op->req = json_incref(req);
+
+    /* its answer and its event hold about this much */
+    op->size = 256 + op->send.body_len + op->send.client_msg_id_len
+               + (op->attachments ? ngx_strlen(op->attachments) : 0);
 
     return op;
 }
@@ -486,20 +593,27 @@ ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
                 return;
             }
 
-            out += 2 * (size_t) op->q.lengths[1];
+            out += 2 * op->size;
             continue;
         }
 
+        /* a send refused by its shape is answered in its turn */
         if (q != ngx_queue_head(&wc->ops)
             && (op->kind != NGX_HTTP_CHAT_OP_SEND
-                || out + 2 * (size_t) op->q.lengths[1]
-                   >= wc->conf->send_buffer))
+                || op->answer != NULL
+                || out + 2 * op->size >= wc->conf->send_buffer))
         {
             return;
         }
 
         /* answers wait while the client does not read the last ones */
         if (wc->out_bytes >= wc->conf->send_buffer || wc->finalized) {
+            return;
+        }
+
+        if (op->answer != NULL) {
+            /* completing it runs this again for the next one */
+            ngx_http_chat_store_complete(op, op->answer);
             return;
         }
 
@@ -516,7 +630,7 @@ ngx_http_chat_store_run(ngx_http_chat_conn_t *wc)
             return;
         }
 
-        out += 2 * (size_t) op->q.lengths[1];
+        out += 2 * op->size;
     }
 }
 
@@ -630,10 +744,10 @@ ngx_http_chat_store_queue_batch(void)
 
     ngx_queue_init(&b->ops);
 
-    /* the one parameter, the batch, is made when the query is sent */
+    /* the parameters, the batch, are made when the query is sent */
     ngx_http_chat_pg_query_init(&b->q, NGX_HTTP_CHAT_STMT_SEND,
                                 ngx_http_chat_store_batch_handler, b);
-    b->q.nparams = 1;
+    b->q.nparams = NGX_HTTP_CHAT_BATCH_ARRAYS;
     b->q.build = ngx_http_chat_store_build_batch;
 
     ngx_http_chat_queued_batch = b;
@@ -648,12 +762,17 @@ ngx_http_chat_store_queue_batch(void)
 }
 
 
+/*
+ * The batch as one array literal per field, in one allocation: users,
+ * conversation ids, bodies, client ids, attachments, reply_to.
+ */
+
 static ngx_int_t
 ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
 {
-    u_char                 *p;
-    size_t                  len;
-    ngx_uint_t              n;
+    char                   *p[NGX_HTTP_CHAT_BATCH_ARRAYS];
+    size_t                  len[NGX_HTTP_CHAT_BATCH_ARRAYS], total;
+    ngx_uint_t              i, n;
     ngx_queue_t            *qn;
     ngx_http_chat_op_t     *op;
     ngx_http_chat_batch_t  *b;
@@ -662,7 +781,10 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
 
     ngx_http_chat_queued_batch = NULL;
 
-    len = sizeof("[]");
+    for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
+        len[i] = sizeof("{}");
+    }
+
     n = 0;
 
     for (qn = ngx_queue_head(&ngx_http_chat_pending_sends);
@@ -681,7 +803,21 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
             break;
         }
 
-        len += ngx_strlen(op->text) + 1;
+        /* each element and its comma */
+        len[0] += ngx_http_chat_message_quote(NULL,
+                                              (char *) op->user.data,
+                                              op->user.len) + 1;
+        len[1] += NGX_INT64_LEN + 1;
+        len[2] += ngx_http_chat_message_quote(NULL, op->send.body,
+                                              op->send.body_len) + 1;
+        len[3] += ngx_http_chat_message_quote(NULL, op->send.client_msg_id,
+                                              op->send.client_msg_id_len)
+                  + 1;
+        len[4] += (op->attachments
+                   ? ngx_http_chat_message_quote(NULL, op->attachments,
+                                                ngx_strlen(op->attachments))
+                   : sizeof("NULL") - 1) + 1;
+        len[5] += NGX_INT64_LEN + 1;
     }
 
     if (n == 0) {
@@ -689,15 +825,24 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
         return NGX_DECLINED;
     }
 
-    b->text = ngx_alloc(len, ngx_cycle->log);
+    total = 0;
+
+    for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
+        total += len[i];
+    }
+
+    b->text = ngx_alloc(total, ngx_cycle->log);
     if (b->text == NULL) {
         /* the sends stay pending: the next batch, or the expiry, has them */
         ngx_free(b);
         return NGX_DECLINED;
     }
 
-    p = (u_char *) b->text;
-    *p++ = '[';
+    for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
+        p[i] = (i == 0) ? b->text : (char *) b->q.values[i - 1] + len[i - 1];
+        b->q.values[i] = p[i];
+        *p[i]++ = '{';
+    }
 
     while (n--) {
         qn = ngx_queue_head(&ngx_http_chat_pending_sends);
@@ -707,14 +852,40 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
         ngx_queue_insert_tail(&b->ops, qn);
         op->batched = 1;
 
-        p = ngx_cpymem(p, op->text, ngx_strlen(op->text));
-        *p++ = n ? ',' : ']';
+        p[0] += ngx_http_chat_message_quote(p[0], (char *) op->user.data,
+                                            op->user.len);
+        p[1] = (char *) ngx_sprintf((u_char *) p[1], "%L",
+                                    (int64_t) op->send.conversation_id);
+        p[2] += ngx_http_chat_message_quote(p[2], op->send.body,
+                                            op->send.body_len);
+        p[3] += ngx_http_chat_message_quote(p[3], op->send.client_msg_id,
+                                            op->send.client_msg_id_len);
+
+        if (op->attachments) {
+            p[4] += ngx_http_chat_message_quote(p[4], op->attachments,
+                                                ngx_strlen(op->attachments));
+
+        } else {
+            p[4] = (char *) ngx_cpymem(p[4], "NULL", sizeof("NULL") - 1);
+        }
+
+        if (op->send.reply_to) {
+            p[5] = (char *) ngx_sprintf((u_char *) p[5], "%L",
+                                        (int64_t) op->send.reply_to);
+
+        } else {
+            p[5] = (char *) ngx_cpymem(p[5], "NULL", sizeof("NULL") - 1);
+        }
+
+        for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
+            *p[i]++ = n ? ',' : '}';
+        }
     }
 
-    *p = '\0';
-
-    b->q.values[0] = b->text;
-    b->q.lengths[0] = (int) (p - (u_char *) b->text);
+    for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
+        *p[i] = '\0';
+        b->q.lengths[i] = (int) (p[i] - b->q.values[i]);
+    }
 
     /* more than one batch holds: the rest goes to the next connection */
 
@@ -752,8 +923,8 @@ static void
 ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
-    size_t                  i;
-    json_t                 *result, *item;
+    int                     i, rows;
+    json_t                 *result;
     ngx_queue_t            *qn;
     ngx_http_chat_op_t     *op;
     ngx_http_chat_batch_t  *b;
@@ -768,11 +939,17 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         return;
     }
 
-    result = ngx_http_chat_pg_json(rc, res);
+    rows = 0;
 
-    if (result != NULL && !json_is_array(result)) {
-        json_decref(result);
-        result = NULL;
+    if (rc == NGX_OK && res != NULL) {
+        rows = PQntuples(res);
+
+        if (PQnfields(res) != NGX_HTTP_CHAT_ROW_COLUMNS) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "chat: the send batch returned %d columns, not %d",
+                          PQnfields(res), NGX_HTTP_CHAT_ROW_COLUMNS);
+            rows = 0;
+        }
     }
 
     i = 0;
@@ -783,17 +960,118 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
         ngx_queue_remove(qn);
 
-        item = result ? json_array_get(result, i++) : NULL;
+        result = (i < rows) ? ngx_http_chat_store_send_result(op, res, i)
+                            : NULL;
+        i++;
 
-        ngx_http_chat_store_complete(op, item);
-    }
+        ngx_http_chat_store_complete(op, result);
 
-    if (result != NULL) {
-        json_decref(result);
+        if (result != NULL) {
+            json_decref(result);
+        }
     }
 
     ngx_free(b->text);
     ngx_free(b);
+}
+
+
+/*
+ * A send's answer from its row: {"error": E}, or {"ok": {"message": M}}
+ * and, when it was stored now, its message.created event to the
+ * recipients.  The strings PostgreSQL returned become JSON values
+ * directly; the message object is shared by the answer and the event.
+ */
+
+static json_t *
+ngx_http_chat_store_send_result(ngx_http_chat_op_t *op, PGresult *res,
+    int row)
+{
+    int                           c;
+    json_t                       *msg, *to;
+    const char                   *v[NGX_HTTP_CHAT_ROW_COLUMNS];
+    ngx_http_chat_message_row_t   m;
+
+    for (c = 0; c < NGX_HTTP_CHAT_ROW_COLUMNS; c++) {
+        v[c] = PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+    }
+
+    if (v[NGX_HTTP_CHAT_ROW_ORD] == NULL
+        || ngx_atoi((u_char *) v[NGX_HTTP_CHAT_ROW_ORD],
+                    ngx_strlen(v[NGX_HTTP_CHAT_ROW_ORD]))
+           != row + 1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: the send batch answered out of order");
+        return NULL;
+    }
+
+    if (v[NGX_HTTP_CHAT_ROW_CODE] != NULL) {
+        return json_pack("{s:{s:s, s:s}}", "error",
+                         "code", v[NGX_HTTP_CHAT_ROW_CODE],
+                         "message", v[NGX_HTTP_CHAT_ROW_MESSAGE]
+                                    ? v[NGX_HTTP_CHAT_ROW_MESSAGE] : "");
+    }
+
+    if (v[NGX_HTTP_CHAT_ROW_ID] == NULL || v[NGX_HTTP_CHAT_ROW_SEQ] == NULL
+        || v[NGX_HTTP_CHAT_ROW_CREATED_AT] == NULL
+        || v[NGX_HTTP_CHAT_ROW_UPDATED_SEQ] == NULL)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: the send batch returned a message without id");
+        return NULL;
+    }
+
+    /* the key of a send is its message's: conversation, sender, client id */
+
+    m.conversation_id = op->send.conversation_id;
+    m.sender_id = (char *) op->user.data;
+    m.sender_id_len = op->user.len;
+    m.client_msg_id = op->send.client_msg_id;
+    m.client_msg_id_len = op->send.client_msg_id_len;
+    m.id = v[NGX_HTTP_CHAT_ROW_ID];
+    m.seq = v[NGX_HTTP_CHAT_ROW_SEQ];
+    m.body = v[NGX_HTTP_CHAT_ROW_BODY];
+    m.body_len = m.body ? (size_t) PQgetlength(res, row,
+                                               NGX_HTTP_CHAT_ROW_BODY)
+                        : 0;
+    m.attachments = v[NGX_HTTP_CHAT_ROW_ATTACHMENTS];
+    m.attachments_len = m.attachments
+                        ? (size_t) PQgetlength(res, row,
+                                               NGX_HTTP_CHAT_ROW_ATTACHMENTS)
+                        : 0;
+    m.reply_to = v[NGX_HTTP_CHAT_ROW_REPLY_TO];
+    m.created_at = v[NGX_HTTP_CHAT_ROW_CREATED_AT];
+    m.edited_at = v[NGX_HTTP_CHAT_ROW_EDITED_AT];
+    m.updated_seq = v[NGX_HTTP_CHAT_ROW_UPDATED_SEQ];
+    m.deleted = (v[NGX_HTTP_CHAT_ROW_DELETED] != NULL
+                 && v[NGX_HTTP_CHAT_ROW_DELETED][0] == 't');
+    m.system = (v[NGX_HTTP_CHAT_ROW_SYSTEM] != NULL
+                && v[NGX_HTTP_CHAT_ROW_SYSTEM][0] == 't');
+
+    msg = ngx_http_chat_message_obj(&m);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    /* a retry, or a repeat within the batch: nobody hears it again */
+
+    if (v[NGX_HTTP_CHAT_ROW_RECIPIENTS] == NULL) {
+        return json_pack("{s:{s:o}}", "ok", "message", msg);
+    }
+
+    to = ngx_http_chat_message_text_array(v[NGX_HTTP_CHAT_ROW_RECIPIENTS],
+                                          PQgetlength(res, row,
+                                                NGX_HTTP_CHAT_ROW_RECIPIENTS));
+    if (to == NULL) {
+        json_decref(msg);
+        return NULL;
+    }
+
+    return json_pack("{s:{s:O}, s:[{s:o, s:{s:s, s:o}}]}",
+                     "ok", "message", msg,
+                     "events", "to", to,
+                     "event", "type", "message.created", "message", msg);
 }
 
 
@@ -826,6 +1104,19 @@ ngx_http_chat_store_free(ngx_http_chat_op_t *op)
         json_decref(op->done.req);
     }
 
+    if (op->req != NULL) {
+        json_decref(op->req);
+    }
+
+    if (op->answer != NULL) {
+        json_decref(op->answer);
+    }
+
+    if (op->send.attachments != NULL) {
+        json_decref(op->send.attachments);
+    }
+
+    free(op->attachments);
     free(op->text);
     ngx_free(op);
 }

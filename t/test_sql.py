@@ -1376,7 +1376,8 @@ def test_plans_use_the_indexes(db):
                                   "client_msg_id": "new"})
         p = plan_of(t, "FROM chat.blocks b")
         # both directions are one index probe each (both conditions are
-        # equalities: either index serves)
+        # equalities: either index serves): the sender's block peers, read
+        # once for the check of a direct conversation and the recipients
         assert len(re.findall(r"Index (Only )?Scan using "
                               r"blocks_(pkey|blocked_idx)", p)) == 2, p
         assert "Seq Scan on blocks" not in p

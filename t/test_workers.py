@@ -607,7 +607,7 @@ def test_changes_reach_clients_in_seq_order(chat):
                          "client_msg_id": "first"})
         poll(lambda: chat.sql(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
-            "= 'Lock' AND query LIKE '%%send_batch%%'") == [(1,)], 5,
+            "= 'Lock' AND query LIKE '%%message_send_rows%%'") == [(1,)], 5,
             what="alice's send waiting for the lock")
         os.kill(slow, signal.SIGSTOP)
         stopped = True
@@ -657,7 +657,7 @@ def test_send_in_flight_during_a_reload_is_delivered(chat):
                          "client_msg_id": "inflight"})
         poll(lambda: chat.sql(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
-            "= 'Lock' AND query LIKE '%%send_batch%%'") == [(1,)], 5,
+            "= 'Lock' AND query LIKE '%%message_send_rows%%'") == [(1,)], 5,
             what="alice's send waiting for the lock")
         ng.reload()
         for c in (alice, bob):

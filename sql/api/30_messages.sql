@@ -124,25 +124,290 @@ BEGIN
 END
 $$;
 
--- p_items: [{"user": "...", "max_length"?: N, "req": {...}}, ...]
--- -> [result, ...] in the same order.  All in the caller's transaction.
+-- A conversation deleted (by the host or an operator: the API never
+-- deletes one) takes its messages along, as the foreign key did before
+-- sql/schema/0013_sends.sql: one statement for all the rows deleted.
+CREATE OR REPLACE FUNCTION chat.messages_of_deleted() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    DELETE FROM chat.messages m
+    USING gone g
+    WHERE m.conversation_id = g.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER conversations_delete_messages
+    AFTER DELETE ON chat.conversations
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION chat.messages_of_deleted();
+
+-- message.send for a batch, as columns: what the module calls.  Item i is
+-- (p_users[i], p_cids[i], p_bodies[i], p_cmids[i], p_atts[i], p_replies[i]);
+-- one row comes back per item, in item order (ord from 1):
+--   code, message: the error, or NULL
+--   id .. system: the Message object's fields (chat.message_obj says how
+--       they are shown); created_at and edited_at already formatted
+--   recipients: who gets message.created, NULL when nobody does (a retry
+--       of a stored message, a repeat of an earlier item, an error)
 --
--- Each item is answered as if the items ran one after the other through
--- the checks of 0002's chat.send_one, in its order: shape, membership, a
--- retry of a stored message, blocks, reply_to; a repeat of an item earlier in
--- the same batch answers that item's message and delivers nothing; the
--- messages of a conversation take consecutive seq, and ids grow, in item
--- order.  The rows of every conversation the batch may write to are
--- locked first, in id order, so that concurrent batches cannot deadlock.
+-- Each item is answered as if the items ran one after the other, checked
+-- in this order: shape, membership, a retry of a stored message, a repeat
+-- of an earlier item of the batch (answered with that item's message,
+-- delivered once), blocks, reply_to.  The messages of a conversation take
+-- consecutive seq, and ids grow, in item order.
 --
--- Four statements whatever the batch size: the shape checks are plain
--- expressions in a loop; the lock, the lookups and the insert are one
--- statement each for the whole batch.  (One query for everything was
--- slower: planning it cost more than the loop.)
-CREATE OR REPLACE FUNCTION chat.api_message_send_batch(p_items jsonb)
-RETURNS jsonb
+-- The module checks the shape of a request and answers its errors itself;
+-- this function checks it again, as anyone granted it may call it with
+-- anything, and answers a bad item with a plain bad_request.  Attachments
+-- come normalized (chat.check_attachments returns them unchanged).
+--
+-- Two statements whatever the batch size: the lock of the conversations,
+-- then the checks, the numbering, the insert and the answer as one set
+-- operation (the lock comes first so that the second sees what a batch it
+-- waited for committed).
+CREATE OR REPLACE FUNCTION chat.api_message_send_rows(p_users text[],
+                                                      p_cids bigint[],
+                                                      p_bodies text[],
+                                                      p_cmids text[],
+                                                      p_atts jsonb[],
+                                                      p_replies bigint[])
+RETURNS TABLE (ord int, code text, message text, id bigint, seq bigint,
+               body text, attachments jsonb, reply_to bigint,
+               created_at text, edited_at text, deleted boolean,
+               updated_seq bigint, system boolean, recipients text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_n       int := cardinality(p_users);
+    v_locked  bigint[];
+    v_now     text := chat.fmt_time(now());   -- created_at of what is new
+    v_sort    text := current_setting('enable_incremental_sort');
+BEGIN
+    IF v_n IS NULL
+       OR v_n > 100000
+       OR coalesce(array_ndims(p_users), 1) <> 1
+       OR coalesce(array_ndims(p_cids), 1) <> 1
+       OR coalesce(array_ndims(p_bodies), 1) <> 1
+       OR coalesce(array_ndims(p_cmids), 1) <> 1
+       OR coalesce(array_ndims(p_atts), 1) <> 1
+       OR coalesce(array_ndims(p_replies), 1) <> 1
+       OR cardinality(p_cids) IS DISTINCT FROM v_n
+       OR cardinality(p_bodies) IS DISTINCT FROM v_n
+       OR cardinality(p_cmids) IS DISTINCT FROM v_n
+       OR cardinality(p_atts) IS DISTINCT FROM v_n
+       OR cardinality(p_replies) IS DISTINCT FROM v_n
+    THEN
+        RAISE EXCEPTION 'chat.api_message_send_rows: the arrays must have '
+                        'one dimension and the same length (at most 100000)'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+
+    -- 1. lock the conversations the senders belong to, in id order, so
+    -- that concurrent batches cannot deadlock; only these are written to
+    -- (a sender who joined since is answered as before the join)
+    v_locked := ARRAY(SELECT c.id FROM chat.conversations c
+                      WHERE c.id IN (SELECT mb.conversation_id
+                                     FROM unnest(p_cids, p_users)
+                                          AS u(cid, usr)
+                                     JOIN chat.members mb
+                                       ON mb.conversation_id = u.cid
+                                      AND mb.user_id = u.usr)
+                      ORDER BY c.id
+                      FOR UPDATE OF c);
+
+    -- an incremental sort of the items, one group per conversation, costs
+    -- more than the rest of the statement: off for it alone
+    PERFORM set_config('enable_incremental_sort', 'off', true);
+
+    -- 2. everything else.  No join of two sets of items: what an item
+    -- takes from another (the numbers of the item it repeats, the members
+    -- of its conversation) comes through window functions, so the cost
+    -- stays linear whatever the planner guesses of the arrays' sizes.
+    RETURN QUERY
+    WITH u AS (
+        SELECT x.ord::int AS ord, x.usr, x.cid, x.body, x.cmid,
+               coalesce(x.att, '[]') AS att, x.reply,
+               NOT coalesce(octet_length(x.usr) BETWEEN 1 AND 128
+                            AND x.usr !~ '[[:cntrl:]]'
+                            AND x.cid >= 1
+                            AND x.body <> ''
+                            AND char_length(x.body) <= 1000000
+                            AND x.cmid <> ''
+                            AND char_length(x.cmid) <= 64
+                            AND (x.reply IS NULL OR x.reply >= 1)
+                            AND (x.att IS NULL OR x.att = '[]'
+                                 OR chat.check_attachments(x.att) = x.att),
+                            false) AS bad
+        FROM unnest(p_users, p_cids, p_bodies, p_cmids, p_atts, p_replies)
+             WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
+    ), d0 AS MATERIALIZED (
+        -- the facts of each item on its own (each looked up once), with
+        -- the users the sender blocked or was blocked by
+        SELECT u.*, c.id IS NOT NULL AS member, c.kind, c.last_seq,
+               old.id AS old_id, old AS stored,
+               CASE WHEN c.id IS NOT NULL
+                    THEN ARRAY(SELECT b.blocked_id FROM chat.blocks b
+                               WHERE b.blocker_id = u.usr
+                               UNION ALL
+                               SELECT b.blocker_id FROM chat.blocks b
+                               WHERE b.blocked_id = u.usr) END AS peers,
+               (c.id IS NOT NULL AND u.reply IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM chat.messages rm
+                                WHERE rm.id = u.reply
+                                  AND rm.conversation_id = u.cid))
+                   AS bad_reply
+        FROM u
+        LEFT JOIN chat.members mb
+               ON NOT u.bad
+              AND mb.conversation_id = u.cid AND mb.user_id = u.usr
+        LEFT JOIN chat.conversations c
+               ON mb.user_id IS NOT NULL AND c.id = u.cid
+              AND c.id = ANY (v_locked)
+        LEFT JOIN chat.messages old
+               ON c.id IS NOT NULL
+              AND old.conversation_id = u.cid AND old.sender_id = u.usr
+              AND old.client_msg_id = u.cmid
+    ), d AS (
+        -- a direct conversation with someone blocked either way
+        SELECT d0.*,
+               (d0.kind = 'direct' AND cardinality(d0.peers) > 0
+                AND EXISTS (SELECT 1 FROM chat.members o
+                            WHERE o.conversation_id = d0.cid
+                              AND o.user_id <> d0.usr
+                              AND o.user_id = ANY (d0.peers)))
+                   IS TRUE AS blocked
+        FROM d0
+    ), e AS (
+        -- membership, a stored message and blocks are the same for every
+        -- item of a key: the first item of the key that passes is stored
+        -- (fresh), the later ones repeat it
+        SELECT d.*,
+               min(d.ord) FILTER (WHERE d.member AND d.old_id IS NULL
+                                        AND NOT d.blocked
+                                        AND NOT d.bad_reply)
+                   OVER (PARTITION BY d.cid, d.usr, d.cmid) AS first
+        FROM d
+    ), f AS (
+        -- the fresh items take the next numbers of their conversation
+        SELECT e.*, e.first IS NOT DISTINCT FROM e.ord AS fresh,
+               e.last_seq + count(*) FILTER (WHERE e.first = e.ord)
+                                OVER (PARTITION BY e.cid ORDER BY e.ord)
+                   AS nseq
+        FROM e
+    ), g AS MATERIALIZED (
+        -- ids from the messages' own sequence, growing in item order (a
+        -- volatile output is computed after the sort); the members of a
+        -- conversation read once, on its first fresh item
+        SELECT f.*,
+               CASE WHEN f.fresh THEN nextval('chat.messages_id_seq') END
+                   AS nid,
+               CASE WHEN f.fresh
+                         AND row_number() OVER (PARTITION BY f.cid, f.fresh
+                                                ORDER BY f.ord) = 1
+                    THEN ARRAY(SELECT mb.user_id FROM chat.members mb
+                               WHERE mb.conversation_id = f.cid
+                               ORDER BY mb.user_id COLLATE "C") END
+                   AS ids1
+        FROM f
+        ORDER BY f.ord
+    ), h AS (
+        -- a repeat answers its key's fresh item
+        SELECT g.*,
+               first_value(g.nid) OVER k AS mid,
+               first_value(g.nseq) OVER k AS mseq,
+               first_value(g.body) OVER k AS mbody,
+               first_value(g.att) OVER k AS matt,
+               first_value(g.reply) OVER k AS mreply,
+               max(g.ids1) OVER (PARTITION BY g.cid) AS ids
+        FROM g
+        WINDOW k AS (PARTITION BY g.cid, g.usr, g.cmid
+                     ORDER BY g.fresh DESC, g.ord)
+    ), bump AS (
+        UPDATE chat.conversations c
+        SET last_seq = n.top, last_activity = now()
+        FROM (SELECT g.cid, max(g.nseq) AS top FROM g WHERE g.fresh
+              GROUP BY g.cid) n
+        WHERE c.id = n.cid
+    ), made AS (
+        INSERT INTO chat.messages (id, conversation_id, seq, updated_seq,
+                                   sender_id, body, client_msg_id,
+                                   attachments, reply_to, created_at)
+        OVERRIDING SYSTEM VALUE
+        SELECT g.nid, g.cid, g.nseq, g.nseq, g.usr, g.body, g.cmid, g.att,
+               g.reply, now()
+        FROM g
+        WHERE g.fresh
+        ORDER BY g.nid
+    )
+    SELECT h.ord,
+           CASE WHEN h.bad THEN 'bad_request'
+                WHEN NOT h.member THEN 'not_found'
+                WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
+                WHEN h.blocked THEN 'forbidden'
+                ELSE 'bad_request' END,
+           CASE WHEN h.bad THEN 'the item is invalid'
+                WHEN NOT h.member THEN 'conversation not found'
+                WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
+                WHEN h.blocked THEN 'blocked'
+                ELSE 'reply_to is not a message of this conversation' END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN h.old_id
+                WHEN h.first <= h.ord THEN h.mid END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).seq
+                WHEN h.first <= h.ord THEN h.mseq END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN CASE WHEN (h.stored).deleted_at IS NULL
+                              THEN (h.stored).body END
+                WHEN h.first <= h.ord THEN h.mbody END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN CASE WHEN (h.stored).deleted_at IS NULL
+                              THEN (h.stored).attachments
+                              ELSE '[]'::jsonb END
+                WHEN h.first <= h.ord THEN h.matt END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).reply_to
+                WHEN h.first <= h.ord THEN h.mreply END,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL
+                    THEN chat.fmt_time((h.stored).created_at)
+                WHEN h.first <= h.ord THEN v_now END,
+           chat.fmt_time((h.stored).edited_at),
+           (h.stored).deleted_at IS NOT NULL,
+           CASE WHEN h.bad OR NOT h.member THEN NULL
+                WHEN h.old_id IS NOT NULL THEN (h.stored).updated_seq
+                WHEN h.first <= h.ord THEN h.mseq END,
+           coalesce((h.stored).kind = 'system', false),
+           -- those who blocked the sender or were blocked by them do not
+           -- hear it
+           CASE WHEN NOT h.fresh OR h.old_id IS NOT NULL THEN NULL
+                WHEN cardinality(h.peers) = 0 THEN h.ids
+                ELSE ARRAY(SELECT x FROM unnest(h.ids) AS x
+                           WHERE x <> ALL (h.peers)
+                           ORDER BY x COLLATE "C") END
+    FROM h
+    ORDER BY h.ord;
+
+    PERFORM set_config('enable_incremental_sort', v_sort, true);
+END
+$$;
+
+-- p_items: [{"user": "...", "max_length"?: N, "req": {...}}, ...]
+-- -> [result, ...] in the same order: chat.api_message_send_rows for
+-- callers with JSON (the host's chat.post_message, chat.api_dispatch),
+-- with the shape checks and their messages here.
+CREATE OR REPLACE FUNCTION chat.api_message_send_batch(p_items jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 DECLARE
     v_n      int;
@@ -156,6 +421,7 @@ DECLARE
     v_att    jsonb;
     v_reply  bigint;
     v_err    jsonb;
+    v_obj    jsonb;
     -- the items that passed the shape checks, as parallel arrays
     a_ord    int[]    := '{}';
     a_user   text[]   := '{}';
@@ -164,11 +430,6 @@ DECLARE
     a_cmid   text[]   := '{}';
     a_att    jsonb[]  := '{}';
     a_reply  bigint[] := '{}';
-    -- the items to insert, and the items that repeat one of them
-    i_ord    int[]    := '{}';
-    v_first  jsonb    := '{}';   -- "cid user cmid" -> ord of the insert
-    v_alias  jsonb    := '{}';   -- ord -> ord of the insert it repeats
-    v_key    text;
     r        record;
 BEGIN
     IF jsonb_typeof(p_items) IS DISTINCT FROM 'array' THEN
@@ -182,7 +443,6 @@ BEGIN
     END IF;
     v_out := array_fill(NULL::jsonb, ARRAY[v_n]);
 
-    -- 1. the shape of every item: expressions only, no statements
     FOR i IN 1 .. v_n LOOP
         v_item := p_items -> (i - 1);
         IF jsonb_typeof(v_item) <> 'object'
@@ -236,16 +496,10 @@ BEGIN
             CONTINUE;
         END IF;
 
-        -- attachments are rare: no call when there are none
-        IF coalesce(jsonb_typeof(v_req -> 'attachments'), 'null') = 'null'
-        THEN
-            v_att := '[]'::jsonb;
-        ELSE
-            v_att := chat.check_attachments(v_req -> 'attachments');
-            IF jsonb_typeof(v_att) = 'object' THEN
-                v_out[i] := v_att;
-                CONTINUE;
-            END IF;
+        v_att := chat.check_attachments(v_req -> 'attachments');
+        IF jsonb_typeof(v_att) = 'object' THEN
+            v_out[i] := v_att;
+            CONTINUE;
         END IF;
 
         v_reply := NULL;
@@ -270,127 +524,27 @@ BEGIN
         RETURN to_jsonb(v_out);
     END IF;
 
-    -- 2. lock the conversations the senders belong to, in id order
-    PERFORM 1 FROM chat.conversations c
-    WHERE c.id IN (SELECT mb.conversation_id
-                   FROM unnest(a_cid, a_user) AS u(cid, usr)
-                   JOIN chat.members mb
-                     ON mb.conversation_id = u.cid AND mb.user_id = u.usr)
-    ORDER BY c.id
-    FOR UPDATE OF c;
-
-    -- 3. decide each item, in item order
-    FOR r IN
-        SELECT u.ord, u.cid, u.usr, u.cmid,
-               mb.user_id IS NOT NULL AS member,
-               old.id IS NOT NULL AS retry, old AS stored,
-               (c.kind = 'direct'
-                AND EXISTS (SELECT 1 FROM chat.members o
-                            WHERE o.conversation_id = u.cid
-                              AND o.user_id <> u.usr
-                              AND (EXISTS (SELECT 1 FROM chat.blocks b
-                                           WHERE b.blocker_id = u.usr
-                                             AND b.blocked_id = o.user_id)
-                                   OR EXISTS (SELECT 1 FROM chat.blocks b
-                                              WHERE b.blocker_id = o.user_id
-                                                AND b.blocked_id = u.usr))))
-                   AS blocked,
-               (u.reply IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM chat.messages rm
-                                WHERE rm.id = u.reply
-                                  AND rm.conversation_id = u.cid))
-                   AS bad_reply
-        FROM unnest(a_ord, a_cid, a_user, a_cmid, a_reply)
-             AS u(ord, cid, usr, cmid, reply)
-        LEFT JOIN chat.members mb
-               ON mb.conversation_id = u.cid AND mb.user_id = u.usr
-        LEFT JOIN chat.conversations c ON c.id = u.cid
-        LEFT JOIN chat.messages old
-               ON old.conversation_id = u.cid AND old.sender_id = u.usr
-              AND old.client_msg_id = u.cmid
-        ORDER BY u.ord
+    FOR r IN SELECT s.* FROM chat.api_message_send_rows(a_user, a_cid, a_body,
+                                                        a_cmid, a_att,
+                                                        a_reply) s
     LOOP
-        v_key := r.cid || ' ' || r.usr || ' ' || r.cmid;
-        IF NOT r.member THEN
-            v_out[r.ord] := chat.err('not_found', 'conversation not found');
-        ELSIF r.retry THEN
-            -- a retry: the message as it is now, delivered to nobody again
-            v_out[r.ord] := chat.ok(jsonb_build_object('message',
-                                    chat.message_obj(r.stored)));
-        ELSIF v_first ? v_key THEN
-            v_alias := v_alias || jsonb_build_object(r.ord::text,
-                                                     v_first -> v_key);
-        ELSIF r.blocked THEN
-            v_out[r.ord] := chat.err('forbidden', 'blocked');
-        ELSIF r.bad_reply THEN
-            v_out[r.ord] := chat.err('bad_request',
-                'reply_to is not a message of this conversation');
-        ELSE
-            i_ord := i_ord || r.ord;
-            v_first := v_first || jsonb_build_object(v_key, r.ord);
+        IF r.code IS NOT NULL THEN
+            v_out[a_ord[r.ord]] := chat.err(r.code, r.message);
+            CONTINUE;
         END IF;
-    END LOOP;
-
-    IF cardinality(i_ord) = 0 THEN
-        RETURN to_jsonb(v_out);
-    END IF;
-
-    -- 4. number and insert them: the messages of a conversation take the
-    -- next numbers in item order, ids grow in item order, and the members
-    -- of each conversation are read once (again for a sender who blocked
-    -- or was blocked by anyone: those do not hear the message)
-    FOR r IN
-        WITH ins AS (
-            SELECT u.*, row_number() OVER (PARTITION BY u.cid
-                                           ORDER BY u.ord) AS rn
-            FROM unnest(a_ord, a_cid, a_user, a_body, a_cmid, a_att, a_reply)
-                 AS u(ord, cid, usr, body, cmid, att, reply)
-            WHERE u.ord = ANY (i_ord)
-        ), bump AS (
-            UPDATE chat.conversations c
-            SET last_seq = c.last_seq + n.cnt, last_activity = now()
-            FROM (SELECT cid, count(*) AS cnt FROM ins GROUP BY cid) n
-            WHERE c.id = n.cid
-            RETURNING c.id, c.last_seq - n.cnt AS base
-        ), new AS (
-            INSERT INTO chat.messages (conversation_id, seq, updated_seq,
-                                       sender_id, body, client_msg_id,
-                                       attachments, reply_to)
-            SELECT ins.cid, bump.base + ins.rn, bump.base + ins.rn, ins.usr,
-                   ins.body, ins.cmid, ins.att, ins.reply
-            FROM ins JOIN bump ON bump.id = ins.cid
-            ORDER BY ins.ord
-            RETURNING *
-        ), mem AS MATERIALIZED (
-            SELECT d.cid, chat.member_ids(d.cid) AS ids
-            FROM (SELECT DISTINCT cid FROM ins) d
-        ), peers AS MATERIALIZED (
-            SELECT d.usr, cardinality(chat.block_peers(d.usr)) > 0 AS any
-            FROM (SELECT DISTINCT usr FROM ins) d
-        )
-        SELECT ins.ord, chat.message_obj(new) AS obj,
-               CASE WHEN peers.any
-                    THEN chat.recipients(new.conversation_id, ins.usr)
-                    ELSE mem.ids END AS ids
-        FROM new
-        JOIN ins ON ins.cid = new.conversation_id
-                AND ins.usr = new.sender_id AND ins.cmid = new.client_msg_id
-        JOIN mem ON mem.cid = new.conversation_id
-        JOIN peers ON peers.usr = ins.usr
-    LOOP
-        v_out[r.ord] := chat.ok(
-            jsonb_build_object('message', r.obj),
-            jsonb_build_array(jsonb_build_object(
-                'to', r.ids,
-                'event', jsonb_build_object('type', 'message.created',
-                                            'message', r.obj))));
-    END LOOP;
-
-    -- 5. repeats within the batch answer the message they repeat
-    FOR r IN SELECT key::int AS ord, value::int AS first
-             FROM jsonb_each_text(v_alias)
-    LOOP
-        v_out[r.ord] := chat.ok(v_out[r.first] -> 'ok');
+        SELECT chat.message_obj(m) INTO v_obj
+        FROM chat.messages m WHERE m.id = r.id;
+        IF r.recipients IS NULL THEN
+            v_out[a_ord[r.ord]] := chat.ok(jsonb_build_object('message',
+                                                              v_obj));
+        ELSE
+            v_out[a_ord[r.ord]] := chat.ok(
+                jsonb_build_object('message', v_obj),
+                jsonb_build_array(jsonb_build_object(
+                    'to', to_jsonb(r.recipients),
+                    'event', jsonb_build_object('type', 'message.created',
+                                                'message', v_obj))));
+        END IF;
     END LOOP;
 
     RETURN to_jsonb(v_out);

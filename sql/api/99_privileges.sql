@@ -57,7 +57,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_message_delivered,
     chat.api_message_edit,
     chat.api_message_read,
-    chat.api_message_send_batch,
+    chat.api_message_send_rows,
     chat.api_messages_history,
     chat.api_messages_search,
     chat.api_outbox,
