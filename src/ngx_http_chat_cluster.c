@@ -52,6 +52,7 @@
 #define NGX_HTTP_CHAT_CLUSTER_NOTICES  64      /* per NOTIFY transaction */
 #define NGX_HTTP_CHAT_CLUSTER_BACKLOG  100000  /* notices waiting, at most */
 #define NGX_HTTP_CHAT_CLUSTER_TICK     2000    /* ms between round trips */
+#define NGX_HTTP_CHAT_CLUSTER_WATCH    250     /* ms between lease checks */
 #define NGX_HTTP_CHAT_CLUSTER_LEASE    10      /* s a silent node lives */
 #define NGX_HTTP_CHAT_CLUSTER_HEADS    5000    /* conversations checked */
 #define NGX_HTTP_CHAT_CLUSTER_MAC      64      /* hex HMAC-SHA256 */
@@ -94,8 +95,11 @@ typedef struct {
     /* chat_cluster, on the pool's listening connection */
     ngx_http_chat_pg_listener_t   listener;
 
-    /* the round trip */
+    /* the round trip; the reader's lease in the zone */
     ngx_event_t                   tick;
+    ngx_msec_t                    last_trip;
+    ngx_msec_t                    heard;    /* the reader's last answer */
+    ngx_uint_t                    epoch;    /* the reader's, last seen */
     ngx_http_chat_cluster_call_t  ticker;
     ngx_http_chat_cluster_call_t  online;
     ngx_http_chat_cluster_call_t  claim;
@@ -104,6 +108,8 @@ typedef struct {
     unsigned                      enabled:1;
     unsigned                      active:1;
     unsigned                      reload_online:1;
+    unsigned                      reader:1;     /* this node's one reader */
+    unsigned                      catch_up:1;   /* a round trip of its own */
 } ngx_http_chat_cluster_t;
 
 
@@ -134,6 +140,7 @@ static void ngx_http_chat_cluster_read(void);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
+static void ngx_http_chat_cluster_lease(ngx_uint_t release);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -257,23 +264,45 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
                   "chat: cluster node \"%V\"", &cl->node);
 
-    ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_TICK);
+    ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_WATCH);
 
-    /* another node's changes: small, read as they come */
+    /*
+     * another node's changes: small, read as they come, by one worker of
+     * the node at a time (the one that holds the lease LISTENs)
+     */
 
     cl->listener.channel = "chat_cluster";
     cl->listener.notify = ngx_http_chat_cluster_notified;
     cl->listener.ready = ngx_http_chat_cluster_listening;
     cl->listener.data = cl;
+    cl->listener.off = 1;
 
-    return ngx_http_chat_pg_listen(&cl->listener);
+    if (ngx_http_chat_pg_listen(&cl->listener) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* whatever the reader did before this worker, this one has nothing */
+    cl->epoch = zone->sh->cluster_epoch;
+
+    ngx_http_chat_cluster_lease(0);
+
+    return NGX_OK;
 }
 
 
 void
 ngx_http_chat_cluster_exit_process(void)
 {
-    ngx_http_chat_cluster.active = 0;
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
+
+    if (cl->enabled) {
+        /* another worker takes over within NGX_HTTP_CHAT_CLUSTER_WATCH */
+        ngx_http_chat_cluster_lease(1);
+    }
+
+    cl->active = 0;
 }
 
 
@@ -685,7 +714,7 @@ ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
 
     cl = &ngx_http_chat_cluster;
 
-    if (!cl->active) {
+    if (!cl->active || !cl->reader) {
         return;
     }
 
@@ -1274,6 +1303,12 @@ ngx_http_chat_cluster_read(void)
     {
         cl->read.data = json_incref(json_object_get(arg, "ranges"));
 
+        if (ngx_http_chat_zone_slot != NGX_HTTP_CHAT_NO_SLOT) {
+            (void) ngx_atomic_fetch_add(&ngx_http_chat_zone_sh->sh->slots[
+                                          ngx_http_chat_zone_slot]
+                                        .cluster_reads, 1);
+        }
+
     } else {
         ngx_http_chat_cluster_unask(json_object_get(arg, "ranges"));
     }
@@ -1342,20 +1377,36 @@ ngx_http_chat_cluster_unask(json_t *ranges)
 
 /* ------------------------------------------------------------ round trip */
 
-/* the listening connection is up (again): what was missed is looked for */
+/*
+ * The reader's listening connection is up (again): what was missed is
+ * looked for, by the reader for what it follows, and by every other
+ * worker once for what it follows (a new epoch in the zone): notices
+ * that nobody heard meanwhile are found so.
+ */
 
 static void
 ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 {
+    ngx_http_chat_zone_t     *zone;
     ngx_http_chat_cluster_t  *cl;
 
     cl = &ngx_http_chat_cluster;
 
-    if (!cl->active) {
+    if (!cl->active || !cl->reader) {
         return;
     }
 
+    zone = ngx_http_chat_zone_sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    cl->epoch = ++zone->sh->cluster_epoch;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "chat: cluster: this worker reads for the node");
+
     cl->reload_online = 1;
+    cl->catch_up = 1;
 
     if (cl->tick.timer_set) {
         ngx_del_timer(&cl->tick);
@@ -1365,19 +1416,90 @@ ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 }
 
 
+/*
+ * One worker per node reads the other nodes' changes: the one whose pid is
+ * in the zone.  A worker takes the lease when nobody holds it or its
+ * holder is gone (kill -9: nginx starts another worker at once, which
+ * takes it); the holder gives it up when it exits or its listening
+ * connection is lost.  A new holder LISTENs; ready() then says so.
+ */
+
+static void
+ngx_http_chat_cluster_lease(ngx_uint_t release)
+{
+    ngx_pid_t                 holder;
+    ngx_uint_t                mine;
+    ngx_http_chat_zone_t     *zone;
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
+    zone = ngx_http_chat_zone_sh;
+
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        /* no queues to hand events to: never the reader */
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    holder = zone->sh->cluster_reader;
+
+    if (release || !cl->active || ngx_exiting || ngx_terminate) {
+        if (holder == ngx_pid) {
+            zone->sh->cluster_reader = 0;
+        }
+
+        mine = 0;
+
+    } else if (holder == 0 || holder == ngx_pid
+               || (kill(holder, 0) == -1 && ngx_errno == NGX_ESRCH))
+    {
+        zone->sh->cluster_reader = ngx_pid;
+        zone->sh->cluster_reader_slot = ngx_http_chat_zone_slot;
+        mine = 1;
+
+    } else {
+        mine = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (mine == cl->reader) {
+        return;
+    }
+
+    cl->reader = mine;
+    cl->heard = ngx_current_msec;
+
+    if (cl->active) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "chat: cluster: this worker %s the node's reader",
+                      mine ? "becomes" : "is no longer");
+    }
+
+    /* what is asked meanwhile is asked again by the next reader */
+    ngx_http_chat_pg_listener_set(&cl->listener, mine);
+}
+
+
 static void
 ngx_http_chat_cluster_tick(ngx_event_t *ev)
 {
     json_t                   *arg;
+    ngx_uint_t                epoch;
+    ngx_http_chat_zone_t     *zone;
     ngx_http_chat_cluster_t  *cl;
 
     cl = ev->data;
 
     if (!cl->active || ngx_exiting || ngx_terminate) {
+        ngx_http_chat_cluster_lease(1);
         return;
     }
 
-    ngx_add_timer(ev, NGX_HTTP_CHAT_CLUSTER_TICK);
+    ngx_add_timer(ev, NGX_HTTP_CHAT_CLUSTER_WATCH);
+
+    ngx_http_chat_cluster_lease(0);
 
     if (cl->join.data != NULL && !cl->join.busy) {
         if (ngx_http_chat_cluster_send(&cl->join,
@@ -1391,7 +1513,21 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         }
     }
 
-    if (cl->reload_online && !cl->online.busy) {
+    if (!cl->reader) {
+        /* a new reader listens: one round trip for what this one follows */
+        zone = ngx_http_chat_zone_sh;
+        epoch = zone->sh->cluster_epoch;
+
+        if (epoch != cl->epoch) {
+            cl->epoch = epoch;
+            cl->catch_up = 1;
+        }
+
+        if (!cl->catch_up) {
+            return;
+        }
+
+    } else if (cl->reload_online && !cl->online.busy) {
         arg = json_object();
 
         if (arg != NULL
@@ -1406,7 +1542,10 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         json_decref(arg);
     }
 
-    if (cl->ticker.busy) {
+    if (cl->ticker.busy
+        || (!cl->catch_up
+            && ngx_current_msec - cl->last_trip < NGX_HTTP_CHAT_CLUSTER_TICK))
+    {
         return;
     }
 
@@ -1417,9 +1556,25 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         return;
     }
 
-    (void) ngx_http_chat_cluster_send(&cl->ticker,
-                                      NGX_HTTP_CHAT_STMT_CLUSTER_TICK, arg,
-                                      ngx_http_chat_cluster_tick_handler, 1);
+    /* the reader's proves its listening connection hears */
+
+    if (ngx_http_chat_cluster_send(&cl->ticker,
+                                   NGX_HTTP_CHAT_STMT_CLUSTER_TICK, arg,
+                                   ngx_http_chat_cluster_tick_handler,
+                                   cl->reader)
+        == NGX_OK)
+    {
+        cl->last_trip = ngx_current_msec;
+        cl->catch_up = 0;
+
+    } else if (cl->reader
+               && ngx_current_msec - cl->heard
+                  > NGX_HTTP_CHAT_CLUSTER_LEASE * 1000 / 2)
+    {
+        /* its listening connection stays down: another worker may read */
+        ngx_http_chat_cluster_lease(1);
+    }
+
     json_decref(arg);
 }
 
@@ -1435,6 +1590,14 @@ ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     cl = &ngx_http_chat_cluster;
 
     ngx_http_chat_cluster_done(q->data);
+
+    if (rc == NGX_DECLINED && cl->reader) {
+        /* the listening connection was lost (or is half-open) */
+        ngx_http_chat_cluster_lease(1);
+
+    } else if (cl->reader) {
+        cl->heard = ngx_current_msec;
+    }
 
     result = ngx_http_chat_cluster_result(rc, res);
 

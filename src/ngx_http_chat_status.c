@@ -302,7 +302,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
              + NGX_HTTP_CHAT_CLOSE_REASONS
              + NGX_HTTP_CHAT_AUTH_REASONS
              + NGX_HTTP_CHAT_ROUTE_COUNT * NGX_HTTP_CHAT_STATUS_CLASSES
-             + 1 + 4 + 3 * NGX_HTTP_CHAT_SLOTS;
+             + 1 + 4 + 5 * NGX_HTTP_CHAT_SLOTS + 2 * 3;
 
     size = lines * NGX_HTTP_CHAT_STATUS_LINE + 2048;
 
@@ -645,6 +645,9 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
     ngx_pid_t               pid[NGX_HTTP_CHAT_SLOTS];
     ngx_atomic_int_t        dropped[NGX_HTTP_CHAT_SLOTS];
     ngx_atomic_int_t        delivered[NGX_HTTP_CHAT_SLOTS];
+    ngx_atomic_int_t        reads[NGX_HTTP_CHAT_SLOTS];
+    ngx_pid_t               reader;
+    ngx_uint_t              cluster;
 
     shpool = ngx_http_chat_zone_sh->shpool;
     sh = ngx_http_chat_zone_sh->sh;
@@ -662,7 +665,11 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
         queued[i] = slot->queued;
         dropped[i] = slot->dropped;
         delivered[i] = slot->delivered;
+        reads[i] = slot->cluster_reads;
     }
+
+    cluster = sh->cluster_joined != 0;
+    reader = sh->cluster_reader;
 
     ngx_shmtx_unlock(&shpool->mutex);
 
@@ -715,6 +722,34 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
             p = ngx_slprintf(p, last,
                              "chat_queue_delivered_total{slot=\"%ui\"} %A\n",
                              i, delivered[i]);
+        }
+    }
+
+    if (!cluster) {
+        return p;
+    }
+
+    p = ngx_http_chat_status_family(p, last, "chat_cluster_reader", "gauge",
+                                    "1 for the worker slot that reads the "
+                                    "other nodes' changes for this node.");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_slprintf(p, last, "chat_cluster_reader{slot=\"%ui\"} %d\n",
+                             i, pid[i] == reader);
+        }
+    }
+
+    p = ngx_http_chat_status_family(p, last, "chat_cluster_reads_total",
+                                    "counter",
+                                    "Reads of other nodes' changes from "
+                                    "PostgreSQL, by worker slot.");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_slprintf(p, last,
+                             "chat_cluster_reads_total{slot=\"%ui\"} %A\n",
+                             i, reads[i]);
         }
     }
 

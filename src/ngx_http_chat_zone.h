@@ -41,6 +41,9 @@ typedef struct {
     /* gauges of this process: gone with it when its slot is swept */
     ngx_atomic_t                  connections;
     ngx_atomic_t                  pg_ready;
+
+    /* reads of other nodes' changes this worker made (chat_cluster) */
+    ngx_atomic_t                  cluster_reads;
 } ngx_http_chat_slot_t;
 
 
@@ -75,6 +78,11 @@ typedef struct {
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];
     ngx_http_chat_node_name_t     nodes[NGX_HTTP_CHAT_SLOTS];
     ngx_uint_t                    cluster_joined;
+
+    /* the node's one cluster reader (a lease) and its listening starts */
+    ngx_pid_t                     cluster_reader;    /* 0: nobody */
+    ngx_uint_t                    cluster_reader_slot;
+    ngx_uint_t                    cluster_epoch;
 } ngx_http_chat_shctx_t;
 
 
