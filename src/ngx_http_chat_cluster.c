@@ -25,17 +25,26 @@
  *
  * Conversation and member events, and what does not fit in a payload, go
  * through chat.outbox instead (durable; the outbox reader of every node
- * but this one delivers them).  Each worker's first pool connection
- * LISTENs; a worker reads the ranges it has not delivered (order.c knows
- * the last number per conversation, so a notice that skips numbers reads
- * the gap too) and fans out to its own connections.
+ * but this one delivers them).
  *
- * Every two seconds each worker makes a round trip on its listening
+ * One worker per node reads, the reader: the worker whose pid is in the
+ * zone (a lease; another worker takes it when its holder exits or its
+ * listening connection is lost).  Its first pool connection LISTENs; it
+ * reads the ranges it has not read (order.c knows the last number per
+ * conversation, so a notice that skips numbers reads the gap too) and
+ * hands each event to the bus's route: the workers that hold recipients
+ * get it through their queues in the zone, and the reader itself (its
+ * order.c follows all it reads).  The cost is a read per change per node,
+ * not per worker.
+ *
+ * Every two seconds the reader makes a round trip on its listening
  * connection (a half-open one times out and is made again): it renews the
  * node's lease, learns which conversations it follows went further than
- * it delivered (a lost notice, a lost connection, a restarted PostgreSQL)
- * and which nodes are alive; the first node to see another's lease expire
- * announces that node's users offline.
+ * it read (a lost notice, a lost connection, a restarted PostgreSQL) and
+ * which nodes are alive; the first node to see another's lease expire
+ * announces that node's users offline.  When a reader starts listening,
+ * every other worker makes one round trip too, for what it follows: what
+ * was notified while nobody listened is found so.
  */
 
 
