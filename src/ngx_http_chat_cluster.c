@@ -1464,7 +1464,6 @@ ngx_http_chat_cluster_lease(ngx_uint_t release)
                || (kill(holder, 0) == -1 && ngx_errno == NGX_ESRCH))
     {
         zone->sh->cluster_reader = ngx_pid;
-        zone->sh->cluster_reader_slot = ngx_http_chat_zone_slot;
         mine = 1;
 
     } else {
@@ -1606,6 +1605,10 @@ ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
 
     } else if (cl->reader) {
         cl->heard = ngx_current_msec;
+
+    } else if (rc == NGX_DECLINED) {
+        /* a catch-up that did not happen: again at the next check */
+        cl->catch_up = 1;
     }
 
     result = ngx_http_chat_cluster_result(rc, res);

@@ -81,7 +81,6 @@ typedef struct {
 
     /* the node's one cluster reader (a lease) and its listening starts */
     ngx_pid_t                     cluster_reader;    /* 0: nobody */
-    ngx_uint_t                    cluster_reader_slot;
     ngx_uint_t                    cluster_epoch;
 } ngx_http_chat_shctx_t;
 
