@@ -739,7 +739,8 @@ def test_one_reader_per_node_whatever_the_workers(cluster, nodes):
             all(v <= 2 for s, v in slots.items() if s != reader[0]), slots
         calls = (stmt_calls(a, "chat_cluster_changes")
                  - stmt_calls(b, "chat_cluster_changes"))
-        assert calls == slots[reader[0]]
+        # (a read in flight when a snapshot is taken counts in one only)
+        assert abs(calls - sum(slots.values())) <= 1, (calls, slots)
         reads += calls
     print("\n%d nodes x 3 workers, %d messages: %d cluster reads (%.2f per "
           "message per other node); chat.messages scans %d (%.2f per "
