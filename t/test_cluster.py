@@ -317,11 +317,15 @@ def test_postgres_restart_loses_and_duplicates_nothing(cluster, postgres):
     bob.close()
 
 
-def test_listener_lost_meanwhile_catches_up(cluster, postgres):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_listener_lost_meanwhile_catches_up(cluster, postgres, workers):
     """Node 2's PostgreSQL connections are cut while node 1 sends: the
-    notices are gone, the round trip finds the messages."""
-    a, b = cluster.start(2)
+    notices are gone, the round trip finds the messages (with several
+    workers, for clients on every worker of the reader's node)."""
+    a, b = cluster.start(2, workers=workers)
     alice, bob, conv = direct_pair(cluster, a, b)
+    others = [c for c, _ in on_every_worker(cluster, b, "bob")] \
+        if workers > 1 else []
     alice.ok("message.send", conversation_id=conv["id"], body="zero",
              client_msg_id=new_id())
     assert len(created(bob, 1)) == 1
@@ -336,6 +340,9 @@ def test_listener_lost_meanwhile_catches_up(cluster, postgres):
                            "backend_type = 'client backend'")
     got = created(bob, 5, timeout=30)
     assert [m["id"] for m in got] == ids
+    for c in others:
+        assert [m["id"] for m in created(c, 6, timeout=30)][-5:] == ids
+        c.close()
     alice.close()
     bob.close()
 
