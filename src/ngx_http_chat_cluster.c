@@ -162,15 +162,19 @@ static void ngx_http_chat_cluster_plain_handler(ngx_http_chat_pg_query_t *q,
 /* per worker process */
 static ngx_http_chat_cluster_t  ngx_http_chat_cluster;
 
-/* the bus, given at init: events for this worker, events for everyone */
+/*
+ * the bus, given at init: another node's events for this node's workers,
+ * for this worker only, and events for everyone
+ */
 static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_deliver;
+static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_deliver_here;
 static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_route_up;
 
 
 ngx_int_t
 ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_main_conf_t *cmcf, ngx_http_chat_event_handler_pt publish,
-    ngx_http_chat_event_handler_pt deliver)
+    ngx_http_chat_event_handler_pt route, ngx_http_chat_event_handler_pt here)
 {
     u_char                   *p, *port;
     size_t                    n;
@@ -186,7 +190,8 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     }
 
     ngx_http_chat_cluster_route_up = publish;
-    ngx_http_chat_cluster_deliver = deliver;
+    ngx_http_chat_cluster_deliver = route;
+    ngx_http_chat_cluster_deliver_here = here;
 
     /* the node's name: chat_node_id, else host name and port */
 
@@ -1330,9 +1335,10 @@ static void
 ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res)
 {
-    size_t                         i;
-    json_t                        *result, *ev;
-    ngx_http_chat_cluster_call_t  *c;
+    size_t                           i;
+    json_t                          *result, *ev;
+    ngx_http_chat_cluster_call_t    *c;
+    ngx_http_chat_event_handler_pt   deliver;
 
     c = q->data;
 
@@ -1344,10 +1350,20 @@ ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
         ngx_http_chat_cluster_unask(c->data);
 
     } else {
+        /*
+         * The reader's read goes to every worker that holds a recipient;
+         * a catch-up of another worker (or a read that was in flight
+         * when the lease went) only here: that worker's order, not the
+         * others', is what it was read for.
+         */
+
+        deliver = ngx_http_chat_cluster.reader
+                  ? ngx_http_chat_cluster_deliver
+                  : ngx_http_chat_cluster_deliver_here;
+
         json_array_foreach(json_object_get(result, "events"), i, ev) {
-            ngx_http_chat_cluster_deliver(json_object_get(ev, "event"),
-                                          json_object_get(ev, "to"),
-                                          ngx_cycle->log);
+            deliver(json_object_get(ev, "event"), json_object_get(ev, "to"),
+                    ngx_cycle->log);
         }
 
         /* what was asked beyond a conversation's end is asked no more */
