@@ -1505,6 +1505,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
             != NGX_OK
             || ngx_http_chat_cluster_init_process(cycle, cmcf,
                                                   ngx_http_chat_bus_publish,
+                                                  ngx_http_chat_bus_route,
                                                   ngx_http_chat_bus_deliver)
                != NGX_OK)
         {

@@ -9,6 +9,9 @@
  * presence change has no recipients (to is JSON null): it goes to every
  * worker, and each sends it to the connections that watch its user.
  *
+ * bus_route takes another node's event that this node's cluster reader
+ * read: the same routing to this node's workers, nothing to other nodes.
+ *
  * bus_deliver takes an event for this worker's connections, whoever made
  * it (this worker, another worker's queue, another node, the host's
  * outbox): the changes of a conversation are put in order (order.c), then
@@ -20,8 +23,38 @@
 #include <ngx_http_chat.h>
 
 
+static void ngx_http_chat_bus_spread(json_t *event, json_t *to,
+    ngx_uint_t here, ngx_log_t *log);
+
+
 void
 ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
+{
+    ngx_http_chat_status_event(event);
+
+    /* made here: the other nodes hear of it too */
+    ngx_http_chat_cluster_publish(event, to);
+
+    ngx_http_chat_bus_spread(event, to, 0, log);
+}
+
+
+/*
+ * Another node's event, read by this node's one cluster reader: this
+ * node's workers that hold a recipient get it, and the reader itself
+ * always does (its order.c follows every change it reads).
+ */
+
+void
+ngx_http_chat_bus_route(json_t *event, json_t *to, ngx_log_t *log)
+{
+    ngx_http_chat_bus_spread(event, to, 1, log);
+}
+
+
+static void
+ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
+    ngx_log_t *log)
 {
     size_t                     i;
     json_t                    *user;
@@ -29,11 +62,6 @@ ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
     ngx_uint_t                 s;
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
-
-    ngx_http_chat_status_event(event);
-
-    /* made here: the other nodes hear of it too */
-    ngx_http_chat_cluster_publish(event, to);
 
     zone = ngx_http_chat_zone_sh;
 
@@ -84,10 +112,11 @@ ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (mask & self) {
+    if (here || (mask & self)) {
         ngx_http_chat_bus_deliver(event, to, log);
-        mask &= ~self;
     }
+
+    mask &= ~self;
 
     if (mask) {
         ngx_http_chat_ipc_post(mask, event, to, log);

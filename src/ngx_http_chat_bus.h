@@ -11,6 +11,8 @@
 
 /* an event made on this node, for the users in to */
 void ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log);
+/* another node's event, to this node's workers that hold recipients */
+void ngx_http_chat_bus_route(json_t *event, json_t *to, ngx_log_t *log);
 /* an event for this worker's connections, from anywhere */
 void ngx_http_chat_bus_deliver(json_t *event, json_t *to, ngx_log_t *log);
 /* a worker's slot is given up: ngx_http_chat_zone_sweep_pt */

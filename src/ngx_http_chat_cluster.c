@@ -28,17 +28,26 @@
  *
  * Conversation and member events, and what does not fit in a payload, go
  * through chat.outbox instead (durable; the outbox reader of every node
- * but this one delivers them).  Each worker's first pool connection
- * LISTENs; a worker reads the ranges it has not delivered (order.c knows
- * the last number per conversation, so a notice that skips numbers reads
- * the gap too) and fans out to its own connections.
+ * but this one delivers them).
  *
- * Every two seconds each worker makes a round trip on its listening
+ * One worker per node reads, the reader: the worker whose pid is in the
+ * zone (a lease; another worker takes it when its holder exits or its
+ * listening connection is lost).  Its first pool connection LISTENs; it
+ * reads the ranges it has not read (order.c knows the last number per
+ * conversation, so a notice that skips numbers reads the gap too) and
+ * hands each event to the bus's route: the workers that hold recipients
+ * get it through their queues in the zone, and the reader itself (its
+ * order.c follows all it reads).  The cost is a read per change per node,
+ * not per worker.
+ *
+ * Every two seconds the reader makes a round trip on its listening
  * connection (a half-open one times out and is made again): it renews the
  * node's lease, learns which conversations it follows went further than
- * it delivered (a lost notice, a lost connection, a restarted PostgreSQL)
- * and which nodes are alive; the first node to see another's lease expire
- * announces that node's users offline.
+ * it read (a lost notice, a lost connection, a restarted PostgreSQL) and
+ * which nodes are alive; the first node to see another's lease expire
+ * announces that node's users offline.  When a reader starts listening,
+ * every other worker makes one round trip too, for what it follows: what
+ * was notified while nobody listened is found so.
  */
 
 
@@ -55,6 +64,7 @@
 #define NGX_HTTP_CHAT_CLUSTER_NOTICES  64      /* per NOTIFY transaction */
 #define NGX_HTTP_CHAT_CLUSTER_BACKLOG  100000  /* notices waiting, at most */
 #define NGX_HTTP_CHAT_CLUSTER_TICK     2000    /* ms between round trips */
+#define NGX_HTTP_CHAT_CLUSTER_WATCH    250     /* ms between lease checks */
 #define NGX_HTTP_CHAT_CLUSTER_LEASE    10      /* s a silent node lives */
 #define NGX_HTTP_CHAT_CLUSTER_HEADS    5000    /* conversations checked */
 #define NGX_HTTP_CHAT_CLUSTER_MAC      64      /* hex HMAC-SHA256 */
@@ -97,8 +107,11 @@ typedef struct {
     /* chat_cluster, on the pool's listening connection */
     ngx_http_chat_pg_listener_t   listener;
 
-    /* the round trip */
+    /* the round trip; the reader's lease in the zone */
     ngx_event_t                   tick;
+    ngx_msec_t                    last_trip;
+    ngx_msec_t                    heard;    /* the reader's last answer */
+    ngx_uint_t                    epoch;    /* the reader's, last seen */
     ngx_http_chat_cluster_call_t  ticker;
     ngx_http_chat_cluster_call_t  online;
     ngx_http_chat_cluster_call_t  claim;
@@ -107,6 +120,8 @@ typedef struct {
     unsigned                      enabled:1;
     unsigned                      active:1;
     unsigned                      reload_online:1;
+    unsigned                      reader:1;     /* this node's one reader */
+    unsigned                      catch_up:1;   /* a round trip of its own */
 } ngx_http_chat_cluster_t;
 
 
@@ -137,6 +152,7 @@ static void ngx_http_chat_cluster_read(void);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
+static void ngx_http_chat_cluster_lease(ngx_uint_t release);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -149,15 +165,19 @@ static void ngx_http_chat_cluster_plain_handler(ngx_http_chat_pg_query_t *q,
 /* per worker process */
 static ngx_http_chat_cluster_t  ngx_http_chat_cluster;
 
-/* the bus, given at init: events for this worker, events for everyone */
+/*
+ * the bus, given at init: another node's events for this node's workers,
+ * for this worker only, and events for everyone
+ */
 static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_deliver;
+static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_deliver_here;
 static ngx_http_chat_event_handler_pt  ngx_http_chat_cluster_route_up;
 
 
 ngx_int_t
 ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_main_conf_t *cmcf, ngx_http_chat_event_handler_pt publish,
-    ngx_http_chat_event_handler_pt deliver)
+    ngx_http_chat_event_handler_pt route, ngx_http_chat_event_handler_pt here)
 {
     u_char                   *p, *port;
     size_t                    n;
@@ -173,7 +193,8 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     }
 
     ngx_http_chat_cluster_route_up = publish;
-    ngx_http_chat_cluster_deliver = deliver;
+    ngx_http_chat_cluster_deliver = route;
+    ngx_http_chat_cluster_deliver_here = here;
 
     /* the node's name: chat_node_id, else host name and port */
 
@@ -260,23 +281,45 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
                   "chat: cluster node \"%V\"", &cl->node);
 
-    ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_TICK);
+    ngx_add_timer(&cl->tick, NGX_HTTP_CHAT_CLUSTER_WATCH);
 
-    /* another node's changes: small, read as they come */
+    /*
+     * another node's changes: small, read as they come, by one worker of
+     * the node at a time (the one that holds the lease LISTENs)
+     */
 
     cl->listener.channel = "chat_cluster";
     cl->listener.notify = ngx_http_chat_cluster_notified;
     cl->listener.ready = ngx_http_chat_cluster_listening;
     cl->listener.data = cl;
+    cl->listener.off = 1;
 
-    return ngx_http_chat_pg_listen(&cl->listener);
+    if (ngx_http_chat_pg_listen(&cl->listener) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* whatever the reader did before this worker, this one has nothing */
+    cl->epoch = zone->sh->cluster_epoch;
+
+    ngx_http_chat_cluster_lease(0);
+
+    return NGX_OK;
 }
 
 
 void
 ngx_http_chat_cluster_exit_process(void)
 {
-    ngx_http_chat_cluster.active = 0;
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
+
+    if (cl->enabled) {
+        /* another worker takes over within NGX_HTTP_CHAT_CLUSTER_WATCH */
+        ngx_http_chat_cluster_lease(1);
+    }
+
+    cl->active = 0;
 }
 
 
@@ -688,7 +731,7 @@ ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
 
     cl = &ngx_http_chat_cluster;
 
-    if (!cl->active) {
+    if (!cl->active || !cl->reader) {
         return;
     }
 
@@ -1309,6 +1352,12 @@ ngx_http_chat_cluster_read(void)
     {
         cl->read.data = json_incref(json_object_get(arg, "ranges"));
 
+        if (ngx_http_chat_zone_slot != NGX_HTTP_CHAT_NO_SLOT) {
+            (void) ngx_atomic_fetch_add(&ngx_http_chat_zone_sh->sh->slots[
+                                          ngx_http_chat_zone_slot]
+                                        .cluster_reads, 1);
+        }
+
     } else {
         ngx_http_chat_cluster_unask(json_object_get(arg, "ranges"));
     }
@@ -1321,9 +1370,10 @@ static void
 ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res)
 {
-    size_t                         i;
-    json_t                        *result, *ev;
-    ngx_http_chat_cluster_call_t  *c;
+    size_t                           i;
+    json_t                          *result, *ev;
+    ngx_http_chat_cluster_call_t    *c;
+    ngx_http_chat_event_handler_pt   deliver;
 
     c = q->data;
 
@@ -1335,10 +1385,20 @@ ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
         ngx_http_chat_cluster_unask(c->data);
 
     } else {
+        /*
+         * The reader's read goes to every worker that holds a recipient;
+         * a catch-up of another worker (or a read that was in flight
+         * when the lease went) only here: that worker's order, not the
+         * others', is what it was read for.
+         */
+
+        deliver = ngx_http_chat_cluster.reader
+                  ? ngx_http_chat_cluster_deliver
+                  : ngx_http_chat_cluster_deliver_here;
+
         json_array_foreach(json_object_get(result, "events"), i, ev) {
-            ngx_http_chat_cluster_deliver(json_object_get(ev, "event"),
-                                          json_object_get(ev, "to"),
-                                          ngx_cycle->log);
+            deliver(json_object_get(ev, "event"), json_object_get(ev, "to"),
+                    ngx_cycle->log);
         }
 
         /* what was asked beyond a conversation's end is asked no more */
@@ -1377,20 +1437,36 @@ ngx_http_chat_cluster_unask(json_t *ranges)
 
 /* ------------------------------------------------------------ round trip */
 
-/* the listening connection is up (again): what was missed is looked for */
+/*
+ * The reader's listening connection is up (again): what was missed is
+ * looked for, by the reader for what it follows, and by every other
+ * worker once for what it follows (a new epoch in the zone): notices
+ * that nobody heard meanwhile are found so.
+ */
 
 static void
 ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 {
+    ngx_http_chat_zone_t     *zone;
     ngx_http_chat_cluster_t  *cl;
 
     cl = &ngx_http_chat_cluster;
 
-    if (!cl->active) {
+    if (!cl->active || !cl->reader) {
         return;
     }
 
+    zone = ngx_http_chat_zone_sh;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    cl->epoch = ++zone->sh->cluster_epoch;
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "chat: cluster: this worker reads for the node");
+
     cl->reload_online = 1;
+    cl->catch_up = 1;
 
     if (cl->tick.timer_set) {
         ngx_del_timer(&cl->tick);
@@ -1400,19 +1476,89 @@ ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 }
 
 
+/*
+ * One worker per node reads the other nodes' changes: the one whose pid is
+ * in the zone.  A worker takes the lease when nobody holds it or its
+ * holder is gone (kill -9: nginx starts another worker at once, which
+ * takes it); the holder gives it up when it exits or its listening
+ * connection is lost.  A new holder LISTENs; ready() then says so.
+ */
+
+static void
+ngx_http_chat_cluster_lease(ngx_uint_t release)
+{
+    ngx_pid_t                 holder;
+    ngx_uint_t                mine;
+    ngx_http_chat_zone_t     *zone;
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
+    zone = ngx_http_chat_zone_sh;
+
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        /* no queues to hand events to: never the reader */
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    holder = zone->sh->cluster_reader;
+
+    if (release || !cl->active || ngx_exiting || ngx_terminate) {
+        if (holder == ngx_pid) {
+            zone->sh->cluster_reader = 0;
+        }
+
+        mine = 0;
+
+    } else if (holder == 0 || holder == ngx_pid
+               || (kill(holder, 0) == -1 && ngx_errno == NGX_ESRCH))
+    {
+        zone->sh->cluster_reader = ngx_pid;
+        mine = 1;
+
+    } else {
+        mine = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (mine == cl->reader) {
+        return;
+    }
+
+    cl->reader = mine;
+    cl->heard = ngx_current_msec;
+
+    if (cl->active) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "chat: cluster: this worker %s the node's reader",
+                      mine ? "becomes" : "is no longer");
+    }
+
+    /* what is asked meanwhile is asked again by the next reader */
+    ngx_http_chat_pg_listener_set(&cl->listener, mine);
+}
+
+
 static void
 ngx_http_chat_cluster_tick(ngx_event_t *ev)
 {
     json_t                   *arg;
+    ngx_uint_t                epoch;
+    ngx_http_chat_zone_t     *zone;
     ngx_http_chat_cluster_t  *cl;
 
     cl = ev->data;
 
     if (!cl->active || ngx_exiting || ngx_terminate) {
+        ngx_http_chat_cluster_lease(1);
         return;
     }
 
-    ngx_add_timer(ev, NGX_HTTP_CHAT_CLUSTER_TICK);
+    ngx_add_timer(ev, NGX_HTTP_CHAT_CLUSTER_WATCH);
+
+    ngx_http_chat_cluster_lease(0);
 
     if (cl->join.data != NULL && !cl->join.busy) {
         if (ngx_http_chat_cluster_send(&cl->join,
@@ -1426,7 +1572,21 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         }
     }
 
-    if (cl->reload_online && !cl->online.busy) {
+    if (!cl->reader) {
+        /* a new reader listens: one round trip for what this one follows */
+        zone = ngx_http_chat_zone_sh;
+        epoch = zone->sh->cluster_epoch;
+
+        if (epoch != cl->epoch) {
+            cl->epoch = epoch;
+            cl->catch_up = 1;
+        }
+
+        if (!cl->catch_up) {
+            return;
+        }
+
+    } else if (cl->reload_online && !cl->online.busy) {
         arg = json_object();
 
         if (arg != NULL
@@ -1441,7 +1601,10 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         json_decref(arg);
     }
 
-    if (cl->ticker.busy) {
+    if (cl->ticker.busy
+        || (!cl->catch_up
+            && ngx_current_msec - cl->last_trip < NGX_HTTP_CHAT_CLUSTER_TICK))
+    {
         return;
     }
 
@@ -1452,9 +1615,25 @@ ngx_http_chat_cluster_tick(ngx_event_t *ev)
         return;
     }
 
-    (void) ngx_http_chat_cluster_send(&cl->ticker,
-                                      NGX_HTTP_CHAT_STMT_CLUSTER_TICK, arg,
-                                      ngx_http_chat_cluster_tick_handler, 1);
+    /* the reader's proves its listening connection hears */
+
+    if (ngx_http_chat_cluster_send(&cl->ticker,
+                                   NGX_HTTP_CHAT_STMT_CLUSTER_TICK, arg,
+                                   ngx_http_chat_cluster_tick_handler,
+                                   cl->reader)
+        == NGX_OK)
+    {
+        cl->last_trip = ngx_current_msec;
+        cl->catch_up = 0;
+
+    } else if (cl->reader
+               && ngx_current_msec - cl->heard
+                  > NGX_HTTP_CHAT_CLUSTER_LEASE * 1000 / 2)
+    {
+        /* its listening connection stays down: another worker may read */
+        ngx_http_chat_cluster_lease(1);
+    }
+
     json_decref(arg);
 }
 
@@ -1470,6 +1649,18 @@ ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     cl = &ngx_http_chat_cluster;
 
     ngx_http_chat_cluster_done(q->data);
+
+    if (rc == NGX_DECLINED && cl->reader) {
+        /* the listening connection was lost (or is half-open) */
+        ngx_http_chat_cluster_lease(1);
+
+    } else if (cl->reader) {
+        cl->heard = ngx_current_msec;
+
+    } else if (rc == NGX_DECLINED) {
+        /* a catch-up that did not happen: again at the next check */
+        cl->catch_up = 1;
+    }
 
     result = ngx_http_chat_cluster_result(rc, res);
 

@@ -11,7 +11,7 @@
 
 ngx_int_t ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_main_conf_t *cmcf, ngx_http_chat_event_handler_pt publish,
-    ngx_http_chat_event_handler_pt deliver);
+    ngx_http_chat_event_handler_pt route, ngx_http_chat_event_handler_pt here);
 void ngx_http_chat_cluster_exit_process(void);
 ngx_uint_t ngx_http_chat_cluster_enabled(void);
 ngx_str_t *ngx_http_chat_cluster_node(void);

@@ -92,6 +92,8 @@ typedef struct {
     /* the channels the first connection LISTENs to */
     ngx_http_chat_pg_listener_t  *listeners[NGX_HTTP_CHAT_PG_LISTENERS];
     ngx_uint_t                  nlisteners;
+    ngx_uint_t                  turned_on;  /* bits: ready() after LISTEN */
+    unsigned                    relisten:1; /* LISTEN/UNLISTEN to send */
     ngx_log_t                  *log;
 
     /* failures since a connection last became ready, and their log */
@@ -114,6 +116,7 @@ static void ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc);
 static ngx_int_t ngx_http_chat_pg_setup_done(ngx_http_chat_pg_conn_t *pc,
     PGresult *res);
 static void ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc);
+static ngx_int_t ngx_http_chat_pg_relisten(ngx_http_chat_pg_conn_t *pc);
 static ngx_http_chat_pg_query_t *ngx_http_chat_pg_take(void);
 static void ngx_http_chat_pg_released(ngx_http_chat_pg_query_t *q);
 static void ngx_http_chat_pg_notice(void *data, const PGresult *res);
@@ -382,6 +385,43 @@ failed:
 }
 
 
+/*
+ * The first connection, when up, is told at its next free moment (a
+ * connection not set up yet listens as the flags say then).
+ */
+
+void
+ngx_http_chat_pg_listener_set(ngx_http_chat_pg_listener_t *l, ngx_uint_t on)
+{
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    if (l->off == !on) {
+        return;
+    }
+
+    l->off = !on;
+
+    for (i = 0; i < pool->nlisteners; i++) {
+        if (pool->listeners[i] == l) {
+            if (on) {
+                pool->turned_on |= (ngx_uint_t) 1 << i;
+            } else {
+                pool->turned_on &= ~((ngx_uint_t) 1 << i);
+            }
+        }
+    }
+
+    pool->relisten = 1;
+
+    if (pool->conf != NULL && !pool->kick.posted) {
+        ngx_post_event(&pool->kick, &ngx_posted_events);
+    }
+}
+
+
 void
 ngx_http_chat_pg_exit_process(void)
 {
@@ -497,7 +537,8 @@ ngx_http_chat_pg_kick(ngx_event_t *ev)
     pool = ev->data;
 
     for (i = 0; i < pool->conf->size
-                && (!ngx_queue_empty(&pool->queue) || pool->pinned);
+                && (!ngx_queue_empty(&pool->queue) || pool->pinned
+                    || pool->relisten);
          i++)
     {
         if (pool->conns[i].state == ngx_http_chat_pg_ready) {
@@ -815,7 +856,15 @@ ngx_http_chat_pg_send_setup(ngx_http_chat_pg_conn_t *pc)
     /* the first connection also listens, for the pool's listeners */
 
     for (i = 0; pc == &pool->conns[0] && i < pool->nlisteners; i++) {
-        p = ngx_sprintf(p, "LISTEN %s; ", pool->listeners[i]->channel);
+        if (!pool->listeners[i]->off) {
+            p = ngx_sprintf(p, "LISTEN %s; ", pool->listeners[i]->channel);
+        }
+    }
+
+    if (pc == &pool->conns[0]) {
+        /* a new session listens to what the flags say now, nothing else */
+        pool->relisten = 0;
+        pool->turned_on = 0;
     }
 
     p = ngx_sprintf(p, "SELECT chat.schema_version(), chat.api_version()%Z");
@@ -962,7 +1011,11 @@ ngx_http_chat_pg_notified(PGnotify *n)
         l = pool->listeners[i];
 
         if (ngx_strcmp(n->relname, l->channel) == 0) {
-            l->notify(l, (u_char *) n->extra, ngx_strlen(n->extra));
+            if (!l->off) {
+                /* (one in flight as it was unlistened to is dropped) */
+                l->notify(l, (u_char *) n->extra, ngx_strlen(n->extra));
+            }
+
             return;
         }
     }
@@ -1062,7 +1115,9 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
         if (pc == &pool->conns[0]) {
             /* listening (again): each looks for what it missed meanwhile */
             for (i = 0; i < pool->nlisteners; i++) {
-                pool->listeners[i]->ready(pool->listeners[i]);
+                if (!pool->listeners[i]->off) {
+                    pool->listeners[i]->ready(pool->listeners[i]);
+                }
             }
         }
 
@@ -1071,6 +1126,35 @@ ngx_http_chat_pg_done(ngx_http_chat_pg_conn_t *pc)
 
     default: /* ngx_http_chat_pg_busy */
         break;
+    }
+
+    if (pc->query == NULL) {
+        /* ngx_http_chat_pg_relisten()'s LISTENs and UNLISTENs */
+        pc->state = ngx_http_chat_pg_ready;
+
+        if (st != PGRES_COMMAND_OK) {
+            ngx_log_error(NGX_LOG_ERR, pc->c->log, 0,
+                          "chat: PostgreSQL LISTEN failed: %s",
+                          ngx_http_chat_pg_fold(err, sizeof(err),
+                                            res ? PQresultErrorMessage(res)
+                                                : "no result"));
+        }
+
+        if (res) {
+            PQclear(res);
+        }
+
+        for (i = 0; st == PGRES_COMMAND_OK && i < pool->nlisteners; i++) {
+            if ((pool->turned_on & ((ngx_uint_t) 1 << i))
+                && !pool->listeners[i]->off)
+            {
+                pool->turned_on &= ~((ngx_uint_t) 1 << i);
+                pool->listeners[i]->ready(pool->listeners[i]);
+            }
+        }
+
+        ngx_http_chat_pg_next(pc);
+        return;
     }
 
     q = pc->query;
@@ -1180,6 +1264,11 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
 
     while (pc->state == ngx_http_chat_pg_ready) {
 
+        if (pc == &pool->conns[0] && pool->relisten) {
+            (void) ngx_http_chat_pg_relisten(pc);
+            return;
+        }
+
         if (pc == &pool->conns[0] && pool->pinned != NULL) {
             q = pool->pinned;
             pool->pinned = NULL;
@@ -1224,6 +1313,50 @@ ngx_http_chat_pg_next(ngx_http_chat_pg_conn_t *pc)
         (void) ngx_http_chat_pg_flush(pc);
         return;
     }
+}
+
+
+/* the first connection listens as the listeners' flags say now */
+
+static ngx_int_t
+ngx_http_chat_pg_relisten(ngx_http_chat_pg_conn_t *pc)
+{
+    u_char                    sql[NGX_HTTP_CHAT_PG_LISTENERS
+                                  * (sizeof("UNLISTEN ; ") - 1
+                                     + NGX_HTTP_CHAT_PG_CHANNEL_MAX) + 1];
+    u_char                   *p;
+    ngx_uint_t                i;
+    ngx_http_chat_pg_pool_t  *pool;
+
+    pool = &ngx_http_chat_pg_pool;
+
+    pool->relisten = 0;
+
+    p = sql;
+
+    for (i = 0; i < pool->nlisteners; i++) {
+        p = ngx_sprintf(p, "%sLISTEN %s; ",
+                        pool->listeners[i]->off ? "UN" : "",
+                        pool->listeners[i]->channel);
+    }
+
+    *p = '\0';
+
+    if (!PQsendQuery(pc->conn, (char *) sql)) {
+        ngx_http_chat_pg_fail(pc, "cannot send LISTEN",
+                              PQerrorMessage(pc->conn));
+        return NGX_ERROR;
+    }
+
+    pc->state = ngx_http_chat_pg_busy;
+    pc->query = NULL;
+    pc->sent = ngx_http_chat_usec();
+
+    ngx_add_timer(pc->c->read, pool->conf->query_timeout);
+
+    (void) ngx_http_chat_pg_flush(pc);
+
+    return NGX_OK;
 }
 
 

@@ -81,6 +81,8 @@ struct ngx_http_chat_pg_listener_s {
     ngx_http_chat_pg_notify_pt    notify;
     ngx_http_chat_pg_ready_pt     ready;
     void                         *data;
+    /* registered, but not listened to until ngx_http_chat_pg_listener_set */
+    unsigned                      off:1;
 };
 
 
@@ -134,6 +136,14 @@ ngx_int_t ngx_http_chat_pg_query(ngx_http_chat_pg_query_t *q);
  * invalid JSON is logged and NULL.
  */
 json_t *ngx_http_chat_pg_json(ngx_int_t rc, PGresult *res);
+
+/*
+ * A registered listener is listened to (on) or not from now on: LISTEN or
+ * UNLISTEN on the first connection when it is free next (ready() follows
+ * a LISTEN), or at its setup if it is down now.
+ */
+void ngx_http_chat_pg_listener_set(ngx_http_chat_pg_listener_t *l,
+    ngx_uint_t on);
 
 /* on the connection that LISTENs (a round trip that proves it hears) */
 ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);

@@ -302,7 +302,7 @@ ngx_http_chat_status_handler(ngx_http_request_t *r)
              + NGX_HTTP_CHAT_CLOSE_REASONS
              + NGX_HTTP_CHAT_AUTH_REASONS
              + NGX_HTTP_CHAT_ROUTE_COUNT * NGX_HTTP_CHAT_STATUS_CLASSES
-             + 1 + 4 + 3 * NGX_HTTP_CHAT_SLOTS;
+             + 1 + 4 + 5 * NGX_HTTP_CHAT_SLOTS + 2 * 3;
 
     size = lines * NGX_HTTP_CHAT_STATUS_LINE + 2048;
 
@@ -651,6 +651,9 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
     static const char      *le[NGX_HTTP_CHAT_LOCK_BUCKETS] = {
         "0.000001", "0.00001", "0.0001", "0.001", "0.01", "+Inf"
     };
+    ngx_atomic_int_t        reads[NGX_HTTP_CHAT_SLOTS];
+    ngx_pid_t               reader;
+    ngx_uint_t              cluster;
 
     shpool = ngx_http_chat_zone_sh->shpool;
     sh = ngx_http_chat_zone_sh->sh;
@@ -668,12 +671,16 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
         queued[i] = slot->queued;
         dropped[i] = slot->dropped;
         delivered[i] = slot->delivered;
+        reads[i] = slot->cluster_reads;
     }
 
     contended = sh->lock_contended;
     wait_ns = sh->lock_wait_ns;
     held_ns = sh->lock_held_ns;
     ngx_memcpy(held, sh->lock_held, sizeof(held));
+
+    cluster = sh->cluster_joined != 0;
+    reader = sh->cluster_reader;
 
     ngx_http_chat_zone_unlock();
 
@@ -756,6 +763,34 @@ ngx_http_chat_status_zone(u_char *p, u_char *last)
             p = ngx_slprintf(p, last,
                              "chat_queue_delivered_total{slot=\"%ui\"} %A\n",
                              i, delivered[i]);
+        }
+    }
+
+    if (!cluster) {
+        return p;
+    }
+
+    p = ngx_http_chat_status_family(p, last, "chat_cluster_reader", "gauge",
+                                    "1 for the worker slot that reads the "
+                                    "other nodes' changes for this node.");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_slprintf(p, last, "chat_cluster_reader{slot=\"%ui\"} %d\n",
+                             i, pid[i] == reader);
+        }
+    }
+
+    p = ngx_http_chat_status_family(p, last, "chat_cluster_reads_total",
+                                    "counter",
+                                    "Reads of other nodes' changes from "
+                                    "PostgreSQL, by worker slot.");
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (pid[i]) {
+            p = ngx_slprintf(p, last,
+                             "chat_cluster_reads_total{slot=\"%ui\"} %A\n",
+                             i, reads[i]);
         }
     }
 

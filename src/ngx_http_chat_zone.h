@@ -45,6 +45,9 @@ typedef struct {
     /* gauges of this process: gone with it when its slot is swept */
     ngx_atomic_t                  connections;
     ngx_atomic_t                  pg_ready;
+
+    /* reads of other nodes' changes this worker made (chat_cluster) */
+    ngx_atomic_t                  cluster_reads;
 } ngx_http_chat_slot_t;
 
 
@@ -85,6 +88,10 @@ typedef struct {
     uint64_t                      lock_wait_ns;    /* of the contended */
     uint64_t                      lock_held_ns;
     uint64_t                      lock_held[NGX_HTTP_CHAT_LOCK_BUCKETS];
+
+    /* the node's one cluster reader (a lease) and its listening starts */
+    ngx_pid_t                     cluster_reader;    /* 0: nobody */
+    ngx_uint_t                    cluster_epoch;
 } ngx_http_chat_shctx_t;
 
 
