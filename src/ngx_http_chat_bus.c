@@ -88,7 +88,7 @@ ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
 
     mask = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     json_array_foreach(to, i, user) {
 
@@ -110,7 +110,7 @@ ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     if (here || (mask & self)) {
         ngx_http_chat_bus_deliver(event, to, log);

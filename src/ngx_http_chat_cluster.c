@@ -260,7 +260,7 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
     zone = ngx_http_chat_zone_sh;
     join = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     if (!zone->sh->cluster_joined) {
         zone->sh->cluster_joined = ngx_time();
@@ -269,7 +269,7 @@ ngx_http_chat_cluster_init_process(ngx_cycle_t *cycle,
 
     cl->started = (time_t) zone->sh->cluster_joined;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     cl->since = ngx_http_chat_cluster_now();
 
@@ -1458,9 +1458,9 @@ ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 
     zone = ngx_http_chat_zone_sh;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
     cl->epoch = ++zone->sh->cluster_epoch;
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "chat: cluster: this worker reads for the node");
@@ -1500,7 +1500,7 @@ ngx_http_chat_cluster_lease(ngx_uint_t release)
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     holder = zone->sh->cluster_reader;
 
@@ -1521,7 +1521,7 @@ ngx_http_chat_cluster_lease(ngx_uint_t release)
         mine = 0;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     if (mine == cl->reader) {
         return;

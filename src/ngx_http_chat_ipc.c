@@ -113,7 +113,7 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
     len = ngx_strlen(text);
     wake = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     for (s = 0; s < NGX_HTTP_CHAT_SLOTS; s++) {
 
@@ -159,7 +159,7 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
         slot->queued += len;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     free(text);
 
@@ -197,7 +197,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
         /* the counter is reset by the read; the queue says the rest */
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     head = slot->head;
     slot->head = NULL;
@@ -206,7 +206,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
     overflow = slot->overflow;
     slot->overflow = 0;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     if (overflow) {
         ngx_log_error(NGX_LOG_CRIT, c->log, 0,
@@ -238,7 +238,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     for (m = head; m; m = next) {
         next = m->next;
@@ -247,7 +247,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
 
     slot->delivered += count;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 }
 
 

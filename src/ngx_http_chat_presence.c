@@ -61,7 +61,7 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
     max = ccf->max_connections_per_user;
     hash = ngx_crc32_short(id->id.data, id->id.len);
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     p = ngx_http_chat_presence_lookup_locked(id->id.data, id->id.len);
 
@@ -70,7 +70,7 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
                                                 hash);
         if (p == NULL) {
             zone->sh->full++;
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_chat_zone_unlock();
 
             ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
                           "chat: chat_zone \"%V\" is full: new connections "
@@ -81,7 +81,7 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
     }
 
     if ((max && p->total >= max) || p->counts[ngx_http_chat_zone_slot] == 255) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_chat_zone_unlock();
         return NGX_BUSY;
     }
 
@@ -101,7 +101,7 @@ ngx_http_chat_presence_add(ngx_http_chat_loc_conf_t *ccf,
     online = !p->announced;
     p->announced = 1;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     if (online) {
         ngx_http_chat_presence_announce(id->id.data, id->id.len, 1, 0);
@@ -138,7 +138,7 @@ ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id)
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     p = ngx_http_chat_presence_lookup_locked(id->id.data, id->id.len);
 
@@ -151,7 +151,7 @@ ngx_http_chat_presence_undo(ngx_http_chat_identity_t *id)
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 }
 
 
@@ -322,7 +322,7 @@ ngx_http_chat_presence_query(json_t *ids)
     }
 
     if (zone != NULL) {
-        ngx_shmtx_lock(&zone->shpool->mutex);
+        ngx_http_chat_zone_lock();
 
         json_array_foreach(ids, i, id) {
             p = ngx_http_chat_presence_lookup_locked(
@@ -340,7 +340,7 @@ ngx_http_chat_presence_query(json_t *ids)
             }
         }
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_chat_zone_unlock();
 
     } else {
         /* no zone: what this worker knows */
@@ -406,7 +406,7 @@ ngx_http_chat_presence_count(json_t *ids)
     for (i = 0; i < n; /* void */) {
 
         if (zone != NULL) {
-            ngx_shmtx_lock(&zone->shpool->mutex);
+            ngx_http_chat_zone_lock();
         }
 
         do {
@@ -434,7 +434,7 @@ ngx_http_chat_presence_count(json_t *ids)
         } while (++i < n && i % 256);
 
         if (zone != NULL) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_chat_zone_unlock();
         }
     }
 
@@ -528,10 +528,10 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
 
     for (n = 0; n < 64; n++) {
 
-        ngx_shmtx_lock(&zone->shpool->mutex);
+        ngx_http_chat_zone_lock();
 
         if (ngx_queue_empty(&zone->sh->pending)) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_chat_zone_unlock();
             break;
         }
 
@@ -539,7 +539,7 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
         p = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
 
         if (now - p->last_seen < NGX_HTTP_CHAT_OFFLINE_GRACE) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_chat_zone_unlock();
             break;
         }
 
@@ -553,7 +553,7 @@ ngx_http_chat_presence_timer(ngx_event_t *ev)
         len = ngx_min(p->sn.str.len, NGX_HTTP_CHAT_JWT_MAX_SUB);
         ngx_memcpy(user, p->user, len);
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_chat_zone_unlock();
 
         ngx_http_chat_presence_announce(user, len, 0, last_seen);
     }
@@ -618,7 +618,7 @@ ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     i = ngx_http_chat_presence_node_locked(node->data, node->len);
 
@@ -638,7 +638,7 @@ ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 }
 
 
@@ -660,7 +660,7 @@ ngx_http_chat_presence_held(u_char *user, size_t len, ngx_str_t *node)
 
     held = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     p = ngx_http_chat_presence_lookup_locked(user, len);
 
@@ -675,7 +675,7 @@ ngx_http_chat_presence_held(u_char *user, size_t len, ngx_str_t *node)
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     return held;
 }
@@ -706,7 +706,7 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
         return;
     }
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     /* the nodes that are left keep their bits, unless a list replaces all */
 
@@ -782,7 +782,7 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 }
 
 
@@ -828,7 +828,7 @@ ngx_http_chat_presence_local_users(void)
 
         n = 0;
 
-        ngx_shmtx_lock(&zone->shpool->mutex);
+        ngx_http_chat_zone_lock();
 
         sentinel = zone->sh->presence.sentinel;
         node = zone->sh->presence.root;
@@ -850,14 +850,14 @@ ngx_http_chat_presence_local_users(void)
         }
 
         if (zone->sh->online <= room) {
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_chat_zone_unlock();
             break;
         }
 
         /* more came meanwhile: again, with room for them */
         room = zone->sh->online + 64;
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_chat_zone_unlock();
         ngx_free(ids);
     }
 

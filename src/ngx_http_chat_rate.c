@@ -148,7 +148,7 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
 
     wait = 0;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_chat_zone_lock();
 
     p = ngx_http_chat_presence_entry_locked(id->data, id->len);
 
@@ -157,7 +157,7 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
         wait = ngx_http_chat_rate_take(rate, &b->last, &b->excess);
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_chat_zone_unlock();
 
     return wait;
 }
