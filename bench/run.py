@@ -345,8 +345,8 @@ def scenario_room(quick):
     for kind in PEERS:
         srv = start(kind, workers=1, pin=True)
         try:
-            # ours tells every member that the others came online
-            # (N^2 presence events): --settle waits that out
+            # --settle: what the connects cause (presence, counted as
+            # presence_frames) is over before the measured phase
             extra = {"conv": cid, "user_prefix": "r"} if kind == "chat" else {}
             out[kind + "_max"] = chatload(kind, "room", members, srv.pids(),
                                           pin=True, rate=0, window=8,
@@ -413,7 +413,7 @@ def scenario_cluster(quick):
                                             port=a.port, rate=100, settle=5,
                                             duration=duration, conv=cid,
                                             user_prefix="f", **peer)
-            time.sleep(5)       # the members' offline presence
+            time.sleep(5)       # the members' offline grace
             out["sends_" + where] = chatload("chat", "sends",
                                              100 if quick else 400, pids,
                                              port=a.port, window=4,
@@ -492,6 +492,11 @@ def rows(res):
                         False, "ms"))
         out.append(("b room, 100 msg/s", "missing",
                     *(h[k].get("missing") for k in PEERS), False, ""))
+        p = (b.get("chat_max") or {}).get("presence_frames")
+        if p is not None:
+            out.append(("b room", "presence frames while %d members "
+                        "connect" % b["chat_max"].get("conns", 0),
+                        p, None, None, False, ""))
     c = res.get("pairs")
     if c:
         for q in ("p50", "p99"):
