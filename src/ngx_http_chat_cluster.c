@@ -153,6 +153,7 @@ static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_cluster_lease(ngx_uint_t release);
+static ngx_uint_t ngx_http_chat_cluster_live_locked(ngx_pid_t pid);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -1477,6 +1478,28 @@ ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l)
 
 
 /*
+ * The lease's holder is alive while it holds a slot of the zone and its
+ * process exists.  A slot is given up at exit, and the worker nginx
+ * starts in place of a crashed one sweeps the crashed one's slot: from
+ * then on a reuse of its pid by another process holds no lease.
+ */
+
+static ngx_uint_t
+ngx_http_chat_cluster_live_locked(ngx_pid_t pid)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        if (ngx_http_chat_zone_sh->sh->slots[i].pid == pid) {
+            return !(kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH);
+        }
+    }
+
+    return 0;
+}
+
+
+/*
  * One worker per node reads the other nodes' changes: the one whose pid is
  * in the zone.  A worker takes the lease when nobody holds it or its
  * holder is gone (kill -9: nginx starts another worker at once, which
@@ -1512,7 +1535,7 @@ ngx_http_chat_cluster_lease(ngx_uint_t release)
         mine = 0;
 
     } else if (holder == 0 || holder == ngx_pid
-               || (kill(holder, 0) == -1 && ngx_errno == NGX_ESRCH))
+               || !ngx_http_chat_cluster_live_locked(holder))
     {
         zone->sh->cluster_reader = ngx_pid;
         mine = 1;

@@ -600,6 +600,10 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
              q = ngx_queue_next(q))
         {
             wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+
+            /* a watch set in flight may hold what this takes away */
+            wc->revoked++;
+
             ngx_http_chat_fanout_unwatch(wc,
                                          (u_char *) json_string_value(other),
                                          json_string_length(other));
@@ -649,6 +653,9 @@ ngx_http_chat_fanout_left(json_t *event, json_t *to)
              q = ngx_queue_next(q))
         {
             wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
+
+            /* a watch set in flight may hold what this takes away */
+            wc->revoked++;
 
             if (wc->watching == NULL || wc->close_sent || wc->finalized) {
                 continue;

@@ -95,7 +95,8 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
     size_t                    len;
     json_t                   *msg;
     uint64_t                  wake, one;
-    ngx_uint_t                s;
+    ngx_uint_t                s, ephemeral;
+    const char               *type;
     ngx_http_chat_slot_t     *slot;
     ngx_http_chat_zone_t     *zone;
     ngx_http_chat_ipc_msg_t  *m;
@@ -112,6 +113,15 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
 
     len = ngx_strlen(text);
     wake = 0;
+
+    /*
+     * typing and presence may be lost (the protocol says so): one that
+     * does not fit does not make the worker close its clients for a
+     * resync, as a lost change does
+     */
+    type = json_string_value(json_object_get(event, "type"));
+    ephemeral = type != NULL && (ngx_strcmp(type, "typing") == 0
+                                 || ngx_strcmp(type, "presence") == 0);
 
     ngx_http_chat_zone_lock();
 
@@ -136,8 +146,11 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
         }
 
         if (m == NULL) {
-            /* its worker will make its clients resync: nothing is lost */
-            slot->overflow++;
+            /* else its worker makes its clients resync: nothing is lost */
+            if (!ephemeral) {
+                slot->overflow++;
+            }
+
             slot->dropped++;
             zone->sh->full++;
             continue;

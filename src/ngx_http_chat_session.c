@@ -21,6 +21,13 @@ typedef struct {
     ngx_queue_t                   typing;    /* conversations typed in */
     ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
                                              /* rates without a zone */
+    /*
+     * Watch sets asked of storage and not answered yet, and wc->revoked
+     * when the first of them was asked: a set whose check ran before an
+     * unwatch or a member leaving is checked again once installed.
+     */
+    ngx_uint_t                    watch_asks;
+    ngx_uint_t                    watch_seen;
     unsigned                      rechecking:1;  /* watch set checked */
     unsigned                      recheck:1;     /* again, after it */
 } ngx_http_chat_session_t;
@@ -52,6 +59,8 @@ static ngx_int_t ngx_http_chat_presence_request(ngx_http_chat_conn_t *wc,
 static ngx_int_t ngx_http_chat_subscribe_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req);
 static json_t *ngx_http_chat_user_ids(ngx_http_chat_request_t *req);
+static void ngx_http_chat_session_watch_asked(ngx_http_chat_conn_t *wc);
+static void ngx_http_chat_session_watch_answered(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_session_watch_done(
     ngx_http_chat_store_done_t *done, json_t *result);
 static void ngx_http_chat_session_recheck_done(
@@ -199,6 +208,10 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
                                  arg, &done);
     json_decref(arg);
 
+    if (rc == NGX_OK) {
+        ngx_http_chat_session_watch_asked(wc);
+    }
+
     return rc;
 }
 
@@ -222,6 +235,48 @@ ngx_http_chat_session_watch_done(ngx_http_chat_store_done_t *done,
     {
         ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
                                "out of memory");
+        return;
+    }
+
+    ngx_http_chat_session_watch_answered(wc);
+}
+
+
+static void
+ngx_http_chat_session_watch_asked(ngx_http_chat_conn_t *wc)
+{
+    ngx_http_chat_session_t  *s;
+
+    s = wc->data;
+
+    if (s->watch_asks++ == 0) {
+        s->watch_seen = wc->revoked;
+    }
+}
+
+
+/* a watch set came back (installed or not) */
+
+static void
+ngx_http_chat_session_watch_answered(ngx_http_chat_conn_t *wc)
+{
+    ngx_uint_t                revoked;
+    ngx_http_chat_session_t  *s;
+
+    s = wc->data;
+
+    if (s->watch_asks == 0 || wc->close_sent || wc->finalized) {
+        return;
+    }
+
+    revoked = (wc->revoked != s->watch_seen);
+
+    if (--s->watch_asks == 0) {
+        s->watch_seen = wc->revoked;
+    }
+
+    if (revoked) {
+        ngx_http_chat_session_recheck(wc);
     }
 }
 
@@ -280,7 +335,7 @@ static void
 ngx_http_chat_session_recheck_done(ngx_http_chat_store_done_t *done,
     json_t *result)
 {
-    json_t                   *audience, *allowed;
+    json_t                   *audience, *allowed, *none;
     const char               *key;
     ngx_http_chat_conn_t     *wc;
     ngx_http_chat_session_t  *s;
@@ -291,7 +346,22 @@ ngx_http_chat_session_recheck_done(ngx_http_chat_store_done_t *done,
 
     audience = json_object_get(json_object_get(result, "ok"), "audience");
 
-    /* storage down: the set stays as it is until the next check */
+    if (!json_is_object(audience)) {
+        /*
+         * Storage down or refusing: what may not be allowed anymore is
+         * not kept (fail closed); the client subscribes again.
+         */
+        none = json_array();
+
+        if (none == NULL || ngx_http_chat_fanout_watch(wc, none) != NGX_OK) {
+            ngx_http_chat_ws_close(wc, NGX_HTTP_CHAT_CLOSE_INTERNAL,
+                                   "out of memory");
+        }
+
+        json_decref(none);
+        s->recheck = 0;
+        return;
+    }
 
     json_object_foreach(audience, key, allowed) {
         if (!json_is_true(allowed)) {
@@ -488,6 +558,12 @@ ngx_http_chat_session_request(ngx_http_chat_conn_t *wc, u_char *data,
 
             rc = ngx_http_chat_store_request(wc, &req, t->stmt, &done);
             ngx_http_chat_request_free(&req);
+
+            if (rc == NGX_OK && t->handler == ngx_http_chat_subscribe_request)
+            {
+                ngx_http_chat_session_watch_asked(wc);
+            }
+
             return rc;
         }
 
@@ -587,6 +663,12 @@ ngx_http_chat_session_done(ngx_http_chat_store_done_t *done, json_t *result)
                                             json_object_get(ev, "to"));
             }
         }
+    }
+
+    if (ngx_http_chat_request_types[done->type].handler
+        == ngx_http_chat_subscribe_request)
+    {
+        ngx_http_chat_session_watch_answered(wc);
     }
 
     ngx_http_chat_latency(request_time[done->type],
@@ -792,7 +874,10 @@ ngx_http_chat_session_count(ngx_http_chat_conn_t *wc,
 
     data = json_pack("{s:O, s:I, s:I}",
                      "conversation_id", json_object_get(ok, "conversation_id"),
-                     "members", (json_int_t) json_array_size(ids),
+                     "members",
+                     json_is_integer(json_object_get(ok, "members"))
+                     ? json_integer_value(json_object_get(ok, "members"))
+                     : (json_int_t) json_array_size(ids),
                      "online",
                      (json_int_t) ngx_http_chat_presence_count(ids));
 

@@ -95,6 +95,7 @@ struct ngx_http_chat_conn_s {
     void                         *fanout_user;
     ngx_msec_t                    fanout_since;  /* events reach it since */
     void                         *watching;   /* whose presence it gets */
+    ngx_uint_t                    revoked;    /* unwatch or left events */
 
     unsigned                      started:1;
     unsigned                      ping_sent:1;

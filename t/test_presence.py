@@ -204,6 +204,26 @@ def test_presence_count(chat):
     assert presence(settle(alice)) == []
 
 
+def test_presence_count_leaves_out_users_blocked_either_way(chat):
+    """A blocked user does not learn through the count whether the one
+    who blocked them is online (presence.query answers null for them)."""
+    a = chat.conn("alice")
+    d = direct(a, "bob")["id"]
+    g = group(a, "g", ["bob", "carol"])["id"]
+    assert chat.ok("bob", "PUT", "blocks/alice") == {}
+    alice = ws(chat, "alice")
+    chat.ws("bob")
+    chat.ws("carol")
+    # bob and alice are both left out for each other
+    assert alice.ok("presence.count", conversation_id=g) == \
+        {"conversation_id": g, "members": 3, "online": 2}
+    assert alice.ok("presence.count", conversation_id=d) == \
+        {"conversation_id": d, "members": 2, "online": 1}
+    bob = ws(chat, "bob")
+    assert bob.ok("presence.count", conversation_id=g) == \
+        {"conversation_id": g, "members": 3, "online": 2}
+
+
 def test_presence_count_is_rate_limited(env):
     env.start(http="chat_zone chat 16m; chat_search_rate 1r/m burst=2;")
     a = env.conn("alice")

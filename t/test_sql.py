@@ -2037,8 +2037,13 @@ def test_presence_events_have_no_audience_and_a_block_unwatches(db):
 
 def test_presence_members_for_a_member_only(db):
     gid = db.group("alice", "bob", "carol")
-    assert db.api("presence_members", "bob", {"conversation_id": gid}) == \
-        ok({"conversation_id": gid, "user_ids": ["alice", "bob", "carol"]})
+    r = db.api("presence_members", "bob", {"conversation_id": gid})["ok"]
+    assert r["members"] == 3
+    assert sorted(r["user_ids"]) == ["alice", "bob", "carol"]
+    # those blocked either way are not bob's to count
+    db.api("block", "carol", {"user_id": "bob"})
+    r = db.api("presence_members", "bob", {"conversation_id": gid})["ok"]
+    assert r["members"] == 3 and sorted(r["user_ids"]) == ["alice", "bob"]
     assert db.api("presence_members", "zed", {"conversation_id": gid}) == \
         err("not_found", "conversation not found")
     assert db.api("presence_members", "bob",

@@ -117,9 +117,10 @@ AS $$
           LIMIT 200) p
 $$;
 
--- presence.count: {"conversation_id"} -> {"user_ids": [...]}, the members
--- of a conversation p_user is in (at most chat.limit_of
--- ('max_group_members')); the module counts who of them is online.
+-- presence.count: {"conversation_id"} -> {"members": n, "user_ids": [...]},
+-- the number of members of a conversation p_user is in and those of them
+-- p_user may know the presence of (none blocked either way, as for
+-- presence.query); the module counts who of those is online.
 CREATE OR REPLACE FUNCTION chat.api_presence_members(p_user text,
                                                      p_req jsonb)
 RETURNS jsonb
@@ -142,8 +143,15 @@ BEGIN
     THEN
         RETURN chat.err('not_found', 'conversation not found');
     END IF;
-    RETURN chat.ok(jsonb_build_object('conversation_id', v_cid,
-                                      'user_ids', chat.member_ids(v_cid)));
+    RETURN chat.ok(jsonb_build_object(
+        'conversation_id', v_cid,
+        'members', (SELECT count(*) FROM chat.members
+                    WHERE conversation_id = v_cid),
+        'user_ids', (SELECT coalesce(jsonb_agg(m.user_id), '[]'::jsonb)
+                     FROM chat.members m
+                     WHERE m.conversation_id = v_cid
+                       AND m.user_id <> ALL (coalesce(
+                           (SELECT chat.block_peers(p_user)), '{}')))));
 END
 $$;
 
