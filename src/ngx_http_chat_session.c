@@ -182,8 +182,7 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
     wc->data = s;
 
     if (ngx_http_chat_session_welcome(wc) != NGX_OK
-        || ngx_http_chat_fanout_add(wc) != NGX_OK
-        || (cmcf->pg && ngx_http_chat_store_hello(wc) != NGX_OK))
+        || ngx_http_chat_fanout_add(wc) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -192,9 +191,13 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
         return NGX_OK;
     }
 
-    /* the default watch set: the direct partners (one indexed query) */
+    /*
+     * One round trip before anything else: the user's name and avatar
+     * from the token stored, and the default watch set, the direct
+     * partners, read (one indexed query)
+     */
 
-    arg = json_object();
+    arg = ngx_http_chat_http_user_json(&wc->id);
     if (arg == NULL) {
         return NGX_ERROR;
     }
@@ -204,7 +207,7 @@ ngx_http_chat_session_start(ngx_http_chat_conn_t *wc)
     done.type = 0;
     done.start = 0;
 
-    rc = ngx_http_chat_store_ask(wc, NGX_HTTP_CHAT_STMT_PRESENCE_PARTNERS,
+    rc = ngx_http_chat_store_ask(wc, NGX_HTTP_CHAT_STMT_SESSION_HELLO,
                                  arg, &done);
     json_decref(arg);
 

@@ -54,9 +54,9 @@ static ngx_http_chat_pg_stmt_t
     [NGX_HTTP_CHAT_STMT_TYPING] =
         { "chat_typing",
           "SELECT chat.api_typing($1, $2::jsonb)", 2 },
-    [NGX_HTTP_CHAT_STMT_PRESENCE_PARTNERS] =
-        { "chat_presence_partners",
-          "SELECT chat.api_presence_partners($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_SESSION_HELLO] =
+        { "chat_session_hello",
+          "SELECT chat.api_session_hello($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CHANGES] =
         { "chat_changes",
           "SELECT chat.api_changes($1, $2::jsonb)", 2 },

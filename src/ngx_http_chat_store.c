@@ -188,37 +188,6 @@ ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
 
 
 /*
- * The user's name and avatar from the token, before anything else.  No
- * handler: a failed upsert only leaves the name unknown.
- */
-
-ngx_int_t
-ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc)
-{
-    json_t              *arg;
-    ngx_http_chat_op_t  *op;
-
-    arg = ngx_http_chat_http_user_json(&wc->id);
-    if (arg == NULL) {
-        return NGX_ERROR;
-    }
-
-    op = ngx_http_chat_store_op(wc, NGX_HTTP_CHAT_STMT_USER_UPSERT,
-                                NGX_HTTP_CHAT_OP_PLAIN, NULL, arg);
-
-    json_decref(arg);
-
-    if (op == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_chat_store_run(wc);
-
-    return NGX_OK;
-}
-
-
-/*
  * A request of the session's own, that no client sent (the watch set's
  * queries): in the connection's order like the others; done answers it.
  */

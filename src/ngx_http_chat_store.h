@@ -35,7 +35,6 @@ void ngx_http_chat_store_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req, ngx_uint_t stmt,
     ngx_http_chat_store_done_t *done);
-ngx_int_t ngx_http_chat_store_hello(ngx_http_chat_conn_t *wc);
 /* done: copied; no id, no req */
 ngx_int_t ngx_http_chat_store_ask(ngx_http_chat_conn_t *wc, ngx_uint_t stmt,
     json_t *arg, ngx_http_chat_store_done_t *done);

@@ -238,7 +238,7 @@ def test_request_and_query_histograms_move(ng):
     # query sent has been observed once its result was read
     stmts = after.values("chat_postgres_query_duration_seconds_count",
                          "statement")
-    for s in ("chat_user_upsert", "chat_conversation_create",
+    for s in ("chat_session_hello", "chat_conversation_create",
               "chat_message_send_batch", "chat_messages_history",
               "chat_conversation_list", "chat_sync"):
         assert stmts.get(s, 0) >= 1, (s, stmts)

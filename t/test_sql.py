@@ -2008,14 +2008,17 @@ def test_presence_partners_are_direct_and_never_blocked(db):
     db.direct("zed", "alice")
     db.api("block", "mallory", {"user_id": "alice"})
     db.send("alice", bob)              # the most recent activity
-    assert db.api("presence_partners", "alice", {}) == ok(
+    # (with the user's name stored, in the same call)
+    assert db.api("session_hello", "alice", {"name": "Alice"}) == ok(
         {"user_ids": ["bob", "zed"]})
-    assert db.api("presence_partners", "mallory", {}) == ok(
+    assert db.q("SELECT name FROM chat.users WHERE id = 'alice'") == \
+        [("Alice",)]
+    assert db.api("session_hello", "mallory", {}) == ok(
         {"user_ids": []})
-    assert db.api("presence_partners", "carol", {}) == ok({"user_ids": []})
+    assert db.api("session_hello", "carol", {}) == ok({"user_ids": []})
     for i in range(205):
         db.direct("many", "p%03d" % i)
-    got = db.api("presence_partners", "many", {})["ok"]["user_ids"]
+    got = db.api("session_hello", "many", {})["ok"]["user_ids"]
     assert len(got) == 200 and "p204" in got
 
 

@@ -91,15 +91,13 @@ AS $$
                 'last_seen', coalesce(p_req->'last_seen', 'null')))))
 $$;
 
--- A connection's default watch set: {} -> {"user_ids": [...]}, the
+-- A connection's default watch set: {"ok": {"user_ids": [...]}}, the
 -- partners of p_user's direct conversations, most recently active first,
 -- at most 200 (the bound of presence.subscribe), none blocked either way.
 -- Reads p_user's memberships (members_user_idx), never a group's members.
-CREATE OR REPLACE FUNCTION chat.api_presence_partners(p_user text,
-                                                      p_req jsonb)
+CREATE OR REPLACE FUNCTION chat.presence_partners(p_user text)
 RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, chat, pg_temp
+LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
     SELECT chat.ok(jsonb_build_object('user_ids',
                coalesce(jsonb_agg(p.user_id ORDER BY p.last_activity DESC,
@@ -115,6 +113,21 @@ AS $$
             AND NOT chat.is_blocked(p_user, other.user_id)
           ORDER BY c.last_activity DESC, other.user_id
           LIMIT 200) p
+$$;
+
+-- A WebSocket session's first call, in one round trip: the user's name and
+-- avatar from the token stored (chat.api_user_upsert; a refused name only
+-- leaves it unknown, as before), then the default watch set
+-- (chat.presence_partners).
+CREATE OR REPLACE FUNCTION chat.api_session_hello(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+BEGIN
+    PERFORM chat.api_user_upsert(p_user, p_req);
+    RETURN chat.presence_partners(p_user);
+END
 $$;
 
 -- presence.count: {"conversation_id"} -> {"members": n, "user_ids": [...]},

@@ -64,7 +64,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_outbox_trim,
     chat.api_presence_audience,
     chat.api_presence_members,
-    chat.api_presence_partners,
+    chat.api_session_hello,
     chat.api_sync,
     chat.api_system_message,
     chat.api_typing,
