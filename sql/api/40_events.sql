@@ -95,24 +95,30 @@ $$;
 -- partners of p_user's direct conversations, most recently active first,
 -- at most 200 (the bound of presence.subscribe), none blocked either way.
 -- Reads p_user's memberships (members_user_idx), never a group's members.
+-- (plpgsql: its plan is kept for the session; a SQL function like this
+-- one is planned again at every call, which cost 0.6 ms a connect)
 CREATE OR REPLACE FUNCTION chat.presence_partners(p_user text)
 RETURNS jsonb
-LANGUAGE sql STABLE SECURITY INVOKER
+LANGUAGE plpgsql STABLE SECURITY INVOKER
 AS $$
-    SELECT chat.ok(jsonb_build_object('user_ids',
-               coalesce(jsonb_agg(p.user_id ORDER BY p.last_activity DESC,
-                                  p.user_id),
-                        '[]'::jsonb)))
-    FROM (SELECT other.user_id, c.last_activity
-          FROM chat.members mine
-          JOIN chat.conversations c
-            ON c.id = mine.conversation_id AND c.kind = 'direct'
-          JOIN chat.members other
-            ON other.conversation_id = c.id AND other.user_id <> p_user
-          WHERE mine.user_id = p_user
-            AND NOT chat.is_blocked(p_user, other.user_id)
-          ORDER BY c.last_activity DESC, other.user_id
-          LIMIT 200) p
+BEGIN
+    RETURN (
+        SELECT chat.ok(jsonb_build_object('user_ids',
+                   coalesce(jsonb_agg(p.user_id
+                                      ORDER BY p.last_activity DESC,
+                                               p.user_id),
+                            '[]'::jsonb)))
+        FROM (SELECT other.user_id, c.last_activity
+              FROM chat.members mine
+              JOIN chat.conversations c
+                ON c.id = mine.conversation_id AND c.kind = 'direct'
+              JOIN chat.members other
+                ON other.conversation_id = c.id AND other.user_id <> p_user
+              WHERE mine.user_id = p_user
+                AND NOT chat.is_blocked(p_user, other.user_id)
+              ORDER BY c.last_activity DESC, other.user_id
+              LIMIT 200) p);
+END
 $$;
 
 -- A WebSocket session's first call, in one round trip: the user's name and
