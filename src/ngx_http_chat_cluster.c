@@ -15,7 +15,10 @@
  *                                   (to is null): every worker of every
  *                                   node sends it to its watchers;
  *   ["p", user, online, last_seen]  a user's first connection on the node
- *                                   came, or its last one went.
+ *                                   came, or its last one went;
+ *   ["g", node]                     the sender saw node's lease expire: it
+ *                                   holds nobody (sent before the presence
+ *                                   events of its users, which follow).
  *
  * Any role that can connect to the database may NOTIFY, so with
  * chat_cluster_secret a payload is {"o": node, "w": pid, "s": seq, "x":
@@ -153,6 +156,7 @@ static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
 static void ngx_http_chat_cluster_lease(ngx_uint_t release);
+static void ngx_http_chat_cluster_notice(json_t *item);
 static ngx_uint_t ngx_http_chat_cluster_live_locked(ngx_pid_t pid);
 static void ngx_http_chat_cluster_tick(ngx_event_t *ev);
 static void ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
@@ -440,7 +444,6 @@ ngx_http_chat_cluster_presence(u_char *user, size_t len, ngx_uint_t online,
     time_t last_seen)
 {
     u_char                   *e;
-    char                     *text;
     json_t                   *item;
     ngx_http_chat_cluster_t  *cl;
     u_char                    seen[NGX_HTTP_CHAT_TIME_LEN];
@@ -458,6 +461,20 @@ ngx_http_chat_cluster_presence(u_char *user, size_t len, ngx_uint_t online,
     } else {
         item = json_pack("[s, s%, b, n]", "p", user, len, online);
     }
+
+    ngx_http_chat_cluster_notice(item);
+}
+
+
+/* a notice for the other nodes, in the order of the calls (takes item) */
+
+static void
+ngx_http_chat_cluster_notice(json_t *item)
+{
+    char                     *text;
+    ngx_http_chat_cluster_t  *cl;
+
+    cl = &ngx_http_chat_cluster;
 
     text = item ? json_dumps(item, JSON_COMPACT) : NULL;
     json_decref(item);
@@ -723,9 +740,9 @@ ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
     u_char *payload, size_t len)
 {
     size_t                    i;
-    json_t                   *msg, *item, *ls, *user;
+    json_t                   *msg, *item, *ls, *user, *v;
     time_t                    seen;
-    ngx_str_t                 origin;
+    ngx_str_t                 origin, gone;
     const char               *tag;
     json_error_t              err;
     ngx_http_chat_cluster_t  *cl;
@@ -796,6 +813,22 @@ ngx_http_chat_cluster_notified(ngx_http_chat_pg_listener_t *l,
 
         case 'e':
             ngx_http_chat_cluster_event(item, &origin);
+            break;
+
+        case 'g':
+            /* a node whose lease the sender saw expire holds nobody */
+            v = json_array_get(item, 1);
+
+            if (json_string_length(v) > 0 && json_string_length(v) <= 64
+                && !(json_string_length(v) == cl->node.len
+                     && ngx_memcmp(json_string_value(v), cl->node.data,
+                                   cl->node.len) == 0))
+            {
+                gone.data = (u_char *) json_string_value(v);
+                gone.len = json_string_length(v);
+                ngx_http_chat_presence_remote_gone(&gone);
+            }
+
             break;
 
         case 'p':
@@ -1715,6 +1748,9 @@ ngx_http_chat_cluster_tick_handler(ngx_http_chat_pg_query_t *q,
                       "chat: cluster: node \"%s\" stopped renewing its "
                       "lease: its users are offline",
                       json_string_value(pair));
+
+        /* the others forget it before they hear its users' events */
+        ngx_http_chat_cluster_notice(json_pack("[s, O]", "g", pair));
     }
 
     ngx_http_chat_presence_remote_reset(NULL, json_object_get(ok, "live"));

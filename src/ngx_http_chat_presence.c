@@ -681,6 +681,75 @@ ngx_http_chat_presence_held(u_char *user, size_t len, ngx_str_t *node)
 }
 
 
+/* only the nodes of keep hold anybody any more */
+
+static void
+ngx_http_chat_presence_keep_locked(ngx_http_chat_zone_t *zone, uint64_t keep)
+{
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_chat_presence_t  *p;
+
+    sentinel = zone->sh->presence.sentinel;
+    node = zone->sh->presence.root;
+
+    if (node == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(node, sentinel);
+         node != NULL;
+         node = ngx_rbtree_next(&zone->sh->presence, node))
+    {
+        p = (ngx_http_chat_presence_t *) node;
+
+        if (p->remote & ~keep) {
+            p->remote &= keep;
+
+            if (p->remote == 0 && p->total == 0) {
+                p->last_seen = ngx_time();
+            }
+        }
+    }
+}
+
+
+/*
+ * Another node saw node's lease expire: it holds nobody, before the
+ * presence events of its users are delivered here (they follow in the
+ * same stream), so that a query after such an event agrees with it.
+ */
+
+void
+ngx_http_chat_presence_remote_gone(ngx_str_t *node)
+{
+    ngx_uint_t                  n;
+    ngx_http_chat_zone_t       *zone;
+    ngx_http_chat_node_name_t  *nn;
+
+    zone = ngx_http_chat_zone_sh;
+
+    if (zone == NULL) {
+        return;
+    }
+
+    ngx_http_chat_zone_lock();
+
+    for (n = 0; n < NGX_HTTP_CHAT_SLOTS; n++) {
+        nn = &zone->sh->nodes[n];
+
+        if (nn->len == node->len
+            && ngx_memcmp(nn->name, node->data, nn->len) == 0)
+        {
+            nn->len = 0;
+            ngx_http_chat_presence_keep_locked(zone, ~((uint64_t) 1 << n));
+            break;
+        }
+    }
+
+    ngx_http_chat_zone_unlock();
+}
+
+
 /*
  * What PostgreSQL says is online on the other live nodes ([[user, node],
  * ...]) replaces what this node heard: after a lost listening connection,
@@ -695,7 +764,6 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
     uint64_t                   keep, dead;
     ngx_int_t                  k;
     ngx_uint_t                 n, found;
-    ngx_rbtree_node_t         *node, *sentinel;
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
     ngx_http_chat_node_name_t *nn;
@@ -743,24 +811,8 @@ ngx_http_chat_presence_remote_reset(json_t *online, json_t *live)
         }
     }
 
-    sentinel = zone->sh->presence.sentinel;
-    node = zone->sh->presence.root;
-
-    if (node != sentinel && (live == NULL || dead != 0)) {
-        for (node = ngx_rbtree_min(node, sentinel);
-             node != NULL;
-             node = ngx_rbtree_next(&zone->sh->presence, node))
-        {
-            p = (ngx_http_chat_presence_t *) node;
-
-            if (p->remote & ~keep) {
-                p->remote &= keep;
-
-                if (p->remote == 0 && p->total == 0) {
-                    p->last_seen = ngx_time();
-                }
-            }
-        }
+    if (live == NULL || dead != 0) {
+        ngx_http_chat_presence_keep_locked(zone, keep);
     }
 
     json_array_foreach(online, i, pair) {

@@ -22,6 +22,7 @@ ngx_uint_t ngx_http_chat_presence_count(json_t *ids);
 void ngx_http_chat_presence_remote(u_char *user, size_t len, ngx_str_t *node,
     ngx_uint_t online, time_t last_seen);
 void ngx_http_chat_presence_remote_reset(json_t *online, json_t *live);
+void ngx_http_chat_presence_remote_gone(ngx_str_t *node);
 ngx_uint_t ngx_http_chat_presence_held(u_char *user, size_t len,
     ngx_str_t *node);
 json_t *ngx_http_chat_presence_local_users(void);
