@@ -39,7 +39,9 @@ CHATLOAD = os.path.join(BENCH, "chatload")
 PGBIN = "/usr/lib/postgresql/15/bin"
 NCHAN_SO = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 
-PORTS = {"chat": 18181, "nchan": 18182, "sio": 18183}
+# BENCH_PORT_BASE: several checkouts may bench on one machine at once
+_BASE = int(os.environ.get("BENCH_PORT_BASE", "18181"))
+PORTS = {"chat": _BASE, "nchan": _BASE + 1, "sio": _BASE + 2}
 PEERS = ("chat", "nchan", "sio")
 NAMES = {"chat": "ngx_http_chat_module", "nchan": "nchan",
          "sio": "Socket.IO 4"}
