@@ -9,7 +9,12 @@
  * were sent.  Sends from every connection of the worker are batched: a
  * batch takes all sends waiting at the moment a PostgreSQL connection is
  * free, so an idle server sends one at once and a busy one commits many
- * per round trip.  A send's shape is checked here (message.c) and a bad
+ * per round trip.  Batches in flight at once share no conversation: a
+ * batch locks its conversations until it commits, so a send to one that
+ * another batch holds waits here for that commit rather than in
+ * PostgreSQL, where it would hold up every other conversation of its own
+ * batch (most of the pool waited on such locks under many small
+ * conversations).  A send's shape is checked here (message.c) and a bad
  * one answered in its turn without storage; the batch goes as one array
  * per field to chat.api_message_send_rows, whose rows are made into the
  * answers and message.created events without a JSON parse.
@@ -77,13 +82,17 @@ typedef struct {
     json_t                       *answer;        /* refused by its shape */
     unsigned                      started:1;
     unsigned                      batched:1;
+    unsigned                      queued:1;  /* in the pending sends */
 } ngx_http_chat_op_t;
 
 
 typedef struct {
     ngx_http_chat_pg_query_t      q;
     ngx_queue_t                   ops;
+    ngx_queue_t                   flight;    /* in ngx_http_chat_in_flight */
     char                         *text;
+    ngx_uint_t                    nconvs;
+    int64_t                       convs[NGX_HTTP_CHAT_BATCH_MAX]; /* sorted */
 } ngx_http_chat_batch_t;
 
 
@@ -99,7 +108,11 @@ static void ngx_http_chat_store_complete(ngx_http_chat_op_t *op,
     json_t *result);
 static ngx_int_t ngx_http_chat_store_queue_batch(void);
 static ngx_int_t ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q);
-static ngx_uint_t ngx_http_chat_store_follows(ngx_http_chat_op_t *op);
+static ngx_uint_t ngx_http_chat_store_busy(int64_t cid);
+static ngx_http_chat_op_t *ngx_http_chat_store_next_send(
+    ngx_http_chat_op_t *op);
+static int ngx_libc_cdecl ngx_http_chat_store_cmp_conv(const void *a,
+    const void *b);
 static void ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static json_t *ngx_http_chat_store_send_result(ngx_http_chat_op_t *op,
@@ -112,12 +125,14 @@ static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
 /* per worker process */
 static ngx_queue_t             ngx_http_chat_pending_sends;
 static ngx_http_chat_batch_t  *ngx_http_chat_queued_batch;
+static ngx_queue_t             ngx_http_chat_in_flight;    /* batches */
 
 
 void
 ngx_http_chat_store_init_process(ngx_cycle_t *cycle)
 {
     ngx_queue_init(&ngx_http_chat_pending_sends);
+    ngx_queue_init(&ngx_http_chat_in_flight);
 }
 
 
@@ -403,7 +418,10 @@ ngx_http_chat_store_detach(ngx_http_chat_conn_t *wc)
 
         if (op->kind == NGX_HTTP_CHAT_OP_SEND) {
             if (!op->batched) {
-                ngx_queue_remove(&op->batch);
+                if (op->queued) {
+                    ngx_queue_remove(&op->batch);
+                }
+
                 ngx_http_chat_store_free(op);
                 continue;
             }
@@ -618,13 +636,22 @@ ngx_http_chat_store_start(ngx_http_chat_op_t *op)
         return NGX_OK;
     }
 
-    ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
     op->started = 1;
+
+    if (op->wc != NULL && ngx_queue_head(&op->wc->ops) != &op->session) {
+        /* its connection's pending send before it takes it along */
+        return NGX_OK;
+    }
+
+    /* the first pending send of its connection waits in the queue */
+    ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
+    op->queued = 1;
 
     if (ngx_http_chat_queued_batch == NULL
         && ngx_http_chat_store_queue_batch() != NGX_OK)
     {
         ngx_queue_remove(&op->batch);
+        op->queued = 0;
         op->started = 0;
         return NGX_DECLINED;
     }
@@ -660,6 +687,7 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
     size_t                 i;
     json_t                *events, *ev, *error;
     ngx_log_t             *log;
+    ngx_http_chat_op_t    *next;
     ngx_http_chat_conn_t  *wc;
 
     wc = op->wc;
@@ -677,6 +705,19 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
     if (wc != NULL) {
         ngx_queue_remove(&op->session);
         wc->nops--;
+
+        /* a send that waited behind this one is its connection's first */
+        next = ngx_queue_empty(&wc->ops)
+               ? NULL
+               : ngx_queue_data(ngx_queue_head(&wc->ops), ngx_http_chat_op_t,
+                                session);
+
+        if (next != NULL && next->kind == NGX_HTTP_CHAT_OP_SEND
+            && next->started && !next->batched && !next->queued)
+        {
+            ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &next->batch);
+            next->queued = 1;
+        }
     }
 
     if (op->done.handler != NULL) {
@@ -741,9 +782,10 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
 {
     char                   *p[NGX_HTTP_CHAT_BATCH_ARRAYS];
     size_t                  len[NGX_HTTP_CHAT_BATCH_ARRAYS], total;
-    ngx_uint_t              i, n;
+    int64_t                 cid;
+    ngx_uint_t              i, k, n;
     ngx_queue_t            *qn;
-    ngx_http_chat_op_t     *op;
+    ngx_http_chat_op_t     *op, *taken[NGX_HTTP_CHAT_BATCH_MAX];
     ngx_http_chat_batch_t  *b;
 
     b = q->data;
@@ -755,41 +797,60 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
     }
 
     n = 0;
+    b->nconvs = 0;
+
+    /*
+     * Each connection's first pending send, in the order they came, with
+     * the sends of that connection after it; a conversation that another
+     * batch in flight holds stops its connection here.
+     */
 
     for (qn = ngx_queue_head(&ngx_http_chat_pending_sends);
-         qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends);
-         qn = ngx_queue_next(qn), n++)
+         qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends)
+         && n < NGX_HTTP_CHAT_BATCH_MAX;
+         qn = ngx_queue_next(qn))
     {
-        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
-
-        /*
-         * a send whose connection's previous send is in this batch goes
-         * in too, whatever the size: a later batch may commit first
-         */
-        if (n >= NGX_HTTP_CHAT_BATCH_MAX
-            && !ngx_http_chat_store_follows(op))
+        for (op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+             op != NULL && n < NGX_HTTP_CHAT_BATCH_MAX;
+             op = ngx_http_chat_store_next_send(op))
         {
-            break;
-        }
+            cid = op->send.conversation_id;
 
-        /* each element and its comma */
-        len[0] += ngx_http_chat_message_quote(NULL,
-                                              (char *) op->user.data,
-                                              op->user.len) + 1;
-        len[1] += NGX_INT64_LEN + 1;
-        len[2] += ngx_http_chat_message_quote(NULL, op->send.body,
-                                              op->send.body_len) + 1;
-        len[3] += ngx_http_chat_message_quote(NULL, op->send.client_msg_id,
-                                              op->send.client_msg_id_len)
-                  + 1;
-        len[4] += (op->attachments
-                   ? ngx_http_chat_message_quote(NULL, op->attachments,
-                                                ngx_strlen(op->attachments))
-                   : sizeof("NULL") - 1) + 1;
-        len[5] += NGX_INT64_LEN + 1;
+            if (ngx_http_chat_store_busy(cid)) {
+                break;
+            }
+
+            for (i = 0; i < b->nconvs && b->convs[i] != cid; i++) {
+                /* void */
+            }
+
+            if (i == b->nconvs) {
+                b->convs[b->nconvs++] = cid;
+            }
+
+            taken[n++] = op;
+
+            /* each element and its comma */
+            len[0] += ngx_http_chat_message_quote(NULL,
+                                                  (char *) op->user.data,
+                                                  op->user.len) + 1;
+            len[1] += NGX_INT64_LEN + 1;
+            len[2] += ngx_http_chat_message_quote(NULL, op->send.body,
+                                                  op->send.body_len) + 1;
+            len[3] += ngx_http_chat_message_quote(NULL,
+                                                  op->send.client_msg_id,
+                                                  op->send.client_msg_id_len)
+                      + 1;
+            len[4] += (op->attachments
+                       ? ngx_http_chat_message_quote(NULL, op->attachments,
+                                                  ngx_strlen(op->attachments))
+                       : sizeof("NULL") - 1) + 1;
+            len[5] += NGX_INT64_LEN + 1;
+        }
     }
 
     if (n == 0) {
+        /* all wait for batches in flight: the first to finish sends them */
         ngx_free(b);
         return NGX_DECLINED;
     }
@@ -813,12 +874,15 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
         *p[i]++ = '{';
     }
 
-    while (n--) {
-        qn = ngx_queue_head(&ngx_http_chat_pending_sends);
-        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+    for (k = 0; k < n; k++) {
+        op = taken[k];
 
-        ngx_queue_remove(qn);
-        ngx_queue_insert_tail(&b->ops, qn);
+        if (op->queued) {
+            ngx_queue_remove(&op->batch);
+            op->queued = 0;
+        }
+
+        ngx_queue_insert_tail(&b->ops, &op->batch);
         op->batched = 1;
 
         p[0] += ngx_http_chat_message_quote(p[0], (char *) op->user.data,
@@ -847,7 +911,7 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
         }
 
         for (i = 0; i < NGX_HTTP_CHAT_BATCH_ARRAYS; i++) {
-            *p[i]++ = n ? ',' : '}';
+            *p[i]++ = (k + 1 < n) ? ',' : '}';
         }
     }
 
@@ -855,6 +919,11 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
         *p[i] = '\0';
         b->q.lengths[i] = (int) (p[i] - b->q.values[i]);
     }
+
+    ngx_qsort(b->convs, b->nconvs, sizeof(int64_t),
+              ngx_http_chat_store_cmp_conv);
+
+    ngx_queue_insert_tail(&ngx_http_chat_in_flight, &b->flight);
 
     /* more than one batch holds: the rest goes to the next connection */
 
@@ -868,23 +937,79 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
 }
 
 
-/* the connection's request before op is a send that is counted in */
+/* whether a batch in flight holds the conversation (and its lock) */
 
 static ngx_uint_t
-ngx_http_chat_store_follows(ngx_http_chat_op_t *op)
+ngx_http_chat_store_busy(int64_t cid)
 {
-    ngx_queue_t         *prev;
-    ngx_http_chat_op_t  *before;
+    ngx_uint_t              lo, hi, mid;
+    ngx_queue_t            *q;
+    ngx_http_chat_batch_t  *f;
 
-    if (op->wc == NULL || ngx_queue_head(&op->wc->ops) == &op->session) {
-        return 0;
+    for (q = ngx_queue_head(&ngx_http_chat_in_flight);
+         q != ngx_queue_sentinel(&ngx_http_chat_in_flight);
+         q = ngx_queue_next(q))
+    {
+        f = ngx_queue_data(q, ngx_http_chat_batch_t, flight);
+
+        lo = 0;
+        hi = f->nconvs;
+
+        while (lo < hi) {
+            mid = lo + (hi - lo) / 2;
+
+            if (f->convs[mid] < cid) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (lo < f->nconvs && f->convs[lo] == cid) {
+            return 1;
+        }
     }
 
-    prev = ngx_queue_prev(&op->session);
-    before = ngx_queue_data(prev, ngx_http_chat_op_t, session);
+    return 0;
+}
+
+
+/* the pending send of op's connection after op, if any */
+
+static ngx_http_chat_op_t *
+ngx_http_chat_store_next_send(ngx_http_chat_op_t *op)
+{
+    ngx_queue_t         *q;
+    ngx_http_chat_op_t  *next;
+
+    if (op->wc == NULL) {
+        return NULL;
+    }
+
+    q = ngx_queue_next(&op->session);
+
+    if (q == ngx_queue_sentinel(&op->wc->ops)) {
+        return NULL;
+    }
+
+    next = ngx_queue_data(q, ngx_http_chat_op_t, session);
 
     /* only pending sends follow a started one (ngx_http_chat_store_run) */
-    return before->kind == NGX_HTTP_CHAT_OP_SEND;
+    return (next->kind == NGX_HTTP_CHAT_OP_SEND && next->started
+            && !next->batched) ? next : NULL;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_chat_store_cmp_conv(const void *a, const void *b)
+{
+    int64_t  x, y;
+
+    x = *(const int64_t *) a;
+    y = *(const int64_t *) b;
+
+    return (x > y) - (x < y);
 }
 
 
@@ -907,6 +1032,9 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         ngx_http_chat_store_fail_pending();
         return;
     }
+
+    /* its conversations are free before its answers start new sends */
+    ngx_queue_remove(&b->flight);
 
     rows = 0;
 
@@ -942,6 +1070,14 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     ngx_free(b->text);
     ngx_free(b);
+
+    /* sends that waited for its conversations */
+    if (!ngx_queue_empty(&ngx_http_chat_pending_sends)
+        && ngx_http_chat_queued_batch == NULL
+        && ngx_http_chat_store_queue_batch() != NGX_OK)
+    {
+        ngx_http_chat_store_fail_pending();
+    }
 }
 
 
@@ -1055,6 +1191,7 @@ ngx_http_chat_store_fail_pending(void)
         op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
 
         ngx_queue_remove(qn);
+        op->queued = 0;
         op->batched = 1;
 
         ngx_http_chat_store_complete(op, NULL);
