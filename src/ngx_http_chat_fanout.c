@@ -45,8 +45,8 @@ static ngx_http_chat_user_t *ngx_http_chat_fanout_user(u_char *user,
 static void ngx_http_chat_fanout_release(ngx_http_chat_user_t *u);
 static void ngx_http_chat_fanout_unwatch_all(ngx_http_chat_conn_t *wc);
 static void ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log);
-static void ngx_http_chat_fanout_revoke(json_t *event, json_t *to);
-static void ngx_http_chat_fanout_left(json_t *event, json_t *to);
+static void ngx_http_chat_fanout_revoke(json_t *event, json_t *to,
+    ngx_uint_t block);
 static ngx_http_chat_buf_t *ngx_http_chat_fanout_frame(json_t *event,
     ngx_log_t *log);
 static void ngx_http_chat_fanout_send(ngx_http_chat_conn_t *wc,
@@ -367,13 +367,13 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
 
     if (type != NULL && ngx_strcmp(type, "presence.unwatch") == 0) {
         /* a block: never sent, the pair stops watching each other */
-        ngx_http_chat_fanout_revoke(event, to);
+        ngx_http_chat_fanout_revoke(event, to, 1);
         return;
     }
 
     if (type != NULL && ngx_strcmp(type, "presence.recheck") == 0) {
         /* a contact removed: never sent, its watchers check again */
-        ngx_http_chat_fanout_left(event, to);
+        ngx_http_chat_fanout_revoke(event, to, 0);
         return;
     }
 
@@ -422,7 +422,7 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
     }
 
     if (type != NULL && ngx_strcmp(type, "member.left") == 0) {
-        ngx_http_chat_fanout_left(event, to);
+        ngx_http_chat_fanout_revoke(event, to, 0);
     }
 }
 
@@ -552,10 +552,20 @@ ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log)
 }
 
 
-/* {"type": "presence.unwatch", "user_id": a, "peer": b} to [a, b] */
+/*
+ * What let a pair watch each other may be gone; for every local connection
+ * of the users in to, one walk:
+ *
+ * block: {"type": "presence.unwatch", "user_id": a, "peer": b} to [a, b],
+ * each of the pair stops watching the other.
+ *
+ * else: a member left a conversation (or user_id removed a contact).  The
+ * user who left checks every watched user again; the others only if they
+ * watch that user.
+ */
 
 static void
-ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
+ngx_http_chat_fanout_revoke(json_t *event, json_t *to, ngx_uint_t block)
 {
     json_t                *a, *b, *user, *other;
     size_t                 i;
@@ -564,9 +574,11 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
     ngx_http_chat_conn_t  *wc;
 
     a = json_object_get(event, "user_id");
-    b = json_object_get(event, "peer");
+    b = block ? json_object_get(event, "peer") : NULL;
 
-    if (!json_is_string(a) || !json_is_string(b)) {
+    if (!json_is_string(a)
+        || (block ? !json_is_string(b) : ngx_http_chat_fanout_recheck == NULL))
+    {
         return;
     }
 
@@ -576,14 +588,18 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
             continue;
         }
 
-        if (json_equal(user, a)) {
-            other = b;
+        other = NULL;
 
-        } else if (json_equal(user, b)) {
-            other = a;
+        if (block) {
+            if (json_equal(user, a)) {
+                other = b;
 
-        } else {
-            continue;
+            } else if (json_equal(user, b)) {
+                other = a;
+
+            } else {
+                continue;
+            }
         }
 
         u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
@@ -604,67 +620,21 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to)
             /* a watch set in flight may hold what this takes away */
             wc->revoked++;
 
-            ngx_http_chat_fanout_unwatch(wc,
+            if (block) {
+                ngx_http_chat_fanout_unwatch(wc,
                                          (u_char *) json_string_value(other),
                                          json_string_length(other));
-        }
-    }
-}
-
-
-/*
- * A member left a conversation (or user_id removed a contact): what let a
- * pair watch each other may be gone.  The user who left checks every
- * watched user again; the others only if they watch that user.
- */
-
-static void
-ngx_http_chat_fanout_left(json_t *event, json_t *to)
-{
-    json_t                *left, *user;
-    size_t                 i;
-    ngx_queue_t           *q;
-    ngx_http_chat_user_t  *u;
-    ngx_http_chat_conn_t  *wc;
-
-    left = json_object_get(event, "user_id");
-
-    if (!json_is_string(left) || ngx_http_chat_fanout_recheck == NULL) {
-        return;
-    }
-
-    json_array_foreach(to, i, user) {
-
-        if (!json_is_string(user)) {
-            continue;
-        }
-
-        u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
-                                      json_string_length(user),
-                                      ngx_crc32_short(
-                                          (u_char *) json_string_value(user),
-                                          json_string_length(user)));
-        if (u == NULL) {
-            continue;
-        }
-
-        for (q = ngx_queue_head(&u->conns);
-             q != ngx_queue_sentinel(&u->conns);
-             q = ngx_queue_next(q))
-        {
-            wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
-
-            /* a watch set in flight may hold what this takes away */
-            wc->revoked++;
+                continue;
+            }
 
             if (wc->watching == NULL || wc->close_sent || wc->finalized) {
                 continue;
             }
 
-            if (json_equal(user, left)
+            if (json_equal(user, a)
                 || ngx_http_chat_fanout_watches(wc,
-                                       (u_char *) json_string_value(left),
-                                       json_string_length(left)))
+                                       (u_char *) json_string_value(a),
+                                       json_string_length(a)))
             {
                 ngx_http_chat_fanout_recheck(wc);
             }

@@ -865,7 +865,12 @@ ngx_http_chat_session_subscribed(ngx_http_chat_conn_t *wc,
 }
 
 
-/* presence.count: the members online, counted now in the zone */
+/*
+ * presence.count: the members online, counted now in the zone.
+ * chat.api_presence_members always answers conversation_id, members (all
+ * of them, an integer) and user_ids (those whose presence the user may
+ * know).
+ */
 
 static void
 ngx_http_chat_session_count(ngx_http_chat_conn_t *wc,
@@ -878,9 +883,7 @@ ngx_http_chat_session_count(ngx_http_chat_conn_t *wc,
     data = json_pack("{s:O, s:I, s:I}",
                      "conversation_id", json_object_get(ok, "conversation_id"),
                      "members",
-                     json_is_integer(json_object_get(ok, "members"))
-                     ? json_integer_value(json_object_get(ok, "members"))
-                     : (json_int_t) json_array_size(ids),
+                     json_integer_value(json_object_get(ok, "members")),
                      "online",
                      (json_int_t) ngx_http_chat_presence_count(ids));
 

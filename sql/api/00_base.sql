@@ -275,3 +275,32 @@ AS $$
             THEN chat.err('bad_request', 'request must be a JSON object')
     END
 $$;
+
+-- The prologue of a request about one conversation of p_user's: the request
+-- checked (chat.check_request), its conversation_id read, p_user a member.
+-- o_err: the answer when any of that fails, else NULL; a conversation
+-- p_user is not in is not_found, as one that does not exist.  o_cid: the
+-- conversation once the request names one, even when p_user is not in it,
+-- so that a caller may check its other arguments before answering
+-- not_found (o_cid NULL: answer o_err now).
+CREATE OR REPLACE FUNCTION chat.check_member_request(p_user text,
+                                                     p_req jsonb,
+                                                     OUT o_cid bigint,
+                                                     OUT o_err jsonb)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+AS $$
+BEGIN
+    o_err := chat.check_request(p_user, p_req);
+    IF o_err IS NOT NULL THEN
+        RETURN;
+    END IF;
+    o_cid := chat.json_id(p_req -> 'conversation_id');
+    IF o_cid IS NULL THEN
+        o_err := chat.bad(p_req, 'conversation_id', 'a positive integer');
+    ELSIF NOT EXISTS (SELECT 1 FROM chat.members
+                      WHERE conversation_id = o_cid AND user_id = p_user)
+    THEN
+        o_err := chat.err('not_found', 'conversation not found');
+    END IF;
+END
+$$;

@@ -228,20 +228,13 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
 DECLARE
-    v_err  jsonb := chat.check_request(p_user, p_req);
     v_cid  bigint;
+    v_err  jsonb;
 BEGIN
+    SELECT o_cid, o_err INTO v_cid, v_err
+    FROM chat.check_member_request(p_user, p_req);
     IF v_err IS NOT NULL THEN
         RETURN v_err;
-    END IF;
-    v_cid := chat.json_id(p_req -> 'conversation_id');
-    IF v_cid IS NULL THEN
-        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM chat.members
-                   WHERE conversation_id = v_cid AND user_id = p_user)
-    THEN
-        RETURN chat.err('not_found', 'conversation not found');
     END IF;
     RETURN chat.ok(jsonb_build_object(
         'conversation', chat.conversation_obj(v_cid, p_user)));
@@ -266,8 +259,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
 DECLARE
-    v_err    jsonb := chat.check_request(p_user, p_req);
     v_cid    bigint;
+    v_err    jsonb;
     v_limit  bigint := 100;
     v_parts  text[];
     -- the place after which the page starts: before everyone by default
@@ -280,12 +273,10 @@ DECLARE
     v_n      bigint := 0;
     v_next   text;
 BEGIN
-    IF v_err IS NOT NULL THEN
-        RETURN v_err;
-    END IF;
-    v_cid := chat.json_id(p_req -> 'conversation_id');
+    SELECT o_cid, o_err INTO v_cid, v_err
+    FROM chat.check_member_request(p_user, p_req);
     IF v_cid IS NULL THEN
-        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+        RETURN v_err;
     END IF;
 
     IF coalesce(jsonb_typeof(p_req -> 'limit'), 'null') <> 'null' THEN
@@ -309,10 +300,9 @@ BEGIN
         v_uid := v_parts[3];
     END IF;
 
-    IF NOT EXISTS (SELECT 1 FROM chat.members
-                   WHERE conversation_id = v_cid AND user_id = p_user)
-    THEN
-        RETURN chat.err('not_found', 'conversation not found');
+    -- not a member: not_found, once the arguments are known to be good
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
     END IF;
 
     -- one more than the page: whether a next page exists

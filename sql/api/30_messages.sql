@@ -23,8 +23,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
 DECLARE
-    v_err       jsonb := chat.check_request(p_user, p_req);
     v_cid       bigint;
+    v_err       jsonb;
     v_before    bigint;
     v_after     bigint;
     v_limit     bigint := 50;
@@ -33,13 +33,10 @@ DECLARE
     v_peers     text[] := chat.block_peers(p_user);
     v_max       bigint := chat.max_bytes(p_req -> 'max_bytes');
 BEGIN
-    IF v_err IS NOT NULL THEN
-        RETURN v_err;
-    END IF;
-
-    v_cid := chat.json_id(p_req -> 'conversation_id');
+    SELECT o_cid, o_err INTO v_cid, v_err
+    FROM chat.check_member_request(p_user, p_req);
     IF v_cid IS NULL THEN
-        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
+        RETURN v_err;
     END IF;
 
     IF coalesce(jsonb_typeof(p_req -> 'before_seq'), 'null') <> 'null' THEN
@@ -70,10 +67,9 @@ BEGIN
         RETURN chat.bad(p_req, 'max_bytes', 'an integer from 1024 to 67108864');
     END IF;
 
-    IF NOT EXISTS (SELECT 1 FROM chat.members
-                   WHERE conversation_id = v_cid AND user_id = p_user)
-    THEN
-        RETURN chat.err('not_found', 'conversation not found');
+    -- not a member: not_found, once the arguments are known to be good
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
     END IF;
 
     -- taken: the first limit in paging order, while the running size is

@@ -147,20 +147,13 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
 DECLARE
-    v_err  jsonb := chat.check_request(p_user, p_req);
     v_cid  bigint;
+    v_err  jsonb;
 BEGIN
+    SELECT o_cid, o_err INTO v_cid, v_err
+    FROM chat.check_member_request(p_user, p_req);
     IF v_err IS NOT NULL THEN
         RETURN v_err;
-    END IF;
-    v_cid := chat.json_id(p_req -> 'conversation_id');
-    IF v_cid IS NULL THEN
-        RETURN chat.bad(p_req, 'conversation_id', 'a positive integer');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM chat.members
-                   WHERE conversation_id = v_cid AND user_id = p_user)
-    THEN
-        RETURN chat.err('not_found', 'conversation not found');
     END IF;
     RETURN chat.ok(jsonb_build_object(
         'conversation_id', v_cid,
