@@ -23,6 +23,10 @@
 #include <ngx_http_chat.h>
 
 
+/* recipients looked up in the zone under one hold of its lock, at most */
+#define NGX_HTTP_CHAT_BUS_LOOKUPS  256
+
+
 static void ngx_http_chat_bus_spread(json_t *event, json_t *to,
     ngx_uint_t here, ngx_log_t *log);
 
@@ -84,13 +88,23 @@ ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
         return;
     }
 
-    /* the workers that hold a connection of a recipient */
+    /*
+     * the workers that hold a connection of a recipient; the lock is let
+     * go every NGX_HTTP_CHAT_BUS_LOOKUPS recipients, so that a group of
+     * thousands does not hold up every other worker (the answer is a
+     * hint either way: a user may come or go right after it)
+     */
 
     mask = 0;
 
     ngx_http_chat_zone_lock();
 
     json_array_foreach(to, i, user) {
+
+        if (i % NGX_HTTP_CHAT_BUS_LOOKUPS == NGX_HTTP_CHAT_BUS_LOOKUPS - 1) {
+            ngx_http_chat_zone_unlock();
+            ngx_http_chat_zone_lock();
+        }
 
         if (!json_is_string(user)) {
             continue;

@@ -8,7 +8,11 @@
  * would then skip the earlier one on resume.  So a worker holds a change
  * that comes after a gap, for a moment, until the missing one arrives; if
  * it does not, PostgreSQL is asked for what lies in the gap (a number
- * whose change a later one superseded has nothing to send).
+ * whose change a later one superseded has nothing to send).  The gaps of
+ * many conversations are read in one query, one such query at a time: a
+ * slow stream (another node's reader behind) opens gaps everywhere at
+ * once, and a query each filled the pools that sends need.  A read that
+ * fails is tried again, for a while, before the gap is given up on.
  */
 
 
@@ -20,6 +24,8 @@
 #define NGX_HTTP_CHAT_ORDER_MAX    100000   /* conversations kept at most */
 #define NGX_HTTP_CHAT_ORDER_READ   500      /* changes per read from a node */
 #define NGX_HTTP_CHAT_ORDER_HOLE   256      /* numbers of a gap remembered */
+#define NGX_HTTP_CHAT_ORDER_FETCH  100      /* gaps read in one query */
+#define NGX_HTTP_CHAT_ORDER_TRY    10000    /* ms a gap's read is retried */
 
 
 typedef struct {
@@ -42,13 +48,21 @@ typedef struct {
     ngx_queue_t                   lru;
     ngx_queue_t                   gap;      /* in the gapped list */
     ngx_msec_t                    used;
-    ngx_msec_t                    gap_since;
+    ngx_msec_t                    gap_since;  /* or its last read failed */
+    ngx_msec_t                    gap_first;  /* it opened */
     json_t                       *members;  /* of its last change */
     ngx_msec_t                    members_at;
-    ngx_http_chat_pg_query_t      q;        /* the catch-up read */
-    char                         *text;
-    unsigned                      fetching:1;
+    unsigned                      fetching:1; /* in the read in flight */
 } ngx_http_chat_conv_t;
+
+
+/* the read of the gaps of many conversations */
+typedef struct {
+    ngx_http_chat_pg_query_t      q;
+    char                         *text;
+    ngx_uint_t                    n;
+    ngx_uint_t                    cids[NGX_HTTP_CHAT_ORDER_FETCH];
+} ngx_http_chat_fetch_t;
 
 
 static ngx_http_chat_conv_t *ngx_http_chat_order_conv(ngx_uint_t cid,
@@ -56,7 +70,8 @@ static ngx_http_chat_conv_t *ngx_http_chat_order_conv(ngx_uint_t cid,
 static void ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv,
     ngx_log_t *log);
 static void ngx_http_chat_order_timer(ngx_event_t *ev);
-static void ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv);
+static void ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f);
+static void ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f);
 static void ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv);
@@ -74,6 +89,7 @@ static ngx_queue_t        ngx_http_chat_convs_lru;
 static ngx_queue_t        ngx_http_chat_gapped;
 static ngx_uint_t         ngx_http_chat_nconvs;
 static ngx_event_t        ngx_http_chat_order_event;
+static ngx_uint_t         ngx_http_chat_order_reading;   /* a fetch is out */
 
 
 void
@@ -284,6 +300,7 @@ ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv, ngx_log_t *log)
 
     if (cv->gap_since == 0) {
         cv->gap_since = ngx_current_msec;
+        cv->gap_first = ngx_current_msec;
         ngx_queue_insert_tail(&ngx_http_chat_gapped, &cv->gap);
 
         if (!ngx_http_chat_order_event.timer_set) {
@@ -294,14 +311,25 @@ ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv, ngx_log_t *log)
 }
 
 
-/* gaps open for too long: what they miss is read from PostgreSQL */
+/*
+ * Gaps open for too long: what they miss is read from PostgreSQL, many
+ * conversations in one query, one query at a time (the next when it is
+ * answered).
+ */
 
 static void
 ngx_http_chat_order_timer(ngx_event_t *ev)
 {
-    ngx_queue_t           *q, *next;
-    ngx_msec_int_t         left;
-    ngx_http_chat_conv_t  *cv;
+    ngx_queue_t            *q, *next;
+    ngx_msec_int_t          left;
+    ngx_http_chat_conv_t   *cv;
+    ngx_http_chat_fetch_t  *f;
+
+    if (ngx_http_chat_order_reading) {
+        return;
+    }
+
+    f = NULL;
 
     for (q = ngx_queue_head(&ngx_http_chat_gapped);
          q != ngx_queue_sentinel(&ngx_http_chat_gapped);
@@ -315,52 +343,80 @@ ngx_http_chat_order_timer(ngx_event_t *ev)
 
         if (left > 0) {
             ngx_add_timer(ev, (ngx_msec_t) left);
-            return;
+            break;
         }
 
-        if (!cv->fetching) {
-            ngx_http_chat_order_fetch(cv);
+        if (f == NULL) {
+            f = ngx_calloc(sizeof(ngx_http_chat_fetch_t), ev->log);
+            if (f == NULL) {
+                ngx_add_timer(ev, NGX_HTTP_CHAT_ORDER_WAIT);
+                return;
+            }
         }
+
+        if (f->n == NGX_HTTP_CHAT_ORDER_FETCH) {
+            /* the rest when this read is answered */
+            break;
+        }
+
+        f->cids[f->n++] = cv->node.key;
+        cv->fetching = 1;
+    }
+
+    if (f != NULL) {
+        ngx_http_chat_order_fetch(f);
     }
 }
 
 
 static void
-ngx_http_chat_order_fetch(ngx_http_chat_conv_t *cv)
+ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f)
 {
-    json_t                *arg;
+    json_t                *arg, *ranges;
+    ngx_uint_t             i;
+    ngx_http_chat_conv_t  *cv;
     ngx_http_chat_held_t  *h;
 
-    h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
-                       queue);
+    ranges = json_array();
 
-    arg = json_pack("{s:I, s:I, s:I}", "conversation_id",
-                    (json_int_t) cv->node.key, "after", (json_int_t) cv->last,
-                    "before", (json_int_t) h->n);
+    for (i = 0; ranges != NULL && i < f->n; i++) {
+        cv = ngx_http_chat_order_find(f->cids[i]);
+        h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
+                           queue);
 
-    cv->text = arg ? json_dumps(arg, JSON_COMPACT) : NULL;
+        if (json_array_append_new(ranges,
+                                  json_pack("[I, I, I]",
+                                            (json_int_t) cv->node.key,
+                                            (json_int_t) cv->last,
+                                            (json_int_t) h->n))
+            != 0)
+        {
+            json_decref(ranges);
+            ranges = NULL;
+        }
+    }
+
+    arg = ranges ? json_pack("{s:o}", "ranges", ranges) : NULL;
+    f->text = arg ? json_dumps(arg, JSON_COMPACT) : NULL;
     json_decref(arg);
 
-    if (cv->text == NULL) {
-        ngx_http_chat_order_hole(cv);
-        ngx_http_chat_order_skip(cv);
-        return;
+    ngx_http_chat_pg_query_init(&f->q, NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES,
+                                ngx_http_chat_order_fetched, f);
+
+    if (f->text != NULL) {
+        ngx_http_chat_pg_query_param(&f->q, "", 0);
+        ngx_http_chat_pg_query_param(&f->q, f->text, ngx_strlen(f->text));
+
+        ngx_http_chat_order_reading = 1;
+
+        if (ngx_http_chat_pg_query(&f->q) == NGX_OK) {
+            return;
+        }
+
+        ngx_http_chat_order_reading = 0;
     }
 
-    ngx_http_chat_pg_query_init(&cv->q, NGX_HTTP_CHAT_STMT_CHANGES,
-                                ngx_http_chat_order_fetched, cv);
-    ngx_http_chat_pg_query_param(&cv->q, "", 0);
-    ngx_http_chat_pg_query_param(&cv->q, cv->text, ngx_strlen(cv->text));
-
-    cv->fetching = 1;
-
-    if (ngx_http_chat_pg_query(&cv->q) != NGX_OK) {
-        cv->fetching = 0;
-        free(cv->text);
-        cv->text = NULL;
-        ngx_http_chat_order_hole(cv);
-        ngx_http_chat_order_skip(cv);
-    }
+    ngx_http_chat_order_failed(f);
 }
 
 
@@ -368,31 +424,50 @@ static void
 ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
-    size_t                 i;
-    int64_t                n;
-    json_t                *result, *events, *ev, *message;
-    const char            *type;
-    ngx_http_chat_conv_t  *cv;
+    size_t                  i;
+    int64_t                 n;
+    json_t                 *result, *events, *ev, *message;
+    ngx_uint_t              k;
+    const char             *type;
+    ngx_http_chat_conv_t   *cv;
+    ngx_http_chat_fetch_t  *f;
 
-    cv = q->data;
-    cv->fetching = 0;
-
-    free(cv->text);
-    cv->text = NULL;
+    f = q->data;
+    ngx_http_chat_order_reading = 0;
 
     result = ngx_http_chat_pg_json(rc, res);
 
     events = result ? json_object_get(result, "events") : NULL;
 
-    /* what the gap held, and what of it was read (the rest may come late) */
-    ngx_http_chat_order_hole(cv);
+    if (!json_is_array(events)) {
+        if (result != NULL) {
+            json_decref(result);
+        }
+
+        ngx_http_chat_order_failed(f);
+        return;
+    }
+
+    /* what the gaps held, and what of it was read (the rest may come late) */
+
+    for (k = 0; k < f->n; k++) {
+        ngx_http_chat_order_hole(ngx_http_chat_order_find(f->cids[k]));
+    }
 
     json_array_foreach(events, i, ev) {
         message = json_object_get(json_object_get(ev, "event"), "message");
         type = json_string_value(json_object_get(json_object_get(ev, "event"),
                                                  "type"));
 
-        if (type != NULL && ngx_strcmp(type, "message.deleted") == 0) {
+        /* one of the conversations read (fetching: in this read) */
+        cv = ngx_http_chat_order_find((ngx_uint_t) json_integer_value(
+                 json_object_get(message, "conversation_id")));
+
+        if (cv == NULL || !cv->fetching || type == NULL) {
+            continue;
+        }
+
+        if (ngx_strcmp(type, "message.deleted") == 0) {
             /* created and deleted in the gap: the deletion says it all */
             n = json_integer_value(json_object_get(message, "seq"));
 
@@ -401,11 +476,10 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
             }
         }
 
-        if (type != NULL
-            && ngx_http_chat_order_late(cv, json_integer_value(
-                   json_object_get(message,
-                                   ngx_strcmp(type, "message.created") == 0
-                                   ? "seq" : "updated_seq"))))
+        if (ngx_http_chat_order_late(cv, json_integer_value(
+                json_object_get(message,
+                                ngx_strcmp(type, "message.created") == 0
+                                ? "seq" : "updated_seq"))))
         {
             ngx_http_chat_fanout_deliver(json_object_get(ev, "event"),
                                          json_object_get(ev, "to"),
@@ -413,12 +487,67 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         }
     }
 
-    if (result != NULL) {
-        json_decref(result);
+    json_decref(result);
+
+    /* the gaps are filled: what was held goes on */
+
+    for (k = 0; k < f->n; k++) {
+        cv = ngx_http_chat_order_find(f->cids[k]);
+        cv->fetching = 0;
+        ngx_http_chat_order_skip(cv);
     }
 
-    /* the gap is filled, or given up on: what was held goes on */
-    ngx_http_chat_order_skip(cv);
+    free(f->text);
+    ngx_free(f);
+
+    /* gaps that waited for this read */
+    ngx_http_chat_order_timer(&ngx_http_chat_order_event);
+}
+
+
+/*
+ * A read that could not be made or answered: each gap is read again after
+ * a wait, and given up on (what it held goes on, what it misses may still
+ * come late) once it has been open for NGX_HTTP_CHAT_ORDER_TRY.
+ */
+
+static void
+ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f)
+{
+    ngx_uint_t             k;
+    ngx_http_chat_conv_t  *cv;
+
+    for (k = 0; k < f->n; k++) {
+        cv = ngx_http_chat_order_find(f->cids[k]);
+        cv->fetching = 0;
+
+        if (cv->gap_since == 0) {
+            /* the stream filled it meanwhile */
+            continue;
+        }
+
+        if (ngx_current_msec - cv->gap_first >= NGX_HTTP_CHAT_ORDER_TRY) {
+            ngx_http_chat_order_hole(cv);
+            ngx_http_chat_order_skip(cv);
+            continue;
+        }
+
+        cv->gap_since = ngx_current_msec;
+        ngx_queue_remove(&cv->gap);
+        ngx_queue_insert_tail(&ngx_http_chat_gapped, &cv->gap);
+    }
+
+    if (f->text != NULL) {
+        free(f->text);
+    }
+
+    ngx_free(f);
+
+    if (!ngx_queue_empty(&ngx_http_chat_gapped)
+        && !ngx_http_chat_order_event.timer_set)
+    {
+        ngx_add_timer(&ngx_http_chat_order_event, NGX_HTTP_CHAT_ORDER_WAIT);
+    }
 }
 
 
