@@ -114,6 +114,7 @@
 
 #define CL_MAX_PROCS        64
 #define CL_MAX_SERVER_PIDS  64
+#define CL_MAX_PEER_PORTS   8
 #define CL_READ_SIZE        (256 * 1024)
 #define CL_MAX_FRAME        (16 * 1024 * 1024)
 #define CL_MAX_HEADERS      8192
@@ -309,7 +310,8 @@ typedef struct {
     const char         *host;
     struct in_addr      addr;
     int                 port;
-    int                 peer_port;      /* receivers' node: 0, the same */
+    int                 peer_ports[CL_MAX_PEER_PORTS];  /* receivers' nodes */
+    int                 npeer_ports;    /* 0: the sender's node */
     const char         *path;
     uint32_t            conns;
     int                 procs;
@@ -380,6 +382,7 @@ static uint64_t cl_rand(void);
 static void cl_raise_nofile(void);
 static int cl_parse_args(int argc, char **argv);
 static int cl_read_key(void);
+static int cl_parse_ports(const char *s);
 static int cl_parse_pids(const char *s);
 
 static void cl_hist_add(cl_hist_t *h, uint64_t v);
@@ -471,7 +474,8 @@ static void cl_add_cpu(int pid, void *data);
 static void cl_add_rss(int pid, void *data);
 static void cl_merge(cl_result_t *dst, cl_result_t *src);
 static void cl_print_json(cl_result_t *r, double cpu, long rss_before,
-    long rss_after, double connect_s, uint64_t drop_ns, double gen_cpu);
+    long rss_after, double connect_s, uint64_t drop_ns, uint64_t sent_ns,
+    double gen_cpu);
 static void cl_print_hist(const char *name, cl_hist_t *h);
 
 
@@ -503,7 +507,7 @@ static void
 cl_usage(void)
 {
     fprintf(stderr,
-"usage: chatload --proto chat|sio|nchan --port P [--peer-port P2]\n"
+"usage: chatload --proto chat|sio|nchan --port P [--peer-port P2[,P3..]]\n"
 "                [--host 127.0.0.1]\n"
 "                [--path PATH] --scenario idle|room|pairs|sends|storm\n"
 "                --conns N [--procs K] [--src-count M] [--rate R]\n"
@@ -517,6 +521,8 @@ cl_usage(void)
 "                     websocket; nchan: /pubsub/ (the channel is appended)\n"
 "  --rate             per sending connection, messages/s; 0: as fast as\n"
 "                     --window allows (default: pairs 10, others 0)\n"
+"  --peer-port        the receivers on other nodes of a cluster; with\n"
+"                     several ports, spread over them in turn\n"
 "  --server-pids      PID+ also sums the process's children (nginx\n"
 "                     workers, PostgreSQL backends) at each sample\n"
 "  --room             sio and nchan room name (default room)\n"
@@ -717,12 +723,9 @@ cl_parse_args(int argc, char **argv)
             break;
 
         case o_peer_port:
-            CL_NUM(lv, cl_strtol, 1);
-            if (lv > 65535) {
-                fprintf(stderr, "chatload: invalid --peer-port\n");
+            if (cl_parse_ports(optarg) != 0) {
                 return -1;
             }
-            cf.peer_port = (int) lv;
             break;
 
         case o_host:
@@ -986,6 +989,38 @@ cl_read_key(void)
     cf.jwt_key_len = n;
 
     return 0;
+}
+
+
+static int
+cl_parse_ports(const char *s)
+{
+    long   port;
+    char  *end;
+
+    for ( ;; ) {
+        if (cf.npeer_ports == CL_MAX_PEER_PORTS) {
+            fprintf(stderr, "chatload: too many --peer-port\n");
+            return -1;
+        }
+
+        errno = 0;
+        port = strtol(s, &end, 10);
+        if (errno || end == s || port < 1 || port > 65535
+            || (*end != ',' && *end != '\0'))
+        {
+            fprintf(stderr, "chatload: invalid --peer-port\n");
+            return -1;
+        }
+
+        cf.peer_ports[cf.npeer_ports++] = (int) port;
+
+        if (*end == '\0') {
+            return 0;
+        }
+
+        s = end + 1;
+    }
 }
 
 
@@ -1989,19 +2024,28 @@ cl_connect_more(uint64_t now)
 
 
 /*
- * --peer-port: the receivers on another node of a cluster (room: all but
- * the sender; pairs and sends: the odd one of each pair).
+ * --peer-port: the receivers on other nodes of a cluster (room: all but
+ * the sender; pairs and sends: the odd one of each pair), taking the
+ * ports in turn, so that with several every node holds its share.
  */
 
 static int
 cl_port(cl_conn_t *c)
 {
-    if (cf.peer_port == 0) {
+    if (cf.npeer_ports == 0) {
         return cf.port;
     }
 
-    if (cf.scenario == cl_scen_room ? c->index != 0 : (c->index & 1)) {
-        return cf.peer_port;
+    if (cf.scenario == cl_scen_room) {
+        if (c->index == 0) {
+            return cf.port;
+        }
+
+        return cf.peer_ports[(c->index - 1) % cf.npeer_ports];
+    }
+
+    if (c->index & 1) {
+        return cf.peer_ports[(c->index >> 1) % cf.npeer_ports];
     }
 
     return cf.port;
@@ -3471,7 +3515,7 @@ cl_parent(void)
     double           cpu, cpu0, cpu1, connect_s, settle, gen_cpu;
     struct rusage    ru;
     uint32_t         lo, hi, per;
-    uint64_t         t_start, now, sum, drop_ns, seed;
+    uint64_t         t_start, now, sum, drop_ns, sent_ns, seed;
     cl_result_t      total;
     struct timespec  ts;
 
@@ -3542,6 +3586,7 @@ cl_parent(void)
     cpu = -1;
     rss_after = -1;
     drop_ns = 0;
+    sent_ns = 0;
 
     if (cl_parent_wait(from, cf.procs, cl_ctl_ready, &sum, NULL) != 0) {
         goto failed;
@@ -3600,6 +3645,7 @@ cl_parent(void)
             goto failed;
         }
 
+        sent_ns = cl_now();
         cl_note("sent %" PRIu64 "; draining", sum);
         cl_parent_send(to, cf.procs, cl_ctl_expect, sum);
         break;
@@ -3655,7 +3701,7 @@ failed:
                   + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 
         cl_print_json(&total, cpu, rss_before, rss_after, connect_s, drop_ns,
-                      gen_cpu);
+                      sent_ns, gen_cpu);
     }
 
     return rc;
@@ -4031,7 +4077,7 @@ cl_print_hist(const char *name, cl_hist_t *h)
 
 static void
 cl_print_json(cl_result_t *r, double cpu, long rss_before, long rss_after,
-    double connect_s, uint64_t drop_ns, double gen_cpu)
+    double connect_s, uint64_t drop_ns, uint64_t sent_ns, double gen_cpu)
 {
     int      chat;
     double   span, rate;
@@ -4099,6 +4145,11 @@ cl_print_json(cl_result_t *r, double cpu, long rss_before, long rss_after,
     rate = span > 0 ? (double) r->delivered / span : 0;
 
     printf(",\n  \"deliveries_per_s\": %.1f", rate);
+
+    /* CLOCK_MONOTONIC: a caller can time what the server does after */
+    if (sent_ns) {
+        printf(", \"sent_at_s\": %.3f", (double) sent_ns / CL_NS);
+    }
 
     if (cf.scenario != cl_scen_storm && cpu > 0) {
         printf(", \"deliveries_per_server_cpu_s\": %.1f",

@@ -13,8 +13,10 @@ Scenarios (docs/benchmarks.md says what each measures):
   d  persisted, acknowledged sends/s at saturation, next to pgbench's
      multi-row INSERT ceiling
   e  reconnect storm: 10,000 clients drop, reconnect and sync
-  f  two nodes (chat_cluster): room latency and persisted sends with the
-     receivers on the sender's node, then on the other one
+  f  cluster (chat_cluster), nodes of two workers: room latency and
+     persisted sends with the receivers on the sender's node, then on the
+     other one, then the room over three nodes; each node's reads per
+     message and the time the nodes take to read a phase's changes
 
 Everything runs under bench/.work/ (PostgreSQL with fsync and
 synchronous_commit on, three servers); the servers are stopped at the end.
@@ -305,6 +307,10 @@ def chatload(proto, scenario, conns, pids, pin=False, **opts):
     if r.returncode != 0:
         log(r.stderr[-2000:])
         raise RuntimeError("chatload failed (%d)" % r.returncode)
+    # what went wrong for a connection (the counts are in the result)
+    for line in [l for l in r.stderr.splitlines()
+                 if " lost: " in l or "error reply" in l][:5]:
+        log("  " + line[:300])
     out = json.loads(r.stdout)
     if pg:
         out["pg_cpu_s"] = cpu_seconds(pg_pids()) - before
@@ -399,32 +405,135 @@ def scenario_storm(quick):
     return {"chat": r}
 
 
+def node_status(port):
+    """A node's /chat/status as {"name{labels}": value}."""
+    import urllib.request
+    url = "http://127.0.0.1:%d/chat/status" % port
+    out = {}
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+def cluster_reads(nodes):
+    """{node: {slot: chat_cluster_reads_total}}, and the slots reading."""
+    reads, readers = {}, {}
+    for name, srv in nodes.items():
+        st = node_status(srv.port)
+        reads[name] = {k.split('"')[1]: v for k, v in st.items()
+                       if k.startswith("chat_cluster_reads_total{")}
+        readers[name] = [k.split('"')[1] for k, v in st.items()
+                         if k.startswith("chat_cluster_reader{") and v]
+    return reads, readers
+
+
+class ReadWatch:
+    """Polls the nodes' reads of each other's changes in the background
+    (chat_cluster_reads_total counts a read when it starts, the read
+    statement's duration count when it ends): when the last read started
+    or ended, and whether one is under way."""
+
+    def __init__(self, nodes):
+        import threading
+        self.nodes = nodes
+        self.last, self.moved, self.busy = None, time.monotonic(), True
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        snap = []
+        for name in sorted(self.nodes):
+            st = node_status(self.nodes[name].port)
+            snap.append((sum(v for k, v in st.items()
+                             if k.startswith("chat_cluster_reads_total{")),
+                         st.get("chat_postgres_query_duration_seconds_count"
+                                '{statement="chat_cluster_changes"}', 0)))
+        if snap != self.last:
+            self.last, self.moved = snap, time.monotonic()
+        self.busy = any(started != ended for started, ended in snap)
+
+    def loop(self):
+        while not self.done.wait(0.25):
+            try:
+                self.poll()
+            except OSError:
+                pass
+
+    def drained(self, since, bound):
+        """Waits (at most bound seconds) until no node has read for 1.5 s
+        and PostgreSQL's notification queue is empty (a listener behind
+        keeps it from emptying).  The seconds from since to the end of the
+        last read, or None if they still read at the bound."""
+        end = time.monotonic() + bound
+        try:
+            while time.monotonic() < end:
+                time.sleep(0.25)
+                if (not self.busy and time.monotonic() - self.moved >= 1.5
+                        and float(psql("SELECT pg_notification_queue_usage()")
+                                  or 0) == 0):
+                    return max(self.moved - since, 0.0)
+        finally:
+            self.done.set()
+            self.thread.join()
+        log("warning: the nodes still read after %d s" % bound)
+        return None
+
+
 def scenario_cluster(quick):
-    """Two nodes with chat_cluster on: the receivers on the sender's node,
-    then on the other one (the message crosses by NOTIFY and a read)."""
+    """Nodes with chat_cluster on, two workers each: the receivers on the
+    sender's node, then on another node (the message crosses by NOTIFY and
+    a read), then spread over two other nodes of three.  Between phases
+    the nodes' reading of the previous phase's changes is waited for and
+    timed; the reads of each node's workers are counted per phase."""
     members = 200 if quick else 1000
     duration = 3 if quick else 10
+    bound = 20 if quick else 60
     cid = make_room("f", members)
-    a = Nginx("chat", 1, False, node="a")
-    b = Nginx("chat", 1, False, node="b")
-    pids = a.pids() + b.pids()
-    out = {}
+    nodes = {}
+    out = {"workers": 2}
+
+    def phase(key, scenario, conns, peers, **opts):
+        reads0, _ = cluster_reads(nodes)
+        watch = ReadWatch(nodes)
+        pids = [p for srv in nodes.values() for p in srv.pids()]
+        r = chatload("chat", scenario, conns, pids, port=nodes["a"].port,
+                     duration=duration, **opts,
+                     **({"peer_port": ",".join(str(nodes[n].port)
+                                               for n in peers)}
+                        if peers else {}))
+        r["read_drain_s"] = watch.drained(r.get("sent_at_s")
+                                          or time.monotonic(), bound)
+        reads1, readers = cluster_reads(nodes)
+        sent = max(r.get("sent", 0) - r.get("send_errors", 0), 1)
+        r["reads_per_message"] = {
+            n: {slot: (v - reads0.get(n, {}).get(slot, 0)) / sent
+                for slot, v in reads1[n].items()} for n in reads1}
+        r["readers"] = readers
+        out[key] = r
+
     try:
-        for where, peer in (("one", {}), ("two", {"peer_port": b.port})):
-            out["room_" + where] = chatload("chat", "room", members, pids,
-                                            port=a.port, rate=100, settle=5,
-                                            duration=duration, conv=cid,
-                                            user_prefix="f", **peer)
+        for n in ("a", "b"):
+            nodes[n] = Nginx("chat", out["workers"], False, node=n)
+        for where, peers in (("one", ()), ("two", ("b",))):
+            phase("room_" + where, "room", members, peers, rate=100,
+                  settle=5, conv=cid, user_prefix="f")
             time.sleep(5)       # the members' offline grace
-            out["sends_" + where] = chatload("chat", "sends",
-                                             100 if quick else 400, pids,
-                                             port=a.port, window=4,
-                                             duration=duration,
-                                             drain=10, user_prefix="f" + where,
-                                             **peer)
+            phase("sends_" + where, "sends", 100 if quick else 400, peers,
+                  window=4, drain=10, user_prefix="f" + where)
+        # a third node: the room's receivers spread over b and c
+        nodes["c"] = Nginx("chat", out["workers"], False, node="c")
+        phase("room_three", "room", members, ("b", "c"), rate=100,
+              settle=5, conv=cid, user_prefix="f")
     finally:
-        a.stop()
-        b.stop()
+        for srv in nodes.values():
+            srv.stop()
     return out
 
 
@@ -531,27 +640,58 @@ def rows(res):
                     True, ""))
     f = res.get("cluster")
     if f:
-        def both(key, fn):
-            one, two = f.get(key + "_one") or {}, f.get(key + "_two") or {}
-            return "%s / %s" % (fmt(fn(one)), fmt(fn(two)))
+        w = f.get("workers", 1)
+        where = [k for k in ("one", "two", "three") if "room_" + k in f]
+        names = {"one": "same node", "two": "across",
+                 "three": "across, 3 nodes"}
+
+        def each(prefix, keys, fn):
+            return " / ".join(fmt(fn(f.get(prefix + k) or {})) for k in keys)
+
+        sc = "f %d nodes of %d workers, room 100 msg/s" % (
+            3 if "three" in where else 2, w)
         for q in ("p50", "p99"):
-            out.append(("f two nodes, room 100 msg/s",
-                        "latency %s (ms): same node / across" % q,
-                        both("room", lambda r: (lat(r, q) or 0) / 1000),
-                        None, None, False, ""))
-        out.append(("f two nodes, room 100 msg/s",
-                    "missing: same node / across",
-                    both("room", lambda r: r.get("missing")),
+            out.append((sc, "latency %s (ms): %s" % (
+                q, " / ".join(names[k] for k in where)),
+                each("room_", where, lambda r: (lat(r, q) or 0) / 1000),
+                None, None, False, ""))
+        out.append((sc, "missing: %s" % " / ".join(names[k] for k in where),
+                    each("room_", where, lambda r: r.get("missing")),
                     None, None, False, ""))
-        out.append(("f two nodes, persisted sends",
-                    "deliveries/s: same node / across",
-                    both("sends", lambda r: r.get("deliveries_per_s")),
+        for k in where:
+            rpm = (f.get("room_" + k) or {}).get("reads_per_message")
+            if rpm:
+                out.append((sc, "reads per message by node (by worker "
+                            "slot), %s" % names[k], reads_text(rpm),
+                            None, None, False, ""))
+        sends = [k for k in ("one", "two") if "sends_" + k in f]
+        sc = "f 2 nodes of %d workers, persisted sends" % w
+        label = " / ".join(names[k] for k in sends)
+        out.append((sc, "deliveries/s: " + label,
+                    each("sends_", sends,
+                         lambda r: r.get("deliveries_per_s")),
                     None, None, True, ""))
-        out.append(("f two nodes, persisted sends",
-                    "missing: same node / across",
-                    both("sends", lambda r: r.get("missing")),
+        out.append((sc, "missing: " + label,
+                    each("sends_", sends, lambda r: r.get("missing")),
                     None, None, False, ""))
+        if any("read_drain_s" in (f.get("sends_" + k) or {})
+               for k in sends):
+            out.append((sc, "s from the end of sending until the other "
+                        "node read the last change: " + label,
+                        each("sends_", sends,
+                             lambda r: r.get("read_drain_s")),
+                        None, None, False, "s"))
     return out
+
+
+def reads_text(rpm):
+    """{node: {slot: reads per message}} as "b 1.00 (1.00 + 0)"."""
+    parts = []
+    for node in sorted(rpm):
+        slots = [rpm[node][k] for k in sorted(rpm[node], key=int)]
+        parts.append("%s %.2f (%s)" % (node, sum(slots), " + ".join(
+            "%.2f" % v if v else "0" for v in slots)))
+    return ", ".join(parts)
 
 
 def fmt(v):

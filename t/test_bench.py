@@ -8,6 +8,7 @@ figures themselves are the benchmark's business, not asserted here.
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -116,6 +117,19 @@ def test_pairs_and_sends_are_persisted_and_acknowledged(server):
     assert stored == r["sent"] + r2["sent"]
 
 
+def test_sends_spread_over_peer_ports(server):
+    # several --peer-port: the receivers take them in turn (here all the
+    # same server, so every message still arrives); sent_at_s is on the
+    # monotonic clock, for bench/run.py to time the servers after it
+    t0 = time.monotonic()
+    r = chatload(server, "--scenario", "sends", "--conns", 12,
+                 "--window", 2, "--duration", 1, "--drain", 2,
+                 "--user-prefix", "q",
+                 "--peer-port", "%d,%d" % (server.port, server.port))
+    exact(r)
+    assert t0 < r["sent_at_s"] < time.monotonic(), r
+
+
 def test_storm_resumes_everyone_with_their_messages(server):
     r = chatload(server, "--scenario", "storm", "--conns", 40,
                  "--user-prefix", "s")
@@ -135,6 +149,8 @@ def test_a_refused_token_is_a_failed_connection_not_a_crash(server):
     ["--scenario", "dance", "--conns", "5"],
     ["--scenario", "pairs", "--conns", "5"],                 # odd
     ["--scenario", "idle", "--conns", "5", "--rate", "-1"],
+    ["--scenario", "idle", "--conns", "5", "--peer-port", "1,x"],
+    ["--scenario", "idle", "--conns", "5", "--peer-port", "70000"],
 ])
 def test_usage_errors(server, args):
     r = subprocess.run([CHATLOAD, "--proto", "chat", "--port",
