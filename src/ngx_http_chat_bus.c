@@ -132,7 +132,7 @@ ngx_http_chat_bus_spread(ngx_http_chat_ev_t *ev, ngx_uint_t here,
 
 
 /*
- * To the other workers in mask, then here if asked: an event that is sent
+ * Here if asked, then to the other workers in mask: an event that is sent
  * and crosses to another worker is serialized once, and the same frame
  * goes to this worker's clients.
  */

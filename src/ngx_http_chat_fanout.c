@@ -2,7 +2,9 @@
 /*
  * Delivery to the connections of this worker: user id -> connections.
  * An event is serialized once and its frame is shared by every local
- * recipient: per recipient, only a queue entry and a reference.
+ * recipient: per recipient, only a queue entry and a reference.  One that
+ * another worker made comes with its frame (ngx_http_chat_ev_t), sent as
+ * it is.
  *
  * Presence goes by interest: each connection has a bounded watch set of
  * user ids (set by the session), and the same tree keeps, per user, the
