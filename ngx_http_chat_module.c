@@ -1484,7 +1484,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
                                                 ngx_http_chat_store_announce);
 
             if (ngx_http_chat_ipc_init_process(cycle,
-                                               ngx_http_chat_bus_deliver)
+                                               ngx_http_chat_bus_receive)
                 != NGX_OK)
             {
                 return NGX_ERROR;

@@ -12,11 +12,15 @@
  * bus_route takes another node's event that this node's cluster reader
  * read: the same routing to this node's workers, nothing to other nodes.
  *
- * bus_deliver takes an event for this worker's connections, whoever made
- * it (this worker, another worker's queue, another node, the host's
- * outbox): the changes of a conversation are put in order (order.c), then
- * fanned out (fanout.c).  ipc.c, cluster.c and outbox.c are handed it as a
- * callback at init and never name this file.
+ * bus_deliver takes an event for this worker's connections from another
+ * node or the host's outbox, bus_receive one another worker queued: the
+ * changes of a conversation are put in order (order.c), then fanned out
+ * (fanout.c).  ipc.c, cluster.c and outbox.c are handed them as callbacks
+ * at init and never name this file.
+ *
+ * What an event is (ngx_http_chat_ev_t) is read from its JSON once, where
+ * it enters the bus; an event that goes to other workers is serialized
+ * once, and the same frame is sent here and crosses to them.
  */
 
 
@@ -27,19 +31,26 @@
 #define NGX_HTTP_CHAT_BUS_LOOKUPS  256
 
 
-static void ngx_http_chat_bus_spread(json_t *event, json_t *to,
+static void ngx_http_chat_bus_spread(ngx_http_chat_ev_t *ev, ngx_uint_t here,
+    ngx_log_t *log);
+static void ngx_http_chat_bus_post(uint64_t mask, ngx_http_chat_ev_t *ev,
     ngx_uint_t here, ngx_log_t *log);
 
 
 void
 ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
 {
+    ngx_http_chat_ev_t  ev;
+
     ngx_http_chat_status_event(event);
 
     /* made here: the other nodes hear of it too */
     ngx_http_chat_cluster_publish(event, to);
 
-    ngx_http_chat_bus_spread(event, to, 0, log);
+    /* what it is, decided once for every worker it reaches */
+    ngx_http_chat_fanout_event(&ev, event, to);
+
+    ngx_http_chat_bus_spread(&ev, 0, log);
 }
 
 
@@ -52,25 +63,30 @@ ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log)
 void
 ngx_http_chat_bus_route(json_t *event, json_t *to, ngx_log_t *log)
 {
-    ngx_http_chat_bus_spread(event, to, 1, log);
+    ngx_http_chat_ev_t  ev;
+
+    ngx_http_chat_fanout_event(&ev, event, to);
+
+    ngx_http_chat_bus_spread(&ev, 1, log);
 }
 
 
 static void
-ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
+ngx_http_chat_bus_spread(ngx_http_chat_ev_t *ev, ngx_uint_t here,
     ngx_log_t *log)
 {
     size_t                     i;
-    json_t                    *user;
+    json_t                    *user, *to;
     uint64_t                   mask, self;
     ngx_uint_t                 s;
     ngx_http_chat_zone_t      *zone;
     ngx_http_chat_presence_t  *p;
 
     zone = ngx_http_chat_zone_sh;
+    to = ev->to;
 
     if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
-        ngx_http_chat_bus_deliver(event, to, log);
+        ngx_http_chat_order_deliver(ev, log);
         return;
     }
 
@@ -78,13 +94,12 @@ ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
 
     if (json_is_null(to)) {
         /* watchers may be anywhere: every worker (ipc skips empty slots) */
-        ngx_http_chat_bus_deliver(event, to, log);
-        ngx_http_chat_ipc_post(~self, event, to, log);
+        ngx_http_chat_bus_post(~self, ev, 1, log);
         return;
     }
 
     if (!json_is_array(to)) {
-        ngx_http_chat_bus_deliver(event, to, log);
+        ngx_http_chat_order_deliver(ev, log);
         return;
     }
 
@@ -126,22 +141,65 @@ ngx_http_chat_bus_spread(json_t *event, json_t *to, ngx_uint_t here,
 
     ngx_http_chat_zone_unlock();
 
-    if (here || (mask & self)) {
-        ngx_http_chat_bus_deliver(event, to, log);
+    ngx_http_chat_bus_post(mask & ~self, ev, here || (mask & self), log);
+}
+
+
+/*
+ * Here if asked, then to the other workers in mask: an event that is sent
+ * and crosses to another worker is serialized once, and the same frame
+ * goes to this worker's clients.
+ */
+
+static void
+ngx_http_chat_bus_post(uint64_t mask, ngx_http_chat_ev_t *ev,
+    ngx_uint_t here, ngx_log_t *log)
+{
+    ngx_http_chat_buf_t  *frame;
+
+    frame = NULL;
+
+    if (mask && ev->frame == NULL && ev->event != NULL
+        && ngx_http_chat_fanout_sent(ev->kind))
+    {
+        frame = ngx_http_chat_fanout_frame(ev->event, log);
+        ev->frame = frame;
     }
 
-    mask &= ~self;
+    if (here) {
+        ngx_http_chat_order_deliver(ev, log);
+    }
 
     if (mask) {
-        ngx_http_chat_ipc_post(mask, event, to, log);
+        ngx_http_chat_ipc_post(mask, ev, log);
+    }
+
+    if (frame != NULL) {
+        ev->frame = NULL;
+        ngx_http_chat_ws_buf_release(frame);
     }
 }
 
 
+/* an event of this node's outbox or cluster reader, for this worker */
+
 void
 ngx_http_chat_bus_deliver(json_t *event, json_t *to, ngx_log_t *log)
 {
-    ngx_http_chat_order_deliver(event, to, log);
+    ngx_http_chat_ev_t  ev;
+
+    ngx_http_chat_fanout_event(&ev, event, to);
+
+    ngx_http_chat_order_deliver(&ev, log);
+}
+
+
+/* an event another worker of this node queued (ipc.c), for this one */
+
+void
+ngx_http_chat_bus_receive(ngx_http_chat_ev_t *ev, ngx_log_t *log)
+{
+    ngx_http_chat_order_deliver(ev, log);
 }
 
 

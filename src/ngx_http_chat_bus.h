@@ -13,8 +13,10 @@
 void ngx_http_chat_bus_publish(json_t *event, json_t *to, ngx_log_t *log);
 /* another node's event, to this node's workers that hold recipients */
 void ngx_http_chat_bus_route(json_t *event, json_t *to, ngx_log_t *log);
-/* an event for this worker's connections, from anywhere */
+/* an event for this worker's connections, from the outbox or a node */
 void ngx_http_chat_bus_deliver(json_t *event, json_t *to, ngx_log_t *log);
+/* an event another worker queued: ngx_http_chat_ipc_deliver_pt */
+void ngx_http_chat_bus_receive(ngx_http_chat_ev_t *ev, ngx_log_t *log);
 /* a worker's slot is given up: ngx_http_chat_zone_sweep_pt */
 void ngx_http_chat_bus_sweep_locked(ngx_uint_t slot);
 

@@ -2,7 +2,9 @@
 /*
  * Delivery to the connections of this worker: user id -> connections.
  * An event is serialized once and its frame is shared by every local
- * recipient: per recipient, only a queue entry and a reference.
+ * recipient: per recipient, only a queue entry and a reference.  One that
+ * another worker made comes with its frame (ngx_http_chat_ev_t), sent as
+ * it is.
  *
  * Presence goes by interest: each connection has a bounded watch set of
  * user ids (set by the session), and the same tree keeps, per user, the
@@ -44,10 +46,12 @@ static ngx_http_chat_user_t *ngx_http_chat_fanout_user(u_char *user,
     size_t len, ngx_log_t *log);
 static void ngx_http_chat_fanout_release(ngx_http_chat_user_t *u);
 static void ngx_http_chat_fanout_unwatch_all(ngx_http_chat_conn_t *wc);
-static void ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log);
-static void ngx_http_chat_fanout_revoke(json_t *event, json_t *to,
+static void ngx_http_chat_fanout_presence(ngx_http_chat_ev_t *ev,
+    ngx_log_t *log);
+static void ngx_http_chat_fanout_revoke(ngx_http_chat_ev_t *ev,
     ngx_uint_t block);
-static ngx_http_chat_buf_t *ngx_http_chat_fanout_frame(json_t *event,
+static ngx_uint_t ngx_http_chat_fanout_same(ngx_str_t *a, ngx_str_t *b);
+static ngx_http_chat_buf_t *ngx_http_chat_fanout_take(ngx_http_chat_ev_t *ev,
     ngx_log_t *log);
 static void ngx_http_chat_fanout_send(ngx_http_chat_conn_t *wc,
     ngx_http_chat_buf_t *buf, ngx_uint_t ephemeral);
@@ -333,31 +337,124 @@ ngx_http_chat_fanout_watched(ngx_http_chat_conn_t *wc)
 
 
 /*
- * Sends {"type": ..., ...} to every local connection of the users in to
- * (a JSON array of user ids); a presence change without recipients (to
- * is JSON null) goes to the connections that watch its user.  Changes of
- * a conversation come here through ngx_http_chat_order_deliver(), which
+ * What ordering and fan-out need of an event, read once from its JSON
+ * (the bus, for an event made on this node or read from another; order.c
+ * for a change read from PostgreSQL).
+ */
+
+void
+ngx_http_chat_fanout_event(ngx_http_chat_ev_t *ev, json_t *event, json_t *to)
+{
+    json_t      *message, *v;
+    ngx_str_t    type;
+    ngx_uint_t   kind;
+
+    ngx_memzero(ev, sizeof(ngx_http_chat_ev_t));
+
+    ev->event = event;
+    ev->to = to;
+
+    v = json_object_get(event, "type");
+    type.data = (u_char *) json_string_value(v);
+    type.len = type.data ? json_string_length(v) : 0;
+
+#define ngx_http_chat_fanout_is(s)                                           \
+    (type.len == sizeof(s) - 1 && ngx_strncmp(type.data, s, type.len) == 0)
+
+    kind = NGX_HTTP_CHAT_EV_OTHER;
+    message = NULL;
+
+    if (type.len == 0) {
+        /* none: sent as it is */
+
+    } else if (ngx_http_chat_fanout_is("typing")) {
+        kind = NGX_HTTP_CHAT_EV_TYPING;
+
+    } else if (ngx_http_chat_fanout_is("presence")) {
+        kind = NGX_HTTP_CHAT_EV_PRESENCE;
+
+    } else if (ngx_http_chat_fanout_is("presence.unwatch")) {
+        kind = NGX_HTTP_CHAT_EV_UNWATCH;
+
+    } else if (ngx_http_chat_fanout_is("presence.recheck")) {
+        kind = NGX_HTTP_CHAT_EV_RECHECK;
+
+    } else if (ngx_http_chat_fanout_is("conversation.created")) {
+        kind = NGX_HTTP_CHAT_EV_CREATED;
+        message = json_object_get(event, "conversation");
+        ev->cid = json_integer_value(json_object_get(message, "id"));
+        ev->n = json_integer_value(json_object_get(message, "last_seq"));
+
+    } else if (ngx_http_chat_fanout_is("member.left")) {
+        kind = NGX_HTTP_CHAT_EV_LEFT;
+        ev->cid = json_integer_value(json_object_get(event,
+                                                     "conversation_id"));
+
+    } else if (type.len > 7 && ngx_strncmp(type.data, "member.", 7) == 0) {
+        kind = NGX_HTTP_CHAT_EV_MEMBER;
+        ev->cid = json_integer_value(json_object_get(event,
+                                                     "conversation_id"));
+
+    } else if (type.len > 8 && ngx_strncmp(type.data, "message.", 8) == 0) {
+        message = json_object_get(event, "message");
+
+        /* not numbered without its message */
+        if (json_is_object(message)) {
+            kind = ngx_http_chat_fanout_is("message.created")
+                   ? NGX_HTTP_CHAT_EV_MESSAGE_NEW
+                   : ngx_http_chat_fanout_is("message.deleted")
+                     ? NGX_HTTP_CHAT_EV_DELETED : NGX_HTTP_CHAT_EV_MESSAGE;
+
+            ev->cid = json_integer_value(json_object_get(message,
+                                                       "conversation_id"));
+            ev->n = json_integer_value(json_object_get(message,
+                                kind == NGX_HTTP_CHAT_EV_MESSAGE_NEW
+                                ? "seq" : "updated_seq"));
+        }
+    }
+
+#undef ngx_http_chat_fanout_is
+
+    ev->kind = kind;
+
+    v = json_object_get(event, "user_id");
+
+    if (json_is_string(v)) {
+        ev->user.data = (u_char *) json_string_value(v);
+        ev->user.len = json_string_length(v);
+    }
+
+    v = json_object_get(event, "peer");
+
+    if (kind == NGX_HTTP_CHAT_EV_UNWATCH && json_is_string(v)) {
+        ev->peer.data = (u_char *) json_string_value(v);
+        ev->peer.len = json_string_length(v);
+    }
+}
+
+
+/*
+ * Sends the event to every local connection of the users in to (a JSON
+ * array of user ids); a presence change without recipients (to is JSON
+ * null) goes to the connections that watch its user.  Changes of a
+ * conversation come here through ngx_http_chat_order_deliver(), which
  * puts them in order.
  */
 
 void
-ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
+ngx_http_chat_fanout_deliver(ngx_http_chat_ev_t *ev, ngx_log_t *log)
 {
     size_t                 i;
-    json_t                *user;
-    ngx_uint_t             ephemeral;
-    const char            *type;
+    json_t                *user, *to;
     ngx_queue_t           *q;
     ngx_http_chat_buf_t   *buf;
     ngx_http_chat_user_t  *u;
     ngx_http_chat_conn_t  *wc;
 
-    type = json_string_value(json_object_get(event, "type"));
+    to = ev->to;
 
-    if (type != NULL && ngx_strcmp(type, "presence") == 0
-        && json_is_null(to))
-    {
-        ngx_http_chat_fanout_presence(event, log);
+    if (ev->kind == NGX_HTTP_CHAT_EV_PRESENCE && json_is_null(to)) {
+        ngx_http_chat_fanout_presence(ev, log);
         return;
     }
 
@@ -365,23 +462,19 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
         return;
     }
 
-    if (type != NULL && ngx_strcmp(type, "presence.unwatch") == 0) {
+    if (ev->kind == NGX_HTTP_CHAT_EV_UNWATCH) {
         /* a block: never sent, the pair stops watching each other */
-        ngx_http_chat_fanout_revoke(event, to, 1);
+        ngx_http_chat_fanout_revoke(ev, 1);
         return;
     }
 
-    if (type != NULL && ngx_strcmp(type, "presence.recheck") == 0) {
+    if (ev->kind == NGX_HTTP_CHAT_EV_RECHECK) {
         /* a contact removed: never sent, its watchers check again */
-        ngx_http_chat_fanout_revoke(event, to, 0);
+        ngx_http_chat_fanout_revoke(ev, 0);
         return;
     }
 
-    /* typing and presence may be lost; the others never silently */
-    ephemeral = type && (ngx_strcmp(type, "typing") == 0
-                         || ngx_strcmp(type, "presence") == 0);
-
-    buf = NULL;
+    buf = ev->frame;
 
     json_array_foreach(to, i, user) {
 
@@ -399,7 +492,7 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
         }
 
         if (buf == NULL) {
-            buf = ngx_http_chat_fanout_frame(event, log);
+            buf = ngx_http_chat_fanout_take(ev, log);
             if (buf == NULL) {
                 return;
             }
@@ -412,24 +505,45 @@ ngx_http_chat_fanout_deliver(json_t *event, json_t *to, ngx_log_t *log)
              q = ngx_queue_next(q))
         {
             wc = ngx_queue_data(q, ngx_http_chat_conn_t, fanout);
-            ngx_http_chat_fanout_send(wc, buf, ephemeral);
+            ngx_http_chat_fanout_send(wc, buf,
+                                     ngx_http_chat_fanout_ephemeral(ev->kind));
         }
     }
 
-    if (buf != NULL) {
+    if (buf != NULL && buf != ev->frame) {
         /* the reference taken at allocation */
         ngx_http_chat_ws_buf_release(buf);
     }
 
-    if (type != NULL && ngx_strcmp(type, "member.left") == 0) {
-        ngx_http_chat_fanout_revoke(event, to, 0);
+    if (ev->kind == NGX_HTTP_CHAT_EV_LEFT) {
+        ngx_http_chat_fanout_revoke(ev, 0);
     }
 }
 
 
-/* the frame of an event, serialized once; one reference is the caller's */
+/* the event's frame: the one it came with, or made from its JSON */
 
 static ngx_http_chat_buf_t *
+ngx_http_chat_fanout_take(ngx_http_chat_ev_t *ev, ngx_log_t *log)
+{
+    if (ev->frame != NULL) {
+        return ev->frame;
+    }
+
+    if (ev->event == NULL) {
+        return NULL;
+    }
+
+    return ngx_http_chat_fanout_frame(ev->event, log);
+}
+
+
+/*
+ * The frame of an event, serialized once: the bytes every client gets,
+ * here or in another worker.  One reference is the caller's.
+ */
+
+ngx_http_chat_buf_t *
 ngx_http_chat_fanout_frame(json_t *event, ngx_log_t *log)
 {
     char                 *text;
@@ -511,31 +625,26 @@ ngx_http_chat_fanout_send(ngx_http_chat_conn_t *wc, ngx_http_chat_buf_t *buf,
 /* a presence change: to this worker's watchers of its user */
 
 static void
-ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log)
+ngx_http_chat_fanout_presence(ngx_http_chat_ev_t *ev, ngx_log_t *log)
 {
-    json_t                 *user;
     ngx_queue_t            *q;
     ngx_http_chat_buf_t    *buf;
     ngx_http_chat_user_t   *u;
     ngx_http_chat_watch_t  *w;
 
-    user = json_object_get(event, "user_id");
-
-    if (!json_is_string(user)) {
+    if (ev->user.data == NULL) {
         return;
     }
 
-    u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
-                                  json_string_length(user),
-                                  ngx_crc32_short(
-                                      (u_char *) json_string_value(user),
-                                      json_string_length(user)));
+    u = ngx_http_chat_fanout_find(ev->user.data, ev->user.len,
+                                  ngx_crc32_short(ev->user.data,
+                                                  ev->user.len));
 
     if (u == NULL || ngx_queue_empty(&u->watchers)) {
         return;
     }
 
-    buf = ngx_http_chat_fanout_frame(event, log);
+    buf = ngx_http_chat_fanout_take(ev, log);
     if (buf == NULL) {
         return;
     }
@@ -548,7 +657,9 @@ ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log)
         ngx_http_chat_fanout_send(w->wc, buf, 1);
     }
 
-    ngx_http_chat_ws_buf_release(buf);
+    if (buf != ev->frame) {
+        ngx_http_chat_ws_buf_release(buf);
+    }
 }
 
 
@@ -565,48 +676,47 @@ ngx_http_chat_fanout_presence(json_t *event, ngx_log_t *log)
  */
 
 static void
-ngx_http_chat_fanout_revoke(json_t *event, json_t *to, ngx_uint_t block)
+ngx_http_chat_fanout_revoke(ngx_http_chat_ev_t *ev, ngx_uint_t block)
 {
-    json_t                *a, *b, *user, *other;
     size_t                 i;
+    json_t                *user;
+    ngx_str_t              id, *other;
     ngx_queue_t           *q;
     ngx_http_chat_user_t  *u;
     ngx_http_chat_conn_t  *wc;
 
-    a = json_object_get(event, "user_id");
-    b = block ? json_object_get(event, "peer") : NULL;
-
-    if (!json_is_string(a)
-        || (block ? !json_is_string(b) : ngx_http_chat_fanout_recheck == NULL))
+    if (ev->user.data == NULL
+        || (block ? ev->peer.data == NULL
+                  : ngx_http_chat_fanout_recheck == NULL))
     {
         return;
     }
 
-    json_array_foreach(to, i, user) {
+    json_array_foreach(ev->to, i, user) {
 
         if (!json_is_string(user)) {
             continue;
         }
 
+        id.data = (u_char *) json_string_value(user);
+        id.len = json_string_length(user);
+
         other = NULL;
 
         if (block) {
-            if (json_equal(user, a)) {
-                other = b;
+            if (ngx_http_chat_fanout_same(&id, &ev->user)) {
+                other = &ev->peer;
 
-            } else if (json_equal(user, b)) {
-                other = a;
+            } else if (ngx_http_chat_fanout_same(&id, &ev->peer)) {
+                other = &ev->user;
 
             } else {
                 continue;
             }
         }
 
-        u = ngx_http_chat_fanout_find((u_char *) json_string_value(user),
-                                      json_string_length(user),
-                                      ngx_crc32_short(
-                                          (u_char *) json_string_value(user),
-                                          json_string_length(user)));
+        u = ngx_http_chat_fanout_find(id.data, id.len,
+                                      ngx_crc32_short(id.data, id.len));
         if (u == NULL) {
             continue;
         }
@@ -620,10 +730,8 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to, ngx_uint_t block)
             /* a watch set in flight may hold what this takes away */
             wc->revoked++;
 
-            if (block) {
-                ngx_http_chat_fanout_unwatch(wc,
-                                         (u_char *) json_string_value(other),
-                                         json_string_length(other));
+            if (other != NULL) {
+                ngx_http_chat_fanout_unwatch(wc, other->data, other->len);
                 continue;
             }
 
@@ -631,15 +739,21 @@ ngx_http_chat_fanout_revoke(json_t *event, json_t *to, ngx_uint_t block)
                 continue;
             }
 
-            if (json_equal(user, a)
-                || ngx_http_chat_fanout_watches(wc,
-                                       (u_char *) json_string_value(a),
-                                       json_string_length(a)))
+            if (ngx_http_chat_fanout_same(&id, &ev->user)
+                || ngx_http_chat_fanout_watches(wc, ev->user.data,
+                                                ev->user.len))
             {
                 ngx_http_chat_fanout_recheck(wc);
             }
         }
     }
+}
+
+
+static ngx_uint_t
+ngx_http_chat_fanout_same(ngx_str_t *a, ngx_str_t *b)
+{
+    return a->len == b->len && ngx_memcmp(a->data, b->data, a->len) == 0;
 }
 
 

@@ -3,7 +3,10 @@
  * Events between workers.  The bus (bus.c) asks presence which slots hold
  * connections of an event's recipients; the event crosses to each such
  * worker once, as one message in that slot's queue in the zone, and that
- * worker hands it to the deliver callback it was given at init.  A
+ * worker hands it to the deliver callback it was given at init.  It
+ * crosses as its frame (the bytes its clients get, serialized once by the
+ * publisher) after a header of what ordering and fan-out need: the
+ * receiver neither parses the event nor serializes it again.  A
  * wake-up (the slot's eventfd) is written only when a queue goes from
  * empty to not empty; the owner takes the whole queue at once, so no
  * wake-up is lost and none is wasted.
@@ -14,16 +17,21 @@
 
 
 static void ngx_http_chat_ipc_read(ngx_event_t *rev);
+static void ngx_http_chat_ipc_unpack(ngx_http_chat_ipc_msg_t *m,
+    ngx_log_t *log);
+
+
+#define NGX_HTTP_CHAT_IPC_ALL  ((uint32_t) -1)
 
 
 /* per worker process */
 static ngx_connection_t                 *ngx_http_chat_ipc_conn;
-static ngx_http_chat_event_handler_pt    ngx_http_chat_ipc_deliver;
+static ngx_http_chat_ipc_deliver_pt      ngx_http_chat_ipc_deliver;
 
 
 ngx_int_t
 ngx_http_chat_ipc_init_process(ngx_cycle_t *cycle,
-    ngx_http_chat_event_handler_pt deliver)
+    ngx_http_chat_ipc_deliver_pt deliver)
 {
     ngx_connection_t      *c;
     ngx_http_chat_slot_t  *slot;
@@ -84,34 +92,86 @@ ngx_http_chat_ipc_exit_process(void)
 
 /*
  * Queues an event once for every other worker in mask (bit i: slot i)
- * and wakes those whose queue was empty.
+ * and wakes those whose queue was empty.  An event that is sent has its
+ * frame made already (ev->frame).
  */
 
 void
-ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
-    ngx_log_t *log)
+ngx_http_chat_ipc_post(uint64_t mask, ngx_http_chat_ev_t *ev, ngx_log_t *log)
 {
-    char                     *text;
-    size_t                    len;
-    json_t                   *msg;
+    u_char                   *head, *p;
+    size_t                    i, hlen, flen, len;
+    json_t                   *user;
+    uint32_t                  nto, ulen;
     uint64_t                  wake, one;
+    ngx_str_t                 id, peer;
     ngx_uint_t                s, ephemeral;
-    const char               *type;
     ngx_http_chat_slot_t     *slot;
     ngx_http_chat_zone_t     *zone;
     ngx_http_chat_ipc_msg_t  *m;
 
     zone = ngx_http_chat_zone_sh;
 
-    msg = json_pack("{s:O, s:O}", "to", to, "event", event);
-    text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-    json_decref(msg);
+    if (ngx_http_chat_fanout_sent(ev->kind)) {
+        if (ev->frame == NULL) {
+            return;
+        }
 
-    if (text == NULL) {
+        flen = ev->frame->len;
+
+    } else {
+        flen = 0;
+    }
+
+    /* the receiver reads the user only where fan-out does */
+    ngx_str_null(&id);
+    ngx_str_null(&peer);
+
+    if (ev->kind == NGX_HTTP_CHAT_EV_PRESENCE
+        || ev->kind == NGX_HTTP_CHAT_EV_UNWATCH
+        || ev->kind == NGX_HTTP_CHAT_EV_RECHECK
+        || ev->kind == NGX_HTTP_CHAT_EV_LEFT)
+    {
+        id = ev->user;
+        peer = ev->peer;
+    }
+
+    /* the header: user, peer, recipients; made once for every slot */
+
+    hlen = id.len + peer.len;
+    nto = 0;
+
+    if (json_is_null(ev->to)) {
+        nto = NGX_HTTP_CHAT_IPC_ALL;
+
+    } else {
+        json_array_foreach(ev->to, i, user) {
+            if (json_is_string(user)) {
+                hlen += sizeof(uint32_t) + json_string_length(user);
+                nto++;
+            }
+        }
+    }
+
+    head = ngx_alloc(hlen ? hlen : 1, log);
+    if (head == NULL) {
         return;
     }
 
-    len = ngx_strlen(text);
+    p = ngx_cpymem(head, id.data, id.len);
+    p = ngx_cpymem(p, peer.data, peer.len);
+
+    if (nto != NGX_HTTP_CHAT_IPC_ALL) {
+        json_array_foreach(ev->to, i, user) {
+            if (json_is_string(user)) {
+                ulen = (uint32_t) json_string_length(user);
+                p = ngx_cpymem(p, &ulen, sizeof(uint32_t));
+                p = ngx_cpymem(p, json_string_value(user), ulen);
+            }
+        }
+    }
+
+    len = hlen + flen;
     wake = 0;
 
     /*
@@ -119,9 +179,7 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
      * does not fit does not make the worker close its clients for a
      * resync, as a lost change does
      */
-    type = json_string_value(json_object_get(event, "type"));
-    ephemeral = type != NULL && (ngx_strcmp(type, "typing") == 0
-                                 || ngx_strcmp(type, "presence") == 0);
+    ephemeral = ngx_http_chat_fanout_ephemeral(ev->kind);
 
     ngx_http_chat_zone_lock();
 
@@ -158,7 +216,19 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
 
         m->next = NULL;
         m->len = len;
-        ngx_memcpy(m->data, text, len);
+        m->cid = ev->cid;
+        m->n = ev->n;
+        m->kind = (uint32_t) ev->kind;
+        m->nto = nto;
+        m->user = (uint32_t) id.len;
+        m->peer = (uint32_t) peer.len;
+        m->frame = (uint32_t) flen;
+
+        p = ngx_cpymem(m->data, head, hlen);
+
+        if (flen) {
+            ngx_memcpy(p, ev->frame->data, flen);
+        }
 
         if (slot->tail == NULL) {
             slot->head = m;
@@ -174,7 +244,7 @@ ngx_http_chat_ipc_post(uint64_t mask, json_t *event, json_t *to,
 
     ngx_http_chat_zone_unlock();
 
-    free(text);
+    ngx_free(head);
 
     one = 1;
 
@@ -194,10 +264,8 @@ static void
 ngx_http_chat_ipc_read(ngx_event_t *rev)
 {
     uint64_t                  n;
-    json_t                   *msg;
     ngx_uint_t                overflow, count;
     ngx_connection_t         *c;
-    json_error_t              err;
     ngx_http_chat_slot_t     *slot;
     ngx_http_chat_zone_t     *zone;
     ngx_http_chat_ipc_msg_t  *m, *head, *next;
@@ -233,17 +301,7 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
     count = 0;
 
     for (m = head; m; m = m->next) {
-        msg = json_loadb((char *) m->data, m->len, 0, &err);
-
-        if (msg == NULL) {
-            ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                          "chat: invalid event in the queue: %s", err.text);
-            continue;
-        }
-
-        ngx_http_chat_ipc_deliver(json_object_get(msg, "event"),
-                                  json_object_get(msg, "to"), c->log);
-        json_decref(msg);
+        ngx_http_chat_ipc_unpack(m, c->log);
         count++;
     }
 
@@ -261,6 +319,88 @@ ngx_http_chat_ipc_read(ngx_event_t *rev)
     slot->delivered += count;
 
     ngx_http_chat_zone_unlock();
+}
+
+
+/*
+ * A queued event delivered here: the recipients become the JSON array
+ * ordering and fan-out take, the frame a buffer of this worker's (the
+ * queue's memory goes back to the zone before the clients are written);
+ * the user and peer are read from the queue while the event is delivered.
+ */
+
+static void
+ngx_http_chat_ipc_unpack(ngx_http_chat_ipc_msg_t *m, ngx_log_t *log)
+{
+    u_char              *p;
+    json_t              *to, *user;
+    uint32_t             i, ulen;
+    ngx_http_chat_ev_t   ev;
+
+    ngx_memzero(&ev, sizeof(ngx_http_chat_ev_t));
+
+    ev.kind = m->kind;
+    ev.cid = m->cid;
+    ev.n = m->n;
+
+    p = m->data;
+
+    if (m->user) {
+        ev.user.data = p;
+        ev.user.len = m->user;
+        p += m->user;
+    }
+
+    if (m->peer) {
+        ev.peer.data = p;
+        ev.peer.len = m->peer;
+        p += m->peer;
+    }
+
+    if (m->nto == NGX_HTTP_CHAT_IPC_ALL) {
+        to = json_null();
+
+    } else {
+        to = json_array();
+        if (to == NULL) {
+            return;
+        }
+
+        for (i = 0; i < m->nto; i++) {
+            ngx_memcpy(&ulen, p, sizeof(uint32_t));
+            p += sizeof(uint32_t);
+
+            user = json_stringn((char *) p, ulen);
+            p += ulen;
+
+            if (user == NULL || json_array_append_new(to, user) != 0) {
+                json_decref(to);
+                return;
+            }
+        }
+    }
+
+    ev.to = to;
+
+    if (m->frame) {
+        ev.frame = ngx_http_chat_ws_buf_alloc(m->frame, log);
+        if (ev.frame == NULL) {
+            json_decref(to);
+            return;
+        }
+
+        ev.frame->len = m->frame;
+        ngx_memcpy(ev.frame->data, p, m->frame);
+    }
+
+    ngx_http_chat_ipc_deliver(&ev, log);
+
+    if (ev.frame != NULL) {
+        /* the reference taken at allocation */
+        ngx_http_chat_ws_buf_release(ev.frame);
+    }
+
+    json_decref(to);
 }
 
 

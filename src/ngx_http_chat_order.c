@@ -31,8 +31,7 @@
 typedef struct {
     ngx_queue_t                   queue;
     int64_t                       n;
-    json_t                       *event;
-    json_t                       *to;
+    ngx_http_chat_ev_t            ev;       /* its references held */
 } ngx_http_chat_held_t;
 
 
@@ -107,33 +106,23 @@ ngx_http_chat_order_init_process(ngx_cycle_t *cycle)
 
 
 void
-ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
+ngx_http_chat_order_deliver(ngx_http_chat_ev_t *ev, ngx_log_t *log)
 {
     int64_t                n;
-    json_t                *message;
     ngx_queue_t           *q;
-    const char            *type;
     ngx_http_chat_held_t  *h, *held;
     ngx_http_chat_conv_t  *cv;
 
-    type = json_string_value(json_object_get(event, "type"));
-    message = json_object_get(event, "message");
-
-    if (type != NULL && ngx_strcmp(type, "conversation.created") == 0) {
+    if (ev->kind == NGX_HTTP_CHAT_EV_CREATED) {
         /* where its changes start: no guessing for a new conversation */
-        message = json_object_get(event, "conversation");
-
-        (void) ngx_http_chat_order_conv(
-                  (ngx_uint_t) json_integer_value(json_object_get(message,
-                                                                  "id")),
-                  json_integer_value(json_object_get(message, "last_seq"))
-                  + 1, log);
+        (void) ngx_http_chat_order_conv((ngx_uint_t) ev->cid, ev->n + 1, log);
     }
 
-    if (type != NULL && ngx_strncmp(type, "member.", 7) == 0) {
+    if (ev->kind == NGX_HTTP_CHAT_EV_MEMBER
+        || ev->kind == NGX_HTTP_CHAT_EV_LEFT)
+    {
         /* who is in it changed: the members of its last change are stale */
-        cv = ngx_http_chat_order_find((ngx_uint_t) json_integer_value(
-                 json_object_get(event, "conversation_id")));
+        cv = ngx_http_chat_order_find((ngx_uint_t) ev->cid);
 
         if (cv != NULL && cv->members != NULL) {
             json_decref(cv->members);
@@ -141,22 +130,15 @@ ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
         }
     }
 
-    if (type == NULL || ngx_strncmp(type, "message.", 8) != 0
-        || !json_is_object(message))
-    {
+    if (!ngx_http_chat_fanout_numbered(ev->kind)) {
         /* not a numbered change: in no particular order */
-        ngx_http_chat_fanout_deliver(event, to, log);
+        ngx_http_chat_fanout_deliver(ev, log);
         return;
     }
 
-    n = json_integer_value(json_object_get(message,
-                                ngx_strcmp(type, "message.created") == 0
-                                ? "seq" : "updated_seq"));
+    n = ev->n;
 
-    cv = ngx_http_chat_order_conv((ngx_uint_t) json_integer_value(
-                                      json_object_get(message,
-                                                      "conversation_id")),
-                                  n, log);
+    cv = ngx_http_chat_order_conv((ngx_uint_t) ev->cid, n, log);
 
     if (cv != NULL) {
         /* who is in it, as of its last change: typing without storage */
@@ -164,19 +146,19 @@ ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
             json_decref(cv->members);
         }
 
-        cv->members = json_incref(to);
+        cv->members = json_incref(ev->to);
         cv->members_at = ngx_current_msec;
     }
 
     if (cv == NULL) {
-        ngx_http_chat_fanout_deliver(event, to, log);
+        ngx_http_chat_fanout_deliver(ev, log);
         return;
     }
 
     if (n <= cv->last) {
         /* late (in a gap given up on): sent, never lost; else a repeat */
         if (ngx_http_chat_order_late(cv, n)) {
-            ngx_http_chat_fanout_deliver(event, to, log);
+            ngx_http_chat_fanout_deliver(ev, log);
         }
 
         return;
@@ -184,21 +166,34 @@ ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log)
 
     if (n == cv->last + 1 && ngx_queue_empty(&cv->held)) {
         cv->last = n;
-        ngx_http_chat_fanout_deliver(event, to, log);
+        ngx_http_chat_fanout_deliver(ev, log);
         return;
     }
 
-    /* after a gap: held, in number order */
+    /* after a gap: held, in number order, with its frame if it has one */
 
     held = ngx_alloc(sizeof(ngx_http_chat_held_t), log);
     if (held == NULL) {
-        ngx_http_chat_fanout_deliver(event, to, log);
+        ngx_http_chat_fanout_deliver(ev, log);
         return;
     }
 
     held->n = n;
-    held->event = json_incref(event);
-    held->to = json_incref(to);
+    held->ev = *ev;
+
+    /* what a numbered change's fan-out never reads may not outlive it */
+    ngx_str_null(&held->ev.user);
+    ngx_str_null(&held->ev.peer);
+
+    held->ev.to = json_incref(ev->to);
+
+    if (ev->event != NULL) {
+        held->ev.event = json_incref(ev->event);
+    }
+
+    if (ev->frame != NULL) {
+        ev->frame->refs++;
+    }
 
     for (q = ngx_queue_last(&cv->held);
          q != ngx_queue_sentinel(&cv->held);
@@ -278,14 +273,21 @@ ngx_http_chat_order_drain(ngx_http_chat_conv_t *cv, ngx_log_t *log)
 
         if (h->n > cv->last) {
             cv->last = h->n;
-            ngx_http_chat_fanout_deliver(h->event, h->to, log);
+            ngx_http_chat_fanout_deliver(&h->ev, log);
 
         } else if (ngx_http_chat_order_late(cv, h->n)) {
-            ngx_http_chat_fanout_deliver(h->event, h->to, log);
+            ngx_http_chat_fanout_deliver(&h->ev, log);
         }
 
-        json_decref(h->event);
-        json_decref(h->to);
+        if (h->ev.event != NULL) {
+            json_decref(h->ev.event);
+        }
+
+        if (h->ev.frame != NULL) {
+            ngx_http_chat_ws_buf_release(h->ev.frame);
+        }
+
+        json_decref(h->ev.to);
         ngx_free(h);
     }
 
@@ -426,9 +428,9 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 {
     size_t                  i;
     int64_t                 n;
-    json_t                 *result, *events, *ev, *message;
+    json_t                 *result, *events, *item;
     ngx_uint_t              k;
-    const char             *type;
+    ngx_http_chat_ev_t      ev;
     ngx_http_chat_conv_t   *cv;
     ngx_http_chat_fetch_t  *f;
 
@@ -454,36 +456,34 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         ngx_http_chat_order_hole(ngx_http_chat_order_find(f->cids[k]));
     }
 
-    json_array_foreach(events, i, ev) {
-        message = json_object_get(json_object_get(ev, "event"), "message");
-        type = json_string_value(json_object_get(json_object_get(ev, "event"),
-                                                 "type"));
+    json_array_foreach(events, i, item) {
+        ngx_http_chat_fanout_event(&ev, json_object_get(item, "event"),
+                                   json_object_get(item, "to"));
 
         /* one of the conversations read (fetching: in this read) */
-        cv = ngx_http_chat_order_find((ngx_uint_t) json_integer_value(
-                 json_object_get(message, "conversation_id")));
+        cv = ngx_http_chat_order_find((ngx_uint_t) ev.cid);
 
-        if (cv == NULL || !cv->fetching || type == NULL) {
+        if (cv == NULL || !cv->fetching) {
             continue;
         }
 
-        if (ngx_strcmp(type, "message.deleted") == 0) {
+        if (ev.kind == NGX_HTTP_CHAT_EV_DELETED) {
             /* created and deleted in the gap: the deletion says it all */
-            n = json_integer_value(json_object_get(message, "seq"));
+            n = json_integer_value(json_object_get(
+                          json_object_get(ev.event, "message"), "seq"));
 
             if (n >= cv->hole_lo && n <= cv->hole_hi) {
                 (void) ngx_http_chat_order_late(cv, n);
             }
         }
 
-        if (ngx_http_chat_order_late(cv, json_integer_value(
-                json_object_get(message,
-                                ngx_strcmp(type, "message.created") == 0
-                                ? "seq" : "updated_seq"))))
+        /* (the read gives numbered changes; anything else has number 0) */
+        if (json_is_string(json_object_get(ev.event, "type"))
+            && ngx_http_chat_order_late(cv,
+                               ngx_http_chat_fanout_numbered(ev.kind)
+                               ? ev.n : 0))
         {
-            ngx_http_chat_fanout_deliver(json_object_get(ev, "event"),
-                                         json_object_get(ev, "to"),
-                                         ngx_cycle->log);
+            ngx_http_chat_fanout_deliver(&ev, ngx_cycle->log);
         }
     }
 

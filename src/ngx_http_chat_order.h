@@ -11,7 +11,7 @@
 
 void ngx_http_chat_order_init_process(ngx_cycle_t *cycle);
 /* an event for this worker: message changes in sequence order */
-void ngx_http_chat_order_deliver(json_t *event, json_t *to, ngx_log_t *log);
+void ngx_http_chat_order_deliver(ngx_http_chat_ev_t *ev, ngx_log_t *log);
 json_t *ngx_http_chat_order_members(ngx_uint_t cid, ngx_msec_t *since);
 ngx_int_t ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
     int64_t *after, int64_t *upto);

@@ -24,10 +24,23 @@
 
 typedef struct ngx_http_chat_ipc_msg_s  ngx_http_chat_ipc_msg_t;
 
+/*
+ * An event queued for another worker (ipc.c): what its ordering and
+ * fan-out read, and its frame as clients get it; never its JSON.
+ */
 struct ngx_http_chat_ipc_msg_s {
     ngx_http_chat_ipc_msg_t      *next;
-    size_t                        len;
-    u_char                        data[1];   /* {"to": [...], "event": {}} */
+    size_t                        len;       /* of data */
+    int64_t                       cid;
+    int64_t                       n;
+    uint32_t                      kind;
+    uint32_t                      nto;       /* (uint32_t) -1: to is null */
+    uint32_t                      user;      /* bytes of the user id */
+    uint32_t                      peer;      /* bytes of the peer's id */
+    uint32_t                      frame;     /* bytes of the frame, last */
+    u_char                        data[1];   /* user, peer, each recipient
+                                                (uint32_t length, bytes),
+                                                the frame */
 };
 
 

@@ -245,6 +245,51 @@ def test_sender_sees_its_own_events_on_other_workers(chat):
     assert drain(c1, 0.3) == []
 
 
+def raw_until(c, pred, timeout=5):
+    """The text of every frame up to the first whose JSON matches pred,
+    that one included, exactly as it came."""
+    assert c.events == []
+    out = []
+    deadline = time.monotonic() + timeout
+    while True:
+        text = c.recv(max(0.01, deadline - time.monotonic()))
+        out.append(text)
+        if pred(json.loads(text)):
+            return out
+
+
+def test_frames_are_the_same_bytes_on_every_worker(chat):
+    """An event crosses to another worker as its frame, serialized once by
+    the worker that made it: a client there gets the very bytes (keys in
+    the same order) that a client on the maker's worker gets."""
+    a1, b1 = chat.spread("alice", "bob")
+    b2 = chat.connect("bob", on=a1.pid)
+    c1 = chat.connect("carol", avoid={a1.pid})
+    assert b1.pid != b2.pid == a1.pid != c1.pid
+
+    body = "caf\u00e9 \"q\" \\ / \t \U0001f600 <&> \u2028"
+    gid = group(a1, "g", ["bob", "carol"])["id"]
+    m = send(a1, gid, body)
+    assert m["body"] == body
+    a1.ok("message.edit", message_id=m["id"], body=body + " 2")
+    a1.ok("typing", conversation_id=gid, active=True)
+    a1.ok("message.delete", message_id=m["id"])
+    mark = send(a1, gid, "marker")
+
+    def last(f):
+        return (f.get("type") == "message.created"
+                and f["message"]["id"] == mark["id"])
+
+    here, there, far = (raw_until(c, last) for c in (b2, b1, c1))
+    assert [json.loads(t)["type"] for t in here] == [
+        "conversation.created", "message.created", "message.updated",
+        "typing", "message.deleted", "message.created"]
+    assert there == here
+    assert far == here
+    # what clients got before: the type first, then the event's own order
+    assert all(t.startswith('{"type":') for t in here)
+
+
 # --------------------------------------------------------------------------
 # presence
 
