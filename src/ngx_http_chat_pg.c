@@ -598,6 +598,14 @@ ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q)
 }
 
 
+ngx_msec_t
+ngx_http_chat_pg_queue_timeout(void)
+{
+    return ngx_http_chat_pg_pool.conf ? ngx_http_chat_pg_pool.conf->queue_timeout
+                                      : 0;
+}
+
+
 static ngx_uint_t
 ngx_http_chat_pg_alive(void)
 {

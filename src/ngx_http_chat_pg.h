@@ -151,6 +151,9 @@ ngx_int_t ngx_http_chat_pg_listener_query(ngx_http_chat_pg_query_t *q);
 /* a queued query that was not sent yet is dropped; NGX_DECLINED if sent */
 ngx_int_t ngx_http_chat_pg_cancel(ngx_http_chat_pg_query_t *q);
 
+/* how long a query may wait for a connection */
+ngx_msec_t ngx_http_chat_pg_queue_timeout(void);
+
 /*
  * A libpq or PostgreSQL message on one line, for the error log: line
  * breaks become " / ", no final newline; returns buf (NUL-terminated).

@@ -14,7 +14,10 @@
  * another batch holds waits here for that commit rather than in
  * PostgreSQL, where it would hold up every other conversation of its own
  * batch (most of the pool waited on such locks under many small
- * conversations).  A send's shape is checked here (message.c) and a bad
+ * conversations).  Such a send waits with the batch that holds it up,
+ * goes first when that batch is done, and is answered "unavailable" if it
+ * waited longer than a query may wait for a connection (chat_postgres
+ * queue_timeout).  A send's shape is checked here (message.c) and a bad
  * one answered in its turn without storage; the batch goes as one array
  * per field to chat.api_message_send_rows, whose rows are made into the
  * answers and message.created events without a JSON parse.
@@ -82,7 +85,8 @@ typedef struct {
     json_t                       *answer;        /* refused by its shape */
     unsigned                      started:1;
     unsigned                      batched:1;
-    unsigned                      queued:1;  /* in the pending sends */
+    unsigned                      queued:1;  /* pending, or waiting */
+    ngx_msec_t                    since;     /* first of its connection */
 } ngx_http_chat_op_t;
 
 
@@ -90,6 +94,7 @@ typedef struct {
     ngx_http_chat_pg_query_t      q;
     ngx_queue_t                   ops;
     ngx_queue_t                   flight;    /* in ngx_http_chat_in_flight */
+    ngx_queue_t                   waiting;   /* first sends it holds up */
     char                         *text;
     ngx_uint_t                    nconvs;
     int64_t                       convs[NGX_HTTP_CHAT_BATCH_MAX]; /* sorted */
@@ -108,7 +113,8 @@ static void ngx_http_chat_store_complete(ngx_http_chat_op_t *op,
     json_t *result);
 static ngx_int_t ngx_http_chat_store_queue_batch(void);
 static ngx_int_t ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q);
-static ngx_uint_t ngx_http_chat_store_busy(int64_t cid);
+static ngx_http_chat_batch_t *ngx_http_chat_store_busy(int64_t cid);
+static ngx_uint_t ngx_http_chat_store_pend(ngx_http_chat_op_t *op);
 static ngx_http_chat_op_t *ngx_http_chat_store_next_send(
     ngx_http_chat_op_t *op);
 static int ngx_libc_cdecl ngx_http_chat_store_cmp_conv(const void *a,
@@ -644,8 +650,10 @@ ngx_http_chat_store_start(ngx_http_chat_op_t *op)
     }
 
     /* the first pending send of its connection waits in the queue */
-    ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
-    op->queued = 1;
+    if (!ngx_http_chat_store_pend(op)) {
+        /* its conversation's batch, when done, sends it */
+        return NGX_OK;
+    }
 
     if (ngx_http_chat_queued_batch == NULL
         && ngx_http_chat_store_queue_batch() != NGX_OK)
@@ -706,7 +714,12 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
         ngx_queue_remove(&op->session);
         wc->nops--;
 
-        /* a send that waited behind this one is its connection's first */
+        /*
+         * a send that waited behind this one is its connection's first;
+         * no batch is queued here: the two callers that can get here with
+         * such a send (a batch's handler, fail_pending) queue one, or
+         * empty the queue
+         */
         next = ngx_queue_empty(&wc->ops)
                ? NULL
                : ngx_queue_data(ngx_queue_head(&wc->ops), ngx_http_chat_op_t,
@@ -715,8 +728,7 @@ ngx_http_chat_store_complete(ngx_http_chat_op_t *op, json_t *result)
         if (next != NULL && next->kind == NGX_HTTP_CHAT_OP_SEND
             && next->started && !next->batched && !next->queued)
         {
-            ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &next->batch);
-            next->queued = 1;
+            (void) ngx_http_chat_store_pend(next);
         }
     }
 
@@ -753,6 +765,7 @@ ngx_http_chat_store_queue_batch(void)
     }
 
     ngx_queue_init(&b->ops);
+    ngx_queue_init(&b->waiting);
 
     /* the parameters, the batch, are made when the query is sent */
     ngx_http_chat_pg_query_init(&b->q, NGX_HTTP_CHAT_STMT_SEND,
@@ -784,9 +797,9 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
     size_t                  len[NGX_HTTP_CHAT_BATCH_ARRAYS], total;
     int64_t                 cid;
     ngx_uint_t              i, k, n;
-    ngx_queue_t            *qn;
+    ngx_queue_t            *qn, *qnext;
     ngx_http_chat_op_t     *op, *taken[NGX_HTTP_CHAT_BATCH_MAX];
-    ngx_http_chat_batch_t  *b;
+    ngx_http_chat_batch_t  *b, *f;
 
     b = q->data;
 
@@ -808,15 +821,25 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
     for (qn = ngx_queue_head(&ngx_http_chat_pending_sends);
          qn != ngx_queue_sentinel(&ngx_http_chat_pending_sends)
          && n < NGX_HTTP_CHAT_BATCH_MAX;
-         qn = ngx_queue_next(qn))
+         qn = qnext)
     {
+        qnext = ngx_queue_next(qn);
+
         for (op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
              op != NULL && n < NGX_HTTP_CHAT_BATCH_MAX;
              op = ngx_http_chat_store_next_send(op))
         {
             cid = op->send.conversation_id;
 
-            if (ngx_http_chat_store_busy(cid)) {
+            f = ngx_http_chat_store_busy(cid);
+
+            if (f != NULL) {
+                if (&op->batch == qn) {
+                    /* a first send waits with the batch, not scanned again */
+                    ngx_queue_remove(qn);
+                    ngx_queue_insert_tail(&f->waiting, qn);
+                }
+
                 break;
             }
 
@@ -939,7 +962,7 @@ ngx_http_chat_store_build_batch(ngx_http_chat_pg_query_t *q)
 
 /* whether a batch in flight holds the conversation (and its lock) */
 
-static ngx_uint_t
+static ngx_http_chat_batch_t *
 ngx_http_chat_store_busy(int64_t cid)
 {
     ngx_uint_t              lo, hi, mid;
@@ -967,11 +990,33 @@ ngx_http_chat_store_busy(int64_t cid)
         }
 
         if (lo < f->nconvs && f->convs[lo] == cid) {
-            return 1;
+            return f;
         }
     }
 
-    return 0;
+    return NULL;
+}
+
+
+/* a first send waits for a batch, or with the batch that holds it up */
+
+static ngx_uint_t
+ngx_http_chat_store_pend(ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_batch_t  *f;
+
+    op->queued = 1;
+    op->since = ngx_current_msec;
+
+    f = ngx_http_chat_store_busy(op->send.conversation_id);
+
+    if (f != NULL) {
+        ngx_queue_insert_tail(&f->waiting, &op->batch);
+        return 0;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_chat_pending_sends, &op->batch);
+    return 1;
 }
 
 
@@ -1019,7 +1064,8 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 {
     int                     i, rows;
     json_t                 *result;
-    ngx_queue_t            *qn;
+    ngx_msec_t              limit;
+    ngx_queue_t            *qn, expired;
     ngx_http_chat_op_t     *op;
     ngx_http_chat_batch_t  *b;
 
@@ -1035,6 +1081,29 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     /* its conversations are free before its answers start new sends */
     ngx_queue_remove(&b->flight);
+
+    /*
+     * The sends it held up go first again, but one that waited longer
+     * than a query may wait for a connection is answered "unavailable".
+     */
+    ngx_queue_init(&expired);
+    limit = ngx_http_chat_pg_queue_timeout();
+
+    while (!ngx_queue_empty(&b->waiting)) {
+        qn = ngx_queue_last(&b->waiting);
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        ngx_queue_remove(qn);
+
+        if (ngx_current_msec - op->since >= limit) {
+            op->queued = 0;
+            op->batched = 1;
+            ngx_queue_insert_head(&expired, qn);
+            continue;
+        }
+
+        ngx_queue_insert_head(&ngx_http_chat_pending_sends, qn);
+    }
 
     rows = 0;
 
@@ -1070,6 +1139,15 @@ ngx_http_chat_store_batch_handler(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     ngx_free(b->text);
     ngx_free(b);
+
+    while (!ngx_queue_empty(&expired)) {
+        qn = ngx_queue_head(&expired);
+        op = ngx_queue_data(qn, ngx_http_chat_op_t, batch);
+
+        ngx_queue_remove(qn);
+        ngx_http_chat_count(pg_unavailable, 1);
+        ngx_http_chat_store_complete(op, NULL);
+    }
 
     /* sends that waited for its conversations */
     if (!ngx_queue_empty(&ngx_http_chat_pending_sends)
