@@ -61,6 +61,7 @@ typedef struct {
     char                         *text;
     ngx_uint_t                    n;
     ngx_uint_t                    cids[NGX_HTTP_CHAT_ORDER_FETCH];
+    int64_t                       upto[NGX_HTTP_CHAT_ORDER_FETCH];
 } ngx_http_chat_fetch_t;
 
 
@@ -73,8 +74,11 @@ static void ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f);
 static void ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f);
 static void ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
-static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv);
-static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv);
+static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv,
+    int64_t upto);
+static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv, int64_t lo,
+    int64_t hi);
+static int64_t ngx_http_chat_order_head(ngx_http_chat_conv_t *cv);
 static ngx_uint_t ngx_http_chat_order_late(ngx_http_chat_conv_t *cv,
     int64_t n);
 static void ngx_http_chat_order_evict(void);
@@ -386,6 +390,9 @@ ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f)
         h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
                            queue);
 
+        /* what the read covers: only that may be skipped when it is in */
+        f->upto[i] = h->n - 1;
+
         if (json_array_append_new(ranges,
                                   json_pack("[I, I, I]",
                                             (json_int_t) cv->node.key,
@@ -450,10 +457,19 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         return;
     }
 
-    /* what the gaps held, and what of it was read (the rest may come late) */
+    /*
+     * What the gaps held as the read was asked, and what of it was read.
+     * The stream may have filled a gap meanwhile and another opened after
+     * it: only what this read covered is skipped (and remembered); the
+     * newer gap waits for a read of its own.
+     */
 
     for (k = 0; k < f->n; k++) {
-        ngx_http_chat_order_hole(ngx_http_chat_order_find(f->cids[k]));
+        cv = ngx_http_chat_order_find(f->cids[k]);
+
+        if (cv->last < f->upto[k]) {
+            ngx_http_chat_order_hole(cv, cv->last + 1, f->upto[k]);
+        }
     }
 
     json_array_foreach(events, i, item) {
@@ -494,7 +510,8 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     for (k = 0; k < f->n; k++) {
         cv = ngx_http_chat_order_find(f->cids[k]);
         cv->fetching = 0;
-        ngx_http_chat_order_skip(cv);
+
+        ngx_http_chat_order_skip(cv, f->upto[k]);
     }
 
     free(f->text);
@@ -527,8 +544,9 @@ ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f)
         }
 
         if (ngx_current_msec - cv->gap_first >= NGX_HTTP_CHAT_ORDER_TRY) {
-            ngx_http_chat_order_hole(cv);
-            ngx_http_chat_order_skip(cv);
+            ngx_http_chat_order_hole(cv, cv->last + 1,
+                                     ngx_http_chat_order_head(cv) - 1);
+            ngx_http_chat_order_skip(cv, ngx_http_chat_order_head(cv) - 1);
             continue;
         }
 
@@ -552,26 +570,31 @@ ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f)
 
 
 /*
- * The gap about to be skipped is remembered: a change of it that was not
- * read (the read failed, or it was not committed yet) still comes late,
+ * The gap about to be skipped, lo..hi, is remembered: a change of it that
+ * was not read (the read failed, or it was superseded) still comes late,
  * once; one that was read is not sent again.
  */
 
 static void
-ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv)
+ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv, int64_t lo, int64_t hi)
+{
+    cv->hole_lo = lo;
+    cv->hole_hi = hi;
+    ngx_memzero(cv->hole_seen, sizeof(cv->hole_seen));
+}
+
+
+/* the number of the first change held (there is one) */
+
+static int64_t
+ngx_http_chat_order_head(ngx_http_chat_conv_t *cv)
 {
     ngx_http_chat_held_t  *h;
-
-    if (ngx_queue_empty(&cv->held)) {
-        return;
-    }
 
     h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
                        queue);
 
-    cv->hole_lo = cv->last + 1;
-    cv->hole_hi = h->n - 1;
-    ngx_memzero(cv->hole_seen, sizeof(cv->hole_seen));
+    return h->n;
 }
 
 
@@ -610,19 +633,17 @@ ngx_http_chat_order_late(ngx_http_chat_conv_t *cv, int64_t n)
 }
 
 
-static void
-ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv)
-{
-    ngx_http_chat_held_t  *h;
+/* the changes up to upto are given or given up: what is held goes on */
 
-    if (ngx_queue_empty(&cv->held)) {
+static void
+ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv, int64_t upto)
+{
+    if (upto <= cv->last) {
+        /* a gap that opened meanwhile waits for its own read */
         return;
     }
 
-    h = ngx_queue_data(ngx_queue_head(&cv->held), ngx_http_chat_held_t,
-                       queue);
-
-    cv->last = h->n - 1;
+    cv->last = upto;
 
     if (cv->gap_since) {
         cv->gap_since = 0;
