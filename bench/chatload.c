@@ -71,6 +71,11 @@
  * lost later makes both "dropped" and "missing".  A message is in flight
  * (--window) from its send until the sender's own copy arrives (sends:
  * until the ok), so a lost own copy holds its slot to the end.
+ *
+ * CL_DUMP_MISSING=1 in the environment (pairs, sends) lists on stderr
+ * each message that went missing: "missing CONN STREAM SEQ how", stream 0
+ * the connection's own messages, 1 its partner's; how "skipped" (a later
+ * one came first, by more than the tracking window) or "end" (never came).
  */
 
 
@@ -364,6 +369,9 @@ typedef struct {
     uint64_t            next_check;
     uint64_t            next_progress;
     uint64_t            total_sent;     /* room: all processes' sends */
+    int                 dump_missing;   /* CL_DUMP_MISSING: list them */
+    uint32_t            dump_index;
+    int                 dump_stream;
     uint64_t            rng;
     cl_conn_t         **heap;
     uint32_t            heap_n;
@@ -448,6 +456,7 @@ static void cl_chat_sync_more(cl_conn_t *c, const u_char *cursors,
 static void cl_delivery(cl_conn_t *c, const u_char *body, size_t len,
     int replay);
 static int cl_track_seen(cl_track_t *t, uint64_t seq);
+static void cl_dump_missing(void);
 
 static int cl_is_sender(cl_conn_t *c);
 static void cl_try_send(cl_conn_t *c, uint64_t now);
@@ -498,6 +507,10 @@ main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     cl_raise_nofile();
+
+    /* a debugging aid: which messages of pairs/sends went missing */
+    w.dump_missing = getenv("CL_DUMP_MISSING") != NULL
+                     && cf.scenario != cl_scen_room;
 
     return cl_parent();
 }
@@ -1996,7 +2009,41 @@ cl_done(void)
         left -= n;
     }
 
+    if (w.dump_missing) {
+        cl_dump_missing();
+    }
+
     w.phase = cl_ph_done;
+}
+
+
+static void
+cl_dump_missing(void)
+{
+    int          st;
+    uint64_t     s, upto;
+    cl_conn_t   *c, *p, *last;
+    cl_track_t  *t;
+
+    last = w.conns + (w.hi - w.lo);
+
+    for (c = w.conns; c < last; c++) {
+        p = &w.conns[(c->index ^ 1) - w.lo];
+
+        for (st = 0; st < 2; st++) {
+            t = &c->track[st];
+            upto = st == 0 ? c->seq : p->seq;
+
+            for (s = t->base; s < upto; s++) {
+                if (!(t->bits[(s % CL_TRACK_BITS) / 64]
+                      & (1ULL << (s % 64))))
+                {
+                    fprintf(stderr, "missing %u %d %" PRIu64 " end\n",
+                            c->index, st, s);
+                }
+            }
+        }
+    }
 }
 
 
@@ -3297,6 +3344,9 @@ cl_delivery(cl_conn_t *c, const u_char *p, size_t n, int replay)
         return;
     }
 
+    w.dump_index = c->index;
+    w.dump_stream = stream;
+
     if (cl_track_seen(&c->track[stream], seq)) {
         w.res.duplicates++;
         return;
@@ -3339,6 +3389,11 @@ cl_track_seen(cl_track_t *t, uint64_t seq)
 
         } else {
             for (s = t->base; s <= seq - CL_TRACK_BITS; s++) {
+                if (w.dump_missing && !CL_BIT(s)) {
+                    fprintf(stderr, "missing %u %d %" PRIu64 " skipped\n",
+                            w.dump_index, w.dump_stream, s);
+                }
+
                 CL_CLR(s);
             }
         }

@@ -1339,7 +1339,14 @@ ngx_http_chat_cluster_want(ngx_uint_t cid, int64_t from, int64_t to)
                                    json_pack("[I, I]", (json_int_t) after,
                                              (json_int_t) upto + 1));
     } else {
-        (void) json_array_set_new(range, 1, json_integer(upto + 1));
+        /* one range per conversation, covering both asks */
+        if (after < json_integer_value(json_array_get(range, 0))) {
+            (void) json_array_set_new(range, 0, json_integer(after));
+        }
+
+        if (upto + 1 > json_integer_value(json_array_get(range, 1))) {
+            (void) json_array_set_new(range, 1, json_integer(upto + 1));
+        }
     }
 }
 

@@ -40,6 +40,7 @@ typedef struct {
     int64_t                       last;     /* delivered, in order */
     int64_t                       asked;    /* read from another node */
     int64_t                       start;    /* the first number followed */
+    int64_t                       early;    /* read from before start */
     int64_t                       hole_lo;  /* the last gap read or given */
     int64_t                       hole_hi;  /* up on; its changes seen:   */
     uint64_t                      hole_seen[NGX_HTTP_CHAT_ORDER_HOLE / 64];
@@ -246,6 +247,7 @@ ngx_http_chat_order_conv(ngx_uint_t cid, int64_t n, ngx_log_t *log)
     cv->node.key = cid;
     cv->last = n - 1;
     cv->start = n;
+    cv->early = n;
     cv->used = ngx_current_msec;
     ngx_queue_init(&cv->held);
 
@@ -765,18 +767,34 @@ ngx_http_chat_order_want(ngx_uint_t cid, int64_t from, int64_t to,
 
     known = ngx_max(cv->last, cv->asked);
 
-    if (to <= known) {
+    if (from < cv->early) {
+        /*
+         * Committed on the other node before the first change this worker
+         * followed (one committed here, say): never read, though numbered
+         * below what was delivered.  Read once, from there; what of the
+         * read was delivered already is dropped as a repeat, the rest
+         * comes late (ngx_http_chat_order_late: below start).
+         */
+        *after = from - 1;
+        cv->early = from;
+
+    } else if (to <= known) {
         return NGX_DECLINED;
+
+    } else {
+        *after = known;
     }
 
     /* a long way behind: a piece at a time (the round trip asks again) */
-    if (to - known > NGX_HTTP_CHAT_ORDER_READ) {
-        to = known + NGX_HTTP_CHAT_ORDER_READ;
+    if (to - *after > NGX_HTTP_CHAT_ORDER_READ) {
+        to = *after + NGX_HTTP_CHAT_ORDER_READ;
     }
 
-    *after = known;
     *upto = to;
-    cv->asked = to;
+
+    if (to > cv->asked) {
+        cv->asked = to;
+    }
 
     return NGX_OK;
 }
@@ -793,6 +811,7 @@ ngx_http_chat_order_unask(ngx_uint_t cid)
 
     if (cv != NULL) {
         cv->asked = 0;
+        cv->early = cv->start;   /* nothing of it came: asked again */
     }
 }
 

@@ -233,6 +233,45 @@ def test_many_messages_cross_in_order_once(cluster):
     bob.close()
 
 
+def test_an_earlier_change_from_another_node_comes_after_a_local_one(
+        cluster, postgres):
+    """A worker follows a conversation from the first change it sees.  When
+    that was one committed on its own node, and another node's earlier
+    change was still on its way, the notice of the earlier one was declined
+    ("delivered already": it is numbered below) and never read: the first
+    messages of a conversation under load, lost for the receiver (bench
+    scenario f).  It now comes, late.
+
+    Deterministic: node2 starts after the conversation exists (its worker
+    knows no start), alice's message is committed without a notice (SQL),
+    bob's through node2, and only then does the notice of alice's arrive
+    (unsigned, as node1 would send it)."""
+    (a,) = cluster.start(1, secret=False)
+    alice = cluster.connect(a, "alice")
+    cid = alice.ok("conversation.create", kind="direct",
+                   user_id="bob")["conversation"]["id"]
+    (_, b) = cluster.start(1, secret=False)
+    bob = cluster.connect(b, "bob")
+
+    first = postgres.query(
+        "SELECT chat.api_message_send('alice', %s::jsonb)",
+        (json.dumps({"conversation_id": cid, "body": "first",
+                     "client_msg_id": new_id()}),))[0][0]
+    assert first["ok"]["message"]["seq"] == 1, first
+    mine = bob.ok("message.send", conversation_id=cid, body="second",
+                  client_msg_id=new_id())["message"]
+    assert mine["seq"] == 2
+    assert [m["body"] for m in created(bob, 1)] == ["second"]
+
+    with lowpriv(postgres) as db:
+        notify(db, {"o": "node1", "x": [["m", cid, 1, 1]]})
+    postgres.query("DROP ROLE m3_lowpriv")
+    assert [(m["seq"], m["body"]) for m in created(bob, 1)] == [
+        (1, "first")]
+    alice.close()
+    bob.close()
+
+
 def test_presence_across_nodes(cluster):
     a, b, c = cluster.start(3)
     alice, bob, conv = direct_pair(cluster, a, b)
