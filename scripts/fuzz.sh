@@ -15,7 +15,7 @@ cd "$REPO"
 
 parsers=(src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c
          src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c
-         src/ngx_http_chat_route.c)
+         src/ngx_http_chat_route.c src/ngx_http_chat_sniff.c)
 
 mkdir -p "$OUT/artifacts"
 shopt -s nullglob
