@@ -5,7 +5,8 @@
 # directly.  The corpus grows in build/fuzz/corpus/X/ (seeded from
 # fuzz/corpus/X/ and kept between runs); crashes land in
 # build/fuzz/artifacts/X-*.  The request target is seeded with the JSON
-# corpus of the tests (t/data/json) as well.
+# corpus of the tests (t/data/json) as well, and a target with a script
+# fuzz/X_seeds.py by the files it writes (sniff: files of each type).
 set -euo pipefail
 
 seconds=${1:-10}
@@ -15,7 +16,7 @@ cd "$REPO"
 
 parsers=(src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c
          src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c
-         src/ngx_http_chat_route.c)
+         src/ngx_http_chat_route.c src/ngx_http_chat_sniff.c)
 
 mkdir -p "$OUT/artifacts"
 shopt -s nullglob
@@ -42,6 +43,10 @@ for src in "${targets[@]}"; do
         json=(t/data/json/*.json)
         [ ${#json[@]} -gt 0 ] || { echo "fuzz: no t/data/json/" >&2; exit 1; }
         cp -f "${json[@]}" "$corpus/"
+    fi
+    if [ -f "fuzz/${x}_seeds.py" ]; then
+        python3 "fuzz/${x}_seeds.py" "$corpus" ||
+            { echo "fuzz: $x: fuzz/${x}_seeds.py failed" >&2; exit 1; }
     fi
 
     # libFuzzer exits non-zero on a crash, a leak, a timeout or an OOM
