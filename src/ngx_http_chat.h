@@ -20,6 +20,7 @@
 #include <ngx_http_chat_request.h>
 #include <ngx_http_chat_message.h>
 #include <ngx_http_chat_route.h>
+#include <ngx_http_chat_sniff.h>
 
 
 /* the module's version, for chat_build_info */
