@@ -238,9 +238,10 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
 /*
  * ?name=: the file's name as the client declares it (percent-encoded
- * UTF-8).  Only its last path component is kept (after '/' or '\'), without
- * control characters (C0, DEL, C1) and bidirectional overrides; "." and
- * ".." are no name.  At most 255 characters after that.
+ * UTF-8).  Only its last path component is kept (after '/' or '\'),
+ * without control characters (C0, DEL, C1), bidirectional marks and
+ * overrides and line separators; "." and ".." are no name.  At most 255
+ * characters after that.
  */
 
 static ngx_int_t
@@ -304,9 +305,14 @@ ngx_http_chat_upload_name(ngx_http_request_t *r, ngx_str_t *name,
             continue;
         }
 
-        /* U+202A..U+202E, U+2066..U+2069: they reorder what is shown */
+        /*
+         * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069 reorder what is
+         * shown; U+2028, U+2029 break lines
+         */
         if (p + 2 < end && p[0] == 0xe2
-            && ((p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae)
+            && ((p[1] == 0x80
+                 && (p[2] == 0x8e || p[2] == 0x8f
+                     || (p[2] >= 0xa8 && p[2] <= 0xae)))
                 || (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
         {
             p += 3;
@@ -631,6 +637,13 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 
     /* sizes past PostgreSQL's integer are no image a browser shows */
 
+    if (up->sniff.width > NGX_MAX_INT32_VALUE
+        || up->sniff.height > NGX_MAX_INT32_VALUE)
+    {
+        up->sniff.width = 0;
+        up->sniff.height = 0;
+    }
+
     req = json_pack("{s:s, s:I, s:s, s:o, s:o, s:o}",
                     "sha256", (char *) up->hex,
                     "size", (json_int_t) up->size,
@@ -639,10 +652,11 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
                             ? json_stringn((char *) up->name.data,
                                            up->name.len)
                             : json_null(),
-                    "width", up->sniff.width && up->sniff.width <= NGX_MAX_INT32_VALUE
+                    "width", up->sniff.width
                              ? json_integer(up->sniff.width) : json_null(),
-                    "height", up->sniff.height && up->sniff.height <= NGX_MAX_INT32_VALUE
-                              ? json_integer(up->sniff.height) : json_null());
+                    "height", up->sniff.height
+                              ? json_integer(up->sniff.height)
+                              : json_null());
     if (req == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;

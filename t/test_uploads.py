@@ -373,6 +373,7 @@ def test_not_configured(env):
     ("C%3A%5Cdocs%5Creport.pdf", "report.pdf"),
     ("x%01y%7Fz%0A.txt", "xyz.txt"),
     ("%E2%80%AEgpj.exe", "gpj.exe"),
+    ("a%E2%80%A8b%E2%80%8F%E2%81%A6c", "abc"),
     ("%20%20spaced%20name%20", "spaced name"),
     ("caf%C3%A9%20%E2%9C%93.png", "café ✓.png"),
     ("..", None),
@@ -598,3 +599,46 @@ def test_config_checks(nginx, tmp_path):
             "location /api/chat/ { chat_api; chat_upload_path %s; %s }"
             % (good, bad))
         assert rc != 0 and msg in out, (bad, out)
+
+
+# --------------------------------------------------------------------------
+# the SQL entry point's own checks (nginx sends only good rows)
+
+GOOD = {"sha256": "ab" * 32, "size": 10, "type": "image/png",
+        "name": "a.png", "width": 1, "height": 2}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"sha256": "AB" * 32}, "sha256 must be a SHA-256 in lower-case hex"),
+    ({"sha256": None}, "sha256 is missing"),
+    ({"size": 0}, "size must be a positive integer"),
+    ({"size": "10"}, "size must be a positive integer"),
+    ({"type": ""}, "type must be a media type"),
+    ({"name": "a/b"}, "name must be a file name of 1 to 255 characters"),
+    ({"name": "a\\b"}, "name must be a file name of 1 to 255 characters"),
+    ({"name": "a\nb"}, "name must be a file name of 1 to 255 characters"),
+    ({"name": "x" * 256}, "name must be a file name of 1 to 255 characters"),
+    ({"width": 0}, "width and height must be positive integers"),
+    ({"height": 2 ** 31}, "width and height must be positive integers"),
+])
+def test_sql_checks(postgres, change, message):
+    import json
+    postgres.reset()
+    req = dict(GOOD, **change)
+    req = {k: v for k, v in req.items() if v is not None}
+    out = postgres.query("SELECT chat.api_upload_create('alice', %s::jsonb)",
+                         (json.dumps(req),))[0][0]
+    assert out == {"error": {"code": "bad_request", "message": message}}
+    assert rows(postgres) == []
+
+
+def test_sql_row(postgres):
+    import json
+    postgres.reset()
+    out = postgres.query("SELECT chat.api_upload_create('alice', %s::jsonb)",
+                         (json.dumps(dict(GOOD, name=None, width=None,
+                                          height=None)),))[0][0]
+    up = out["ok"]["upload"]
+    assert up == {"id": up["id"], "size": 10, "type": "image/png",
+                  "name": None, "width": None, "height": None}
+    assert out["events"] == []
