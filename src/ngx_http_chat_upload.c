@@ -122,7 +122,8 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     /*
      * Too large: answered at once, the body left unread (the connection
-     * closes after a lingering read, as nginx does for its own 413).
+     * closes after a lingering read, as nginx does for its own 413; an
+     * HTTP/2 stream drops its DATA frames instead).
      */
 
     if (length > ccf->upload_max_size
@@ -131,8 +132,19 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
             && (ngx_uint_t) length * 1000
                > ccf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].burst))
     {
-        r->keepalive = 0;
-        r->lingering_close = 1;
+#if (NGX_HTTP_V2)
+        if (r->stream) {
+            rc = ngx_http_discard_request_body(r);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+        } else
+#endif
+        {
+            r->keepalive = 0;
+            r->lingering_close = 1;
+        }
 
         return ngx_http_chat_http_send_error(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
