@@ -165,15 +165,22 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                                            "bad_request", err, 0);
     }
 
-    /* a file per chat_upload_rate; the quota only peeked: the size may
-     * not be known yet, the bytes are taken once they are in */
+    /*
+     * The quota only peeked at (the bytes are taken once they are in, the
+     * size may not be known yet), then a file of chat_upload_rate taken
+     */
 
-    wait = ngx_http_chat_rate_check_user(ccf, user, NGX_HTTP_CHAT_RATE_UPLOAD);
+    wait = 0;
 
-    if (wait == 0 && length > 0) {
+    if (length > 0) {
         wait = ngx_http_chat_rate_spend(ccf, user,
                                         NGX_HTTP_CHAT_RATE_UPLOAD_BYTES,
                                         (ngx_uint_t) length, 1);
+    }
+
+    if (wait == 0) {
+        wait = ngx_http_chat_rate_check_user(ccf, user,
+                                             NGX_HTTP_CHAT_RATE_UPLOAD);
     }
 
     if (wait) {
