@@ -46,6 +46,12 @@ static char *ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_uint_t ngx_http_chat_any_origin(ngx_array_t *origins);
+static char *ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_chat_upload_location(ngx_conf_t *cf,
+    ngx_http_chat_loc_conf_t *conf);
+static ngx_int_t ngx_http_chat_upload_writable(ngx_cycle_t *cycle,
+    ngx_str_t *path);
 static ngx_int_t ngx_http_chat_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_exit_process(ngx_cycle_t *cycle);
@@ -135,6 +141,37 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_loc_conf_t, rates)
           + NGX_HTTP_CHAT_RATE_SEARCH * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
+    { ngx_string("chat_upload_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_upload_path,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_upload_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, upload_max_size),
+      NULL },
+
+    /* post: without burst=, a minute's files at once */
+    { ngx_string("chat_upload_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_rate_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, rates)
+          + NGX_HTTP_CHAT_RATE_UPLOAD * sizeof(ngx_http_chat_rate_t),
+      (void *) "minute" },
+
+    { ngx_string("chat_upload_quota"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_rate_quota_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, rates)
+          + NGX_HTTP_CHAT_RATE_UPLOAD_BYTES * sizeof(ngx_http_chat_rate_t),
       NULL },
 
     { ngx_string("chat_max_connections_per_user"),
@@ -486,6 +523,10 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->rates[0].rate = NGX_CONF_UNSET_UINT;
     conf->rates[1].rate = NGX_CONF_UNSET_UINT;
     conf->rates[2].rate = NGX_CONF_UNSET_UINT;
+    conf->rates[3].rate = NGX_CONF_UNSET_UINT;
+    conf->rates[4].rate = NGX_CONF_UNSET_UINT;
+    conf->upload_temp = NGX_CONF_UNSET_PTR;
+    conf->upload_max_size = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -551,6 +592,39 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         /* searches are costly: limited unless "off" says otherwise */
         conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].rate = 1000;
         conf->rates[NGX_HTTP_CHAT_RATE_SEARCH].burst = 20 * 1000;
+    }
+
+    if (conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD].rate == 0
+        && conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD].burst == 0)
+    {
+        /* 30 files a minute */
+        conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD].rate = 500;
+        conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD].burst = 30 * 1000;
+    }
+
+    if (conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].rate == 0
+        && conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].burst == 0)
+    {
+        /* 1 GB a day */
+        conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].rate =
+            (ngx_uint_t) 1024 * 1024 * 1024 * 1000 / 86400;
+        conf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].burst =
+            (ngx_uint_t) 1024 * 1024 * 1024 * 1000;
+    }
+
+    ngx_conf_merge_str_value(conf->upload_path, prev->upload_path, "");
+    ngx_conf_merge_ptr_value(conf->upload_temp, prev->upload_temp, NULL);
+    ngx_conf_merge_off_value(conf->upload_max_size, prev->upload_max_size,
+                             25 * 1024 * 1024);
+
+    if (conf->upload_max_size <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_upload_max_size\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->mode == NGX_HTTP_CHAT_MODE_API && conf->upload_temp != NULL) {
+        ngx_http_chat_upload_location(cf, conf);
     }
 
     if (conf->max_connections_per_user > 255) {
@@ -700,6 +774,10 @@ static ngx_int_t
 ngx_http_chat_postconfiguration(ngx_conf_t *cf)
 {
     ngx_http_chat_dev_token_listen(cf);
+
+    if (ngx_http_chat_upload_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_chat_api_init(cf);
 }
@@ -1313,6 +1391,130 @@ ngx_http_chat_service_claim(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * chat_upload_path PATH: the upload store; its tmp/ (made by nginx at
+ * start, as every temp path, and owned by the workers' user) holds the
+ * bodies being read.  PATH must be a directory now; whether the workers
+ * may write it is checked once the user is known (init_module).
+ */
+
+static char *
+ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    u_char                     *p;
+    ngx_str_t                  *value, *slot;
+    ngx_path_t                 *path;
+    ngx_file_info_t             fi;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (ccf->upload_temp != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    ccf->upload_path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &ccf->upload_path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    while (ccf->upload_path.len > 1
+           && ccf->upload_path.data[ccf->upload_path.len - 1] == '/')
+    {
+        ccf->upload_path.len--;
+    }
+
+    /* NUL-terminated, and room for "/tmp" */
+    p = ngx_pnalloc(cf->pool, ccf->upload_path.len + sizeof("/tmp"));
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, ccf->upload_path.data, ccf->upload_path.len);
+    p[ccf->upload_path.len] = '\0';
+    ccf->upload_path.data = p;
+
+    if (ngx_file_info(p, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "chat_upload_path \"%s\" cannot be used", p);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat_upload_path \"%s\" is not a directory", p);
+        return NGX_CONF_ERROR;
+    }
+
+    path = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
+    if (path == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    path->name.len = ccf->upload_path.len + sizeof("/tmp") - 1;
+    path->name.data = ngx_pnalloc(cf->pool, path->name.len + 1);
+    if (path->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(path->name.data, "%V/tmp%Z", &ccf->upload_path);
+
+    path->conf_file = cf->conf_file->file.name.data;
+    path->line = cf->conf_file->line;
+
+    ccf->upload_temp = path;
+
+    if (ngx_add_path(cf, &ccf->upload_temp) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (cmcf->upload_paths == NULL) {
+        cmcf->upload_paths = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        if (cmcf->upload_paths == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    slot = ngx_array_push(cmcf->upload_paths);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = ccf->upload_path;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A chat_api location with uploads: nginx reads their bodies into the
+ * store's tmp/ (a link into the store is then a rename on one
+ * filesystem), and its own client_max_body_size must let through what
+ * chat_upload_max_size allows (upload.c answers past it, and
+ * chat_max_message_size still bounds every JSON body).
+ */
+
+static void
+ngx_http_chat_upload_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    clcf->client_body_temp_path = conf->upload_temp;
+
+    if (clcf->client_max_body_size
+        && clcf->client_max_body_size < conf->upload_max_size)
+    {
+        clcf->client_max_body_size = conf->upload_max_size;
+    }
+}
+
+
 /* chat_allowed_origins (WebSocket) and chat_cors_origins (REST) */
 
 static char *
@@ -1413,7 +1615,20 @@ ngx_http_chat_init_module(ngx_cycle_t *cycle)
     ngx_core_conf_t            *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
 
+    ngx_str_t                  *path;
+    ngx_uint_t                  i;
+
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_chat_module);
+
+    if (cmcf != NULL && cmcf->upload_paths != NULL) {
+        path = cmcf->upload_paths->elts;
+
+        for (i = 0; i < cmcf->upload_paths->nelts; i++) {
+            if (ngx_http_chat_upload_writable(cycle, &path[i]) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+    }
 
     if (cmcf == NULL || cmcf->endpoints == 0 || cmcf->zone != NULL) {
         return NGX_OK;
@@ -1428,6 +1643,54 @@ ngx_http_chat_init_module(ngx_cycle_t *cycle)
                       "WebSockets of the worker that made it; add "
                       "\"chat_zone chat 64m;\" to the http block",
                       ccf->worker_processes);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The workers make directories and links in chat_upload_path as the
+ * "user" of nginx.conf: a master running as root checks the directory's
+ * mode for that user (its primary group only), any other checks itself.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_writable(ngx_cycle_t *cycle, ngx_str_t *path)
+{
+    ngx_uint_t        ok;
+    ngx_core_conf_t  *ccf;
+    ngx_file_info_t   fi;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ngx_file_info(path->data, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "chat_upload_path \"%s\" cannot be used", path->data);
+        return NGX_ERROR;
+    }
+
+    if (geteuid() != 0 || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT
+        || ccf->user == 0)
+    {
+        ok = (access((char *) path->data, W_OK|X_OK) == 0);
+
+    } else if (fi.st_uid == ccf->user) {
+        ok = (fi.st_mode & (S_IWUSR|S_IXUSR)) == (S_IWUSR|S_IXUSR);
+
+    } else if (fi.st_gid == ccf->group) {
+        ok = (fi.st_mode & (S_IWGRP|S_IXGRP)) == (S_IWGRP|S_IXGRP);
+
+    } else {
+        ok = (fi.st_mode & (S_IWOTH|S_IXOTH)) == (S_IWOTH|S_IXOTH);
+    }
+
+    if (!ok) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "chat_upload_path \"%s\" is not writable by the "
+                      "worker processes' user: chown it to that user",
+                      path->data);
+        return NGX_ERROR;
     }
 
     return NGX_OK;

@@ -142,6 +142,7 @@ typedef struct {
     ngx_str_t                     limits;     /* chat_limits, as SET ... */
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
     ngx_array_t                  *dev_tokens; /* of ngx_http_chat_dev_t */
+    ngx_array_t                  *upload_paths;  /* ngx_str_t, to check */
 } ngx_http_chat_main_conf_t;
 
 
@@ -170,7 +171,9 @@ typedef struct {
 #define NGX_HTTP_CHAT_RATE_SEND    0
 #define NGX_HTTP_CHAT_RATE_TYPING  1
 #define NGX_HTTP_CHAT_RATE_SEARCH  2
-#define NGX_HTTP_CHAT_RATES        3
+#define NGX_HTTP_CHAT_RATE_UPLOAD  3  /* files */
+#define NGX_HTTP_CHAT_RATE_UPLOAD_BYTES  4  /* the daily quota, in bytes */
+#define NGX_HTTP_CHAT_RATES        5
 
 
 typedef struct {
@@ -209,6 +212,11 @@ typedef struct {
     /* sends, typing, message searches; rate 0: none */
     ngx_http_chat_rate_t          rates[NGX_HTTP_CHAT_RATES];
     ngx_uint_t                    user_directory;  /* 1: open */
+
+    /* uploads: the store (no trailing slash; empty: none), its tmp/ */
+    ngx_str_t                     upload_path;
+    ngx_path_t                   *upload_temp;
+    off_t                         upload_max_size;
 } ngx_http_chat_loc_conf_t;
 
 
@@ -316,6 +324,7 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 #include <ngx_http_chat_typing.h>
 #include <ngx_http_chat_session.h>
 #include <ngx_http_chat_echo.h>
+#include <ngx_http_chat_upload.h>
 #include <ngx_http_chat_handshake.h>
 #include <ngx_http_chat_api.h>
 

@@ -9,6 +9,7 @@
  * Request bodies are read asynchronously, at most chat_max_message_size
  * bytes, and must be one JSON object (the WebSocket envelope's rules:
  * depth, duplicate keys, NUL).  Path parameters win over body fields.
+ * An upload's body is a file: upload.c streams it to disk.
  */
 
 
@@ -397,6 +398,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
 
         return ngx_http_chat_api_refuse(r, NGX_HTTP_NOT_ALLOWED,
                                         "bad_request", "method not allowed");
+    }
+
+    if (api->route.route == NGX_HTTP_CHAT_ROUTE_UPLOADS) {
+        /* a file, not JSON: streamed to disk (upload.c) */
+        return ngx_http_chat_upload_handler(r, &api->ctx, &api->ctx.id.id);
     }
 
     if (bit & (NGX_HTTP_CHAT_M_POST | NGX_HTTP_CHAT_M_PUT

@@ -12,7 +12,7 @@
 
 
 static ngx_msec_t ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate,
-    ngx_msec_t *last, ngx_uint_t *excess);
+    ngx_msec_t *last, ngx_uint_t *excess, ngx_uint_t cost, ngx_uint_t peek);
 
 
 /*
@@ -88,7 +88,8 @@ ngx_http_chat_rate_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     r->rate = rate * 1000 / scale;
-    r->burst = (burst ? burst : 1) * 1000;
+    /* cmd->post: without burst=, a unit's worth at once (chat_upload_rate) */
+    r->burst = (burst ? burst : (cmd->post ? rate : 1)) * 1000;
 
     return NGX_CONF_OK;
 
@@ -98,6 +99,50 @@ invalid:
                        "invalid value \"%V\": expected RATEr/s or RATEr/m "
                        "and burst=N, or off", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * chat_upload_quota 1g | off: bytes per user per day, a bucket that holds
+ * a day's quota and drains in a day.
+ */
+
+char *
+ngx_http_chat_rate_quota_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    off_t                  quota;
+    ngx_str_t             *value;
+    ngx_http_chat_rate_t  *r;
+
+    r = (ngx_http_chat_rate_t *) ((char *) conf + cmd->offset);
+
+    if (r->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        r->rate = 0;
+        r->burst = 1;
+        return NGX_CONF_OK;
+    }
+
+    quota = ngx_parse_offset(&value[1]);
+
+    /* in thousandths of a byte: at most a petabyte */
+    if (quota <= 0 || quota > (off_t) 1 << 50) {
+        return "is invalid: expected a size (\"10g\") or off";
+    }
+
+    r->rate = (ngx_uint_t) quota * 1000 / 86400;
+    r->burst = (ngx_uint_t) quota * 1000;
+
+    if (r->rate == 0) {
+        r->rate = 1;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -116,7 +161,7 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
     if (ngx_http_chat_zone_sh == NULL || !wc->present) {
         b = &buckets[kind];
         return ngx_http_chat_rate_take(&wc->conf->rates[kind], &b->last,
-                                       &b->excess);
+                                       &b->excess, 1000, 0);
     }
 
     return ngx_http_chat_rate_check_user(wc->conf, &wc->id.id, kind);
@@ -132,6 +177,19 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
 ngx_msec_t
 ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
     ngx_uint_t kind)
+{
+    return ngx_http_chat_rate_spend(conf, id, kind, 1, 0);
+}
+
+
+/*
+ * The same for a cost of n (requests, or bytes for the upload quota);
+ * peek: only whether it would pass, nothing taken.
+ */
+
+ngx_msec_t
+ngx_http_chat_rate_spend(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
+    ngx_uint_t kind, ngx_uint_t n, ngx_uint_t peek)
 {
     ngx_msec_t                 wait;
     ngx_http_chat_rate_t      *rate;
@@ -154,7 +212,8 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
 
     if (p != NULL) {
         b = &p->buckets[kind];
-        wait = ngx_http_chat_rate_take(rate, &b->last, &b->excess);
+        wait = ngx_http_chat_rate_take(rate, &b->last, &b->excess, n * 1000,
+                                       peek);
     }
 
     ngx_http_chat_zone_unlock();
@@ -165,7 +224,7 @@ ngx_http_chat_rate_check_user(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
 
 static ngx_msec_t
 ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
-    ngx_uint_t *excess)
+    ngx_uint_t *excess, ngx_uint_t cost, ngx_uint_t peek)
 {
     ngx_msec_t      now;
     ngx_msec_int_t  left, elapsed;
@@ -183,6 +242,11 @@ ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
         elapsed = 0;
     }
 
+    /* a day's quota in bytes drains in a day: no bucket holds more */
+    if (elapsed > 2 * 86400000) {
+        elapsed = 2 * 86400000;
+    }
+
     /* what drained since the last request, then this request's share */
 
     left = (ngx_msec_int_t) *excess
@@ -192,11 +256,15 @@ ngx_http_chat_rate_take(ngx_http_chat_rate_t *rate, ngx_msec_t *last,
         left = 0;
     }
 
-    left += 1000;
+    left += cost;
 
     if ((ngx_uint_t) left > rate->burst) {
         /* refused requests do not fill the bucket */
         return (ngx_msec_t) ((left - rate->burst) * 1000 / rate->rate) + 1;
+    }
+
+    if (peek) {
+        return 0;
     }
 
     *excess = (ngx_uint_t) left;

@@ -59,7 +59,9 @@ static const struct {
     { U | D,     "PUT, DELETE",
       "blocks/{user}" },
     { G,         "GET, HEAD",
-      "presence" }
+      "presence" },
+    { P,         "POST",
+      "uploads" }
 };
 
 
@@ -204,6 +206,11 @@ ngx_http_chat_route_parse(ngx_http_chat_route_t *rt, const u_char *path,
 
     if (ngx_http_chat_route_rest(p, end, "presence")) {
         rt->route = NGX_HTTP_CHAT_ROUTE_PRESENCE;
+        return 0;
+    }
+
+    if (ngx_http_chat_route_rest(p, end, "uploads")) {
+        rt->route = NGX_HTTP_CHAT_ROUTE_UPLOADS;
         return 0;
     }
 

@@ -35,6 +35,7 @@ typedef enum {
     NGX_HTTP_CHAT_ROUTE_BLOCKS,             /* blocks */
     NGX_HTTP_CHAT_ROUTE_BLOCK,              /* blocks/{user} */
     NGX_HTTP_CHAT_ROUTE_PRESENCE,           /* presence */
+    NGX_HTTP_CHAT_ROUTE_UPLOADS,            /* uploads */
     NGX_HTTP_CHAT_ROUTE_COUNT
 } ngx_http_chat_route_e;
 

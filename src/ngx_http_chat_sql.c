@@ -143,7 +143,10 @@ static ngx_http_chat_pg_stmt_t
           "SELECT chat.api_presence_audience($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_PRESENCE_MEMBERS] =
         { "chat_presence_members",
-          "SELECT chat.api_presence_members($1, $2::jsonb)", 2 }
+          "SELECT chat.api_presence_members($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_UPLOAD_CREATE] =
+        { "chat_upload_create",
+          "SELECT chat.api_upload_create($1, $2::jsonb)", 2 }
 };
 
 

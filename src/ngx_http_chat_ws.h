@@ -113,6 +113,7 @@ struct ngx_http_chat_conn_s {
 typedef struct {
     ngx_http_chat_identity_t      id;
     ngx_http_chat_conn_t         *wc;
+    void                         *upload;    /* REST: upload.c's state */
 } ngx_http_chat_ctx_t;
 
 

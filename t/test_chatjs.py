@@ -10,8 +10,11 @@ nginx, and may reload it (SIGHUP to the master) to see every client get
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
+
+from conftest import base_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(REPO, "web")
@@ -20,7 +23,7 @@ NODE = os.environ.get("CHAT_NODE") or shutil.which("node") or "/usr/bin/node"
 LOCATIONS = """
     location = /chat/ws { chat_websocket; }
     location = /chat/ws-short { chat_websocket; chat_jwt_leeway 0; }
-    location /api/chat/ { chat_api; }
+    location /api/chat/ { chat_api; chat_upload_path %s; }
 """
 
 
@@ -31,12 +34,16 @@ def test_chat_js(nginx, postgres):
     if not os.path.exists(NODE):
         pytest.fail("node is missing (set CHAT_NODE)", pytrace=False)
     postgres.reset()
-    ng = nginx(LOCATIONS, http='chat_zone chat 8m;\n'
+    # the upload store (web/test/upload.test.mjs), the workers' (nobody)
+    store = tempfile.mkdtemp(prefix="store-", dir=base_dir())
+    os.chown(store, 65534, 65534)
+    ng = nginx(LOCATIONS % store, http='chat_zone chat 8m;\n'
                                'chat_postgres "%s" pool=2;' % postgres.dsn)
     env = dict(os.environ,
                CHAT_JS_PORT=str(ng.port),
                CHAT_JS_KEY_FILE=os.path.join(ng.prefix, "jwt.key"),
-               CHAT_JS_NGINX_PID=str(ng.pid))
+               CHAT_JS_NGINX_PID=str(ng.pid),
+               CHAT_JS_UPLOAD_PATH=store)
     try:
         r = subprocess.run([NODE, "--test", "--test-reporter=spec", "test/"],
                            cwd=WEB, env=env, stdin=subprocess.DEVNULL,

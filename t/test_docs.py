@@ -245,6 +245,17 @@ def test_defaults_match_the_merge_functions():
         field = re.search(r"offsetof\(\w+,\s*(\w+)\)", cmd["offset"])
         slot = cmd["set"]
         if not slot.startswith("ngx_conf_set_") or field is None:
+            if name in ("chat_upload_rate", "chat_upload_quota"):
+                # the merge sets them: 30 files a minute, 1 GB a day
+                src = read(os.path.join(REPO, "ngx_http_chat_module.c"))
+                assert "UPLOAD].rate = 500;" in src
+                assert "UPLOAD].burst = 30 * 1000;" in src
+                assert "(ngx_uint_t) 1024 * 1024 * 1024 * 1000;" in src
+                assert doc == {"chat_upload_rate":
+                               "chat_upload_rate 30r/m burst=30;",
+                               "chat_upload_quota":
+                               "chat_upload_quota 1g;"}[name], doc
+                continue
             if name == "chat_search_rate":
                 # the merge sets it: 1r/s is 1000 per 1000 s, burst 20
                 src = read(os.path.join(REPO, "ngx_http_chat_module.c"))
@@ -266,7 +277,7 @@ def test_defaults_match_the_merge_functions():
             assert shown == {"0": "off", "1": "on"}[value], (name, doc, value)
         elif slot == "ngx_conf_set_num_slot":
             assert int(shown) == c_number(value), (name, doc, value)
-        elif slot == "ngx_conf_set_size_slot":
+        elif slot in ("ngx_conf_set_size_slot", "ngx_conf_set_off_slot"):
             assert nginx_size(shown) == c_number(value), (name, doc, value)
         elif slot == "ngx_conf_set_msec_slot":
             assert nginx_msec(shown) == c_number(value), (name, doc, value)
@@ -307,7 +318,12 @@ def doc_keys(tmp_path, doc_key):
                     str(pem)], check=True, capture_output=True)
     secret = tmp_path / "chat-cluster.secret"
     secret.write_text(os.urandom(32).hex() + "\n")
-    return {"/etc/nginx/chat.key": doc_key,
+    # the upload store: a directory the workers (nobody) may write
+    store = tmp_path / "chat-uploads"
+    store.mkdir()
+    os.chown(store, 65534, 65534)
+    return {"/var/lib/nginx/chat-uploads": str(store),
+            "/etc/nginx/chat.key": doc_key,
             "/etc/nginx/chat.pub.pem": str(pem),
             "/etc/nginx/chat-cluster.secret": str(secret)}
 

@@ -8,11 +8,12 @@ export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
  * The error codes of the server, and those of the client itself:
  * `timeout` (no answer within `requestTimeout`; the connection is then
  * given up and made again), `cancelled` (a send removed with
- * {@link ChatClient.cancel}).
+ * {@link ChatClient.cancel}, or an upload aborted through its signal).
  */
 export type ErrorCode =
   | "bad_request" | "unauthorized" | "forbidden" | "not_found" | "conflict"
   | "too_large" | "rate_limited" | "unavailable" | "internal"
+  | "insufficient_storage"
   | "timeout" | "cancelled";
 
 /** A user, from the claims of their token. */
@@ -237,6 +238,10 @@ export interface ChatClientOptions {
   WebSocket?: any;
   /** Default globalThis.fetch. */
   fetch?: typeof globalThis.fetch;
+  /** For {@link ChatClient.upload}: default globalThis.XMLHttpRequest
+   *  (browsers); without one, uploads go through fetch, with no progress
+   *  until the end. */
+  XMLHttpRequest?: any;
   /** Default: in memory, gone with the client. */
   storage?: ChatStorage;
   /** The prefix of the storage keys ("<prefix>.cursors",
@@ -272,6 +277,30 @@ export class ChatError extends Error {
   retryAfterMs: number | null;
   /** The HTTP status, for REST calls and refused handshakes. */
   status: number | null;
+}
+
+/** A stored file (POST uploads). `type` is detected from the bytes;
+ *  `width`/`height` are an image's, else null. */
+export interface Upload {
+  id: number;
+  size: number;
+  type: string;
+  name: string | null;
+  width: number | null;
+  height: number | null;
+}
+
+export interface UploadOptions {
+  /** The name shown with the file; default the File's name. Only its
+   *  base name is kept by the server. */
+  name?: string;
+  /** Called as the body goes out: bytes sent and the total. */
+  onProgress?: (progress: { loaded: number; total: number }) => void;
+  /** Aborting it cancels the upload: the promise rejects with
+   *  ChatError "cancelled", and the server keeps nothing of it. */
+  signal?: AbortSignal;
+  /** This call's XMLHttpRequest class (default the client's). */
+  XMLHttpRequest?: any;
 }
 
 /** message.send fields of a message waiting in the outbox. */
@@ -429,6 +458,19 @@ export class ChatClient {
    * Example: `await chat.rest("POST", "conversations/45/read", {seq: 17})`.
    */
   rest<T = any>(method: string, path: string, body?: unknown): Promise<T>;
+
+  /**
+   * Uploads a file (POST uploads under apiBase, the body as it is) with
+   * progress and cancel; resolves with the Upload, rejects with a
+   * ChatError (too_large 413, rate_limited 429 with retryAfterMs,
+   * insufficient_storage 507, unavailable, cancelled). With a token
+   * function, a 401 is retried once with a fresh token (the file is sent
+   * again).
+   * Example: `const up = await chat.upload(input.files[0],
+   *   {onProgress: ({loaded, total}) => bar.value = loaded / total})`.
+   */
+  upload(file: Blob | ArrayBuffer | ArrayBufferView,
+         options?: UploadOptions): Promise<Upload>;
 }
 
 export default ChatClient;

@@ -39,7 +39,7 @@ class MemoryStorage {
 const HTTP_CODES = { 400: "bad_request", 401: "unauthorized", 403: "forbidden",
                      404: "not_found", 405: "bad_request", 409: "conflict",
                      413: "too_large", 429: "rate_limited",
-                     503: "unavailable" };
+                     503: "unavailable", 507: "insufficient_storage" };
 
 function errorFrom(obj, status = null) {
   const e = obj && typeof obj === "object" ? obj : {};
@@ -116,6 +116,7 @@ export class ChatClient {
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     const f = options.fetch ?? globalThis.fetch;
     this._fetch = f ? (...a) => f(...a) : null;   // fetch needs no `this`
+    this._XHR = options.XMLHttpRequest ?? globalThis.XMLHttpRequest ?? null;
     this._storage = options.storage ?? new MemoryStorage();
     this._prefix = options.storagePrefix ?? "chat";
     this._backoff = { min: 500, max: 30000, ...(options.backoff || {}) };
@@ -888,6 +889,103 @@ export class ChatClient {
       throw err;
     }
   }
+
+  // --------------------------------------------------------------- uploads
+
+  /** POST uploads: the file as the body, its name as ?name=; resolves
+   *  with the Upload. XMLHttpRequest when there is one (upload progress),
+   *  else fetch (onProgress once, at the end). */
+  async upload(file, options = {}) {
+    if (!this.apiBase) throw new ChatError("bad_request", "apiBase is not set");
+    const { onProgress = null, signal = null } = options;
+    const name = options.name ?? (typeof file?.name === "string" ? file.name : "");
+    const url = String(this.apiBase).replace(/\/?$/, "/") + "uploads" +
+      (name ? "?name=" + encodeURIComponent(name) : "");
+    const XHR = options.XMLHttpRequest ?? this._XHR;
+    if (!XHR && !this._fetch) {
+      throw new ChatError("bad_request", "no XMLHttpRequest or fetch: pass options.fetch");
+    }
+    const progress = (loaded, total) => {
+      if (!onProgress) return;
+      try { onProgress({ loaded, total }); } catch (e) { report(e); }
+    };
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted) throw new ChatError("cancelled", "upload cancelled");
+      const token = attempt === 0 && this._currentToken != null
+        ? this._currentToken
+        : await this._getToken(attempt === 0 ? "rest" : "unauthorized");
+      const res = XHR
+        ? await xhrPost(XHR, url, token, file, signal, progress)
+        : await this._fetchPost(url, token, file, signal, progress);
+      const data = parseJSON(res.text, null);
+      if (res.status >= 200 && res.status < 300) return data?.upload ?? null;
+      if (res.status === 401 && attempt === 0 && typeof this._token === "function") {
+        continue;                               // once more with a fresh token
+      }
+      const after = parseFloat(res.retryAfter);
+      const err = data && data.error
+        ? errorFrom(data.error, res.status)
+        : new ChatError(HTTP_CODES[res.status] ?? "internal", `HTTP ${res.status}`,
+                        { status: res.status });
+      if (err.retryAfterMs == null && Number.isFinite(after)) err.retryAfterMs = after * 1000;
+      throw err;
+    }
+  }
+
+  async _fetchPost(url, token, file, signal, progress) {
+    let res;
+    try {
+      res = await this._fetch(url, {
+        method: "POST", body: file, signal: signal ?? undefined,
+        headers: { Authorization: "Bearer " + token, Accept: "application/json" },
+      });
+    } catch (e) {
+      if (signal?.aborted) throw new ChatError("cancelled", "upload cancelled");
+      throw new ChatError("unavailable", "network error: " + (e && e.message));
+    }
+    const text = await res.text();
+    if (res.ok) {
+      const size = bodySize(file);
+      progress(size, size);
+    }
+    return { status: res.status, text, retryAfter: res.headers.get("Retry-After") };
+  }
+}
+
+function bodySize(file) {
+  return file?.size ?? file?.byteLength ?? file?.length ?? 0;
+}
+
+/** One POST through XMLHttpRequest: {status, text, retryAfter}; rejects
+ *  "cancelled" when signal aborts it, "unavailable" on a network error. */
+function xhrPost(XHR, url, token, file, signal, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XHR();
+    const abort = () => xhr.abort();
+    const done = () => signal?.removeEventListener("abort", abort);
+    xhr.open("POST", url);
+    xhr.setRequestHeader("Authorization", "Bearer " + token);
+    xhr.setRequestHeader("Accept", "application/json");
+    if (xhr.upload) {
+      xhr.upload.onprogress = (e) =>
+        progress(e.loaded, e.lengthComputable ? e.total : bodySize(file));
+    }
+    xhr.onload = () => {
+      done();
+      resolve({ status: xhr.status, text: xhr.responseText,
+                retryAfter: xhr.getResponseHeader("Retry-After") });
+    };
+    xhr.onerror = () => {
+      done();
+      reject(new ChatError("unavailable", "network error"));
+    };
+    xhr.onabort = () => {
+      done();
+      reject(new ChatError("cancelled", "upload cancelled"));
+    };
+    signal?.addEventListener("abort", abort, { once: true });
+    xhr.send(file);
+  });
 }
 
 export default ChatClient;

@@ -70,6 +70,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_typing,
     chat.api_unblock,
     chat.api_unread,
+    chat.api_upload_create,
     chat.api_user_upsert,
     chat.api_users_search
 TO chat_runtime;

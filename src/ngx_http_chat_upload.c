@@ -1,0 +1,850 @@
+
+/*
+ * POST uploads: a file into the content-addressed store under
+ * chat_upload_path, and its row in chat.uploads.
+ *
+ * nginx reads the body into a temporary file in chat_upload_path/tmp (the
+ * location's client_body_temp_path, set at configuration), never into
+ * memory whole.  A request body filter of this module sees every byte on
+ * its way to that file once: it counts them against chat_upload_max_size
+ * (chunked bodies too), feeds SHA-256 and keeps the first
+ * NGX_HTTP_CHAT_SNIFF_HEAD bytes for the sniffer, so the file is never
+ * read back.  Once the body is in, the file is linked to ab/cd/<sha256>
+ * (same filesystem: a link, atomic, and never over another file) and
+ * nginx's cleanup removes the temporary name whatever happened, the
+ * client leaving mid-upload included.  Then the row, through the pool.
+ *
+ * The directories and the link are made by the worker itself, as nginx's
+ * own dav and proxy_store do: metadata operations of a local filesystem.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_sniff.h>
+#include <ngx_http_chat_utf8.h>
+
+#include <openssl/evp.h>
+
+
+/* a name's length, in characters */
+#define NGX_HTTP_CHAT_UPLOAD_NAME_MAX  255
+
+
+typedef struct {
+    ngx_str_t                    *user;      /* the owner */
+    EVP_MD_CTX                   *sha;
+    u_char                       *head;      /* the sniffer's bytes */
+    size_t                        head_len;
+    off_t                         size;      /* bytes seen so far */
+    off_t                         max;
+    ngx_err_t                     err;       /* of a failed write */
+    ngx_str_t                     name;      /* len 0: none */
+    ngx_http_chat_sniff_t         sniff;
+    u_char                        hex[2 * 32 + 1];
+    unsigned                      over:1;
+} ngx_http_chat_upload_t;
+
+
+static ngx_int_t ngx_http_chat_upload_name(ngx_http_request_t *r,
+    ngx_str_t *name, const char **err);
+static ngx_int_t ngx_http_chat_upload_refuse(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message,
+    ngx_msec_t wait);
+static void ngx_http_chat_upload_cleanup(void *data);
+static ngx_int_t ngx_http_chat_upload_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_chat_upload_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_upload_failed(ngx_http_request_t *r,
+    ngx_int_t rc);
+static void ngx_http_chat_upload_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_upload_store(ngx_http_request_t *r,
+    ngx_http_chat_upload_t *up, ngx_str_t *temp);
+static ngx_int_t ngx_http_chat_upload_store_failed(ngx_http_request_t *r,
+    ngx_err_t err, const char *what, u_char *path);
+static ngx_int_t ngx_http_chat_upload_error(ngx_http_request_t *r,
+    ngx_int_t status);
+static void ngx_http_chat_upload_unlink(ngx_http_request_t *r,
+    ngx_str_t *temp);
+static void ngx_http_chat_upload_done(ngx_http_chat_store_done_t *done,
+    json_t *result);
+
+
+static ngx_http_request_body_filter_pt  ngx_http_chat_upload_next;
+
+
+/* the body filter, in front of nginx's own (which saves to the file) */
+
+ngx_int_t
+ngx_http_chat_upload_init(ngx_conf_t *cf)
+{
+    ngx_http_chat_upload_next = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_chat_upload_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The route, once api.c has authenticated the caller (user: whom the file
+ * belongs to) and checked the method.  Returns what a content handler
+ * does.
+ */
+
+ngx_int_t
+ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_str_t *user)
+{
+    off_t                       length;
+    ngx_int_t                   rc;
+    ngx_msec_t                  wait;
+    const char                 *err;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_chat_upload_t     *up;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (ccf->upload_path.len == 0) {
+        return ngx_http_chat_upload_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "unavailable",
+                                           "uploads are not configured", 0);
+    }
+
+    if (cmcf->pg == NULL) {
+        return ngx_http_chat_upload_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "unavailable",
+                                           "storage is not configured", 0);
+    }
+
+    length = r->headers_in.content_length_n;
+
+    /*
+     * Too large: answered at once, the body left unread (the connection
+     * closes after a lingering read, as nginx does for its own 413; an
+     * HTTP/2 stream drops its DATA frames instead).
+     */
+
+    if (length > ccf->upload_max_size
+        || (length > 0
+            && ccf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].rate
+            && (ngx_uint_t) length * 1000
+               > ccf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].burst))
+    {
+#if (NGX_HTTP_V2)
+        if (r->stream) {
+            rc = ngx_http_discard_request_body(r);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+        } else
+#endif
+        {
+            r->keepalive = 0;
+            r->lingering_close = 1;
+        }
+
+        return ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large",
+                                        length > ccf->upload_max_size
+                                        ? "the file is too large"
+                                        : "the file is larger than the "
+                                          "daily upload quota");
+    }
+
+    up = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_upload_t));
+    if (up == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_chat_upload_name(r, &up->name, &err) != NGX_OK) {
+        return ngx_http_chat_upload_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                           "bad_request", err, 0);
+    }
+
+    /*
+     * The quota only peeked at (the bytes are taken once they are in, the
+     * size may not be known yet), then a file of chat_upload_rate taken
+     */
+
+    wait = 0;
+
+    if (length > 0) {
+        wait = ngx_http_chat_rate_spend(ccf, user,
+                                        NGX_HTTP_CHAT_RATE_UPLOAD_BYTES,
+                                        (ngx_uint_t) length, 1);
+    }
+
+    if (wait == 0) {
+        wait = ngx_http_chat_rate_check_user(ccf, user,
+                                             NGX_HTTP_CHAT_RATE_UPLOAD);
+    }
+
+    if (wait) {
+        ngx_http_chat_stat(cmcf, rate_limited, 1);
+        return ngx_http_chat_upload_refuse(r, 429, "rate_limited",
+                                           "too many uploads, slow down",
+                                           wait);
+    }
+
+    up->user = user;
+    up->max = ccf->upload_max_size;
+
+    up->head = ngx_pnalloc(r->pool, NGX_HTTP_CHAT_SNIFF_HEAD);
+    if (up->head == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    up->sha = EVP_MD_CTX_new();
+    if (up->sha == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_chat_upload_cleanup;
+    cln->data = up;
+
+    if (EVP_DigestInit_ex(up->sha, EVP_sha256(), NULL) != 1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->upload = up;
+
+    /*
+     * The body into a file under chat_upload_path/tmp, whatever its size:
+     * a named one (persistent), so that it can be linked into the store,
+     * and removed by the request pool's cleanup (clean), also when the
+     * client goes away.
+     */
+
+    r->request_body_in_file_only = 1;
+    r->request_body_in_persistent_file = 1;
+    r->request_body_in_clean_file = 1;
+    r->request_body_file_log_level = 0;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_chat_upload_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return ngx_http_chat_upload_failed(r, rc);
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return NGX_DONE;
+    }
+#endif
+
+    if (rc == NGX_AGAIN) {
+        /*
+         * The rest comes in later reads: nginx's read handler would answer
+         * a failure with its own error page; ours reads the same way
+         * (ngx_http_read_unbuffered_request_body is the public entry to
+         * nginx's reading loop) and answers in JSON.
+         */
+        r->read_event_handler = ngx_http_chat_upload_read;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * ?name=: the file's name as the client declares it (percent-encoded
+ * UTF-8).  Only its last path component is kept (after '/' or '\'),
+ * without control characters (C0, DEL, C1), bidirectional marks and
+ * overrides and line separators; "." and ".." are no name.  At most 255
+ * characters after that.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_name(ngx_http_request_t *r, ngx_str_t *name,
+    const char **err)
+{
+    u_char     *buf, *p, *src, *dst, *start, *end;
+    size_t      n;
+    ngx_str_t   arg;
+
+    ngx_str_null(name);
+
+    if (ngx_http_arg(r, (u_char *) "name", sizeof("name") - 1, &arg)
+        != NGX_OK || arg.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    buf = ngx_pnalloc(r->pool, arg.len);
+    if (buf == NULL) {
+        *err = "out of memory";
+        return NGX_ERROR;
+    }
+
+    p = buf;
+    src = arg.data;
+    ngx_unescape_uri(&p, &src, arg.len, 0);
+    end = p;
+
+    if (ngx_http_chat_utf8_validate(NGX_HTTP_CHAT_UTF8_ACCEPT, buf, end - buf)
+        != NGX_HTTP_CHAT_UTF8_ACCEPT)
+    {
+        *err = "name must be UTF-8";
+        return NGX_ERROR;
+    }
+
+    /* the last component */
+
+    start = buf;
+
+    for (p = buf; p < end; p++) {
+        if (*p == '/' || *p == '\\') {
+            start = p + 1;
+        }
+    }
+
+    /* controls out, in place */
+
+    dst = start;
+
+    for (p = start; p < end; /* void */) {
+
+        if (*p < 0x20 || *p == 0x7f) {
+            p++;
+            continue;
+        }
+
+        /* U+0080..U+009F */
+        if (p + 1 < end && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            p += 2;
+            continue;
+        }
+
+        /*
+         * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069 reorder what is
+         * shown; U+2028, U+2029 break lines
+         */
+        if (p + 2 < end && p[0] == 0xe2
+            && ((p[1] == 0x80
+                 && (p[2] == 0x8e || p[2] == 0x8f
+                     || (p[2] >= 0xa8 && p[2] <= 0xae)))
+                || (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
+        {
+            p += 3;
+            continue;
+        }
+
+        *dst++ = *p++;
+    }
+
+    /* no blanks around it */
+
+    while (dst > start && dst[-1] == ' ') {
+        dst--;
+    }
+
+    while (start < dst && *start == ' ') {
+        start++;
+    }
+
+    n = dst - start;
+
+    if (n == 0 || (n == 1 && start[0] == '.')
+        || (n == 2 && start[0] == '.' && start[1] == '.'))
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_chat_utf8_length(start, n) > NGX_HTTP_CHAT_UPLOAD_NAME_MAX) {
+        *err = "name must be at most 255 characters";
+        return NGX_ERROR;
+    }
+
+    name->data = start;
+    name->len = n;
+
+    return NGX_OK;
+}
+
+
+/* an answer before the body is read: the body is read and dropped first */
+
+static ngx_int_t
+ngx_http_chat_upload_refuse(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, ngx_msec_t wait)
+{
+    u_char     *p;
+    json_t     *body;
+    ngx_int_t   rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (wait == 0) {
+        return ngx_http_chat_http_send_error(r, status, code, message);
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_sprintf(p, "%M", (wait + 999) / 1000) = '\0';
+
+    if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = json_pack("{s:{s:s, s:s, s:I}}", "error", "code", code,
+                     "message", message, "retry_after_ms", (json_int_t) wait);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_http_send_json(r, status, body);
+}
+
+
+static void
+ngx_http_chat_upload_cleanup(void *data)
+{
+    ngx_http_chat_upload_t  *up = data;
+
+    EVP_MD_CTX_free(up->sha);
+    up->sha = NULL;
+}
+
+
+/*
+ * Every byte of an upload's body passes here once, in order, before
+ * nginx's save filter writes it: counted, hashed, the head kept.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                   n, k;
+    ngx_int_t                rc;
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl;
+    ngx_http_chat_ctx_t     *ctx;
+    ngx_http_chat_upload_t  *up;
+
+    if (r->request_body == NULL
+        || r->request_body->post_handler != ngx_http_chat_upload_body)
+    {
+        return ngx_http_chat_upload_next(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    up = ctx ? ctx->upload : NULL;
+
+    if (up == NULL || up->sha == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file || ngx_buf_special(b)) {
+            continue;
+        }
+
+        n = b->last - b->pos;
+
+        if (n == 0) {
+            continue;
+        }
+
+        if (up->size + (off_t) n > up->max) {
+            up->over = 1;
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        up->size += n;
+
+        if (EVP_DigestUpdate(up->sha, b->pos, n) != 1) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (up->head_len < NGX_HTTP_CHAT_SNIFF_HEAD) {
+            k = ngx_min(n, NGX_HTTP_CHAT_SNIFF_HEAD - up->head_len);
+            ngx_memcpy(up->head + up->head_len, b->pos, k);
+            up->head_len += k;
+        }
+    }
+
+    rc = ngx_http_chat_upload_next(r, in);
+
+    if (rc == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        /* the save filter failed: the temporary file's write or open
+         * (ngx_write_chain_to_temp_file logged it; errno is still its) */
+        up->err = ngx_errno;
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_chat_upload_read(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_read_unbuffered_request_body(r);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_finalize_request(r, ngx_http_chat_upload_failed(r, rc));
+    }
+}
+
+
+/*
+ * The body could not be read in whole: too large, or the temporary file
+ * failed (a full disk is 507); the client's own failures (gone, timed
+ * out) are nginx's to end.  The rest of the body stays unread.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_chat_ctx_t     *ctx;
+    ngx_http_chat_upload_t  *up;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    up = ctx->upload;
+
+    if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || rc == NGX_HTTP_BAD_REQUEST)
+    {
+        return rc;
+    }
+
+    r->keepalive = 0;
+    r->lingering_close = 1;
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large", "the file is too large");
+    }
+
+    return ngx_http_chat_upload_error(r, (up->err == NGX_ENOSPC
+                                          || up->err == EDQUOT)
+                                         ? 507 : NGX_HTTP_SERVICE_UNAVAILABLE);
+}
+
+
+/* the store's failures: no room (507), anything else (503) */
+
+static ngx_int_t
+ngx_http_chat_upload_error(ngx_http_request_t *r, ngx_int_t status)
+{
+    if (status == 507) {
+        return ngx_http_chat_http_send_error(r, 507, "insufficient_storage",
+                                        "no space left to store the file");
+    }
+
+    return ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "unavailable",
+                                    "the file could not be stored");
+}
+
+
+/* the whole body is in the temporary file */
+
+static void
+ngx_http_chat_upload_body(ngx_http_request_t *r)
+{
+    u_char                      digest[EVP_MAX_MD_SIZE];
+    json_t                     *req;
+    ngx_int_t                   rc;
+    ngx_str_t                  *temp;
+    ngx_msec_t                  wait;
+    unsigned int                len;
+    ngx_http_chat_ctx_t        *ctx;
+    ngx_http_chat_upload_t     *up;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    up = ctx->upload;
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (up->size == 0) {
+        if (r->request_body && r->request_body->temp_file) {
+            ngx_http_chat_upload_unlink(r,
+                                &r->request_body->temp_file->file.name);
+        }
+
+        ngx_http_finalize_request(r,
+            ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                          "bad_request", "the file is empty"));
+        return;
+    }
+
+    if (r->request_body == NULL || r->request_body->temp_file == NULL
+        || up->sha == NULL)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    temp = &r->request_body->temp_file->file.name;
+
+    if (EVP_DigestFinal_ex(up->sha, digest, &len) != 1 || len != 32) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    *ngx_hex_dump(up->hex, digest, 32) = '\0';
+
+    /* the day's bytes, now that the size is known */
+
+    if (ccf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].rate
+        && (ngx_uint_t) up->size * 1000
+           > ccf->rates[NGX_HTTP_CHAT_RATE_UPLOAD_BYTES].burst)
+    {
+        ngx_http_chat_upload_unlink(r, temp);
+        ngx_http_finalize_request(r,
+            ngx_http_chat_http_send_error(r,
+                                     NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "too_large", "the file is larger than "
+                                     "the daily upload quota"));
+        return;
+    }
+
+    wait = ngx_http_chat_rate_spend(ccf, up->user,
+                                    NGX_HTTP_CHAT_RATE_UPLOAD_BYTES,
+                                    (ngx_uint_t) up->size, 0);
+    if (wait) {
+        ngx_http_chat_upload_unlink(r, temp);
+        ngx_http_chat_stat(cmcf, rate_limited, 1);
+        ngx_http_finalize_request(r,
+            ngx_http_chat_upload_refuse(r, 429, "rate_limited",
+                                        "the daily upload quota is used up",
+                                        wait));
+        return;
+    }
+
+    ngx_http_chat_sniff_detect(up->head, up->head_len,
+                               up->size <= NGX_HTTP_CHAT_SNIFF_HEAD,
+                               &up->sniff);
+
+    rc = ngx_http_chat_upload_store(r, up, temp);
+
+    /*
+     * The temporary name goes now, before the answer (the pool's cleanup
+     * would do it only once the request is freed, and it ignores a name
+     * that is gone).
+     */
+    ngx_http_chat_upload_unlink(r, temp);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, ngx_http_chat_upload_error(r, rc));
+        return;
+    }
+
+    /* sizes past PostgreSQL's integer are no image a browser shows */
+
+    if (up->sniff.width > NGX_MAX_INT32_VALUE
+        || up->sniff.height > NGX_MAX_INT32_VALUE)
+    {
+        up->sniff.width = 0;
+        up->sniff.height = 0;
+    }
+
+    req = json_pack("{s:s, s:I, s:s, s:o, s:o, s:o}",
+                    "sha256", (char *) up->hex,
+                    "size", (json_int_t) up->size,
+                    "type", up->sniff.type,
+                    "name", up->name.len
+                            ? json_stringn((char *) up->name.data,
+                                           up->name.len)
+                            : json_null(),
+                    "width", up->sniff.width
+                             ? json_integer(up->sniff.width) : json_null(),
+                    "height", up->sniff.height
+                              ? json_integer(up->sniff.height)
+                              : json_null());
+    if (req == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* kept until ngx_http_chat_upload_done finalizes it */
+    r->main->count++;
+
+    if (ngx_http_chat_store_http(r, up->user, NGX_HTTP_CHAT_STMT_UPLOAD_CREATE,
+                                 req, ngx_http_chat_upload_done)
+        != NGX_OK)
+    {
+        r->main->count--;
+        json_decref(req);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    json_decref(req);
+
+    ngx_http_finalize_request(r, NGX_DONE);
+}
+
+
+/*
+ * The temporary file under its hash: ab/cd/<sha256>, the two directories
+ * made as needed.  A file already there holds the same bytes: the new
+ * one is dropped.  A file of another size there is not what its name
+ * says: replaced.  NGX_OK, or the status to answer (507, 503).
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
+    ngx_str_t *temp)
+{
+    u_char                    *path, *p;
+    ngx_err_t                  err;
+    ngx_file_info_t            fi;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    path = ngx_pnalloc(r->pool, ccf->upload_path.len
+                                + sizeof("/ab/cd/") - 1 + 64 + 1);
+    if (path == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(path, "%V/%*s", &ccf->upload_path, (size_t) 2, up->hex);
+    *p = '\0';
+
+    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
+        && ngx_errno != NGX_EEXIST)
+    {
+        return ngx_http_chat_upload_store_failed(r, ngx_errno,
+                                                 "mkdir()", path);
+    }
+
+    p = ngx_sprintf(p, "/%*s", (size_t) 2, up->hex + 2);
+    *p = '\0';
+
+    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
+        && ngx_errno != NGX_EEXIST)
+    {
+        return ngx_http_chat_upload_store_failed(r, ngx_errno,
+                                                 "mkdir()", path);
+    }
+
+    p = ngx_sprintf(p, "/%s", up->hex);
+    *p = '\0';
+
+    if (link((char *) temp->data, (char *) path) == 0) {
+        return NGX_OK;
+    }
+
+    err = ngx_errno;
+
+    if (err != NGX_EEXIST) {
+        return ngx_http_chat_upload_store_failed(r, err, "link()", path);
+    }
+
+    if (ngx_file_info(path, &fi) != NGX_FILE_ERROR
+        && ngx_is_file(&fi) && ngx_file_size(&fi) == up->size)
+    {
+        /* the same bytes, stored once */
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "chat upload: \"%s\" is not a file of %O bytes: replaced",
+                  path, up->size);
+
+    /* a rename, not a link: the new file takes the name's place */
+    if (ngx_rename_file(temp->data, path) == NGX_FILE_ERROR) {
+        return ngx_http_chat_upload_store_failed(r, ngx_errno, "rename()",
+                                                 path);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_upload_store_failed(ngx_http_request_t *r, ngx_err_t err,
+    const char *what, u_char *path)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, err,
+                  "chat upload: %s \"%s\" failed", what, path);
+
+    return (err == NGX_ENOSPC || err == EDQUOT)
+           ? 507 : NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+static void
+ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
+{
+    if (ngx_delete_file(temp->data) == NGX_FILE_ERROR
+        && ngx_errno != NGX_ENOENT)
+    {
+        ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", temp->data);
+    }
+}
+
+
+/*
+ * The row's answer.  A file whose row failed stays in the store: another
+ * upload of the same bytes may have found it there meanwhile, and a file
+ * no row names is the sweep's (issue 16, item 3).
+ */
+
+static void
+ngx_http_chat_upload_done(ngx_http_chat_store_done_t *done, json_t *result)
+{
+    json_t              *ok, *error;
+    ngx_int_t            rc;
+    const char          *code;
+    ngx_uint_t           status;
+    ngx_http_request_t  *r;
+
+    r = done->data;
+
+    if (result == NULL) {
+        ngx_http_finalize_request(r,
+            ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable",
+                                     "storage is unavailable, retry later"));
+        return;
+    }
+
+    error = json_object_get(result, "error");
+
+    if (error != NULL) {
+        code = json_string_value(json_object_get(error, "code"));
+        status = code && ngx_strcmp(code, "bad_request") == 0
+                 ? NGX_HTTP_BAD_REQUEST : NGX_HTTP_SERVICE_UNAVAILABLE;
+
+        rc = ngx_http_chat_http_send_json(r, status,
+                                          json_pack("{s:O}", "error",
+                                                    error));
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ok = json_object_get(result, "ok");
+
+    rc = ngx_http_chat_http_send_json(r, NGX_HTTP_CREATED,
+                                      ok ? json_incref(ok) : json_object());
+
+    ngx_http_finalize_request(r, rc);
+}
