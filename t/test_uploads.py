@@ -5,10 +5,8 @@ the content-addressed store (ab/cd/<sha256>) and recorded in chat.uploads.
 Real nginx, real PostgreSQL, HTTP/1.1 on raw sockets.  The workers run as
 nobody: each test's store is a directory of its own owned by nobody.
 
-The type sniffer on this branch is a placeholder that knows PNG only;
-what it cannot know yet (PDF, JPEG, plain text) is asserted in tests
-marked xfail(strict=False, reason="placeholder sniffer"), which pass with
-the real one.
+The type is the sniffer's (src/ngx_http_chat_sniff.c, unit-tested on its
+own in t/unit/test_sniff.c): a few types here show it is the one used.
 """
 
 import hashlib
@@ -183,7 +181,6 @@ JPEG = (b"\xff\xd8"
         b"\xff\xd9")
 
 
-@pytest.mark.xfail(strict=False, reason="placeholder sniffer")
 def test_pdf_type(env, store):
     start(env, store)
     up = ok_upload(env.conn("alice"), PDF + os.urandom(8).hex().encode(),
@@ -192,7 +189,6 @@ def test_pdf_type(env, store):
     assert (up["width"], up["height"]) == (None, None)
 
 
-@pytest.mark.xfail(strict=False, reason="placeholder sniffer")
 def test_jpeg_type_and_dimensions(env, store):
     start(env, store)
     up = ok_upload(env.conn("alice"), JPEG, "a.jpg")
@@ -200,7 +196,6 @@ def test_jpeg_type_and_dimensions(env, store):
     assert (up["width"], up["height"]) == (40, 30)
 
 
-@pytest.mark.xfail(strict=False, reason="placeholder sniffer")
 def test_text_type(env, store):
     start(env, store)
     up = ok_upload(env.conn("alice"), "héllo wörld\n".encode() * 10,
