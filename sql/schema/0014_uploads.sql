@@ -24,3 +24,21 @@ CREATE INDEX IF NOT EXISTS uploads_owner_created
 
 -- the rows of one stored file (whether a file is still used)
 CREATE INDEX IF NOT EXISTS uploads_sha256 ON chat.uploads (sha256);
+
+-- The uploads a message attaches (its files and their thumbnails): who may
+-- download a file (the members of a conversation where a message that is
+-- not deleted attaches it, besides its owner), and which files no message
+-- uses any more (the sweep).  Written by the send, emptied for a message
+-- when it is deleted.
+CREATE TABLE IF NOT EXISTS chat.message_uploads (
+    message_id       bigint NOT NULL
+                     REFERENCES chat.messages (id) ON DELETE CASCADE,
+    upload_id        bigint NOT NULL
+                     REFERENCES chat.uploads (id) ON DELETE CASCADE,
+    conversation_id  bigint NOT NULL,
+    PRIMARY KEY (message_id, upload_id)
+);
+
+-- a file's messages (may this user download it? is it still used?)
+CREATE INDEX IF NOT EXISTS message_uploads_upload
+    ON chat.message_uploads (upload_id);
