@@ -436,6 +436,91 @@ def test_bad_notices_change_nothing(cluster, postgres):
     bob.close()
 
 
+def presence_of(client, users):
+    return {u: p["online"] for u, p in client.ok(
+        "presence.query", user_ids=users)["presence"].items()}
+
+
+def wait_presence(client, users, want, timeout=CROSS):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = presence_of(client, users)
+        if got == want:
+            return
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+
+
+def test_gone_notices_about_this_node_an_unknown_one_or_again_harm_nothing(
+        cluster, postgres):
+    """["g", node] says a node is gone and every receiver forgets its
+    users.  Nodes send it signed (chat_cluster_secret: only a node holding
+    the secret can, and a replay is refused, test_m3_*); without the
+    secret any role that can connect may.  Either way, one naming the
+    receiving node, an unknown or malformed node, or one heard again
+    after the node was forgotten, forgets nobody else and breaks
+    nothing."""
+    a, b = cluster.start(2, secret=False)
+    pids = (a.worker_pids(), b.worker_pids())
+    alice, bob, conv = direct_pair(cluster, a, b)
+    carol = cluster.connect(a, "carol")
+    dave = cluster.connect(b, "dave")
+    # contacts, so that presence answers about each of them (and erin)
+    postgres.query("INSERT INTO chat.contacts (owner_id, contact_id) "
+                   "SELECT o, w FROM unnest(ARRAY['carol', 'dave', 'erin']) "
+                   "o, unnest(ARRAY['alice', 'bob']) w")
+    users = ["alice", "bob", "carol", "dave", "erin"]
+    everyone = dict.fromkeys(users[:4], True)
+    wait_presence(alice, users, dict(everyone, erin=False))
+    wait_presence(bob, users, dict(everyone, erin=False))
+
+    def erin_on_ghost_then_gone(db, before):
+        """erin online on a made-up node "ghost", then ghost gone: when
+        both nodes say erin is offline again, they have handled what was
+        notified before (one listener hears a channel in order)."""
+        notify(db, {"o": "ghost", "x": [["p", "erin", True, None]]})
+        wait_presence(alice, users, dict(everyone, erin=True))
+        wait_presence(bob, users, dict(everyone, erin=True))
+        for payload in before:
+            notify(db, payload)
+        notify(db, {"o": "ghost", "x": [["g", "ghost"]]})
+        for client in (alice, bob):
+            wait_presence(client, users, dict(everyone, erin=False))
+
+    with lowpriv(postgres) as db:
+        erin_on_ghost_then_gone(db, [
+            # each node is told that it is gone itself (a node skips its
+            # own notices: "o" the other one reaches only the one named)
+            {"o": "node2", "x": [["g", "node1"]] * 3},
+            {"o": "node1", "x": [["g", "node2"]] * 3},
+            # unknown or malformed nodes
+            {"o": "ghost", "x": [["g", "node9"], ["g", ""], ["g"],
+                                 ["g", 5], ["g", None], ["g", "x" * 65],
+                                 ["g", "node1\u0000"], ["g", "node"]]},
+        ])
+        # ghost heard gone again and again once forgotten; then it comes
+        # back with erin and goes once more
+        erin_on_ghost_then_gone(db, [{"o": "ghost", "x": [["g", "ghost"]]},
+                                     {"o": "node9",
+                                      "x": [["g", "ghost"]] * 5}])
+        erin_on_ghost_then_gone(db, [])
+    postgres.query("DROP ROLE m3_lowpriv")
+
+    # every node still knows everyone it held and heard of
+    for client in (alice, bob):
+        assert presence_of(client, users) == dict(everyone, erin=False)
+    # and the cluster still works both ways
+    for sender, receiver in ((alice, bob), (bob, alice)):
+        m = sender.ok("message.send", conversation_id=conv["id"],
+                      body="fine", client_msg_id=new_id())["message"]
+        while receiver.next_event("message.created",
+                                  timeout=CROSS)["message"]["id"] != m["id"]:
+            pass
+    assert (a.worker_pids(), b.worker_pids()) == pids
+    for c in (alice, bob, carol, dave):
+        c.close()
+
+
 def test_cluster_needs_a_zone_and_storage(nginx):
     rc, out = nginx.check_config(WS, http="chat_cluster on;")
     assert rc != 0 and "needs chat_zone and chat_postgres" in out
