@@ -435,9 +435,10 @@ def cluster_reads(nodes):
 
 class ReadWatch:
     """Polls the nodes' reads of each other's changes in the background
-    (chat_cluster_reads_total counts a read when it starts, the read
-    statement's duration count when it ends): when the last read started
-    or ended, and whether one is under way."""
+    (chat_cluster_reads_total counts a reader's read when it starts, the
+    chat_cluster_changes statement's duration count when it ends; a
+    worker's gap reads, chat_gap_changes, when they end): when the last
+    read started or ended, and whether a reader's read is under way."""
 
     def __init__(self, nodes):
         import threading
@@ -451,13 +452,15 @@ class ReadWatch:
         snap = []
         for name in sorted(self.nodes):
             st = node_status(self.nodes[name].port)
+            count = "chat_postgres_query_duration_seconds_count" \
+                    '{statement="%s"}'
             snap.append((sum(v for k, v in st.items()
                              if k.startswith("chat_cluster_reads_total{")),
-                         st.get("chat_postgres_query_duration_seconds_count"
-                                '{statement="chat_cluster_changes"}', 0)))
+                         st.get(count % "chat_cluster_changes", 0),
+                         st.get(count % "chat_gap_changes", 0)))
         if snap != self.last:
             self.last, self.moved = snap, time.monotonic()
-        self.busy = any(started != ended for started, ended in snap)
+        self.busy = any(started != ended for started, ended, _ in snap)
 
     def loop(self):
         while not self.done.wait(0.25):

@@ -411,7 +411,7 @@ ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f)
     f->text = arg ? json_dumps(arg, JSON_COMPACT) : NULL;
     json_decref(arg);
 
-    ngx_http_chat_pg_query_init(&f->q, NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES,
+    ngx_http_chat_pg_query_init(&f->q, NGX_HTTP_CHAT_STMT_GAP_CHANGES,
                                 ngx_http_chat_order_fetched, f);
 
     if (f->text != NULL) {

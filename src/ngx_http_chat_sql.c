@@ -57,9 +57,6 @@ static ngx_http_chat_pg_stmt_t
     [NGX_HTTP_CHAT_STMT_SESSION_HELLO] =
         { "chat_session_hello",
           "SELECT chat.api_session_hello($1, $2::jsonb)", 2 },
-    [NGX_HTTP_CHAT_STMT_CHANGES] =
-        { "chat_changes",
-          "SELECT chat.api_changes($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CONVERSATION_GET] =
         { "chat_conversation_get",
           "SELECT chat.api_conversation_get($1, $2::jsonb)", 2 },
@@ -122,6 +119,11 @@ static ngx_http_chat_pg_stmt_t
           "SELECT chat.api_cluster_outbox($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES] =
         { "chat_cluster_changes",
+          "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
+    /* the same call for a worker's gap reads (order.c): a name of its own
+     * so that its counts are told apart from the cluster reader's */
+    [NGX_HTTP_CHAT_STMT_GAP_CHANGES] =
+        { "chat_gap_changes",
           "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CLUSTER_TICK] =
         { "chat_cluster_tick",

@@ -49,14 +49,14 @@ def cluster(nginx, postgres, tmp_path):
     class Cluster:
         nodes = []
 
-        def start(self, n, workers=1, secret=True):
+        def start(self, n, workers=1, secret=True, pool=2):
             for i in range(n):
                 http = ('chat_jwt_key hs256 file=%s;\n'
                         'chat_zone chat 8m;\n'
-                        'chat_postgres "%s" pool=2;\n'
+                        'chat_postgres "%s" pool=%d;\n'
                         'chat_cluster on;\n'
                         'chat_node_id node%d;\n'
-                        % (keyfile, postgres.dsn, len(self.nodes) + 1))
+                        % (keyfile, postgres.dsn, pool, len(self.nodes) + 1))
                 if secret:
                     http += 'chat_cluster_secret file=%s;\n' % secretfile
                 ng = nginx(WS, http=http, workers=workers)
@@ -473,6 +473,91 @@ def test_bad_notices_change_nothing(cluster, postgres):
     a.wait_log(r"notice without a valid signature was refused")
     alice.close()
     bob.close()
+
+
+def presence_of(client, users):
+    return {u: p["online"] for u, p in client.ok(
+        "presence.query", user_ids=users)["presence"].items()}
+
+
+def wait_presence(client, users, want, timeout=CROSS):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = presence_of(client, users)
+        if got == want:
+            return
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+
+
+def test_gone_notices_about_this_node_an_unknown_one_or_again_harm_nothing(
+        cluster, postgres):
+    """["g", node] says a node is gone and every receiver forgets its
+    users.  Nodes send it signed (chat_cluster_secret: only a node holding
+    the secret can, and a replay is refused, test_m3_*); without the
+    secret any role that can connect may.  Either way, one naming the
+    receiving node, an unknown or malformed node, or one heard again
+    after the node was forgotten, forgets nobody else and breaks
+    nothing."""
+    a, b = cluster.start(2, secret=False)
+    pids = (a.worker_pids(), b.worker_pids())
+    alice, bob, conv = direct_pair(cluster, a, b)
+    carol = cluster.connect(a, "carol")
+    dave = cluster.connect(b, "dave")
+    # contacts, so that presence answers about each of them (and erin)
+    postgres.query("INSERT INTO chat.contacts (owner_id, contact_id) "
+                   "SELECT o, w FROM unnest(ARRAY['carol', 'dave', 'erin']) "
+                   "o, unnest(ARRAY['alice', 'bob']) w")
+    users = ["alice", "bob", "carol", "dave", "erin"]
+    everyone = dict.fromkeys(users[:4], True)
+    wait_presence(alice, users, dict(everyone, erin=False))
+    wait_presence(bob, users, dict(everyone, erin=False))
+
+    def erin_on_ghost_then_gone(db, before):
+        """erin online on a made-up node "ghost", then ghost gone: when
+        both nodes say erin is offline again, they have handled what was
+        notified before (one listener hears a channel in order)."""
+        notify(db, {"o": "ghost", "x": [["p", "erin", True, None]]})
+        wait_presence(alice, users, dict(everyone, erin=True))
+        wait_presence(bob, users, dict(everyone, erin=True))
+        for payload in before:
+            notify(db, payload)
+        notify(db, {"o": "ghost", "x": [["g", "ghost"]]})
+        for client in (alice, bob):
+            wait_presence(client, users, dict(everyone, erin=False))
+
+    with lowpriv(postgres) as db:
+        erin_on_ghost_then_gone(db, [
+            # each node is told that it is gone itself (a node skips its
+            # own notices: "o" the other one reaches only the one named)
+            {"o": "node2", "x": [["g", "node1"]] * 3},
+            {"o": "node1", "x": [["g", "node2"]] * 3},
+            # unknown or malformed nodes
+            {"o": "ghost", "x": [["g", "node9"], ["g", ""], ["g"],
+                                 ["g", 5], ["g", None], ["g", "x" * 65],
+                                 ["g", "node1\u0000"], ["g", "node"]]},
+        ])
+        # ghost heard gone again and again once forgotten; then it comes
+        # back with erin and goes once more
+        erin_on_ghost_then_gone(db, [{"o": "ghost", "x": [["g", "ghost"]]},
+                                     {"o": "node9",
+                                      "x": [["g", "ghost"]] * 5}])
+        erin_on_ghost_then_gone(db, [])
+    postgres.query("DROP ROLE m3_lowpriv")
+
+    # every node still knows everyone it held and heard of
+    for client in (alice, bob):
+        assert presence_of(client, users) == dict(everyone, erin=False)
+    # and the cluster still works both ways
+    for sender, receiver in ((alice, bob), (bob, alice)):
+        m = sender.ok("message.send", conversation_id=conv["id"],
+                      body="fine", client_msg_id=new_id())["message"]
+        while receiver.next_event("message.created",
+                                  timeout=CROSS)["message"]["id"] != m["id"]:
+            pass
+    assert (a.worker_pids(), b.worker_pids()) == pids
+    for c in (alice, bob, carol, dave):
+        c.close()
 
 
 def test_cluster_needs_a_zone_and_storage(nginx):
@@ -920,3 +1005,110 @@ def sync_ws(c, cursors):
             events.append(f)
         else:
             c.events.append(f)
+
+
+# --------------------------------------------------------------------------
+# order.c's gap reads: a worker that holds a change after a gap reads the
+# gap from PostgreSQL.  One node of three workers: messages are stored by
+# SQL (chat.api_message_send_rows, as nginx calls it: no notice) and made
+# known by notices from a made-up node, which only the reader reads; carol
+# blocks someone, so that reading her messages calls chat.recipients, where
+# a test makes the gap read, and only it, fail or wait.
+
+def conn_on(cluster, node, user, want):
+    """A connection of user on a worker for which want(pid) is true; the
+    others made meanwhile are closed and gone from the node's workers."""
+    others = []
+    for _ in range(60):
+        c = cluster.connect(node, user)
+        if want(pid_of(c.welcome)):
+            break
+        others.append(c)
+    else:
+        raise AssertionError("no connection of %s where wanted" % user)
+    if others:
+        before = metrics(node)["chat_connections"]
+        for o in others:
+            o.close()
+        deadline = time.monotonic() + CROSS
+        while metrics(node)["chat_connections"] > before - len(others):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    return c
+
+
+def sql_send(postgres, user, cid, body):
+    """A message stored as nginx's send batch stores it; its seq."""
+    (code, seq), = postgres.query(
+        "SELECT code, seq FROM chat.api_message_send_rows(%s, %s, %s, %s, "
+        "ARRAY[NULL]::jsonb[], ARRAY[NULL]::bigint[])",
+        ([user], [cid], [body], [new_id()]))
+    assert code is None or code == "ok", code
+    return seq
+
+
+def gap_node(cluster, postgres, pool=2):
+    """One node of 3 workers; bob and alice on two workers that do not
+    read for the node, in group cid with carol (who blocks zed), bob
+    following it: (node, reader pid, alice, bob, cid, bob's last seq)."""
+    node, = cluster.start(1, workers=3, secret=False, pool=pool)
+    reader = one_reader(node)
+    bob = conn_on(cluster, node, "bob", lambda p: p != reader)
+    bob_pid = pid_of(bob.welcome)
+    alice = conn_on(cluster, node, "alice",
+                    lambda p: p not in (reader, bob_pid))
+    cid = alice.ok("conversation.create", kind="group", title="g",
+                   members=["bob", "carol"])["conversation"]["id"]
+    conv_created(bob, cid)
+    postgres.query("INSERT INTO chat.blocks (blocker_id, blocked_id) "
+                   "VALUES ('carol', 'zed')")
+    m = alice.ok("message.send", conversation_id=cid, body="s0",
+                 client_msg_id=new_id())["message"]
+    assert seqs_of(bob, cid, quiet=0.5) == [m["seq"]]
+    return node, reader, alice, bob, cid, m["seq"]
+
+
+class recipients_first:
+    """chat.recipients with a first statement of a test's (PostgreSQL checks
+    that every function a query names may be run before it starts, so a
+    REVOKE would fail every read: this fails or holds only some), put back
+    as it was when done."""
+
+    def __init__(self, postgres, first):
+        self.pg = postgres
+        self.first = first
+
+    def __enter__(self):
+        (self.orig,), = self.pg.query(
+            "SELECT pg_get_functiondef('chat.recipients(bigint, text)'"
+            "::regprocedure)")
+        head, sep, body = self.orig.partition("\nBEGIN\n")
+        assert sep, self.orig
+        self.pg.query(head + sep + "    " + self.first + "\n" + body)
+        return self
+
+    def __exit__(self, *exc):
+        self.pg.query(self.orig)
+
+
+def test_a_failed_gap_read_is_tried_again(cluster, postgres):
+    """A worker holds s2 and reads the gap s1 (carol's); PostgreSQL fails
+    that read, then answers it: the read is tried again and bob gets s1
+    then s2, once each."""
+    node, reader, alice, bob, cid, s0 = gap_node(cluster, postgres)
+    s1 = sql_send(postgres, "carol", cid, "s1")
+    s2 = sql_send(postgres, "alice", cid, "s2")
+    assert (s1, s2) == (s0 + 1, s0 + 2)
+    with recipients_first(postgres, "IF p_user = 'carol' THEN RAISE "
+                          "EXCEPTION 'gap read refused'; END IF;"):
+        # only the reader reads s2 (alice's: no chat.recipients), and
+        # gives it to bob's worker, which holds it and reads s1
+        with lowpriv(postgres) as db:
+            notify(db, {"o": "ghost", "x": [["m", cid, s2, s2]]})
+        postgres.query("DROP ROLE m3_lowpriv")
+        node.wait_log(r'PostgreSQL query "chat_gap_changes" failed: '
+                      r'ERROR:  gap read refused', timeout=CROSS)
+    assert seqs_of(bob, cid) == [s1, s2]
+    assert "exited on signal" not in node.error_log()
+    for c in (alice, bob):
+        c.close()

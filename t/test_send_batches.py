@@ -91,3 +91,68 @@ def test_clients_that_leave_while_their_sends_wait(chat):
                     "WHERE body = 'after'") == [(2,)]
     log = chat.ng.error_log()
     assert "exited on signal" not in log and "[alert]" not in log, log[-2000:]
+
+
+def blocked_on_lock(chat, timeout=30):
+    """Waits until a send batch waits in PostgreSQL for a row lock."""
+    deadline = time.monotonic() + timeout
+    while chat.sql("SELECT count(*) FROM pg_stat_activity "
+                   "WHERE wait_event_type = 'Lock' "
+                   "AND query LIKE '%api_message_send_rows%'") != [(1,)]:
+        assert time.monotonic() < deadline, "no send batch waits on the lock"
+        time.sleep(0.05)
+
+
+def test_a_send_that_waited_past_queue_timeout_is_answered_unavailable(
+        chat_env):
+    """A batch stuck on a conversation's lock (held here from SQL); the
+    first sends of two other connections to that conversation wait with
+    it past queue_timeout, a send of another conversation and a second
+    send of one of them behind it: when the lock goes, the two that
+    waited too long are answered unavailable (by their ids) and nothing
+    of them is stored; everything else is stored, in order, and the
+    connections go on."""
+    chat = chat_env.start(pg_params="queue_timeout=500ms query_timeout=60s")
+    users = ["u%d" % i for i in range(4)]
+    cs = [chat.ws(u) for u in users]
+    g = group(cs[0], "g", users[1:])["id"]
+    h = group(cs[0], "h", users[1:])["id"]
+    lock = chat.pg.connect()
+    cur = lock.cursor()
+    cur.execute("BEGIN")
+    cur.execute("SELECT 1 FROM chat.conversations WHERE id = %s FOR UPDATE",
+                (g,))
+    first = send_all(cs[1], [{"type": "message.send", "conversation_id": g,
+                              "body": "first", "client_msg_id": cmid()}])
+    blocked_on_lock(chat)
+    late2 = send_all(cs[2], [{"type": "message.send", "conversation_id": c,
+                              "body": b, "client_msg_id": cmid()}
+                             for c, b in ((g, "late2"), (g, "behind"))])
+    late3 = send_all(cs[3], [{"type": "message.send", "conversation_id": g,
+                              "body": "late3", "client_msg_id": cmid()}])
+    # a pong comes after the worker read the frames before it: the sends
+    # wait from then on; then past queue_timeout, and the lock goes
+    cs[2].ping()
+    cs[3].ping()
+    other = send(cs[0], h, "other")
+    time.sleep(1.5)
+    lock.rollback()
+    lock.close()
+
+    assert collect(cs[1], first)[first[0]]["type"] == "ok"
+    got = collect(cs[2], late2)
+    assert got[late2[0]]["type"] == "error", got
+    assert got[late2[0]]["error"]["code"] == "unavailable", got
+    assert got[late2[1]]["type"] == "ok", got
+    got = collect(cs[3], late3)
+    assert got[late3[0]]["type"] == "error", got
+    assert got[late3[0]]["error"]["code"] == "unavailable", got
+    # the connections go on, in the same conversation
+    for i in (2, 3):
+        send(cs[i], g, "after%d" % i)
+    assert chat.sql("SELECT body FROM chat.messages WHERE conversation_id "
+                    "= %d ORDER BY seq" % g) == [
+        ("first",), ("behind",), ("after2",), ("after3",)]
+    assert other["conversation_id"] == h
+    log = chat.ng.error_log()
+    assert "exited on signal" not in log and "[alert]" not in log, log[-2000:]

@@ -43,7 +43,7 @@ $$;
 -- p_req: {"ranges": [[conversation id, after, before], ...]}: the message
 -- changes with after < updated_seq < before of each, oldest first, each as
 -- its last change (as sync), routed to the members who may see its sender
--- (as chat.api_changes, for many conversations at once); ok.heads:
+-- (for many conversations at once; a worker's gap reads call it too); ok.heads:
 -- [[conversation id, its last_seq (0: no such one)], ...], so that a node
 -- never waits for numbers a notice claimed but nobody made.
 CREATE OR REPLACE FUNCTION chat.api_cluster_changes(p_user text,

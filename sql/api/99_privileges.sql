@@ -14,6 +14,8 @@
 DROP FUNCTION IF EXISTS chat.send_one(text, jsonb, bigint);
 -- presence goes to watchers: no audience per change (chat.presence_event)
 DROP FUNCTION IF EXISTS chat.api_presence(text, jsonb);
+-- gap reads call chat.api_cluster_changes with many ranges
+DROP FUNCTION IF EXISTS chat.api_changes(text, jsonb);
 
 -- Nothing in schema chat is open to PUBLIC (a new function is, until this
 -- file runs in the same transaction); the two groups start from nothing.
@@ -33,7 +35,6 @@ GRANT EXECUTE ON FUNCTION
     chat.api_version,
     chat.api_block,
     chat.api_blocks,
-    chat.api_changes,
     chat.api_cluster_changes,
     chat.api_cluster_claim,
     chat.api_cluster_join,
