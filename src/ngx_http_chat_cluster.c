@@ -152,6 +152,12 @@ static ngx_uint_t ngx_http_chat_cluster_stamp(json_t *v);
 static void ngx_http_chat_cluster_event(json_t *item, ngx_str_t *origin);
 static uint64_t ngx_http_chat_cluster_now(void);
 static void ngx_http_chat_cluster_read(void);
+static void ngx_http_chat_cluster_read_head(ngx_uint_t cid, int64_t head,
+    void *data);
+static void ngx_http_chat_cluster_read_deliver(json_t *event, json_t *to,
+    void *data);
+static void ngx_http_chat_cluster_read_here(json_t *event, json_t *to,
+    void *data);
 static void ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static void ngx_http_chat_cluster_listening(ngx_http_chat_pg_listener_t *l);
@@ -1411,53 +1417,64 @@ static void
 ngx_http_chat_cluster_read_handler(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res)
 {
-    size_t                           i;
-    json_t                          *result, *ev;
+    u_char                           msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     ngx_http_chat_cluster_call_t    *c;
-    ngx_http_chat_event_handler_pt   deliver;
+    ngx_http_chat_order_change_pt    deliver;
 
     c = q->data;
 
     ngx_http_chat_cluster_done(c);
 
-    result = ngx_http_chat_cluster_result(rc, res);
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "chat: cluster: %s",
+                      ngx_http_chat_pg_fold(msg, sizeof(msg),
+                                            PQresultErrorMessage(res)));
+    }
 
-    if (result == NULL) {
+    /*
+     * The reader's read goes to every worker that holds a recipient; a
+     * catch-up of another worker (or a read that was in flight when the
+     * lease went) only here: that worker's order, not the others', is
+     * what it was read for.  What was asked beyond a conversation's end
+     * (its head) is asked no more.
+     */
+
+    deliver = ngx_http_chat_cluster.reader
+              ? ngx_http_chat_cluster_read_deliver
+              : ngx_http_chat_cluster_read_here;
+
+    if (ngx_http_chat_order_rows(rc, res, ngx_http_chat_cluster_read_head,
+                                 deliver, NULL)
+        != NGX_OK)
+    {
         ngx_http_chat_cluster_unask(c->data);
-
-    } else {
-        /*
-         * The reader's read goes to every worker that holds a recipient;
-         * a catch-up of another worker (or a read that was in flight
-         * when the lease went) only here: that worker's order, not the
-         * others', is what it was read for.
-         */
-
-        deliver = ngx_http_chat_cluster.reader
-                  ? ngx_http_chat_cluster_deliver
-                  : ngx_http_chat_cluster_deliver_here;
-
-        json_array_foreach(json_object_get(result, "events"), i, ev) {
-            deliver(json_object_get(ev, "event"), json_object_get(ev, "to"),
-                    ngx_cycle->log);
-        }
-
-        /* what was asked beyond a conversation's end is asked no more */
-        json_array_foreach(json_object_get(json_object_get(result, "ok"),
-                                           "heads"), i, ev)
-        {
-            ngx_http_chat_order_read(
-                (ngx_uint_t) json_integer_value(json_array_get(ev, 0)),
-                json_integer_value(json_array_get(ev, 1)));
-        }
-
-        json_decref(result);
     }
 
     json_decref(c->data);
     c->data = NULL;
 
     ngx_http_chat_cluster_read();
+}
+
+
+static void
+ngx_http_chat_cluster_read_head(ngx_uint_t cid, int64_t head, void *data)
+{
+    ngx_http_chat_order_read(cid, head);
+}
+
+
+static void
+ngx_http_chat_cluster_read_deliver(json_t *event, json_t *to, void *data)
+{
+    ngx_http_chat_cluster_deliver(event, to, ngx_cycle->log);
+}
+
+
+static void
+ngx_http_chat_cluster_read_here(json_t *event, json_t *to, void *data)
+{
+    ngx_http_chat_cluster_deliver_here(event, to, ngx_cycle->log);
 }
 
 

@@ -426,8 +426,10 @@ ngx_http_chat_message_obj(ngx_http_chat_message_row_t *row)
                                ngx_http_chat_message_integer(
                                    row->updated_seq)) != 0
         || json_object_set_new(obj, "client_msg_id",
-                               json_stringn(row->client_msg_id,
-                                            row->client_msg_id_len)) != 0
+                               row->client_msg_id   /* NULL: system */
+                               ? json_stringn(row->client_msg_id,
+                                              row->client_msg_id_len)
+                               : json_null()) != 0
         || json_object_set_new(obj, "conversation_id",
                                json_integer(row->conversation_id)) != 0)
     {

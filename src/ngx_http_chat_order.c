@@ -28,6 +28,29 @@
 #define NGX_HTTP_CHAT_ORDER_TRY    10000    /* ms a gap's read is retried */
 
 
+/* the columns of chat.api_cluster_change_rows (sql.c asks for them so) */
+enum {
+    NGX_HTTP_CHAT_CHANGE_CID = 0,
+    NGX_HTTP_CHAT_CHANGE_HEAD,
+    NGX_HTTP_CHAT_CHANGE_TYPE,
+    NGX_HTTP_CHAT_CHANGE_ID,
+    NGX_HTTP_CHAT_CHANGE_SEQ,
+    NGX_HTTP_CHAT_CHANGE_SENDER,
+    NGX_HTTP_CHAT_CHANGE_BODY,
+    NGX_HTTP_CHAT_CHANGE_CMID,
+    NGX_HTTP_CHAT_CHANGE_ATTACHMENTS,
+    NGX_HTTP_CHAT_CHANGE_REPLY_TO,
+    NGX_HTTP_CHAT_CHANGE_CREATED_AT,
+    NGX_HTTP_CHAT_CHANGE_EDITED_AT,
+    NGX_HTTP_CHAT_CHANGE_DELETED,
+    NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ,
+    NGX_HTTP_CHAT_CHANGE_SYSTEM,
+    NGX_HTTP_CHAT_CHANGE_MEMBERS,
+    NGX_HTTP_CHAT_CHANGE_RECIPIENTS,
+    NGX_HTTP_CHAT_CHANGE_COLUMNS
+};
+
+
 typedef struct {
     ngx_queue_t                   queue;
     int64_t                       n;
@@ -75,6 +98,8 @@ static void ngx_http_chat_order_fetch(ngx_http_chat_fetch_t *f);
 static void ngx_http_chat_order_failed(ngx_http_chat_fetch_t *f);
 static void ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_order_fetched_change(json_t *event, json_t *to,
+    void *data);
 static void ngx_http_chat_order_skip(ngx_http_chat_conv_t *cv,
     int64_t upto);
 static void ngx_http_chat_order_hole(ngx_http_chat_conv_t *cv, int64_t lo,
@@ -435,26 +460,16 @@ static void
 ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     PGresult *res)
 {
-    size_t                  i;
-    int64_t                 n;
-    json_t                 *result, *events, *item;
     ngx_uint_t              k;
-    ngx_http_chat_ev_t      ev;
     ngx_http_chat_conv_t   *cv;
     ngx_http_chat_fetch_t  *f;
 
     f = q->data;
     ngx_http_chat_order_reading = 0;
 
-    result = ngx_http_chat_pg_json(rc, res);
-
-    events = result ? json_object_get(result, "events") : NULL;
-
-    if (!json_is_array(events)) {
-        if (result != NULL) {
-            json_decref(result);
-        }
-
+    if (rc != NGX_OK || res == NULL
+        || PQresultStatus(res) != PGRES_TUPLES_OK)
+    {
         ngx_http_chat_order_failed(f);
         return;
     }
@@ -474,38 +489,14 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         }
     }
 
-    json_array_foreach(events, i, item) {
-        ngx_http_chat_fanout_event(&ev, json_object_get(item, "event"),
-                                   json_object_get(item, "to"));
-
-        /* one of the conversations read (fetching: in this read) */
-        cv = ngx_http_chat_order_find((ngx_uint_t) ev.cid);
-
-        if (cv == NULL || !cv->fetching) {
-            continue;
-        }
-
-        if (ev.kind == NGX_HTTP_CHAT_EV_DELETED) {
-            /* created and deleted in the gap: the deletion says it all */
-            n = json_integer_value(json_object_get(
-                          json_object_get(ev.event, "message"), "seq"));
-
-            if (n >= cv->hole_lo && n <= cv->hole_hi) {
-                (void) ngx_http_chat_order_late(cv, n);
-            }
-        }
-
-        /* (the read gives numbered changes; anything else has number 0) */
-        if (json_is_string(json_object_get(ev.event, "type"))
-            && ngx_http_chat_order_late(cv,
-                               ngx_http_chat_fanout_numbered(ev.kind)
-                               ? ev.n : 0))
-        {
-            ngx_http_chat_fanout_deliver(&ev, ngx_cycle->log);
-        }
+    if (ngx_http_chat_order_rows(rc, res, NULL,
+                                 ngx_http_chat_order_fetched_change, f)
+        != NGX_OK)
+    {
+        /* not the rows asked for: what the read covered is given up on */
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "chat: a gap read returned unexpected columns");
     }
-
-    json_decref(result);
 
     /* the gaps are filled: what was held goes on */
 
@@ -521,6 +512,191 @@ ngx_http_chat_order_fetched(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 
     /* gaps that waited for this read */
     ngx_http_chat_order_timer(&ngx_http_chat_order_event);
+}
+
+
+/* a change a gap read brought: sent if it is still due */
+
+static void
+ngx_http_chat_order_fetched_change(json_t *event, json_t *to, void *data)
+{
+    int64_t                n;
+    ngx_http_chat_ev_t     ev;
+    ngx_http_chat_conv_t  *cv;
+
+    ngx_http_chat_fanout_event(&ev, event, to);
+
+    /* one of the conversations read (fetching: in this read) */
+    cv = ngx_http_chat_order_find((ngx_uint_t) ev.cid);
+
+    if (cv == NULL || !cv->fetching) {
+        return;
+    }
+
+    if (ev.kind == NGX_HTTP_CHAT_EV_DELETED) {
+        /* created and deleted in the gap: the deletion says it all */
+        n = json_integer_value(json_object_get(
+                      json_object_get(ev.event, "message"), "seq"));
+
+        if (n >= cv->hole_lo && n <= cv->hole_hi) {
+            (void) ngx_http_chat_order_late(cv, n);
+        }
+    }
+
+    /* (the read gives numbered changes; anything else has number 0) */
+    if (ngx_http_chat_order_late(cv, ngx_http_chat_fanout_numbered(ev.kind)
+                                     ? ev.n : 0))
+    {
+        ngx_http_chat_fanout_deliver(&ev, ngx_cycle->log);
+    }
+}
+
+
+/*
+ * The rows of chat.api_cluster_change_rows, for the node's reader and the
+ * gap reads: a head per conversation asked for (its last number), then
+ * its changes, made into events from the columns as a send's are (no JSON
+ * built by PostgreSQL and parsed again here).  The members come on a
+ * conversation's first change and are shared by its others; a change
+ * whose sender has blocks comes with its own recipients.
+ */
+
+ngx_int_t
+ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
+    ngx_http_chat_order_head_pt head, ngx_http_chat_order_change_pt change,
+    void *data)
+{
+    int                           row, rows, c;
+    int64_t                       cid, members_cid;
+    json_t                       *members, *to, *msg, *event;
+    const char                   *v[NGX_HTTP_CHAT_CHANGE_COLUMNS];
+    ngx_http_chat_message_row_t   m;
+
+    if (rc != NGX_OK || res == NULL
+        || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQnfields(res) != NGX_HTTP_CHAT_CHANGE_COLUMNS)
+    {
+        return NGX_ERROR;
+    }
+
+    rows = PQntuples(res);
+    members = NULL;
+    members_cid = 0;
+
+    for (row = 0; row < rows; row++) {
+
+        for (c = 0; c < NGX_HTTP_CHAT_CHANGE_COLUMNS; c++) {
+            v[c] = PQgetisnull(res, row, c) ? NULL
+                                            : PQgetvalue(res, row, c);
+        }
+
+        if (v[NGX_HTTP_CHAT_CHANGE_CID] == NULL) {
+            continue;
+        }
+
+        cid = ngx_atoi((u_char *) v[NGX_HTTP_CHAT_CHANGE_CID],
+                       ngx_strlen(v[NGX_HTTP_CHAT_CHANGE_CID]));
+
+        if (cid <= 0) {
+            continue;
+        }
+
+        if (v[NGX_HTTP_CHAT_CHANGE_HEAD] != NULL) {
+            if (head != NULL) {
+                head((ngx_uint_t) cid,
+                     ngx_atoi((u_char *) v[NGX_HTTP_CHAT_CHANGE_HEAD],
+                              ngx_strlen(v[NGX_HTTP_CHAT_CHANGE_HEAD])),
+                     data);
+            }
+
+            continue;
+        }
+
+        if (v[NGX_HTTP_CHAT_CHANGE_TYPE] == NULL
+            || v[NGX_HTTP_CHAT_CHANGE_ID] == NULL
+            || v[NGX_HTTP_CHAT_CHANGE_SEQ] == NULL
+            || v[NGX_HTTP_CHAT_CHANGE_SENDER] == NULL
+            || v[NGX_HTTP_CHAT_CHANGE_CREATED_AT] == NULL
+            || v[NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ] == NULL)
+        {
+            continue;
+        }
+
+        if (v[NGX_HTTP_CHAT_CHANGE_MEMBERS] != NULL) {
+            if (members != NULL) {
+                json_decref(members);
+            }
+
+            members = ngx_http_chat_message_text_array(
+                          v[NGX_HTTP_CHAT_CHANGE_MEMBERS],
+                          PQgetlength(res, row,
+                                      NGX_HTTP_CHAT_CHANGE_MEMBERS));
+            members_cid = cid;
+        }
+
+        if (v[NGX_HTTP_CHAT_CHANGE_RECIPIENTS] != NULL) {
+            to = ngx_http_chat_message_text_array(
+                     v[NGX_HTTP_CHAT_CHANGE_RECIPIENTS],
+                     PQgetlength(res, row, NGX_HTTP_CHAT_CHANGE_RECIPIENTS));
+
+        } else if (members != NULL && members_cid == cid) {
+            to = json_incref(members);
+
+        } else {
+            to = NULL;
+        }
+
+        if (to == NULL) {
+            continue;
+        }
+
+        m.conversation_id = cid;
+        m.sender_id = v[NGX_HTTP_CHAT_CHANGE_SENDER];
+        m.sender_id_len = PQgetlength(res, row, NGX_HTTP_CHAT_CHANGE_SENDER);
+        m.client_msg_id = v[NGX_HTTP_CHAT_CHANGE_CMID];
+        m.client_msg_id_len = m.client_msg_id
+                              ? (size_t) PQgetlength(res, row,
+                                                NGX_HTTP_CHAT_CHANGE_CMID)
+                              : 0;
+        m.id = v[NGX_HTTP_CHAT_CHANGE_ID];
+        m.seq = v[NGX_HTTP_CHAT_CHANGE_SEQ];
+        m.body = v[NGX_HTTP_CHAT_CHANGE_BODY];
+        m.body_len = m.body ? (size_t) PQgetlength(res, row,
+                                                   NGX_HTTP_CHAT_CHANGE_BODY)
+                            : 0;
+        m.attachments = v[NGX_HTTP_CHAT_CHANGE_ATTACHMENTS];
+        m.attachments_len = m.attachments
+                            ? (size_t) PQgetlength(res, row,
+                                          NGX_HTTP_CHAT_CHANGE_ATTACHMENTS)
+                            : 0;
+        m.reply_to = v[NGX_HTTP_CHAT_CHANGE_REPLY_TO];
+        m.created_at = v[NGX_HTTP_CHAT_CHANGE_CREATED_AT];
+        m.edited_at = v[NGX_HTTP_CHAT_CHANGE_EDITED_AT];
+        m.updated_seq = v[NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ];
+        m.deleted = (v[NGX_HTTP_CHAT_CHANGE_DELETED] != NULL
+                     && v[NGX_HTTP_CHAT_CHANGE_DELETED][0] == 't');
+        m.system = (v[NGX_HTTP_CHAT_CHANGE_SYSTEM] != NULL
+                    && v[NGX_HTTP_CHAT_CHANGE_SYSTEM][0] == 't');
+
+        msg = ngx_http_chat_message_obj(&m);
+
+        event = msg ? json_pack("{s:s, s:o}", "type",
+                                v[NGX_HTTP_CHAT_CHANGE_TYPE], "message", msg)
+                    : NULL;
+
+        if (event != NULL) {
+            change(event, to, data);
+            json_decref(event);
+        }
+
+        json_decref(to);
+    }
+
+    if (members != NULL) {
+        json_decref(members);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -19,5 +19,14 @@ void ngx_http_chat_order_unask(ngx_uint_t cid);
 void ngx_http_chat_order_read(ngx_uint_t cid, int64_t last_seq);
 json_t *ngx_http_chat_order_heads(ngx_uint_t max);
 
+/* the rows of chat.api_cluster_change_rows: heads, then changes as events */
+typedef void (*ngx_http_chat_order_head_pt)(ngx_uint_t cid, int64_t head,
+    void *data);
+typedef void (*ngx_http_chat_order_change_pt)(json_t *event, json_t *to,
+    void *data);
+ngx_int_t ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
+    ngx_http_chat_order_head_pt head, ngx_http_chat_order_change_pt change,
+    void *data);
+
 
 #endif /* _NGX_HTTP_CHAT_ORDER_H_INCLUDED_ */

@@ -12,6 +12,14 @@
 #include <ngx_http_chat.h>
 
 
+/* changes of other nodes as rows: the columns in the order order.c reads */
+#define NGX_HTTP_CHAT_SQL_CHANGE_ROWS                                       \
+    "SELECT cid, head, type, id, seq, sender_id, body, client_msg_id, " \
+    "attachments, reply_to, created_at, edited_at, deleted, updated_seq, " \
+    "system, members, recipients " \
+    "FROM chat.api_cluster_change_rows($1, $2::jsonb)"
+
+
 /* by stmt: the pool refuses a hole at init */
 
 static ngx_http_chat_pg_stmt_t
@@ -118,13 +126,11 @@ static ngx_http_chat_pg_stmt_t
         { "chat_cluster_outbox",
           "SELECT chat.api_cluster_outbox($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_CLUSTER_CHANGES] =
-        { "chat_cluster_changes",
-          "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
+        { "chat_cluster_changes", NGX_HTTP_CHAT_SQL_CHANGE_ROWS, 2 },
     /* the same call for a worker's gap reads (order.c): a name of its own
      * so that its counts are told apart from the cluster reader's */
     [NGX_HTTP_CHAT_STMT_GAP_CHANGES] =
-        { "chat_gap_changes",
-          "SELECT chat.api_cluster_changes($1, $2::jsonb)", 2 },
+        { "chat_gap_changes", NGX_HTTP_CHAT_SQL_CHANGE_ROWS, 2 },
     [NGX_HTTP_CHAT_STMT_CLUSTER_TICK] =
         { "chat_cluster_tick",
           "SELECT chat.api_cluster_tick($1, $2::jsonb)", 2 },

@@ -285,6 +285,20 @@ BEGIN
 END
 $$;
 
+-- changes: {"conversation_id", "after", ...}: the same read as sync for one
+-- conversation, routed to its members.  Kept for the module of API 3 for
+-- one release (docs/upgrading.md); this module no longer calls it.
+CREATE OR REPLACE FUNCTION chat.api_changes(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+    SELECT chat.api_cluster_changes(p_user, jsonb_build_object('ranges',
+               jsonb_build_array(jsonb_build_array(
+                   p_req -> 'conversation_id', p_req -> 'after',
+                   p_req -> 'before'))))
+$$;
+
 -- presence.query and presence.subscribe (and the check of a watch set
 -- after a member left): {"user_ids": [...]} -> {"audience": {"bob": true,
 -- "zed": false, ...}}: true for the ids whose presence p_user may know:
