@@ -1050,7 +1050,8 @@ def sql_send(postgres, user, cid, body):
 def gap_node(cluster, postgres, pool=2):
     """One node of 3 workers; bob and alice on two workers that do not
     read for the node, in group cid with carol (who blocks zed), bob
-    following it: (node, reader pid, alice, bob, cid, bob's last seq)."""
+    following it, carol and dave (who block zed) not connected: (node,
+    reader pid, alice, bob, cid, bob's last seq)."""
     node, = cluster.start(1, workers=3, secret=False, pool=pool)
     reader = one_reader(node)
     bob = conn_on(cluster, node, "bob", lambda p: p != reader)
@@ -1058,10 +1059,10 @@ def gap_node(cluster, postgres, pool=2):
     alice = conn_on(cluster, node, "alice",
                     lambda p: p not in (reader, bob_pid))
     cid = alice.ok("conversation.create", kind="group", title="g",
-                   members=["bob", "carol"])["conversation"]["id"]
+                   members=["bob", "carol", "dave"])["conversation"]["id"]
     conv_created(bob, cid)
     postgres.query("INSERT INTO chat.blocks (blocker_id, blocked_id) "
-                   "VALUES ('carol', 'zed')")
+                   "VALUES ('carol', 'zed'), ('dave', 'zed')")
     m = alice.ok("message.send", conversation_id=cid, body="s0",
                  client_msg_id=new_id())["message"]
     assert seqs_of(bob, cid, quiet=0.5) == [m["seq"]]
@@ -1109,6 +1110,120 @@ def test_a_failed_gap_read_is_tried_again(cluster, postgres):
         node.wait_log(r'PostgreSQL query "chat_gap_changes" failed: '
                       r'ERROR:  gap read refused', timeout=CROSS)
     assert seqs_of(bob, cid) == [s1, s2]
+    assert "exited on signal" not in node.error_log()
+    for c in (alice, bob):
+        c.close()
+
+
+def waiting_on(postgres, pid, timeout=CROSS):
+    """Waits until backend pid waits for an advisory lock."""
+    deadline = time.monotonic() + timeout
+    while postgres.query("SELECT count(*) FROM pg_stat_activity WHERE pid = "
+                         "%s AND wait_event = 'advisory'", (pid,)) != [(1,)]:
+        assert time.monotonic() < deadline, "backend %d does not wait" % pid
+        time.sleep(0.05)
+
+
+def test_a_gap_read_answered_after_its_gap_filled_skips_no_newer_gap(
+        cluster, postgres):
+    """Regression (the gap-read skip): bob's worker W holds s2 and reads
+    the gap s1; the read waits in PostgreSQL while the reader brings s1
+    (W delivers s1 and s2), then W holds s4 after a newer gap, s3.  The
+    late answer of the first read must not skip s3 unread: W reads it and
+    bob gets s3 then s4.  (It skipped s3 and remembered it as the one hole,
+    so that bob got s4 first and s3 only when the reader brought it.)
+    Each node's worker has one PostgreSQL connection, so that W's is known;
+    reading carol's message there waits (advisory lock 1), and reading
+    dave's anywhere else (lock 2): the reader never brings s3 before W
+    read it."""
+    node, reader, alice, bob, cid, s0 = gap_node(cluster, postgres, pool=1)
+
+    # W's one backend: the one a send of bob waits on a row lock in
+    x = alice.ok("conversation.create", kind="group", title="x",
+                 members=["bob"])["conversation"]["id"]
+    conv_created(bob, x)
+    with postgres.connect() as lock:
+        lock.execute("BEGIN")
+        lock.execute("SELECT 1 FROM chat.conversations WHERE id = %s "
+                     "FOR UPDATE", (x,))
+        bob.send_json({"type": "message.send", "conversation_id": x,
+                       "body": "x", "client_msg_id": new_id(), "id": "wx"})
+        deadline = time.monotonic() + CROSS
+        while True:
+            rows = postgres.query(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
+                "'Lock' AND query LIKE '%api_message_send_rows%'")
+            if rows:
+                break
+            assert time.monotonic() < deadline, "bob's send never waited"
+            time.sleep(0.05)
+        (w,), = rows
+        lock.execute("ROLLBACK")
+    while bob.recv_json(timeout=CROSS).get("id") != "wx":
+        pass
+
+    def stat(name):
+        return sum(v for k, v in metrics(node).items()
+                   if k.startswith(name))
+
+    s1 = sql_send(postgres, "carol", cid, "s1")
+    hold = postgres.connect()
+    hold.execute("SELECT pg_advisory_lock(1), pg_advisory_lock(2)")
+    try:
+        with recipients_first(
+                postgres,
+                "IF p_user = 'carol' AND pg_backend_pid() = %d THEN "
+                "PERFORM pg_advisory_xact_lock_shared(1); END IF; "
+                "IF p_user = 'dave' AND pg_backend_pid() <> %d THEN "
+                "PERFORM pg_advisory_xact_lock_shared(2); END IF;"
+                % (w, w)):
+            # W holds s2 (alice's, from her worker) and reads s1: waits
+            s2 = alice.ok("message.send", conversation_id=cid, body="s2",
+                          client_msg_id=new_id())["message"]["seq"]
+            assert (s1, s2) == (s0 + 1, s0 + 2)
+            waiting_on(postgres, w)
+            # the reader brings s1 (it read nothing of cid yet), then, at
+            # its next round trip, s2 again (a repeat, dropped)
+            reads = stat('chat_postgres_query_duration_seconds_count'
+                         '{statement="chat_cluster_changes"}')
+            with lowpriv(postgres) as db:
+                notify(db, {"o": "ghost", "x": [["m", cid, s1, s1]]})
+            postgres.query("DROP ROLE m3_lowpriv")
+            assert seqs_of(bob, cid, quiet=0.5) == [s1, s2]
+            deadline = time.monotonic() + CROSS
+            while stat('chat_postgres_query_duration_seconds_count'
+                       '{statement="chat_cluster_changes"}') < reads + 2:
+                assert time.monotonic() < deadline, "no round trip read"
+                time.sleep(0.05)
+            # the newer gap: s3 (dave's, which the reader cannot read
+            # now), s4 from alice's worker, which W takes from its queue
+            s3 = sql_send(postgres, "dave", cid, "s3")
+            deadline = time.monotonic() + CROSS
+            while True:
+                m = metrics(node)
+                if sum(v for k, v in m.items()
+                       if k.startswith("chat_queue_bytes{")) == 0:
+                    taken = sum(v for k, v in m.items()
+                                if k.startswith("chat_queue_delivered_total{"))
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            s4 = alice.ok("message.send", conversation_id=cid, body="s4",
+                          client_msg_id=new_id())["message"]["seq"]
+            assert (s3, s4) == (s0 + 3, s0 + 4)
+            deadline = time.monotonic() + CROSS
+            while stat("chat_queue_delivered_total{") < taken + 1:
+                assert time.monotonic() < deadline, "W never took s4"
+                time.sleep(0.05)
+            # the first read is answered (after its gap filled, while s3
+            # is open): W reads s3, then gives s4
+            hold.execute("SELECT pg_advisory_unlock(1)")
+            assert seqs_of(bob, cid, quiet=1) == [s3, s4]
+            # the reader's read of s3 and s4 comes too: repeats
+            hold.execute("SELECT pg_advisory_unlock(2)")
+            assert seqs_of(bob, cid, quiet=2) == []
+    finally:
+        hold.close()
     assert "exited on signal" not in node.error_log()
     for c in (alice, bob):
         c.close()
