@@ -433,6 +433,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    if (api->route.route == NGX_HTTP_CHAT_ROUTE_FILE) {
+        /* served by nginx from the store once allowed (files.c) */
+        return ngx_http_chat_files_handler(r, api->caller, api->route.id);
+    }
+
     return ngx_http_chat_api_run(r, api);
 }
 
