@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from chatlib import Conn, assert_error, direct, group, send
+from test_metrics import Metrics, scrape
 from test_uploads import JPEG, PDF, blob, make_store, png, where
 
 
@@ -27,6 +28,7 @@ LOCATIONS = """
         location /api/chat/ { chat_api; %s }
         location = /chat/ws { chat_websocket; }
         location /_chat_files/ { chat_files; alias @STORE@/; }
+        location = /chat/status { chat_status; }
 """
 
 CHAT_ENV = dict(locations=LOCATIONS, zone="16m")
@@ -113,6 +115,15 @@ def test_owner_downloads(env, store):
 
     # the same connection goes on
     c.alive()
+
+    # counted under their route, as the other routes are (the redirected
+    # request in the chat_files location; a refusal in the API's)
+    not_found(c, up["id"] + 1)
+    m = Metrics(scrape(env.ng))
+    assert m.get("chat_http_requests_total", route="files/{id}",
+                 status="2xx") == 2
+    assert m.get("chat_http_requests_total", route="files/{id}",
+                 status="4xx") == 1
 
 
 def test_member_downloads_others_do_not(env, store):
