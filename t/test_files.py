@@ -398,3 +398,32 @@ def test_grace_keeps_new_uploads(env, store):
     time.sleep(2.5)
     assert on_disk(store, data)
     assert len(rows(env.pg)) == 1
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+@pytest.mark.parametrize("locations, message", [
+    ("location = /f/ { chat_files; alias /tmp/; }",
+     '"chat_files" directive must be in a prefix location ending in "/"'),
+    ("location /f { chat_files; alias /tmp/; }",
+     '"chat_files" directive must be in a prefix location ending in "/"'),
+    ("location @f { chat_files; root /tmp; }",
+     '"chat_files" directive must be in a prefix location ending in "/"'),
+    ("location /f/ { chat_files; chat_files; alias /tmp/; }",
+     '"chat_files" directive is duplicate'),
+    ("location /f/ { chat_files; alias /tmp/; }\n"
+     "location /g/ { chat_files; alias /tmp/; }",
+     '"chat_files" directive is in another location already'),
+])
+def test_chat_files_checks(nginx, locations, message):
+    rc, out = nginx.check_config(locations)
+    assert rc != 0, out
+    assert message in out, out
+
+
+def test_grace_at_least_a_second(nginx):
+    rc, out = nginx.check_config("location /f/ { chat_files; alias /tmp/; }",
+                                 http="chat_upload_grace 0s;")
+    assert rc != 0, out
+    assert '"chat_upload_grace" must be at least 1s' in out, out
