@@ -52,6 +52,8 @@ static void ngx_http_chat_upload_location(ngx_conf_t *cf,
     ngx_http_chat_loc_conf_t *conf);
 static char *ngx_http_chat_files(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_chat_files_alias(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
 static ngx_int_t ngx_http_chat_upload_writable(ngx_cycle_t *cycle,
     ngx_str_t *path);
 static ngx_int_t ngx_http_chat_init_module(ngx_cycle_t *cycle);
@@ -662,6 +664,10 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         /* the ETag is the hash's, set before the redirect */
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->etag = 0;
+
+        if (ngx_http_chat_files_alias(cf, clcf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (conf->max_connections_per_user > 255) {
@@ -1593,6 +1599,58 @@ ngx_http_chat_files(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cmcf->files_uri = clcf->name;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The chat_files location serves the store: its alias must be a
+ * chat_upload_path (they are all known by the time locations merge), or
+ * every download would be a 404 of the static module.
+ */
+
+static ngx_int_t
+ngx_http_chat_files_alias(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
+{
+    size_t                      len;
+    ngx_str_t                  *path;
+    ngx_uint_t                  i;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (!clcf->alias || clcf->root_lengths != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_files\" needs \"alias\" set to the "
+                           "chat_upload_path directory");
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (cmcf->upload_paths == NULL) {
+        /* no uploads: downloads answer 503 */
+        return NGX_OK;
+    }
+
+    len = clcf->root.len;
+
+    while (len > 1 && clcf->root.data[len - 1] == '/') {
+        len--;
+    }
+
+    path = cmcf->upload_paths->elts;
+
+    for (i = 0; i < cmcf->upload_paths->nelts; i++) {
+        if (path[i].len == len
+            && ngx_strncmp(path[i].data, clcf->root.data, len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"chat_files\" alias \"%V\" is no chat_upload_path",
+                       &clcf->root);
+
+    return NGX_ERROR;
 }
 
 

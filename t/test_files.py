@@ -422,6 +422,25 @@ def test_chat_files_checks(nginx, locations, message):
     assert message in out, out
 
 
+def test_chat_files_alias_is_the_store(nginx, store):
+    api = "location /api/chat/ { chat_api; chat_upload_path %s; }\n" % store
+    rc, out = nginx.check_config(
+        api + "location /f/ { chat_files; alias /tmp/; }")
+    assert rc != 0, out
+    assert '"chat_files" alias "/tmp/" is no chat_upload_path' in out, out
+
+    rc, out = nginx.check_config(
+        api + "location /f/ { chat_files; root %s; }" % store)
+    assert rc != 0, out
+    assert '"chat_files" needs "alias" set to the chat_upload_path ' \
+        'directory' in out, out
+
+    for alias in (store, store + "/", store + "//"):
+        rc, out = nginx.check_config(
+            api + "location /f/ { chat_files; alias %s; }" % alias)
+        assert rc == 0, out
+
+
 def test_grace_at_least_a_second(nginx):
     rc, out = nginx.check_config("location /f/ { chat_files; alias /tmp/; }",
                                  http="chat_upload_grace 0s;")
