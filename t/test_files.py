@@ -323,6 +323,46 @@ def test_no_name_and_control_characters_in_a_row(env, store):
     c.alive()
 
 
+def test_http2(env, store):
+    """h2c (curl): the redirect and the static module's answer, a range
+    included, on a stream."""
+    import subprocess
+    from conftest import free_port
+    port = free_port()
+    env.locations = LOCATIONS.replace("@STORE@", store)
+    env.start("chat_upload_path %s;" % store,
+              http="server { listen 127.0.0.1:%d http2; "
+                   "location /api/chat/ { chat_api; "
+                   "chat_upload_path %s; } "
+                   "location /_chat_files/ { chat_files; alias %s/; } }"
+                   % (port, store, store))
+    c = env.conn("alice")
+    data = png(5, 5) + blob(5000)
+    up = upload(c, data, "h2 ü.png")
+
+    def curl(*args):
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D",
+                            "-", "-H", "Authorization: Bearer "
+                            + env.token("alice"), *args,
+                            "http://127.0.0.1:%d/api/chat/files/%d"
+                            % (port, up["id"])],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r
+        head, _, body = r.stdout.partition(b"\r\n\r\n")
+        return head.decode("latin-1").lower(), body
+
+    head, body = curl()
+    assert head.startswith("http/2 200"), head
+    assert body == data
+    assert "content-type: image/png" in head
+    assert "etag: \"%s\"" % sha(data) in head
+    assert "content-disposition: inline; filename=\"h2 _.png\"; " \
+        "filename*=utf-8''h2%20%c3%bc.png" in head
+    head, body = curl("-H", "Range: bytes=100-199")
+    assert head.startswith("http/2 206"), head
+    assert body == data[100:200]
+
+
 # --------------------------------------------------------------------------
 # the sweep, and a user's data erased
 
