@@ -268,7 +268,15 @@ ngx_http_chat_files_headers(ngx_http_request_t *r, const char *type,
         len = sizeof("application/octet-stream") - 1;
     }
 
-    r->headers_out.content_type.data = (u_char *) type;
+    /* storage's answer is freed once the redirect returns */
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, type, len);
+
+    r->headers_out.content_type.data = p;
     r->headers_out.content_type.len = len;
     r->headers_out.content_type_len = len;
     r->headers_out.content_type_lowcase = NULL;

@@ -13,6 +13,7 @@ inserting that row as the superuser.
 
 import hashlib
 import os
+import socket
 import time
 
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from test_uploads import JPEG, PDF, blob, make_store, png, where
 LOCATIONS = """
         location /api/chat/ { chat_api; %s }
         location = /chat/ws { chat_websocket; }
-        location /_chat_files/ { chat_files; alias @STORE@/; }
+        location /_chat_files/ { chat_files; alias @STORE@/; sendfile on; }
         location = /chat/status { chat_status; }
 """
 
@@ -258,6 +259,23 @@ def test_range_and_conditionals(env, store):
     assert (r.status, r.body) == (206, data[:4])
     ok_get(c, up["id"], data, [("Range", "bytes=0-3"),
                                ("If-Range", '"%s"' % ("0" * 64))])
+
+
+def test_large_file_read_slowly(env, store):
+    """A file larger than the socket's buffers, read slowly: the static
+    module's sendfile goes on in later write events, after the module is
+    done with the request."""
+    start(env, store)
+    c = env.conn("alice")
+    data = blob(4 * 1024 * 1024)
+    up = upload(c, data)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    c.send(c.build("GET", "files/%d" % up["id"]))
+    time.sleep(0.5)
+    r = c.read()
+    assert r.status == 200, r
+    assert r.body == data
+    c.alive()
 
 
 @pytest.mark.parametrize("data, name, type_, kind", [
