@@ -117,6 +117,7 @@ ngx_http_chat_files_done(ngx_http_chat_store_done_t *done, json_t *result)
     json_t              *error, *file;
     ngx_int_t            rc;
     const char          *code;
+    ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
     r = done->data;
@@ -163,8 +164,17 @@ ngx_http_chat_files_done(ngx_http_chat_store_done_t *done, json_t *result)
         return;
     }
 
+    c = r->connection;
+
     /* the redirected request holds its own reference */
     ngx_http_finalize_request(r, NGX_DONE);
+
+    /*
+     * called from storage's event, not the request's: what the served
+     * location posted (subrequests of a filter) runs now, as after an
+     * upstream's redirect
+     */
+    ngx_http_run_posted_requests(c);
 }
 
 
