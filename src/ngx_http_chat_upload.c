@@ -809,8 +809,9 @@ ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 
 /*
  * The row's answer.  A file whose row failed stays in the store: another
- * upload of the same bytes may have found it there meanwhile, and a file
- * no row names is the sweep's (issue 16, item 3).
+ * upload of the same bytes may have found it there meanwhile.  The sweep
+ * (files.c) removes only files whose rows it saw go: one no row ever
+ * named stays (docs/operations.md says how to find them).
  */
 
 static void
