@@ -50,6 +50,10 @@ static char *ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_http_chat_upload_location(ngx_conf_t *cf,
     ngx_http_chat_loc_conf_t *conf);
+static char *ngx_http_chat_files(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_chat_files_alias(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
 static ngx_int_t ngx_http_chat_upload_writable(ngx_cycle_t *cycle,
     ngx_str_t *path);
 static ngx_int_t ngx_http_chat_init_module(ngx_cycle_t *cycle);
@@ -172,6 +176,21 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_loc_conf_t, rates)
           + NGX_HTTP_CHAT_RATE_UPLOAD_BYTES * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
+    /* the internal location downloads are redirected to */
+    { ngx_string("chat_files"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_files,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_upload_grace"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_main_conf_t, upload_grace),
       NULL },
 
     { ngx_string("chat_max_connections_per_user"),
@@ -417,6 +436,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      */
 
     cmcf->cluster = NGX_CONF_UNSET;
+    cmcf->upload_grace = NGX_CONF_UNSET;
 
     return cmcf;
 }
@@ -433,6 +453,13 @@ ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_uint_t  i;
 
     ngx_conf_init_value(cmcf->cluster, 0);
+    ngx_conf_init_value(cmcf->upload_grace, 86400);
+
+    if (cmcf->upload_grace < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_upload_grace\" must be at least 1s");
+        return NGX_CONF_ERROR;
+    }
 
     if (cmcf->limits.len) {
         if (cmcf->pg == NULL) {
@@ -527,6 +554,7 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->rates[4].rate = NGX_CONF_UNSET_UINT;
     conf->upload_temp = NGX_CONF_UNSET_PTR;
     conf->upload_max_size = NGX_CONF_UNSET;
+    conf->files = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -541,6 +569,7 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_uint_t                  i;
     ngx_array_t                *origins;
     const char                 *directive;
+    ngx_http_core_loc_conf_t   *clcf;
     ngx_http_chat_main_conf_t  *cmcf;
 
     ngx_conf_merge_ptr_value(conf->jwt_key, prev->jwt_key, NULL);
@@ -625,6 +654,20 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->mode == NGX_HTTP_CHAT_MODE_API && conf->upload_temp != NULL) {
         ngx_http_chat_upload_location(cf, conf);
+    }
+
+    /* not inherited: a location under it is no store */
+    if (conf->files == NGX_CONF_UNSET) {
+        conf->files = 0;
+
+    } else {
+        /* the ETag is the hash's, set before the redirect */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->etag = 0;
+
+        if (ngx_http_chat_files_alias(cf, clcf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (conf->max_connections_per_user > 255) {
@@ -1515,6 +1558,102 @@ ngx_http_chat_upload_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
 }
 
 
+/*
+ * chat_files: the location downloads are redirected to (files.c), with
+ * alias set to chat_upload_path by the operator; internal, as a client
+ * that asked for it directly would bypass the check.  One URI for the
+ * whole http block: every server that has chat_api has it at that URI.
+ */
+
+static char *
+ngx_http_chat_files(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_loc_conf_t *ccf = conf;
+
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (ccf->files != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (clcf->named || clcf->exact_match || clcf->regex != NULL
+        || clcf->name.len == 0 || clcf->name.data[clcf->name.len - 1] != '/')
+    {
+        return "must be in a prefix location ending in \"/\"";
+    }
+
+    if (cmcf->files_uri.len
+        && (cmcf->files_uri.len != clcf->name.len
+            || ngx_strncmp(cmcf->files_uri.data, clcf->name.data,
+                           clcf->name.len) != 0))
+    {
+        return "is in another location already: one URI for all servers";
+    }
+
+    ccf->files = 1;
+    clcf->internal = 1;
+    cmcf->files_uri = clcf->name;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The chat_files location serves the store: its alias must be a
+ * chat_upload_path (they are all known by the time locations merge), or
+ * every download would be a 404 of the static module.
+ */
+
+static ngx_int_t
+ngx_http_chat_files_alias(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
+{
+    size_t                      len;
+    ngx_str_t                  *path;
+    ngx_uint_t                  i;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (!clcf->alias || clcf->root_lengths != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_files\" needs \"alias\" set to the "
+                           "chat_upload_path directory");
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (cmcf->upload_paths == NULL) {
+        /* no uploads: downloads answer 503 */
+        return NGX_OK;
+    }
+
+    len = clcf->root.len;
+
+    while (len > 1 && clcf->root.data[len - 1] == '/') {
+        len--;
+    }
+
+    path = cmcf->upload_paths->elts;
+
+    for (i = 0; i < cmcf->upload_paths->nelts; i++) {
+        if (path[i].len == len
+            && ngx_strncmp(path[i].data, clcf->root.data, len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"chat_files\" alias \"%V\" is no chat_upload_path",
+                       &clcf->root);
+
+    return NGX_ERROR;
+}
+
+
 /* chat_allowed_origins (WebSocket) and chat_cors_origins (REST) */
 
 static char *
@@ -1728,6 +1867,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     ngx_http_chat_store_init_process(cycle);
     ngx_http_chat_typing_init_process(cycle);
     ngx_http_chat_api_init_process();
+    ngx_http_chat_files_init_process(cycle, cmcf);
 
     /*
      * Each level is given what it calls up through (the bus's deliver and
@@ -1789,6 +1929,7 @@ ngx_http_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chat_outbox_exit_process();
     ngx_http_chat_cluster_exit_process();
+    ngx_http_chat_files_exit_process();
     ngx_http_chat_pg_exit_process();
     ngx_http_chat_ipc_exit_process();
     ngx_http_chat_zone_exit_process();

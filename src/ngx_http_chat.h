@@ -143,6 +143,8 @@ typedef struct {
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
     ngx_array_t                  *dev_tokens; /* of ngx_http_chat_dev_t */
     ngx_array_t                  *upload_paths;  /* ngx_str_t, to check */
+    ngx_str_t                     files_uri;  /* the chat_files location */
+    time_t                        upload_grace;   /* chat_upload_grace */
 } ngx_http_chat_main_conf_t;
 
 
@@ -217,6 +219,7 @@ typedef struct {
     ngx_str_t                     upload_path;
     ngx_path_t                   *upload_temp;
     off_t                         upload_max_size;
+    ngx_flag_t                    files;     /* chat_files */
 } ngx_http_chat_loc_conf_t;
 
 
@@ -325,6 +328,7 @@ ngx_http_chat_observe(ngx_http_chat_histogram_t *h, uint64_t usec)
 #include <ngx_http_chat_session.h>
 #include <ngx_http_chat_echo.h>
 #include <ngx_http_chat_upload.h>
+#include <ngx_http_chat_files.h>
 #include <ngx_http_chat_handshake.h>
 #include <ngx_http_chat_api.h>
 

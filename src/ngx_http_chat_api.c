@@ -267,18 +267,23 @@ ngx_http_chat_api_log(ngx_http_request_t *r)
 
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
 
-    if (ccf->mode != NGX_HTTP_CHAT_MODE_API) {
+    if (ccf->files && r->internal) {
+        /* a download, redirected to the chat_files location (files.c) */
+        route = NGX_HTTP_CHAT_ROUTE_FILE;
+
+    } else if (ccf->mode != NGX_HTTP_CHAT_MODE_API) {
         return NGX_OK;
+
+    } else {
+        /*
+         * The ctx is the first field of the api (see the handler); it is
+         * gone after an internal redirect, and with it the route.
+         */
+        api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+        route = api ? api->route.route : NGX_HTTP_CHAT_ROUTE_NONE;
     }
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
-
-    /*
-     * The ctx is the first field of the api (see the handler); it is gone
-     * after an internal redirect, and with it the route.
-     */
-    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
-    route = api ? api->route.route : NGX_HTTP_CHAT_ROUTE_NONE;
 
     if ((ngx_uint_t) route >= NGX_HTTP_CHAT_ROUTE_COUNT) {
         route = NGX_HTTP_CHAT_ROUTE_NONE;
@@ -431,6 +436,11 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    if (api->route.route == NGX_HTTP_CHAT_ROUTE_FILE) {
+        /* served by nginx from the store once allowed (files.c) */
+        return ngx_http_chat_files_handler(r, api->caller, api->route.id);
     }
 
     return ngx_http_chat_api_run(r, api);

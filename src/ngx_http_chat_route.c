@@ -61,7 +61,9 @@ static const struct {
     { G,         "GET, HEAD",
       "presence" },
     { P,         "POST",
-      "uploads" }
+      "uploads" },
+    { G,         "GET, HEAD",
+      "files/{id}" }
 };
 
 
@@ -211,6 +213,16 @@ ngx_http_chat_route_parse(ngx_http_chat_route_t *rt, const u_char *path,
 
     if (ngx_http_chat_route_rest(p, end, "uploads")) {
         rt->route = NGX_HTTP_CHAT_ROUTE_UPLOADS;
+        return 0;
+    }
+
+    if (ngx_http_chat_route_word(&p, end, "files/")) {
+
+        if (ngx_http_chat_route_id(&p, end, &rt->id) != 0 || p != end) {
+            goto none;
+        }
+
+        rt->route = NGX_HTTP_CHAT_ROUTE_FILE;
         return 0;
     }
 

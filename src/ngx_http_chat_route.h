@@ -36,6 +36,7 @@ typedef enum {
     NGX_HTTP_CHAT_ROUTE_BLOCK,              /* blocks/{user} */
     NGX_HTTP_CHAT_ROUTE_PRESENCE,           /* presence */
     NGX_HTTP_CHAT_ROUTE_UPLOADS,            /* uploads */
+    NGX_HTTP_CHAT_ROUTE_FILE,               /* files/{id} */
     NGX_HTTP_CHAT_ROUTE_COUNT
 } ngx_http_chat_route_e;
 
@@ -54,7 +55,7 @@ typedef enum {
 
 typedef struct {
     ngx_http_chat_route_e   route;
-    int64_t                 id;         /* conversation or message id */
+    int64_t                 id;         /* conversation, message, file */
     const u_char           *user;       /* points into the path */
     size_t                  user_len;
 } ngx_http_chat_route_t;

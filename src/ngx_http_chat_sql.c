@@ -154,7 +154,13 @@ static ngx_http_chat_pg_stmt_t
           "SELECT chat.api_presence_members($1, $2::jsonb)", 2 },
     [NGX_HTTP_CHAT_STMT_UPLOAD_CREATE] =
         { "chat_upload_create",
-          "SELECT chat.api_upload_create($1, $2::jsonb)", 2 }
+          "SELECT chat.api_upload_create($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_FILE_GET] =
+        { "chat_file_get",
+          "SELECT chat.api_file_get($1, $2::jsonb)", 2 },
+    [NGX_HTTP_CHAT_STMT_UPLOAD_SWEEP] =
+        { "chat_upload_sweep",
+          "SELECT chat.api_upload_sweep($1, $2::jsonb)", 2 }
 };
 
 

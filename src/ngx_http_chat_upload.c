@@ -760,7 +760,12 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
     if (ngx_file_info(path, &fi) != NGX_FILE_ERROR
         && ngx_is_file(&fi) && ngx_file_size(&fi) == up->size)
     {
-        /* the same bytes, stored once */
+        /*
+         * the same bytes, stored once; its time now, so that the sweep,
+         * which may have found no row for them a moment ago, keeps the
+         * file until this upload's row is in (files.c)
+         */
+        (void) ngx_set_file_time(path, NGX_INVALID_FILE, ngx_time());
         return NGX_OK;
     }
 
@@ -804,8 +809,9 @@ ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 
 /*
  * The row's answer.  A file whose row failed stays in the store: another
- * upload of the same bytes may have found it there meanwhile, and a file
- * no row names is the sweep's (issue 16, item 3).
+ * upload of the same bytes may have found it there meanwhile.  The sweep
+ * (files.c) removes only files whose rows it saw go: one no row ever
+ * named stays (docs/operations.md says how to find them).
  */
 
 static void

@@ -64,7 +64,7 @@ ROUTES = ["unknown", "conversations", "conversations/{id}",
           "conversations/{id}/messages", "conversations/{id}/read",
           "messages/{id}", "messages/search", "unread", "users/search",
           "users/me", "contacts", "contacts/{user}", "blocks",
-          "blocks/{user}", "presence", "uploads"]
+          "blocks/{user}", "presence", "uploads", "files/{id}"]
 
 
 # --------------------------------------------------------------------------

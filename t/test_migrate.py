@@ -125,7 +125,8 @@ def store_statements():
     return set(re.findall(r'(?:"SELECT |"FROM )chat\.(\w+)\(', src))
 
 
-HOST_API = {"create_conversation", "add_member", "post_message"}
+HOST_API = {"create_conversation", "add_member", "post_message",
+            "delete_user_uploads"}
 
 # what the module of the API before calls and this one no longer does:
 # granted for one release more (sql/api/99_privileges.sql)
@@ -143,7 +144,7 @@ def test_ledger_and_versions(postgres):
     for name in files:
         assert (int(name[:4]), name) in ledger
     assert postgres.query("SELECT chat.schema_version(), "
-                          "chat.api_version()") == [(14, 4)]
+                          "chat.api_version()") == [(15, 5)]
 
 
 def test_the_module_checks_the_versions_it_was_built_for():
@@ -172,7 +173,7 @@ def test_rerunning_keeps_data_and_applies_the_api_again(postgres, dbs):
     for _ in range(2):
         out = migrate_ok(postgres, db)
         assert "applied schema" not in out
-        assert "schema version 14, API version 4" in out
+        assert "schema version 15, API version 5" in out
     assert one(postgres, db, "SELECT string_agg(body, ',') "
                              "FROM chat.messages") == "kept"
 
@@ -202,14 +203,14 @@ def test_a_failing_api_file_leaves_the_api_as_it_was(postgres, dbs):
     shutil.copytree(os.path.join(REPO, "sql"), copy)
     with open(os.path.join(copy, "api", "00_base.sql"), "a") as f:
         f.write("CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int "
-                "LANGUAGE sql AS 'SELECT 4';\n")
+                "LANGUAGE sql AS 'SELECT 5';\n")
     with open(os.path.join(copy, "api", "50_people.sql"), "a") as f:
         f.write("\nDROP FUNCTION chat.api_block;\nSELECT 1/0;\n")
     r = migrate(postgres, db, script=os.path.join(copy, "migrate.sh"))
     assert r.returncode != 0
     assert "the API failed to apply; the database keeps the one it had" \
         in r.stderr
-    assert one(postgres, db, "SELECT chat.api_version()") == 4
+    assert one(postgres, db, "SELECT chat.api_version()") == 5
     assert one(postgres, db, "SELECT to_regproc('chat.api_block') "
                              "IS NOT NULL") is True
 
@@ -348,8 +349,9 @@ def test_a_release_0011_database_is_upgraded_in_place(postgres, dbs):
     # its tables are all there: only the schema files after the release
     assert re.findall(r"applied schema/(\S+)", out) == ["0012_groups.sql",
                                                         "0013_sends.sql",
-                                                        "0014_uploads.sql"]
-    assert "schema version 14, API version 4" in out
+                                                        "0014_uploads.sql",
+                                                        "0015_upload_sweep.sql"]
+    assert "schema version 15, API version 5" in out
     # what the API does not grant survives it: migrate.sh says so
     assert "warning: roles chat_old_runtime still hold privileges" \
         in r.stderr

@@ -708,6 +708,9 @@ BEGIN
     WHERE id = v_mid
     RETURNING * INTO v_msg;
 
+    -- its files are served no more (and swept once nothing else has them)
+    DELETE FROM chat.message_uploads WHERE message_id = v_mid;
+
     v_obj := chat.message_obj(v_msg);
     RETURN chat.ok(
         jsonb_build_object('message', v_obj),

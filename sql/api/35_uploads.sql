@@ -78,3 +78,133 @@ BEGIN
         'height', v_row.height)));
 END
 $$;
+
+-- file_get: {"upload_id"} -> {"file": {"id", "sha256", "type", "name",
+-- "size"}}, what nginx needs to serve the file: for its owner, and for a
+-- member of a conversation where a message that is not deleted attaches
+-- it (chat.message_uploads) and that the member sees: a message of a user
+-- blocked either way is hidden from history (chat.messages_unread and the
+-- history's filter), and so are its files.  Anybody else gets not_found,
+-- as for an id that does not exist: a file's existence is never told.
+CREATE OR REPLACE FUNCTION chat.api_file_get(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_err  jsonb := chat.check_request(p_user, p_req);
+    v_id   bigint;
+    v_row  chat.uploads;
+BEGIN
+    IF v_err IS NOT NULL THEN
+        RETURN v_err;
+    END IF;
+    v_id := chat.json_id(p_req -> 'upload_id');
+    IF v_id IS NULL THEN
+        RETURN chat.bad(p_req, 'upload_id', 'a positive integer');
+    END IF;
+    SELECT * INTO v_row FROM chat.uploads WHERE id = v_id;
+    IF v_row.id IS NULL
+       OR (v_row.owner_id <> p_user
+           AND NOT EXISTS (
+               SELECT 1
+               FROM chat.message_uploads mu
+               JOIN chat.messages m ON m.id = mu.message_id
+               JOIN chat.members mb
+                 ON mb.conversation_id = m.conversation_id
+                AND mb.user_id = p_user
+               WHERE mu.upload_id = v_id
+                 AND m.deleted_at IS NULL
+                 AND (m.sender_id = p_user
+                      OR NOT chat.is_blocked(p_user, m.sender_id))))
+    THEN
+        RETURN chat.err('not_found', 'file not found');
+    END IF;
+    RETURN chat.ok(jsonb_build_object('file', jsonb_build_object(
+        'id', v_row.id,
+        'sha256', v_row.sha256,
+        'type', v_row.type,
+        'name', v_row.name,
+        'size', v_row.size)));
+END
+$$;
+
+-- A deleted chat.uploads row's file is a candidate for the sweep
+-- (chat.uploads_gone), whoever deleted it: the sweep itself, or
+-- chat.delete_user_uploads.  Whether another row still has the same bytes
+-- is asked when the sweep takes it.
+CREATE OR REPLACE FUNCTION chat.uploads_of_deleted() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    INSERT INTO chat.uploads_gone (sha256)
+    SELECT DISTINCT sha256 FROM gone
+    ON CONFLICT (sha256) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER uploads_delete_files
+    AFTER DELETE ON chat.uploads
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_of_deleted();
+
+-- upload_sweep: {"grace": seconds, "limit": n} -> {"files": [sha256, ...],
+-- "more": bool}.  Called by one nginx worker now and then (p_user is
+-- empty): deletes at most n uploads older than the grace that no message
+-- attaches, then takes at most n files of chat.uploads_gone and answers
+-- those no row has any more, for nginx to unlink.  "more": there may be
+-- more to do at once.  One caller at a time over all nodes (an advisory
+-- lock: the others get nothing), as the nodes share one store.
+CREATE OR REPLACE FUNCTION chat.api_upload_sweep(p_user text, p_req jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_grace  bigint := chat.json_int(p_req -> 'grace');
+    v_limit  bigint := chat.json_id(p_req -> 'limit');
+    v_rows   bigint;
+    v_taken  bigint;
+    v_files  jsonb;
+BEGIN
+    IF v_grace IS NULL OR v_grace < 0 OR v_limit IS NULL THEN
+        RETURN chat.err('bad_request', 'grace and limit are needed');
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('chat.api_upload_sweep')) THEN
+        RETURN chat.ok(jsonb_build_object('files', '[]'::jsonb,
+                                          'more', false));
+    END IF;
+
+    DELETE FROM chat.uploads u
+    WHERE u.id IN (SELECT o.id FROM chat.uploads o
+                   WHERE o.created_at < now() - make_interval(secs => v_grace)
+                     AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
+                                     WHERE mu.upload_id = o.id)
+                   ORDER BY o.created_at
+                   LIMIT v_limit
+                   FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+
+    WITH picked AS (
+        SELECT sha256 FROM chat.uploads_gone
+        ORDER BY at LIMIT v_limit
+        FOR UPDATE SKIP LOCKED
+    ), taken AS (
+        DELETE FROM chat.uploads_gone g USING picked p
+        WHERE g.sha256 = p.sha256
+        RETURNING g.sha256
+    )
+    SELECT count(*),
+           coalesce(jsonb_agg(t.sha256) FILTER (
+                        WHERE NOT EXISTS (SELECT 1 FROM chat.uploads u
+                                          WHERE u.sha256 = t.sha256)),
+                    '[]'::jsonb)
+    INTO v_taken, v_files
+    FROM taken t;
+
+    RETURN chat.ok(jsonb_build_object(
+        'files', v_files,
+        'more', v_rows = v_limit OR v_taken = v_limit));
+END
+$$;

@@ -149,6 +149,24 @@ BEGIN
 END
 $$;
 
+-- The host application's: a user's uploads are deleted (with the links
+-- of their messages to them: those files are served no more), when the
+-- user's data is erased.  The sweep then unlinks the files no other row
+-- has.  Returns how many rows went.
+CREATE OR REPLACE FUNCTION chat.delete_user_uploads(p_user text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, chat, pg_temp
+AS $$
+DECLARE
+    v_n  bigint;
+BEGIN
+    DELETE FROM chat.uploads WHERE owner_id = p_user;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+
 -- An outbox entry {"to", "event"} as the SQL API makes them, rebuilt from
 -- the tables, or NULL.  Whoever can write chat.outbox (the owner, a node
 -- through api_cluster_outbox) must not be able to make clients believe

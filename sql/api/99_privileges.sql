@@ -49,6 +49,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_conversation_list,
     chat.api_conversation_members,
     chat.api_conversation_update,
+    chat.api_file_get,
     chat.api_member_add,
     chat.api_member_flag,
     chat.api_member_remove,
@@ -70,6 +71,7 @@ GRANT EXECUTE ON FUNCTION
     chat.api_unblock,
     chat.api_unread,
     chat.api_upload_create,
+    chat.api_upload_sweep,
     chat.api_user_upsert,
     chat.api_users_search
 TO chat_runtime;
@@ -85,5 +87,6 @@ TO chat_runtime;
 GRANT EXECUTE ON FUNCTION
     chat.create_conversation,
     chat.add_member,
-    chat.post_message
+    chat.post_message,
+    chat.delete_user_uploads
 TO chat_host;

@@ -1,0 +1,608 @@
+
+/*
+ * GET files/{id}: an upload, for its owner and the members of the
+ * conversations where a message attaches it (chat.api_file_get says who).
+ *
+ * The module never reads the file: once storage has said yes, the
+ * request is redirected internally to the chat_files location, whose
+ * alias is chat_upload_path, and nginx's static module serves
+ * ab/cd/<sha256> (sendfile, Range, If-None-Match, If-Range).  What the
+ * response must say is put in r->headers_out before the redirect, which
+ * keeps it (only the modules' contexts are cleared): the type detected
+ * at upload (the static module keeps a type already set), the ETag of
+ * the hash (chat_files turns the location's own ETag off), and the
+ * headers that keep a browser from running what it is given.
+ *
+ * The sweep: the first worker of each node asks chat.api_upload_sweep
+ * now and then for the stored files no row has any more, and unlinks a
+ * bounded number of them per tick, as nginx's own cache manager removes
+ * files: a metadata operation of a local filesystem.
+ */
+
+
+#include <ngx_http_chat.h>
+#include <ngx_http_chat_pg.h>
+
+
+/* rows and files one sweep takes at most */
+#define NGX_HTTP_CHAT_FILES_SWEEP_LIMIT  100
+
+/* a sweep that had more to do goes on this soon */
+#define NGX_HTTP_CHAT_FILES_SWEEP_MORE   100
+
+/* a file stored again within this many seconds is kept (see below) */
+#define NGX_HTTP_CHAT_FILES_FRESH        60
+
+
+typedef struct {
+    ngx_http_chat_pg_query_t      q;
+    ngx_event_t                   timer;
+    ngx_array_t                  *paths;     /* ngx_str_t, the stores */
+    time_t                        grace;
+    ngx_msec_t                    period;
+    u_char                        arg[2 * NGX_TIME_T_LEN + 32];
+    unsigned                      busy:1;
+    unsigned                      active:1;
+} ngx_http_chat_files_sweep_t;
+
+
+static void ngx_http_chat_files_done(ngx_http_chat_store_done_t *done,
+    json_t *result);
+static ngx_int_t ngx_http_chat_files_serve(ngx_http_request_t *r,
+    json_t *file);
+static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
+    const char *type, const char *name, const char *sha256);
+static u_char *ngx_http_chat_files_disposition(ngx_pool_t *pool,
+    const char *type, const char *name);
+static ngx_uint_t ngx_http_chat_files_hex(const char *s);
+static void ngx_http_chat_files_tick(ngx_event_t *ev);
+static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
+    ngx_int_t rc, PGresult *res);
+static void ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
+    const char *sha256);
+
+
+static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
+
+
+ngx_int_t
+ngx_http_chat_files_handler(ngx_http_request_t *r, ngx_str_t *user,
+    int64_t id)
+{
+    json_t                     *req;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (ccf->upload_path.len == 0 || cmcf->files_uri.len == 0) {
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "unavailable",
+                                             "downloads are not configured");
+    }
+
+    if (cmcf->pg == NULL) {
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "unavailable",
+                                             "storage is not configured");
+    }
+
+    req = json_pack("{s:I}", "upload_id", (json_int_t) id);
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* kept until ngx_http_chat_files_done finalizes it */
+    r->main->count++;
+
+    if (ngx_http_chat_store_http(r, user, NGX_HTTP_CHAT_STMT_FILE_GET, req,
+                                 ngx_http_chat_files_done)
+        != NGX_OK)
+    {
+        r->main->count--;
+        json_decref(req);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_decref(req);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chat_files_done(ngx_http_chat_store_done_t *done, json_t *result)
+{
+    json_t              *error, *file;
+    ngx_int_t            rc;
+    const char          *code;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = done->data;
+
+    if (result == NULL) {
+        ngx_http_finalize_request(r,
+            ngx_http_chat_http_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable",
+                                     "storage is unavailable, retry later"));
+        return;
+    }
+
+    error = json_object_get(result, "error");
+
+    if (error != NULL) {
+        code = json_string_value(json_object_get(error, "code"));
+
+        if (code && ngx_strcmp(code, "not_found") == 0) {
+            rc = ngx_http_chat_http_send_error(r, NGX_HTTP_NOT_FOUND,
+                                               "not_found", "file not found");
+
+        } else if (code && ngx_strcmp(code, "bad_request") == 0) {
+            rc = ngx_http_chat_http_send_json(r, NGX_HTTP_BAD_REQUEST,
+                                              json_pack("{s:O}", "error",
+                                                        error));
+
+        } else {
+            rc = ngx_http_chat_http_send_error(r,
+                                     NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "unavailable",
+                                     "storage is unavailable, retry later");
+        }
+
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    file = json_object_get(json_object_get(result, "ok"), "file");
+
+    rc = ngx_http_chat_files_serve(r, file);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    c = r->connection;
+
+    /* the redirected request holds its own reference */
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    /*
+     * called from storage's event, not the request's: what the served
+     * location posted (subrequests of a filter) runs now, as after an
+     * upstream's redirect
+     */
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The file on disk, then the redirect.  A row whose file is gone (a
+ * store restored without it, a file removed by hand) is 404 with a line
+ * in the log, before anything is redirected.
+ */
+
+static ngx_int_t
+ngx_http_chat_files_serve(ngx_http_request_t *r, json_t *file)
+{
+    u_char                     *p;
+    ngx_str_t                   uri;
+    const char                 *sha, *type, *name;
+    ngx_file_info_t             fi;
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    sha = json_string_value(json_object_get(file, "sha256"));
+    type = json_string_value(json_object_get(file, "type"));
+    name = json_string_value(json_object_get(file, "name"));
+
+    if (sha == NULL || !ngx_http_chat_files_hex(sha) || type == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "chat files: chat.api_file_get answered no file");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, ccf->upload_path.len + sizeof("/ab/cd/") - 1
+                             + 64 + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_sprintf(p, "%V/%*s/%*s/%s", &ccf->upload_path, (size_t) 2, sha,
+                 (size_t) 2, sha + 2, sha) = '\0';
+
+    if (ngx_file_info(p, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
+                      "chat files: \"%s\" of upload %L is missing", p,
+                      (int64_t) json_integer_value(json_object_get(file,
+                                                                   "id")));
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "not_found", "file not found");
+    }
+
+    if (ngx_http_chat_files_headers(r, type, name, sha) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the chat_files location's prefix, then ab/cd/<sha256> */
+
+    uri.len = cmcf->files_uri.len + sizeof("/ab/cd/") - 1 + 64;
+    uri.data = ngx_pnalloc(r->pool, uri.len);
+    if (uri.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(uri.data, cmcf->files_uri.data, cmcf->files_uri.len);
+
+    if (p[-1] != '/') {
+        *p++ = '/';
+    }
+
+    p = ngx_sprintf(p, "%*s/%*s/%s", (size_t) 2, sha, (size_t) 2, sha + 2,
+                    sha);
+    uri.len = p - uri.data;
+
+    return ngx_http_internal_redirect(r, &uri, NULL);
+}
+
+
+/*
+ * What the static module does not say, or would say otherwise.  The type
+ * is the sniffer's: a small set of safe types (an HTML or SVG body is
+ * text/plain), checked again here as it goes into a header.
+ */
+
+static ngx_int_t
+ngx_http_chat_files_headers(ngx_http_request_t *r, const char *type,
+    const char *name, const char *sha256)
+{
+    u_char           *p, *disposition;
+    size_t            len;
+    ngx_table_elt_t  *etag;
+
+    len = ngx_strlen(type);
+
+    for (p = (u_char *) type; *p; p++) {
+        if (*p < 0x20 || *p >= 0x7f) {
+            break;
+        }
+    }
+
+    if (len == 0 || *p != '\0') {
+        type = "application/octet-stream";
+        len = sizeof("application/octet-stream") - 1;
+    }
+
+    /* storage's answer is freed once the redirect returns */
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, type, len);
+
+    r->headers_out.content_type.data = p;
+    r->headers_out.content_type.len = len;
+    r->headers_out.content_type_len = len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    disposition = ngx_http_chat_files_disposition(r->pool, type, name);
+    if (disposition == NULL) {
+        return NGX_ERROR;
+    }
+
+    etag = ngx_list_push(&r->headers_out.headers);
+    if (etag == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, 64 + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(p, "\"%*s\"", (size_t) 64, sha256);
+
+    etag->hash = 1;
+    ngx_str_set(&etag->key, "ETag");
+    etag->value.data = p;
+    etag->value.len = 64 + 2;
+#if (nginx_version >= 1023000)
+    etag->next = NULL;
+#endif
+    r->headers_out.etag = etag;
+
+    if (ngx_http_chat_http_add_header(r, "Content-Disposition",
+                                      (char *) disposition) != NGX_OK
+        || ngx_http_chat_http_add_header(r, "X-Content-Type-Options",
+                                         "nosniff") != NGX_OK
+        || ngx_http_chat_http_add_header(r, "Content-Security-Policy",
+                                         "sandbox") != NGX_OK
+        || ngx_http_chat_http_add_header(r, "Cache-Control", "private")
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * inline for an image or a PDF, attachment for anything else; the name
+ * twice (RFC 6266): filename*=UTF-8''<percent-encoded> for those who
+ * read it, and filename="<ASCII>" for the others, where a byte that is
+ * not printable ASCII, a quote, a backslash or a percent sign is '_' (a
+ * multi-byte character once).  No control character reaches the header
+ * either way.
+ */
+
+static u_char *
+ngx_http_chat_files_disposition(ngx_pool_t *pool, const char *type,
+    const char *name)
+{
+    u_char       *buf, *p, c;
+    size_t        len;
+    const char   *kind;
+    const u_char *s;
+
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    kind = (ngx_strncmp(type, "image/", 6) == 0
+            || ngx_strcmp(type, "application/pdf") == 0)
+           ? "inline" : "attachment";
+
+    if (name == NULL || *name == '\0') {
+        return (u_char *) kind;
+    }
+
+    len = ngx_strlen(name);
+
+    buf = ngx_pnalloc(pool, sizeof("attachment; filename=\"\"; "
+                                   "filename*=UTF-8''") + 4 * len);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(buf, "%s; filename=\"", kind);
+
+    for (s = (const u_char *) name; *s; s++) {
+        c = *s;
+
+        if (c >= 0x80) {
+            /* one '_' for a character: at its first byte */
+            if ((c & 0xc0) != 0x80) {
+                *p++ = '_';
+            }
+
+            continue;
+        }
+
+        *p++ = (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '%')
+               ? '_' : c;
+    }
+
+    p = ngx_cpymem(p, "\"; filename*=UTF-8''",
+                   sizeof("\"; filename*=UTF-8''") - 1);
+
+    /* RFC 5987 attr-char, everything else percent-encoded */
+
+    for (s = (const u_char *) name; *s; s++) {
+        c = *s;
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || ngx_strchr("!#$&+-.^_`|~", c))
+        {
+            *p++ = c;
+            continue;
+        }
+
+        *p++ = '%';
+        *p++ = hex[c >> 4];
+        *p++ = hex[c & 0xf];
+    }
+
+    *p = '\0';
+
+    return buf;
+}
+
+
+static ngx_uint_t
+ngx_http_chat_files_hex(const char *s)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 64; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return s[64] == '\0';
+}
+
+
+/* the sweep */
+
+void
+ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_main_conf_t *cmcf)
+{
+    ngx_http_chat_files_sweep_t  *sw;
+
+    /* the first worker, or its replacement (ngx_worker stays the same) */
+
+    if (cmcf->pg == NULL || cmcf->upload_paths == NULL || ngx_worker != 0) {
+        return;
+    }
+
+    sw = &ngx_http_chat_files_sweep;
+
+    sw->paths = cmcf->upload_paths;
+    sw->grace = cmcf->upload_grace;
+    sw->active = 1;
+
+    /* a quarter of the grace, between a second and a minute */
+    sw->period = (ngx_msec_t) ngx_min(ngx_max(sw->grace * 250, 1000), 60000);
+
+    sw->timer.handler = ngx_http_chat_files_tick;
+    sw->timer.log = cycle->log;
+    sw->timer.data = sw;
+    sw->timer.cancelable = 1;
+
+    ngx_add_timer(&sw->timer, sw->period);
+}
+
+
+void
+ngx_http_chat_files_exit_process(void)
+{
+    ngx_http_chat_files_sweep.active = 0;
+}
+
+
+static void
+ngx_http_chat_files_tick(ngx_event_t *ev)
+{
+    u_char                       *p;
+    ngx_http_chat_files_sweep_t  *sw;
+
+    sw = ev->data;
+
+    if (!sw->active || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sw->busy) {
+        ngx_add_timer(&sw->timer, sw->period);
+        return;
+    }
+
+    p = ngx_sprintf(sw->arg, "{\"grace\":%T,\"limit\":%d}%Z", sw->grace,
+                    NGX_HTTP_CHAT_FILES_SWEEP_LIMIT) - 1;
+
+    ngx_http_chat_pg_query_init(&sw->q, NGX_HTTP_CHAT_STMT_UPLOAD_SWEEP,
+                                ngx_http_chat_files_swept, sw);
+    ngx_http_chat_pg_query_param(&sw->q, "", 0);
+    ngx_http_chat_pg_query_param(&sw->q, (char *) sw->arg, p - sw->arg);
+
+    if (ngx_http_chat_pg_query(&sw->q) != NGX_OK) {
+        /* storage is down: next time */
+        ngx_add_timer(&sw->timer, sw->period);
+        return;
+    }
+
+    sw->busy = 1;
+}
+
+
+static void
+ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
+    PGresult *res)
+{
+    u_char                        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
+    size_t                        i;
+    json_t                       *result, *files, *f;
+    ngx_msec_t                    next;
+    ngx_http_chat_files_sweep_t  *sw;
+
+    sw = q->data;
+    sw->busy = 0;
+    next = sw->period;
+
+    result = ngx_http_chat_pg_json(rc, res);
+
+    if (result == NULL) {
+        if (rc == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat: upload sweep failed: %s",
+                          ngx_http_chat_pg_fold(msg, sizeof(msg),
+                                                PQresultErrorMessage(res)));
+        }
+
+        goto next;
+    }
+
+    files = json_object_get(json_object_get(result, "ok"), "files");
+
+    json_array_foreach(files, i, f) {
+        if (json_is_string(f) && ngx_http_chat_files_hex(json_string_value(f)))
+        {
+            ngx_http_chat_files_unlink(sw, json_string_value(f));
+        }
+    }
+
+    if (json_is_true(json_object_get(json_object_get(result, "ok"), "more")))
+    {
+        next = NGX_HTTP_CHAT_FILES_SWEEP_MORE;
+    }
+
+    json_decref(result);
+
+next:
+
+    if (sw->active && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&sw->timer, next);
+    }
+}
+
+
+/*
+ * A file no row has.  An upload of the same bytes that found the file
+ * in place a moment ago may not have its row yet: it set the file's time
+ * (upload.c), and a file this fresh is kept.
+ */
+
+static void
+ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
+    const char *sha256)
+{
+    u_char           path[NGX_MAX_PATH];
+    time_t           fresh;
+    ngx_str_t       *store;
+    ngx_uint_t       i;
+    ngx_file_info_t  fi;
+
+    store = sw->paths->elts;
+    fresh = ngx_min(sw->grace, NGX_HTTP_CHAT_FILES_FRESH);
+
+    for (i = 0; i < sw->paths->nelts; i++) {
+
+        if (store[i].len + sizeof("/ab/cd/") + 64 > NGX_MAX_PATH) {
+            continue;
+        }
+
+        *ngx_sprintf(path, "%V/%*s/%*s/%s", &store[i], (size_t) 2, sha256,
+                     (size_t) 2, sha256 + 2, sha256) = '\0';
+
+        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR) {
+            continue;
+        }
+
+        if (ngx_file_mtime(&fi) > ngx_time() - fresh) {
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "chat: upload sweep: \"%s\" was stored again "
+                          "just now: kept", path);
+            continue;
+        }
+
+        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+            if (ngx_errno != NGX_ENOENT) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                              ngx_delete_file_n " \"%s\" failed", path);
+            }
+
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "chat: upload sweep: \"%s\" removed", path);
+    }
+}
