@@ -1,0 +1,195 @@
+"""Review of the upload route (issue 16 item 1): each test reproduces one
+finding (R16-n in the review report) against a real nginx and PostgreSQL.
+No timing is asserted: a read that never gets its answer fails after the
+harness's TIMEOUT.
+"""
+
+import os
+
+import pytest
+
+from chatlib import API_LOCATIONS, TIMEOUT
+from test_uploads import (blob, make_store, ok_upload, png, rows, sha,
+                          start, stored, temp_files, wait_until,
+                          where)
+
+
+CHAT_ENV = dict(locations=API_LOCATIONS, timeout=TIMEOUT, zone="16m")
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def store():
+    return make_store()
+
+
+def first_response_line(c):
+    """The status line of the first thing the server answers."""
+    buf = b""
+    c.sock.settimeout(TIMEOUT)
+    while b"\r\n" not in buf:
+        chunk = c.sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+# --------------------------------------------------------------------------
+# R16-1: chat_upload_path raises client_max_body_size for the whole chat_api
+# location, so every JSON route reads a chunked body of up to
+# chat_upload_max_size into chat_upload_path/tmp before its 413 (no upload
+# rate or quota spent).  A JSON body must stop at chat_max_message_size.
+
+@pytest.mark.review16("R16-1")
+def test_r16_1_json_route_chunked_body_stops_at_max_message_size(env, store):
+    start(env, store, "chat_upload_max_size 64m; chat_max_message_size 1k;")
+    c = env.conn("alice")
+    # a chunk of 8 MB announced, 256 KB of it sent, never finished
+    c.send(c.build("POST", "conversations", headers=[
+        ("Content-Type", "application/json"),
+        ("Transfer-Encoding", "chunked")]) + b"800000\r\n")
+    try:
+        c.send(b"[" + b" " * (256 * 1024))
+    except OSError:
+        pass            # refused while sending: what a fix does
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 413"), line
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
+
+
+# --------------------------------------------------------------------------
+# R16-2: a refusal before the body (429 files per minute, a bad name) goes
+# through ngx_http_discard_request_body, which answers "Expect:
+# 100-continue" with 100 Continue: the client is invited to send the whole
+# body (of any size) only for it to be read and thrown away.
+
+@pytest.mark.review16("R16-2")
+def test_r16_2_rate_limited_upload_does_not_invite_the_body(env, store):
+    start(env, store, "chat_upload_rate 1r/m; chat_upload_max_size 100m;")
+    ok_upload(env.conn("alice"), png(1, 1))
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads", headers=[
+        ("Content-Length", str(50 * 1024 * 1024)),
+        ("Expect", "100-continue")]))
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 429"), line
+
+
+@pytest.mark.review16("R16-2")
+def test_r16_2_bad_name_does_not_invite_the_body(env, store):
+    start(env, store, "chat_upload_max_size 100m;")
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads?name=a%FFb", headers=[
+        ("Content-Length", str(50 * 1024 * 1024)),
+        ("Expect", "100-continue")]))
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 400"), line
+
+
+# --------------------------------------------------------------------------
+# R16-3: a file already at ab/cd/<sha256> is trusted on its size alone
+# (stat(), which follows symlinks): other bytes of the same size, or a
+# symlink to any file of that size, stay in the store under the hash of
+# the bytes uploaded (and would be served for them).  The same holds for a
+# file torn by a crash (no fsync): every later upload of those bytes keeps
+# the torn one.
+
+def plant(store, data, make):
+    d = os.path.join(store, where(data)[:5])
+    os.makedirs(d, exist_ok=True)
+    os.chown(os.path.join(store, where(data)[:2]), NOBODY, NOBODY)
+    os.chown(d, NOBODY, NOBODY)
+    make(os.path.join(store, where(data)))
+
+
+@pytest.mark.review16("R16-3")
+def test_r16_3_same_size_other_bytes_replaced(env, store):
+    start(env, store)
+    data = png(4, 4)
+    other = b"X" * len(data)
+
+    def make(path):
+        with open(path, "wb") as f:
+            f.write(other)
+        os.chown(path, NOBODY, NOBODY)
+    plant(store, data, make)
+
+    up = ok_upload(env.conn("alice"), data, "a.png")
+    assert rows(env.pg)[0][4] == sha(data) and up["size"] == len(data)
+    assert stored(store) == {where(data): data}
+
+
+@pytest.mark.review16("R16-3")
+def test_r16_3_symlink_in_store_replaced(env, store):
+    start(env, store)
+    data = png(4, 4)
+    # any file the workers can read, here one beside the store's tree
+    secret = os.path.join(store, "secret")
+    with open(secret, "wb") as f:
+        f.write(b"S" * len(data))
+    os.chmod(secret, 0o644)
+    plant(store, data, lambda path: os.symlink(secret, path))
+
+    ok_upload(env.conn("alice"), data, "a.png")
+    with open(secret, "rb") as f:
+        assert f.read() == b"S" * len(data)
+    path = os.path.join(store, where(data))
+    assert not os.path.islink(path)
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+# --------------------------------------------------------------------------
+# R16-4: names lose bidirectional marks, but not U+061C ARABIC LETTER MARK
+# (a bidi formatting character like U+200E/U+200F).
+
+@pytest.mark.review16("R16-4")
+def test_r16_4_arabic_letter_mark_removed(env, store):
+    start(env, store)
+    up = ok_upload(env.conn("alice"), png(2, 2), "abc%D8%9Cfdp.exe")
+    assert up["name"] == "abcfdp.exe"
+
+
+# --------------------------------------------------------------------------
+# regressions that pass (kept: they pin what the review checked)
+
+def test_r16_hash_over_tiny_chunks_and_the_head_boundary(env, store):
+    """1-byte chunks, zero-size pieces, and sizes around the 64 KB head:
+    the row's hash and size are those of the stored bytes."""
+    start(env, store, "chat_upload_rate off;")
+    c = env.conn("alice")
+    for n in (65535, 65536, 65537):
+        data = b"a" * (n - 1) + b"\n"
+        up = ok_upload(c, data)
+        assert up["size"] == n and up["type"].startswith("text/plain"), up
+    # a text whose last character is cut at byte 65536 of a longer file
+    data = b"a" * 65535 + "é".encode() + b"b"
+    assert ok_upload(c, data)["type"].startswith("text/plain")
+    # exactly 65536 bytes ending in half a character: not text
+    data = b"a" * 65535 + b"\xc3"
+    assert ok_upload(c, data)["type"] == "application/octet-stream"
+    data = png(3, 3) + blob(300)
+    chunks = [data[i:i + 1] for i in range(len(data))]
+    ok_upload(c, None, chunks=chunks)
+    got = [r for r in rows(env.pg) if r[4] == sha(data)]
+    assert got and got[0][1] == len(data) and got[0][3] == "image/png"
+    assert stored(store)[where(data)] == data
+    assert temp_files(store) == []
+
+
+def test_r16_pipelined_after_short_content_length(env, store):
+    """A body longer than its Content-Length: the rest is the next
+    request, not part of the file."""
+    start(env, store)
+    c = env.conn("alice")
+    data = png(2, 2)
+    nxt = c.build("GET", "conversations")
+    c.send(c.build("POST", "uploads", body=data) + nxt)
+    r = c.read()
+    assert r.status == 201, r
+    assert r.json()["upload"]["size"] == len(data)
+    r2 = c.read()
+    assert r2.status == 200, r2
+    assert stored(store) == {where(data): data}
