@@ -259,8 +259,8 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
  * ?name=: the file's name as the client declares it (percent-encoded
  * UTF-8).  Only its last path component is kept (after '/' or '\'),
  * without control characters (C0, DEL, C1), bidirectional marks and
- * overrides and line separators; "." and ".." are no name.  At most 255
- * characters after that.
+ * overrides (U+061C too) and line separators; "." and ".." are no name.
+ * At most 255 characters after that.
  */
 
 static ngx_int_t
@@ -320,6 +320,12 @@ ngx_http_chat_upload_name(ngx_http_request_t *r, ngx_str_t *name,
 
         /* U+0080..U+009F */
         if (p + 1 < end && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            p += 2;
+            continue;
+        }
+
+        /* U+061C ARABIC LETTER MARK, a bidirectional mark as U+200F */
+        if (p + 1 < end && p[0] == 0xd8 && p[1] == 0x9c) {
             p += 2;
             continue;
         }
