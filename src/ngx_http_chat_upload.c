@@ -709,8 +709,8 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 /*
  * The temporary file under its hash: ab/cd/<sha256>, the two directories
  * made as needed.  A file already there holds the same bytes: the new
- * one is dropped.  A file of another size there is not what its name
- * says: replaced.  NGX_OK, or the status to answer (507, 503).
+ * one is dropped.  Anything else there (another size, not a regular
+ * file, a symlink) is not what its name says: replaced.  NGX_OK, or the status to answer (507, 503).
  */
 
 static ngx_int_t
@@ -763,7 +763,11 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
         return ngx_http_chat_upload_store_failed(r, err, "link()", path);
     }
 
-    if (ngx_file_info(path, &fi) != NGX_FILE_ERROR
+    /*
+     * lstat(): a symlink put there is not the file, whatever the size of
+     * what it points to (it would be served for these bytes)
+     */
+    if (ngx_link_info(path, &fi) != NGX_FILE_ERROR
         && ngx_is_file(&fi) && ngx_file_size(&fi) == up->size)
     {
         /* the same bytes, stored once */
