@@ -105,6 +105,10 @@ def plant(store, data, make):
 
 
 @pytest.mark.review16("R16-3")
+@pytest.mark.xfail(strict=True, reason="R16-3, not fixed: a regular file of "
+                   "the right size is trusted without reading it back "
+                   "(replacing it would break reads of it in flight on a "
+                   "shared filesystem); the review's report has the choice")
 def test_r16_3_same_size_other_bytes_replaced(env, store):
     start(env, store)
     data = png(4, 4)
