@@ -197,3 +197,15 @@ def test_r16_pipelined_after_short_content_length(env, store):
     r2 = c.read()
     assert r2.status == 200, r2
     assert stored(store) == {where(data): data}
+
+
+@pytest.mark.review16("R16-2")
+def test_r16_2_no_token_does_not_invite_the_body(env, store):
+    """The same for the route's 401 (api.c's refusal)."""
+    start(env, store, "chat_upload_max_size 100m;")
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads", token=None, headers=[
+        ("Content-Length", str(50 * 1024 * 1024)),
+        ("Expect", "100-continue")]))
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 401"), line
