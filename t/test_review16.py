@@ -209,3 +209,34 @@ def test_r16_2_no_token_does_not_invite_the_body(env, store):
         ("Expect", "100-continue")]))
     line = first_response_line(c)
     assert line.startswith("HTTP/1.1 401"), line
+
+
+@pytest.mark.review16("R16-1")
+def test_r16_1_http2_json_body_without_length(env, store):
+    """HTTP/2 bodies without a length are held to chat_max_message_size
+    through the stream's count (nginx's received): a small one passes,
+    a larger one is a 413."""
+    import subprocess
+    from conftest import free_port
+    port = free_port()
+    conf = "chat_upload_path %s; chat_max_message_size 1k;" % store
+    env.start(conf, http="server { listen 127.0.0.1:%d http2; "
+                         "location /api/chat/ { chat_api; } }\n%s"
+                         % (port, conf))
+
+    def curl(body):
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge",
+                            "-X", "POST", "-T", "-",
+                            "-H", "Content-Type: application/json",
+                            "-H", "Authorization: Bearer "
+                            + env.token("alice"), "-o", "/dev/null", "-w",
+                            "%{http_code} %{http_version}",
+                            "http://127.0.0.1:%d/api/chat/conversations"
+                            % port],
+                           input=body, capture_output=True, timeout=30)
+        return r.stdout.decode()
+
+    small = b'{"kind":"direct","members":["bob"]}'
+    assert not curl(small).startswith("413"), curl(small)
+    assert curl(b"[" + b" " * 4096 + b"]").startswith("413")
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
