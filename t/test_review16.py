@@ -240,3 +240,54 @@ def test_r16_1_http2_json_body_without_length(env, store):
     assert not curl(small).startswith("413"), curl(small)
     assert curl(b"[" + b" " * 4096 + b"]").startswith("413")
     wait_until(lambda: temp_files(store) == [], "tmp/ empty")
+
+
+# --------------------------------------------------------------------------
+# the name: C's filter and SQL's check agree
+
+def c_strips(cp):
+    """What ngx_http_chat_upload_name takes out of a name."""
+    return (cp < 0x20 or 0x7f <= cp <= 0x9f or cp == 0x061c
+            or cp in (0x200e, 0x200f, 0x2028, 0x2029)
+            or 0x202a <= cp <= 0x202e or 0x2066 <= cp <= 0x2069)
+
+
+def test_r16_sql_name_check_refuses_nothing_c_keeps(env):
+    """A character chat.api_upload_create refuses in a name but the C
+    filter keeps would be a 400 after the file was stored: none (in the
+    test cluster's locale)."""
+    refused = env.pg.query(
+        "SELECT c FROM generate_series(1, 1114111) c "
+        "WHERE c NOT BETWEEN 55296 AND 57343 "
+        "AND chr(c) ~ '[/\\\\[:cntrl:]]'")
+    kept = [hex(c) for (c,) in refused
+            if not c_strips(c) and c not in (0x2f, 0x5c)]
+    assert kept == []
+
+
+@pytest.mark.parametrize("given", [
+    "a%C0%AFb",             # overlong '/'
+    "a%E0%80%AFb",          # overlong '/', three bytes
+    "a%ED%A0%80b",          # a surrogate
+    "a%F4%90%80%80b",       # past U+10FFFF
+    "a%C2b",                # cut short
+])
+def test_r16_name_not_utf8(env, store, given):
+    start(env, store)
+    r = env.conn("alice").request("POST", "uploads?name=" + given,
+                                  body=png(1, 1))
+    assert r.status == 400, r
+    assert r.json()["error"]["message"] == "name must be UTF-8"
+    assert stored(store) == {}
+
+
+def test_r16_name_nul_and_255_characters(env, store):
+    """%00 is a control (taken out); 255 characters are counted in code
+    points after the filter, as char_length does in SQL."""
+    start(env, store)
+    c = env.conn("alice")
+    assert ok_upload(c, png(1, 1), "a%00b")["name"] == "ab"
+    name = "\U0001F600" * 255
+    from urllib.parse import quote
+    assert ok_upload(c, png(1, 1), quote(name) + "%E2%80%AE")["name"] \
+        == name
