@@ -489,7 +489,18 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (b->in_file || ngx_buf_special(b)) {
+        if (b->in_file) {
+            /*
+             * bytes this filter cannot see would be stored unhashed and
+             * uncounted: never so in front of nginx's save filter, but
+             * refused rather than skipped should a filter ever put one here
+             */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "chat upload: a body buffer in a file");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_buf_special(b)) {
             continue;
         }
 
