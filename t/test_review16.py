@@ -291,3 +291,37 @@ def test_r16_name_nul_and_255_characters(env, store):
     from urllib.parse import quote
     assert ok_upload(c, png(1, 1), quote(name) + "%E2%80%AE")["name"] \
         == name
+
+
+# --------------------------------------------------------------------------
+# R16-6: nothing bounds a user's uploads in flight but chat_upload_rate,
+# which counts starts: with the default (30r/m burst=30) one user holds 30
+# slow uploads at once, and 30 more every minute for as long as they trickle
+# a byte per client_body_timeout.  Each holds a connection, a socket and a
+# temporary file descriptor, a 64 KB sniff head, a client_body_buffer_size
+# buffer and a request pool: the workers' connections run out long before
+# the quota does.  The bound asserted (8) is the review's proposal.
+
+@pytest.mark.review16("R16-6")
+def test_r16_6_uploads_in_flight_per_user_bounded(env, store):
+    import select
+    start(env, store)
+    conns = []
+    held = 0
+    for _ in range(30):
+        c = env.conn("alice")
+        conns.append(c)
+        # past client_body_buffer_size: the temporary file is made
+        c.send(c.build("POST", "uploads", headers=[
+            ("Content-Length", "1000000")]) + blob(40000))
+        before = held
+
+        def settled():
+            if select.select([c.sock], [], [], 0)[0]:
+                return True         # answered (refused)
+            return len(temp_files(store)) > before
+        wait_until(settled, "the upload in flight or refused")
+        held = len(temp_files(store))
+    for c in conns:
+        c.close()
+    assert held <= 8, "%d uploads of one user in flight" % held
