@@ -10,7 +10,7 @@ import pytest
 
 from chatlib import API_LOCATIONS, TIMEOUT
 from test_uploads import (blob, make_store, ok_upload, png, rows, sha,
-                          start, stored, temp_files, wait_until,
+                          start, stored, temp_files, upload, wait_until,
                           where)
 
 
@@ -325,3 +325,36 @@ def test_r16_6_uploads_in_flight_per_user_bounded(env, store):
     for c in conns:
         c.close()
     assert held <= 8, "%d uploads of one user in flight" % held
+
+
+# --------------------------------------------------------------------------
+# R16-7: a REST-only user's upload buckets (files a minute, bytes a day)
+# live in an offline presence entry, first in the LRU that makes room in a
+# full zone; a lookup does not move it.  Once other users have filled the
+# zone, the entry is forgotten and the day's quota starts afresh (and with
+# no offline entry left to forget, there is no limit at all).
+
+@pytest.mark.review16("R16-7")
+@pytest.mark.parametrize("chat_env", [dict(zone="256k")], indirect=True)
+def test_r16_7_quota_survives_a_full_zone(env, store):
+    start(env, store, "chat_upload_quota 2500; chat_upload_rate 1000r/s;")
+    c = env.conn("alice")
+    ok_upload(c, blob(1000))
+    ok_upload(c, blob(1000))
+    assert upload(c, blob(1000)).status == 429
+
+    # other users, each with an entry of their own (an empty upload: a
+    # file of chat_upload_rate checked, nothing stored), in batches
+    n = 0
+    for batch in range(40):
+        other = env.conn("bob")     # a few of nginx's keepalive_requests
+        reqs = b"".join(other.build("POST", "uploads", body=b"",
+                                    token=env.token("u%d" % (n + i)))
+                        for i in range(100))
+        n += 100
+        other.send(reqs)
+        for _ in range(100):
+            assert other.read().status == 400
+        other.close()
+    r = upload(env.conn("alice"), blob(1000))
+    assert r.status == 429, r
