@@ -843,11 +843,39 @@ ngx_http_chat_upload_store_failed(ngx_http_request_t *r, ngx_err_t err,
 static void
 ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 {
+    ngx_temp_file_t          *tf;
+    ngx_pool_cleanup_t       *c;
+    ngx_pool_cleanup_file_t  *cf;
+
     if (ngx_delete_file(temp->data) == NGX_FILE_ERROR
         && ngx_errno != NGX_ENOENT)
     {
         ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
                       ngx_delete_file_n " \"%s\" failed", temp->data);
+    }
+
+    /*
+     * nginx's own cleanup would delete the name again when the request
+     * ends, a round trip to PostgreSQL later: by then the name may be
+     * another upload's (another node's on a shared store, or a new
+     * worker's after a reload: each numbers its temporary files from 1
+     * again).  It only closes the file now.
+     */
+
+    tf = r->request_body ? r->request_body->temp_file : NULL;
+
+    if (tf == NULL || tf->pool == NULL) {
+        return;
+    }
+
+    for (c = tf->pool->cleanup; c; c = c->next) {
+        if (c->handler == ngx_pool_delete_file) {
+            cf = c->data;
+
+            if (cf->fd == tf->file.fd) {
+                c->handler = ngx_pool_cleanup_file;
+            }
+        }
     }
 }
 
