@@ -425,3 +425,22 @@ def test_r16_9_early_unlink_does_not_delete_another_nodes_file(env, store):
     r = b.read()
     assert r.status == 201, r
     assert stored(store)[where(second)] == second
+
+
+def test_r16_chunked_extensions_and_trailers(env, store):
+    """Chunk extensions and trailers are framing: not in the file, not in
+    its hash or size."""
+    start(env, store)
+    c = env.conn("alice")
+    data = png(2, 2) + blob(5000)
+    body = (b"%x;ext=1\r\n" % 10 + data[:10] + b"\r\n"
+            + b"%x\r\n" % (len(data) - 10) + data[10:] + b"\r\n"
+            + b"0\r\nX-Trailer: yes\r\nX-Other: 1\r\n\r\n")
+    c.send(c.build("POST", "uploads", headers=[
+        ("Transfer-Encoding", "chunked")]) + body)
+    r = c.read()
+    assert r.status == 201, r
+    assert r.json()["upload"]["size"] == len(data)
+    assert stored(store) == {where(data): data}
+    # and the connection goes on
+    assert c.request("GET", "conversations").status == 200
