@@ -9,6 +9,7 @@ import os
 import pytest
 
 from chatlib import API_LOCATIONS, TIMEOUT
+from chatlib import assert_error
 from test_uploads import (blob, make_store, ok_upload, png, rows, sha,
                           start, stored, temp_files, upload, wait_until,
                           where)
@@ -444,3 +445,29 @@ def test_r16_chunked_extensions_and_trailers(env, store):
     assert stored(store) == {where(data): data}
     # and the connection goes on
     assert c.request("GET", "conversations").status == 200
+
+
+# --------------------------------------------------------------------------
+# R16-10: the rest of a body is read by upload_read through
+# ngx_http_read_unbuffered_request_body, which is for unbuffered bodies:
+# after the post handler (upload_body) has run it clears r->reading_body.
+# When upload_body answers at once (an empty file, over the day's quota, a
+# store that fails) it finalizes the request, which is freed (count 1: the
+# handler's NGX_DONE is long past): the write lands in freed memory
+# (heap-use-after-free, found by make test-asan; silent without ASan).
+# Here: a chunked body over the day's quota whose end comes in a later
+# read.
+
+@pytest.mark.review16("R16-10")
+def test_r16_10_body_ending_in_a_later_read_answered_at_once(env, store):
+    start(env, store, "chat_upload_quota 10000; chat_upload_rate off;")
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads", headers=[
+        ("Transfer-Encoding", "chunked")])
+        + b"%x\r\n" % 20000 + blob(20000) + b"\r\n")
+    wait_until(lambda: len(temp_files(store)) == 1, "the body being read")
+    c.send(b"0\r\n\r\n")
+    assert_error(c.read(), "too_large",
+                 "the file is larger than the daily upload quota")
+    assert c.request("GET", "conversations").status == 200
+    assert stored(store) == {}
