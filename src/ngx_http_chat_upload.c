@@ -545,11 +545,22 @@ ngx_http_chat_upload_read(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
 
+    /*
+     * ngx_http_read_unbuffered_request_body clears r->reading_body after
+     * the post handler has run, and upload_body may have answered and
+     * finalized the request by then (an empty file, the quota, the
+     * store): a reference of ours keeps the request until we are done
+     */
+
+    r->main->count++;
+
     rc = ngx_http_read_unbuffered_request_body(r);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         ngx_http_finalize_request(r, ngx_http_chat_upload_failed(r, rc));
     }
+
+    ngx_http_finalize_request(r, NGX_DONE);
 }
 
 
