@@ -345,17 +345,14 @@ def test_r16_7_quota_survives_a_full_zone(env, store):
     assert upload(c, blob(1000)).status == 429
 
     # other users, each with an entry of their own (an empty upload: a
-    # file of chat_upload_rate checked, nothing stored), in batches
-    n = 0
-    for batch in range(40):
-        other = env.conn("bob")     # a few of nginx's keepalive_requests
-        reqs = b"".join(other.build("POST", "uploads", body=b"",
-                                    token=env.token("u%d" % (n + i)))
-                        for i in range(100))
-        n += 100
-        other.send(reqs)
-        for _ in range(100):
-            assert other.read().status == 400
+    # file of chat_upload_rate checked, nothing stored); one request at a
+    # time (pipelining many trips UBSan in nginx's own header buffers)
+    for batch in range(8):
+        other = env.conn("bob")     # within nginx's keepalive_requests
+        for i in range(500):
+            r = other.request("POST", "uploads", body=b"",
+                              token=env.token("u%d" % (batch * 500 + i)))
+            assert r.status == 400, r
         other.close()
     r = upload(env.conn("alice"), blob(1000))
     assert r.status == 429, r
