@@ -468,3 +468,20 @@ def test_r16_10_body_ending_in_a_later_read_answered_at_once(env, store):
                  "the file is larger than the daily upload quota")
     assert c.request("GET", "conversations").status == 200
     assert stored(store) == {}
+
+
+@pytest.mark.parametrize("token", ["expired", "alg-none", "other-key"])
+def test_r16_bad_tokens_store_nothing(env, store, token):
+    """An expired token, an unsigned one, one of another key: 401 before
+    the body, nothing stored, no temporary file."""
+    from chatlib import make_token
+    start(env, store)
+    tok = {"expired": lambda: make_token(env.ng.key, "alice", exp_in=-60),
+           "alg-none": lambda: make_token(env.ng.key, "alice",
+                                          header={"alg": "none"}),
+           "other-key": lambda: make_token(os.urandom(32), "alice")}[token]()
+    c = env.conn("alice")
+    r = c.request("POST", "uploads", body=png(1, 1), token=tok)
+    assert r.status == 401, r
+    assert stored(store) == {} and temp_files(store) == []
+    assert rows(env.pg) == []
