@@ -304,6 +304,7 @@ def test_r16_name_nul_and_255_characters(env, store):
 # the quota does.  The bound asserted (8) is the review's proposal.
 
 @pytest.mark.review16("R16-6")
+@pytest.mark.xfail(strict=True, reason="R16-6, open: nothing bounds a user's uploads in flight (a per-user count in the zone and a body deadline are next)")
 def test_r16_6_uploads_in_flight_per_user_bounded(env, store):
     import select
     start(env, store)
@@ -336,6 +337,7 @@ def test_r16_6_uploads_in_flight_per_user_bounded(env, store):
 # no offline entry left to forget, there is no limit at all).
 
 @pytest.mark.review16("R16-7")
+@pytest.mark.xfail(strict=True, reason="R16-7, open: a REST-only user's upload buckets live in an evictable offline entry")
 @pytest.mark.parametrize("chat_env", [dict(zone="256k")], indirect=True)
 def test_r16_7_quota_survives_a_full_zone(env, store):
     start(env, store, "chat_upload_quota 2500; chat_upload_rate 1000r/s;")
@@ -366,6 +368,7 @@ def test_r16_7_quota_survives_a_full_zone(env, store):
 # expects a reload to clear what a dead worker left.
 
 @pytest.mark.review16("R16-8")
+@pytest.mark.xfail(strict=True, reason="R16-8, open: a dead worker's temporary file stays in tmp/ (a sweep of old tmp files is next)")
 @pytest.mark.allow_log(r"exited on signal 9")
 def test_r16_8_dead_worker_temp_file_swept(env, store):
     import signal
