@@ -598,7 +598,7 @@ ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_discard_request_body(r);
+    rc = ngx_http_chat_http_drop_body(r);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -57,6 +57,34 @@ ngx_http_chat_http_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * The body of a request answered without it: read and dropped, so that
+ * the connection goes on; but a client that waits for "100 Continue"
+ * (curl does for a large upload) is not invited to send a body only to
+ * have it thrown away: the connection closes after the answer instead,
+ * as for nginx's own 413.  Returns what ngx_http_discard_request_body
+ * does.
+ */
+
+ngx_int_t
+ngx_http_chat_http_drop_body(ngx_http_request_t *r)
+{
+    if (r->headers_in.expect != NULL && !r->expect_tested
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked))
+    {
+        r->expect_tested = 1;
+        r->keepalive = 0;
+        r->lingering_close = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_discard_request_body(r);
+}
+
+
 ngx_int_t
 ngx_http_chat_http_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)

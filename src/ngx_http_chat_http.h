@@ -11,6 +11,7 @@
 
 ngx_int_t ngx_http_chat_http_send_json(ngx_http_request_t *r,
     ngx_uint_t status, json_t *body);
+ngx_int_t ngx_http_chat_http_drop_body(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_http_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 u_char *ngx_http_chat_http_time(u_char *buf, time_t sec, ngx_msec_t msec);

@@ -259,8 +259,8 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
  * ?name=: the file's name as the client declares it (percent-encoded
  * UTF-8).  Only its last path component is kept (after '/' or '\'),
  * without control characters (C0, DEL, C1), bidirectional marks and
- * overrides and line separators; "." and ".." are no name.  At most 255
- * characters after that.
+ * overrides (U+061C too) and line separators; "." and ".." are no name.
+ * At most 255 characters after that.
  */
 
 static ngx_int_t
@@ -324,6 +324,12 @@ ngx_http_chat_upload_name(ngx_http_request_t *r, ngx_str_t *name,
             continue;
         }
 
+        /* U+061C ARABIC LETTER MARK, a bidirectional mark as U+200F */
+        if (p + 1 < end && p[0] == 0xd8 && p[1] == 0x9c) {
+            p += 2;
+            continue;
+        }
+
         /*
          * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069 reorder what is
          * shown; U+2028, U+2029 break lines
@@ -381,7 +387,7 @@ ngx_http_chat_upload_refuse(ngx_http_request_t *r, ngx_uint_t status,
     json_t     *body;
     ngx_int_t   rc;
 
-    rc = ngx_http_discard_request_body(r);
+    rc = ngx_http_chat_http_drop_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -431,16 +437,45 @@ ngx_http_chat_upload_cleanup(void *data)
 static ngx_int_t
 ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    size_t                   n, k;
-    ngx_int_t                rc;
-    ngx_buf_t               *b;
-    ngx_chain_t             *cl;
-    ngx_http_chat_ctx_t     *ctx;
-    ngx_http_chat_upload_t  *up;
+    off_t                      received;
+    size_t                     n, k;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_chain_t               *cl;
+    ngx_http_chat_ctx_t       *ctx;
+    ngx_http_chat_upload_t    *up;
+    ngx_http_chat_loc_conf_t  *ccf;
 
-    if (r->request_body == NULL
-        || r->request_body->post_handler != ngx_http_chat_upload_body)
-    {
+    if (r->request_body == NULL) {
+        return ngx_http_chat_upload_next(r, in);
+    }
+
+    if (r->request_body->post_handler != ngx_http_chat_upload_body) {
+        ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+        /*
+         * A JSON body in a chat_api location with uploads, whose
+         * client_max_body_size is chat_upload_max_size's: held here to
+         * chat_max_message_size, before it fills chat_upload_path/tmp (a
+         * Content-Length was checked before the body was read; a chunked
+         * body's bytes so far are nginx's content_length_n, an HTTP/2
+         * one's its received)
+         */
+
+        if (ccf->mode == NGX_HTTP_CHAT_MODE_API && ccf->upload_temp != NULL)
+        {
+            received = r->headers_in.content_length_n;
+#if (NGX_HTTP_V2)
+            if (r->stream) {
+                received = r->request_body->received;
+            }
+#endif
+            if (received > (off_t) ccf->max_message_size) {
+                r->lingering_close = 1;
+                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+        }
+
         return ngx_http_chat_upload_next(r, in);
     }
 
@@ -454,7 +489,18 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (b->in_file || ngx_buf_special(b)) {
+        if (b->in_file) {
+            /*
+             * bytes this filter cannot see would be stored unhashed and
+             * uncounted: never so in front of nginx's save filter, but
+             * refused rather than skipped should a filter ever put one here
+             */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "chat upload: a body buffer in a file");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_buf_special(b)) {
             continue;
         }
 
@@ -499,11 +545,22 @@ ngx_http_chat_upload_read(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
 
+    /*
+     * ngx_http_read_unbuffered_request_body clears r->reading_body after
+     * the post handler has run, and upload_body may have answered and
+     * finalized the request by then (an empty file, the quota, the
+     * store): a reference of ours keeps the request until we are done
+     */
+
+    r->main->count++;
+
     rc = ngx_http_read_unbuffered_request_body(r);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         ngx_http_finalize_request(r, ngx_http_chat_upload_failed(r, rc));
     }
+
+    ngx_http_finalize_request(r, NGX_DONE);
 }
 
 
@@ -703,8 +760,8 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 /*
  * The temporary file under its hash: ab/cd/<sha256>, the two directories
  * made as needed.  A file already there holds the same bytes: the new
- * one is dropped.  A file of another size there is not what its name
- * says: replaced.  NGX_OK, or the status to answer (507, 503).
+ * one is dropped.  Anything else there (another size, not a regular
+ * file, a symlink) is not what its name says: replaced.  NGX_OK, or the status to answer (507, 503).
  */
 
 static ngx_int_t
@@ -757,7 +814,11 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
         return ngx_http_chat_upload_store_failed(r, err, "link()", path);
     }
 
-    if (ngx_file_info(path, &fi) != NGX_FILE_ERROR
+    /*
+     * lstat(): a symlink put there is not the file, whatever the size of
+     * what it points to (it would be served for these bytes)
+     */
+    if (ngx_link_info(path, &fi) != NGX_FILE_ERROR
         && ngx_is_file(&fi) && ngx_file_size(&fi) == up->size)
     {
         /*
@@ -798,11 +859,39 @@ ngx_http_chat_upload_store_failed(ngx_http_request_t *r, ngx_err_t err,
 static void
 ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 {
+    ngx_temp_file_t          *tf;
+    ngx_pool_cleanup_t       *c;
+    ngx_pool_cleanup_file_t  *cf;
+
     if (ngx_delete_file(temp->data) == NGX_FILE_ERROR
         && ngx_errno != NGX_ENOENT)
     {
         ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
                       ngx_delete_file_n " \"%s\" failed", temp->data);
+    }
+
+    /*
+     * nginx's own cleanup would delete the name again when the request
+     * ends, a round trip to PostgreSQL later: by then the name may be
+     * another upload's (another node's on a shared store, or a new
+     * worker's after a reload: each numbers its temporary files from 1
+     * again).  It only closes the file now.
+     */
+
+    tf = r->request_body ? r->request_body->temp_file : NULL;
+
+    if (tf == NULL || tf->pool == NULL) {
+        return;
+    }
+
+    for (c = tf->pool->cleanup; c; c = c->next) {
+        if (c->handler == ngx_pool_delete_file) {
+            cf = c->data;
+
+            if (cf->fd == tf->file.fd) {
+                c->handler = ngx_pool_cleanup_file;
+            }
+        }
     }
 }
 
