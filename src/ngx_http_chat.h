@@ -143,6 +143,9 @@ typedef struct {
     ngx_uint_t                    endpoints;  /* chat_websocket, chat_api */
     ngx_array_t                  *dev_tokens; /* of ngx_http_chat_dev_t */
     ngx_array_t                  *upload_paths;  /* ngx_str_t, to check */
+    /* chat_attachment_hosts: char *, lower case; NULL: no links */
+    ngx_array_t                  *attachment_hosts;
+    ngx_str_t                     attachment_hosts_sql;  /* {a,b}, NUL */
 } ngx_http_chat_main_conf_t;
 
 

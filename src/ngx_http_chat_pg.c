@@ -26,7 +26,7 @@
  * the newest file of sql/schema/ and the version of sql/api/.
  */
 #define NGX_HTTP_CHAT_SCHEMA_VERSION  14
-#define NGX_HTTP_CHAT_API_VERSION     4
+#define NGX_HTTP_CHAT_API_VERSION     5
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000

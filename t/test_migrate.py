@@ -139,7 +139,7 @@ def test_ledger_and_versions(postgres):
     for name in files:
         assert (int(name[:4]), name) in ledger
     assert postgres.query("SELECT chat.schema_version(), "
-                          "chat.api_version()") == [(14, 4)]
+                          "chat.api_version()") == [(14, 5)]
 
 
 def test_the_module_checks_the_versions_it_was_built_for():
@@ -168,7 +168,7 @@ def test_rerunning_keeps_data_and_applies_the_api_again(postgres, dbs):
     for _ in range(2):
         out = migrate_ok(postgres, db)
         assert "applied schema" not in out
-        assert "schema version 14, API version 4" in out
+        assert "schema version 14, API version 5" in out
     assert one(postgres, db, "SELECT string_agg(body, ',') "
                              "FROM chat.messages") == "kept"
 
@@ -205,7 +205,7 @@ def test_a_failing_api_file_leaves_the_api_as_it_was(postgres, dbs):
     assert r.returncode != 0
     assert "the API failed to apply; the database keeps the one it had" \
         in r.stderr
-    assert one(postgres, db, "SELECT chat.api_version()") == 4
+    assert one(postgres, db, "SELECT chat.api_version()") == 5
     assert one(postgres, db, "SELECT to_regproc('chat.api_block') "
                              "IS NOT NULL") is True
 
@@ -344,7 +344,7 @@ def test_a_release_0011_database_is_upgraded_in_place(postgres, dbs):
     assert re.findall(r"applied schema/(\S+)", out) == ["0012_groups.sql",
                                                         "0013_sends.sql",
                                                         "0014_uploads.sql"]
-    assert "schema version 14, API version 4" in out
+    assert "schema version 14, API version 5" in out
     # what the API does not grant survives it: migrate.sh says so
     assert "warning: roles chat_old_runtime still hold privileges" \
         in r.stderr

@@ -151,13 +151,19 @@ CREATE OR REPLACE TRIGGER conversations_delete_messages
 -- Each item is answered as if the items ran one after the other, checked
 -- in this order: shape, membership, a retry of a stored message, a repeat
 -- of an earlier item of the batch (answered with that item's message,
--- delivered once), blocks, reply_to.  The messages of a conversation take
+-- delivered once), blocks, attachments (the sender's uploads:
+-- chat.attachments_stored), reply_to.  The messages of a conversation take
 -- consecutive seq, and ids grow, in item order.
 --
 -- The module checks the shape of a request and answers its errors itself;
 -- this function checks it again, as anyone granted it may call it with
 -- anything, and answers a bad item with a plain bad_request.  Attachments
--- come normalized (chat.check_attachments returns them unchanged).
+-- come normalized (chat.check_attachments returns them unchanged); links
+-- among them only for the hosts of p_url_hosts, nginx's
+-- chat_attachment_hosts (no other caller passes any).  The uploads a
+-- stored message attaches (and their thumbnails) go into
+-- chat.message_uploads in the same statement; an item without
+-- attachments costs one comparison.
 --
 -- Two statements whatever the batch size: the lock of the conversations,
 -- then the checks, the numbering, the insert and the answer as one set
@@ -168,7 +174,9 @@ CREATE OR REPLACE FUNCTION chat.api_message_send_rows(p_users text[],
                                                       p_bodies text[],
                                                       p_cmids text[],
                                                       p_atts jsonb[],
-                                                      p_replies bigint[])
+                                                      p_replies bigint[],
+                                                      p_url_hosts text[]
+                                                          DEFAULT NULL)
 RETURNS TABLE (ord int, code text, message text, id bigint, seq bigint,
                body text, attachments jsonb, reply_to bigint,
                created_at text, edited_at text, deleted boolean,
@@ -239,7 +247,8 @@ BEGIN
                             AND char_length(x.cmid) <= 64
                             AND (x.reply IS NULL OR x.reply >= 1)
                             AND (x.att IS NULL OR x.att = '[]'
-                                 OR chat.check_attachments(x.att) = x.att),
+                                 OR chat.check_attachments(x.att, p_url_hosts)
+                                    = x.att),
                             false) AS bad
         FROM unnest(p_users, p_cids, p_bodies, p_cmids, p_atts, p_replies)
              WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
@@ -254,6 +263,12 @@ BEGIN
                                UNION ALL
                                SELECT b.blocker_id FROM chat.blocks b
                                WHERE b.blocked_id = u.usr) END AS peers,
+               -- what a new message stores: the uploads looked up only
+               -- for one that has attachments
+               CASE WHEN c.id IS NOT NULL AND old.id IS NULL
+                         AND u.att <> '[]'
+                    THEN chat.attachments_stored(u.usr, u.att)
+                    ELSE u.att END AS satt,
                (c.id IS NOT NULL AND u.reply IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM chat.messages rm
                                 WHERE rm.id = u.reply
@@ -287,6 +302,7 @@ BEGIN
         SELECT d.*,
                min(d.ord) FILTER (WHERE d.member AND d.old_id IS NULL
                                         AND NOT d.blocked
+                                        AND jsonb_typeof(d.satt) = 'array'
                                         AND NOT d.bad_reply)
                    OVER (PARTITION BY d.cid, d.usr, d.cmid) AS first
         FROM d
@@ -319,7 +335,7 @@ BEGIN
                first_value(g.nid) OVER k AS mid,
                first_value(g.nseq) OVER k AS mseq,
                first_value(g.body) OVER k AS mbody,
-               first_value(g.att) OVER k AS matt,
+               first_value(g.satt) OVER k AS matt,
                first_value(g.reply) OVER k AS mreply,
                max(g.ids1) OVER (PARTITION BY g.cid) AS ids
         FROM g
@@ -336,22 +352,40 @@ BEGIN
                                    sender_id, body, client_msg_id,
                                    attachments, reply_to, created_at)
         OVERRIDING SYSTEM VALUE
-        SELECT g.nid, g.cid, g.nseq, g.nseq, g.usr, g.body, g.cmid, g.att,
+        SELECT g.nid, g.cid, g.nseq, g.nseq, g.usr, g.body, g.cmid, g.satt,
                g.reply, now()
         FROM g
         WHERE g.fresh
         ORDER BY g.nid
+    ), linked AS (
+        -- the uploads of the new messages, files and thumbnails
+        INSERT INTO chat.message_uploads (message_id, upload_id,
+                                          conversation_id)
+        SELECT g.nid, a.upload_id, g.cid
+        FROM g
+        CROSS JOIN LATERAL (
+            SELECT (e ->> 'upload_id')::bigint AS upload_id
+            FROM jsonb_array_elements(g.satt) AS e
+            WHERE e ? 'upload_id'
+            UNION
+            SELECT (e -> 'thumbnail' ->> 'upload_id')::bigint
+            FROM jsonb_array_elements(g.satt) AS e
+            WHERE jsonb_typeof(e -> 'thumbnail') = 'object') a
+        WHERE g.fresh AND g.satt <> '[]'
     )
     SELECT h.ord,
            CASE WHEN h.bad THEN 'bad_request'
                 WHEN NOT h.member THEN 'not_found'
                 WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
                 WHEN h.blocked THEN 'forbidden'
+                WHEN jsonb_typeof(h.satt) = 'object' THEN h.satt ->> 'code'
                 ELSE 'bad_request' END,
            CASE WHEN h.bad THEN 'the item is invalid'
                 WHEN NOT h.member THEN 'conversation not found'
                 WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
                 WHEN h.blocked THEN 'blocked'
+                WHEN jsonb_typeof(h.satt) = 'object'
+                    THEN h.satt ->> 'message'
                 ELSE 'reply_to is not a message of this conversation' END,
            CASE WHEN h.bad OR NOT h.member THEN NULL
                 WHEN h.old_id IS NOT NULL THEN h.old_id
@@ -707,6 +741,9 @@ BEGIN
         updated_seq = v_seq
     WHERE id = v_mid
     RETURNING * INTO v_msg;
+
+    -- its files are no longer served to the conversation
+    DELETE FROM chat.message_uploads WHERE message_id = v_mid;
 
     v_obj := chat.message_obj(v_msg);
     RETURN chat.ok(
