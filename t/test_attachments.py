@@ -312,3 +312,53 @@ def test_sql_callers_cannot_attach_links_or_others_uploads(env):
     assert rows == [("bad_request", "the item is invalid")]
     assert env.sql("SELECT count(*) FROM chat.messages")[0][0] == 0
     assert links(env.pg) == []
+
+
+def test_a_pipelined_batch_mixing_plain_sends_and_attachments(env):
+    """Sends pipelined on one WebSocket go to PostgreSQL together: each item
+    is answered with its own attachments or error, and the rows of
+    chat.message_uploads are those of the stored messages."""
+    start(env)
+    alice, bob = env.conn("alice"), env.conn("bob")
+    img, th = up(alice, png(6, 6), "i.png"), up(alice, png(2, 2), "t.png")
+    pdf = up(alice, PDF, "d.pdf")
+    theirs = up(bob, png(3, 3), "b.png")
+    cid = direct(alice, "bob")["id"]
+    aws = env.ws("alice")
+    atts = [None,
+            [{"upload_id": img["id"], "thumbnail_id": th["id"]}],
+            [{"upload_id": theirs["id"]}],
+            None,
+            [{"upload_id": pdf["id"]}, {"upload_id": img["id"]}],
+            [{"upload_id": pdf["id"], "thumbnail_id": th["id"]}],
+            [{"upload_id": img["id"], "thumbnail_id": img["id"]}]]
+    ids = []
+    for i, a in enumerate(atts):
+        ids.append("p%d" % i)
+        req = {"type": "message.send", "id": ids[-1],
+               "conversation_id": cid, "body": "m%d" % i,
+               "client_msg_id": "k%d" % i}
+        if a is not None:
+            req["attachments"] = a
+        aws.send_json(req)
+    replies = {}
+    while len(replies) < len(ids):
+        f = aws.recv_json()
+        if f.get("id") in ids:
+            replies[f["id"]] = f
+    got = [replies[i] for i in ids]
+    assert got[2]["error"] == {"code": "not_found", "message":
+                               "attachments[0]: upload not found"}
+    assert got[5]["error"] == {"code": "bad_request", "message":
+                               "attachments[0]: only an image has a "
+                               "thumbnail"}
+    ok = {i: got[i]["data"]["message"] for i in (0, 1, 3, 4, 6)}
+    assert [ok[i]["seq"] for i in (0, 1, 3, 4, 6)] == [1, 2, 3, 4, 5]
+    assert ok[0]["attachments"] == [] and ok[3]["attachments"] == []
+    assert ok[1]["attachments"] == [desc(img, th)]
+    assert ok[4]["attachments"] == [desc(pdf), desc(img)]
+    assert ok[6]["attachments"] == [desc(img, img)]
+    assert links(env.pg) == sorted(
+        [(ok[1]["id"], img["id"], cid), (ok[1]["id"], th["id"], cid),
+         (ok[4]["id"], img["id"], cid), (ok[4]["id"], pdf["id"], cid),
+         (ok[6]["id"], img["id"], cid)])
