@@ -147,6 +147,19 @@ def test_bad_items_are_answered_and_store_nothing(db):
          "bad_request"),
         ("alice", cid, "b", "24", [{"upload_id": 1, "thumbnail_id": None}],
          None, "not_found"),
+        # upload items as check_attachments makes them, exactly
+        ("alice", cid, "b", "25", [{"upload_id": 1}], None, "bad_request"),
+        ("alice", cid, "b", "26", [{"upload_id": "1", "thumbnail_id": None}],
+         None, "bad_request"),
+        ("alice", cid, "b", "27", [{"upload_id": 9223372036854775808,
+                                    "thumbnail_id": None}], None,
+         "bad_request"),
+        ("alice", cid, "b", "28", [{"upload_id": 1, "thumbnail_id": 0}],
+         None, "bad_request"),
+        ("alice", cid, "b", "29", [{"upload_id": 1, "thumbnail_id": None,
+                                    "name": "x"}], None, "bad_request"),
+        ("alice", cid, "b", "30", [{"upload_id": 1, "thumbnail_id": None}]
+         * 11, None, "bad_request"),
     ]
     cols = list(zip(*items))
     # "19": a JSON string, not an array (the element is the text "[]"

@@ -138,7 +138,7 @@ $$;
 -- is none) or a link {"url", "name", "mime", "size"}; else an {"error": ...}
 -- object naming the item by its index (from 0).  NULL (absent or JSON
 -- null) is the empty list.  Which uploads exist and whose they are is
--- chat.attachments_stored's, in the send itself.
+-- chat.attachments_of's, in the send itself.
 --
 -- Links are accepted only when p_hosts is not empty: https:// URLs whose
 -- host is exactly one of p_hosts (lower case).  Only nginx passes hosts
@@ -272,6 +272,42 @@ BEGIN
 END
 $$;
 
+-- Whether p is a list chat.check_attachments returns unchanged (with
+-- p_hosts): what chat.api_message_send_rows accepts.  Upload items, the
+-- usual ones, are checked here in one expression; a link goes through
+-- chat.check_attachments.  One row; set-returning, as chat.attachments_of
+-- below, so that the send's statement inlines it.
+CREATE OR REPLACE FUNCTION chat.attachments_normal(p jsonb, p_hosts text[])
+RETURNS SETOF boolean
+LANGUAGE sql STABLE SECURITY INVOKER
+AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(p) IS DISTINCT FROM 'array'
+             OR jsonb_array_length(p) > 10 THEN false
+        ELSE coalesce((
+            SELECT bool_and(CASE
+                -- {"upload_id": id, "thumbnail_id": id or null}, exactly
+                WHEN jsonb_typeof(e) = 'object' AND e ? 'upload_id'
+                    THEN e - 'upload_id' - 'thumbnail_id' = '{}'
+                         AND e ? 'thumbnail_id'
+                         AND jsonb_typeof(e -> 'upload_id') = 'number'
+                         AND coalesce(e ->> 'upload_id' ~ '^[1-9][0-9]{0,18}$'
+                                      AND (e ->> 'upload_id')::numeric
+                                          <= 9223372036854775807, false)
+                         AND (e -> 'thumbnail_id' = 'null'
+                              OR jsonb_typeof(e -> 'thumbnail_id') = 'number'
+                                 AND coalesce(e ->> 'thumbnail_id'
+                                                  ~ '^[1-9][0-9]{0,18}$'
+                                              AND (e ->> 'thumbnail_id')::numeric
+                                                  <= 9223372036854775807,
+                                              false))
+                ELSE coalesce(chat.check_attachments(jsonb_build_array(e),
+                                                     p_hosts)
+                              = jsonb_build_array(e), false) END)
+            FROM jsonb_array_elements(p) AS e), true)
+    END
+$$;
+
 -- The attachments a send stores, from a list chat.check_attachments
 -- normalized, for p_user: each upload item made into the upload's
 -- description from chat.uploads,
@@ -281,9 +317,12 @@ $$;
 -- links as they are.  An upload that is not p_user's is not found, the
 -- same as one that does not exist; a thumbnail is an image of p_user's,
 -- beside an image.  The first bad item gives {"code", "message"} instead.
--- Called by the send only for items that have attachments.
-CREATE OR REPLACE FUNCTION chat.attachments_stored(p_user text, p_att jsonb)
-RETURNS jsonb
+-- One row.  A set-returning SQL function so that the send's statement
+-- inlines it and plans it once (a scalar SQL function with a FROM is
+-- planned on every call); the send calls it only for an item that has
+-- attachments.
+CREATE OR REPLACE FUNCTION chat.attachments_of(p_user text, p_att jsonb)
+RETURNS SETOF jsonb
 LANGUAGE sql STABLE SECURITY INVOKER
 AS $$
     SELECT CASE

@@ -152,7 +152,7 @@ CREATE OR REPLACE TRIGGER conversations_delete_messages
 -- in this order: shape, membership, a retry of a stored message, a repeat
 -- of an earlier item of the batch (answered with that item's message,
 -- delivered once), blocks, attachments (the sender's uploads:
--- chat.attachments_stored), reply_to.  The messages of a conversation take
+-- chat.attachments_of), reply_to.  The messages of a conversation take
 -- consecutive seq, and ids grow, in item order.
 --
 -- The module checks the shape of a request and answers its errors itself;
@@ -247,8 +247,8 @@ BEGIN
                             AND char_length(x.cmid) <= 64
                             AND (x.reply IS NULL OR x.reply >= 1)
                             AND (x.att IS NULL OR x.att = '[]'
-                                 OR chat.check_attachments(x.att, p_url_hosts)
-                                    = x.att),
+                                 OR (SELECT ok FROM chat.attachments_normal(
+                                         x.att, p_url_hosts) AS ok)),
                             false) AS bad
         FROM unnest(p_users, p_cids, p_bodies, p_cmids, p_atts, p_replies)
              WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
@@ -267,7 +267,8 @@ BEGIN
                -- for one that has attachments
                CASE WHEN c.id IS NOT NULL AND old.id IS NULL
                          AND u.att <> '[]'
-                    THEN chat.attachments_stored(u.usr, u.att)
+                    THEN (SELECT s FROM chat.attachments_of(u.usr, u.att)
+                                        AS s)
                     ELSE u.att END AS satt,
                (c.id IS NOT NULL AND u.reply IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM chat.messages rm
