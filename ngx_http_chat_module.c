@@ -33,6 +33,8 @@ static char *ngx_http_chat_service_claim(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_chat_attachment_hosts(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -145,6 +147,13 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_loc_conf_t, rates)
           + NGX_HTTP_CHAT_RATE_SEARCH * sizeof(ngx_http_chat_rate_t),
+      NULL },
+
+    { ngx_string("chat_attachment_hosts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_attachment_hosts,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_upload_path"),
@@ -433,6 +442,8 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->cluster_secret = { 0, NULL };
      *     cmcf->limits = { 0, NULL };
      *     cmcf->dev_tokens = NULL;
+     *     cmcf->attachment_hosts = NULL;
+     *     cmcf->attachment_hosts_sql = { 0, NULL };
      */
 
     cmcf->cluster = NGX_CONF_UNSET;
@@ -1712,6 +1723,93 @@ ngx_http_chat_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/*
+ * chat_attachment_hosts host ...: the hosts whose https:// links a send
+ * may attach (exact names, no port); without it, uploads only.  One list
+ * for the whole http block: a batch of sends, whatever their locations,
+ * hands it to SQL as its own parameter ({a,b}, a text[] literal: the
+ * names are letters, digits, dots and hyphens, so nothing needs quoting).
+ */
+
+static char *
+ngx_http_chat_attachment_hosts(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *value;
+    ngx_uint_t   i, k;
+    const char **host;
+
+    if (cmcf->attachment_hosts != NULL) {
+        return "is duplicate";
+    }
+
+    cmcf->attachment_hosts = ngx_array_create(cf->pool, cf->args->nelts,
+                                              sizeof(char *));
+    if (cmcf->attachment_hosts == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    len = sizeof("{}");
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (k = 0; k < value[i].len; k++) {
+            if (!((value[i].data[k] >= 'a' && value[i].data[k] <= 'z')
+                  || (value[i].data[k] >= 'A' && value[i].data[k] <= 'Z')
+                  || (value[i].data[k] >= '0' && value[i].data[k] <= '9')
+                  || value[i].data[k] == '.' || value[i].data[k] == '-'))
+            {
+                break;
+            }
+        }
+
+        if (value[i].len == 0 || value[i].len > 253 || k < value[i].len
+            || value[i].data[0] == '.' || value[i].data[0] == '-')
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid host \"%V\": expected a host name "
+                               "(letters, digits, dots, hyphens; no scheme, "
+                               "port or path)", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        /* the arguments are NUL-terminated */
+        ngx_strlow(value[i].data, value[i].data, value[i].len);
+
+        host = ngx_array_push(cmcf->attachment_hosts);
+        if (host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *host = (const char *) value[i].data;
+        len += value[i].len + 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->attachment_hosts_sql.data = p;
+    *p++ = '{';
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        p = ngx_cpymem(p, value[i].data, value[i].len);
+        *p++ = (i + 1 < cf->args->nelts) ? ',' : '}';
+    }
+
+    *p = '\0';
+    cmcf->attachment_hosts_sql.len = p - cmcf->attachment_hosts_sql.data;
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1864,7 +1962,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
 
     ngx_http_chat_fanout_init_process(ngx_http_chat_session_recheck);
     ngx_http_chat_order_init_process(cycle);
-    ngx_http_chat_store_init_process(cycle);
+    ngx_http_chat_store_init_process(cycle, cmcf);
     ngx_http_chat_typing_init_process(cycle);
     ngx_http_chat_api_init_process();
     ngx_http_chat_files_init_process(cycle, cmcf);

@@ -145,6 +145,9 @@ typedef struct {
     ngx_array_t                  *upload_paths;  /* ngx_str_t, to check */
     ngx_str_t                     files_uri;  /* the chat_files location */
     time_t                        upload_grace;   /* chat_upload_grace */
+    /* chat_attachment_hosts: char *, lower case; NULL: no links */
+    ngx_array_t                  *attachment_hosts;
+    ngx_str_t                     attachment_hosts_sql;  /* {a,b}, NUL */
 } ngx_http_chat_main_conf_t;
 
 

@@ -28,17 +28,24 @@ static int ngx_http_chat_message_bad(ngx_http_chat_message_err_t *err,
     json_t *v, const char *key, const char *what);
 static int ngx_http_chat_message_fail(ngx_http_chat_message_err_t *err,
     const char *code, const char *message);
-static int ngx_http_chat_message_attachments(json_t *v, json_t **out,
+static int ngx_http_chat_message_attachments(json_t *v,
+    const char *const *hosts, size_t nhosts, json_t **out,
     ngx_http_chat_message_err_t *err);
-static int ngx_http_chat_message_attachment_text(json_t *item,
+static int ngx_http_chat_message_link(json_t *url, size_t i,
+    const char *const *hosts, size_t nhosts,
+    ngx_http_chat_message_err_t *err);
+static int ngx_http_chat_message_attachment_text(json_t *item, size_t i,
     const char *key, json_t **out, ngx_http_chat_message_err_t *err);
+static int ngx_http_chat_message_item(ngx_http_chat_message_err_t *err,
+    const char *code, size_t i, const char *what);
 static size_t ngx_http_chat_message_chars(json_t *s);
 static json_t *ngx_http_chat_message_integer(const char *v);
 
 
 int
 ngx_http_chat_message_send_check(ngx_http_chat_message_send_t *s,
-    json_t *req, size_t max_length, ngx_http_chat_message_err_t *err)
+    json_t *req, size_t max_length, const char *const *hosts, size_t nhosts,
+    ngx_http_chat_message_err_t *err)
 {
     json_t  *v;
 
@@ -93,7 +100,9 @@ ngx_http_chat_message_send_check(ngx_http_chat_message_send_t *s,
     v = json_object_get(req, "attachments");
 
     if (ngx_http_chat_message_present(v)
-        && ngx_http_chat_message_attachments(v, &s->attachments, err) != 0)
+        && ngx_http_chat_message_attachments(v, hosts, nhosts,
+                                             &s->attachments, err)
+           != 0)
     {
         return -1;
     }
@@ -206,18 +215,20 @@ ngx_http_chat_message_fail(ngx_http_chat_message_err_t *err,
 
 
 /*
- * chat.check_attachments: at most 10 objects {url, name?, mime?, size?},
- * made into {url, name, mime, size} with nulls
+ * chat.check_attachments: at most 10 objects, each an upload
+ * {upload_id, thumbnail_id?} made into {upload_id, thumbnail_id} (null
+ * when none), or a link {url, name?, mime?, size?} to one of hosts made
+ * into {url, name, mime, size} with nulls; errors name the item's index.
+ * Whose uploads they are is the send's to check, in SQL.
  */
 
 static int
-ngx_http_chat_message_attachments(json_t *v, json_t **out,
-    ngx_http_chat_message_err_t *err)
+ngx_http_chat_message_attachments(json_t *v, const char *const *hosts,
+    size_t nhosts, json_t **out, ngx_http_chat_message_err_t *err)
 {
-    size_t       i, n;
-    int64_t      size;
-    json_t      *item, *url, *name, *mime, *sz, *norm, *arr;
-    const char  *u;
+    size_t       i;
+    int64_t      size, id, tid;
+    json_t      *item, *url, *name, *mime, *sz, *norm, *arr, *t;
 
     if (!json_is_array(v)) {
         return ngx_http_chat_message_fail(err, "bad_request",
@@ -239,72 +250,82 @@ ngx_http_chat_message_attachments(json_t *v, json_t **out,
 
         if (!json_is_object(item)) {
             json_decref(arr);
-            return ngx_http_chat_message_fail(err, "bad_request",
-                                              "attachments must be an array "
-                                              "of objects");
+            return ngx_http_chat_message_item(err, "bad_request", i,
+                                              " must be an object");
         }
 
         url = json_object_get(item, "url");
+        t = json_object_get(item, "upload_id");
 
-        if (!json_is_string(url) || json_string_length(url) == 0) {
-            json_decref(arr);
-            return ngx_http_chat_message_fail(err, "bad_request",
-                                              "attachment url must be a "
-                                              "non-empty string");
-        }
+        if (ngx_http_chat_message_present(t)) {
 
-        if (ngx_http_chat_message_chars(url) > 2048) {
-            json_decref(arr);
-            return ngx_http_chat_message_fail(err, "too_large",
-                                              "attachment url is longer than "
-                                              "2048 characters");
-        }
-
-        /*
-         * no javascript:, data: and the like, no plain http, no "//host"
-         * or "/\host" (another site to a browser)
-         */
-
-        u = json_string_value(url);
-        n = json_string_length(url);
-
-        if (!((n >= 8 && strncasecmp(u, "https://", 8) == 0)
-              || (u[0] == '/' && (n == 1 || (u[1] != '/' && u[1] != '\\')))))
-        {
-            json_decref(arr);
-            return ngx_http_chat_message_fail(err, "bad_request",
-                                              "attachment url must start "
-                                              "with https:// or be a path "
-                                              "on this site (/...)");
-        }
-
-        if (ngx_http_chat_message_attachment_text(item, "name", &name, err)
-            != 0
-            || ngx_http_chat_message_attachment_text(item, "mime", &mime, err)
-               != 0)
-        {
-            json_decref(arr);
-            return -1;
-        }
-
-        sz = json_object_get(item, "size");
-
-        if (ngx_http_chat_message_present(sz)) {
-            if (ngx_http_chat_message_int(sz, &size) != 0 || size < 0) {
+            if (ngx_http_chat_message_present(url)) {
                 json_decref(arr);
-                return ngx_http_chat_message_fail(err, "bad_request",
-                                                  "attachment size must be "
-                                                  "an integer >= 0");
+                return ngx_http_chat_message_item(err, "bad_request", i,
+                                                  " has both upload_id and "
+                                                  "url");
             }
 
-            sz = json_integer(size);
+            if (ngx_http_chat_message_id(t, &id) != 0) {
+                json_decref(arr);
+                return ngx_http_chat_message_item(err, "bad_request", i,
+                                                  ".upload_id must be a "
+                                                  "positive integer");
+            }
+
+            t = json_object_get(item, "thumbnail_id");
+            tid = 0;
+
+            if (ngx_http_chat_message_present(t)
+                && ngx_http_chat_message_id(t, &tid) != 0)
+            {
+                json_decref(arr);
+                return ngx_http_chat_message_item(err, "bad_request", i,
+                                                  ".thumbnail_id must be a "
+                                                  "positive integer");
+            }
+
+            norm = json_pack("{s:I, s:o}", "upload_id", (json_int_t) id,
+                             "thumbnail_id",
+                             tid ? json_integer(tid) : json_null());
+
+        } else if (!ngx_http_chat_message_present(url)) {
+            json_decref(arr);
+            return ngx_http_chat_message_item(err, "bad_request", i,
+                                              " must have an upload_id");
 
         } else {
-            sz = json_null();
-        }
+            if (ngx_http_chat_message_link(url, i, hosts, nhosts, err) != 0
+                || ngx_http_chat_message_attachment_text(item, i, "name",
+                                                         &name, err)
+                   != 0
+                || ngx_http_chat_message_attachment_text(item, i, "mime",
+                                                         &mime, err)
+                   != 0)
+            {
+                json_decref(arr);
+                return -1;
+            }
 
-        norm = json_pack("{s:O, s:O, s:O, s:o}", "url", url, "name", name,
-                         "mime", mime, "size", sz);
+            sz = json_object_get(item, "size");
+
+            if (ngx_http_chat_message_present(sz)) {
+                if (ngx_http_chat_message_int(sz, &size) != 0 || size < 0) {
+                    json_decref(arr);
+                    return ngx_http_chat_message_item(err, "bad_request", i,
+                                                      ".size must be an "
+                                                      "integer >= 0");
+                }
+
+                sz = json_integer(size);
+
+            } else {
+                sz = json_null();
+            }
+
+            norm = json_pack("{s:O, s:O, s:O, s:o}", "url", url,
+                             "name", name, "mime", mime, "size", sz);
+        }
 
         if (norm == NULL || json_array_append_new(arr, norm) != 0) {
             json_decref(arr);
@@ -319,11 +340,66 @@ ngx_http_chat_message_attachments(json_t *v, json_t **out,
 }
 
 
+/*
+ * A link: only https:// to a host of chat_attachment_hosts, exactly (the
+ * host is what comes before the first / ? or #: "user@host", "host:port"
+ * or "host\x" names no listed host); none at all without the directive
+ */
+
+static int
+ngx_http_chat_message_link(json_t *url, size_t i, const char *const *hosts,
+    size_t nhosts, ngx_http_chat_message_err_t *err)
+{
+    size_t       n, h, k;
+    const char  *u;
+
+    if (nhosts == 0) {
+        return ngx_http_chat_message_item(err, "bad_request", i,
+                                          ".url: links are not accepted, "
+                                          "attach an upload (upload_id)");
+    }
+
+    if (!json_is_string(url) || json_string_length(url) == 0) {
+        return ngx_http_chat_message_item(err, "bad_request", i,
+                                          ".url must be a non-empty string");
+    }
+
+    if (ngx_http_chat_message_chars(url) > 2048) {
+        return ngx_http_chat_message_item(err, "too_large", i,
+                                          ".url is longer than 2048 "
+                                          "characters");
+    }
+
+    u = json_string_value(url);
+    n = json_string_length(url);
+
+    if (n > 8 && strncasecmp(u, "https://", 8) == 0) {
+
+        for (h = 8; h < n && u[h] != '/' && u[h] != '?' && u[h] != '#'; h++)
+        {
+            /* void */
+        }
+
+        for (k = 0; k < nhosts; k++) {
+            if (strlen(hosts[k]) == h - 8
+                && strncasecmp(u + 8, hosts[k], h - 8) == 0)
+            {
+                return 0;
+            }
+        }
+    }
+
+    return ngx_http_chat_message_item(err, "bad_request", i,
+                                      ".url must be https:// on a host of "
+                                      "chat_attachment_hosts");
+}
+
+
 /* name and mime: absent, null or a string of at most 255 characters */
 
 static int
-ngx_http_chat_message_attachment_text(json_t *item, const char *key,
-    json_t **out, ngx_http_chat_message_err_t *err)
+ngx_http_chat_message_attachment_text(json_t *item, size_t i,
+    const char *key, json_t **out, ngx_http_chat_message_err_t *err)
 {
     json_t  *v;
 
@@ -337,20 +413,35 @@ ngx_http_chat_message_attachment_text(json_t *item, const char *key,
     if (!json_is_string(v)) {
         err->code = "bad_request";
         (void) snprintf(err->message, NGX_HTTP_CHAT_MESSAGE_ERR_LEN,
-                        "attachment %s must be a string", key);
+                        "attachments[%zu].%s must be a string", i, key);
         return -1;
     }
 
     if (ngx_http_chat_message_chars(v) > 255) {
         err->code = "too_large";
         (void) snprintf(err->message, NGX_HTTP_CHAT_MESSAGE_ERR_LEN,
-                        "attachment %s is longer than 255 characters", key);
+                        "attachments[%zu].%s is longer than 255 characters",
+                        i, key);
         return -1;
     }
 
     *out = v;
 
     return 0;
+}
+
+
+/* "attachments[i]" and what is wrong with it */
+
+static int
+ngx_http_chat_message_item(ngx_http_chat_message_err_t *err,
+    const char *code, size_t i, const char *what)
+{
+    err->code = code;
+    (void) snprintf(err->message, NGX_HTTP_CHAT_MESSAGE_ERR_LEN,
+                    "attachments[%zu]%s", i, what);
+
+    return -1;
 }
 
 

@@ -65,10 +65,13 @@ typedef struct {
 /*
  * Checks req (a message.send, max_length in characters) in the order and
  * with the errors of the SQL API; returns 0 and fills s, or -1 and fills
- * err.  s->attachments is then the normalized array (or NULL).
+ * err.  s->attachments is then the normalized array (or NULL).  Links
+ * are accepted only to hosts (chat_attachment_hosts, lower case; nhosts 0:
+ * none).
  */
 int ngx_http_chat_message_send_check(ngx_http_chat_message_send_t *s,
-    json_t *req, size_t max_length, ngx_http_chat_message_err_t *err);
+    json_t *req, size_t max_length, const char *const *hosts, size_t nhosts,
+    ngx_http_chat_message_err_t *err);
 
 /* the Message object of a row, keys as chat.message_obj orders them */
 json_t *ngx_http_chat_message_obj(ngx_http_chat_message_row_t *row);

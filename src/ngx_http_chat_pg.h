@@ -16,7 +16,7 @@
 #include <libpq-fe.h>
 
 
-#define NGX_HTTP_CHAT_PG_MAX_PARAMS  6
+#define NGX_HTTP_CHAT_PG_MAX_PARAMS  7
 
 /* the longest settings a connection makes at setup (chat_limits) */
 #define NGX_HTTP_CHAT_PG_SETTINGS_MAX  256

@@ -58,7 +58,8 @@ static ngx_http_chat_pg_stmt_t
                  "created_at, edited_at, deleted, updated_seq, system, "
                  "recipients "
           "FROM chat.api_message_send_rows($1::text[], $2::bigint[], "
-                 "$3::text[], $4::text[], $5::jsonb[], $6::bigint[])", 6 },
+                 "$3::text[], $4::text[], $5::jsonb[], $6::bigint[], "
+                 "$7::text[])", 7 },
     [NGX_HTTP_CHAT_STMT_TYPING] =
         { "chat_typing",
           "SELECT chat.api_typing($1, $2::jsonb)", 2 },

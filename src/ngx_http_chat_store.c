@@ -128,6 +128,11 @@ static void ngx_http_chat_store_free(ngx_http_chat_op_t *op);
 static json_int_t ngx_http_chat_store_max_bytes(size_t send_buffer);
 
 
+/* chat_attachment_hosts: for the shape checks, and the batch's $7 */
+static const char *const      *ngx_http_chat_store_hosts;
+static size_t                  ngx_http_chat_store_nhosts;
+static const char             *ngx_http_chat_store_hosts_sql;
+
 /* per worker process */
 static ngx_queue_t             ngx_http_chat_pending_sends;
 static ngx_http_chat_batch_t  *ngx_http_chat_queued_batch;
@@ -135,8 +140,15 @@ static ngx_queue_t             ngx_http_chat_in_flight;    /* batches */
 
 
 void
-ngx_http_chat_store_init_process(ngx_cycle_t *cycle)
+ngx_http_chat_store_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_main_conf_t *cmcf)
 {
+    if (cmcf->attachment_hosts != NULL) {
+        ngx_http_chat_store_hosts = cmcf->attachment_hosts->elts;
+        ngx_http_chat_store_nhosts = cmcf->attachment_hosts->nelts;
+        ngx_http_chat_store_hosts_sql = (char *) cmcf->attachment_hosts_sql.data;
+    }
+
     ngx_queue_init(&ngx_http_chat_pending_sends);
     ngx_queue_init(&ngx_http_chat_in_flight);
 }
@@ -515,7 +527,8 @@ ngx_http_chat_store_send(ngx_str_t *user, json_t *req, ngx_log_t *log)
 
     if (ngx_http_chat_message_send_check(&op->send, req,
                                          max > 0 ? (size_t) max : 5000,
-                                         &err)
+                                         ngx_http_chat_store_hosts,
+                                         ngx_http_chat_store_nhosts, &err)
         != 0)
     {
         op->answer = json_pack("{s:{s:s, s:s}}", "error", "code", err.code,
@@ -770,7 +783,10 @@ ngx_http_chat_store_queue_batch(void)
     /* the parameters, the batch, are made when the query is sent */
     ngx_http_chat_pg_query_init(&b->q, NGX_HTTP_CHAT_STMT_SEND,
                                 ngx_http_chat_store_batch_handler, b);
-    b->q.nparams = NGX_HTTP_CHAT_BATCH_ARRAYS;
+    b->q.nparams = NGX_HTTP_CHAT_BATCH_ARRAYS + 1;
+
+    /* links only to these hosts, SQL NULL: none (only nginx passes any) */
+    b->q.values[NGX_HTTP_CHAT_BATCH_ARRAYS] = ngx_http_chat_store_hosts_sql;
     b->q.build = ngx_http_chat_store_build_batch;
 
     ngx_http_chat_queued_batch = b;

@@ -30,7 +30,8 @@ struct ngx_http_chat_store_done_s {
 };
 
 
-void ngx_http_chat_store_init_process(ngx_cycle_t *cycle);
+void ngx_http_chat_store_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_main_conf_t *cmcf);
 /* done: copied, its id and req referenced */
 ngx_int_t ngx_http_chat_store_request(ngx_http_chat_conn_t *wc,
     ngx_http_chat_request_t *req, ngx_uint_t stmt,

@@ -36,7 +36,9 @@ from chatlib import (_DEFAULT, API_LOCATIONS, INT, TIMEOUT, C, Conn, M,
 
 # the environment (conftest.py's chat_env): chat_api, chat_websocket and
 # chat_postgres, one worker
-CHAT_ENV = dict(locations=API_LOCATIONS, timeout=TIMEOUT)
+# links only to this host (issue 16: attachments are uploads)
+CHAT_ENV = dict(locations=API_LOCATIONS, timeout=TIMEOUT,
+                http="chat_attachment_hosts cdn.example;")
 
 NO_TOKEN = ("no token: send Authorization: Bearer, the access_token "
             "argument or the token cookie")
@@ -810,9 +812,10 @@ def test_send_reaches_every_member_and_retry_delivers_nothing(chat):
 
     # attachments normalized, reply_to
     att = [{"url": "https://cdn.example/y.png", "name": "y.png",
-            "mime": "image/png", "size": 10}, {"url": "/files/1"}]
-    norm = [att[0], {"url": "/files/1", "name": None, "mime": None,
-                     "size": None}]
+            "mime": "image/png", "size": 10},
+           {"url": "https://cdn.example/files/1"}]
+    norm = [att[0], {"url": "https://cdn.example/files/1", "name": None,
+                     "mime": None, "size": None}]
     m2 = send(chat.conn("bob"), cid, "re", "c2", attachments=att,
               reply_to=m1["id"])
     assert m2 == M(INT, cid, 2, "bob", "re", "c2", attachments=norm,
@@ -839,14 +842,16 @@ SEND_ERRORS = [
      "client_msg_id is longer than 64 characters"),
     ({"attachments": "x"}, "bad_request", "attachments must be an array"),
     ({"attachments": [1]}, "bad_request",
-     "attachments must be an array of objects"),
+     "attachments[0] must be an object"),
     ({"attachments": [{}]}, "bad_request",
-     "attachment url must be a non-empty string"),
+     "attachments[0] must have an upload_id"),
+    ({"attachments": [{"upload_id": 7}]}, "not_found",
+     "attachments[0]: upload not found"),
     ({"attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-     "attachment url must start with https:// or be a path "
-     "on this site (/...)"),
-    ({"attachments": [{"url": "/a", "size": -1}]}, "bad_request",
-     "attachment size must be an integer >= 0"),
+     "attachments[0].url must be https:// on a host of "
+     "chat_attachment_hosts"),
+    ({"attachments": [{"url": "https://cdn.example/a", "size": -1}]},
+     "bad_request", "attachments[0].size must be an integer >= 0"),
     ({"attachments": [{"url": "/a"}] * 11}, "too_large",
      "attachments has more than 10 items"),
     ({"reply_to": "1"}, "bad_request", "reply_to must be a message id"),

@@ -15,6 +15,10 @@ from chatlib import (INT, C, M, created, direct, ev, group, send, send_all,
                      settle, sync)
 
 
+# links only to this host (issue 16: attachments are uploads)
+CHAT_ENV = dict(http="chat_attachment_hosts cdn.example;")
+
+
 def err(code, message):
     return {"code": code, "message": message}
 
@@ -206,9 +210,10 @@ def test_send_reaches_every_connection_of_every_member(chat):
     # the next ones: 2, 3; attachments normalized; reply_to
     att = [{"url": "https://cdn.example/y.png", "name": "y.png",
             "mime": "image/png", "size": 10},
-           {"url": "/files/1"}]
+           {"url": "https://cdn.example/files/1"}]
     m2 = send(bob, cid, "with files", "c2", attachments=att)
-    norm = [att[0], {"url": "/files/1", "name": None, "mime": None,
+    norm = [att[0], {"url": "https://cdn.example/files/1", "name": None,
+                     "mime": None,
                      "size": None}]
     assert m2 == M(INT, cid, 2, "bob", "with files", "c2", attachments=norm)
     m3 = send(alice2, cid, "re", "c3", reply_to=m1["id"])
@@ -254,6 +259,7 @@ def test_send_validation_and_length_in_characters(env):
         err("too_large", "body is longer than 10 characters")
 
     cm64 = "é" * 64              # 64 characters, 128 bytes
+    U = "https://cdn.example/a"
     cases = [
         ({"body": ""}, "bad_request", "body must not be empty"),
         ({"body": 5}, "bad_request", "body must be a string"),
@@ -280,30 +286,35 @@ def test_send_validation_and_length_in_characters(env):
         ({"attachments": {"url": "/a"}}, "bad_request",
          "attachments must be an array"),
         ({"attachments": [1]}, "bad_request",
-         "attachments must be an array of objects"),
+         "attachments[0] must be an object"),
         ({"attachments": [{}]}, "bad_request",
-         "attachment url must be a non-empty string"),
+         "attachments[0] must have an upload_id"),
+        ({"attachments": [{"upload_id": 1}]}, "not_found",
+         "attachments[0]: upload not found"),
         ({"attachments": [{"url": 5}]}, "bad_request",
-         "attachment url must be a non-empty string"),
+         "attachments[0].url must be a non-empty string"),
         ({"attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-         "attachment url must start with https:// or be a path "
-         "on this site (/...)"),
+         "attachments[0].url must be https:// on a host of "
+         "chat_attachment_hosts"),
         ({"attachments": [{"url": "data:text/html,x"}]}, "bad_request",
-         "attachment url must start with https:// or be a path "
-         "on this site (/...)"),
+         "attachments[0].url must be https:// on a host of "
+         "chat_attachment_hosts"),
+        ({"attachments": [{"url": "/a"}]}, "bad_request",
+         "attachments[0].url must be https:// on a host of "
+         "chat_attachment_hosts"),
         ({"attachments": [{"url": "/" + "a" * 2048}]}, "too_large",
-         "attachment url is longer than 2048 characters"),
-        ({"attachments": [{"url": "/a", "name": 1}]}, "bad_request",
-         "attachment name must be a string"),
-        ({"attachments": [{"url": "/a", "name": "n" * 256}]}, "too_large",
-         "attachment name is longer than 255 characters"),
-        ({"attachments": [{"url": "/a", "mime": True}]}, "bad_request",
-         "attachment mime must be a string"),
-        ({"attachments": [{"url": "/a", "size": -1}]}, "bad_request",
-         "attachment size must be an integer >= 0"),
-        ({"attachments": [{"url": "/a", "size": "1"}]}, "bad_request",
-         "attachment size must be an integer >= 0"),
-        ({"attachments": [{"url": "/a"}] * 11}, "too_large",
+         "attachments[0].url is longer than 2048 characters"),
+        ({"attachments": [{"url": U, "name": 1}]}, "bad_request",
+         "attachments[0].name must be a string"),
+        ({"attachments": [{"url": U, "name": "n" * 256}]}, "too_large",
+         "attachments[0].name is longer than 255 characters"),
+        ({"attachments": [{"url": U, "mime": True}]}, "bad_request",
+         "attachments[0].mime must be a string"),
+        ({"attachments": [{"url": U, "size": -1}]}, "bad_request",
+         "attachments[0].size must be an integer >= 0"),
+        ({"attachments": [{"url": U}, {"url": U, "size": "1"}]},
+         "bad_request", "attachments[1].size must be an integer >= 0"),
+        ({"attachments": [{"url": U}] * 11}, "too_large",
          "attachments has more than 10 items"),
         ({"reply_to": foreign["id"]}, "bad_request",
          "reply_to is not a message of this conversation"),
@@ -325,7 +336,7 @@ def test_send_validation_and_length_in_characters(env):
 
     # none of the errors delivered anything or took a number
     assert settle(alice, bob) == [[ev("created", m1)], [ev("created", m1)]]
-    m2 = send(alice, cid, "x", cm64, attachments=[{"url": "/a"}] * 10)
+    m2 = send(alice, cid, "x", cm64, attachments=[{"url": U}] * 10)
     assert m2["seq"] == 2 and m2["client_msg_id"] == cm64
     assert len(m2["attachments"]) == 10
     assert rows(env.pg, "SELECT seq, body FROM chat.messages "
@@ -591,7 +602,7 @@ def test_edit_and_delete_rights_and_live_events(chat):
         assert settle(c) == [ev("deleted", d1)]
 
     # an admin deletes one with attachments
-    m2 = send(bob, cid, "files", "b2", attachments=[{"url": "/f"}])
+    m2 = send(bob, cid, "files", "b2", attachments=[{"url": "https://cdn.example/f"}])
     d2 = carol.ok("message.delete", message_id=m2["id"])["message"]
     assert d2 == M(m2["id"], cid, 4, "bob", None, "b2", updated_seq=5,
                    deleted=True)

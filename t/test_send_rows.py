@@ -11,6 +11,9 @@ import pytest
 
 from chatlib import direct, send, unique
 
+# links only to this host (issue 16: attachments are uploads)
+CHAT_ENV = dict(http="chat_attachment_hosts e.example;")
+
 COLS = ("ord, code, message, id, seq, body, attachments, reply_to, "
         "created_at, edited_at, deleted, updated_seq, system, recipients")
 
@@ -29,17 +32,19 @@ def lit(values):
 
 
 def call(conn, users, cids, bodies, cmids, atts=None, replies=None,
-         raw=False):
+         raw=False, hosts=None):
+    """hosts: chat_attachment_hosts, as nginx passes them ($7)."""
     n = len(users)
     args = [users, cids, bodies, cmids,
             atts if atts is not None else [None] * n,
             replies if replies is not None else [None] * n]
     if not raw:
         args = [lit(a) for a in args]
+    args.append(hosts)
     cur = conn.execute(
         "SELECT " + COLS + " FROM chat.api_message_send_rows("
         "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::jsonb[], "
-        "%s::bigint[])", args)
+        "%s::bigint[], %s::text[])", args)
     return [dict(zip([c.strip() for c in COLS.split(",")], r))
             for r in cur.fetchall()]
 
@@ -140,6 +145,21 @@ def test_bad_items_are_answered_and_store_nothing(db):
         ("mallory", cid, "b", "22", None, None, "not_found"),
         ("alice", cid, "b", "23", None, 9223372036854775807,
          "bad_request"),
+        ("alice", cid, "b", "24", [{"upload_id": 1, "thumbnail_id": None}],
+         None, "not_found"),
+        # upload items as check_attachments makes them, exactly
+        ("alice", cid, "b", "25", [{"upload_id": 1}], None, "bad_request"),
+        ("alice", cid, "b", "26", [{"upload_id": "1", "thumbnail_id": None}],
+         None, "bad_request"),
+        ("alice", cid, "b", "27", [{"upload_id": 9223372036854775808,
+                                    "thumbnail_id": None}], None,
+         "bad_request"),
+        ("alice", cid, "b", "28", [{"upload_id": 1, "thumbnail_id": 0}],
+         None, "bad_request"),
+        ("alice", cid, "b", "29", [{"upload_id": 1, "thumbnail_id": None,
+                                    "name": "x"}], None, "bad_request"),
+        ("alice", cid, "b", "30", [{"upload_id": 1, "thumbnail_id": None}]
+         * 11, None, "bad_request"),
     ]
     cols = list(zip(*items))
     # "19": a JSON string, not an array (the element is the text "[]"
@@ -156,6 +176,7 @@ def test_bad_items_are_answered_and_store_nothing(db):
     assert out[19]["message"] == "conversation not found"
     assert out[22]["message"] == \
         "reply_to is not a message of this conversation"
+    assert out[23]["message"] == "attachments[0]: upload not found"
     assert count(pg) == 0
     assert pg.query("SELECT last_seq FROM chat.conversations "
                     "ORDER BY id") == [(0,), (0,)]
@@ -197,7 +218,7 @@ def test_a_batch_of_every_kind(db):
         ("alice", g, "g2 again", "g2", None, 1),       # 12 repeat of 11
     ]
     cols = list(zip(*items))
-    out = call(rt, *[list(c) for c in cols])
+    out = call(rt, *[list(c) for c in cols], hosts=["e.example"])
     codes = [(r["code"], r["message"]) for r in out]
     assert codes == [
         (None, None),
@@ -327,7 +348,7 @@ def test_the_message_object_is_message_objs_byte_for_byte(chat):
     body = 'héllo — 你好 😀 "q" \\ / </script>\n\ttab \u2028 \u0001'
     att = [{"url": "https://e.example/ÿ.png", "name": "ÿ \"x\".png",
             "size": 12.0},
-           {"url": "/files/2", "mime": "text/plain"}]
+           {"url": "https://e.example/files/2", "mime": "text/plain"}]
     sent = []
     for req in ({"body": body, "client_msg_id": "m1", "attachments": att},
                 {"body": "a reply", "client_msg_id": "m2"}):
@@ -401,8 +422,8 @@ def test_a_pipelined_batch_mixing_bad_good_retries_and_repeats(chat):
     assert err[5] == {"code": "bad_request",
                       "message": "reply_to must be a message id"}
     assert err[6] == {"code": "bad_request",
-                      "message": "attachment url must start with https:// "
-                                 "or be a path on this site (/...)"}
+                      "message": "attachments[0].url must be https:// on "
+                                 "a host of chat_attachment_hosts"}
     assert err[7] == {"code": "bad_request",
                       "message": "conversation_id must be a positive "
                                  "integer"}

@@ -498,16 +498,28 @@ def test_history_errors(db, req, code, message):
 
 def test_send(db):
     cid = db.group("alice", "bob", "carol")
-    att = [{"url": "https://cdn/x.png", "name": "x.png",
-            "mime": "image/png", "size": 12},
-           {"url": "/files/2"}]
+    ups = [db.api("upload_create", "alice", dict(
+        sha256="%064x" % i, size=10 + i, type=t, name=n, width=w,
+        height=h))["ok"]["upload"]["id"]
+        for i, (t, n, w, h) in enumerate([("image/png", "x.png", 40, 30),
+                                          ("image/png", None, 4, 3),
+                                          ("application/pdf", "d.pdf",
+                                           None, None)])]
+    att = [{"upload_id": ups[0], "thumbnail_id": ups[1]},
+           {"upload_id": ups[2], "name": "ignored", "size": 1}]
     r = db.api("message_send", "alice",
                {"type": "message.send", "id": "c1", "conversation_id": cid,
                 "body": "héllo", "client_msg_id": "k1",
                 "attachments": att})
     m = M(1, cid, 1, "alice", "héllo", "k1", attachments=[
-        att[0], {"url": "/files/2", "name": None, "mime": None,
-                 "size": None}])
+        {"upload_id": ups[0], "name": "x.png", "type": "image/png",
+         "size": 10, "width": 40, "height": 30,
+         "url": "/api/chat/files/%d" % ups[0],
+         "thumbnail": {"upload_id": ups[1], "width": 4, "height": 3,
+                       "url": "/api/chat/files/%d" % ups[1]}},
+        {"upload_id": ups[2], "name": "d.pdf", "type": "application/pdf",
+         "size": 12, "width": None, "height": None,
+         "url": "/api/chat/files/%d" % ups[2], "thumbnail": None}])
     assert r == ok({"message": m}, [
         ev(["alice", "bob", "carol"],
            {"type": "message.created", "message": m})])
@@ -516,6 +528,9 @@ def test_send(db):
                 "deleted_at FROM chat.messages") == [
         (1, cid, 1, 1, "alice", "héllo", "k1", None, "user", None, None)]
     assert db.last_seq(cid) == 1
+    assert db.q("SELECT message_id, upload_id, conversation_id "
+                "FROM chat.message_uploads ORDER BY upload_id") == [
+        (1, u, cid) for u in ups]
     created, activity = db.q(
         "SELECT m.created_at, c.last_activity FROM chat.messages m "
         "JOIN chat.conversations c ON c.id = m.conversation_id")[0]
@@ -603,41 +618,31 @@ SEND_ERRORS = [
      "attachments has more than 10 items"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": ["/a"]}, "bad_request",
-     "attachments must be an array of objects"),
+     "attachments[0] must be an object"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"name": "a"}]}, "bad_request",
-     "attachment url must be a non-empty string"),
+     "attachments[0] must have an upload_id"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"upload_id": 0}]}, "bad_request",
+     "attachments[0].upload_id must be a positive integer"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"upload_id": 1, "thumbnail_id": "2"}]},
+     "bad_request", "attachments[0].thumbnail_id must be a positive integer"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"upload_id": 1, "url": "https://x/"}]},
+     "bad_request", "attachments[0] has both upload_id and url"),
+    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
+      "attachments": [{"upload_id": 5}]}, "not_found",
+     "attachments[0]: upload not found"),
+    # links: never through the JSON API (only nginx passes hosts)
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "attachments": [{"url": 5}]}, "bad_request",
-     "attachment url must be a non-empty string"),
+     "attachments[0].url: links are not accepted, attach an upload "
+     "(upload_id)"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "javascript:alert(1)"}]}, "bad_request",
-     "attachment url must start with https:// or be a path "
-     "on this site (/...)"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "https://x/" + "a" * 2040}]}, "too_large",
-     "attachment url is longer than 2048 characters"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "name": 5}]}, "bad_request",
-     "attachment name must be a string"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "name": "n" * 256}]}, "too_large",
-     "attachment name is longer than 255 characters"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "mime": {}}]}, "bad_request",
-     "attachment mime must be a string"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "mime": "m" * 256}]}, "too_large",
-     "attachment mime is longer than 255 characters"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "size": -1}]}, "bad_request",
-     "attachment size must be an integer >= 0"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "size": "3"}]}, "bad_request",
-     "attachment size must be an integer >= 0"),
-    ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
-      "attachments": [{"url": "/a", "size": 2.5}]}, "bad_request",
-     "attachment size must be an integer >= 0"),
+      "attachments": [{"url": "https://cdn/x.png"}]}, "bad_request",
+     "attachments[0].url: links are not accepted, attach an upload "
+     "(upload_id)"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
       "reply_to": "1"}, "bad_request", "reply_to must be a message id"),
     ({"conversation_id": 1, "body": "x", "client_msg_id": "a",
@@ -655,6 +660,70 @@ SEND_ERRORS = [
      "not_found", "conversation not found"),
     ("[1]", "bad_request", "request must be a JSON object"),
 ]
+
+
+# chat.check_attachments with hosts, as nginx's send passes them
+LINK_ERRORS = [
+    ([{"url": 5}], "bad_request",
+     "attachments[0].url must be a non-empty string"),
+    ([{"url": ""}], "bad_request",
+     "attachments[0].url must be a non-empty string"),
+    ([{"url": "https://x.example/" + "a" * 2040}], "too_large",
+     "attachments[0].url is longer than 2048 characters"),
+    ([{"url": "https://x.example/"}, {"url": "javascript:alert(1)"}],
+     "bad_request", "attachments[1].url must be https:// on a host of "
+     "chat_attachment_hosts"),
+    ([{"url": "/a"}], "bad_request", "attachments[0].url must be https:// "
+     "on a host of chat_attachment_hosts"),
+    ([{"url": "//x.example/a"}], "bad_request", "attachments[0].url must "
+     "be https:// on a host of chat_attachment_hosts"),
+    ([{"url": "http://x.example/a"}], "bad_request", "attachments[0].url "
+     "must be https:// on a host of chat_attachment_hosts"),
+    ([{"url": "https://y.example/a"}], "bad_request", "attachments[0].url "
+     "must be https:// on a host of chat_attachment_hosts"),
+    ([{"url": "https://x.example@y.example/a"}], "bad_request",
+     "attachments[0].url must be https:// on a host of "
+     "chat_attachment_hosts"),
+    ([{"url": "https://x.example:1/a"}], "bad_request",
+     "attachments[0].url must be https:// on a host of "
+     "chat_attachment_hosts"),
+    ([{"url": "https://\u212a.example/a"}], "bad_request",
+     "attachments[0].url must be https:// on a host of "
+     "chat_attachment_hosts"),
+    ([{"url": "https://x.example/", "name": 5}], "bad_request",
+     "attachments[0].name must be a string"),
+    ([{"url": "https://x.example/", "name": "n" * 256}], "too_large",
+     "attachments[0].name is longer than 255 characters"),
+    ([{"url": "https://x.example/", "mime": {}}], "bad_request",
+     "attachments[0].mime must be a string"),
+    ([{"url": "https://x.example/", "mime": "m" * 256}], "too_large",
+     "attachments[0].mime is longer than 255 characters"),
+    ([{"url": "https://x.example/", "size": -1}], "bad_request",
+     "attachments[0].size must be an integer >= 0"),
+    ([{"url": "https://x.example/", "size": "3"}], "bad_request",
+     "attachments[0].size must be an integer >= 0"),
+    ([{"url": "https://x.example/", "size": 2.5}], "bad_request",
+     "attachments[0].size must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("att, code, message", LINK_ERRORS)
+def test_link_errors(db, att, code, message):
+    assert db.one("SELECT chat.check_attachments(%s::jsonb, "
+                  "ARRAY['x.example', 'k.example'])",
+                  json.dumps(att)) == err(code, message)
+
+
+def test_links_to_listed_hosts(db):
+    att = [{"url": "HTTPS://X.example/a?b#c", "size": 3.0},
+           {"url": "https://k.example"},
+           {"upload_id": 4.0, "thumbnail_id": None}]
+    assert db.one("SELECT chat.check_attachments(%s::jsonb, "
+                  "ARRAY['x.example', 'k.example'])",
+                  json.dumps(att)) == [
+        {"url": att[0]["url"], "name": None, "mime": None, "size": 3},
+        {"url": att[1]["url"], "name": None, "mime": None, "size": None},
+        {"upload_id": 4, "thumbnail_id": None}]
 
 
 @pytest.mark.parametrize("req, code, message", SEND_ERRORS)
@@ -895,16 +964,20 @@ def test_edit_errors(db, user, req, code, message):
 
 def test_delete(db):
     cid = db.group("alice", "bob")
-    att = [{"url": "/f", "name": "f", "mime": "text/plain", "size": 1}]
+    up = db.api("upload_create", "bob", {"sha256": "a" * 64, "size": 1,
+                                         "type": "text/plain"})
+    att = [{"upload_id": up["ok"]["upload"]["id"]}]
     db.send("bob", cid, "secret", "k", attachments=att, reply_to=None)
+    assert db.one("SELECT count(*) FROM chat.message_uploads") == 1
     r = db.api("message_delete", "bob", {"message_id": 1})
     d = M(1, cid, 1, "bob", None, "k", updated_seq=2, deleted=True)
     assert r == ok({"message": d}, [
         ev(["alice", "bob"], {"type": "message.deleted", "message": d})])
-    # gone from storage too
+    # gone from storage too, and its files no longer attached
     assert db.q("SELECT body, attachments, updated_seq, "
                 "deleted_at IS NOT NULL FROM chat.messages") == \
         [(None, [], 2, True)]
+    assert db.one("SELECT count(*) FROM chat.message_uploads") == 0
     # twice: the same answer, no event, no new number
     assert db.api("message_delete", "bob", {"message_id": 1}) == \
         ok({"message": d})
@@ -2171,21 +2244,27 @@ def test_i8_admins_cannot_delete_owners_messages(db):
     (" https://example.com/a.png", False),
     ("https://example.com/a.png", True),
     ("HTTPS://example.com/a.png", True),
-    ("/files/a.png", True),
-    ("/", True),
+    ("/files/a.png", False),
+    ("/", False),
+    ("https://example.com.evil/a.png", False),
 ])
 def test_l9_attachment_urls(db, url, good):
-    """L9: https:// or a path on this site; no protocol-relative URLs."""
+    """L9: https:// to a host of chat_attachment_hosts (here example.com),
+    as nginx passes them; no protocol-relative URLs, no paths (issue 16:
+    files are uploads).  Through the JSON API, no link at all."""
+    v = db.one("SELECT chat.check_attachments(%s::jsonb, "
+               "ARRAY['example.com'])", json.dumps([{"url": url}]))
+    if good:
+        assert v[0]["url"] == url
+    else:
+        assert v == err("bad_request", "attachments[0].url must be https:// "
+                                       "on a host of chat_attachment_hosts")
     gid = db.group("alice")
     r = db.api("message_send", "alice",
                {"conversation_id": gid, "body": "x", "client_msg_id": "a",
                 "attachments": [{"url": url}]})
-    if good:
-        assert r["ok"]["message"]["attachments"][0]["url"] == url
-    else:
-        assert r == err("bad_request", "attachment url must start with "
-                                       "https:// or be a path on this site "
-                                       "(/...)")
+    assert r == err("bad_request", "attachments[0].url: links are not "
+                    "accepted, attach an upload (upload_id)")
 
 
 def test_sync_replays_a_deleted_message_as_deleted(db):

@@ -24,13 +24,49 @@ export interface User {
   avatar?: string;
 }
 
-/** Metadata of a file: the server stores no content. */
-export interface Attachment {
-  url: string;
-  name: string;
-  mime: string;
+/**
+ * A stored attachment, as the server describes it (docs/protocol.md,
+ * Message): an upload ({@link UploadAttachment}), or a link
+ * ({@link LinkAttachment}: https to a host of chat_attachment_hosts, or a
+ * message stored before uploads existed).
+ */
+export type Attachment = UploadAttachment | LinkAttachment;
+
+/** An upload the sender attached; everything but the ids is the server's,
+ *  read from the upload (never from the client). */
+export interface UploadAttachment {
+  upload_id: number;
+  /** The file name declared at upload, or null. */
+  name: string | null;
+  /** Detected from the bytes (image/png, application/pdf, ...). */
+  type: string;
   size: number;
+  /** Images only, else null. */
+  width: number | null;
+  height: number | null;
+  /** Where it is downloaded: "/api/chat/files/<upload_id>" (relative to
+   *  the site; a client with another apiBase builds it from upload_id). */
+  url: string;
+  /** An image's thumbnail (another upload of the sender), or null. */
+  thumbnail: { upload_id: number; width: number | null;
+               height: number | null; url: string } | null;
 }
+
+/** A link: metadata of a file elsewhere, nothing stored here. */
+export interface LinkAttachment {
+  url: string;
+  name: string | null;
+  mime: string | null;
+  size: number | null;
+}
+
+/** What a send attaches: the sender's own upload (with an image upload of
+ *  the sender as its thumbnail), or, only where the server's
+ *  chat_attachment_hosts lists the host, an https link. At most 10. */
+export type AttachmentInput =
+  | { upload_id: number; thumbnail_id?: number | null }
+  | { url: string; name?: string | null; mime?: string | null;
+      size?: number | null };
 
 export interface Message {
   id: number;
@@ -308,7 +344,7 @@ export interface OutboxEntry {
   conversation_id: number;
   body: string;
   client_msg_id: string;
-  attachments?: Attachment[];
+  attachments?: AttachmentInput[];
   reply_to?: number;
 }
 
@@ -392,9 +428,16 @@ export class ChatClient {
    * errors reject and drop it. clientMsgId defaults to a random UUID;
    * sending an id that is already in the outbox returns the same promise.
    * Also ends this conversation's typing.
+   *
+   * attachments: uploads of this user ({@link ChatClient.upload}'s ids),
+   * e.g. `[{ upload_id: photo.id, thumbnail_id: thumb.id },
+   * { upload_id: pdf.id }]`; the stored message describes each from the
+   * upload ({@link UploadAttachment}). Another user's upload, or an unknown
+   * id, rejects with "not_found" naming the item ("attachments[1]: upload
+   * not found").
    */
   send(conversationId: number, body: string,
-       options?: { attachments?: Attachment[]; replyTo?: number;
+       options?: { attachments?: AttachmentInput[]; replyTo?: number;
                    clientMsgId?: string }): Promise<Message>;
 
   /** Removes a message from the outbox; its send() rejects with

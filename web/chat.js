@@ -670,6 +670,10 @@ export class ChatClient {
 
   // ------------------------------------------------------------ messaging
 
+  // attachments: [{ upload_id, thumbnail_id? }] of this user's uploads
+  // (upload()'s ids); the server stores each as it describes the upload
+  // (chat.d.ts UploadAttachment). Links ({ url }) only where the server's
+  // chat_attachment_hosts lists the host.
   async send(conversationId, body, { attachments, replyTo, clientMsgId } = {}) {
     await this._loaded;
     const fields = defined({ conversation_id: conversationId, body,

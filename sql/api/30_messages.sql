@@ -151,24 +151,33 @@ CREATE OR REPLACE TRIGGER conversations_delete_messages
 -- Each item is answered as if the items ran one after the other, checked
 -- in this order: shape, membership, a retry of a stored message, a repeat
 -- of an earlier item of the batch (answered with that item's message,
--- delivered once), blocks, reply_to.  The messages of a conversation take
+-- delivered once), blocks, attachments (the sender's uploads:
+-- chat.attachments_of), reply_to.  The messages of a conversation take
 -- consecutive seq, and ids grow, in item order.
 --
 -- The module checks the shape of a request and answers its errors itself;
 -- this function checks it again, as anyone granted it may call it with
 -- anything, and answers a bad item with a plain bad_request.  Attachments
--- come normalized (chat.check_attachments returns them unchanged).
+-- come normalized (chat.check_attachments returns them unchanged); links
+-- among them only for the hosts of p_url_hosts, nginx's
+-- chat_attachment_hosts (no other caller passes any).  The uploads a
+-- stored message attaches (and their thumbnails) go into
+-- chat.message_uploads in the same transaction, by a third statement that
+-- only a batch with attachments runs: a batch of plain sends plans and
+-- runs nothing more than before.
 --
--- Two statements whatever the batch size: the lock of the conversations,
--- then the checks, the numbering, the insert and the answer as one set
--- operation (the lock comes first so that the second sees what a batch it
--- waited for committed).
+-- Two statements whatever the batch size (three with attachments): the
+-- lock of the conversations, then the checks, the numbering, the insert
+-- and the answer as one set operation (the lock comes first so that the
+-- second sees what a batch it waited for committed).
 CREATE OR REPLACE FUNCTION chat.api_message_send_rows(p_users text[],
                                                       p_cids bigint[],
                                                       p_bodies text[],
                                                       p_cmids text[],
                                                       p_atts jsonb[],
-                                                      p_replies bigint[])
+                                                      p_replies bigint[],
+                                                      p_url_hosts text[]
+                                                          DEFAULT NULL)
 RETURNS TABLE (ord int, code text, message text, id bigint, seq bigint,
                body text, attachments jsonb, reply_to bigint,
                created_at text, edited_at text, deleted boolean,
@@ -182,6 +191,7 @@ DECLARE
     v_locked  bigint[];
     v_now     text := chat.fmt_time(now());   -- created_at of what is new
     v_sort    text := current_setting('enable_incremental_sort');
+    v_atts    boolean;                        -- any item has attachments
 BEGIN
     IF v_n IS NULL
        OR v_n > 100000
@@ -204,6 +214,9 @@ BEGIN
     IF v_n = 0 THEN
         RETURN;
     END IF;
+    -- a batch of plain sends plans and runs nothing of attachments
+    v_atts := cardinality(array_remove(array_remove(p_atts, NULL),
+                                       '[]'::jsonb)) > 0;
 
     -- 1. lock the conversations the senders belong to, in id order, so
     -- that concurrent batches cannot deadlock; only these are written to
@@ -239,14 +252,22 @@ BEGIN
                             AND char_length(x.cmid) <= 64
                             AND (x.reply IS NULL OR x.reply >= 1)
                             AND (x.att IS NULL OR x.att = '[]'
-                                 OR chat.check_attachments(x.att) = x.att),
+                                 OR chat.attachments_normal(x.att,
+                                                            p_url_hosts)),
                             false) AS bad
         FROM unnest(p_users, p_cids, p_bodies, p_cmids, p_atts, p_replies)
              WITH ORDINALITY AS x(usr, cid, body, cmid, att, reply, ord)
     ), d0 AS MATERIALIZED (
         -- the facts of each item on its own (each looked up once), with
         -- the users the sender blocked or was blocked by
-        SELECT u.*, c.id IS NOT NULL AS member, c.kind, c.last_seq,
+        SELECT u.ord, u.usr, u.cid, u.body, u.cmid, u.reply, u.bad,
+               -- what a new message stores (the uploads looked up only
+               -- for one that has attachments), else as asked
+               CASE WHEN v_atts AND c.id IS NOT NULL AND old.id IS NULL
+                         AND u.att <> '[]'
+                    THEN chat.attachments_of(u.usr, u.att)
+                    ELSE u.att END AS att,
+               c.id IS NOT NULL AS member, c.kind, c.last_seq,
                old.id AS old_id, old AS stored,
                CASE WHEN c.id IS NOT NULL
                     THEN ARRAY(SELECT b.blocked_id FROM chat.blocks b
@@ -287,6 +308,8 @@ BEGIN
         SELECT d.*,
                min(d.ord) FILTER (WHERE d.member AND d.old_id IS NULL
                                         AND NOT d.blocked
+                                        AND (NOT v_atts
+                                             OR jsonb_typeof(d.att) = 'array')
                                         AND NOT d.bad_reply)
                    OVER (PARTITION BY d.cid, d.usr, d.cmid) AS first
         FROM d
@@ -347,11 +370,14 @@ BEGIN
                 WHEN NOT h.member THEN 'not_found'
                 WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
                 WHEN h.blocked THEN 'forbidden'
+                WHEN jsonb_typeof(h.att) = 'object' THEN h.att ->> 'code'
                 ELSE 'bad_request' END,
            CASE WHEN h.bad THEN 'the item is invalid'
                 WHEN NOT h.member THEN 'conversation not found'
                 WHEN h.old_id IS NOT NULL OR h.first <= h.ord THEN NULL
                 WHEN h.blocked THEN 'blocked'
+                WHEN jsonb_typeof(h.att) = 'object'
+                    THEN h.att ->> 'message'
                 ELSE 'reply_to is not a message of this conversation' END,
            CASE WHEN h.bad OR NOT h.member THEN NULL
                 WHEN h.old_id IS NOT NULL THEN h.old_id
@@ -394,6 +420,31 @@ BEGIN
     ORDER BY h.ord;
 
     PERFORM set_config('enable_incremental_sort', v_sort, true);
+
+    -- 3. only when an item has attachments: the uploads the messages of
+    -- the batch's items attach, files and thumbnails, read from what was
+    -- stored (a retry's message has its rows already)
+    IF v_atts THEN
+        INSERT INTO chat.message_uploads (message_id, upload_id,
+                                          conversation_id)
+        SELECT m.id, a.upload_id, m.conversation_id
+        FROM unnest(p_cids, p_users, p_cmids, p_atts) AS x(cid, usr, cmid,
+                                                             att)
+        JOIN chat.messages m
+          ON m.conversation_id = x.cid AND m.sender_id = x.usr
+         AND m.client_msg_id = x.cmid
+        CROSS JOIN LATERAL (
+            SELECT (e ->> 'upload_id')::bigint AS upload_id
+            FROM jsonb_array_elements(m.attachments) AS e
+            WHERE e ? 'upload_id'
+            UNION
+            SELECT (e -> 'thumbnail' ->> 'upload_id')::bigint
+            FROM jsonb_array_elements(m.attachments) AS e
+            WHERE jsonb_typeof(e -> 'thumbnail') = 'object') a
+        WHERE x.att IS NOT NULL AND x.att <> '[]'
+          AND m.deleted_at IS NULL AND m.attachments <> '[]'
+        ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
 

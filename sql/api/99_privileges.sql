@@ -14,6 +14,11 @@
 DROP FUNCTION IF EXISTS chat.send_one(text, jsonb, bigint);
 -- presence goes to watchers: no audience per change (chat.presence_event)
 DROP FUNCTION IF EXISTS chat.api_presence(text, jsonb);
+-- attachments of uploads, links only for nginx's hosts (API 5): the
+-- signatures without the hosts
+DROP FUNCTION IF EXISTS chat.check_attachments(jsonb);
+DROP FUNCTION IF EXISTS chat.api_message_send_rows(text[], bigint[], text[],
+                                                   text[], jsonb[], bigint[]);
 
 -- Nothing in schema chat is open to PUBLIC (a new function is, until this
 -- file runs in the same transaction); the two groups start from nothing.

@@ -13,8 +13,32 @@
 #include <unit.h>
 
 
+static const char  *hosts[] = { "a.example", "b.example" };
+
+
+static void check_with(const char *req, const char *const *h, size_t nh,
+    const char *code, const char *message);
+
+
 static void
 check(const char *req, const char *code, const char *message)
+{
+    check_with(req, NULL, 0, code, message);
+}
+
+
+/* with chat_attachment_hosts a.example b.example */
+
+static void
+check_hosts(const char *req, const char *code, const char *message)
+{
+    check_with(req, hosts, 2, code, message);
+}
+
+
+static void
+check_with(const char *req, const char *const *h, size_t nh,
+    const char *code, const char *message)
 {
     int                           rc;
     json_t                       *root;
@@ -24,7 +48,7 @@ check(const char *req, const char *code, const char *message)
     root = json_loads(req, 0, NULL);
     CHECK(root != NULL);
 
-    rc = ngx_http_chat_message_send_check(&s, root, 10, &err);
+    rc = ngx_http_chat_message_send_check(&s, root, 10, h, nh, &err);
 
     if (code == NULL) {
         CHECK_EQ(rc, 0);
@@ -97,26 +121,30 @@ test_shape(void)
     check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
           "\"attachments\": {}}",
           "bad_request", "attachments must be an array");
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [1]}",
-          "bad_request", "attachments must be an array of objects");
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [{\"url\": \"//evil\"}]}",
-          "bad_request", "attachment url must start with https:// or be a "
-          "path on this site (/...)");
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [{\"url\": \"/\\\\evil\"}]}",
-          "bad_request", "attachment url must start with https:// or be a "
-          "path on this site (/...)");
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [{\"url\": \"HTTPS://x\"}, {\"url\": \"/\"}]}",
+#define SEND  "{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": " \
+              "\"a\", \"attachments\": "
+    check(SEND "[1]}", "bad_request", "attachments[0] must be an object");
+    check(SEND "[{\"upload_id\": 1}, {}]}", "bad_request",
+          "attachments[1] must have an upload_id");
+    check(SEND "[{\"upload_id\": 0}]}", "bad_request",
+          "attachments[0].upload_id must be a positive integer");
+    check(SEND "[{\"upload_id\": \"1\"}]}", "bad_request",
+          "attachments[0].upload_id must be a positive integer");
+    check(SEND "[{\"upload_id\": 1, \"thumbnail_id\": 1.5}]}", "bad_request",
+          "attachments[0].thumbnail_id must be a positive integer");
+    check(SEND "[{\"upload_id\": 1, \"url\": \"https://a/\"}]}", "bad_request",
+          "attachments[0] has both upload_id and url");
+    check(SEND "[{\"upload_id\": 1, \"thumbnail_id\": null}, "
+          "{\"upload_id\": 2.0, \"thumbnail_id\": 3, \"name\": \"x\"}]}",
           NULL, NULL);
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [{\"url\": \"/a\", \"name\": 1}]}",
-          "bad_request", "attachment name must be a string");
-    check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
-          "\"attachments\": [{\"url\": \"/a\", \"size\": -1}]}",
-          "bad_request", "attachment size must be an integer >= 0");
+
+    /* links: none without chat_attachment_hosts */
+    check(SEND "[{\"url\": \"https://a.example/x\"}]}", "bad_request",
+          "attachments[0].url: links are not accepted, attach an upload "
+          "(upload_id)");
+    check(SEND "[{\"url\": \"/a\"}]}", "bad_request",
+          "attachments[0].url: links are not accepted, attach an upload "
+          "(upload_id)");
     check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
           "\"attachments\": [{},{},{},{},{},{},{},{},{},{},{}]}",
           "too_large", "attachments has more than 10 items");
@@ -125,17 +153,56 @@ test_shape(void)
     check("{\"conversation_id\": 1, \"body\": \"b\", \"client_msg_id\": \"a\", "
           "\"reply_to\": null}", NULL, NULL);
 
+    /* links to the listed hosts only, https, the host exactly */
+    check_hosts(SEND "[{\"url\": \"https://a.example/x\"}, "
+                "{\"url\": \"HTTPS://B.example\"}, "
+                "{\"url\": \"https://a.example?q\"}]}", NULL, NULL);
+    check_hosts(SEND "[{\"url\": \"http://a.example/x\"}]}", "bad_request",
+                "attachments[0].url must be https:// on a host of "
+                "chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"https://c.example/x\"}]}", "bad_request",
+                "attachments[0].url must be https:// on a host of "
+                "chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"https://a.example.evil/x\"}]}",
+                "bad_request", "attachments[0].url must be https:// on a "
+                "host of chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"https://a.example@evil/x\"}]}",
+                "bad_request", "attachments[0].url must be https:// on a "
+                "host of chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"https://a.example:8443/x\"}]}",
+                "bad_request", "attachments[0].url must be https:// on a "
+                "host of chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"//a.example/x\"}]}", "bad_request",
+                "attachments[0].url must be https:// on a host of "
+                "chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"javascript:alert(1)//a.example\"}]}",
+                "bad_request", "attachments[0].url must be https:// on a "
+                "host of chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": \"https://\"}]}", "bad_request",
+                "attachments[0].url must be https:// on a host of "
+                "chat_attachment_hosts");
+    check_hosts(SEND "[{\"url\": 5}]}", "bad_request",
+                "attachments[0].url must be a non-empty string");
+    check_hosts(SEND "[{\"url\": \"https://a.example/\", \"name\": 1}]}",
+                "bad_request", "attachments[0].name must be a string");
+    check_hosts(SEND "[{\"url\": \"https://a.example/\", \"size\": -1}]}",
+                "bad_request", "attachments[0].size must be an integer >= 0");
+#undef SEND
+
     /* the normalized attachments */
     root = json_loads("{\"conversation_id\": 7, \"body\": \"b\", "
                       "\"client_msg_id\": \"a\", \"reply_to\": 3, "
-                      "\"attachments\": [{\"url\": \"/a\", \"size\": 2.0, "
-                      "\"extra\": 1}]}", 0, NULL);
-    rc = ngx_http_chat_message_send_check(&s, root, 10, &err);
+                      "\"attachments\": [{\"url\": \"https://a.example/a\", "
+                      "\"size\": 2.0, \"extra\": 1}, {\"upload_id\": 4, "
+                      "\"thumbnail_id\": 5, \"name\": \"x\"}]}", 0, NULL);
+    rc = ngx_http_chat_message_send_check(&s, root, 10, hosts, 2, &err);
     CHECK_EQ(rc, 0);
     CHECK_EQ(s.conversation_id, 7);
     CHECK_EQ(s.reply_to, 3);
     text = json_dumps(s.attachments, JSON_COMPACT);
-    CHECK_STR(text, "[{\"url\":\"/a\",\"name\":null,\"mime\":null,\"size\":2}]");
+    CHECK_STR(text, "[{\"url\":\"https://a.example/a\",\"name\":null,"
+              "\"mime\":null,\"size\":2},"
+              "{\"upload_id\":4,\"thumbnail_id\":5}]");
     free(text);
     json_decref(s.attachments);
     json_decref(root);

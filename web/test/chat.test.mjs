@@ -184,14 +184,17 @@ test("connect, send and receive, history, cursors", T, async (t) => {
   assert.equal(alice.cursors[conv.id], m.seq);
   assert.deepEqual(alice.outbox, []);
 
-  // a reply with attachments and our own client_msg_id
+  // a reply with an attachment (bob's own upload) and our own client_msg_id
+  const text = "hello attachments " + randomUUID() + "\n";
+  const up = await bob.upload(new Blob([text]), { name: "a.txt" });
   const reply = await bob.send(conv.id, "hi alice", {
-    clientMsgId: "c-1", replyTo: m.id,
-    attachments: [{ url: "https://x/a.png", name: "a.png", mime: "image/png",
-                    size: 10 }] });
+    clientMsgId: "c-1", replyTo: m.id, attachments: [{ upload_id: up.id }] });
   assert.equal(reply.client_msg_id, "c-1");
   assert.equal(reply.reply_to, m.id);
-  assert.equal(reply.attachments[0].name, "a.png");
+  assert.deepEqual(reply.attachments, [{
+    upload_id: up.id, name: "a.txt", type: "text/plain; charset=utf-8",
+    size: text.length, width: null, height: null,
+    url: `/api/chat/files/${up.id}`, thumbnail: null }]);
 
   // history answers move the cursors too: a client whose sync replays
   // nothing (its sync goes out as a ping) learns them from history
