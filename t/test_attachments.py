@@ -246,6 +246,15 @@ def test_delete_removes_the_links_edit_keeps_them(env):
     assert again["attachments"] == [desc(img)]
     assert links(env.pg) == [(m2["id"], img["id"], cid)]
 
+    # its upload removed since (a user's data deleted): a retry is still
+    # answered, and nothing links it again
+    env.sql("DELETE FROM chat.uploads WHERE id = %s", (img["id"],))
+    assert links(env.pg) == []
+    again = send(alice, cid, "two", m2["client_msg_id"], status=200,
+                 attachments=[{"upload_id": img["id"]}])
+    assert again["id"] == m2["id"]
+    assert links(env.pg) == []
+
 
 def test_old_link_attachments_come_back_unchanged(env):
     start(env)

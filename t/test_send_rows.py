@@ -160,6 +160,8 @@ def test_bad_items_are_answered_and_store_nothing(db):
                                     "name": "x"}], None, "bad_request"),
         ("alice", cid, "b", "30", [{"upload_id": 1, "thumbnail_id": None}]
          * 11, None, "bad_request"),
+        ("alice", cid, "b", "31", [{"upload_id": 1.0, "thumbnail_id": None}],
+         None, "bad_request"),
     ]
     cols = list(zip(*items))
     # "19": a JSON string, not an array (the element is the text "[]"

@@ -372,10 +372,10 @@ BEGIN
                END AS obj
         FROM jsonb_array_elements(p_att) WITH ORDINALITY AS j(item, i)
         LEFT JOIN chat.uploads up
-               ON up.id = (j.item ->> 'upload_id')::bigint
+               ON up.id = (j.item ->> 'upload_id')::numeric::bigint
               AND up.owner_id = p_user
         LEFT JOIN chat.uploads th
-               ON th.id = (j.item ->> 'thumbnail_id')::bigint
+               ON th.id = (j.item ->> 'thumbnail_id')::numeric::bigint
               AND th.owner_id = p_user
     ) z);
 END

@@ -421,9 +421,10 @@ BEGIN
 
     PERFORM set_config('enable_incremental_sort', v_sort, true);
 
-    -- 3. only when an item has attachments: the uploads the messages of
-    -- the batch's items attach, files and thumbnails, read from what was
-    -- stored (a retry's message has its rows already)
+    -- 3. only when an item has attachments: the uploads the messages this
+    -- call stored attach, files and thumbnails, read from what was stored
+    -- (created_at is the transaction's now(): a retry's older message has
+    -- its rows already; an upload removed since is left out)
     IF v_atts THEN
         INSERT INTO chat.message_uploads (message_id, upload_id,
                                           conversation_id)
@@ -441,8 +442,10 @@ BEGIN
             SELECT (e -> 'thumbnail' ->> 'upload_id')::bigint
             FROM jsonb_array_elements(m.attachments) AS e
             WHERE jsonb_typeof(e -> 'thumbnail') = 'object') a
+        JOIN chat.uploads up ON up.id = a.upload_id
         WHERE x.att IS NOT NULL AND x.att <> '[]'
-          AND m.deleted_at IS NULL AND m.attachments <> '[]'
+          AND m.created_at = now() AND m.deleted_at IS NULL
+          AND m.attachments <> '[]'
         ON CONFLICT DO NOTHING;
     END IF;
 END
