@@ -254,7 +254,8 @@ ngx_http_chat_files_serve(ngx_http_request_t *r, json_t *file)
 /*
  * What the static module does not say, or would say otherwise.  The type
  * is the sniffer's: a small set of safe types (an HTML or SVG body is
- * text/plain), checked again here as it goes into a header.
+ * text/plain); a row that says anything else (written past the API, a
+ * restored backup) is served as application/octet-stream, an attachment.
  */
 
 static ngx_int_t
@@ -265,28 +266,16 @@ ngx_http_chat_files_headers(ngx_http_request_t *r, const char *type,
     size_t            len;
     ngx_table_elt_t  *etag;
 
+    /* a static string of the sniffer's: it outlives storage's answer */
+    type = ngx_http_chat_sniff_known(type);
+
+    if (type == NULL) {
+        type = "application/octet-stream";
+    }
+
     len = ngx_strlen(type);
 
-    for (p = (u_char *) type; *p; p++) {
-        if (*p < 0x20 || *p >= 0x7f) {
-            break;
-        }
-    }
-
-    if (len == 0 || *p != '\0') {
-        type = "application/octet-stream";
-        len = sizeof("application/octet-stream") - 1;
-    }
-
-    /* storage's answer is freed once the redirect returns */
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, type, len);
-
-    r->headers_out.content_type.data = p;
+    r->headers_out.content_type.data = (u_char *) type;
     r->headers_out.content_type.len = len;
     r->headers_out.content_type_len = len;
     r->headers_out.content_type_lowcase = NULL;
