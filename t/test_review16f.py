@@ -1,0 +1,160 @@
+"""Review of the download route and the file lifecycle (issue 16 item 3,
+review 16f).  Each test names the finding it reproduces (R16F-n)."""
+
+import os
+
+import pytest
+
+from chatlib import assert_error, direct, group, send
+from test_files import (CHAT_ENV, attach, get, not_found, ok_get, sha,
+                        start, upload)
+from test_uploads import blob, make_store, png, where
+
+
+@pytest.fixture
+def store():
+    return make_store()
+
+
+INERT = ("x-content-type-options", "content-security-policy")
+
+
+def inert(r):
+    return {h: r.header(h) for h in INERT}
+
+
+SAFE = {"x-content-type-options": "nosniff",
+        "content-security-policy": "sandbox"}
+
+
+def test_r16f_1_row_type_is_not_trusted(env, store):
+    """R16F-1: the type of the row goes into Content-Type as it is (only
+    control characters are checked): a row saying text/html or
+    image/svg+xml (the host's role, a restored backup, a later API that
+    writes types) is served as such, an SVG inline.  Only the sniffer's
+    types should ever be served; anything else is
+    application/octet-stream, as an attachment."""
+    start(env, store)
+    c = env.conn("alice")
+    data = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>\n'
+    up = upload(c, data, "x.svg")
+    for hostile in ("text/html", "image/svg+xml", "text/xml",
+                    "application/javascript"):
+        env.pg.query("UPDATE chat.uploads SET type = %s WHERE id = %s",
+                     (hostile, up["id"]))
+        r = ok_get(c, up["id"], data)
+        assert r.header("content-type") == "application/octet-stream", r
+        assert r.header("content-disposition").startswith("attachment;"), r
+
+
+def test_r16f_2_error_answers_of_the_store_are_inert(env, store):
+    """R16F-2: every answer of the route carries nosniff and the sandbox,
+    also the static module's refusals after the redirect (416 of a range
+    past the end, 412 of If-Match) whose headers nginx cleans."""
+    start(env, store)
+    c = env.conn("alice")
+    data = blob(1000)
+    up = upload(c, data, "a.bin")
+    etag = '"%s"' % sha(data)
+
+    r = get(c, up["id"], [("If-None-Match", etag)])
+    assert r.status == 304, r
+    assert inert(r) == SAFE, r
+
+    r = get(c, up["id"], [("Range", "bytes=10-19")])
+    assert r.status == 206, r
+    assert inert(r) == SAFE, r
+
+    r = get(c, up["id"], method="HEAD")
+    assert r.status == 200 and inert(r) == SAFE, r
+
+    r = get(c, up["id"], [("Range", "bytes=0-1,5-6")])
+    assert r.status == 206, r
+    assert inert(r) == SAFE, r
+
+    r = get(c, up["id"], [("Range", "bytes=5000-")])
+    assert r.status == 416, r
+    assert inert(r) == SAFE, r
+
+    r = get(c, up["id"], [("If-Match", '"%s"' % ("0" * 64))])
+    assert r.status == 412, r
+    assert inert(r) == SAFE, r
+
+
+def test_r16f_3_refusals_are_not_cached(env, store):
+    """R16F-3: the route's 404 and the file's 200 say how they may be
+    kept: the 200 is private and revalidated (its rights change: a member
+    removed, a message deleted), a 404 is not stored."""
+    start(env, store)
+    c = env.conn("alice")
+    data = blob(100)
+    up = upload(c, data)
+    r = get(c, up["id"] + 1)
+    assert r.status == 404, r
+    print("404 headers", r)
+    r = ok_get(c, up["id"], data)
+    cc = r.header("cache-control")
+    assert "no-cache" in cc or "max-age=0" in cc, r
+
+
+def test_r16f_4_bidi_controls_in_a_name(env, store):
+    """R16F-4: a name with U+202E (right-to-left override) is accepted and
+    given to the browser in filename*: "invoice\u202efdp.exe" shows as
+    "invoiceexe.pdf"."""
+    start(env, store)
+    c = env.conn("alice")
+    name = "invoice\u202efdp.exe"
+    r = c.request("POST", "uploads?name=" +
+                  __import__("urllib.parse").parse.quote(name, safe=""),
+                  body=b"MZ plain\n")
+    if r.status == 201:
+        up = r.json()["upload"]
+        g = get(c, up["id"])
+        assert "%E2%80%AE" not in g.header("content-disposition"), g
+    else:
+        assert r.status == 400, r
+
+
+def test_r16f_member_who_joined_later(env, store):
+    """Not a finding: a member added after the message downloads its file,
+    as they read the message in the history (no joined_at filter there
+    either)."""
+    start(env, store)
+    alice, bob, carol = (env.conn(u) for u in ("alice", "bob", "carol"))
+    data = blob(321)
+    up = upload(alice, data)
+    g = group(alice, "late", ["bob"])
+    attach(env.pg, send(alice, g["id"], "f"), up["id"])
+    not_found(carol, up["id"])
+    alice.ok("POST", "conversations/%d/members" % g["id"], 201,
+             obj={"user_id": "carol"})
+    ok_get(carol, up["id"], data)
+
+
+def test_r16f_act_as(env, store):
+    """Not a finding: a service acting for a user has that user's rights,
+    no more; the service itself owns nothing and is a member of nothing."""
+    from chatlib import make_token
+    from test_files import LOCATIONS
+    env.locations = LOCATIONS.replace("@STORE@", store)
+    env.start("chat_upload_path %s;" % store,
+              http="chat_service_claim scope chat:service;")
+    alice, bob = env.conn("alice"), env.conn("bob")
+    data = blob(222)
+    up = upload(alice, data)
+    attach(env.pg, send(alice, direct(alice, "bob")["id"], "f"), up["id"])
+    svc = make_token(env.ng.key, "svc:shop", scope="chat:service")
+
+    def as_(user):
+        h = [("Chat-Act-As", user)] if user else []
+        return bob.request("GET", "files/%d" % up["id"], headers=h,
+                           token=svc)
+
+    r = as_("bob")
+    assert (r.status, r.body) == (200, data), r
+    assert as_("carol").status == 404
+    assert as_(None).status == 404
+    # a user may not act for another
+    r = bob.request("GET", "files/%d" % up["id"],
+                    headers=[("Chat-Act-As", "alice")])
+    assert r.status == 403, r
