@@ -48,6 +48,7 @@ typedef struct {
 
 static void ngx_http_chat_files_done(ngx_http_chat_store_done_t *done,
     json_t *result);
+static ngx_int_t ngx_http_chat_files_guard(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_files_serve(ngx_http_request_t *r,
     json_t *file);
 static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
@@ -63,6 +64,69 @@ static void ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
 
 
 static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
+
+
+/*
+ * chat_files is one URI for the http block, but a server may lack the
+ * location: a download redirected there would be answered by whatever
+ * else matches the URI (a "/" that proxies, with the client's token, or
+ * a root).  A redirected request for that URI that is not in a chat_files
+ * location is a 404, before the rewrite module's "return" (handlers of a
+ * phase run last registered first, and this module registers after it).
+ */
+
+ngx_int_t
+ngx_http_chat_files_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *core;
+
+    core = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&core->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chat_files_guard;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_files_guard(ngx_http_request_t *r)
+{
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (!r->internal) {
+        return NGX_DECLINED;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (cmcf->files_uri.len == 0
+        || r->uri.len < cmcf->files_uri.len
+        || ngx_strncmp(r->uri.data, cmcf->files_uri.data,
+                       cmcf->files_uri.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf->files == 1) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "chat files: \"%V\" is not in a chat_files location: "
+                  "this server needs \"location %V { chat_files; ... }\"",
+                  &r->uri, &cmcf->files_uri);
+
+    return NGX_HTTP_NOT_FOUND;
+}
 
 
 ngx_int_t

@@ -181,3 +181,38 @@ def test_r16f_5_a_deleted_message_gives_its_files_the_grace(env, store):
                  ('{"grace": 3600, "limit": 100}',))
     assert env.pg.query("SELECT id FROM chat.uploads") == [(up["id"],)]
     ok_get(alice, up["id"], data)
+
+
+@pytest.mark.allow_log(r"is not in a chat_files location")
+def test_r16f_6_a_server_without_the_chat_files_location(env, store):
+    """R16F-6: chat_files is one URI for the http block, but nothing checks
+    that a server with chat_api (and a chat_upload_path) has that
+    location: nginx -t passes, and a download there is redirected to
+    whatever location of that server matches the URI (here "/", which
+    could be a proxy_pass given the client's bearer token, or a root).
+    Fixed: such a redirected request is a 404 with a line in the log."""
+    from conftest import free_port
+    port = free_port()
+    from test_files import LOCATIONS
+    env.locations = LOCATIONS.replace("@STORE@", store)
+    env.start("chat_upload_path %s;" % store,
+              http="server { listen 127.0.0.1:%d; "
+                   "location /api/chat/ { chat_api; "
+                   "chat_upload_path %s; } "
+                   "location / { return 200 \"elsewhere: $uri\\n\"; } }"
+                   % (port, store))
+    c = env.conn("alice")
+    data = blob(555)
+    up = upload(c, data)
+    import http.client
+    h = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    h.request("GET", "/api/chat/files/%d" % up["id"],
+              headers={"Authorization": "Bearer " + env.token("alice")})
+    r = h.getresponse()
+    body = r.read()
+    assert not body.startswith(b"elsewhere"), (r.status, body)
+    assert r.status == 404, (r.status, body)
+    env.ng.wait_log(r'chat files: "/_chat_files/%s" is not in a chat_files '
+                    r'location' % where(data))
+    # the server that has it still serves
+    ok_get(c, up["id"], data)
