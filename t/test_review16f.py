@@ -97,10 +97,10 @@ def test_r16f_3_refusals_are_not_cached(env, store):
     assert "no-cache" in cc or "max-age=0" in cc, r
 
 
-def test_r16f_4_bidi_controls_in_a_name(env, store):
-    """R16F-4: a name with U+202E (right-to-left override) is accepted and
-    given to the browser in filename*: "invoice\u202efdp.exe" shows as
-    "invoiceexe.pdf"."""
+def test_r16f_bidi_controls_in_a_name(env, store):
+    """Not a finding: a name with U+202E (right-to-left override, which
+    would show "invoice\u202efdp.exe" as "invoiceexe.pdf") loses it at
+    upload (upload.c), so filename* never carries it."""
     start(env, store)
     c = env.conn("alice")
     name = "invoice\u202efdp.exe"
@@ -216,3 +216,25 @@ def test_r16f_6_a_server_without_the_chat_files_location(env, store):
                     r'location' % where(data))
     # the server that has it still serves
     ok_get(c, up["id"], data)
+
+
+@pytest.mark.parametrize("name", ["\U0001f600" * 255, "%" * 255,
+                                  "\"" * 254 + "x"])
+def test_r16f_long_names(env, store, name):
+    """Not a finding: the longest names, each byte at its most expensive
+    in Content-Disposition (4-byte UTF-8, percent-encoded: 12 bytes a
+    character), fit and are exact."""
+    from urllib.parse import quote
+    start(env, store)
+    c = env.conn("alice")
+    r = c.request("POST", "uploads?name=" + quote(name, safe=""),
+                  body=b"some text\n")
+    assert r.status == 201, r
+    up = r.json()["upload"]
+    r = ok_get(c, up["id"], b"some text\n")
+    cd = r.header("content-disposition")
+    ascii_ = "".join("_" if ch in "\"\\%" or ord(ch) >= 0x80 else ch
+                     for ch in name)
+    assert cd == "attachment; filename=\"%s\"; filename*=UTF-8''%s" \
+        % (ascii_, quote(name, safe="!#$&+-.^_`|~")), r
+    c.alive()
