@@ -49,6 +49,9 @@ typedef struct {
 static void ngx_http_chat_files_done(ngx_http_chat_store_done_t *done,
     json_t *result);
 static ngx_int_t ngx_http_chat_files_guard(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_files_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_chat_files_has(ngx_http_request_t *r,
+    const char *key);
 static ngx_int_t ngx_http_chat_files_serve(ngx_http_request_t *r,
     json_t *file);
 static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
@@ -64,6 +67,8 @@ static void ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
 
 
 static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
+
+static ngx_http_output_header_filter_pt  ngx_http_chat_files_next_header;
 
 
 /*
@@ -90,7 +95,84 @@ ngx_http_chat_files_init(ngx_conf_t *cf)
 
     *h = ngx_http_chat_files_guard;
 
+    ngx_http_chat_files_next_header = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_chat_files_header_filter;
+
     return NGX_OK;
+}
+
+
+/*
+ * Every answer of the chat_files location, before nginx's own filters
+ * (this module's is registered last, so it runs first):
+ *
+ * - no Last-Modified: the file's time is that of the last upload of the
+ *   same bytes by anybody (upload.c sets it for the sweep), and a
+ *   client watching its own upload's Last-Modified (or probing with
+ *   If-Modified-Since) would learn when somebody else uploaded those
+ *   bytes; the ETag validates;
+ * - nosniff and the sandbox also on what nginx answers itself after
+ *   cleaning the headers set before the redirect (412 of If-Match,
+ *   416, an error page).
+ */
+
+static ngx_int_t
+ngx_http_chat_files_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf == NULL || ccf->files != 1) {
+        return ngx_http_chat_files_next_header(r);
+    }
+
+    ngx_http_clear_last_modified(r);
+
+    if ((!ngx_http_chat_files_has(r, "X-Content-Type-Options")
+         && ngx_http_chat_http_add_header(r, "X-Content-Type-Options",
+                                          "nosniff") != NGX_OK)
+        || (!ngx_http_chat_files_has(r, "Content-Security-Policy")
+            && ngx_http_chat_http_add_header(r, "Content-Security-Policy",
+                                             "sandbox") != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_files_next_header(r);
+}
+
+
+static ngx_uint_t
+ngx_http_chat_files_has(ngx_http_request_t *r, const char *key)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(key);
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) key, len) == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 

@@ -50,7 +50,8 @@ def test_r16f_1_row_type_is_not_trusted(env, store):
 def test_r16f_2_error_answers_of_the_store_are_inert(env, store):
     """R16F-2: every answer of the route carries nosniff and the sandbox,
     also the static module's refusals after the redirect (416 of a range
-    past the end, 412 of If-Match) whose headers nginx cleans."""
+    past the end, 412 of If-Match) whose headers nginx cleans.  Fixed: a
+    header filter of the chat_files location adds them when missing."""
     start(env, store)
     c = env.conn("alice")
     data = blob(1000)
@@ -238,3 +239,33 @@ def test_r16f_long_names(env, store, name):
     assert cd == "attachment; filename=\"%s\"; filename*=UTF-8''%s" \
         % (ascii_, quote(name, safe="!#$&+-.^_`|~")), r
     c.alive()
+
+
+def test_r16f_7_last_modified_tells_of_others_uploads(env, store):
+    """R16F-7: the same bytes are stored once, and an upload that finds
+    them sets the file's time (for the sweep).  Last-Modified is that
+    time: a user who uploaded a document watches its Last-Modified (or
+    asks with If-Modified-Since) and learns that, and when, somebody else
+    uploaded the very same bytes (a dedup side channel: guess a form
+    letter's blanks, upload every guess, see which one moves).  Fixed:
+    no Last-Modified (the ETag validates), If-Modified-Since never 304."""
+    start(env, store)
+    alice, bob = env.conn("alice"), env.conn("bob")
+    data = blob(777)
+    up = upload(alice, data)
+    past = 1_000_000_000
+    os.utime(os.path.join(store, where(data)), (past, past))
+
+    def seen():
+        r = ok_get(alice, up["id"], data)
+        ims = get(alice, up["id"], [("If-Modified-Since",
+                                     "Sun, 09 Sep 2001 01:46:41 GMT")])
+        return r.header("last-modified"), ims.status
+
+    before = seen()
+    upload(bob, data)
+    assert seen() == before
+    assert before == (None, 200)
+    # the ETag still validates
+    r = get(alice, up["id"], [("If-None-Match", '"%s"' % sha(data))])
+    assert r.status == 304, r
