@@ -270,3 +270,36 @@ def test_r16f_7_last_modified_tells_of_others_uploads(env, store):
     # the ETag still validates
     r = get(alice, up["id"], [("If-None-Match", '"%s"' % sha(data))])
     assert r.status == 304, r
+
+
+def test_r16f_10_a_send_linking_while_the_sweep_runs(env, store):
+    """R16F-10: the sweep deleted its candidates in one statement, whose
+    NOT EXISTS read the links at the statement's snapshot: a send whose
+    link committed after that snapshot but before the row's lock (the
+    link's key check holds a lock only until its commit) was not seen,
+    the upload was deleted and the ON DELETE CASCADE removed the new link
+    (the message keeps an attachment whose file is then unlinked).  That
+    interleaving cannot be forced from outside; fixed by locking the
+    candidates first and deleting them in a statement of its own (a new
+    snapshot, after the locks).  What can be forced: a link in flight
+    (its key lock held) keeps the upload, and the sweep goes on."""
+    start(env, store)
+    alice = env.conn("alice")
+    data = blob(888)
+    up = upload(alice, data)
+    m = send(alice, direct(alice, "bob")["id"], "f")
+    env.pg.query("UPDATE chat.uploads SET created_at = now() - "
+                 "interval '2 hours' WHERE id = %s", (up["id"],))
+    sweep = ("SELECT chat.api_upload_sweep('', %s)",
+             ('{"grace": 3600, "limit": 100}',))
+    with env.pg.connect(autocommit=False) as tx:
+        tx.execute("INSERT INTO chat.message_uploads (message_id, "
+                   "upload_id, conversation_id) VALUES (%s, %s, %s)",
+                   (m["id"], up["id"], m["conversation_id"]))
+        env.pg.query(*sweep)
+        assert env.pg.query("SELECT id FROM chat.uploads") == [(up["id"],)]
+        tx.commit()
+    env.pg.query(*sweep)
+    assert env.pg.query("SELECT upload_id FROM chat.message_uploads") == \
+        [(up["id"],)]
+    ok_get(env.conn("bob"), up["id"], data)
