@@ -303,3 +303,24 @@ def test_r16f_10_a_send_linking_while_the_sweep_runs(env, store):
     assert env.pg.query("SELECT upload_id FROM chat.message_uploads") == \
         [(up["id"],)]
     ok_get(env.conn("bob"), up["id"], data)
+
+
+def test_r16f_client_gone_during_the_check(env, store):
+    """Not a finding: clients that close (or reset) while storage answers
+    the check, over and over: no alert, no leak, the worker goes on."""
+    import socket
+    import struct
+    start(env, store)
+    c = env.conn("alice")
+    data = blob(4096)
+    up = upload(c, data)
+    req = c.build("GET", "files/%d" % up["id"])
+    for i in range(30):
+        s = socket.create_connection(("127.0.0.1", env.ng.port))
+        s.sendall(req)
+        if i % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+        s.close()
+    ok_get(c, up["id"], data)
+    c.alive()
