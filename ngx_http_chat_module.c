@@ -829,7 +829,9 @@ ngx_http_chat_postconfiguration(ngx_conf_t *cf)
 {
     ngx_http_chat_dev_token_listen(cf);
 
-    if (ngx_http_chat_upload_init(cf) != NGX_OK) {
+    if (ngx_http_chat_upload_init(cf) != NGX_OK
+        || ngx_http_chat_files_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -48,6 +48,10 @@ typedef struct {
 
 static void ngx_http_chat_files_done(ngx_http_chat_store_done_t *done,
     json_t *result);
+static ngx_int_t ngx_http_chat_files_guard(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_files_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_chat_files_has(ngx_http_request_t *r,
+    const char *key);
 static ngx_int_t ngx_http_chat_files_serve(ngx_http_request_t *r,
     json_t *file);
 static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
@@ -63,6 +67,148 @@ static void ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
 
 
 static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
+
+static ngx_http_output_header_filter_pt  ngx_http_chat_files_next_header;
+
+
+/*
+ * chat_files is one URI for the http block, but a server may lack the
+ * location: a download redirected there would be answered by whatever
+ * else matches the URI (a "/" that proxies, with the client's token, or
+ * a root).  A redirected request for that URI that is not in a chat_files
+ * location is a 404, before the rewrite module's "return" (handlers of a
+ * phase run last registered first, and this module registers after it).
+ */
+
+ngx_int_t
+ngx_http_chat_files_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *core;
+
+    core = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&core->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chat_files_guard;
+
+    ngx_http_chat_files_next_header = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_chat_files_header_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Every answer of the chat_files location, before nginx's own filters
+ * (this module's is registered last, so it runs first):
+ *
+ * - no Last-Modified: the file's time is that of the last upload of the
+ *   same bytes by anybody (upload.c sets it for the sweep), and a
+ *   client watching its own upload's Last-Modified (or probing with
+ *   If-Modified-Since) would learn when somebody else uploaded those
+ *   bytes; the ETag validates;
+ * - nosniff and the sandbox also on what nginx answers itself after
+ *   cleaning the headers set before the redirect (412 of If-Match,
+ *   416, an error page).
+ */
+
+static ngx_int_t
+ngx_http_chat_files_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf == NULL || ccf->files != 1) {
+        return ngx_http_chat_files_next_header(r);
+    }
+
+    ngx_http_clear_last_modified(r);
+
+    if ((!ngx_http_chat_files_has(r, "X-Content-Type-Options")
+         && ngx_http_chat_http_add_header(r, "X-Content-Type-Options",
+                                          "nosniff") != NGX_OK)
+        || (!ngx_http_chat_files_has(r, "Content-Security-Policy")
+            && ngx_http_chat_http_add_header(r, "Content-Security-Policy",
+                                             "sandbox") != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_files_next_header(r);
+}
+
+
+static ngx_uint_t
+ngx_http_chat_files_has(ngx_http_request_t *r, const char *key)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(key);
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) key, len) == 0)
+        {
+            return 1;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_chat_files_guard(ngx_http_request_t *r)
+{
+    ngx_http_chat_loc_conf_t   *ccf;
+    ngx_http_chat_main_conf_t  *cmcf;
+
+    if (!r->internal) {
+        return NGX_DECLINED;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    if (cmcf->files_uri.len == 0
+        || r->uri.len < cmcf->files_uri.len
+        || ngx_strncmp(r->uri.data, cmcf->files_uri.data,
+                       cmcf->files_uri.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf->files == 1) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "chat files: \"%V\" is not in a chat_files location: "
+                  "this server needs \"location %V { chat_files; ... }\"",
+                  &r->uri, &cmcf->files_uri);
+
+    return NGX_HTTP_NOT_FOUND;
+}
 
 
 ngx_int_t
@@ -254,7 +400,8 @@ ngx_http_chat_files_serve(ngx_http_request_t *r, json_t *file)
 /*
  * What the static module does not say, or would say otherwise.  The type
  * is the sniffer's: a small set of safe types (an HTML or SVG body is
- * text/plain), checked again here as it goes into a header.
+ * text/plain); a row that says anything else (written past the API, a
+ * restored backup) is served as application/octet-stream, an attachment.
  */
 
 static ngx_int_t
@@ -265,28 +412,16 @@ ngx_http_chat_files_headers(ngx_http_request_t *r, const char *type,
     size_t            len;
     ngx_table_elt_t  *etag;
 
+    /* a static string of the sniffer's: it outlives storage's answer */
+    type = ngx_http_chat_sniff_known(type);
+
+    if (type == NULL) {
+        type = "application/octet-stream";
+    }
+
     len = ngx_strlen(type);
 
-    for (p = (u_char *) type; *p; p++) {
-        if (*p < 0x20 || *p >= 0x7f) {
-            break;
-        }
-    }
-
-    if (len == 0 || *p != '\0') {
-        type = "application/octet-stream";
-        len = sizeof("application/octet-stream") - 1;
-    }
-
-    /* storage's answer is freed once the redirect returns */
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, type, len);
-
-    r->headers_out.content_type.data = p;
+    r->headers_out.content_type.data = (u_char *) type;
     r->headers_out.content_type.len = len;
     r->headers_out.content_type_len = len;
     r->headers_out.content_type_lowcase = NULL;

@@ -11,6 +11,9 @@
 #define _NGX_HTTP_CHAT_FILES_H_INCLUDED_
 
 
+/* postconfiguration: the guard of redirected downloads */
+ngx_int_t ngx_http_chat_files_init(ngx_conf_t *cf);
+
 /* the route, the caller authenticated (user: whom storage asks for) */
 ngx_int_t ngx_http_chat_files_handler(ngx_http_request_t *r, ngx_str_t *user,
     int64_t id);

@@ -130,6 +130,32 @@ ngx_http_chat_sniff_detect(const u_char *head, size_t len, ngx_uint_t whole,
 }
 
 
+const char *
+ngx_http_chat_sniff_known(const char *type)
+{
+    ngx_uint_t  i;
+
+    static const char  *known[] = {
+        ngx_http_chat_sniff_png, ngx_http_chat_sniff_jpeg,
+        ngx_http_chat_sniff_gif, ngx_http_chat_sniff_webp,
+        ngx_http_chat_sniff_pdf, ngx_http_chat_sniff_text,
+        ngx_http_chat_sniff_octet
+    };
+
+    if (type == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strcmp(type, known[i]) == 0) {
+            return known[i];
+        }
+    }
+
+    return NULL;
+}
+
+
 static void
 ngx_http_chat_sniff_image(ngx_http_chat_sniff_t *out, const char *type,
     uint32_t width, uint32_t height)

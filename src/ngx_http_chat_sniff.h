@@ -42,5 +42,9 @@ typedef struct {
 void ngx_http_chat_sniff_detect(const u_char *head, size_t len, ngx_uint_t whole,
     ngx_http_chat_sniff_t *out);
 
+/* type: a stored type (a row's); the sniffer's own static string when it
+ * is one of the types above, else NULL (never serve what it did not say) */
+const char *ngx_http_chat_sniff_known(const char *type);
+
 
 #endif /* _NGX_HTTP_CHAT_SNIFF_H_INCLUDED_ */

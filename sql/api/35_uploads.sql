@@ -164,6 +164,7 @@ AS $$
 DECLARE
     v_grace  bigint := chat.json_int(p_req -> 'grace');
     v_limit  bigint := chat.json_id(p_req -> 'limit');
+    v_ids    bigint[];
     v_rows   bigint;
     v_taken  bigint;
     v_files  jsonb;
@@ -176,15 +177,26 @@ BEGIN
                                           'more', false));
     END IF;
 
+    -- The candidates locked first, then deleted by a statement of its
+    -- own: its snapshot is taken after the locks, so a send whose link
+    -- committed between the first statement's snapshot and its lock (a
+    -- lock of the link's key check, gone by then) is seen and keeps its
+    -- upload; in one statement, the delete would cascade to that link.
+    -- A send that comes after the lock waits for it and finds no upload.
+    SELECT array_agg(o.id) INTO v_ids
+    FROM (SELECT c.id FROM chat.uploads c
+          WHERE c.created_at < now() - make_interval(secs => v_grace)
+            AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
+                            WHERE mu.upload_id = c.id)
+          ORDER BY c.created_at
+          LIMIT v_limit
+          FOR UPDATE SKIP LOCKED) o;
+    v_rows := coalesce(cardinality(v_ids), 0);
+
     DELETE FROM chat.uploads u
-    WHERE u.id IN (SELECT o.id FROM chat.uploads o
-                   WHERE o.created_at < now() - make_interval(secs => v_grace)
-                     AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
-                                     WHERE mu.upload_id = o.id)
-                   ORDER BY o.created_at
-                   LIMIT v_limit
-                   FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    WHERE u.id = ANY (v_ids)
+      AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
+                      WHERE mu.upload_id = u.id);
 
     WITH picked AS (
         SELECT sha256 FROM chat.uploads_gone

@@ -1037,6 +1037,30 @@ test_head(void)
 }
 
 
+/* a stored type: served only when it is one the sniffer says */
+static void
+test_known(void)
+{
+    const char  **t;
+
+    static const char  *ours[] = { PNG, JPEG, GIF, WEBP, PDF, TEXT, OCTET,
+                                   NULL };
+    static const char  *others[] = { "text/html", "image/svg+xml",
+                                     "text/plain", "image/png ", "IMAGE/PNG",
+                                     "", "application/pdf; x=1", NULL };
+
+    for (t = ours; *t; t++) {
+        CHECK_STR(ngx_http_chat_sniff_known(*t), *t);
+    }
+
+    for (t = others; *t; t++) {
+        CHECK(ngx_http_chat_sniff_known(*t) == NULL);
+    }
+
+    CHECK(ngx_http_chat_sniff_known(NULL) == NULL);
+}
+
+
 int
 main(void)
 {
@@ -1048,6 +1072,7 @@ main(void)
     test_text();
     test_empty();
     test_head();
+    test_known();
 
     UNIT_DONE("sniff");
 }
