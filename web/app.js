@@ -84,8 +84,12 @@ function describe(err) {
     forbidden: "not allowed", not_found: "not found",
     rate_limited: "too fast, try again in a moment",
     unavailable: "the server cannot store it right now",
+    too_large: "the file is too large",
+    insufficient_storage: "the server has no room for it",
   }[err.code];
-  return err.message && err.message !== err.code
+  // an answer that was not the module's JSON (nginx's own 413 page) says
+  // no more than its status
+  return err.message && err.message !== err.code && !(why && /^HTTP \d+$/.test(err.message))
     ? err.message + (why ? ` (${why})` : "") : why || String(err.code || err);
 }
 
