@@ -1083,6 +1083,13 @@ function isImageType(type) {
   return /^image\/(png|jpeg|gif|webp)$/.test(type || "");
 }
 
+// a file's badge: its extension (no emoji: not every system has the font)
+function fileBadge(name, type) {
+  const ext = /\.([A-Za-z0-9]{1,4})$/.exec(name || "")?.[1];
+  const text = type === "application/pdf" ? "PDF" : ext ? ext.toUpperCase() : "FILE";
+  return el("span", { class: "att-icon", "aria-hidden": "true", text });
+}
+
 function announce(text) {
   $("drafts-status").textContent = text;
 }
@@ -1112,7 +1119,7 @@ function addFiles(files) {
 function draftItem(d) {
   const li = el("li", { class: "draft", dataset: { state: d.state, key: d.key } },
     d.image ? el("img", { class: "draft-thumb", src: d.preview, alt: "" })
-            : el("span", { class: "att-icon", "aria-hidden": "true", text: "📄" }),
+            : fileBadge(d.name, d.file.type),
     el("span", { class: "draft-text" },
       el("span", { class: "draft-name", text: d.name }),
       el("span", { class: "draft-size", text: humanSize(d.size) }),
@@ -1314,7 +1321,7 @@ function renderAttachment(a) {
       if (u.protocol === "https:" || u.protocol === "http:") safe = u.href;
     } catch { /* not a URL */ }
     return el("div", { class: "att att-link" },
-      el("span", { class: "att-icon", "aria-hidden": "true", text: "🔗" }),
+      el("span", { class: "att-icon", "aria-hidden": "true", text: "LINK" }),
       safe ? el("a", { href: safe, target: "_blank", rel: "noopener noreferrer",
                        text: a.name || a.url })
            : el("span", { text: a.name || String(a.url) }),
@@ -1336,8 +1343,7 @@ function renderAttachment(a) {
     }, img);
   }
   return el("div", { class: "att att-file" },
-    el("span", { class: "att-icon", "aria-hidden": "true",
-                 text: a.type === "application/pdf" ? "📕" : "📄" }),
+    fileBadge(name, a.type),
     el("span", { class: "att-name", text: name }),
     el("span", { class: "att-size", text: humanSize(a.size) }),
     a.local ? null : el("a", { class: "att-download", href: a.url, download: name,
