@@ -78,6 +78,8 @@ def test_browser(nginx, postgres):
     postgres.reset()
     ng = nginx(LOCATIONS % dict(web=WEB, store=make_store()),
                http=TYPES + 'chat_zone chat 8m;\n'
+                            # links beside uploads (attachments.test.mjs)
+                            'chat_attachment_hosts cdn.example.com;\n'
                             'chat_postgres "%s" pool=4;' % postgres.dsn)
     shots = os.environ.get("CHAT_SCREENSHOT_DIR") or \
         os.path.join(REPO, "build", "screenshots")

@@ -1095,7 +1095,11 @@ function announce(text) {
 }
 
 function addFiles(files) {
-  if (S.open == null || S.editing != null) return;
+  if (S.open == null || !files.length) return;
+  if (S.editing != null) {
+    toast("Finish or cancel the edit first: an edit changes the text only.");
+    return;
+  }
   for (const file of files) {
     if (drafts.length >= MAX_ATTACHMENTS) {
       toast(`A message has at most ${MAX_ATTACHMENTS} attachments.`);
@@ -1269,6 +1273,11 @@ chatBox.addEventListener("drop", (ev) => {
   ev.preventDefault();
   addFiles([...ev.dataTransfer.files]);
 });
+// a file dropped beside the conversation does nothing, rather than the
+// browser leaving the page to show it
+for (const type of ["dragover", "drop"]) {
+  window.addEventListener(type, (ev) => { if (carriesFiles(ev)) ev.preventDefault(); });
+}
 
 // ---------------------------------------------- attachments in messages
 
@@ -1333,8 +1342,8 @@ function renderAttachment(a) {
     const src = t ? t.url : a.url;
     const { w, h } = fitted(t?.width ?? a.width, t?.height ?? a.height);
     const img = el("img", { alt: name, width: String(w), height: String(h) });
-    if (a.local) img.src = a.local;
-    else fileUrl(src).then((u) => { img.src = u; }, () => img.classList.add("broken"));
+    if (typeof a.local === "string") img.src = a.local;
+    else if (!a.local) fileUrl(src).then((u) => { img.src = u; }, () => img.classList.add("broken"));
     return el("button", {
       type: "button", class: "att att-image",
       "aria-label": `Open image ${name}` + (a.width ? ` (${a.width} × ${a.height})` : ""),

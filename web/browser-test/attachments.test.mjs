@@ -11,7 +11,7 @@ import zlib from "node:zlib";
 
 import {
   browserTest, closeBrowser, direct, eventually, expectAttr, expectCount,
-  expectText, hidden, history, register, screenshot, users, visible,
+  expectText, hidden, history, register, rest, screenshot, users, visible,
 } from "./lib.mjs";
 
 after(closeBrowser);
@@ -269,4 +269,21 @@ browserTest("attachments: a cancelled upload leaves nothing; one over the limit 
   await a.$("#composer-input").press("Enter");
   await visible(b.message("not yet"));
   assert.equal(await b.message("not yet").locator(".att").count(), 0);
+});
+
+browserTest("attachments: a link (chat_attachment_hosts) still shows as a link", async (s) => {
+  const { alice, cid, b } = await pair(s);
+  await rest(alice, "POST", `conversations/${cid}/messages`, {
+    body: "the spec", client_msg_id: `link-${cid}`,
+    attachments: [{ url: "https://cdn.example.com/spec.pdf", name: "spec.pdf",
+                    mime: "application/pdf", size: 2048 }],
+  });
+  const msg = b.message("the spec");
+  await visible(msg);
+  const link = msg.locator(".att-link a");
+  await expectText(link, "spec.pdf");
+  await expectAttr(link, "href", "https://cdn.example.com/spec.pdf");
+  await expectAttr(link, "rel", "noopener noreferrer");
+  await expectText(msg.locator(".att-link .att-size"), "2.0 KB");
+  assert.equal(await msg.locator(".att-image, .att-file").count(), 0);
 });
