@@ -287,3 +287,27 @@ browserTest("attachments: a link (chat_attachment_hosts) still shows as a link",
   await expectText(msg.locator(".att-link .att-size"), "2.0 KB");
   assert.equal(await msg.locator(".att-image, .att-file").count(), 0);
 });
+
+browserTest("attachments: a refused send shows why and gives the text and the files back", async (s) => {
+  const { alice, bob, a, b } = await pair(s);
+  await rest(bob, "PUT", "blocks/" + encodeURIComponent(alice.id));
+  await a.$("#attach-input").setInputFiles([
+    { name: "notes.pdf", mimeType: "application/pdf", buffer: pdf() },
+  ]);
+  await expectAttr(drafts(a), "data-state", "done");
+  await a.send("can you read this?");
+  await expectText(a.$("#toast"), /^Not sent: /);
+  await expectCount(a.message("can you read this?"), 0);
+  assert.equal(await a.$("#composer-input").inputValue(), "can you read this?");
+  await expectCount(drafts(a), 1);
+  await expectText(drafts(a).locator(".draft-name"), "notes.pdf");
+  await expectAttr(drafts(a), "data-state", "done");
+
+  // once unblocked, the same files go out
+  await rest(bob, "DELETE", "blocks/" + encodeURIComponent(alice.id));
+  await a.$("#composer-input").press("Enter");
+  const msg = b.message("can you read this?");
+  await visible(msg);
+  await expectText(msg.locator(".att-file .att-name"), "notes.pdf");
+  await expectCount(drafts(a), 0);
+});
