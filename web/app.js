@@ -1130,8 +1130,9 @@ function draftItem(d) {
       el("progress", { max: "1", value: "0", "aria-label": `Uploading ${d.name}` }),
       el("span", { class: "draft-error error", role: "alert" })),
     el("button", { type: "button", class: "draft-remove", text: "×",
-                   "aria-label": `Remove ${d.name}`, onclick: () => removeDraft(d) }));
+                   onclick: () => removeDraft(d) }));
   d.li = li;
+  fillDraft(d);
   return li;
 }
 
@@ -1142,6 +1143,8 @@ function fillDraft(d) {
   bar.hidden = d.state !== "uploading";
   bar.value = d.total ? Math.min(1, d.loaded / d.total) : 0;
   li.querySelector(".draft-error").textContent = d.error || "";
+  li.querySelector(".draft-remove").setAttribute("aria-label",
+    d.state === "uploading" ? `Cancel the upload of ${d.name}` : `Remove ${d.name}`);
 }
 
 async function startUpload(d) {
