@@ -42,7 +42,12 @@ if [ -z "$pid" ] && port_open; then
     die "something else listens on 127.0.0.1:$PORT (PORT=... make run)"
 fi
 
-mkdir -p "$RUN/logs" "$RUN/tmp"
+mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/uploads"
+# the upload store (demo/nginx-demo.conf): the workers write it, and run
+# as nobody when nginx starts as root
+if [ "$(id -u)" = 0 ]; then
+    chown nobody "$RUN/uploads"
+fi
 
 bash scripts/pg.sh up "$RUN/pg"
 

@@ -21,6 +21,8 @@ import subprocess
 
 import pytest
 
+from test_uploads import make_store
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(REPO, "web")
 NODE = os.environ.get("CHAT_NODE") or shutil.which("node") or "/usr/bin/node"
@@ -39,15 +41,26 @@ TYPES = """
     }
 """
 
+# Uploads and downloads as in the demo; a small upload limit, so that a
+# test can go over it without a large body
 LOCATIONS = """
     location = /chat/ws { chat_websocket; }
-    location /api/chat/ { chat_api; }
+    location /api/chat/ {
+        chat_api;
+        chat_upload_path %(store)s;
+        chat_upload_max_size 1m;
+    }
+    location /_chat_files/ { chat_files; alias %(store)s/; }
     location = /chat/dev/token { chat_dev_token; }
     location / {
-        root %s;
+        root %(web)s;
         index index.html;
     }
 """
+
+# node --test's arguments: the whole directory, or CHAT_BROWSER_TESTS
+# (paths under web/, separated by spaces) to run a few files only
+TESTS = os.environ.get("CHAT_BROWSER_TESTS", "browser-test/").split()
 
 
 def test_browser(nginx, postgres):
@@ -63,8 +76,10 @@ def test_browser(nginx, postgres):
         pytest.fail("web/app.js is missing: the chat page is not there",
                     pytrace=False)
     postgres.reset()
-    ng = nginx(LOCATIONS % WEB,
+    ng = nginx(LOCATIONS % dict(web=WEB, store=make_store()),
                http=TYPES + 'chat_zone chat 8m;\n'
+                            # links beside uploads (attachments.test.mjs)
+                            'chat_attachment_hosts cdn.example.com;\n'
                             'chat_postgres "%s" pool=4;' % postgres.dsn)
     shots = os.environ.get("CHAT_SCREENSHOT_DIR") or \
         os.path.join(REPO, "build", "screenshots")
@@ -75,7 +90,7 @@ def test_browser(nginx, postgres):
                PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
     try:
         r = subprocess.run([NODE, "--test", "--test-reporter=spec",
-                            "browser-test/"],
+                            *TESTS],
                            cwd=WEB, env=env, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as e:

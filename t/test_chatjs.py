@@ -23,7 +23,8 @@ NODE = os.environ.get("CHAT_NODE") or shutil.which("node") or "/usr/bin/node"
 LOCATIONS = """
     location = /chat/ws { chat_websocket; }
     location = /chat/ws-short { chat_websocket; chat_jwt_leeway 0; }
-    location /api/chat/ { chat_api; chat_upload_path %s; }
+    location /api/chat/ { chat_api; chat_upload_path %(store)s; }
+    location /_chat_files/ { chat_files; alias %(store)s/; }
 """
 
 
@@ -37,7 +38,7 @@ def test_chat_js(nginx, postgres):
     # the upload store (web/test/upload.test.mjs), the workers' (nobody)
     store = tempfile.mkdtemp(prefix="store-", dir=base_dir())
     os.chown(store, 65534, 65534)
-    ng = nginx(LOCATIONS % store, http='chat_zone chat 8m;\n'
+    ng = nginx(LOCATIONS % dict(store=store), http='chat_zone chat 8m;\n'
                                'chat_postgres "%s" pool=2;' % postgres.dsn)
     env = dict(os.environ,
                CHAT_JS_PORT=str(ng.port),

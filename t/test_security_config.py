@@ -131,6 +131,10 @@ class Rendered:
             mode, free_port()))
         os.makedirs(os.path.join(self.prefix, "logs"))
         os.makedirs(os.path.join(self.prefix, "tmp"))
+        # the demo's upload store, as scripts/run.sh makes it
+        os.makedirs(os.path.join(self.prefix, "uploads"))
+        if os.getuid() == 0:
+            os.chown(os.path.join(self.prefix, "uploads"), 65534, -1)
         os.chmod(self.prefix, 0o755)
         self.key = os.urandom(64)
         fd = os.open(os.path.join(self.prefix, "jwt.key"),

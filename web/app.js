@@ -84,8 +84,12 @@ function describe(err) {
     forbidden: "not allowed", not_found: "not found",
     rate_limited: "too fast, try again in a moment",
     unavailable: "the server cannot store it right now",
+    too_large: "the file is too large",
+    insufficient_storage: "the server has no room for it",
   }[err.code];
-  return err.message && err.message !== err.code
+  // an answer that was not the module's JSON (nginx's own 413 page) says
+  // no more than its status
+  return err.message && err.message !== err.code && !(why && /^HTTP \d+$/.test(err.message))
     ? err.message + (why ? ` (${why})` : "") : why || String(err.code || err);
 }
 
@@ -726,6 +730,7 @@ async function openChat(cid, { seq } = {}) {
     S.open = cid;
     S.online = null;
     $("composer-input").value = "";
+    clearDrafts();                  // files go with the conversation they were picked in
     $("messages").replaceChildren();
     // the open group's members are watched, and counted
     schedulePresence();
@@ -763,6 +768,7 @@ function highlight(cid, seq) {
 function closeChat() {
   if (S.open != null) S.client.stopTyping(S.open);
   cancelEdit();
+  clearDrafts();
   S.open = null;
   S.online = null;
   schedulePresence();
@@ -812,6 +818,7 @@ function renderChatHead() {
     ? `You blocked ${nameOf(peer)}. Unblock to send messages.` : "";
   $("composer-input").disabled = blocked;
   $("composer-send").disabled = blocked;
+  $("attach").disabled = blocked;
 }
 
 function sortedMessages(cid) {
@@ -820,7 +827,8 @@ function sortedMessages(cid) {
   const pend = [...S.pending.entries()]
     .filter(([, p]) => p.cid === cid)
     .map(([cmid, p]) => ({ pending: true, client_msg_id: cmid, body: p.body,
-                           created_at: p.at, sender_id: S.me.id }));
+                           created_at: p.at, sender_id: S.me.id,
+                           attachments: p.attachments || [] }));
   return list.concat(pend);
 }
 
@@ -864,6 +872,9 @@ function fillMessage(li, m, c) {
     const parts = [];
     if (c.kind === "group" && !mine && !m.system) {
       parts.push(el("span", { class: "msg-sender", text: nameOf(m.sender_id) }));
+    }
+    if (!m.deleted && m.attachments?.length) {
+      parts.push(el("div", { class: "msg-attachments" }, ...m.attachments.map(renderAttachment)));
     }
     parts.push(el("div", { class: "msg-bubble", tabindex: "-1" },
       el("span", { class: "msg-body", text: m.deleted ? "Message deleted" : m.body })));
@@ -952,43 +963,64 @@ input.addEventListener("blur", () => {
 $("composer").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const cid = S.open;
-  const body = input.value.trim();
-  if (cid == null || !body) return;
+  const text = input.value.trim();
+  if (cid == null || (!text && (S.editing != null || !drafts.length))) return;
   const max = S.client.welcome?.limits?.max_message_length;
-  if (max && [...body].length > max) {
+  if (max && [...text].length > max) {
     toast(`A message has at most ${max} characters.`);
     return;
   }
-  input.value = "";
-  input.style.height = "auto";
   if (S.editing != null) {
+    input.value = "";
+    input.style.height = "auto";
     const id = S.editing;
     cancelEdit();
     try {
-      const m = await S.client.edit(id, body);
+      const m = await S.client.edit(id, text);
       onMessage(m, false);
     } catch (e) {
       toast("Could not edit: " + describe(e));
     }
     return;
   }
-  await sendMessage(cid, body);
+  const files = readyDrafts();
+  if (!files) return;               // the strip says why
+  input.value = "";
+  input.style.height = "auto";
+  // a message needs a body: one of files alone is their names
+  await sendMessage(cid, text || files.map((d) => d.name).join(", "), files);
 });
 
-async function sendMessage(cid, body) {
+async function sendMessage(cid, body, files = []) {
   const cmid = crypto.randomUUID ? crypto.randomUUID()
     : Date.now().toString(36) + Math.random().toString(36).slice(2);
-  S.pending.set(cmid, { cid, body, at: new Date().toISOString() });
+  // the pending message shows the files from the strip's copies
+  const shown = files.map((d) => ({
+    upload_id: d.upload.id, name: d.upload.name ?? d.name, type: d.upload.type,
+    size: d.upload.size, width: d.upload.width, height: d.upload.height,
+    thumbnail: null, local: d.preview || true,
+  }));
+  S.pending.set(cmid, { cid, body, at: new Date().toISOString(), attachments: shown });
   if (S.open === cid) renderMessages({ stick: true });
+  for (const d of files) d.li.remove();
+  $("drafts").hidden = drafts.length === 0;
+  const attachments = files.length ? files.map((d) => ({
+    upload_id: d.upload.id, ...(d.thumb ? { thumbnail_id: d.thumb.id } : {}),
+  })) : undefined;
   try {
-    const m = await S.client.send(cid, body, { clientMsgId: cmid });
+    const m = await S.client.send(cid, body, { clientMsgId: cmid, attachments });
     S.pending.delete(cmid);
     onMessage(m, true);
+    for (const d of files) if (d.preview) URL.revokeObjectURL(d.preview);
   } catch (e) {
     S.pending.delete(cmid);
     if (S.open === cid) {
       renderMessages();
-      if (!input.value) input.value = body;       // nothing is lost
+      // nothing is lost: the text, and the files back in the strip
+      if (!input.value && body && files.map((d) => d.name).join(", ") !== body) {
+        input.value = body;
+      }
+      restoreDrafts(files);
     }
     toast("Not sent: " + describe(e));
   }
@@ -1023,6 +1055,339 @@ async function deleteMessage(id) {
     toast("Could not delete: " + describe(e));
   }
 }
+
+// ---------------------------------------------------------- attachments
+
+// Files are uploaded as soon as they are picked (chat.upload, with
+// progress and cancel), shown in the strip above the composer, and sent
+// with the message as upload ids. An image gets a thumbnail made here
+// (canvas, longest side THUMB_MAX) uploaded beside it.
+const THUMB_MAX = 320;
+const MAX_ATTACHMENTS = 10;         // a message's limit (docs/protocol.md)
+const SHOW_MAX = 240;               // an image bubble's longest side, in px
+
+const drafts = [];                  // the strip: {key, file, name, ...}
+let draftSeq = 0;
+
+function humanSize(n) {
+  if (n == null) return "";
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+function isImageType(type) {
+  return /^image\/(png|jpeg|gif|webp)$/.test(type || "");
+}
+
+// a file's badge: its extension (no emoji: not every system has the font)
+function fileBadge(name, type) {
+  const ext = /\.([A-Za-z0-9]{1,4})$/.exec(name || "")?.[1];
+  const text = type === "application/pdf" ? "PDF" : ext ? ext.toUpperCase() : "FILE";
+  return el("span", { class: "att-icon", "aria-hidden": "true", text });
+}
+
+function announce(text) {
+  $("drafts-status").textContent = text;
+}
+
+function addFiles(files) {
+  if (S.open == null || !files.length) return;
+  if (S.editing != null) {
+    toast("Finish or cancel the edit first: an edit changes the text only.");
+    return;
+  }
+  for (const file of files) {
+    if (drafts.length >= MAX_ATTACHMENTS) {
+      toast(`A message has at most ${MAX_ATTACHMENTS} attachments.`);
+      break;
+    }
+    const d = {
+      key: ++draftSeq, file, name: file.name || "pasted-image.png",
+      size: file.size, image: isImageType(file.type),
+      ctrl: new AbortController(), state: "uploading", loaded: 0,
+      total: file.size, upload: null, thumb: null, error: null, li: null,
+    };
+    d.preview = d.image ? URL.createObjectURL(file) : null;
+    drafts.push(d);
+    $("drafts").append(draftItem(d));
+    startUpload(d);
+  }
+  $("drafts").hidden = drafts.length === 0;
+  announce(`${drafts.length} attachment${drafts.length === 1 ? "" : "s"}, uploading`);
+}
+
+function draftItem(d) {
+  const li = el("li", { class: "draft", dataset: { state: d.state, key: d.key } },
+    d.image ? el("img", { class: "draft-thumb", src: d.preview, alt: "" })
+            : fileBadge(d.name, d.file.type),
+    el("span", { class: "draft-text" },
+      el("span", { class: "draft-name", text: d.name }),
+      el("span", { class: "draft-size", text: humanSize(d.size) }),
+      el("progress", { max: "1", value: "0", "aria-label": `Uploading ${d.name}` }),
+      el("span", { class: "draft-error error", role: "alert" })),
+    el("button", { type: "button", class: "draft-remove", text: "×",
+                   onclick: () => removeDraft(d) }));
+  d.li = li;
+  fillDraft(d);
+  return li;
+}
+
+function fillDraft(d) {
+  const li = d.li;
+  li.dataset.state = d.state;
+  const bar = li.querySelector("progress");
+  bar.hidden = d.state !== "uploading";
+  bar.value = d.total ? Math.min(1, d.loaded / d.total) : 0;
+  li.querySelector(".draft-error").textContent = d.error || "";
+  li.querySelector(".draft-remove").setAttribute("aria-label",
+    d.state === "uploading" ? `Cancel the upload of ${d.name}` : `Remove ${d.name}`);
+}
+
+async function startUpload(d) {
+  const signal = d.ctrl.signal;
+  try {
+    const thumb = d.image ? await makeThumbnail(d.file).catch(() => null) : null;
+    if (thumb) d.total += thumb.size;
+    d.upload = await S.client.upload(d.file, {
+      name: d.name, signal,
+      onProgress: ({ loaded }) => { d.loaded = loaded; fillDraft(d); },
+    });
+    if (thumb && isImageType(d.upload.type)) {
+      try {
+        d.thumb = await S.client.upload(thumb, {
+          name: "thumbnail-" + d.name.replace(/\.[^.]*$/, "") +
+                (thumb.type === "image/jpeg" ? ".jpg" : ".png"),
+          signal,
+          onProgress: ({ loaded }) => { d.loaded = d.size + loaded; fillDraft(d); },
+        });
+      } catch (e) {
+        if (e.code === "cancelled") throw e;
+        d.thumb = null;             // the image itself shows instead
+      }
+    }
+    d.state = "done";
+    announce(`${d.name} uploaded`);
+  } catch (e) {
+    if (e.code === "cancelled") return;     // removed from the strip
+    d.state = "error";
+    d.error = "Upload failed: " + describe(e);
+  }
+  fillDraft(d);
+}
+
+// A thumbnail of an image larger than THUMB_MAX: PNG for the types that
+// may be transparent, else JPEG; null when the image is small already
+// (the image itself is shown) or the browser cannot decode it.
+async function makeThumbnail(file) {
+  const bmp = await createImageBitmap(file);
+  try {
+    const long = Math.max(bmp.width, bmp.height);
+    if (long <= THUMB_MAX) return null;
+    const k = THUMB_MAX / long;
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bmp.width * k));
+    canvas.height = Math.max(1, Math.round(bmp.height * k));
+    canvas.getContext("2d").drawImage(bmp, 0, 0, canvas.width, canvas.height);
+    const type = file.type === "image/jpeg" ? "image/jpeg" : "image/png";
+    return await new Promise((resolve) => canvas.toBlob(resolve, type, 0.85));
+  } finally {
+    bmp.close();
+  }
+}
+
+function removeDraft(d, { focus = true } = {}) {
+  const i = drafts.indexOf(d);
+  if (i < 0) return;
+  d.ctrl.abort();
+  if (d.preview) URL.revokeObjectURL(d.preview);
+  drafts.splice(i, 1);
+  const next = d.li.nextElementSibling || d.li.previousElementSibling;
+  d.li.remove();
+  $("drafts").hidden = drafts.length === 0;
+  if (focus) {
+    announce(`${d.name} removed`);
+    (next?.querySelector(".draft-remove") || input).focus();
+  }
+}
+
+function clearDrafts() {
+  for (const d of [...drafts]) removeDraft(d, { focus: false });
+  announce("");
+}
+
+// What the strip sends: null (and why, in the strip) while an upload
+// runs or after one failed; the composer stays usable either way.
+function readyDrafts() {
+  if (drafts.some((d) => d.state === "uploading")) {
+    announce("Wait until the files are uploaded, or remove them.");
+    toast("Wait until the files are uploaded, or remove them.");
+    return null;
+  }
+  if (drafts.some((d) => d.state === "error")) {
+    toast("Remove the files that failed to upload, then send.");
+    return null;
+  }
+  return drafts.splice(0);
+}
+
+// the drafts of a message that could not be sent go back to the strip
+function restoreDrafts(list) {
+  for (const d of list) {
+    if (drafts.length >= MAX_ATTACHMENTS) break;
+    drafts.push(d);
+    $("drafts").append(d.li);
+  }
+  $("drafts").hidden = drafts.length === 0;
+}
+
+$("attach").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", (ev) => {
+  addFiles([...ev.target.files]);
+  ev.target.value = "";             // the same file may be picked again
+  input.focus();
+});
+
+input.addEventListener("paste", (ev) => {
+  const files = [...(ev.clipboardData?.files || [])].filter((f) => f.type.startsWith("image/"));
+  if (!files.length) return;        // text pastes as text
+  ev.preventDefault();
+  addFiles(files);
+});
+
+// drops anywhere on the open conversation
+const chatBox = $("chat");
+const carriesFiles = (ev) => [...(ev.dataTransfer?.types || [])].includes("Files");
+chatBox.addEventListener("dragover", (ev) => {
+  if (!carriesFiles(ev) || S.editing != null) return;
+  ev.preventDefault();
+  ev.dataTransfer.dropEffect = "copy";
+  chatBox.classList.add("dropping");
+});
+chatBox.addEventListener("dragleave", (ev) => {
+  if (!chatBox.contains(ev.relatedTarget)) chatBox.classList.remove("dropping");
+});
+chatBox.addEventListener("drop", (ev) => {
+  chatBox.classList.remove("dropping");
+  if (!carriesFiles(ev)) return;
+  ev.preventDefault();
+  addFiles([...ev.dataTransfer.files]);
+});
+// a file dropped beside the conversation does nothing, rather than the
+// browser leaving the page to show it
+for (const type of ["dragover", "drop"]) {
+  window.addEventListener(type, (ev) => { if (carriesFiles(ev)) ev.preventDefault(); });
+}
+
+// ---------------------------------------------- attachments in messages
+
+// The page authenticates REST calls with a bearer header (its tokens are
+// minted per tab and never put in a cookie), and neither <img src> nor a
+// download link can send one. A token in the URL (access_token=) would
+// land in history, logs and Referer; a cookie needs chat_token_cookie and
+// exposes every route to cross-site requests. So files are fetched with
+// the header (chat.fetchFile) and shown through object URLs, kept here
+// per url for the life of the page.
+const fileUrls = new Map();         // url -> Promise of an object URL
+
+function fileUrl(url) {
+  let p = fileUrls.get(url);
+  if (!p) {
+    p = S.client.fetchFile(url).then((blob) => URL.createObjectURL(blob));
+    p.catch(() => fileUrls.delete(url));    // asked again next time
+    fileUrls.set(url, p);
+  }
+  return p;
+}
+
+// the size an image is shown at, known before it loads: no jump
+function fitted(w, h, max = SHOW_MAX) {
+  if (!w || !h) return { w: max, h: Math.round(max * 3 / 4) };
+  const k = Math.min(1, max / Math.max(w, h));
+  return { w: Math.max(1, Math.round(w * k)), h: Math.max(1, Math.round(h * k)) };
+}
+
+async function downloadFile(a, ev) {
+  ev.preventDefault();
+  try {
+    const href = a.local || await fileUrl(a.url);
+    const link = el("a", { href, download: a.name || "file", hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (e) {
+    toast("Could not download: " + describe(e));
+  }
+}
+
+function renderAttachment(a) {
+  if (a.upload_id == null) {
+    // a link (the {url, name, mime, size} of chat_attachment_hosts, or a
+    // message from before uploads): only http(s) is followed
+    let safe = null;
+    try {
+      const u = new URL(a.url, location.href);
+      if (u.protocol === "https:" || u.protocol === "http:") safe = u.href;
+    } catch { /* not a URL */ }
+    return el("div", { class: "att att-link" },
+      el("span", { class: "att-icon", "aria-hidden": "true", text: "LINK" }),
+      safe ? el("a", { href: safe, target: "_blank", rel: "noopener noreferrer",
+                       text: a.name || a.url })
+           : el("span", { text: a.name || String(a.url) }),
+      a.size != null ? el("span", { class: "att-size", text: humanSize(a.size) }) : null);
+  }
+  const name = a.name || (isImageType(a.type) ? "image" : "file");
+  if (isImageType(a.type)) {
+    const t = a.thumbnail;
+    const src = t ? t.url : a.url;
+    const { w, h } = fitted(t?.width ?? a.width, t?.height ?? a.height);
+    const img = el("img", { alt: name, width: String(w), height: String(h) });
+    if (typeof a.local === "string") img.src = a.local;
+    else if (!a.local) fileUrl(src).then((u) => { img.src = u; }, () => img.classList.add("broken"));
+    return el("button", {
+      type: "button", class: "att att-image",
+      "aria-label": `Open image ${name}` + (a.width ? ` (${a.width} × ${a.height})` : ""),
+      onclick: () => openViewer(a),
+      disabled: a.local ? true : null,
+    }, img);
+  }
+  return el("div", { class: "att att-file" },
+    fileBadge(name, a.type),
+    el("span", { class: "att-name", text: name }),
+    el("span", { class: "att-size", text: humanSize(a.size) }),
+    a.local ? null : el("a", { class: "att-download", href: a.url, download: name,
+                               "aria-label": `Download ${name}`, text: "Download",
+                               onclick: (ev) => downloadFile(a, ev) }));
+}
+
+let viewing = null;
+function openViewer(a) {
+  viewing = a;
+  const name = a.name || "image";
+  $("viewer-title").textContent = name;
+  const img = $("viewer-image");
+  img.alt = name;
+  img.removeAttribute("src");
+  if (a.width && a.height) {
+    img.width = a.width;
+    img.height = a.height;
+  } else {
+    img.removeAttribute("width");
+    img.removeAttribute("height");
+  }
+  $("viewer-download").href = a.url;
+  $("viewer-download").setAttribute("download", name);
+  $("viewer").showModal();
+  $("viewer-close").focus();
+  fileUrl(a.url).then((u) => { if (viewing === a) img.src = u; },
+                      (e) => toast("Could not open the image: " + describe(e)));
+}
+
+$("viewer-download").addEventListener("click", (ev) => viewing && downloadFile(viewing, ev));
+$("viewer").addEventListener("close", () => { viewing = null; });
 
 // ------------------------------------------------- conversation actions
 

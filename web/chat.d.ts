@@ -514,6 +514,16 @@ export class ChatClient {
    */
   upload(file: Blob | ArrayBuffer | ArrayBufferView,
          options?: UploadOptions): Promise<Upload>;
+
+  /**
+   * Downloads a file (an {@link UploadAttachment}'s `url` or its
+   * thumbnail's) with the Authorization header, as a Blob; rejects with
+   * a ChatError (not_found, cancelled, unavailable). With a token
+   * function, a 401 is retried once with a fresh token. For a page that
+   * keeps its token out of cookies: show it through
+   * `URL.createObjectURL(blob)`.
+   */
+  fetchFile(url: string, options?: { signal?: AbortSignal | null }): Promise<Blob>;
 }
 
 export default ChatClient;

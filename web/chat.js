@@ -936,6 +936,37 @@ export class ChatClient {
     }
   }
 
+  /** GET a file (an attachment's url, "/api/chat/files/17") with the
+   *  Authorization header, as a Blob: for a page whose token is not in a
+   *  cookie, so that <img src> and download links can use an object URL.
+   *  A 401 is retried once with a fresh token. */
+  async fetchFile(url, { signal = null } = {}) {
+    if (!this._fetch) throw new ChatError("bad_request", "no fetch: pass options.fetch");
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted) throw new ChatError("cancelled", "download cancelled");
+      const token = attempt === 0 && this._currentToken != null
+        ? this._currentToken
+        : await this._getToken(attempt === 0 ? "rest" : "unauthorized");
+      let res;
+      try {
+        res = await this._fetch(url, { signal: signal ?? undefined,
+                                       headers: { Authorization: "Bearer " + token } });
+      } catch (e) {
+        if (signal?.aborted) throw new ChatError("cancelled", "download cancelled");
+        throw new ChatError("unavailable", "network error: " + (e && e.message));
+      }
+      if (res.ok) return await res.blob();
+      if (res.status === 401 && attempt === 0 && typeof this._token === "function") {
+        continue;                               // once more with a fresh token
+      }
+      const data = parseJSON(await res.text(), null);
+      throw data && data.error
+        ? errorFrom(data.error, res.status)
+        : new ChatError(HTTP_CODES[res.status] ?? "internal", `HTTP ${res.status}`,
+                        { status: res.status });
+    }
+  }
+
   async _fetchPost(url, token, file, signal, progress) {
     let res;
     try {

@@ -214,3 +214,28 @@ test("upload errors are ChatErrors with the status", T, async () => {
       e.code === "unauthorized" && e.status === 401);
   }
 });
+
+test("fetchFile: a file back as a Blob with the token; a stranger's 404", T, async () => {
+  const owner = client({ XMLHttpRequest: null });
+  const data = png(4, 3);
+  const up = await owner.upload(new Blob([data]), { name: "mine.png" });
+  const blob = await owner.fetchFile(API + "files/" + up.id);
+  assert.equal(blob.type, "image/png");
+  assert.deepEqual(Buffer.from(await blob.arrayBuffer()), data);
+  // anybody else: the one answer for every file they may not have
+  await assert.rejects(client().fetchFile(API + "files/" + up.id), (e) =>
+    e instanceof ChatError && e.code === "not_found" && e.status === 404);
+  // a token function: a 401 is asked again with a fresh token
+  const who = user();
+  const reasons = [];
+  const fresh = client({ token: async ({ reason }) => {
+    reasons.push(reason);
+    return mint(who);
+  } });
+  const mine = await fresh.upload(new Blob([png(2, 2)]), { name: "again.png" });
+  assert.ok(mine.id > 0);
+  reasons.length = 0;
+  fresh._currentToken = "expired-token";     // the token it holds went bad
+  assert.equal((await fresh.fetchFile(API + "files/" + mine.id)).size, png(2, 2).length);
+  assert.deepEqual(reasons, ["unauthorized"]);
+});
