@@ -1549,9 +1549,12 @@ ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /*
  * A chat_api location with uploads: nginx reads their bodies into the
  * store's tmp/ (a link into the store is then a rename on one
- * filesystem), and its own client_max_body_size must let through what
- * chat_upload_max_size allows (upload.c answers past it, and
- * chat_max_message_size still bounds every JSON body).
+ * filesystem).  nginx's own client_max_body_size check is off there: it
+ * runs before the module and answers with its HTML page, while the module
+ * holds an upload to chat_upload_max_size (upload.c: the Content-Length
+ * before reading, then every byte in the body filter) and a JSON body to
+ * chat_max_message_size (api.c before reading, the body filter after),
+ * each with the protocol's JSON 413.
  */
 
 static void
@@ -1563,11 +1566,7 @@ ngx_http_chat_upload_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
 
     clcf->client_body_temp_path = conf->upload_temp;
 
-    if (clcf->client_max_body_size
-        && clcf->client_max_body_size < conf->upload_max_size)
-    {
-        clcf->client_max_body_size = conf->upload_max_size;
-    }
+    clcf->client_max_body_size = 0;
 }
 
 

@@ -9,6 +9,7 @@ t/test_uploads.py.
 """
 
 import json
+import time
 
 import psycopg
 import pytest
@@ -371,3 +372,48 @@ def test_a_pipelined_batch_mixing_plain_sends_and_attachments(env):
         [(ok[1]["id"], img["id"], cid), (ok[1]["id"], th["id"], cid),
          (ok[4]["id"], img["id"], cid), (ok[4]["id"], pdf["id"], cid),
          (ok[6]["id"], img["id"], cid)])
+
+
+def test_an_upload_deleted_meanwhile_fails_only_its_message(env):
+    """The sweep locks an upload, then deletes it.  A send attaching it
+    meanwhile waits for that lock and then finds no upload: not_found for
+    that message only.  It used to go on, and its link's foreign key
+    check then failed the whole batch (download review, R16F-12)."""
+    start(env)
+    alice = env.conn("alice")
+    doomed, kept = up(alice, PDF, "d.pdf"), up(alice, png(2, 2), "k.png")
+    cid = direct(alice, "bob")["id"]
+    aws = env.ws("alice")
+    atts = [None, [{"upload_id": doomed["id"]}], [{"upload_id": kept["id"]}]]
+    with env.pg.connect(autocommit=False) as db:
+        # as the sweep does: lock, then delete, in one transaction
+        db.execute("SELECT id FROM chat.uploads WHERE id = %s FOR UPDATE",
+                   (doomed["id"],))
+        db.execute("DELETE FROM chat.uploads WHERE id = %s", (doomed["id"],))
+        for i, a in enumerate(atts):
+            req = {"type": "message.send", "id": "s%d" % i,
+                   "conversation_id": cid, "body": "m%d" % i,
+                   "client_msg_id": "r%d" % i}
+            if a is not None:
+                req["attachments"] = a
+            aws.send_json(req)
+        # the batch waits on the lock (a condition, not a time)
+        for _ in range(400):
+            if env.pg.query("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE wait_event_type = 'Lock'")[0][0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the send never waited on the upload's lock")
+        db.commit()
+    replies = {}
+    while len(replies) < 3:
+        f = aws.recv_json()
+        if f.get("id") in ("s0", "s1", "s2"):
+            replies[f["id"]] = f
+    assert replies["s1"]["error"] == {
+        "code": "not_found", "message": "attachments[0]: upload not found"}
+    assert replies["s0"]["data"]["message"]["attachments"] == []
+    got = replies["s2"]["data"]["message"]
+    assert got["attachments"] == [desc(kept)]
+    assert links(env.pg) == [(got["id"], kept["id"], cid)]

@@ -238,6 +238,25 @@ def test_size_limit_content_length(env, store):
     assert len(rows(env.pg)) == 1
 
 
+def test_size_limit_over_nginx_default_answers_json(env, store):
+    """A limit above client_max_body_size's default (1m): a Content-Length
+    past it is the module's JSON 413, not nginx's HTML page (nginx's own
+    check, before the module, is off in an upload location: the module
+    holds uploads to chat_upload_max_size and JSON bodies to
+    chat_max_message_size)."""
+    start(env, store, "chat_upload_max_size 2m;")
+    over = 2 * 1024 * 1024 + 1
+    r = upload(env.conn("alice"), blob(over))
+    assert_error(r, "too_large", "the file is too large")
+    # a JSON route of that location is still held to chat_max_message_size
+    r = env.conn("alice").request(
+        "POST", "conversations", body=b"{" + b" " * (over - 2) + b"}",
+        headers=[("Content-Type", "application/json")])
+    assert r.status == 413, r
+    assert stored(store) == {}
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
+
+
 def test_size_limit_chunked(env, store):
     start(env, store, "chat_upload_max_size 1000;")
     c = env.conn("alice")

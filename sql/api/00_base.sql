@@ -325,7 +325,7 @@ $$;
 -- The send calls it only for an item that has attachments.
 CREATE OR REPLACE FUNCTION chat.attachments_of(p_user text, p_att jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY INVOKER
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 BEGIN
     RETURN (SELECT CASE
@@ -371,12 +371,21 @@ BEGIN
                             'url', '/api/chat/files/' || th.id) END)
                END AS obj
         FROM jsonb_array_elements(p_att) WITH ORDINALITY AS j(item, i)
-        LEFT JOIN chat.uploads up
-               ON up.id = (j.item ->> 'upload_id')::numeric::bigint
-              AND up.owner_id = p_user
-        LEFT JOIN chat.uploads th
-               ON th.id = (j.item ->> 'thumbnail_id')::numeric::bigint
-              AND th.owner_id = p_user
+        -- locked (key share) until the send commits: the sweep, which
+        -- locks an upload before deleting it, skips one a send is
+        -- attaching; and a send that meets the sweep's lock waits, then
+        -- finds the upload gone (that item not found, not a foreign-key
+        -- error failing the whole batch)
+        LEFT JOIN LATERAL (
+            SELECT u.* FROM chat.uploads u
+            WHERE u.id = (j.item ->> 'upload_id')::numeric::bigint
+              AND u.owner_id = p_user
+            FOR KEY SHARE) up ON true
+        LEFT JOIN LATERAL (
+            SELECT u.* FROM chat.uploads u
+            WHERE u.id = (j.item ->> 'thumbnail_id')::numeric::bigint
+              AND u.owner_id = p_user
+            FOR KEY SHARE) th ON true
     ) z);
 END
 $$;
