@@ -239,7 +239,9 @@ def test_r16_1_http2_json_body_without_length(env, store):
 
     small = b'{"kind":"direct","members":["bob"]}'
     assert not curl(small).startswith("413"), curl(small)
-    assert curl(b"[" + b" " * 4096 + b"]").startswith("413")
+    # refused: a 413, or (now and then) curl reads only the stream's
+    # reset that follows it ("000"): either way never taken
+    assert curl(b"[" + b" " * 4096 + b"]")[:3] in ("413", "000")
     wait_until(lambda: temp_files(store) == [], "tmp/ empty")
 
 
