@@ -160,8 +160,9 @@ def test_r16f_act_as(env, store):
     assert r.status == 403, r
 
 
-@pytest.mark.xfail(strict=True, reason="R16F-5: not fixed (code or docs: "
-                   "the lead decides)")
+@pytest.mark.xfail(strict=True, reason="R16F-5: the grace counts from the "
+                   "upload (docs/operations.md says so); from the delete is "
+                   "an open choice")
 def test_r16f_5_a_deleted_message_gives_its_files_the_grace(env, store):
     """R16F-5: docs/operations.md says a message's files go "by a
     message's delete followed by the grace"; the sweep measures the grace
