@@ -179,6 +179,10 @@ typedef struct {
 #define NGX_HTTP_CHAT_RATE_UPLOAD  3  /* files */
 #define NGX_HTTP_CHAT_RATE_UPLOAD_BYTES  4  /* the daily quota, in bytes */
 #define NGX_HTTP_CHAT_RATES        5
+/* the kinds a WebSocket spends (send, typing, search), the first ones: a
+ * session keeps buckets for these only, in its connection's pool, where
+ * two more pushed the pool past its first block (~0.5 KB a connection) */
+#define NGX_HTTP_CHAT_WS_RATES     3
 
 
 typedef struct {

@@ -159,6 +159,7 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
     }
 
     if (ngx_http_chat_zone_sh == NULL || !wc->present) {
+        /* buckets: NGX_HTTP_CHAT_WS_RATES of them, a session's */
         b = &buckets[kind];
         return ngx_http_chat_rate_take(&wc->conf->rates[kind], &b->last,
                                        &b->excess, 1000, 0);

@@ -19,7 +19,7 @@ typedef ngx_int_t (*ngx_http_chat_request_pt)(ngx_http_chat_conn_t *wc,
 typedef struct {
     ngx_uint_t                    number;    /* the welcome's session id */
     ngx_queue_t                   typing;    /* conversations typed in */
-    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
+    ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_WS_RATES];
                                              /* rates without a zone */
     /*
      * Watch sets asked of storage and not answered yet, and wc->revoked
