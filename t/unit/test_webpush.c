@@ -10,7 +10,11 @@
  *   test_webpush encrypt P256DH AUTH PAYLOAD   (base64url each)
  *
  * prints the body, in base64url, that we send for that subscription (a
- * fresh key pair and salt, as in normal use).
+ * fresh key pair and salt, as in normal use), and
+ *
+ *   test_webpush vapid KEY.pem AUD SUB EXP
+ *
+ * the Authorization header's value signed with that private key.
  */
 
 
@@ -79,11 +83,16 @@ static void test_subscription_endpoint(void);
 static void test_subscription_keys(void);
 static void test_subscription_json(void);
 static int cmd_encrypt(int argc, char **argv);
+static int cmd_vapid(int argc, char **argv);
 
 
 int
 main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "vapid") == 0) {
+        return cmd_vapid(argc, argv);
+    }
+
     if (argc > 1) {
         return cmd_encrypt(argc, argv);
     }
@@ -896,6 +905,46 @@ cmd_encrypt(int argc, char **argv)
     free(ua);
     free(auth);
     free(payload);
+
+    return 0;
+}
+
+
+static int
+cmd_vapid(int argc, char **argv)
+{
+    BIO         *bio;
+    ssize_t      len;
+    EVP_PKEY    *key;
+    const char  *err;
+    u_char       out[NGX_HTTP_CHAT_VAPID_MAX_HEADER];
+
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s vapid KEY.pem AUD SUB EXP\n", argv[0]);
+        return 2;
+    }
+
+    bio = BIO_new_file(argv[2], "r");
+    key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+
+    if (key == NULL) {
+        fprintf(stderr, "vapid: no private key in %s\n", argv[2]);
+        return 2;
+    }
+
+    len = ngx_http_chat_vapid_header(out, sizeof(out), key, argv[3],
+                                     strlen(argv[3]), argv[4],
+                                     strlen(argv[4]),
+                                     strtoll(argv[5], NULL, 10), &err);
+    EVP_PKEY_free(key);
+
+    if (len < 0) {
+        printf("error: %s\n", err);
+        return 1;
+    }
+
+    printf("%.*s\n", (int) len, out);
 
     return 0;
 }
