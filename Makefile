@@ -144,6 +144,7 @@ test: deps web-deps
 	$(MAKE) test-t
 
 # Node and the `ws` package for the tests of web/chat.js (t/test_chatjs.py);
+# `http_ece`, the independent Web Push decryption (t/test_webpush_crypto.py);
 # Debian's Chromium and playwright-core (which never downloads a browser)
 # for the tests of the chat page (t/test_browser.py)
 web-deps:

@@ -108,7 +108,7 @@ main(int argc, char **argv)
     test_subscription_keys();
     test_subscription_json();
 
-    UNIT_DONE("test_webpush");
+    UNIT_DONE("webpush");
 }
 
 
