@@ -81,6 +81,11 @@ ngx_http_chat_ece_encrypt(u_char *out, size_t size, const u_char *payload,
         return -1;
     }
 
+    if (p256dh == NULL || auth == NULL) {
+        *err = "no subscription keys";
+        return -1;
+    }
+
     ours = ephemeral;
 
     if (ours == NULL) {
@@ -119,8 +124,17 @@ ngx_http_chat_ece_encrypt(u_char *out, size_t size, const u_char *payload,
         goto done;
     }
 
-    if (ngx_http_chat_ece_ecdh(ours, p256dh, secret) != 0) {
+    switch (ngx_http_chat_ece_ecdh(ours, p256dh, secret)) {
+
+    case 0:
+        break;
+
+    case -1:
         *err = "p256dh is not a P-256 public key";
+        goto done;
+
+    default:
+        *err = "ECDH failed";
         goto done;
     }
 
@@ -156,6 +170,8 @@ done:
 }
 
 
+/* 0, -1 when p256dh is no point of P-256, -2 when our key fails */
+
 static int
 ngx_http_chat_ece_ecdh(EVP_PKEY *ours, const u_char *p256dh, u_char *secret)
 {
@@ -169,7 +185,7 @@ ngx_http_chat_ece_ecdh(EVP_PKEY *ours, const u_char *p256dh, u_char *secret)
         return -1;
     }
 
-    rc = -1;
+    rc = -2;
     n = NGX_HTTP_CHAT_ECE_SECRET_LEN;
 
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, ours, NULL);
@@ -357,9 +373,11 @@ done:
 
 
 /*
- * fromdata takes the point only if it is on the curve; the public key
- * check then also refuses the point at infinity and a point of the wrong
- * order, whatever OpenSSL's import does or not.
+ * fromdata takes the point only if it is on the curve; the quick public
+ * key check says so again and refuses the point at infinity, whatever
+ * OpenSSL's import does or not.  (P-256's cofactor is 1: every point on
+ * the curve but infinity has the group's order, so the full check's
+ * scalar multiplication would add nothing.)
  */
 
 EVP_PKEY *
@@ -400,7 +418,7 @@ ngx_http_chat_ece_import_public(const u_char *point, size_t len)
     EVP_PKEY_CTX_free(ctx);
 
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    ok = (ctx != NULL && EVP_PKEY_public_check(ctx) == 1);
+    ok = (ctx != NULL && EVP_PKEY_public_check_quick(ctx) == 1);
     EVP_PKEY_CTX_free(ctx);
 
     if (!ok) {

@@ -297,6 +297,27 @@ test_ece_limits(void)
     CHECK_STR(err, "the key pair is not P-256");
     EVP_PKEY_free(p384);
 
+    /* our key pair without its private half */
+
+    {
+        EVP_PKEY  *pub;
+
+        pub = ngx_http_chat_ece_import_public(ua, 65);
+        CHECK(pub != NULL);
+        err = NULL;
+        len = ngx_http_chat_ece_encrypt(body, T_BIG, payload, 10, ua, auth,
+                                        pub, NULL, &err);
+        CHECK_EQ(len, -1);
+        CHECK_STR(err, "ECDH failed");
+        EVP_PKEY_free(pub);
+    }
+
+    err = NULL;
+    len = ngx_http_chat_ece_encrypt(body, T_BIG, payload, 10, NULL, auth,
+                                    NULL, NULL, &err);
+    CHECK_EQ(len, -1);
+    CHECK_STR(err, "no subscription keys");
+
     CHECK(ngx_http_chat_ece_import_public(ua, 64) == NULL);
     CHECK(ngx_http_chat_ece_import_public(NULL, 65) == NULL);
 
