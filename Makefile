@@ -124,7 +124,9 @@ $(UNIT_OUT)/%: t/unit/%.c t/unit/unit.h $(wildcard src/*.c src/*.h)
 	    src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c \
 	    src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c \
 	    src/ngx_http_chat_route.c src/ngx_http_chat_message.c \
-	    src/ngx_http_chat_sniff.c $(UNIT_LIBS)
+	    src/ngx_http_chat_sniff.c src/ngx_http_chat_base64url.c \
+	    src/ngx_http_chat_ece.c src/ngx_http_chat_vapid.c \
+	    src/ngx_http_chat_subscription.c $(UNIT_LIBS)
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do \
@@ -142,6 +144,7 @@ test: deps web-deps
 	$(MAKE) test-t
 
 # Node and the `ws` package for the tests of web/chat.js (t/test_chatjs.py);
+# `http_ece`, the independent Web Push decryption (t/test_webpush_crypto.py);
 # Debian's Chromium and playwright-core (which never downloads a browser)
 # for the tests of the chat page (t/test_browser.py)
 web-deps:

@@ -16,7 +16,9 @@ cd "$REPO"
 
 parsers=(src/ngx_http_chat_utf8.c src/ngx_http_chat_frame.c
          src/ngx_http_chat_jwt.c src/ngx_http_chat_request.c
-         src/ngx_http_chat_route.c src/ngx_http_chat_sniff.c)
+         src/ngx_http_chat_route.c src/ngx_http_chat_sniff.c
+         src/ngx_http_chat_base64url.c src/ngx_http_chat_ece.c
+         src/ngx_http_chat_vapid.c src/ngx_http_chat_subscription.c)
 
 mkdir -p "$OUT/artifacts"
 shopt -s nullglob

@@ -21,6 +21,10 @@
 #include <ngx_http_chat_message.h>
 #include <ngx_http_chat_route.h>
 #include <ngx_http_chat_sniff.h>
+#include <ngx_http_chat_base64url.h>
+#include <ngx_http_chat_ece.h>
+#include <ngx_http_chat_vapid.h>
+#include <ngx_http_chat_subscription.h>
 
 
 /* the module's version, for chat_build_info */

@@ -25,6 +25,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "ngx_http_chat_base64url.h"
 #include "ngx_http_chat_jwt.h"
 
 
@@ -87,33 +88,6 @@ static int ngx_http_chat_jwt_no_password(char *buf, int size, int rwflag,
 static int ngx_http_chat_jwt_check_pkey(EVP_PKEY *pkey,
     ngx_http_chat_jwt_alg_e alg, const char **err);
 static int ngx_http_chat_jwt_is_p256(EVP_PKEY *pkey);
-static size_t ngx_http_chat_jwt_base64url_len(size_t len);
-
-
-static const u_char  ngx_http_chat_jwt_basis64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-
-/* base64url alphabet values; 77 marks every other byte */
-static const u_char  ngx_http_chat_jwt_unbasis64[256] = {
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 62, 77, 77,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 77, 77, 77, 77, 77, 77,
-    77,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 77, 77, 77, 77, 63,
-    77, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 77, 77, 77, 77, 77,
-
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77,
-    77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77, 77
-};
 
 
 ngx_http_chat_jwt_alg_e
@@ -1262,7 +1236,7 @@ ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key, json_t *claims,
     u_char *out, size_t size)
 {
     int            n;
-    size_t         header_len, payload_len, need;
+    size_t         header_len, payload_len, mac_need, need;
     u_char        *p, *payload;
     const char    *alg;
     unsigned int   mac_len;
@@ -1298,9 +1272,10 @@ ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key, json_t *claims,
         return -1;
     }
 
-    need = ngx_http_chat_jwt_base64url_len(header_len) + 1
-           + ngx_http_chat_jwt_base64url_len(payload_len) + 1
-           + ngx_http_chat_jwt_base64url_len((size_t) EVP_MD_size(md)) + 1;
+    mac_need = (size_t) EVP_MD_size(md);
+    need = NGX_HTTP_CHAT_BASE64URL_ENCODED_LEN(header_len) + 1
+           + NGX_HTTP_CHAT_BASE64URL_ENCODED_LEN(payload_len) + 1
+           + NGX_HTTP_CHAT_BASE64URL_ENCODED_LEN(mac_need) + 1;
 
     if (need > size || need - 1 > SSIZE_MAX) {
         return -1;
@@ -1343,108 +1318,17 @@ ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key, json_t *claims,
 }
 
 
-static size_t
-ngx_http_chat_jwt_base64url_len(size_t len)
-{
-    return len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
-}
-
+/* the shared strict base64url (base64url.c), under jwt.c's own names */
 
 size_t
 ngx_http_chat_jwt_base64url_encode(u_char *dst, const u_char *src, size_t len)
 {
-    u_char  *d;
-
-    d = dst;
-
-    while (len > 2) {
-        *d++ = ngx_http_chat_jwt_basis64[(src[0] >> 2) & 0x3f];
-        *d++ = ngx_http_chat_jwt_basis64[((src[0] & 3) << 4) | (src[1] >> 4)];
-        *d++ = ngx_http_chat_jwt_basis64[((src[1] & 0x0f) << 2)
-                                         | (src[2] >> 6)];
-        *d++ = ngx_http_chat_jwt_basis64[src[2] & 0x3f];
-
-        src += 3;
-        len -= 3;
-    }
-
-    if (len == 2) {
-        *d++ = ngx_http_chat_jwt_basis64[(src[0] >> 2) & 0x3f];
-        *d++ = ngx_http_chat_jwt_basis64[((src[0] & 3) << 4) | (src[1] >> 4)];
-        *d++ = ngx_http_chat_jwt_basis64[(src[1] & 0x0f) << 2];
-
-    } else if (len == 1) {
-        *d++ = ngx_http_chat_jwt_basis64[(src[0] >> 2) & 0x3f];
-        *d++ = ngx_http_chat_jwt_basis64[(src[0] & 3) << 4];
-    }
-
-    return (size_t) (d - dst);
+    return ngx_http_chat_base64url_encode(dst, src, len);
 }
 
-
-/*
- * Strict RFC 4648 section 5 without padding: one spelling per byte string,
- * so a length of 1 mod 4 and nonzero unused low bits are refused.
- */
 
 ssize_t
 ngx_http_chat_jwt_base64url_decode(u_char *dst, const u_char *src, size_t len)
 {
-    size_t         i;
-    u_char        *d;
-    u_char         a, b, c, e;
-    const u_char  *t;
-
-    t = ngx_http_chat_jwt_unbasis64;
-
-    if (len % 4 == 1 || len > SSIZE_MAX) {
-        return -1;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (t[src[i]] == 77) {
-            return -1;
-        }
-    }
-
-    d = dst;
-
-    while (len > 3) {
-        a = t[src[0]];
-        b = t[src[1]];
-        c = t[src[2]];
-        e = t[src[3]];
-
-        *d++ = (u_char) (a << 2 | b >> 4);
-        *d++ = (u_char) (b << 4 | c >> 2);
-        *d++ = (u_char) (c << 6 | e);
-
-        src += 4;
-        len -= 4;
-    }
-
-    if (len == 2) {
-        a = t[src[0]];
-        b = t[src[1]];
-
-        if (b & 0x0f) {
-            return -1;
-        }
-
-        *d++ = (u_char) (a << 2 | b >> 4);
-
-    } else if (len == 3) {
-        a = t[src[0]];
-        b = t[src[1]];
-        c = t[src[2]];
-
-        if (c & 0x03) {
-            return -1;
-        }
-
-        *d++ = (u_char) (a << 2 | b >> 4);
-        *d++ = (u_char) (b << 4 | c >> 2);
-    }
-
-    return d - dst;
+    return ngx_http_chat_base64url_decode(dst, src, len);
 }

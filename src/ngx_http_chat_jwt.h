@@ -96,7 +96,8 @@ void ngx_http_chat_jwt_free(ngx_http_chat_jwt_t *jwt);
 ssize_t ngx_http_chat_jwt_sign(const ngx_http_chat_jwt_key_t *key,
     json_t *claims, u_char *out, size_t size);
 
-/* base64url without padding; decode returns -1 on any invalid input */
+/* base64url without padding (base64url.c's); decode returns -1 on any
+ * invalid input */
 size_t ngx_http_chat_jwt_base64url_encode(u_char *dst, const u_char *src,
     size_t len);
 ssize_t ngx_http_chat_jwt_base64url_decode(u_char *dst, const u_char *src,
