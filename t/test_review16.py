@@ -398,6 +398,179 @@ def test_r16_8_dead_worker_temp_file_swept(env, store):
 
 
 # --------------------------------------------------------------------------
+# R16-6, R16-7, R16-8 fixed: what the count in flight, the deadline and the
+# sweep of tmp/ must also do.
+
+def begin(env, store, user="alice"):
+    """An upload of user in flight (a temporary file made), its
+    connection; or the connection of one refused at once."""
+    import select
+    c = env.conn(user)
+    before = len(temp_files(store))
+    c.send(c.build("POST", "uploads", headers=[
+        ("Content-Length", "1000000")]) + blob(40000))
+    wait_until(lambda: select.select([c.sock], [], [], 0)[0]
+               or len(temp_files(store)) > before,
+               "the upload in flight or refused")
+    return c
+
+
+def refused(r, status, code):
+    assert r.status == status, r
+    assert r.json()["error"]["code"] == code, r
+
+
+def accepted_again(env, data=None):
+    """An upload of alice succeeds, once what held her count is gone
+    (429 meanwhile)."""
+    seen = []
+
+    def ok():
+        r = upload(env.conn("alice"), data or png(1, 1))
+        seen.append(r.status)
+        assert r.status in (201, 429), r
+        return r.status == 201
+    wait_until(ok, "an upload accepted again")
+
+
+def closed_by_server(c):
+    """The server closed c (EOF or a reset), bytes trickled meanwhile."""
+    import time
+    c.sock.settimeout(0.2)
+    deadline = time.monotonic() + TIMEOUT + 10
+    while time.monotonic() < deadline:
+        try:
+            c.sock.sendall(b"x")
+            if c.sock.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_r16_6_refused_over_concurrency_with_retry_after(env, store):
+    start(env, store, "chat_upload_concurrency 2;")
+    held = [begin(env, store), begin(env, store)]
+    r = upload(env.conn("alice"), png(1, 1))
+    refused(r, 429, "rate_limited")
+    assert r.header("retry-after") == "1", r
+    # another user is not counted with alice
+    ok_upload(env.conn("bob"), png(2, 1))
+    assert len(temp_files(store)) == 2
+    for c in held:
+        c.close()
+
+
+def test_r16_6_count_released_when_the_client_leaves(env, store):
+    start(env, store, "chat_upload_concurrency 1;")
+    c = begin(env, store)
+    assert upload(env.conn("alice"), png(1, 1)).status == 429
+    c.close()
+    accepted_again(env)
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
+
+
+def test_r16_6_count_released_after_refusals(env, store):
+    """Refused after the count was taken (an empty file, the day's quota,
+    the count itself): nothing stays held."""
+    start(env, store, "chat_upload_concurrency 1; chat_upload_quota 2500k; "
+          "chat_upload_rate 1000r/s;")
+    c = env.conn("alice")
+    for _ in range(3):
+        refused(upload(c, b""), 400, "bad_request")
+    # refused by the count itself
+    held = begin(env, store)
+    for _ in range(3):
+        refused(upload(c, b""), 429, "rate_limited")
+    held.close()
+    wait_until(lambda: upload(env.conn("alice"), b"").status == 400,
+               "the count given back")
+    # refused by the day's quota once the body is in
+    ok_upload(c, blob(1200000))
+    ok_upload(c, blob(1200001))
+    refused(upload(c, blob(200000)), 429, "rate_limited")
+    refused(upload(c, blob(200001)), 429, "rate_limited")
+    # not the count's 429: an empty file is read and refused as such
+    refused(upload(c, b""), 400, "bad_request")
+
+
+def test_r16_6_deadline_cuts_a_slow_upload_and_releases(env, store):
+    """chat_upload_timeout is for the whole body: a byte every 0.2 s (well
+    within client_body_timeout) is cut, its file removed, its count
+    given back."""
+    start(env, store, "chat_upload_concurrency 1; chat_upload_timeout 1s;")
+    c = begin(env, store)
+    assert closed_by_server(c)
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
+    accepted_again(env)
+    assert "chat_upload_timeout" in env.ng.error_log()
+
+
+def test_r16_6_deadline_spares_a_body_in_time(env, store):
+    start(env, store, "chat_upload_timeout 2s;")
+    ok_upload(env.conn("alice"), blob(300000))
+
+
+@pytest.mark.allow_log(r"exited on signal 9")
+def test_r16_6_count_of_a_dead_worker_released(env, store):
+    """A worker killed with uploads in flight: the sweep of its slot gives
+    their counts back (the respawned worker's start sweeps it)."""
+    import signal
+    start(env, store, "chat_upload_concurrency 1;")
+    c = begin(env, store)
+    (pid,) = env.ng.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: env.ng.worker_pids() not in ([], [pid]),
+               "a worker respawned")
+    c.close()
+    accepted_again(env)
+
+
+@pytest.mark.parametrize("chat_env", [dict(zone=None)], indirect=True)
+def test_r16_6_without_a_zone_counted_per_worker(env, store):
+    start(env, store, "chat_upload_concurrency 1;")
+    c = begin(env, store)
+    refused(upload(env.conn("alice"), png(1, 1)), 429, "rate_limited")
+    ok_upload(env.conn("bob"), png(2, 1))
+    c.close()
+    accepted_again(env)
+
+
+def test_r16_8_young_temp_file_kept(env, store):
+    """tmp/'s sweep removes only what is older than chat_upload_timeout
+    and its margin: a file younger (an upload in flight, here or on
+    another node of a shared store) stays."""
+    start(env, store, "chat_upload_timeout 10m;")
+    tmp = os.path.join(store, "tmp")
+    young, old, other = (os.path.join(tmp, n)
+                         for n in ("0000012345", "0000012346", "keep.me"))
+    import time
+
+    def touch(path, seconds):
+        with open(path, "wb") as f:
+            f.write(b"x")
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+    touch(old, 12 * 60)         # past 10 minutes and a minute
+    touch(other, 12 * 60)
+    touch(young, 9 * 60)
+    env.ng.reload()
+    wait_until(lambda: not os.path.exists(old), "the old file swept")
+    assert os.path.exists(young)
+    assert os.path.exists(other)     # not nginx's name: not ours to remove
+    # an upload in flight is not touched either
+    c = begin(env, store)
+    touch(old, 12 * 60)
+    env.ng.reload()
+    wait_until(lambda: not os.path.exists(old), "the old file swept again")
+    assert os.path.exists(young)
+    assert len(temp_files(store)) == 3      # young, other, the upload's
+    c.close()
+
+
+# --------------------------------------------------------------------------
 # R16-9: upload_body unlinks the temporary name early, but nginx's pool
 # cleanup still deletes that name when the request ends (after the row's
 # round trip).  A name freed early can be taken meanwhile: on the shared
