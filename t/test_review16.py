@@ -513,6 +513,31 @@ def test_r16_6_deadline_spares_a_body_in_time(env, store):
     ok_upload(env.conn("alice"), blob(300000))
 
 
+@pytest.mark.parametrize("chat_env", [dict(zone="256k")], indirect=True)
+def test_r16_7_no_entry_no_upload(env, store):
+    """A zone full of entries whose upload buckets hold something (a file
+    of 1r/m each: a minute): a new user's upload is refused, not
+    unlimited; the entries kept are not forgotten for it."""
+    start(env, store, "chat_upload_rate 1r/m;")
+    r = None
+    for batch in range(8):
+        other = env.conn("bob")
+        for i in range(500):
+            r = other.request("POST", "uploads", body=b"",
+                              token=env.token("u%d" % (batch * 500 + i)))
+            if r.status != 400:
+                break
+        other.close()
+        if r.status != 400:
+            break
+    refused(r, 503, "unavailable")
+    assert r.header("retry-after") == "1", r
+    # u0's bucket was kept: still its minute's file
+    r = env.conn("bob").request("POST", "uploads", body=b"",
+                                token=env.token("u0"))
+    refused(r, 429, "rate_limited")
+
+
 @pytest.mark.allow_log(r"exited on signal 9")
 def test_r16_6_count_of_a_dead_worker_released(env, store):
     """A worker killed with uploads in flight: the sweep of its slot gives
