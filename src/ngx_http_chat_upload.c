@@ -796,6 +796,11 @@ ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
     up = ctx->upload;
 
+    /* answered now: a lingering close must not meet the deadline */
+    if (up->deadline.timer_set) {
+        ngx_del_timer(&up->deadline);
+    }
+
     if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
         || rc == NGX_HTTP_BAD_REQUEST)
     {
@@ -1235,7 +1240,7 @@ static void
 ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
 {
     u_char                      *name;
-    size_t                       len;
+    size_t                       i, len;
     time_t                       old;
     ngx_err_t                    err;
     ngx_str_t                   *path;
@@ -1290,7 +1295,14 @@ ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
         len = ngx_de_namelen(&tmp->dir);
 
         /* nginx's temporary files: digits only */
-        if (len == 0 || len > 20 || name[0] < '0' || name[0] > '9'
+
+        for (i = 0; i < len; i++) {
+            if (name[i] < '0' || name[i] > '9') {
+                break;
+            }
+        }
+
+        if (len == 0 || i < len
             || path->len + sizeof("/tmp/") + len > sizeof(file))
         {
             continue;
