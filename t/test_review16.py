@@ -538,6 +538,18 @@ def test_r16_7_no_entry_no_upload(env, store):
     refused(r, 429, "rate_limited")
 
 
+def test_r16_6_count_is_the_nodes_not_the_workers(env, store):
+    """Two workers: an upload held on one counts on the other (the kernel
+    spreads the connections; each of them is refused)."""
+    env.start("chat_upload_path %s; chat_upload_concurrency 1;" % store,
+              workers=2)
+    c = begin(env, store)
+    for _ in range(6):
+        refused(upload(env.conn("alice"), png(1, 1)), 429, "rate_limited")
+    c.close()
+    accepted_again(env)
+
+
 @pytest.mark.allow_log(r"exited on signal 9")
 def test_r16_6_count_of_a_dead_worker_released(env, store):
     """A worker killed with uploads in flight: the sweep of its slot gives
