@@ -16,6 +16,10 @@
  *
  * The directories and the link are made by the worker itself, as nginx's
  * own dav and proxy_store do: metadata operations of a local filesystem.
+ *
+ * A user has at most chat_upload_concurrency uploads in flight (counted in
+ * the zone, presence.c), each its whole body within chat_upload_timeout;
+ * the first worker sweeps tmp/ of what workers that died left there.
  */
 
 
