@@ -187,6 +187,20 @@ static ngx_command_t  ngx_http_chat_commands[] = {
           + NGX_HTTP_CHAT_RATE_UPLOAD_BYTES * sizeof(ngx_http_chat_rate_t),
       NULL },
 
+    { ngx_string("chat_upload_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, upload_concurrency),
+      NULL },
+
+    { ngx_string("chat_upload_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_loc_conf_t, upload_timeout),
+      NULL },
+
     /* the internal location downloads are redirected to */
     { ngx_string("chat_files"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -565,6 +579,8 @@ ngx_http_chat_create_loc_conf(ngx_conf_t *cf)
     conf->rates[4].rate = NGX_CONF_UNSET_UINT;
     conf->upload_temp = NGX_CONF_UNSET_PTR;
     conf->upload_max_size = NGX_CONF_UNSET;
+    conf->upload_concurrency = NGX_CONF_UNSET_UINT;
+    conf->upload_timeout = NGX_CONF_UNSET_MSEC;
     conf->files = NGX_CONF_UNSET;
 
     return conf;
@@ -660,6 +676,28 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->upload_max_size <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"chat_upload_max_size\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * 4 at once: a client sending a few files side by side; an hour for
+     * the whole body: chat_upload_max_size's default at 64 kbit/s, while
+     * each upload holds a connection and a temporary file
+     */
+    ngx_conf_merge_uint_value(conf->upload_concurrency,
+                              prev->upload_concurrency, 4);
+    ngx_conf_merge_msec_value(conf->upload_timeout, prev->upload_timeout,
+                              3600000);
+
+    if (conf->upload_concurrency < 1 || conf->upload_concurrency > 255) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_upload_concurrency\" must be 1 to 255");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->upload_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_upload_timeout\" must be more than 0");
         return NGX_CONF_ERROR;
     }
 
@@ -1560,13 +1598,21 @@ ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static void
 ngx_http_chat_upload_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_chat_main_conf_t  *cmcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     clcf->client_body_temp_path = conf->upload_temp;
 
     clcf->client_max_body_size = 0;
+
+    /* tmp/'s sweep spares what is younger than the longest deadline */
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
+
+    if (cmcf->upload_timeout < conf->upload_timeout) {
+        cmcf->upload_timeout = conf->upload_timeout;
+    }
 }
 
 
@@ -1967,6 +2013,7 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
     ngx_http_chat_typing_init_process(cycle);
     ngx_http_chat_api_init_process();
     ngx_http_chat_files_init_process(cycle, cmcf);
+    ngx_http_chat_upload_init_process(cycle, cmcf);
 
     /*
      * Each level is given what it calls up through (the bus's deliver and
@@ -2029,6 +2076,7 @@ ngx_http_chat_exit_process(ngx_cycle_t *cycle)
     ngx_http_chat_outbox_exit_process();
     ngx_http_chat_cluster_exit_process();
     ngx_http_chat_files_exit_process();
+    ngx_http_chat_upload_exit_process();
     ngx_http_chat_pg_exit_process();
     ngx_http_chat_ipc_exit_process();
     ngx_http_chat_zone_exit_process();

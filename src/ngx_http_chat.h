@@ -149,6 +149,8 @@ typedef struct {
     ngx_array_t                  *upload_paths;  /* ngx_str_t, to check */
     ngx_str_t                     files_uri;  /* the chat_files location */
     time_t                        upload_grace;   /* chat_upload_grace */
+    /* the longest chat_upload_timeout: tmp/'s sweep (upload.c) */
+    ngx_msec_t                    upload_timeout;
     /* chat_attachment_hosts: char *, lower case; NULL: no links */
     ngx_array_t                  *attachment_hosts;
     ngx_str_t                     attachment_hosts_sql;  /* {a,b}, NUL */
@@ -230,6 +232,8 @@ typedef struct {
     ngx_str_t                     upload_path;
     ngx_path_t                   *upload_temp;
     off_t                         upload_max_size;
+    ngx_uint_t                    upload_concurrency;  /* per user */
+    ngx_msec_t                    upload_timeout;      /* the whole body */
     ngx_flag_t                    files;     /* chat_files */
 } ngx_http_chat_loc_conf_t;
 

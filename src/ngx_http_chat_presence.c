@@ -18,10 +18,33 @@
 /* seconds a user stays "online" for peers after the last connection */
 #define NGX_HTTP_CHAT_OFFLINE_GRACE  3
 
+/* an entry's held: seconds of ngx_time() in its 23 bits, compared as
+ * serial numbers; what an upload bucket holds drains in a day */
+#define NGX_HTTP_CHAT_PRESENCE_CLOCK     0x7fffff
+#define NGX_HTTP_CHAT_PRESENCE_HOLD_MAX  (2 * 86400)
+
+/* entries that must be kept, passed over at most for one allocation */
+#define NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN  64
+
+
+/*
+ * An upload in flight (R16-6): its count is in the user's entry, which
+ * worker holds it a record in the zone in that worker's slot, made for as
+ * long as the upload lasts, so that the sweep of a dead worker's slot
+ * gives its uploads back.  A per-slot array in every entry, as the
+ * connections' counts[], would add 64 bytes to each of them for what few
+ * users do at any moment; a record costs 32 bytes while it lasts.
+ */
+typedef struct {
+    ngx_queue_t                   queue;     /* in its slot's uploads */
+    ngx_http_chat_presence_t     *presence;
+} ngx_http_chat_presence_upload_t;
+
 
 static ngx_http_chat_presence_t *ngx_http_chat_presence_alloc_locked(
     u_char *user, size_t len, uint32_t hash);
 static void ngx_http_chat_presence_gone_locked(ngx_http_chat_presence_t *p);
+static ngx_uint_t ngx_http_chat_presence_keeps(ngx_http_chat_presence_t *p);
 static void ngx_http_chat_presence_timer(ngx_event_t *ev);
 
 
@@ -212,13 +235,22 @@ ngx_http_chat_presence_entry_locked(u_char *user, size_t len)
 static ngx_http_chat_presence_t *
 ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
 {
-    ngx_uint_t                 n;
-    ngx_queue_t               *q;
+    ngx_uint_t                 n, kept;
+    ngx_queue_t               *q, *lru;
     ngx_http_chat_presence_t  *p, *victim;
 
-    /* room is made by forgetting the users offline for longest */
+    lru = &ngx_http_chat_zone_sh->sh->lru;
+    kept = 0;
 
-    for (n = 0; n < 16; n++) {
+    /*
+     * room is made by forgetting the users offline for longest, but not
+     * those whose uploads are in flight or whose upload buckets still
+     * hold something (R16-7: forgotten, the day's quota would start
+     * afresh): such an entry goes to the end of the list, and after a
+     * few of them nothing is forgotten (an upload is then refused)
+     */
+
+    for (n = 0; n < 16; /* void */) {
         p = ngx_slab_calloc_locked(ngx_http_chat_zone_sh->shpool,
                                    offsetof(ngx_http_chat_presence_t, user)
                                    + len);
@@ -226,17 +258,29 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
             break;
         }
 
-        if (ngx_queue_empty(&ngx_http_chat_zone_sh->sh->lru)) {
+        if (ngx_queue_empty(lru)) {
             return NULL;
         }
 
-        q = ngx_queue_head(&ngx_http_chat_zone_sh->sh->lru);
+        q = ngx_queue_head(lru);
         victim = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
 
         ngx_queue_remove(q);
+
+        if (ngx_http_chat_presence_keeps(victim)) {
+            ngx_queue_insert_tail(lru, q);
+
+            if (++kept == NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN) {
+                return NULL;
+            }
+
+            continue;
+        }
+
         ngx_rbtree_delete(&ngx_http_chat_zone_sh->sh->presence,
                           &victim->sn.node);
         ngx_slab_free_locked(ngx_http_chat_zone_sh->shpool, victim);
+        n++;
     }
 
     if (p == NULL) {
@@ -255,13 +299,186 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
 }
 
 
-/* a slot's process is gone: its connections are no more */
+/*
+ * Whether an offline entry must not be forgotten yet: uploads in flight,
+ * or upload buckets that have not drained (ngx_http_chat_presence_hold).
+ */
+
+static ngx_uint_t
+ngx_http_chat_presence_keeps(ngx_http_chat_presence_t *p)
+{
+    ngx_uint_t  ahead;
+
+    if (p->uploads) {
+        return 1;
+    }
+
+    if (p->held == 0) {
+        return 0;
+    }
+
+    ahead = ((ngx_uint_t) p->held - (ngx_uint_t) ngx_time())
+            & NGX_HTTP_CHAT_PRESENCE_CLOCK;
+
+    if (ahead == 0 || ahead > NGX_HTTP_CHAT_PRESENCE_HOLD_MAX) {
+        /* passed (a stale one, 97 days on, could look ahead again) */
+        p->held = 0;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * p's upload buckets hold something for sec seconds more (rate.c): it is
+ * not forgotten before, unless nothing else can be.  In 23 bits of a
+ * word the entry has anyway, rather than a time of 8 bytes more in every
+ * entry.
+ */
+
+void
+ngx_http_chat_presence_hold_locked(ngx_http_chat_presence_t *p, time_t sec)
+{
+    ngx_uint_t  now, until, ahead;
+
+    if (sec <= 0) {
+        return;
+    }
+
+    if (sec > NGX_HTTP_CHAT_PRESENCE_HOLD_MAX - 1) {
+        sec = NGX_HTTP_CHAT_PRESENCE_HOLD_MAX - 1;
+    }
+
+    now = (ngx_uint_t) ngx_time();
+
+    if (p->held) {
+        ahead = ((ngx_uint_t) p->held - now) & NGX_HTTP_CHAT_PRESENCE_CLOCK;
+
+        if (ahead <= NGX_HTTP_CHAT_PRESENCE_HOLD_MAX
+            && ahead > (ngx_uint_t) sec)
+        {
+            return;
+        }
+    }
+
+    until = (now + sec + 1) & NGX_HTTP_CHAT_PRESENCE_CLOCK;
+
+    p->held = until ? until : 1;
+}
+
+
+/*
+ * An upload of user begins in this worker: NGX_OK, *hold set for
+ * ngx_http_chat_presence_upload_release(); NGX_BUSY: the user has max in
+ * flight already; NGX_DECLINED: no room in the zone for the count (the
+ * upload is refused: without its entry the user's quota would be gone
+ * too); NGX_ABORT: no zone, or no slot for this worker (the caller
+ * counts in the worker).
+ */
+
+ngx_int_t
+ngx_http_chat_presence_upload_take(u_char *user, size_t len, ngx_uint_t max,
+    void **hold)
+{
+    ngx_http_chat_zone_t             *zone;
+    ngx_http_chat_presence_t         *p;
+    ngx_http_chat_presence_upload_t  *u;
+
+    zone = ngx_http_chat_zone_sh;
+
+    if (zone == NULL || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT) {
+        return NGX_ABORT;
+    }
+
+    ngx_http_chat_zone_lock();
+
+    p = ngx_http_chat_presence_entry_locked(user, len);
+
+    if (p == NULL) {
+        zone->sh->full++;
+        ngx_http_chat_zone_unlock();
+        return NGX_DECLINED;
+    }
+
+    if (p->uploads >= max || p->uploads == 255) {
+        ngx_http_chat_zone_unlock();
+        return NGX_BUSY;
+    }
+
+    u = ngx_slab_alloc_locked(zone->shpool,
+                              sizeof(ngx_http_chat_presence_upload_t));
+    if (u == NULL) {
+        zone->sh->full++;
+        ngx_http_chat_zone_unlock();
+        return NGX_DECLINED;
+    }
+
+    u->presence = p;
+    ngx_queue_insert_tail(&zone->sh->slots[ngx_http_chat_zone_slot].uploads,
+                          &u->queue);
+    p->uploads++;
+
+    ngx_http_chat_zone_unlock();
+
+    *hold = u;
+
+    return NGX_OK;
+}
+
+
+/* the upload is over, whatever way: its count is given back */
+
+void
+ngx_http_chat_presence_upload_release(void *hold)
+{
+    ngx_http_chat_presence_upload_t  *u = hold;
+
+    if (ngx_http_chat_zone_sh == NULL
+        || ngx_http_chat_zone_slot == NGX_HTTP_CHAT_NO_SLOT)
+    {
+        /* the slot was given up at exit: swept with it */
+        return;
+    }
+
+    ngx_http_chat_zone_lock();
+
+    ngx_queue_remove(&u->queue);
+
+    if (u->presence->uploads) {
+        u->presence->uploads--;
+    }
+
+    ngx_slab_free_locked(ngx_http_chat_zone_sh->shpool, u);
+
+    ngx_http_chat_zone_unlock();
+}
+
+
+/* a slot's process is gone: its connections and uploads are no more */
 
 void
 ngx_http_chat_presence_sweep_locked(ngx_uint_t slot)
 {
-    ngx_rbtree_node_t         *node, *sentinel;
-    ngx_http_chat_presence_t  *p;
+    ngx_queue_t                      *q, *uploads;
+    ngx_rbtree_node_t                *node, *sentinel;
+    ngx_http_chat_presence_t         *p;
+    ngx_http_chat_presence_upload_t  *u;
+
+    uploads = &ngx_http_chat_zone_sh->sh->slots[slot].uploads;
+
+    while (!ngx_queue_empty(uploads)) {
+        q = ngx_queue_head(uploads);
+        u = ngx_queue_data(q, ngx_http_chat_presence_upload_t, queue);
+
+        ngx_queue_remove(q);
+
+        if (u->presence->uploads) {
+            u->presence->uploads--;
+        }
+
+        ngx_slab_free_locked(ngx_http_chat_zone_sh->shpool, u);
+    }
 
     node = ngx_http_chat_zone_sh->sh->presence.root;
     sentinel = ngx_http_chat_zone_sh->sh->presence.sentinel;

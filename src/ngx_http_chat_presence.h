@@ -33,6 +33,14 @@ ngx_http_chat_presence_t *ngx_http_chat_presence_entry_locked(u_char *user,
 ngx_http_chat_presence_t *ngx_http_chat_presence_lookup_locked(u_char *user,
     size_t len);
 void ngx_http_chat_presence_sweep_locked(ngx_uint_t slot);
+/* p's upload buckets drain in sec seconds: kept until then */
+void ngx_http_chat_presence_hold_locked(ngx_http_chat_presence_t *p,
+    time_t sec);
+
+/* an upload in flight of user in this worker (NGX_ABORT: no zone) */
+ngx_int_t ngx_http_chat_presence_upload_take(u_char *user, size_t len,
+    ngx_uint_t max, void **hold);
+void ngx_http_chat_presence_upload_release(void *hold);
 /* a user came online on this node, or went offline here after the grace
  * period (last_seen); user: borrowed */
 typedef void (*ngx_http_chat_presence_announce_pt)(u_char *user, size_t len,

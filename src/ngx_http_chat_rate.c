@@ -172,7 +172,8 @@ ngx_http_chat_rate_check(ngx_http_chat_conn_t *wc,
 /*
  * The user's bucket in the zone, which lives with the user's presence
  * entry; a user without a WebSocket anywhere (REST only) gets an offline
- * entry for it.  Only when the zone is full is such a user not limited.
+ * entry for it.  Only when the zone is full is such a user not limited,
+ * for sends, typing and searches; an upload is refused then.
  */
 
 ngx_msec_t
@@ -215,6 +216,22 @@ ngx_http_chat_rate_spend(ngx_http_chat_loc_conf_t *conf, ngx_str_t *id,
         b = &p->buckets[kind];
         wait = ngx_http_chat_rate_take(rate, &b->last, &b->excess, n * 1000,
                                        peek);
+
+        if (wait == 0 && !peek
+            && (kind == NGX_HTTP_CHAT_RATE_UPLOAD
+                || kind == NGX_HTTP_CHAT_RATE_UPLOAD_BYTES))
+        {
+            /* not forgotten before the bucket is empty (R16-7) */
+            ngx_http_chat_presence_hold_locked(p,
+                                          (time_t) (b->excess / rate->rate));
+        }
+
+    } else if (kind == NGX_HTTP_CHAT_RATE_UPLOAD
+               || kind == NGX_HTTP_CHAT_RATE_UPLOAD_BYTES)
+    {
+        /* no entry for the user's buckets: an upload waits, it does not
+         * go unlimited (sends and typing do) */
+        wait = 1000;
     }
 
     ngx_http_chat_zone_unlock();

@@ -16,6 +16,10 @@
  *
  * The directories and the link are made by the worker itself, as nginx's
  * own dav and proxy_store do: metadata operations of a local filesystem.
+ *
+ * A user has at most chat_upload_concurrency uploads in flight (counted in
+ * the zone, presence.c), each its whole body within chat_upload_timeout;
+ * the first worker sweeps tmp/ of what workers that died left there.
  */
 
 
@@ -29,6 +33,15 @@
 /* a name's length, in characters */
 #define NGX_HTTP_CHAT_UPLOAD_NAME_MAX  255
 
+/* a refused upload's Retry-After when one in flight must end first */
+#define NGX_HTTP_CHAT_UPLOAD_RETRY     1000
+
+/* tmp/'s sweep: hourly, at most this many entries a tick, the next
+ * batch soon after */
+#define NGX_HTTP_CHAT_UPLOAD_TMP_PERIOD  3600000
+#define NGX_HTTP_CHAT_UPLOAD_TMP_BATCH   256
+#define NGX_HTTP_CHAT_UPLOAD_TMP_NEXT    100
+
 
 typedef struct {
     ngx_str_t                    *user;      /* the owner */
@@ -41,8 +54,30 @@ typedef struct {
     ngx_str_t                     name;      /* len 0: none */
     ngx_http_chat_sniff_t         sniff;
     u_char                        hex[2 * 32 + 1];
+    void                         *hold;      /* the count in flight */
+    ngx_event_t                   deadline;  /* chat_upload_timeout */
     unsigned                      over:1;
+    unsigned                      local:1;   /* hold: this worker's */
 } ngx_http_chat_upload_t;
+
+
+/* without a zone: a user's uploads in flight in this worker */
+typedef struct {
+    ngx_str_node_t                sn;
+    ngx_uint_t                    n;
+    u_char                        user[1];
+} ngx_http_chat_upload_local_t;
+
+
+/* the sweep of what dead workers left in the stores' tmp/ */
+typedef struct {
+    ngx_event_t                   timer;
+    ngx_array_t                  *paths;     /* ngx_str_t: the stores */
+    ngx_uint_t                    path;      /* the one being read */
+    ngx_dir_t                     dir;
+    time_t                        age;       /* older than this goes */
+    unsigned                      open:1;
+} ngx_http_chat_upload_tmp_t;
 
 
 static ngx_int_t ngx_http_chat_upload_name(ngx_http_request_t *r,
@@ -51,6 +86,15 @@ static ngx_int_t ngx_http_chat_upload_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message,
     ngx_msec_t wait);
 static void ngx_http_chat_upload_cleanup(void *data);
+static ngx_int_t ngx_http_chat_upload_take(ngx_http_chat_upload_t *up,
+    ngx_str_t *user, ngx_uint_t max);
+static ngx_int_t ngx_http_chat_upload_local_take(ngx_http_chat_upload_t *up,
+    ngx_str_t *user, ngx_uint_t max);
+static void ngx_http_chat_upload_local_release(ngx_http_chat_upload_t *up);
+static void ngx_http_chat_upload_deadline(ngx_event_t *ev);
+static void ngx_http_chat_upload_tmp_tick(ngx_event_t *ev);
+static ngx_int_t ngx_http_chat_upload_tmp_open(
+    ngx_http_chat_upload_tmp_t *tmp);
 static ngx_int_t ngx_http_chat_upload_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_http_chat_upload_read(ngx_http_request_t *r);
@@ -70,6 +114,11 @@ static void ngx_http_chat_upload_done(ngx_http_chat_store_done_t *done,
 
 
 static ngx_http_request_body_filter_pt  ngx_http_chat_upload_next;
+
+static ngx_rbtree_t                     ngx_http_chat_upload_local;
+static ngx_rbtree_node_t                ngx_http_chat_upload_sentinel;
+
+static ngx_http_chat_upload_tmp_t       ngx_http_chat_upload_tmp;
 
 
 /* the body filter, in front of nginx's own (which saves to the file) */
@@ -166,6 +215,45 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     }
 
     /*
+     * The pool's cleanup gives back what the upload holds (its count in
+     * flight, the deadline's timer, the digest) however the request ends:
+     * answered, refused, the client gone, the deadline passed
+     */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_chat_upload_cleanup;
+    cln->data = up;
+
+    switch (ngx_http_chat_upload_take(up, user, ccf->upload_concurrency)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_BUSY:
+        ngx_http_chat_stat(cmcf, rate_limited, 1);
+        return ngx_http_chat_upload_refuse(r, 429, "rate_limited",
+                                           "too many uploads at once, "
+                                           "wait for one to end",
+                                           NGX_HTTP_CHAT_UPLOAD_RETRY);
+
+    case NGX_DECLINED:
+        /* no entry for the count, nor then for the quota: refused, not
+         * unlimited (R16-7) */
+        return ngx_http_chat_upload_refuse(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "unavailable",
+                                           "uploads cannot be counted now, "
+                                           "retry later",
+                                           NGX_HTTP_CHAT_UPLOAD_RETRY);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
      * The quota only peeked at (the bytes are taken once they are in, the
      * size may not be known yet), then a file of chat_upload_rate taken
      */
@@ -198,24 +286,29 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     up->sha = EVP_MD_CTX_new();
     if (up->sha == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_http_chat_upload_cleanup;
-    cln->data = up;
 
     if (EVP_DigestInit_ex(up->sha, EVP_sha256(), NULL) != 1) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->upload = up;
+
+    /*
+     * The whole body within chat_upload_timeout: client_body_timeout is
+     * between two reads only, and a byte a read would hold the upload
+     * (its count, connection, temporary file) for ever
+     */
+
+    up->deadline.handler = ngx_http_chat_upload_deadline;
+    up->deadline.data = r;
+    up->deadline.log = r->connection->log;
+    up->deadline.cancelable = 1;
+
+    ngx_add_timer(&up->deadline, ccf->upload_timeout);
 
     /*
      * The body into a file under chat_upload_path/tmp, whatever its size:
@@ -426,6 +519,134 @@ ngx_http_chat_upload_cleanup(void *data)
 
     EVP_MD_CTX_free(up->sha);
     up->sha = NULL;
+
+    if (up->deadline.timer_set) {
+        ngx_del_timer(&up->deadline);
+    }
+
+    if (up->hold == NULL) {
+        return;
+    }
+
+    if (up->local) {
+        ngx_http_chat_upload_local_release(up);
+
+    } else {
+        ngx_http_chat_presence_upload_release(up->hold);
+    }
+
+    up->hold = NULL;
+}
+
+
+/*
+ * One more upload of user in flight, at most max (chat_upload_concurrency)
+ * at once: counted in the user's entry of the zone, which every worker
+ * sees and the sweep of a dead worker's slot repairs (presence.c).
+ * Without a zone, or a slot in it, each worker counts its own: max per
+ * worker.  NGX_OK; NGX_BUSY: max in flight already; NGX_DECLINED: no
+ * room in the zone; NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_take(ngx_http_chat_upload_t *up, ngx_str_t *user,
+    ngx_uint_t max)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_chat_presence_upload_take(user->data, user->len, max,
+                                            &up->hold);
+
+    if (rc == NGX_ABORT) {
+        rc = ngx_http_chat_upload_local_take(up, user, max);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_chat_upload_local_take(ngx_http_chat_upload_t *up, ngx_str_t *user,
+    ngx_uint_t max)
+{
+    uint32_t                       hash;
+    ngx_http_chat_upload_local_t  *u;
+
+    if (ngx_http_chat_upload_local.root == NULL) {
+        ngx_rbtree_init(&ngx_http_chat_upload_local,
+                        &ngx_http_chat_upload_sentinel,
+                        ngx_str_rbtree_insert_value);
+    }
+
+    hash = ngx_crc32_short(user->data, user->len);
+
+    u = (ngx_http_chat_upload_local_t *)
+            ngx_str_rbtree_lookup(&ngx_http_chat_upload_local, user, hash);
+
+    if (u == NULL) {
+        u = ngx_alloc(offsetof(ngx_http_chat_upload_local_t, user)
+                      + user->len, ngx_cycle->log);
+        if (u == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(u->user, user->data, user->len);
+        u->sn.str.data = u->user;
+        u->sn.str.len = user->len;
+        u->sn.node.key = hash;
+        u->n = 0;
+
+        ngx_rbtree_insert(&ngx_http_chat_upload_local, &u->sn.node);
+
+    } else if (u->n >= max) {
+        return NGX_BUSY;
+    }
+
+    u->n++;
+
+    up->hold = u;
+    up->local = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_upload_local_release(ngx_http_chat_upload_t *up)
+{
+    ngx_http_chat_upload_local_t  *u = up->hold;
+
+    if (--u->n == 0) {
+        ngx_rbtree_delete(&ngx_http_chat_upload_local, &u->sn.node);
+        ngx_free(u);
+    }
+}
+
+
+/*
+ * chat_upload_timeout passed with the body still coming: the request
+ * ends as nginx ends one whose client_body_timeout passed (no answer,
+ * the connection closed); its pool's cleanup removes the temporary file
+ * and gives the count back.
+ */
+
+static void
+ngx_http_chat_upload_deadline(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ev->data;
+    c = r->connection;
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "chat upload: the body is not in after "
+                  "chat_upload_timeout: closed");
+
+    c->timedout = 1;
+
+    ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -579,6 +800,11 @@ ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
     up = ctx->upload;
 
+    /* answered now: a lingering close must not meet the deadline */
+    if (up->deadline.timer_set) {
+        ngx_del_timer(&up->deadline);
+    }
+
     if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
         || rc == NGX_HTTP_BAD_REQUEST)
     {
@@ -636,6 +862,11 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
     up = ctx->upload;
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
+
+    /* the body is in: the rest is the store's and PostgreSQL's time */
+    if (up->deadline.timer_set) {
+        ngx_del_timer(&up->deadline);
+    }
 
     if (up->size == 0) {
         if (r->request_body && r->request_body->temp_file) {
@@ -942,4 +1173,203 @@ ngx_http_chat_upload_done(ngx_http_chat_store_done_t *done, json_t *result)
                                       ok ? json_incref(ok) : json_object());
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * The sweep of tmp/ (R16-8): nginx removes an upload's temporary file in
+ * the request's cleanup, which a worker killed (a crash, the OOM killer)
+ * never runs.  The first worker (ngx_worker 0: after a start, a reload,
+ * or the respawn of a dead one) removes from each store's tmp/ the files
+ * older than the longest chat_upload_timeout and a margin, then again
+ * every hour.  An upload in flight began less than chat_upload_timeout
+ * ago and its file is younger still, so none is touched, another node's
+ * on a shared store neither (with the same chat_upload_timeout).  A few
+ * hundred entries a tick, as nginx's cache manager does: readdir(),
+ * stat() and unlink() of a local directory, never a long stall.
+ */
+
+void
+ngx_http_chat_upload_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_main_conf_t *cmcf)
+{
+    time_t                       timeout;
+    ngx_http_chat_upload_tmp_t  *tmp;
+
+    if (cmcf->upload_paths == NULL || ngx_worker != 0) {
+        return;
+    }
+
+    tmp = &ngx_http_chat_upload_tmp;
+
+    tmp->paths = cmcf->upload_paths;
+
+    /*
+     * the margin: the deadline's timer may fire late, mtime has seconds,
+     * another node's clock may differ a little (up to a minute)
+     */
+    timeout = (time_t) ((cmcf->upload_timeout ? cmcf->upload_timeout
+                                              : 3600000) + 999) / 1000;
+    tmp->age = timeout + ngx_min(timeout, 60) + 1;
+
+    tmp->timer.handler = ngx_http_chat_upload_tmp_tick;
+    tmp->timer.log = cycle->log;
+    tmp->timer.data = tmp;
+    tmp->timer.cancelable = 1;
+
+    /* at once: what the worker before left */
+    ngx_add_timer(&tmp->timer, 1);
+}
+
+
+void
+ngx_http_chat_upload_exit_process(void)
+{
+    ngx_http_chat_upload_tmp_t  *tmp;
+
+    tmp = &ngx_http_chat_upload_tmp;
+
+    if (tmp->timer.timer_set) {
+        ngx_del_timer(&tmp->timer);
+    }
+
+    if (tmp->open) {
+        (void) ngx_close_dir(&tmp->dir);
+        tmp->open = 0;
+    }
+}
+
+
+static void
+ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
+{
+    u_char                      *name;
+    size_t                       i, len;
+    time_t                       old;
+    ngx_err_t                    err;
+    ngx_str_t                   *path;
+    ngx_uint_t                   n;
+    ngx_http_chat_upload_tmp_t  *tmp;
+    u_char                       file[NGX_MAX_PATH];
+
+    tmp = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    old = ngx_time() - tmp->age;
+
+    for (n = 0; n < NGX_HTTP_CHAT_UPLOAD_TMP_BATCH; n++) {
+
+        if (!tmp->open) {
+            if (tmp->path == tmp->paths->nelts) {
+                /* every store done: again in an hour */
+                tmp->path = 0;
+                ngx_add_timer(ev, NGX_HTTP_CHAT_UPLOAD_TMP_PERIOD);
+                return;
+            }
+
+            if (ngx_http_chat_upload_tmp_open(tmp) != NGX_OK) {
+                tmp->path++;
+                continue;
+            }
+        }
+
+        path = tmp->paths->elts;
+        path = &path[tmp->path];
+
+        ngx_set_errno(0);
+
+        if (ngx_read_dir(&tmp->dir) == NGX_ERROR) {
+            err = ngx_errno;
+
+            if (err != NGX_ENOMOREFILES) {
+                ngx_log_error(NGX_LOG_ERR, ev->log, err,
+                              ngx_read_dir_n " \"%V/tmp\" failed", path);
+            }
+
+            (void) ngx_close_dir(&tmp->dir);
+            tmp->open = 0;
+            tmp->path++;
+            continue;
+        }
+
+        name = ngx_de_name(&tmp->dir);
+        len = ngx_de_namelen(&tmp->dir);
+
+        /* nginx's temporary files: digits only */
+
+        for (i = 0; i < len; i++) {
+            if (name[i] < '0' || name[i] > '9') {
+                break;
+            }
+        }
+
+        if (len == 0 || i < len
+            || path->len + sizeof("/tmp/") + len > sizeof(file))
+        {
+            continue;
+        }
+
+        ngx_sprintf(file, "%V/tmp/%s%Z", path, name);
+
+        if (ngx_de_info(file, &tmp->dir) == NGX_FILE_ERROR) {
+            continue;           /* gone meanwhile: its request ended */
+        }
+
+        if (!ngx_de_is_file(&tmp->dir) || ngx_de_mtime(&tmp->dir) >= old) {
+            continue;
+        }
+
+        if (ngx_delete_file(file) == NGX_FILE_ERROR) {
+            err = ngx_errno;
+
+            if (err != NGX_ENOENT) {
+                ngx_log_error(NGX_LOG_ERR, ev->log, err,
+                              ngx_delete_file_n " \"%s\" failed", file);
+            }
+
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "chat upload: removed \"%s\", a temporary file "
+                      "older than chat_upload_timeout (its worker died)",
+                      file);
+    }
+
+    /* the rest of the directory soon, the worker between */
+    ngx_add_timer(ev, NGX_HTTP_CHAT_UPLOAD_TMP_NEXT);
+}
+
+
+static ngx_int_t
+ngx_http_chat_upload_tmp_open(ngx_http_chat_upload_tmp_t *tmp)
+{
+    ngx_str_t  *path, dir;
+    u_char      name[NGX_MAX_PATH];
+
+    path = tmp->paths->elts;
+    path = &path[tmp->path];
+
+    if (path->len + sizeof("/tmp") > sizeof(name)) {
+        return NGX_ERROR;
+    }
+
+    dir.data = name;
+    dir.len = ngx_sprintf(name, "%V/tmp%Z", path) - name - 1;
+
+    if (ngx_open_dir(&dir, &tmp->dir) == NGX_ERROR) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ERR, tmp->timer.log, ngx_errno,
+                          ngx_open_dir_n " \"%V\" failed", &dir);
+        }
+
+        return NGX_ERROR;
+    }
+
+    tmp->open = 1;
+
+    return NGX_OK;
 }

@@ -175,6 +175,8 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     /* made here, in the master, so that every worker inherits them */
 
     for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+        ngx_queue_init(&sh->slots[i].uploads);
+
         sh->slots[i].wake = eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC);
 
         if (sh->slots[i].wake == -1) {

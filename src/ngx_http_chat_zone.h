@@ -61,6 +61,9 @@ typedef struct {
 
     /* reads of other nodes' changes this worker made (chat_cluster) */
     ngx_atomic_t                  cluster_reads;
+
+    /* this process's uploads in flight, one record each (presence.c) */
+    ngx_queue_t                   uploads;
 } ngx_http_chat_slot_t;
 
 
@@ -80,6 +83,9 @@ typedef struct {
     ngx_queue_t                   pending;   /* in sh->pending or sh->lru */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */
+    /* in the word announced takes anyway: the entry does not grow */
+    unsigned                      uploads:8;    /* in flight, all slots */
+    unsigned                      held:23;      /* ngx_time() mod 2^23 */
     u_char                        user[1];
 } ngx_http_chat_presence_t;
 
