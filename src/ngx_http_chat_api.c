@@ -1016,8 +1016,6 @@ ngx_http_chat_api_done(ngx_http_chat_store_done_t *done, json_t *result)
 static ngx_int_t
 ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
 {
-    u_char      *p;
-    json_t      *wait;
     const char  *code;
     ngx_uint_t   i, status;
 
@@ -1032,23 +1030,6 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
     }
 
     status = ngx_http_chat_api_statuses[i].status;
-
-    wait = json_object_get(error, "retry_after_ms");
-
-    if (json_is_integer(wait)) {
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *ngx_sprintf(p, "%L", (json_integer_value(wait) + 999) / 1000) = '\0';
-
-        if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
 
     r->err_status = 0;
 
@@ -1221,25 +1202,14 @@ ngx_http_chat_api_request(ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_limited(ngx_http_request_t *r, ngx_msec_t wait)
 {
-    json_t                     *error;
-    ngx_int_t                   rc;
     ngx_http_chat_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
     ngx_http_chat_stat(cmcf, rate_limited, 1);
 
-    error = json_pack("{s:s, s:s, s:I}", "code", "rate_limited",
-                      "message", "too many requests, slow down",
-                      "retry_after_ms", (json_int_t) wait);
-    if (error == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_chat_api_answer(r, error);
-
-    json_decref(error);
-
-    return rc;
+    return ngx_http_chat_http_send_retry(r, 429, "rate_limited",
+                                         "too many requests, slow down",
+                                         wait);
 }
 
 
