@@ -47,6 +47,21 @@ typedef struct {
 } ngx_http_chat_api_seen_t;
 
 
+/*
+ * CORS: the headers a page on another origin may read, and send after a
+ * preflight; a download's too (its name, its ETag for If-None-Match and
+ * If-Range, its ranges): files.c's and nginx's static module's
+ */
+#define NGX_HTTP_CHAT_API_EXPOSE       "Retry-After, WWW-Authenticate"
+#define NGX_HTTP_CHAT_API_EXPOSE_FILE                                        \
+    NGX_HTTP_CHAT_API_EXPOSE ", Content-Disposition, ETag, Accept-Ranges, "  \
+    "Content-Range"
+#define NGX_HTTP_CHAT_API_ALLOW        "Authorization, Content-Type, "       \
+                                       "Chat-Act-As"
+#define NGX_HTTP_CHAT_API_ALLOW_FILE                                         \
+    NGX_HTTP_CHAT_API_ALLOW ", Range, If-None-Match, If-Range"
+
+
 #define NGX_HTTP_CHAT_API_SEEN_MAX  4096
 #define NGX_HTTP_CHAT_API_SEEN_TTL  600
 
@@ -714,7 +729,9 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
                                  (char *) copy) != NGX_OK
         || ngx_http_chat_http_add_header(r, "Vary", "Origin") != NGX_OK
         || ngx_http_chat_http_add_header(r, "Access-Control-Expose-Headers",
-                                    "Retry-After, WWW-Authenticate")
+                                    route == NGX_HTTP_CHAT_ROUTE_FILE
+                                    ? NGX_HTTP_CHAT_API_EXPOSE_FILE
+                                    : NGX_HTTP_CHAT_API_EXPOSE)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -729,8 +746,9 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
                                      ngx_http_chat_route_allow(route))
                != NGX_OK
             || ngx_http_chat_http_add_header(r, "Access-Control-Allow-Headers",
-                                        "Authorization, Content-Type, "
-                                        "Chat-Act-As")
+                                        route == NGX_HTTP_CHAT_ROUTE_FILE
+                                        ? NGX_HTTP_CHAT_API_ALLOW_FILE
+                                        : NGX_HTTP_CHAT_API_ALLOW)
                != NGX_OK
             || ngx_http_chat_http_add_header(r, "Access-Control-Max-Age", "600")
                != NGX_OK)
