@@ -227,6 +227,9 @@ typedef struct {
     ngx_path_t                   *upload_temp;
     off_t                         upload_max_size;
     ngx_flag_t                    files;     /* chat_files */
+
+    /* chat_api: client_max_body_size, nginx's own check off there */
+    off_t                         body_max_size;
 } ngx_http_chat_loc_conf_t;
 
 

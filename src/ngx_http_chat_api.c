@@ -7,7 +7,8 @@
  * reach WebSocket clients through the same fan-out.
  *
  * Request bodies are read asynchronously, at most chat_max_message_size
- * bytes, and must be one JSON object (the WebSocket envelope's rules:
+ * bytes kept (nginx's client_max_body_size is off in the location: its
+ * HTML 413 came before the module's JSON one), and must be one JSON object (the WebSocket envelope's rules:
  * depth, duplicate keys, NUL).  Path parameters win over body fields.
  * An upload's body is a file: upload.c streams it to disk.
  */
@@ -33,7 +34,9 @@ struct ngx_http_chat_api_s {
     json_t                       *body;      /* the request's JSON object */
     ngx_uint_t                    status;    /* of an ok answer */
     ngx_http_chat_store_done_pt   done;      /* NULL: ngx_http_chat_api_done */
+    off_t                         received;  /* body bytes so far */
     unsigned                      created:1; /* 201 when it made events */
+    unsigned                      too_large:1;
 };
 
 
@@ -93,6 +96,11 @@ static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
     ngx_http_chat_route_t *rt);
+static ngx_int_t ngx_http_chat_api_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_chat_api_body_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_api_body_failed(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
@@ -233,6 +241,9 @@ static struct {
 };
 
 
+static ngx_http_request_body_filter_pt  ngx_http_chat_api_next_body;
+
+
 void
 ngx_http_chat_api_init_process(void)
 {
@@ -242,7 +253,11 @@ ngx_http_chat_api_init_process(void)
 }
 
 
-/* REST answers are counted in the log phase, whichever way they went */
+/*
+ * A JSON body's bytes pass a body filter of ours (held to
+ * chat_max_message_size); REST answers are counted in the log phase,
+ * whichever way they went
+ */
 
 ngx_int_t
 ngx_http_chat_api_init(ngx_conf_t *cf)
@@ -250,6 +265,9 @@ ngx_http_chat_api_init(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_chat_main_conf_t  *ccmf;
+
+    ngx_http_chat_api_next_body = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_chat_api_body_filter;
 
     ccmf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
 
@@ -442,7 +460,18 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         rc = ngx_http_read_client_request_body(r, ngx_http_chat_api_body);
 
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
+            return ngx_http_chat_api_body_failed(r, rc);
+        }
+
+#if (NGX_HTTP_V2)
+        if (r->stream) {
+            return NGX_DONE;
+        }
+#endif
+
+        if (rc == NGX_AGAIN) {
+            /* nginx's read handler would answer a failure in HTML */
+            r->read_event_handler = ngx_http_chat_api_body_read;
         }
 
         return NGX_DONE;
@@ -785,6 +814,127 @@ options:
 
 /* the body has been read: parse it, then run the route */
 
+/*
+ * A JSON body past chat_max_message_size (chunked: its length was not
+ * told, or only a chunk's): its bytes are read on and dropped, neither
+ * kept in memory nor written to a temporary file, and the answer is the
+ * 413 once the body has ended, on a connection that goes on (as a
+ * refused body is discarded).  Past the location's client_max_body_size
+ * too, read or announced by a chunk, it is 413 at once, the rest left
+ * unread (the connection closes after it), as nginx's own check does.
+ * A Content-Length over chat_max_message_size was refused before reading.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                      told;
+    ngx_chain_t               *cl, *out, **ll;
+    ngx_http_chat_api_t       *api;
+    ngx_http_request_body_t   *rb;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    rb = r->request_body;
+
+    if (rb == NULL || rb->post_handler != ngx_http_chat_api_body) {
+        return ngx_http_chat_api_next_body(r, in);
+    }
+
+    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        api->received += ngx_buf_size(cl->buf);
+    }
+
+    /* what is to come of the chunk being read is as good as here */
+    told = api->received + (rb->chunked ? rb->chunked->size : 0);
+
+    if (told > (off_t) ccf->max_message_size) {
+        api->too_large = 1;
+
+        if (ccf->body_max_size && told > ccf->body_max_size) {
+            r->lingering_close = 1;
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+    }
+
+    if (!api->too_large) {
+        return ngx_http_chat_api_next_body(r, in);
+    }
+
+    /* dropped, but consumed: nginx's reading loop reuses its buffers */
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (!cl->buf->last_buf) {
+            continue;
+        }
+
+        *ll = ngx_alloc_chain_link(r->pool);
+        if (*ll == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (*ll)->buf = cl->buf;
+        ll = &(*ll)->next;
+    }
+
+    *ll = NULL;
+
+    return ngx_http_chat_api_next_body(r, out);
+}
+
+
+/*
+ * The body's later reads, as nginx's own read handler does them
+ * (ngx_http_read_unbuffered_request_body is the public entry to its
+ * reading loop), a failure answered in JSON; a reference of ours keeps
+ * the request while the post handler may finalize it
+ */
+
+static void
+ngx_http_chat_api_body_read(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->main->count++;
+
+    rc = ngx_http_read_unbuffered_request_body(r);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_finalize_request(r, ngx_http_chat_api_body_failed(r, rc));
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+}
+
+
+/*
+ * The body could not be read: past client_max_body_size (the filter) is
+ * the protocol's 413, the rest unread; the client's own failures are
+ * nginx's to end
+ */
+
+static ngx_int_t
+ngx_http_chat_api_body_failed(ngx_http_request_t *r, ngx_int_t rc)
+{
+    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE || r->connection->error) {
+        return rc;
+    }
+
+    r->keepalive = 0;
+
+    return ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "too_large",
+                                         "the request body is too large");
+}
+
+
 static void
 ngx_http_chat_api_body(ngx_http_request_t *r)
 {
@@ -812,7 +962,7 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
         len += ngx_buf_size(cl->buf);
     }
 
-    if (len > ccf->max_message_size) {
+    if (api->too_large || len > ccf->max_message_size) {
         rc = ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                       "too_large",
                                       "the request body is too large");

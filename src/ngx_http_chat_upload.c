@@ -412,45 +412,18 @@ ngx_http_chat_upload_cleanup(void *data)
 static ngx_int_t
 ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    off_t                      received;
-    size_t                     n, k;
-    ngx_int_t                  rc;
-    ngx_buf_t                 *b;
-    ngx_chain_t               *cl;
-    ngx_http_chat_ctx_t       *ctx;
-    ngx_http_chat_upload_t    *up;
-    ngx_http_chat_loc_conf_t  *ccf;
+    size_t                   n, k;
+    ngx_int_t                rc;
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl;
+    ngx_http_chat_ctx_t     *ctx;
+    ngx_http_chat_upload_t  *up;
 
-    if (r->request_body == NULL) {
-        return ngx_http_chat_upload_next(r, in);
-    }
+    /* a JSON body is api.c's filter's */
 
-    if (r->request_body->post_handler != ngx_http_chat_upload_body) {
-        ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
-
-        /*
-         * A JSON body in a chat_api location with uploads, whose
-         * client_max_body_size is chat_upload_max_size's: held here to
-         * chat_max_message_size, before it fills chat_upload_path/tmp (a
-         * Content-Length was checked before the body was read; a chunked
-         * body's bytes so far are nginx's content_length_n, an HTTP/2
-         * one's its received)
-         */
-
-        if (ccf->mode == NGX_HTTP_CHAT_MODE_API && ccf->upload_temp != NULL)
-        {
-            received = r->headers_in.content_length_n;
-#if (NGX_HTTP_V2)
-            if (r->stream) {
-                received = r->request_body->received;
-            }
-#endif
-            if (received > (off_t) ccf->max_message_size) {
-                r->lingering_close = 1;
-                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-            }
-        }
-
+    if (r->request_body == NULL
+        || r->request_body->post_handler != ngx_http_chat_upload_body)
+    {
         return ngx_http_chat_upload_next(r, in);
     }
 
