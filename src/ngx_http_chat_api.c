@@ -446,6 +446,23 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     if (bit & (NGX_HTTP_CHAT_M_POST | NGX_HTTP_CHAT_M_PUT
                | NGX_HTTP_CHAT_M_PATCH))
     {
+        if (r->headers_in.content_length_n > ccf->body_max_size
+            && ccf->body_max_size
+#if (NGX_HTTP_V2)
+            && r->stream == NULL
+#endif
+            )
+        {
+            /* past client_max_body_size: left unread, as nginx did */
+            r->keepalive = 0;
+            r->lingering_close = 1;
+
+            return ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large",
+                                        "the request body is too large");
+        }
+
         if (r->headers_in.content_length_n > (off_t) ccf->max_message_size)
         {
             return ngx_http_chat_api_refuse(r,

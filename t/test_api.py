@@ -505,6 +505,7 @@ def test_a_body_over_a_megabyte_is_a_json_413(chat):
     r = one_shot(chat, "POST", "conversations", body=doc,
                  headers=[("Content-Length", str(2 * 1024 * 1024))])
     assert_error(r, "too_large", "the request body is too large")
+    assert not r.keep_alive, r      # past client_max_body_size: not read
     body = doc + b" " * (2 * 1024 * 1024)
     c = chat.conn("alice")
     data = c.build("POST", "conversations",
