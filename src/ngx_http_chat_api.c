@@ -7,9 +7,9 @@
  * reach WebSocket clients through the same fan-out.
  *
  * Request bodies are read asynchronously, at most chat_max_message_size
- * bytes kept (nginx's client_max_body_size is off in the location: its
- * HTML 413 came before the module's JSON one), and must be one JSON object (the WebSocket envelope's rules:
- * depth, duplicate keys, NUL).  Path parameters win over body fields.
+ * bytes kept (nginx's client_max_body_size check is off in the location:
+ * its HTML 413 came before the module's JSON one), and must be one JSON
+ * object (the WebSocket envelope's rules: depth, duplicate keys, NUL).  Path parameters win over body fields.
  * An upload's body is a file: upload.c streams it to disk.
  */
 
@@ -446,23 +446,6 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
     if (bit & (NGX_HTTP_CHAT_M_POST | NGX_HTTP_CHAT_M_PUT
                | NGX_HTTP_CHAT_M_PATCH))
     {
-        if (r->headers_in.content_length_n > ccf->body_max_size
-            && ccf->body_max_size
-#if (NGX_HTTP_V2)
-            && r->stream == NULL
-#endif
-            )
-        {
-            /* past client_max_body_size: left unread, as nginx did */
-            r->keepalive = 0;
-            r->lingering_close = 1;
-
-            return ngx_http_chat_http_send_error(r,
-                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                        "too_large",
-                                        "the request body is too large");
-        }
-
         if (r->headers_in.content_length_n > (off_t) ccf->max_message_size)
         {
             return ngx_http_chat_api_refuse(r,
@@ -650,18 +633,36 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
 /*
  * An answer before the body was read: the body is discarded first, or
- * nginx would read it as the next request on the connection.
+ * nginx would read it as the next request on the connection; one
+ * announced past client_max_body_size is left unread, the connection
+ * closed after the answer.
  */
 
 static ngx_int_t
 ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    ngx_int_t  rc;
+    ngx_int_t                  rc;
+    ngx_http_chat_loc_conf_t  *ccf;
 
-    rc = ngx_http_chat_http_drop_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf->body_max_size
+        && r->headers_in.content_length_n > ccf->body_max_size
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        )
+    {
+        /* past client_max_body_size: left unread, as nginx's check did */
+        r->keepalive = 0;
+        r->lingering_close = 1;
+
+    } else {
+        rc = ngx_http_chat_http_drop_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     return ngx_http_chat_http_send_error(r, status, code, message);

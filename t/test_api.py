@@ -506,6 +506,11 @@ def test_a_body_over_a_megabyte_is_a_json_413(chat):
                  headers=[("Content-Length", str(2 * 1024 * 1024))])
     assert_error(r, "too_large", "the request body is too large")
     assert not r.keep_alive, r      # past client_max_body_size: not read
+    # an answer before the body, to such a body, leaves it unread too
+    r = one_shot(chat, "POST", "conversations", user=None, body=doc,
+                 headers=[("Content-Length", str(2 * 1024 * 1024))])
+    assert (r.status, r.json()["error"]["code"]) == (401, "unauthorized"), r
+    assert not r.keep_alive, r
     body = doc + b" " * (2 * 1024 * 1024)
     c = chat.conn("alice")
     data = c.build("POST", "conversations",
