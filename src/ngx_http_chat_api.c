@@ -9,7 +9,8 @@
  * Request bodies are read asynchronously, at most chat_max_message_size
  * bytes kept (nginx's client_max_body_size check is off in the location:
  * its HTML 413 came before the module's JSON one), and must be one JSON
- * object (the WebSocket envelope's rules: depth, duplicate keys, NUL).  Path parameters win over body fields.
+ * object (the WebSocket envelope's rules: depth, duplicate keys, NUL).
+ * Path parameters win over body fields.
  * An upload's body is a file: upload.c streams it to disk.
  */
 
