@@ -50,7 +50,7 @@ static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_uint_t ngx_http_chat_any_origin(ngx_array_t *origins);
 static char *ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static void ngx_http_chat_upload_location(ngx_conf_t *cf,
+static void ngx_http_chat_api_location(ngx_conf_t *cf,
     ngx_http_chat_loc_conf_t *conf);
 static char *ngx_http_chat_files(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -701,8 +701,8 @@ ngx_http_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->mode == NGX_HTTP_CHAT_MODE_API && conf->upload_temp != NULL) {
-        ngx_http_chat_upload_location(cf, conf);
+    if (conf->mode == NGX_HTTP_CHAT_MODE_API) {
+        ngx_http_chat_api_location(cf, conf);
     }
 
     /* not inherited: a location under it is no store */
@@ -1585,27 +1585,32 @@ ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * A chat_api location with uploads: nginx reads their bodies into the
- * store's tmp/ (a link into the store is then a rename on one
- * filesystem).  nginx's own client_max_body_size check is off there: it
- * runs before the module and answers with its HTML page, while the module
- * holds an upload to chat_upload_max_size (upload.c: the Content-Length
- * before reading, then every byte in the body filter) and a JSON body to
- * chat_max_message_size (api.c before reading, the body filter after),
- * each with the protocol's JSON 413.
+ * A chat_api location: nginx's own client_max_body_size check is off
+ * there: it runs before the module and answers with its HTML page, while
+ * the module holds a JSON body to chat_max_message_size (api.c: the
+ * Content-Length before reading, then its body filter, which still reads
+ * no more than client_max_body_size of a chunked one) and an upload to
+ * chat_upload_max_size (upload.c: likewise), each with the protocol's
+ * JSON 413.  With uploads, nginx reads their bodies into the store's tmp/
+ * (a link into the store is then a rename on one filesystem).
  */
 
 static void
-ngx_http_chat_upload_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
+ngx_http_chat_api_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
 {
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_chat_main_conf_t  *cmcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    clcf->client_body_temp_path = conf->upload_temp;
-
+    conf->body_max_size = clcf->client_max_body_size;
     clcf->client_max_body_size = 0;
+
+    if (conf->upload_temp == NULL) {
+        return;
+    }
+
+    clcf->client_body_temp_path = conf->upload_temp;
 
     /* tmp/'s sweep spares what is younger than the longest deadline */
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);

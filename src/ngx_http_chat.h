@@ -235,6 +235,9 @@ typedef struct {
     ngx_uint_t                    upload_concurrency;  /* per user */
     ngx_msec_t                    upload_timeout;      /* the whole body */
     ngx_flag_t                    files;     /* chat_files */
+
+    /* chat_api: client_max_body_size, nginx's own check off there */
+    off_t                         body_max_size;
 } ngx_http_chat_loc_conf_t;
 
 

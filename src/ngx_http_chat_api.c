@@ -7,8 +7,10 @@
  * reach WebSocket clients through the same fan-out.
  *
  * Request bodies are read asynchronously, at most chat_max_message_size
- * bytes, and must be one JSON object (the WebSocket envelope's rules:
- * depth, duplicate keys, NUL).  Path parameters win over body fields.
+ * bytes kept (nginx's client_max_body_size check is off in the location:
+ * its HTML 413 came before the module's JSON one), and must be one JSON
+ * object (the WebSocket envelope's rules: depth, duplicate keys, NUL).
+ * Path parameters win over body fields.
  * An upload's body is a file: upload.c streams it to disk.
  */
 
@@ -33,7 +35,9 @@ struct ngx_http_chat_api_s {
     json_t                       *body;      /* the request's JSON object */
     ngx_uint_t                    status;    /* of an ok answer */
     ngx_http_chat_store_done_pt   done;      /* NULL: ngx_http_chat_api_done */
+    off_t                         received;  /* body bytes so far */
     unsigned                      created:1; /* 201 when it made events */
+    unsigned                      too_large:1;
 };
 
 
@@ -45,6 +49,21 @@ typedef struct {
     time_t                        at;
     u_char                        id[1];
 } ngx_http_chat_api_seen_t;
+
+
+/*
+ * CORS: the headers a page on another origin may read, and send after a
+ * preflight; a download's too (its name, its ETag for If-None-Match and
+ * If-Range, its ranges): files.c's and nginx's static module's
+ */
+#define NGX_HTTP_CHAT_API_EXPOSE       "Retry-After, WWW-Authenticate"
+#define NGX_HTTP_CHAT_API_EXPOSE_FILE                                        \
+    NGX_HTTP_CHAT_API_EXPOSE ", Content-Disposition, ETag, Accept-Ranges, "  \
+    "Content-Range"
+#define NGX_HTTP_CHAT_API_ALLOW        "Authorization, Content-Type, "       \
+                                       "Chat-Act-As"
+#define NGX_HTTP_CHAT_API_ALLOW_FILE                                         \
+    NGX_HTTP_CHAT_API_ALLOW ", Range, If-None-Match, If-Range"
 
 
 #define NGX_HTTP_CHAT_API_SEEN_MAX  4096
@@ -78,6 +97,11 @@ static ngx_int_t ngx_http_chat_api_refuse(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_chat_api_route(ngx_http_request_t *r,
     ngx_http_chat_route_t *rt);
+static ngx_int_t ngx_http_chat_api_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_chat_api_body_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_api_body_failed(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_http_chat_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_api_run(ngx_http_request_t *r,
     ngx_http_chat_api_t *api);
@@ -218,6 +242,9 @@ static struct {
 };
 
 
+static ngx_http_request_body_filter_pt  ngx_http_chat_api_next_body;
+
+
 void
 ngx_http_chat_api_init_process(void)
 {
@@ -227,7 +254,11 @@ ngx_http_chat_api_init_process(void)
 }
 
 
-/* REST answers are counted in the log phase, whichever way they went */
+/*
+ * A JSON body's bytes pass a body filter of ours (held to
+ * chat_max_message_size); REST answers are counted in the log phase,
+ * whichever way they went
+ */
 
 ngx_int_t
 ngx_http_chat_api_init(ngx_conf_t *cf)
@@ -235,6 +266,9 @@ ngx_http_chat_api_init(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_chat_main_conf_t  *ccmf;
+
+    ngx_http_chat_api_next_body = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_chat_api_body_filter;
 
     ccmf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chat_module);
 
@@ -427,7 +461,18 @@ ngx_http_chat_api_handler(ngx_http_request_t *r)
         rc = ngx_http_read_client_request_body(r, ngx_http_chat_api_body);
 
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
+            return ngx_http_chat_api_body_failed(r, rc);
+        }
+
+#if (NGX_HTTP_V2)
+        if (r->stream) {
+            return NGX_DONE;
+        }
+#endif
+
+        if (rc == NGX_AGAIN) {
+            /* nginx's read handler would answer a failure in HTML */
+            r->read_event_handler = ngx_http_chat_api_body_read;
         }
 
         return NGX_DONE;
@@ -589,18 +634,36 @@ ngx_http_chat_api_act_as(ngx_http_request_t *r, ngx_http_chat_api_t *api)
 
 /*
  * An answer before the body was read: the body is discarded first, or
- * nginx would read it as the next request on the connection.
+ * nginx would read it as the next request on the connection; one
+ * announced past client_max_body_size is left unread, the connection
+ * closed after the answer.
  */
 
 static ngx_int_t
 ngx_http_chat_api_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    ngx_int_t  rc;
+    ngx_int_t                  rc;
+    ngx_http_chat_loc_conf_t  *ccf;
 
-    rc = ngx_http_chat_http_drop_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    if (ccf->body_max_size
+        && r->headers_in.content_length_n > ccf->body_max_size
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        )
+    {
+        /* past client_max_body_size: left unread, as nginx's check did */
+        r->keepalive = 0;
+        r->lingering_close = 1;
+
+    } else {
+        rc = ngx_http_chat_http_drop_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     return ngx_http_chat_http_send_error(r, status, code, message);
@@ -714,7 +777,9 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
                                  (char *) copy) != NGX_OK
         || ngx_http_chat_http_add_header(r, "Vary", "Origin") != NGX_OK
         || ngx_http_chat_http_add_header(r, "Access-Control-Expose-Headers",
-                                    "Retry-After, WWW-Authenticate")
+                                    route == NGX_HTTP_CHAT_ROUTE_FILE
+                                    ? NGX_HTTP_CHAT_API_EXPOSE_FILE
+                                    : NGX_HTTP_CHAT_API_EXPOSE)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -729,8 +794,9 @@ ngx_http_chat_api_cors(ngx_http_request_t *r, ngx_http_chat_loc_conf_t *ccf,
                                      ngx_http_chat_route_allow(route))
                != NGX_OK
             || ngx_http_chat_http_add_header(r, "Access-Control-Allow-Headers",
-                                        "Authorization, Content-Type, "
-                                        "Chat-Act-As")
+                                        route == NGX_HTTP_CHAT_ROUTE_FILE
+                                        ? NGX_HTTP_CHAT_API_ALLOW_FILE
+                                        : NGX_HTTP_CHAT_API_ALLOW)
                != NGX_OK
             || ngx_http_chat_http_add_header(r, "Access-Control-Max-Age", "600")
                != NGX_OK)
@@ -767,6 +833,127 @@ options:
 
 /* the body has been read: parse it, then run the route */
 
+/*
+ * A JSON body past chat_max_message_size (chunked: its length was not
+ * told, or only a chunk's): its bytes are read on and dropped, neither
+ * kept in memory nor written to a temporary file, and the answer is the
+ * 413 once the body has ended, on a connection that goes on (as a
+ * refused body is discarded).  Past the location's client_max_body_size
+ * too, read or announced by a chunk, it is 413 at once, the rest left
+ * unread (the connection closes after it), as nginx's own check does.
+ * A Content-Length over chat_max_message_size was refused before reading.
+ */
+
+static ngx_int_t
+ngx_http_chat_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                      told;
+    ngx_chain_t               *cl, *out, **ll;
+    ngx_http_chat_api_t       *api;
+    ngx_http_request_body_t   *rb;
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    rb = r->request_body;
+
+    if (rb == NULL || rb->post_handler != ngx_http_chat_api_body) {
+        return ngx_http_chat_api_next_body(r, in);
+    }
+
+    api = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        api->received += ngx_buf_size(cl->buf);
+    }
+
+    /* what is to come of the chunk being read is as good as here */
+    told = api->received + (rb->chunked ? rb->chunked->size : 0);
+
+    if (told > (off_t) ccf->max_message_size) {
+        api->too_large = 1;
+
+        if (ccf->body_max_size && told > ccf->body_max_size) {
+            r->lingering_close = 1;
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+    }
+
+    if (!api->too_large) {
+        return ngx_http_chat_api_next_body(r, in);
+    }
+
+    /* dropped, but consumed: nginx's reading loop reuses its buffers */
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (!cl->buf->last_buf) {
+            continue;
+        }
+
+        *ll = ngx_alloc_chain_link(r->pool);
+        if (*ll == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (*ll)->buf = cl->buf;
+        ll = &(*ll)->next;
+    }
+
+    *ll = NULL;
+
+    return ngx_http_chat_api_next_body(r, out);
+}
+
+
+/*
+ * The body's later reads, as nginx's own read handler does them
+ * (ngx_http_read_unbuffered_request_body is the public entry to its
+ * reading loop), a failure answered in JSON; a reference of ours keeps
+ * the request while the post handler may finalize it
+ */
+
+static void
+ngx_http_chat_api_body_read(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->main->count++;
+
+    rc = ngx_http_read_unbuffered_request_body(r);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_finalize_request(r, ngx_http_chat_api_body_failed(r, rc));
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+}
+
+
+/*
+ * The body could not be read: past client_max_body_size (the filter) is
+ * the protocol's 413, the rest unread; the client's own failures are
+ * nginx's to end
+ */
+
+static ngx_int_t
+ngx_http_chat_api_body_failed(ngx_http_request_t *r, ngx_int_t rc)
+{
+    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE || r->connection->error) {
+        return rc;
+    }
+
+    r->keepalive = 0;
+
+    return ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "too_large",
+                                         "the request body is too large");
+}
+
+
 static void
 ngx_http_chat_api_body(ngx_http_request_t *r)
 {
@@ -794,7 +981,7 @@ ngx_http_chat_api_body(ngx_http_request_t *r)
         len += ngx_buf_size(cl->buf);
     }
 
-    if (len > ccf->max_message_size) {
+    if (api->too_large || len > ccf->max_message_size) {
         rc = ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                       "too_large",
                                       "the request body is too large");
@@ -1016,8 +1203,6 @@ ngx_http_chat_api_done(ngx_http_chat_store_done_t *done, json_t *result)
 static ngx_int_t
 ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
 {
-    u_char      *p;
-    json_t      *wait;
     const char  *code;
     ngx_uint_t   i, status;
 
@@ -1032,23 +1217,6 @@ ngx_http_chat_api_answer(ngx_http_request_t *r, json_t *error)
     }
 
     status = ngx_http_chat_api_statuses[i].status;
-
-    wait = json_object_get(error, "retry_after_ms");
-
-    if (json_is_integer(wait)) {
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *ngx_sprintf(p, "%L", (json_integer_value(wait) + 999) / 1000) = '\0';
-
-        if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
 
     r->err_status = 0;
 
@@ -1221,25 +1389,14 @@ ngx_http_chat_api_request(ngx_http_chat_api_t *api)
 static ngx_int_t
 ngx_http_chat_api_limited(ngx_http_request_t *r, ngx_msec_t wait)
 {
-    json_t                     *error;
-    ngx_int_t                   rc;
     ngx_http_chat_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_module);
     ngx_http_chat_stat(cmcf, rate_limited, 1);
 
-    error = json_pack("{s:s, s:s, s:I}", "code", "rate_limited",
-                      "message", "too many requests, slow down",
-                      "retry_after_ms", (json_int_t) wait);
-    if (error == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_chat_api_answer(r, error);
-
-    json_decref(error);
-
-    return rc;
+    return ngx_http_chat_http_send_retry(r, 429, "rate_limited",
+                                         "too many requests, slow down",
+                                         wait);
 }
 
 

@@ -104,6 +104,48 @@ ngx_http_chat_http_send_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * An error to retry later (429 rate_limited): Retry-After in whole seconds,
+ * rounded up, and the wait in milliseconds in the body as the WebSocket's
+ * error has it.  No wait: the plain error.
+ */
+
+ngx_int_t
+ngx_http_chat_http_send_retry(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, ngx_msec_t wait)
+{
+    u_char  *p;
+    json_t  *body;
+
+    if (wait == 0) {
+        return ngx_http_chat_http_send_error(r, status, code, message);
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_sprintf(p, "%M", (wait + 999) / 1000) = '\0';
+
+    if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = json_pack("{s:{s:s, s:s, s:I}}", "error", "code", code,
+                     "message", message, "retry_after_ms", (json_int_t) wait);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->err_status = 0;
+
+    return ngx_http_chat_http_send_json(r, status, body);
+}
+
+
 u_char *
 ngx_http_chat_http_time(u_char *buf, time_t sec, ngx_msec_t msec)
 {

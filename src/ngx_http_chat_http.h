@@ -14,6 +14,9 @@ ngx_int_t ngx_http_chat_http_send_json(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_http_drop_body(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_http_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_chat_http_send_retry(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message,
+    ngx_msec_t wait);
 u_char *ngx_http_chat_http_time(u_char *buf, time_t sec, ngx_msec_t msec);
 json_t *ngx_http_chat_http_user_json(ngx_http_chat_identity_t *id);
 json_t *ngx_http_chat_http_event_json(json_t *event);

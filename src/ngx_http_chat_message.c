@@ -455,6 +455,38 @@ ngx_http_chat_message_chars(json_t *s)
 }
 
 
+int
+ngx_http_chat_message_row_columns(ngx_http_chat_message_row_t *row,
+    const char *const *v, const int *len)
+{
+    row->id = v[NGX_HTTP_CHAT_MESSAGE_COL_ID];
+    row->seq = v[NGX_HTTP_CHAT_MESSAGE_COL_SEQ];
+    row->body = v[NGX_HTTP_CHAT_MESSAGE_COL_BODY];
+    row->body_len = row->body ? (size_t) len[NGX_HTTP_CHAT_MESSAGE_COL_BODY]
+                              : 0;
+    row->attachments = v[NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS];
+    row->attachments_len =
+        row->attachments ? (size_t) len[NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS]
+                         : 0;
+    row->reply_to = v[NGX_HTTP_CHAT_MESSAGE_COL_REPLY_TO];
+    row->created_at = v[NGX_HTTP_CHAT_MESSAGE_COL_CREATED_AT];
+    row->edited_at = v[NGX_HTTP_CHAT_MESSAGE_COL_EDITED_AT];
+    row->updated_seq = v[NGX_HTTP_CHAT_MESSAGE_COL_UPDATED_SEQ];
+    row->deleted = (v[NGX_HTTP_CHAT_MESSAGE_COL_DELETED] != NULL
+                    && v[NGX_HTTP_CHAT_MESSAGE_COL_DELETED][0] == 't');
+    row->system = (v[NGX_HTTP_CHAT_MESSAGE_COL_SYSTEM] != NULL
+                   && v[NGX_HTTP_CHAT_MESSAGE_COL_SYSTEM][0] == 't');
+
+    if (row->id == NULL || row->seq == NULL || row->created_at == NULL
+        || row->updated_seq == NULL)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
 json_t *
 ngx_http_chat_message_obj(ngx_http_chat_message_row_t *row)
 {

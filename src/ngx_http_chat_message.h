@@ -73,6 +73,33 @@ int ngx_http_chat_message_send_check(ngx_http_chat_message_send_t *s,
     json_t *req, size_t max_length, const char *const *hosts, size_t nhosts,
     ngx_http_chat_message_err_t *err);
 
+/*
+ * A Message's columns, in this order in every result the module reads a
+ * Message from (sql.c's send and change rows), from the first one on
+ */
+enum {
+    NGX_HTTP_CHAT_MESSAGE_COL_ID = 0,
+    NGX_HTTP_CHAT_MESSAGE_COL_SEQ,
+    NGX_HTTP_CHAT_MESSAGE_COL_BODY,
+    NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS,
+    NGX_HTTP_CHAT_MESSAGE_COL_REPLY_TO,
+    NGX_HTTP_CHAT_MESSAGE_COL_CREATED_AT,
+    NGX_HTTP_CHAT_MESSAGE_COL_EDITED_AT,
+    NGX_HTTP_CHAT_MESSAGE_COL_DELETED,
+    NGX_HTTP_CHAT_MESSAGE_COL_UPDATED_SEQ,
+    NGX_HTTP_CHAT_MESSAGE_COL_SYSTEM,
+    NGX_HTTP_CHAT_MESSAGE_COLS
+};
+
+/*
+ * Fills row's Message columns from v (text values, NULL for SQL NULL) and
+ * len (their lengths), both at the first of them; the conversation, the
+ * sender and the client id are the caller's.  Returns -1 when one that
+ * every Message has is NULL (id, seq, created_at, updated_seq), else 0.
+ */
+int ngx_http_chat_message_row_columns(ngx_http_chat_message_row_t *row,
+    const char *const *v, const int *len);
+
 /* the Message object of a row, keys as chat.message_obj orders them */
 json_t *ngx_http_chat_message_obj(ngx_http_chat_message_row_t *row);
 

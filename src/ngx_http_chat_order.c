@@ -33,19 +33,11 @@ enum {
     NGX_HTTP_CHAT_CHANGE_CID = 0,
     NGX_HTTP_CHAT_CHANGE_HEAD,
     NGX_HTTP_CHAT_CHANGE_TYPE,
-    NGX_HTTP_CHAT_CHANGE_ID,
-    NGX_HTTP_CHAT_CHANGE_SEQ,
     NGX_HTTP_CHAT_CHANGE_SENDER,
-    NGX_HTTP_CHAT_CHANGE_BODY,
     NGX_HTTP_CHAT_CHANGE_CMID,
-    NGX_HTTP_CHAT_CHANGE_ATTACHMENTS,
-    NGX_HTTP_CHAT_CHANGE_REPLY_TO,
-    NGX_HTTP_CHAT_CHANGE_CREATED_AT,
-    NGX_HTTP_CHAT_CHANGE_EDITED_AT,
-    NGX_HTTP_CHAT_CHANGE_DELETED,
-    NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ,
-    NGX_HTTP_CHAT_CHANGE_SYSTEM,
-    NGX_HTTP_CHAT_CHANGE_MEMBERS,
+    NGX_HTTP_CHAT_CHANGE_MSG,              /* a Message's (message.h) */
+    NGX_HTTP_CHAT_CHANGE_MEMBERS = NGX_HTTP_CHAT_CHANGE_MSG
+                                   + NGX_HTTP_CHAT_MESSAGE_COLS,
     NGX_HTTP_CHAT_CHANGE_RECIPIENTS,
     NGX_HTTP_CHAT_CHANGE_COLUMNS
 };
@@ -567,6 +559,7 @@ ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
     void *data)
 {
     int                           row, rows, c;
+    int                           len[NGX_HTTP_CHAT_CHANGE_COLUMNS];
     int64_t                       cid, members_cid;
     json_t                       *members, *to, *msg, *event;
     const char                   *v[NGX_HTTP_CHAT_CHANGE_COLUMNS];
@@ -588,6 +581,7 @@ ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
         for (c = 0; c < NGX_HTTP_CHAT_CHANGE_COLUMNS; c++) {
             v[c] = PQgetisnull(res, row, c) ? NULL
                                             : PQgetvalue(res, row, c);
+            len[c] = PQgetlength(res, row, c);
         }
 
         if (v[NGX_HTTP_CHAT_CHANGE_CID] == NULL) {
@@ -613,11 +607,11 @@ ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
         }
 
         if (v[NGX_HTTP_CHAT_CHANGE_TYPE] == NULL
-            || v[NGX_HTTP_CHAT_CHANGE_ID] == NULL
-            || v[NGX_HTTP_CHAT_CHANGE_SEQ] == NULL
             || v[NGX_HTTP_CHAT_CHANGE_SENDER] == NULL
-            || v[NGX_HTTP_CHAT_CHANGE_CREATED_AT] == NULL
-            || v[NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ] == NULL)
+            || ngx_http_chat_message_row_columns(&m,
+                                                &v[NGX_HTTP_CHAT_CHANGE_MSG],
+                                                &len[NGX_HTTP_CHAT_CHANGE_MSG])
+               != 0)
         {
             continue;
         }
@@ -629,15 +623,14 @@ ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
 
             members = ngx_http_chat_message_text_array(
                           v[NGX_HTTP_CHAT_CHANGE_MEMBERS],
-                          PQgetlength(res, row,
-                                      NGX_HTTP_CHAT_CHANGE_MEMBERS));
+                          len[NGX_HTTP_CHAT_CHANGE_MEMBERS]);
             members_cid = cid;
         }
 
         if (v[NGX_HTTP_CHAT_CHANGE_RECIPIENTS] != NULL) {
             to = ngx_http_chat_message_text_array(
                      v[NGX_HTTP_CHAT_CHANGE_RECIPIENTS],
-                     PQgetlength(res, row, NGX_HTTP_CHAT_CHANGE_RECIPIENTS));
+                     len[NGX_HTTP_CHAT_CHANGE_RECIPIENTS]);
 
         } else if (members != NULL && members_cid == cid) {
             to = json_incref(members);
@@ -652,31 +645,10 @@ ngx_http_chat_order_rows(ngx_int_t rc, PGresult *res,
 
         m.conversation_id = cid;
         m.sender_id = v[NGX_HTTP_CHAT_CHANGE_SENDER];
-        m.sender_id_len = PQgetlength(res, row, NGX_HTTP_CHAT_CHANGE_SENDER);
+        m.sender_id_len = len[NGX_HTTP_CHAT_CHANGE_SENDER];
         m.client_msg_id = v[NGX_HTTP_CHAT_CHANGE_CMID];
         m.client_msg_id_len = m.client_msg_id
-                              ? (size_t) PQgetlength(res, row,
-                                                NGX_HTTP_CHAT_CHANGE_CMID)
-                              : 0;
-        m.id = v[NGX_HTTP_CHAT_CHANGE_ID];
-        m.seq = v[NGX_HTTP_CHAT_CHANGE_SEQ];
-        m.body = v[NGX_HTTP_CHAT_CHANGE_BODY];
-        m.body_len = m.body ? (size_t) PQgetlength(res, row,
-                                                   NGX_HTTP_CHAT_CHANGE_BODY)
-                            : 0;
-        m.attachments = v[NGX_HTTP_CHAT_CHANGE_ATTACHMENTS];
-        m.attachments_len = m.attachments
-                            ? (size_t) PQgetlength(res, row,
-                                          NGX_HTTP_CHAT_CHANGE_ATTACHMENTS)
-                            : 0;
-        m.reply_to = v[NGX_HTTP_CHAT_CHANGE_REPLY_TO];
-        m.created_at = v[NGX_HTTP_CHAT_CHANGE_CREATED_AT];
-        m.edited_at = v[NGX_HTTP_CHAT_CHANGE_EDITED_AT];
-        m.updated_seq = v[NGX_HTTP_CHAT_CHANGE_UPDATED_SEQ];
-        m.deleted = (v[NGX_HTTP_CHAT_CHANGE_DELETED] != NULL
-                     && v[NGX_HTTP_CHAT_CHANGE_DELETED][0] == 't');
-        m.system = (v[NGX_HTTP_CHAT_CHANGE_SYSTEM] != NULL
-                    && v[NGX_HTTP_CHAT_CHANGE_SYSTEM][0] == 't');
+                              ? (size_t) len[NGX_HTTP_CHAT_CHANGE_CMID] : 0;
 
         msg = ngx_http_chat_message_obj(&m);
 

@@ -12,9 +12,12 @@
 #include <ngx_http_chat.h>
 
 
-/* changes of other nodes as rows: the columns in the order order.c reads */
+/*
+ * changes of other nodes as rows: the columns in the order order.c reads,
+ * a Message's (id ... system) as the send's (message.h)
+ */
 #define NGX_HTTP_CHAT_SQL_CHANGE_ROWS                                       \
-    "SELECT cid, head, type, id, seq, sender_id, body, client_msg_id, " \
+    "SELECT cid, head, type, sender_id, client_msg_id, id, seq, body, "     \
     "attachments, reply_to, created_at, edited_at, deleted, updated_seq, " \
     "system, members, recipients " \
     "FROM chat.api_cluster_change_rows($1, $2::jsonb)"

@@ -41,17 +41,9 @@ enum {
     NGX_HTTP_CHAT_ROW_ORD = 0,
     NGX_HTTP_CHAT_ROW_CODE,
     NGX_HTTP_CHAT_ROW_MESSAGE,
-    NGX_HTTP_CHAT_ROW_ID,
-    NGX_HTTP_CHAT_ROW_SEQ,
-    NGX_HTTP_CHAT_ROW_BODY,
-    NGX_HTTP_CHAT_ROW_ATTACHMENTS,
-    NGX_HTTP_CHAT_ROW_REPLY_TO,
-    NGX_HTTP_CHAT_ROW_CREATED_AT,
-    NGX_HTTP_CHAT_ROW_EDITED_AT,
-    NGX_HTTP_CHAT_ROW_DELETED,
-    NGX_HTTP_CHAT_ROW_UPDATED_SEQ,
-    NGX_HTTP_CHAT_ROW_SYSTEM,
-    NGX_HTTP_CHAT_ROW_RECIPIENTS,
+    NGX_HTTP_CHAT_ROW_MSG,                 /* a Message's (message.h) */
+    NGX_HTTP_CHAT_ROW_RECIPIENTS = NGX_HTTP_CHAT_ROW_MSG
+                                   + NGX_HTTP_CHAT_MESSAGE_COLS,
     NGX_HTTP_CHAT_ROW_COLUMNS
 };
 
@@ -1186,13 +1178,14 @@ static json_t *
 ngx_http_chat_store_send_result(ngx_http_chat_op_t *op, PGresult *res,
     int row)
 {
-    int                           c;
+    int                           c, len[NGX_HTTP_CHAT_ROW_COLUMNS];
     json_t                       *msg, *to;
     const char                   *v[NGX_HTTP_CHAT_ROW_COLUMNS];
     ngx_http_chat_message_row_t   m;
 
     for (c = 0; c < NGX_HTTP_CHAT_ROW_COLUMNS; c++) {
         v[c] = PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
+        len[c] = PQgetlength(res, row, c);
     }
 
     if (v[NGX_HTTP_CHAT_ROW_ORD] == NULL
@@ -1212,9 +1205,9 @@ ngx_http_chat_store_send_result(ngx_http_chat_op_t *op, PGresult *res,
                                     ? v[NGX_HTTP_CHAT_ROW_MESSAGE] : "");
     }
 
-    if (v[NGX_HTTP_CHAT_ROW_ID] == NULL || v[NGX_HTTP_CHAT_ROW_SEQ] == NULL
-        || v[NGX_HTTP_CHAT_ROW_CREATED_AT] == NULL
-        || v[NGX_HTTP_CHAT_ROW_UPDATED_SEQ] == NULL)
+    if (ngx_http_chat_message_row_columns(&m, &v[NGX_HTTP_CHAT_ROW_MSG],
+                                          &len[NGX_HTTP_CHAT_ROW_MSG])
+        != 0)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "chat: the send batch returned a message without id");
@@ -1228,25 +1221,6 @@ ngx_http_chat_store_send_result(ngx_http_chat_op_t *op, PGresult *res,
     m.sender_id_len = op->user.len;
     m.client_msg_id = op->send.client_msg_id;
     m.client_msg_id_len = op->send.client_msg_id_len;
-    m.id = v[NGX_HTTP_CHAT_ROW_ID];
-    m.seq = v[NGX_HTTP_CHAT_ROW_SEQ];
-    m.body = v[NGX_HTTP_CHAT_ROW_BODY];
-    m.body_len = m.body ? (size_t) PQgetlength(res, row,
-                                               NGX_HTTP_CHAT_ROW_BODY)
-                        : 0;
-    m.attachments = v[NGX_HTTP_CHAT_ROW_ATTACHMENTS];
-    m.attachments_len = m.attachments
-                        ? (size_t) PQgetlength(res, row,
-                                               NGX_HTTP_CHAT_ROW_ATTACHMENTS)
-                        : 0;
-    m.reply_to = v[NGX_HTTP_CHAT_ROW_REPLY_TO];
-    m.created_at = v[NGX_HTTP_CHAT_ROW_CREATED_AT];
-    m.edited_at = v[NGX_HTTP_CHAT_ROW_EDITED_AT];
-    m.updated_seq = v[NGX_HTTP_CHAT_ROW_UPDATED_SEQ];
-    m.deleted = (v[NGX_HTTP_CHAT_ROW_DELETED] != NULL
-                 && v[NGX_HTTP_CHAT_ROW_DELETED][0] == 't');
-    m.system = (v[NGX_HTTP_CHAT_ROW_SYSTEM] != NULL
-                && v[NGX_HTTP_CHAT_ROW_SYSTEM][0] == 't');
 
     msg = ngx_http_chat_message_obj(&m);
     if (msg == NULL) {
@@ -1260,8 +1234,7 @@ ngx_http_chat_store_send_result(ngx_http_chat_op_t *op, PGresult *res,
     }
 
     to = ngx_http_chat_message_text_array(v[NGX_HTTP_CHAT_ROW_RECIPIENTS],
-                                          PQgetlength(res, row,
-                                                NGX_HTTP_CHAT_ROW_RECIPIENTS));
+                                          len[NGX_HTTP_CHAT_ROW_RECIPIENTS]);
     if (to == NULL) {
         json_decref(msg);
         return NULL;

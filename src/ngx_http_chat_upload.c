@@ -476,39 +476,14 @@ static ngx_int_t
 ngx_http_chat_upload_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message, ngx_msec_t wait)
 {
-    u_char     *p;
-    json_t     *body;
-    ngx_int_t   rc;
+    ngx_int_t  rc;
 
     rc = ngx_http_chat_http_drop_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (wait == 0) {
-        return ngx_http_chat_http_send_error(r, status, code, message);
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 1);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *ngx_sprintf(p, "%M", (wait + 999) / 1000) = '\0';
-
-    if (ngx_http_chat_http_add_header(r, "Retry-After", (char *) p)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body = json_pack("{s:{s:s, s:s, s:I}}", "error", "code", code,
-                     "message", message, "retry_after_ms", (json_int_t) wait);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_http_send_json(r, status, body);
+    return ngx_http_chat_http_send_retry(r, status, code, message, wait);
 }
 
 
@@ -658,45 +633,18 @@ ngx_http_chat_upload_deadline(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    off_t                      received;
-    size_t                     n, k;
-    ngx_int_t                  rc;
-    ngx_buf_t                 *b;
-    ngx_chain_t               *cl;
-    ngx_http_chat_ctx_t       *ctx;
-    ngx_http_chat_upload_t    *up;
-    ngx_http_chat_loc_conf_t  *ccf;
+    size_t                   n, k;
+    ngx_int_t                rc;
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl;
+    ngx_http_chat_ctx_t     *ctx;
+    ngx_http_chat_upload_t  *up;
 
-    if (r->request_body == NULL) {
-        return ngx_http_chat_upload_next(r, in);
-    }
+    /* a JSON body is api.c's filter's */
 
-    if (r->request_body->post_handler != ngx_http_chat_upload_body) {
-        ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
-
-        /*
-         * A JSON body in a chat_api location with uploads, whose
-         * client_max_body_size is chat_upload_max_size's: held here to
-         * chat_max_message_size, before it fills chat_upload_path/tmp (a
-         * Content-Length was checked before the body was read; a chunked
-         * body's bytes so far are nginx's content_length_n, an HTTP/2
-         * one's its received)
-         */
-
-        if (ccf->mode == NGX_HTTP_CHAT_MODE_API && ccf->upload_temp != NULL)
-        {
-            received = r->headers_in.content_length_n;
-#if (NGX_HTTP_V2)
-            if (r->stream) {
-                received = r->request_body->received;
-            }
-#endif
-            if (received > (off_t) ccf->max_message_size) {
-                r->lingering_close = 1;
-                return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-            }
-        }
-
+    if (r->request_body == NULL
+        || r->request_body->post_handler != ngx_http_chat_upload_body)
+    {
         return ngx_http_chat_upload_next(r, in);
     }
 

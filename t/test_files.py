@@ -381,6 +381,73 @@ def test_http2(env, store):
     assert body == data[100:200]
 
 
+def test_cross_origin_download(env, store):
+    """A page on an allowed origin (chat_cors_origins) may read what a
+    download says of itself: its name (Content-Disposition), its ETag (for
+    If-None-Match, If-Range) and its ranges; and send those headers after
+    a preflight.  Other routes expose only their own headers."""
+    app = "https://app.example"
+    env.locations = LOCATIONS.replace("@STORE@", store)
+    env.start("chat_cors_origins %s; chat_upload_path %s;" % (app, store))
+    c = env.conn("alice")
+    data = png(4, 3)
+    up = upload(c, data, "cat.png")
+    origin = [("Origin", app)]
+    expose = "Retry-After, WWW-Authenticate, Content-Disposition, ETag, " \
+        "Accept-Ranges, Content-Range"
+
+    def cors(r):
+        assert r.header("access-control-allow-origin") == app, r
+        assert r.header("vary") == "Origin", r
+        assert r.all("access-control-expose-headers") == [expose], r
+
+    r = ok_get(c, up["id"], data, origin)
+    cors(r)
+    assert r.header("content-disposition") == \
+        "inline; filename=\"cat.png\"; filename*=UTF-8''cat.png"
+    assert r.header("etag") == '"%s"' % sha(data)
+
+    r = get(c, up["id"], origin + [("Range", "bytes=1-2")])
+    assert (r.status, r.body) == (206, data[1:3]), r
+    cors(r)
+    assert r.header("content-range") == "bytes 1-2/%d" % len(data)
+
+    r = get(c, up["id"], origin + [("If-None-Match", '"%s"' % sha(data))])
+    assert r.status == 304, r
+    cors(r)
+
+    # a refusal says no more than the other routes' answers
+    r = get(c, up["id"] + 1, origin)
+    assert_error(r, "not_found", "file not found")
+    cors(r)
+
+    # the preflight: the download's request headers allowed
+    r = c.request("OPTIONS", "files/%d" % up["id"], token=None,
+                  headers=origin + [("Access-Control-Request-Method", "GET"),
+                                    ("Access-Control-Request-Headers",
+                                     "authorization, range")])
+    assert r.status == 204, r
+    cors(r)
+    assert r.header("access-control-allow-headers") == \
+        "Authorization, Content-Type, Chat-Act-As, Range, If-None-Match, " \
+        "If-Range", r
+
+    # the other routes: unchanged
+    r = c.request("GET", "users/me", headers=origin)
+    assert r.status == 200, r
+    assert r.header("access-control-expose-headers") == \
+        "Retry-After, WWW-Authenticate", r
+    r = c.request("OPTIONS", "users/me", token=None,
+                  headers=origin + [("Access-Control-Request-Method", "GET")])
+    assert r.header("access-control-allow-headers") == \
+        "Authorization, Content-Type, Chat-Act-As", r
+
+    # an origin not allowed: no file
+    r = get(c, up["id"], [("Origin", "https://evil.example")])
+    assert_error(r, "forbidden", "origin not allowed")
+    c.alive()
+
+
 # --------------------------------------------------------------------------
 # the sweep, and a user's data erased
 

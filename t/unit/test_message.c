@@ -315,11 +315,65 @@ test_arrays(void)
 }
 
 
+/* a result's columns, a Message's from the first on (message.h) */
+
+static void
+test_row_columns(void)
+{
+    int                           len[NGX_HTTP_CHAT_MESSAGE_COLS];
+    const char                   *v[NGX_HTTP_CHAT_MESSAGE_COLS];
+    ngx_http_chat_message_row_t   row;
+
+    memset(&row, 0, sizeof(row));
+    memset(len, 0, sizeof(len));
+
+    v[NGX_HTTP_CHAT_MESSAGE_COL_ID] = "12";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_SEQ] = "3";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_BODY] = "hi there";
+    len[NGX_HTTP_CHAT_MESSAGE_COL_BODY] = 2;       /* what libpq says */
+    v[NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS] = "[]";
+    len[NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS] = 2;
+    v[NGX_HTTP_CHAT_MESSAGE_COL_REPLY_TO] = NULL;
+    v[NGX_HTTP_CHAT_MESSAGE_COL_CREATED_AT] = "2026-01-02T03:04:05.678Z";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_EDITED_AT] = NULL;
+    v[NGX_HTTP_CHAT_MESSAGE_COL_DELETED] = "f";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_UPDATED_SEQ] = "5";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_SYSTEM] = "t";
+
+    CHECK_EQ(ngx_http_chat_message_row_columns(&row, v, len), 0);
+    CHECK_STR(row.id, "12");
+    CHECK_STR(row.seq, "3");
+    CHECK_EQ(row.body_len, 2);
+    CHECK_EQ(row.attachments_len, 2);
+    CHECK(row.reply_to == NULL && row.edited_at == NULL);
+    CHECK_STR(row.updated_seq, "5");
+    CHECK(!row.deleted && row.system);
+
+    /* NULL body, attachments: no length, whatever libpq says */
+    v[NGX_HTTP_CHAT_MESSAGE_COL_BODY] = NULL;
+    v[NGX_HTTP_CHAT_MESSAGE_COL_ATTACHMENTS] = NULL;
+    v[NGX_HTTP_CHAT_MESSAGE_COL_DELETED] = "t";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_SYSTEM] = NULL;
+    CHECK_EQ(ngx_http_chat_message_row_columns(&row, v, len), 0);
+    CHECK(row.body == NULL && row.body_len == 0);
+    CHECK(row.attachments == NULL && row.attachments_len == 0);
+    CHECK(row.deleted && !row.system);
+
+    /* what every Message has */
+    v[NGX_HTTP_CHAT_MESSAGE_COL_UPDATED_SEQ] = NULL;
+    CHECK_EQ(ngx_http_chat_message_row_columns(&row, v, len), -1);
+    v[NGX_HTTP_CHAT_MESSAGE_COL_UPDATED_SEQ] = "5";
+    v[NGX_HTTP_CHAT_MESSAGE_COL_SEQ] = NULL;
+    CHECK_EQ(ngx_http_chat_message_row_columns(&row, v, len), -1);
+}
+
+
 int
 main(void)
 {
     test_shape();
     test_obj();
+    test_row_columns();
     test_arrays();
 
     UNIT_DONE("message");
