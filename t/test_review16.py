@@ -95,7 +95,7 @@ def test_r16_2_bad_name_does_not_invite_the_body(env, store):
 # symlink to any file of that size, stay in the store under the hash of
 # the bytes uploaded (and would be served for them).  The same holds for a
 # file torn by a crash (no fsync): every later upload of those bytes keeps
-# the torn one.
+# the torn one.  Fixed: the new file is renamed over whatever is there.
 
 def plant(store, data, make):
     d = os.path.join(store, where(data)[:5])
@@ -106,10 +106,6 @@ def plant(store, data, make):
 
 
 @pytest.mark.review16("R16-3")
-@pytest.mark.xfail(strict=True, reason="R16-3, not fixed: a regular file of "
-                   "the right size is trusted without reading it back "
-                   "(replacing it would break reads of it in flight on a "
-                   "shared filesystem); the review's report has the choice")
 def test_r16_3_same_size_other_bytes_replaced(env, store):
     start(env, store)
     data = png(4, 4)
@@ -124,6 +120,29 @@ def test_r16_3_same_size_other_bytes_replaced(env, store):
     up = ok_upload(env.conn("alice"), data, "a.png")
     assert rows(env.pg)[0][4] == sha(data) and up["size"] == len(data)
     assert stored(store) == {where(data): data}
+
+
+@pytest.mark.review16("R16-3")
+def test_r16_3_torn_file_replaced_and_a_reader_keeps_the_old(env, store):
+    """A file torn by a crash (shorter) is replaced by the next upload of
+    those bytes; a reader that opened the old file keeps reading it (a
+    local filesystem: the rename unlinks the old inode, open files keep
+    it)."""
+    start(env, store)
+    data = blob(5000)
+
+    def make(path):
+        with open(path, "wb") as f:
+            f.write(data[:1000])
+        os.chown(path, NOBODY, NOBODY)
+    plant(store, data, make)
+    path = os.path.join(store, where(data))
+    with open(path, "rb") as reader:
+        ok_upload(env.conn("alice"), data)
+        ok_upload(env.conn("bob"), data)
+        assert reader.read() == data[:1000]
+    assert stored(store) == {where(data): data}
+    assert temp_files(store) == []
 
 
 @pytest.mark.review16("R16-3")
