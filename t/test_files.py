@@ -412,7 +412,10 @@ def test_sweep(env, store):
     assert sorted(rows(env.pg)) == sorted([("bob", sha(shared)),
                                            ("alice", sha(kept))])
     assert on_disk(store, shared) and on_disk(store, kept)
-    assert env.pg.query("SELECT count(*) FROM chat.uploads_gone") == [(0,)]
+    # off the queue once the next call has heard that the file is gone
+    wait_until(lambda: env.pg.query("SELECT count(*) FROM "
+                                    "chat.uploads_gone") == [(0,)],
+               "the queue empty")
     ok_get(alice, k["id"], kept)
 
     # the message deleted: its upload is no one's any more after the grace

@@ -160,30 +160,45 @@ def test_r16f_act_as(env, store):
     assert r.status == 403, r
 
 
-@pytest.mark.xfail(strict=True, reason="R16F-5: the grace counts from the "
-                   "upload (docs/operations.md says so); from the delete is "
-                   "an open choice")
 def test_r16f_5_a_deleted_message_gives_its_files_the_grace(env, store):
     """R16F-5: docs/operations.md says a message's files go "by a
     message's delete followed by the grace"; the sweep measures the grace
     from the upload's created_at, so an upload older than the grace goes
     at the very next sweep after its message is deleted (no time to
     attach it again, as item 2 allows its owner to).  The sweep is called
-    here as nginx calls it, with a grace of an hour."""
+    here as nginx calls it, with a grace of an hour.  Fixed: the grace
+    counts from the later of the upload and the last time a message's
+    link to it went (chat.uploads.released_at)."""
     start(env, store)
     alice, bob = env.conn("alice"), env.conn("bob")
     data = blob(444)
     up = upload(alice, data)
-    m = send(alice, direct(alice, "bob")["id"], "f")
+    d = direct(alice, "bob")
+    m = send(alice, d["id"], "f")
     attach(env.pg, m, up["id"])
     env.pg.query("UPDATE chat.uploads SET created_at = now() - "
                  "interval '2 hours' WHERE id = %s", (up["id"],))
     alice.ok("DELETE", "messages/%d" % m["id"])
 
-    env.pg.query("SELECT chat.api_upload_sweep('', %s)",
-                 ('{"grace": 3600, "limit": 100}',))
+    sweep = ("SELECT chat.api_upload_sweep('', %s)",
+             ('{"grace": 3600, "limit": 100, "retry": 60}',))
+    env.pg.query(*sweep)
     assert env.pg.query("SELECT id FROM chat.uploads") == [(up["id"],)]
     ok_get(alice, up["id"], data)
+    # attached again, and its message deleted again: the grace again
+    m = send(alice, d["id"], "again")
+    attach(env.pg, m, up["id"])
+    env.pg.query("UPDATE chat.uploads SET released_at = now() - "
+                 "interval '2 hours' WHERE id = %s", (up["id"],))
+    env.pg.query(*sweep)
+    alice.ok("DELETE", "messages/%d" % m["id"])
+    env.pg.query(*sweep)
+    assert env.pg.query("SELECT id FROM chat.uploads") == [(up["id"],)]
+    # once both are older than the grace, it goes
+    env.pg.query("UPDATE chat.uploads SET released_at = now() - "
+                 "interval '2 hours' WHERE id = %s", (up["id"],))
+    env.pg.query(*sweep)
+    assert env.pg.query("SELECT id FROM chat.uploads") == []
 
 
 @pytest.mark.allow_log(r"is not in a chat_files location")
@@ -292,7 +307,7 @@ def test_r16f_10_a_send_linking_while_the_sweep_runs(env, store):
     env.pg.query("UPDATE chat.uploads SET created_at = now() - "
                  "interval '2 hours' WHERE id = %s", (up["id"],))
     sweep = ("SELECT chat.api_upload_sweep('', %s)",
-             ('{"grace": 3600, "limit": 100}',))
+             ('{"grace": 3600, "limit": 100, "retry": 60}',))
     with env.pg.connect(autocommit=False) as tx:
         tx.execute("INSERT INTO chat.message_uploads (message_id, "
                    "upload_id, conversation_id) VALUES (%s, %s, %s)",
