@@ -22,7 +22,7 @@ import pytest
 
 from chatlib import Conn, assert_error, direct, group, send
 from test_metrics import Metrics, scrape
-from test_uploads import JPEG, PDF, blob, make_store, png, where
+from test_uploads import JPEG, NOBODY, PDF, blob, make_store, png, where
 
 
 LOCATIONS = """
@@ -447,6 +447,53 @@ def test_user_deletion(env, store):
     # bob's attached upload stays; his unattached one goes with the grace
     wait_until(lambda: not on_disk(store, mine), "bob's lone file unlinked")
     assert [r[0] for r in rows(env.pg)] == ["bob"]
+
+
+def test_files_no_row_named_the_operations_procedure(env, store, tmp_path):
+    """A file whose row was never written (the insert failed after the
+    file was stored) is in no queue: docs/operations.md's procedure, run
+    as written, queues the old ones no row names, and the sweep removes
+    them; a file a row names, and a new one, stay."""
+    import re
+    import subprocess
+    start(env, store, grace=1)
+    c = env.conn("alice")
+    named = blob(501)
+    up = upload(c, named)
+    attach(env.pg, send(c, direct(c, "bob")["id"], "f"), up["id"])
+    orphan, new = blob(503), blob(504)
+    old = time.time() - 2 * 86400
+    for data in (orphan, new):
+        path = os.path.join(store, where(data))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        for p in (path, os.path.dirname(path),
+                  os.path.dirname(os.path.dirname(path))):
+            os.chown(p, NOBODY, NOBODY)
+    for data in (orphan, named):
+        os.utime(os.path.join(store, where(data)), (old, old))
+
+    doc = open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "..", "docs", "operations.md")).read()
+    doc = doc[doc.index("**Files no row ever named.**"):]
+    script = re.search(r"```sh\n(.*?)```", doc, re.S).group(1)
+    script = (script.replace("/var/lib/chat/uploads", store)
+              .replace("/tmp/store-files", str(tmp_path / "files"))
+              .replace("psql ", "psql -X -h %s -U postgres "
+                       % env.pg.socket_dir))
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                       env=dict(os.environ, PATH="/usr/lib/postgresql/15/"
+                                "bin:" + os.environ["PATH"]))
+    assert r.returncode == 0, r.stderr
+    assert env.pg.query("SELECT sha256 FROM chat.uploads_gone") \
+        == [(sha(orphan),)]
+    wait_until(lambda: not on_disk(store, orphan), "the orphan unlinked")
+    wait_until(lambda: env.pg.query("SELECT count(*) FROM "
+                                    "chat.uploads_gone") == [(0,)],
+               "the queue empty")
+    assert on_disk(store, new) and on_disk(store, named)
+    ok_get(c, up["id"], named)
 
 
 def test_grace_keeps_new_uploads(env, store):
