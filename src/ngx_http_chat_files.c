@@ -667,8 +667,10 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     size_t                        i;
     json_t                       *result, *ok, *files, *f;
     time_t                        at;
+    ngx_int_t                     frc;
+    ngx_uint_t                    failed;
     ngx_msec_t                    next;
-    const char                   *sha;
+    const char                   *sha, *why;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = q->data;
@@ -691,10 +693,12 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     ok = json_object_get(result, "ok");
 
     if (ok == NULL) {
+        why = json_string_value(json_object_get(json_object_get(result,
+                                                                "error"),
+                                                "message"));
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "chat: upload sweep refused: %s",
-                      json_string_value(json_object_get(json_object_get(
-                          result, "error"), "message")));
+                      why ? why : "no answer");
         json_decref(result);
         goto next;
     }
@@ -709,6 +713,8 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         sw->token = json_integer_value(json_object_get(ok, "token"));
     }
 
+    failed = 0;
+
     json_array_foreach(files, i, f) {
         sha = json_string_value(f);
 
@@ -718,8 +724,11 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
             continue;
         }
 
-        if (ngx_http_chat_files_unlink(sw, sha, at) != NGX_OK) {
+        frc = ngx_http_chat_files_unlink(sw, sha, at);
+
+        if (frc != NGX_OK) {
             /* stays queued: handed out again later (the SQL's "retry") */
+            failed += (frc == NGX_ERROR);
             continue;
         }
 
@@ -728,7 +737,9 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
                        - sw->done;
     }
 
-    if (json_is_true(json_object_get(ok, "more"))) {
+    /* a store that fails is not worked through the whole queue at once */
+
+    if (json_is_true(json_object_get(ok, "more")) && failed == 0) {
         next = NGX_HTTP_CHAT_FILES_SWEEP_MORE;
     }
 
@@ -790,10 +801,10 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
  * holds an older one; or the upload's file is in the tomb and its mtime
  * says when it was written.  A file the sweep may take is one whose row
  * was not committed at "at": if its upload is to succeed, that row
- * commits after "at", within PostgreSQL's statement_timeout (the pool's
- * query_timeout) of the body's end, else nginx answered the upload 503
- * and the row (the statement cancelled) never appears.  So a tomb
- * written after at - fresh (a minute, beyond any query_timeout worth
+ * commits after "at", within the pool's queue_timeout and query_timeout
+ * of the body's end (the statement_timeout is below the latter), else
+ * nginx answered the upload 503 and nobody was given the row.  So a
+ * tomb written after at - fresh (a minute, beyond any timeouts worth
  * having; the clocks of the nodes, PostgreSQL and the file server
  * agreeing to much better than that) goes back under its name, and one
  * written before is no live upload's.  A grace below a minute (tests)
