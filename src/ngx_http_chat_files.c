@@ -50,7 +50,14 @@ typedef struct {
     /* the files of the last answer unlinked or absent: "sha","sha" */
     u_char                        done[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
                                        * NGX_HTTP_CHAT_FILES_ITEM];
-    u_char                        arg[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+    /* the crawl: the next directory ab/cd (store, ab * 256 + cd) */
+    ngx_uint_t                    crawl_store;
+    ngx_uint_t                    crawl;
+    ngx_uint_t                    crawl_skip; /* its files sent already */
+    size_t                        seen_len;
+    u_char                        seen[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+                                       * NGX_HTTP_CHAT_FILES_ITEM];
+    u_char                        arg[2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
                                       * NGX_HTTP_CHAT_FILES_ITEM
                                       + 4 * NGX_INT64_LEN + 64];
     unsigned                      busy:1;
@@ -71,6 +78,7 @@ static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
 static u_char *ngx_http_chat_files_disposition(ngx_pool_t *pool,
     const char *type, const char *name);
 static ngx_uint_t ngx_http_chat_files_hex(const char *s);
+static ngx_uint_t ngx_http_chat_files_hex2(u_char *s);
 static void ngx_http_chat_files_tick(ngx_event_t *ev);
 static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
@@ -78,6 +86,11 @@ static ngx_int_t ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
     const char *sha256, time_t at);
 static ngx_int_t ngx_http_chat_files_bury(ngx_str_t *store,
     const char *sha256, time_t at, time_t fresh);
+static void ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw);
+static ngx_int_t ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+    ngx_uint_t *found);
+static void ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw,
+    u_char *dir, size_t len);
 
 
 static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
@@ -578,6 +591,22 @@ ngx_http_chat_files_hex(const char *s)
 }
 
 
+static ngx_uint_t
+ngx_http_chat_files_hex2(u_char *s)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 2; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* the sweep */
 
 void
@@ -634,6 +663,10 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
         return;
     }
 
+    if (sw->seen_len == 0) {
+        ngx_http_chat_files_crawl(sw);
+    }
+
     /* what the last answer's files became goes with the next call */
 
     p = ngx_sprintf(sw->arg, "{\"grace\":%T,\"limit\":%d,\"retry\":%M,"
@@ -641,6 +674,8 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
                     sw->grace, NGX_HTTP_CHAT_FILES_SWEEP_LIMIT,
                     (sw->period + 999) / 1000, sw->token);
     p = ngx_cpymem(p, sw->done, sw->done_len);
+    p = ngx_cpymem(p, "],\"seen\":[", sizeof("],\"seen\":[") - 1);
+    p = ngx_cpymem(p, sw->seen, sw->seen_len);
     p = ngx_cpymem(p, "]}", 2);
     *p = '\0';
 
@@ -703,8 +738,9 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         goto next;
     }
 
-    /* the files done were taken (or a row came back for them) */
+    /* the files done were taken (or a row came back for them), and seen */
     sw->done_len = 0;
+    sw->seen_len = 0;
 
     files = json_object_get(ok, "files");
     at = (time_t) json_integer_value(json_object_get(ok, "at"));
@@ -890,4 +926,210 @@ ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
                   "chat: upload sweep: \"%s\" removed", path);
 
     return NGX_OK;
+}
+
+
+/*
+ * The crawl.  A file no row ever named (its upload's row failed after
+ * the file was stored) is in no queue.  Before each call, the files of
+ * one directory ab/cd of a store, in order over the passes, that are
+ * older than the grace go with it as "seen": the SQL queues those no row
+ * names, and they are handed out and unlinked as any other (the tomb
+ * keeps one an upload is storing again).  A tick reads the store's
+ * directory, at most a few ab/ and one ab/cd/ (a store of n files has
+ * n / 65536 in each), and sends at most NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+ * hashes: the rest of a directory goes with the next calls.
+ */
+
+static void
+ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
+{
+    u_char      dir[NGX_MAX_PATH];
+    size_t      len;
+    ngx_str_t  *store;
+    ngx_uint_t  ab, cd, n;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    store = sw->paths->elts;
+    store = &store[sw->crawl_store % sw->paths->nelts];
+
+    if (store->len + sizeof("/ab/cd/") + 64 > NGX_MAX_PATH) {
+        return;
+    }
+
+    ab = sw->crawl >> 8;
+    cd = sw->crawl & 0xff;
+
+    for (n = 0; n < 4; n++) {
+
+        *ngx_sprintf(dir, "%V", store) = '\0';
+
+        if (ngx_http_chat_files_crawl_next(dir, ab, &ab) != NGX_OK) {
+            break;
+        }
+
+        if (ab != sw->crawl >> 8) {
+            cd = 0;
+        }
+
+        len = ngx_sprintf(dir, "%V/%c%c", store, hex[ab >> 4], hex[ab & 0xf])
+              - dir;
+        dir[len] = '\0';
+
+        if (ngx_http_chat_files_crawl_next(dir, cd, &cd) == NGX_OK) {
+
+            if ((ab << 8 | cd) != sw->crawl) {
+                sw->crawl_skip = 0;
+            }
+
+            sw->crawl = ab << 8 | cd;
+
+            len = ngx_sprintf(dir + len, "/%c%c", hex[cd >> 4],
+                              hex[cd & 0xf]) - dir;
+            dir[len] = '\0';
+
+            ngx_http_chat_files_crawl_read(sw, dir, len);
+            return;
+        }
+
+        if (ab == 0xff) {
+            break;
+        }
+
+        ab++;
+        cd = 0;
+        sw->crawl = ab << 8;
+        sw->crawl_skip = 0;
+    }
+
+    if (n == 4) {
+        return;
+    }
+
+    /* the pass is over: the next store, from the start */
+
+    sw->crawl = 0;
+    sw->crawl_skip = 0;
+    sw->crawl_store++;
+}
+
+
+/* the smallest two-digit hex name in dir at least from */
+
+static ngx_int_t
+ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+    ngx_uint_t *found)
+{
+    u_char     *name;
+    ngx_int_t   v, best;
+    ngx_str_t   path;
+    ngx_dir_t   d;
+
+    path.data = dir;
+    path.len = ngx_strlen(dir);
+
+    if (ngx_open_dir(&path, &d) == NGX_ERROR) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                          "chat: upload sweep: " ngx_open_dir_n " \"%s\" "
+                          "failed", dir);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    best = -1;
+
+    while (ngx_read_dir(&d) == NGX_OK) {
+        name = ngx_de_name(&d);
+
+        if (ngx_de_namelen(&d) != 2 || !ngx_http_chat_files_hex2(name)) {
+            continue;
+        }
+
+        v = ngx_hextoi(name, 2);
+
+        if (v >= (ngx_int_t) from && (best == -1 || v < best)) {
+            best = v;
+        }
+    }
+
+    ngx_close_dir(&d);
+
+    if (best == -1) {
+        return NGX_DECLINED;
+    }
+
+    *found = (ngx_uint_t) best;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
+    size_t len)
+{
+    u_char           *name;
+    ngx_str_t         path;
+    ngx_dir_t         d;
+    ngx_uint_t        skip, n;
+    ngx_file_info_t   fi;
+
+    path.data = dir;
+    path.len = len;
+
+    if (ngx_open_dir(&path, &d) == NGX_ERROR) {
+        return;
+    }
+
+    skip = 0;
+    n = 0;
+
+    while (ngx_read_dir(&d) == NGX_OK) {
+        name = ngx_de_name(&d);
+
+        if (ngx_de_namelen(&d) != 64) {
+            continue;
+        }
+
+        *ngx_sprintf(dir + len, "/%*s", (size_t) 64, name) = '\0';
+
+        if (!ngx_http_chat_files_hex((char *) name)
+            || ngx_link_info(dir, &fi) == NGX_FILE_ERROR
+            || !ngx_is_file(&fi)
+            || ngx_file_mtime(&fi) > ngx_time() - sw->grace)
+        {
+            continue;
+        }
+
+        if (skip++ < sw->crawl_skip) {
+            continue;
+        }
+
+        if (n == NGX_HTTP_CHAT_FILES_SWEEP_LIMIT) {
+            /* the rest with the next call */
+            sw->crawl_skip += n;
+            ngx_close_dir(&d);
+            return;
+        }
+
+        sw->seen_len = ngx_sprintf(sw->seen + sw->seen_len,
+                                   n ? ",\"%*s\"" : "\"%*s\"", (size_t) 64,
+                                   name)
+                       - sw->seen;
+        n++;
+    }
+
+    ngx_close_dir(&d);
+
+    /* done with it: the next directory next time */
+    sw->crawl++;
+    sw->crawl_skip = 0;
+
+    if (sw->crawl == 0x10000) {
+        sw->crawl = 0;
+        sw->crawl_store++;
+    }
 }

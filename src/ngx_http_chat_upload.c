@@ -877,9 +877,8 @@ ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 
 /*
  * The row's answer.  A file whose row failed stays in the store: another
- * upload of the same bytes may have found it there meanwhile.  The sweep
- * (files.c) removes only files whose rows it saw go: one no row ever
- * named stays (docs/operations.md says how to find them).
+ * upload of the same bytes may have stored it there meanwhile.  The
+ * sweep's crawl (files.c) finds it once no row names it.
  */
 
 static void

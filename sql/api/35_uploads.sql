@@ -180,14 +180,17 @@ CREATE OR REPLACE TRIGGER message_uploads_released
     FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_released();
 
 -- upload_sweep: {"grace": seconds, "limit": n, "retry": seconds,
--- "token": t, "done": [sha256, ...]} -> {"files": [sha256, ...], "token":
--- t, "at": epoch seconds, "more": bool}.  Called by one nginx worker now
--- and then (p_user is empty):
+-- "token": t, "done": [sha256, ...], "seen": [sha256, ...]} -> {"files":
+-- [sha256, ...], "token": t, "at": epoch seconds, "more": bool}.  Called
+-- by one nginx worker now and then (p_user is empty):
 --
 -- - "done" (with the "token" of the answer that handed them out): the
 --   files nginx unlinked or found absent in its store; they leave
 --   chat.uploads_gone, unless a row went again since (R16F-11: a file
 --   leaves the queue only once nginx has done its part);
+-- - "seen": files nginx found in its store, older than the grace (its
+--   crawl, files.c); those no row names are queued: a file whose row
+--   failed after it was stored is in no queue otherwise;
 -- - deletes at most n uploads that no message attaches, older than the
 --   grace counted from the upload or from when a message's link to it
 --   last went (R16F-5);
@@ -229,6 +232,16 @@ BEGIN
         DELETE FROM chat.uploads_gone g
         WHERE g.taken = v_done
           AND g.sha256 IN (SELECT jsonb_array_elements_text(p_req -> 'done'));
+    END IF;
+
+    IF jsonb_typeof(p_req -> 'seen') = 'array' THEN
+        INSERT INTO chat.uploads_gone (sha256)
+        SELECT DISTINCT s.sha256
+        FROM jsonb_array_elements_text(p_req -> 'seen') AS s (sha256)
+        WHERE s.sha256 ~ '^[0-9a-f]{64}$'
+          AND NOT EXISTS (SELECT 1 FROM chat.uploads u
+                          WHERE u.sha256 = s.sha256)
+        ON CONFLICT (sha256) DO NOTHING;
     END IF;
 
     IF NOT pg_try_advisory_xact_lock(hashtext('chat.api_upload_sweep')) THEN
