@@ -627,6 +627,12 @@ ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
     sw->grace = cmcf->upload_grace;
     sw->active = 1;
 
+    /*
+     * the crawl starts anywhere: a pass is longer than nginx may run
+     * between reloads, and each would start it over at 00/00
+     */
+    sw->crawl = (ngx_uint_t) ngx_random() & 0xffff;
+
     /* a quarter of the grace, between a second and a minute */
     sw->period = (ngx_msec_t) ngx_min(ngx_max(sw->grace * 250, 1000), 60000);
 
