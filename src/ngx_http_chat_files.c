@@ -53,7 +53,7 @@ typedef struct {
     /* the crawl: the next directory ab/cd (store, ab * 256 + cd) */
     ngx_uint_t                    crawl_store;
     ngx_uint_t                    crawl;
-    ngx_uint_t                    crawl_skip; /* its files sent already */
+    ngx_uint_t                    crawl_skip; /* its entries read already */
     size_t                        seen_len;
     u_char                        seen[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
                                        * NGX_HTTP_CHAT_FILES_ITEM];
@@ -1080,7 +1080,7 @@ ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
     u_char           *name;
     ngx_str_t         path;
     ngx_dir_t         d;
-    ngx_uint_t        skip, n;
+    ngx_uint_t        i, n;
     ngx_file_info_t   fi;
 
     path.data = dir;
@@ -1090,10 +1090,19 @@ ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
         return;
     }
 
-    skip = 0;
+    i = 0;
     n = 0;
 
     while (ngx_read_dir(&d) == NGX_OK) {
+
+        /*
+         * the entries read already (the order stays; what the unlinks
+         * meanwhile shift past is read in the next pass)
+         */
+        if (i++ < sw->crawl_skip) {
+            continue;
+        }
+
         name = ngx_de_name(&d);
 
         if (ngx_de_namelen(&d) != 64) {
@@ -1110,13 +1119,9 @@ ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
             continue;
         }
 
-        if (skip++ < sw->crawl_skip) {
-            continue;
-        }
-
         if (n == NGX_HTTP_CHAT_FILES_SWEEP_LIMIT) {
-            /* the rest with the next call */
-            sw->crawl_skip += n;
+            /* this one and the rest with the next call */
+            sw->crawl_skip = i - 1;
             ngx_close_dir(&d);
             return;
         }
