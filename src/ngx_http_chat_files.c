@@ -1036,7 +1036,8 @@ ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
     path.len = ngx_strlen(dir);
 
     if (ngx_open_dir(&path, &d) == NGX_ERROR) {
-        if (ngx_errno != NGX_ENOENT) {
+        /* gone, or a file in the way (the upload that meets it says so) */
+        if (ngx_errno != NGX_ENOENT && ngx_errno != NGX_ENOTDIR) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
                           "chat: upload sweep: " ngx_open_dir_n " \"%s\" "
                           "failed", dir);
