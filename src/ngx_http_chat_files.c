@@ -16,7 +16,9 @@
  * The sweep: the first worker of each node asks chat.api_upload_sweep
  * now and then for the stored files no row has any more, and unlinks a
  * bounded number of them per tick, as nginx's own cache manager removes
- * files: a metadata operation of a local filesystem.
+ * files: metadata operations of a local filesystem.  It tells the next
+ * call which it unlinked (or found absent): only those leave the queue,
+ * the others are handed out again later.
  */
 
 
@@ -33,6 +35,9 @@
 /* a file stored again within this many seconds is kept (see below) */
 #define NGX_HTTP_CHAT_FILES_FRESH        60
 
+/* a quoted hash and its comma */
+#define NGX_HTTP_CHAT_FILES_ITEM         (64 + 3)
+
 
 typedef struct {
     ngx_http_chat_pg_query_t      q;
@@ -40,7 +45,21 @@ typedef struct {
     ngx_array_t                  *paths;     /* ngx_str_t, the stores */
     time_t                        grace;
     ngx_msec_t                    period;
-    u_char                        arg[2 * NGX_TIME_T_LEN + 32];
+    int64_t                       token;     /* of the files done */
+    size_t                        done_len;
+    /* the files of the last answer unlinked or absent: "sha","sha" */
+    u_char                        done[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+                                       * NGX_HTTP_CHAT_FILES_ITEM];
+    /* the crawl: the next directory ab/cd (store, ab * 256 + cd) */
+    ngx_uint_t                    crawl_store;
+    ngx_uint_t                    crawl;
+    ngx_uint_t                    crawl_skip; /* its entries read already */
+    size_t                        seen_len;
+    u_char                        seen[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+                                       * NGX_HTTP_CHAT_FILES_ITEM];
+    u_char                        arg[2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+                                      * NGX_HTTP_CHAT_FILES_ITEM
+                                      + 4 * NGX_INT64_LEN + 64];
     unsigned                      busy:1;
     unsigned                      active:1;
 } ngx_http_chat_files_sweep_t;
@@ -59,11 +78,19 @@ static ngx_int_t ngx_http_chat_files_headers(ngx_http_request_t *r,
 static u_char *ngx_http_chat_files_disposition(ngx_pool_t *pool,
     const char *type, const char *name);
 static ngx_uint_t ngx_http_chat_files_hex(const char *s);
+static ngx_uint_t ngx_http_chat_files_hex2(u_char *s);
 static void ngx_http_chat_files_tick(ngx_event_t *ev);
 static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
-static void ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
-    const char *sha256);
+static ngx_int_t ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
+    const char *sha256, time_t at);
+static ngx_int_t ngx_http_chat_files_bury(ngx_str_t *store,
+    const char *sha256, time_t at, time_t fresh);
+static void ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw);
+static ngx_int_t ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+    ngx_uint_t *found);
+static void ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw,
+    u_char *dir, size_t len);
 
 
 static ngx_http_chat_files_sweep_t  ngx_http_chat_files_sweep;
@@ -107,7 +134,7 @@ ngx_http_chat_files_init(ngx_conf_t *cf)
  * (this module's is registered last, so it runs first):
  *
  * - no Last-Modified: the file's time is that of the last upload of the
- *   same bytes by anybody (upload.c sets it for the sweep), and a
+ *   same bytes by anybody (each renames its own file there), and a
  *   client watching its own upload's Last-Modified (or probing with
  *   If-Modified-Since) would learn when somebody else uploaded those
  *   bytes; the ETag validates;
@@ -564,6 +591,22 @@ ngx_http_chat_files_hex(const char *s)
 }
 
 
+static ngx_uint_t
+ngx_http_chat_files_hex2(u_char *s)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 2; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* the sweep */
 
 void
@@ -583,6 +626,12 @@ ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
     sw->paths = cmcf->upload_paths;
     sw->grace = cmcf->upload_grace;
     sw->active = 1;
+
+    /*
+     * the crawl starts anywhere: a pass is longer than nginx may run
+     * between reloads, and each would start it over at 00/00
+     */
+    sw->crawl = (ngx_uint_t) ngx_random() & 0xffff;
 
     /* a quarter of the grace, between a second and a minute */
     sw->period = (ngx_msec_t) ngx_min(ngx_max(sw->grace * 250, 1000), 60000);
@@ -620,8 +669,21 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
         return;
     }
 
-    p = ngx_sprintf(sw->arg, "{\"grace\":%T,\"limit\":%d}%Z", sw->grace,
-                    NGX_HTTP_CHAT_FILES_SWEEP_LIMIT) - 1;
+    if (sw->seen_len == 0) {
+        ngx_http_chat_files_crawl(sw);
+    }
+
+    /* what the last answer's files became goes with the next call */
+
+    p = ngx_sprintf(sw->arg, "{\"grace\":%T,\"limit\":%d,\"retry\":%M,"
+                             "\"token\":%L,\"done\":[",
+                    sw->grace, NGX_HTTP_CHAT_FILES_SWEEP_LIMIT,
+                    (sw->period + 999) / 1000, sw->token);
+    p = ngx_cpymem(p, sw->done, sw->done_len);
+    p = ngx_cpymem(p, "],\"seen\":[", sizeof("],\"seen\":[") - 1);
+    p = ngx_cpymem(p, sw->seen, sw->seen_len);
+    p = ngx_cpymem(p, "]}", 2);
+    *p = '\0';
 
     ngx_http_chat_pg_query_init(&sw->q, NGX_HTTP_CHAT_STMT_UPLOAD_SWEEP,
                                 ngx_http_chat_files_swept, sw);
@@ -629,7 +691,7 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
     ngx_http_chat_pg_query_param(&sw->q, (char *) sw->arg, p - sw->arg);
 
     if (ngx_http_chat_pg_query(&sw->q) != NGX_OK) {
-        /* storage is down: next time */
+        /* storage is down: next time, with the same files done */
         ngx_add_timer(&sw->timer, sw->period);
         return;
     }
@@ -644,8 +706,12 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
 {
     u_char                        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                        i;
-    json_t                       *result, *files, *f;
+    json_t                       *result, *ok, *files, *f;
+    time_t                        at;
+    ngx_int_t                     frc;
+    ngx_uint_t                    failed;
     ngx_msec_t                    next;
+    const char                   *sha, *why;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = q->data;
@@ -665,17 +731,57 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
         goto next;
     }
 
-    files = json_object_get(json_object_get(result, "ok"), "files");
+    ok = json_object_get(result, "ok");
 
-    json_array_foreach(files, i, f) {
-        if (json_is_string(f) && ngx_http_chat_files_hex(json_string_value(f)))
-        {
-            ngx_http_chat_files_unlink(sw, json_string_value(f));
-        }
+    if (ok == NULL) {
+        why = json_string_value(json_object_get(json_object_get(result,
+                                                                "error"),
+                                                "message"));
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat: upload sweep refused: %s",
+                      why ? why : "no answer");
+        json_decref(result);
+        goto next;
     }
 
-    if (json_is_true(json_object_get(json_object_get(result, "ok"), "more")))
-    {
+    /* the files done were taken (or a row came back for them), and seen */
+    sw->done_len = 0;
+    sw->seen_len = 0;
+
+    files = json_object_get(ok, "files");
+    at = (time_t) json_integer_value(json_object_get(ok, "at"));
+
+    if (json_array_size(files)) {
+        sw->token = json_integer_value(json_object_get(ok, "token"));
+    }
+
+    failed = 0;
+
+    json_array_foreach(files, i, f) {
+        sha = json_string_value(f);
+
+        if (i >= NGX_HTTP_CHAT_FILES_SWEEP_LIMIT || sha == NULL
+            || !ngx_http_chat_files_hex(sha))
+        {
+            continue;
+        }
+
+        frc = ngx_http_chat_files_unlink(sw, sha, at);
+
+        if (frc != NGX_OK) {
+            /* stays queued: handed out again later (the SQL's "retry") */
+            failed += (frc == NGX_ERROR);
+            continue;
+        }
+
+        sw->done_len = ngx_sprintf(sw->done + sw->done_len,
+                                   sw->done_len ? ",\"%s\"" : "\"%s\"", sha)
+                       - sw->done;
+    }
+
+    /* a store that fails is not worked through the whole queue at once */
+
+    if (json_is_true(json_object_get(ok, "more")) && failed == 0) {
         next = NGX_HTTP_CHAT_FILES_SWEEP_MORE;
     }
 
@@ -690,54 +796,352 @@ next:
 
 
 /*
- * A file no row has.  An upload of the same bytes that found the file
- * in place a moment ago may not have its row yet: it set the file's time
- * (upload.c), and a file this fresh is kept.
+ * A file no row had when the sweep's transaction began ("at"), out of
+ * every store: NGX_OK once it is gone from all (unlinked, or absent),
+ * NGX_DECLINED if it was stored again just now and kept, NGX_ERROR if
+ * something failed (logged).  Either of the last two leaves it queued.
  */
 
-static void
+static ngx_int_t
 ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
-    const char *sha256)
+    const char *sha256, time_t at)
 {
-    u_char           path[NGX_MAX_PATH];
-    time_t           fresh;
-    ngx_str_t       *store;
-    ngx_uint_t       i;
-    ngx_file_info_t  fi;
+    time_t      fresh;
+    ngx_int_t   rc, frc;
+    ngx_str_t  *store;
+    ngx_uint_t  i;
 
     store = sw->paths->elts;
     fresh = ngx_min(sw->grace, NGX_HTTP_CHAT_FILES_FRESH);
+    rc = NGX_OK;
 
     for (i = 0; i < sw->paths->nelts; i++) {
+        frc = ngx_http_chat_files_bury(&store[i], sha256, at, fresh);
 
-        if (store[i].len + sizeof("/ab/cd/") + 64 > NGX_MAX_PATH) {
-            continue;
+        if (frc == NGX_ERROR || rc == NGX_OK) {
+            rc = frc;
+        }
+    }
+
+    return rc;
+}
+
+
+/*
+ * One store's ab/cd/<sha256>, renamed first to tmp/<sha256>.swept, then
+ * unlinked under that name unless it proves to be a file an upload has
+ * just stored, which goes back (R16F-8).
+ *
+ * Why.  An upload renames its file to ab/cd/<sha256> (its bytes written
+ * to the end: the file's mtime is the end of the body, moments before),
+ * then inserts its row.  The sweep's transaction found no row for these
+ * bytes at its start ("at") or later; a checking stat() then unlink()
+ * of ab/cd/<sha256> would leave a moment in which an upload's rename
+ * puts a new file there, unlinked right after.  The rename to the tomb
+ * takes whatever inode is at the name, at once: either the upload's
+ * rename came later, its file is at the name, untouched, and the tomb
+ * holds an older one; or the upload's file is in the tomb and its mtime
+ * says when it was written.  A file the sweep may take is one whose row
+ * was not committed at "at": if its upload is to succeed, that row
+ * commits after "at", within the pool's queue_timeout and query_timeout
+ * of the body's end (the statement_timeout is below the latter), else
+ * nginx answered the upload 503 and nobody was given the row.  So a
+ * tomb written after at - fresh (a minute, beyond any timeouts worth
+ * having; the clocks of the nodes, PostgreSQL and the file server
+ * agreeing to much better than that) goes back under its name, and one
+ * written before is no live upload's.  A grace below a minute (tests)
+ * shortens the minute to the grace.  Going back is a rename too: an
+ * upload of the same bytes that took the name meanwhile is replaced by
+ * the same bytes.  While the file is in the tomb (microseconds) a
+ * download of it answers 404.  A file kept is handed out again later,
+ * when it is no longer fresh (or a row has it and it leaves the queue).
+ *
+ * rename() within one filesystem, as the upload's: tmp/ is the body's
+ * temporary directory, in the store.  A tomb left by a crash between the
+ * two calls is an old file of tmp/, and goes with them.
+ */
+
+static ngx_int_t
+ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
+    time_t fresh)
+{
+    u_char           path[NGX_MAX_PATH], tomb[NGX_MAX_PATH];
+    ngx_err_t        err;
+    ngx_file_info_t  fi;
+
+    if (store->len + sizeof("/tmp/.swept") + 64 > NGX_MAX_PATH) {
+        return NGX_ERROR;
+    }
+
+    *ngx_sprintf(path, "%V/%*s/%*s/%s", store, (size_t) 2, sha256,
+                 (size_t) 2, sha256 + 2, sha256) = '\0';
+    *ngx_sprintf(tomb, "%V/tmp/%s.swept", store, sha256) = '\0';
+
+    if (ngx_rename_file(path, tomb) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+
+        /* ENOENT: the file, or tmp/ (then the file is still there) */
+        if (err == NGX_ENOENT
+            && ngx_link_info(path, &fi) == NGX_FILE_ERROR
+            && ngx_errno == NGX_ENOENT)
+        {
+            return NGX_OK;
         }
 
-        *ngx_sprintf(path, "%V/%*s/%*s/%s", &store[i], (size_t) 2, sha256,
-                     (size_t) 2, sha256 + 2, sha256) = '\0';
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                      "chat: upload sweep: " ngx_rename_file_n " \"%s\" to "
+                      "\"%s\" failed, retried later", path, tomb);
+        return NGX_ERROR;
+    }
 
-        if (ngx_file_info(path, &fi) == NGX_FILE_ERROR) {
-            continue;
+    if (ngx_link_info(tomb, &fi) == NGX_FILE_ERROR) {
+        /* taken meanwhile by another node's sweep: its to judge */
+        return NGX_DECLINED;
+    }
+
+    if (ngx_is_dir(&fi) || ngx_file_mtime(&fi) >= at - fresh) {
+
+        if (ngx_rename_file(tomb, path) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                          "chat: upload sweep: " ngx_rename_file_n
+                          " \"%s\" back to \"%s\" failed", tomb, path);
+            return NGX_ERROR;
         }
 
-        if (ngx_file_mtime(&fi) > ngx_time() - fresh) {
-            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                          "chat: upload sweep: \"%s\" was stored again "
-                          "just now: kept", path);
-            continue;
-        }
-
-        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
-            if (ngx_errno != NGX_ENOENT) {
-                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                              ngx_delete_file_n " \"%s\" failed", path);
-            }
-
-            continue;
+        if (ngx_is_dir(&fi)) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat: upload sweep: \"%s\" is a directory, "
+                          "retried later", path);
+            return NGX_ERROR;
         }
 
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "chat: upload sweep: \"%s\" removed", path);
+                      "chat: upload sweep: \"%s\" was stored again "
+                      "just now: kept", path);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_delete_file(tomb) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "chat: upload sweep: " ngx_delete_file_n " \"%s\" "
+                      "failed", tomb);
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "chat: upload sweep: \"%s\" removed", path);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The crawl.  A file no row ever named (its upload's row failed after
+ * the file was stored) is in no queue.  Before each call, the files of
+ * one directory ab/cd of a store, in order over the passes, that are
+ * older than the grace go with it as "seen": the SQL queues those no row
+ * names, and they are handed out and unlinked as any other (the tomb
+ * keeps one an upload is storing again).  A tick reads the store's
+ * directory, at most a few ab/ and one ab/cd/ (a store of n files has
+ * n / 65536 in each), and sends at most NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
+ * hashes: the rest of a directory goes with the next calls.
+ */
+
+static void
+ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
+{
+    u_char      dir[NGX_MAX_PATH];
+    size_t      len;
+    ngx_str_t  *store;
+    ngx_uint_t  ab, cd, n;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    store = sw->paths->elts;
+    store = &store[sw->crawl_store % sw->paths->nelts];
+
+    if (store->len + sizeof("/ab/cd/") + 64 > NGX_MAX_PATH) {
+        return;
+    }
+
+    ab = sw->crawl >> 8;
+    cd = sw->crawl & 0xff;
+
+    for (n = 0; n < 4; n++) {
+
+        *ngx_sprintf(dir, "%V", store) = '\0';
+
+        if (ngx_http_chat_files_crawl_next(dir, ab, &ab) != NGX_OK) {
+            break;
+        }
+
+        if (ab != sw->crawl >> 8) {
+            cd = 0;
+        }
+
+        len = ngx_sprintf(dir, "%V/%c%c", store, hex[ab >> 4], hex[ab & 0xf])
+              - dir;
+        dir[len] = '\0';
+
+        if (ngx_http_chat_files_crawl_next(dir, cd, &cd) == NGX_OK) {
+
+            if ((ab << 8 | cd) != sw->crawl) {
+                sw->crawl_skip = 0;
+            }
+
+            sw->crawl = ab << 8 | cd;
+
+            len = ngx_sprintf(dir + len, "/%c%c", hex[cd >> 4],
+                              hex[cd & 0xf]) - dir;
+            dir[len] = '\0';
+
+            ngx_http_chat_files_crawl_read(sw, dir, len);
+            return;
+        }
+
+        if (ab == 0xff) {
+            break;
+        }
+
+        ab++;
+        cd = 0;
+        sw->crawl = ab << 8;
+        sw->crawl_skip = 0;
+    }
+
+    if (n == 4) {
+        return;
+    }
+
+    /* the pass is over: the next store, from the start */
+
+    sw->crawl = 0;
+    sw->crawl_skip = 0;
+    sw->crawl_store++;
+}
+
+
+/* the smallest two-digit hex name in dir at least from */
+
+static ngx_int_t
+ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+    ngx_uint_t *found)
+{
+    u_char     *name;
+    ngx_int_t   v, best;
+    ngx_str_t   path;
+    ngx_dir_t   d;
+
+    path.data = dir;
+    path.len = ngx_strlen(dir);
+
+    if (ngx_open_dir(&path, &d) == NGX_ERROR) {
+        /* gone, or a file in the way (the upload that meets it says so) */
+        if (ngx_errno != NGX_ENOENT && ngx_errno != NGX_ENOTDIR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                          "chat: upload sweep: " ngx_open_dir_n " \"%s\" "
+                          "failed", dir);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    best = -1;
+
+    while (ngx_read_dir(&d) == NGX_OK) {
+        name = ngx_de_name(&d);
+
+        if (ngx_de_namelen(&d) != 2 || !ngx_http_chat_files_hex2(name)) {
+            continue;
+        }
+
+        v = ngx_hextoi(name, 2);
+
+        if (v >= (ngx_int_t) from && (best == -1 || v < best)) {
+            best = v;
+        }
+    }
+
+    ngx_close_dir(&d);
+
+    if (best == -1) {
+        return NGX_DECLINED;
+    }
+
+    *found = (ngx_uint_t) best;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
+    size_t len)
+{
+    u_char           *name;
+    ngx_str_t         path;
+    ngx_dir_t         d;
+    ngx_uint_t        i, n;
+    ngx_file_info_t   fi;
+
+    path.data = dir;
+    path.len = len;
+
+    if (ngx_open_dir(&path, &d) == NGX_ERROR) {
+        return;
+    }
+
+    i = 0;
+    n = 0;
+
+    while (ngx_read_dir(&d) == NGX_OK) {
+
+        /*
+         * the entries read already (the order stays; what the unlinks
+         * meanwhile shift past is read in the next pass)
+         */
+        if (i++ < sw->crawl_skip) {
+            continue;
+        }
+
+        name = ngx_de_name(&d);
+
+        if (ngx_de_namelen(&d) != 64) {
+            continue;
+        }
+
+        *ngx_sprintf(dir + len, "/%*s", (size_t) 64, name) = '\0';
+
+        if (!ngx_http_chat_files_hex((char *) name)
+            || ngx_link_info(dir, &fi) == NGX_FILE_ERROR
+            || !ngx_is_file(&fi)
+            || ngx_file_mtime(&fi) > ngx_time() - sw->grace)
+        {
+            continue;
+        }
+
+        if (n == NGX_HTTP_CHAT_FILES_SWEEP_LIMIT) {
+            /* this one and the rest with the next call */
+            sw->crawl_skip = i - 1;
+            ngx_close_dir(&d);
+            return;
+        }
+
+        sw->seen_len = ngx_sprintf(sw->seen + sw->seen_len,
+                                   n ? ",\"%*s\"" : "\"%*s\"", (size_t) 64,
+                                   name)
+                       - sw->seen;
+        n++;
+    }
+
+    ngx_close_dir(&d);
+
+    /* done with it: the next directory next time */
+    sw->crawl++;
+    sw->crawl_skip = 0;
+
+    if (sw->crawl == 0x10000) {
+        sw->crawl = 0;
+        sw->crawl_store++;
     }
 }

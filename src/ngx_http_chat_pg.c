@@ -25,8 +25,8 @@
  * What the module needs of the database (sql/migrate.sh brings it there):
  * the newest file of sql/schema/ and the version of sql/api/.
  */
-#define NGX_HTTP_CHAT_SCHEMA_VERSION  15
-#define NGX_HTTP_CHAT_API_VERSION     5
+#define NGX_HTTP_CHAT_SCHEMA_VERSION  16
+#define NGX_HTTP_CHAT_API_VERSION     6
 
 #define NGX_HTTP_CHAT_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_PG_BACKOFF_MAX  5000

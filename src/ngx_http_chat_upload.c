@@ -9,13 +9,14 @@
  * its way to that file once: it counts them against chat_upload_max_size
  * (chunked bodies too), feeds SHA-256 and keeps the first
  * NGX_HTTP_CHAT_SNIFF_HEAD bytes for the sniffer, so the file is never
- * read back.  Once the body is in, the file is linked to ab/cd/<sha256>
- * (same filesystem: a link, atomic, and never over another file) and
- * nginx's cleanup removes the temporary name whatever happened, the
- * client leaving mid-upload included.  Then the row, through the pool.
+ * read back.  Once the body is in, the file is renamed to ab/cd/<sha256>
+ * (same filesystem: atomic, over whatever is there) and nginx's cleanup
+ * removes the temporary name otherwise, the client leaving mid-upload
+ * included.  Then the row, through the pool.
  *
- * The directories and the link are made by the worker itself, as nginx's
- * own dav and proxy_store do: metadata operations of a local filesystem.
+ * The directories and the rename are made by the worker itself, as
+ * nginx's own dav and proxy_store do: metadata operations of a local
+ * filesystem.
  *
  * A user has at most chat_upload_concurrency uploads in flight (counted in
  * the zone, presence.c), each its whole body within chat_upload_timeout;
@@ -879,11 +880,10 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
     rc = ngx_http_chat_upload_store(r, up, temp);
 
     /*
-     * The temporary name goes now, before the answer (the pool's cleanup
-     * would do it only once the request is freed, and it ignores a name
-     * that is gone).
+     * The temporary name is gone with the rename, or goes now, before the
+     * answer; either way nginx's cleanup may not delete it again.
      */
-    ngx_http_chat_upload_unlink(r, temp);
+    ngx_http_chat_upload_unlink(r, rc == NGX_OK ? NULL : temp);
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, ngx_http_chat_upload_error(r, rc));
@@ -938,9 +938,15 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 
 /*
  * The temporary file under its hash: ab/cd/<sha256>, the two directories
- * made as needed.  A file already there holds the same bytes: the new
- * one is dropped.  Anything else there (another size, not a regular
- * file, a symlink) is not what its name says: replaced.  NGX_OK, or the status to answer (507, 503).
+ * made as needed, then a rename() over whatever is there (R16-3).  The
+ * bytes were hashed on their way into the temporary file: a file already
+ * there is not trusted, whatever its size (other bytes, a file torn by a
+ * crash, a symlink: rename() replaces the link, not what it points to).
+ * The same bytes stored again are replaced by the same bytes.  A reader
+ * in flight of the replaced file keeps it on a local filesystem (on NFS
+ * it may get ESTALE: docs/operations.md).  The new file's mtime is the
+ * end of its body: the sweep keeps a file that fresh (files.c).
+ * NGX_OK, or the status to answer (507, 503).
  */
 
 static ngx_int_t
@@ -948,8 +954,6 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
     ngx_str_t *temp)
 {
     u_char                    *path, *p;
-    ngx_err_t                  err;
-    ngx_file_info_t            fi;
     ngx_http_chat_loc_conf_t  *ccf;
 
     ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
@@ -983,37 +987,6 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
     p = ngx_sprintf(p, "/%s", up->hex);
     *p = '\0';
 
-    if (link((char *) temp->data, (char *) path) == 0) {
-        return NGX_OK;
-    }
-
-    err = ngx_errno;
-
-    if (err != NGX_EEXIST) {
-        return ngx_http_chat_upload_store_failed(r, err, "link()", path);
-    }
-
-    /*
-     * lstat(): a symlink put there is not the file, whatever the size of
-     * what it points to (it would be served for these bytes)
-     */
-    if (ngx_link_info(path, &fi) != NGX_FILE_ERROR
-        && ngx_is_file(&fi) && ngx_file_size(&fi) == up->size)
-    {
-        /*
-         * the same bytes, stored once; its time now, so that the sweep,
-         * which may have found no row for them a moment ago, keeps the
-         * file until this upload's row is in (files.c)
-         */
-        (void) ngx_set_file_time(path, NGX_INVALID_FILE, ngx_time());
-        return NGX_OK;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "chat upload: \"%s\" is not a file of %O bytes: replaced",
-                  path, up->size);
-
-    /* a rename, not a link: the new file takes the name's place */
     if (ngx_rename_file(temp->data, path) == NGX_FILE_ERROR) {
         return ngx_http_chat_upload_store_failed(r, ngx_errno, "rename()",
                                                  path);
@@ -1035,6 +1008,11 @@ ngx_http_chat_upload_store_failed(ngx_http_request_t *r, ngx_err_t err,
 }
 
 
+/*
+ * The temporary file is done with: its name deleted (temp), or gone
+ * already (NULL: renamed into the store).
+ */
+
 static void
 ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 {
@@ -1042,7 +1020,8 @@ ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
     ngx_pool_cleanup_t       *c;
     ngx_pool_cleanup_file_t  *cf;
 
-    if (ngx_delete_file(temp->data) == NGX_FILE_ERROR
+    if (temp != NULL
+        && ngx_delete_file(temp->data) == NGX_FILE_ERROR
         && ngx_errno != NGX_ENOENT)
     {
         ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
@@ -1077,9 +1056,8 @@ ngx_http_chat_upload_unlink(ngx_http_request_t *r, ngx_str_t *temp)
 
 /*
  * The row's answer.  A file whose row failed stays in the store: another
- * upload of the same bytes may have found it there meanwhile.  The sweep
- * (files.c) removes only files whose rows it saw go: one no row ever
- * named stays (docs/operations.md says how to find them).
+ * upload of the same bytes may have stored it there meanwhile.  The
+ * sweep's crawl (files.c) finds it once no row names it.
  */
 
 static void
@@ -1246,12 +1224,22 @@ ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
         name = ngx_de_name(&tmp->dir);
         len = ngx_de_namelen(&tmp->dir);
 
-        /* nginx's temporary files: digits only */
+        /*
+         * nginx's temporary files (digits only), and the sweep's tombs
+         * (<sha256>.swept, files.c) a worker that died left behind: the
+         * sweep had taken them out of the store to be removed
+         */
 
         for (i = 0; i < len; i++) {
             if (name[i] < '0' || name[i] > '9') {
                 break;
             }
+        }
+
+        if (i < len && len == 64 + sizeof(".swept") - 1
+            && ngx_strncmp(name + 64, ".swept", sizeof(".swept") - 1) == 0)
+        {
+            i = len;
         }
 
         if (len == 0 || i < len

@@ -144,7 +144,7 @@ def test_ledger_and_versions(postgres):
     for name in files:
         assert (int(name[:4]), name) in ledger
     assert postgres.query("SELECT chat.schema_version(), "
-                          "chat.api_version()") == [(15, 5)]
+                          "chat.api_version()") == [(16, 6)]
 
 
 def test_the_module_checks_the_versions_it_was_built_for():
@@ -173,7 +173,7 @@ def test_rerunning_keeps_data_and_applies_the_api_again(postgres, dbs):
     for _ in range(2):
         out = migrate_ok(postgres, db)
         assert "applied schema" not in out
-        assert "schema version 15, API version 5" in out
+        assert "schema version 16, API version 6" in out
     assert one(postgres, db, "SELECT string_agg(body, ',') "
                              "FROM chat.messages") == "kept"
 
@@ -210,7 +210,7 @@ def test_a_failing_api_file_leaves_the_api_as_it_was(postgres, dbs):
     assert r.returncode != 0
     assert "the API failed to apply; the database keeps the one it had" \
         in r.stderr
-    assert one(postgres, db, "SELECT chat.api_version()") == 5
+    assert one(postgres, db, "SELECT chat.api_version()") == 6
     assert one(postgres, db, "SELECT to_regproc('chat.api_block') "
                              "IS NOT NULL") is True
 
@@ -347,11 +347,10 @@ def test_a_release_0011_database_is_upgraded_in_place(postgres, dbs):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     # its tables are all there: only the schema files after the release
-    assert re.findall(r"applied schema/(\S+)", out) == ["0012_groups.sql",
-                                                        "0013_sends.sql",
-                                                        "0014_uploads.sql",
-                                                        "0015_upload_sweep.sql"]
-    assert "schema version 15, API version 5" in out
+    assert re.findall(r"applied schema/(\S+)", out) == [
+        "0012_groups.sql", "0013_sends.sql", "0014_uploads.sql",
+        "0015_upload_sweep.sql", "0016_upload_store.sql"]
+    assert "schema version 16, API version 6" in out
     # what the API does not grant survives it: migrate.sh says so
     assert "warning: roles chat_old_runtime still hold privileges" \
         in r.stderr

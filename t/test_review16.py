@@ -104,7 +104,7 @@ def test_r16_2_bad_name_does_not_invite_the_body(env, store):
 # symlink to any file of that size, stay in the store under the hash of
 # the bytes uploaded (and would be served for them).  The same holds for a
 # file torn by a crash (no fsync): every later upload of those bytes keeps
-# the torn one.
+# the torn one.  Fixed: the new file is renamed over whatever is there.
 
 def plant(store, data, make):
     d = os.path.join(store, where(data)[:5])
@@ -115,10 +115,6 @@ def plant(store, data, make):
 
 
 @pytest.mark.review16("R16-3")
-@pytest.mark.xfail(strict=True, reason="R16-3, not fixed: a regular file of "
-                   "the right size is trusted without reading it back "
-                   "(replacing it would break reads of it in flight on a "
-                   "shared filesystem); the review's report has the choice")
 def test_r16_3_same_size_other_bytes_replaced(env, store):
     start(env, store)
     data = png(4, 4)
@@ -133,6 +129,29 @@ def test_r16_3_same_size_other_bytes_replaced(env, store):
     up = ok_upload(env.conn("alice"), data, "a.png")
     assert rows(env.pg)[0][4] == sha(data) and up["size"] == len(data)
     assert stored(store) == {where(data): data}
+
+
+@pytest.mark.review16("R16-3")
+def test_r16_3_torn_file_replaced_and_a_reader_keeps_the_old(env, store):
+    """A file torn by a crash (shorter) is replaced by the next upload of
+    those bytes; a reader that opened the old file keeps reading it (a
+    local filesystem: the rename unlinks the old inode, open files keep
+    it)."""
+    start(env, store)
+    data = blob(5000)
+
+    def make(path):
+        with open(path, "wb") as f:
+            f.write(data[:1000])
+        os.chown(path, NOBODY, NOBODY)
+    plant(store, data, make)
+    path = os.path.join(store, where(data))
+    with open(path, "rb") as reader:
+        ok_upload(env.conn("alice"), data)
+        ok_upload(env.conn("bob"), data)
+        assert reader.read() == data[:1000]
+    assert stored(store) == {where(data): data}
+    assert temp_files(store) == []
 
 
 @pytest.mark.review16("R16-3")
@@ -583,6 +602,9 @@ def test_r16_8_young_temp_file_kept(env, store):
     tmp = os.path.join(store, "tmp")
     young, old, other = (os.path.join(tmp, n)
                          for n in ("0000012345", "0000012346", "keep.me"))
+    # the store sweep's tombs (files.c) that a dead worker left
+    tomb, young_tomb = (os.path.join(tmp, n + ".swept")
+                        for n in ("ab" * 32, "cd" * 32))
     import time
 
     def touch(path, seconds):
@@ -593,10 +615,15 @@ def test_r16_8_young_temp_file_kept(env, store):
     touch(old, 12 * 60)         # past 10 minutes and a minute
     touch(other, 12 * 60)
     touch(young, 9 * 60)
+    touch(tomb, 12 * 60)
+    touch(young_tomb, 9 * 60)
     env.ng.reload()
     wait_until(lambda: not os.path.exists(old), "the old file swept")
+    wait_until(lambda: not os.path.exists(tomb), "the old tomb swept")
     assert os.path.exists(young)
+    assert os.path.exists(young_tomb)
     assert os.path.exists(other)     # not nginx's name: not ours to remove
+    os.unlink(young_tomb)
     # an upload in flight is not touched either
     c = begin(env, store)
     touch(old, 12 * 60)

@@ -22,7 +22,7 @@ CREATE OR REPLACE FUNCTION chat.api_version() RETURNS int
 LANGUAGE sql IMMUTABLE SECURITY DEFINER
 SET search_path = pg_catalog, chat, pg_temp
 AS $$
-    SELECT 5
+    SELECT 6
 $$;
 
 -- RFC 3339 UTC with milliseconds; NULL stays NULL.

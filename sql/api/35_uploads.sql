@@ -132,14 +132,17 @@ $$;
 -- A deleted chat.uploads row's file is a candidate for the sweep
 -- (chat.uploads_gone), whoever deleted it: the sweep itself, or
 -- chat.delete_user_uploads.  Whether another row still has the same bytes
--- is asked when the sweep takes it.
+-- is asked when the sweep takes it.  A file handed out to nginx already
+-- is queued again (taken cleared): nginx's word about the file it was
+-- given then says nothing of the one this row may have stored since.
 CREATE OR REPLACE FUNCTION chat.uploads_of_deleted() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
 BEGIN
-    INSERT INTO chat.uploads_gone (sha256)
+    INSERT INTO chat.uploads_gone AS g (sha256)
     SELECT DISTINCT sha256 FROM gone
-    ON CONFLICT (sha256) DO NOTHING;
+    ON CONFLICT (sha256) DO UPDATE SET taken = NULL
+    WHERE g.taken IS NOT NULL;
     RETURN NULL;
 END
 $$;
@@ -149,13 +152,58 @@ CREATE OR REPLACE TRIGGER uploads_delete_files
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_of_deleted();
 
--- upload_sweep: {"grace": seconds, "limit": n} -> {"files": [sha256, ...],
--- "more": bool}.  Called by one nginx worker now and then (p_user is
--- empty): deletes at most n uploads older than the grace that no message
--- attaches, then takes at most n files of chat.uploads_gone and answers
--- those no row has any more, for nginx to unlink.  "more": there may be
--- more to do at once.  One caller at a time over all nodes (an advisory
--- lock: the others get nothing), as the nodes share one store.
+-- A message's link to an upload went (the message deleted, or removed
+-- with its conversation or by retention): the upload's grace starts
+-- again (released_at), so that its owner can attach it again (R16F-5).
+-- Set on every link that goes, not only the last: the sweep looks only
+-- at uploads no link has, and two deletes of the last two links at once
+-- would each see the other's link and set nothing.  The rows locked in
+-- id order: two such deletes never wait for each other crosswise.  A
+-- link that goes because its upload is deleted finds no row to update.
+CREATE OR REPLACE FUNCTION chat.uploads_released() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    PERFORM 1 FROM chat.uploads u
+    WHERE u.id IN (SELECT upload_id FROM gone)
+    ORDER BY u.id
+    FOR NO KEY UPDATE;
+    UPDATE chat.uploads u SET released_at = now()
+    WHERE u.id IN (SELECT upload_id FROM gone);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER message_uploads_released
+    AFTER DELETE ON chat.message_uploads
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_released();
+
+-- upload_sweep: {"grace": seconds, "limit": n, "retry": seconds,
+-- "token": t, "done": [sha256, ...], "seen": [sha256, ...]} -> {"files":
+-- [sha256, ...], "token": t, "at": epoch seconds, "more": bool}.  Called
+-- by one nginx worker now and then (p_user is empty):
+--
+-- - "done" (with the "token" of the answer that handed them out): the
+--   files nginx unlinked or found absent in its store; they leave
+--   chat.uploads_gone, unless a row went again since (R16F-11: a file
+--   leaves the queue only once nginx has done its part);
+-- - "seen": files nginx found in its store, older than the grace (its
+--   crawl, files.c); those no row names are queued: a file whose row
+--   failed after it was stored is in no queue otherwise;
+-- - deletes at most n uploads that no message attaches, older than the
+--   grace counted from the upload or from when a message's link to it
+--   last went (R16F-5);
+-- - hands out at most n files of chat.uploads_gone that are due and that
+--   no row has, under a new token, and makes them due again after
+--   "retry" seconds, doubled at each try up to an hour: a file nginx
+--   could not unlink comes back then, not at once; those a row has again
+--   leave the queue.  "at": this transaction's time, from which nginx
+--   judges whether a file was stored again meanwhile (files.c).
+--
+-- "more": there may be more to do at once.  One caller at a time over
+-- all nodes (an advisory lock: the others get nothing), as the nodes
+-- share one store.
 CREATE OR REPLACE FUNCTION chat.api_upload_sweep(p_user text, p_req jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -164,14 +212,38 @@ AS $$
 DECLARE
     v_grace  bigint := chat.json_int(p_req -> 'grace');
     v_limit  bigint := chat.json_id(p_req -> 'limit');
+    v_retry  bigint := chat.json_id(p_req -> 'retry');
+    v_done   bigint := chat.json_id(p_req -> 'token');
+    v_token  bigint;
     v_ids    bigint[];
     v_rows   bigint;
     v_taken  bigint;
     v_files  jsonb;
 BEGIN
-    IF v_grace IS NULL OR v_grace < 0 OR v_limit IS NULL THEN
-        RETURN chat.err('bad_request', 'grace and limit are needed');
+    IF v_grace IS NULL OR v_grace < 0 OR v_limit IS NULL
+       OR v_retry IS NULL
+    THEN
+        RETURN chat.err('bad_request', 'grace, limit and retry are needed');
     END IF;
+
+    -- nginx's part done: whoever holds the lock (the token is this
+    -- caller's, the rows handed to it)
+    IF v_done IS NOT NULL AND jsonb_typeof(p_req -> 'done') = 'array' THEN
+        DELETE FROM chat.uploads_gone g
+        WHERE g.taken = v_done
+          AND g.sha256 IN (SELECT jsonb_array_elements_text(p_req -> 'done'));
+    END IF;
+
+    IF jsonb_typeof(p_req -> 'seen') = 'array' THEN
+        INSERT INTO chat.uploads_gone (sha256)
+        SELECT DISTINCT s.sha256
+        FROM jsonb_array_elements_text(p_req -> 'seen') AS s (sha256)
+        WHERE s.sha256 ~ '^[0-9a-f]{64}$'
+          AND NOT EXISTS (SELECT 1 FROM chat.uploads u
+                          WHERE u.sha256 = s.sha256)
+        ON CONFLICT (sha256) DO NOTHING;
+    END IF;
+
     IF NOT pg_try_advisory_xact_lock(hashtext('chat.api_upload_sweep')) THEN
         RETURN chat.ok(jsonb_build_object('files', '[]'::jsonb,
                                           'more', false));
@@ -186,6 +258,8 @@ BEGIN
     SELECT array_agg(o.id) INTO v_ids
     FROM (SELECT c.id FROM chat.uploads c
           WHERE c.created_at < now() - make_interval(secs => v_grace)
+            AND (c.released_at IS NULL
+                 OR c.released_at < now() - make_interval(secs => v_grace))
             AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
                             WHERE mu.upload_id = c.id)
           ORDER BY c.created_at
@@ -198,25 +272,38 @@ BEGIN
       AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
                       WHERE mu.upload_id = u.id);
 
+    -- a token no earlier answer had (this transaction's id)
+    v_token := txid_current();
+
     WITH picked AS (
-        SELECT sha256 FROM chat.uploads_gone
-        ORDER BY at LIMIT v_limit
-        FOR UPDATE SKIP LOCKED
-    ), taken AS (
+        SELECT g.sha256,
+               EXISTS (SELECT 1 FROM chat.uploads u
+                       WHERE u.sha256 = g.sha256) AS used
+        FROM chat.uploads_gone g
+        WHERE g.due_at <= now()
+        ORDER BY g.due_at LIMIT v_limit
+        FOR UPDATE OF g SKIP LOCKED
+    ), dropped AS (
         DELETE FROM chat.uploads_gone g USING picked p
-        WHERE g.sha256 = p.sha256
+        WHERE g.sha256 = p.sha256 AND p.used
+    ), handed AS (
+        UPDATE chat.uploads_gone g
+        SET taken = v_token,
+            tries = g.tries + 1,
+            due_at = now() + make_interval(secs =>
+                         least(3600, v_retry * 2 ^ least(g.tries, 12)))
+        FROM picked p
+        WHERE g.sha256 = p.sha256 AND NOT p.used
         RETURNING g.sha256
     )
-    SELECT count(*),
-           coalesce(jsonb_agg(t.sha256) FILTER (
-                        WHERE NOT EXISTS (SELECT 1 FROM chat.uploads u
-                                          WHERE u.sha256 = t.sha256)),
-                    '[]'::jsonb)
-    INTO v_taken, v_files
-    FROM taken t;
+    SELECT (SELECT count(*) FROM picked),
+           coalesce((SELECT jsonb_agg(h.sha256) FROM handed h), '[]'::jsonb)
+    INTO v_taken, v_files;
 
     RETURN chat.ok(jsonb_build_object(
         'files', v_files,
+        'token', v_token,
+        'at', floor(extract(epoch FROM now()))::bigint,
         'more', v_rows = v_limit OR v_taken = v_limit));
 END
 $$;
