@@ -134,8 +134,15 @@ async function pair(t, aliceOptions = {}, bobOptions = {}) {
   const alice = client(t, A, opts(aliceOptions, A));
   const bob = client(t, B, opts(bobOptions, B));
   await Promise.all([alice.connect(), bob.connect()]);
+  // connect() resolves at the welcome; the first sync may still run, and
+  // cursors events show meanwhile are held until it ends (_advance)
+  await Promise.all([synced(alice), synced(bob)]);
   const conv = await alice.createConversation({ kind: "direct", userId: B });
   return { A, B, alice, bob, conv };
+}
+
+function synced(c) {
+  return c._synced ? Promise.resolve() : waitFor(c, "synced");
 }
 
 /** Sends marker from alice and waits until bob has it: every event
