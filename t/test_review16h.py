@@ -66,3 +66,36 @@ def test_r16h_1_stored_mtime_is_when_stored(env, store):
     assert resp.startswith(b"HTTP/1.1 201"), resp
     mtime = os.stat(os.path.join(store, where(data))).st_mtime
     assert mtime >= end - 1, (mtime, end)
+
+
+@pytest.mark.review16("R16H-2")
+@pytest.mark.xfail(strict=True, reason="R16H-2, open: the sweep's fresh "
+                   "window is min(grace, 60 s); a grace below the pool's "
+                   "queue_timeout + query_timeout lets a row commit after "
+                   "its file was judged old and unlinked")
+def test_r16h_2_short_grace_unlinks_a_committing_upload(env, store):
+    """R16H-2: the tomb check keeps a file stored within min(grace, a
+    minute) of the sweep's transaction.  The directive allows a grace of
+    1s, while the row of an upload commits up to queue_timeout +
+    query_timeout (12 s by default) after the rename.  Bytes whose last
+    row went (queued), stored again by an upload whose insert is slow
+    (PostgreSQL busy: a trigger's sleep stands for it): the sweep finds no
+    row, buries the file as older than the grace, and the upload then
+    answers 201 with a row whose file is gone for good."""
+    start(env, store, grace=1)
+    c = env.conn("alice")
+    data = blob(777)
+    # its last row went (by the sweep, or delete_user_uploads): queued
+    env.pg.query("INSERT INTO chat.uploads_gone (sha256) VALUES (%s)",
+                 (sha(data),))
+    env.pg.query("""
+        CREATE FUNCTION chat.slow_insert() RETURNS trigger LANGUAGE plpgsql
+        AS $$ BEGIN PERFORM pg_sleep(4.5); RETURN NEW; END $$;
+        CREATE TRIGGER slow_insert BEFORE INSERT ON chat.uploads
+        FOR EACH ROW EXECUTE FUNCTION chat.slow_insert();""")
+    try:
+        up = upload(c, data)
+    finally:
+        env.pg.query("DROP TRIGGER slow_insert ON chat.uploads; "
+                     "DROP FUNCTION chat.slow_insert();")
+    ok_get(c, up["id"], data)
