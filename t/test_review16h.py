@@ -99,3 +99,53 @@ def test_r16h_2_short_grace_unlinks_a_committing_upload(env, store):
         env.pg.query("DROP TRIGGER slow_insert ON chat.uploads; "
                      "DROP FUNCTION chat.slow_insert();")
     ok_get(c, up["id"], data)
+
+
+def sweep_reads(pg, req):
+    """One call of chat.api_upload_sweep (as nginx makes it), and the rows
+    of chat.uploads and chat.message_uploads it read."""
+    with pg.connect(autocommit=False) as conn:
+        conn.execute("SELECT chat.api_upload_sweep('', %s::jsonb)", (req,))
+        n = conn.execute(
+            "SELECT coalesce(sum(coalesce(seq_tup_read, 0) "
+            "+ coalesce(idx_tup_fetch, 0)), 0) FROM pg_stat_xact_user_tables "
+            "WHERE relid IN ('chat.uploads'::regclass, "
+            "'chat.message_uploads'::regclass)").fetchone()[0]
+        conn.rollback()
+    return n
+
+
+@pytest.mark.review16("R16H-3")
+@pytest.mark.xfail(strict=True, reason="R16H-3, open: the sweep's "
+                   "candidates are found by walking every upload older "
+                   "than the grace, attached or not: a column kept by the "
+                   "message_uploads triggers and a partial index would "
+                   "bound it")
+def test_r16h_3_sweep_does_not_walk_attached_uploads(env, store):
+    """R16H-3: every tick (each minute at the default grace) the sweep
+    looks for uploads no message attaches among all uploads older than
+    the grace, in created_at order, with a probe of chat.message_uploads
+    for each: an installation's every attached upload (they are most of
+    them, and only grow) is read again each minute, forever, to find the
+    few unattached ones.  The work of a call should follow its limit,
+    not the number of files ever attached."""
+    start(env, store)
+    c = env.conn("alice")
+    m = send(c, direct(c, "bob")["id"], "files")
+    n = 20000
+    env.pg.query("""
+        WITH u AS (
+            INSERT INTO chat.uploads (owner_id, size, type, sha256,
+                                      created_at)
+            SELECT 'alice', 1, 'application/octet-stream',
+                   encode(sha256(i::text::bytea), 'hex'),
+                   now() - interval '2 days'
+            FROM generate_series(1, %s) AS i
+            RETURNING id)
+        INSERT INTO chat.message_uploads (message_id, upload_id,
+                                          conversation_id)
+        SELECT %s, u.id, %s FROM u""", (n, m["id"], m["conversation_id"]))
+    env.pg.query("ANALYZE chat.uploads; ANALYZE chat.message_uploads")
+    reads = sweep_reads(env.pg, '{"grace": 86400, "limit": 100, '
+                                '"retry": 60}')
+    assert reads < 2000, reads
