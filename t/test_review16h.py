@@ -149,3 +149,57 @@ def test_r16h_3_sweep_does_not_walk_attached_uploads(env, store):
     reads = sweep_reads(env.pg, '{"grace": 86400, "limit": 100, '
                                 '"retry": 60}')
     assert reads < 2000, reads
+
+
+@pytest.mark.review16("R16H-4")
+def test_r16h_4_user_erasure_and_a_message_delete_do_not_deadlock(env,
+                                                                  store):
+    """R16H-4: chat.delete_user_uploads locks the user's uploads (its
+    delete), then their links (the cascade, at the statement's end); a
+    message delete locks its links (its delete), then their uploads (the
+    released_at trigger).  Run together on one message's uploads, each
+    waits for the other: PostgreSQL kills one with "deadlock detected"
+    (the host's erasure fails, or the user's delete answers 503).  A
+    third session's share lock on the second upload makes the
+    interleaving certain.  Fixed: both lock the uploads first, in id
+    order."""
+    import threading
+    start(env, store)
+    c = env.conn("alice")
+    u1 = upload(c, blob(321))
+    u2 = upload(c, blob(322))
+    m = send(c, direct(c, "bob")["id"], "two files")
+    attach(env.pg, m, u1["id"])
+    attach(env.pg, m, u2["id"])
+
+    errors = []
+
+    def run(sql, params):
+        try:
+            env.pg.query(sql, params)
+        except Exception as e:          # the deadlock's victim
+            errors.append(str(e))
+
+    def waiting(n):
+        return env.pg.query("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE wait_event_type = 'Lock'")[0][0] == n
+
+    with env.pg.connect(autocommit=False) as hold:
+        hold.execute("SELECT 1 FROM chat.uploads WHERE id = %s FOR SHARE",
+                     (u2["id"],))
+        erase = threading.Thread(target=run, args=(
+            "SELECT chat.delete_user_uploads('alice')", None))
+        erase.start()
+        wait_until(lambda: waiting(1), "the erasure waits")
+        delete = threading.Thread(target=run, args=(
+            "SELECT chat.api_message_delete('alice', %s::jsonb)",
+            ('{"message_id": %d}' % m["id"],)))
+        delete.start()
+        wait_until(lambda: waiting(2), "the message delete waits")
+        hold.commit()
+    erase.join(15)
+    delete.join(15)
+    assert errors == []
+    assert env.pg.query("SELECT count(*) FROM chat.uploads") == [(0,)]
+    assert env.pg.query("SELECT deleted_at IS NOT NULL FROM chat.messages "
+                        "WHERE id = %s", (m["id"],)) == [(True,)]
