@@ -116,11 +116,6 @@ def sweep_reads(pg, req):
 
 
 @pytest.mark.review16("R16H-3")
-@pytest.mark.xfail(strict=True, reason="R16H-3, open: the sweep's "
-                   "candidates are found by walking every upload older "
-                   "than the grace, attached or not: a column kept by the "
-                   "message_uploads triggers and a partial index would "
-                   "bound it")
 def test_r16h_3_sweep_does_not_walk_attached_uploads(env, store):
     """R16H-3: every tick (each minute at the default grace) the sweep
     looks for uploads no message attaches among all uploads older than
@@ -128,7 +123,9 @@ def test_r16h_3_sweep_does_not_walk_attached_uploads(env, store):
     for each: an installation's every attached upload (they are most of
     them, and only grow) is read again each minute, forever, to find the
     few unattached ones.  The work of a call should follow its limit,
-    not the number of files ever attached."""
+    not the number of files ever attached.  Fixed: the candidates come
+    from a partial index of chat.uploads.unattached_since, which the
+    links' triggers keep."""
     start(env, store)
     c = env.conn("alice")
     m = send(c, direct(c, "bob")["id"], "files")
@@ -157,7 +154,7 @@ def test_r16h_4_user_erasure_and_a_message_delete_do_not_deadlock(env,
     """R16H-4: chat.delete_user_uploads locks the user's uploads (its
     delete), then their links (the cascade, at the statement's end); a
     message delete locks its links (its delete), then their uploads (the
-    released_at trigger).  Run together on one message's uploads, each
+    unattached_since trigger).  Run together on one message's uploads, each
     waits for the other: PostgreSQL kills one with "deadlock detected"
     (the host's erasure fails, or the user's delete answers 503).  A
     third session's share lock on the second upload makes the
@@ -203,3 +200,31 @@ def test_r16h_4_user_erasure_and_a_message_delete_do_not_deadlock(env,
     assert env.pg.query("SELECT count(*) FROM chat.uploads") == [(0,)]
     assert env.pg.query("SELECT deleted_at IS NOT NULL FROM chat.messages "
                         "WHERE id = %s", (m["id"],)) == [(True,)]
+
+
+@pytest.mark.review16("R16H-3")
+def test_r16h_3_unattached_since_follows_the_links(env, store):
+    """chat.uploads.unattached_since, which the sweep's partial index
+    reads: set at the upload, NULL once a message attaches it, still NULL
+    while one of two messages that attach it goes, the time the last
+    one went after that."""
+    start(env, store)
+    c = env.conn("alice")
+    up = upload(c, blob(555))
+    d = direct(c, "bob")["id"]
+
+    def since():
+        return env.pg.query("SELECT unattached_since IS NOT NULL, "
+                            "unattached_since > now() - interval '1 minute' "
+                            "FROM chat.uploads WHERE id = %s", (up["id"],))[0]
+    assert since() == (True, True)
+    m1, m2 = send(c, d, "one"), send(c, d, "two")
+    attach(env.pg, m1, up["id"])
+    attach(env.pg, m2, up["id"])
+    assert since() == (False, None)
+    c.ok("DELETE", "messages/%d" % m1["id"])
+    assert since() == (False, None)
+    env.pg.query("UPDATE chat.uploads SET created_at = now() - "
+                 "interval '2 days' WHERE id = %s", (up["id"],))
+    c.ok("DELETE", "messages/%d" % m2["id"])
+    assert since() == (True, True)
