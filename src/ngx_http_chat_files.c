@@ -833,8 +833,8 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
  * just stored, which goes back (R16F-8).
  *
  * Why.  An upload renames its file to ab/cd/<sha256> (its bytes written
- * to the end: the file's mtime is the end of the body, moments before),
- * then inserts its row.  The sweep's transaction found no row for these
+ * to the end, its mtime set to the rename's time: upload.c), then
+ * inserts its row.  The sweep's transaction found no row for these
  * bytes at its start ("at") or later; a checking stat() then unlink()
  * of ab/cd/<sha256> would leave a moment in which an upload's rename
  * puts a new file there, unlinked right after.  The rename to the tomb
@@ -844,7 +844,7 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
  * says when it was written.  A file the sweep may take is one whose row
  * was not committed at "at": if its upload is to succeed, that row
  * commits after "at", within the pool's queue_timeout and query_timeout
- * of the body's end (the statement_timeout is below the latter), else
+ * of the rename (the statement_timeout is below the latter), else
  * nginx answered the upload 503 and nobody was given the row.  So a
  * tomb written after at - fresh (a minute, beyond any timeouts worth
  * having; the clocks of the nodes, PostgreSQL and the file server

@@ -944,8 +944,8 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
  * crash, a symlink: rename() replaces the link, not what it points to).
  * The same bytes stored again are replaced by the same bytes.  A reader
  * in flight of the replaced file keeps it on a local filesystem (on NFS
- * it may get ESTALE: docs/operations.md).  The new file's mtime is the
- * end of its body: the sweep keeps a file that fresh (files.c).
+ * it may get ESTALE: docs/operations.md).  The new file's mtime is set
+ * to the rename's time: the sweep keeps a file that fresh (files.c).
  * NGX_OK, or the status to answer (507, 503).
  */
 
@@ -986,6 +986,21 @@ ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
 
     p = ngx_sprintf(p, "/%s", up->hex);
     *p = '\0';
+
+    /*
+     * the mtime is the store's time, not the body's last write: a client
+     * may hold the end of a body it wrote long ago (the last chunk's
+     * extension, trailers, a byte at a time), and the sweep keeps only a
+     * file stored within a minute of its transaction (R16H-1)
+     */
+    if (ngx_set_file_time(temp->data, r->request_body->temp_file->file.fd,
+                          ngx_time())
+        != NGX_OK)
+    {
+        return ngx_http_chat_upload_store_failed(r, ngx_errno,
+                                                 ngx_set_file_time_n,
+                                                 temp->data);
+    }
 
     if (ngx_rename_file(temp->data, path) == NGX_FILE_ERROR) {
         return ngx_http_chat_upload_store_failed(r, ngx_errno, "rename()",

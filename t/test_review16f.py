@@ -168,7 +168,7 @@ def test_r16f_5_a_deleted_message_gives_its_files_the_grace(env, store):
     attach it again, as item 2 allows its owner to).  The sweep is called
     here as nginx calls it, with a grace of an hour.  Fixed: the grace
     counts from the later of the upload and the last time a message's
-    link to it went (chat.uploads.released_at)."""
+    link to it went (chat.uploads.unattached_since)."""
     start(env, store)
     alice, bob = env.conn("alice"), env.conn("bob")
     data = blob(444)
@@ -188,14 +188,14 @@ def test_r16f_5_a_deleted_message_gives_its_files_the_grace(env, store):
     # attached again, and its message deleted again: the grace again
     m = send(alice, d["id"], "again")
     attach(env.pg, m, up["id"])
-    env.pg.query("UPDATE chat.uploads SET released_at = now() - "
+    env.pg.query("UPDATE chat.uploads SET unattached_since = now() - "
                  "interval '2 hours' WHERE id = %s", (up["id"],))
     env.pg.query(*sweep)
     alice.ok("DELETE", "messages/%d" % m["id"])
     env.pg.query(*sweep)
     assert env.pg.query("SELECT id FROM chat.uploads") == [(up["id"],)]
     # once both are older than the grace, it goes
-    env.pg.query("UPDATE chat.uploads SET released_at = now() - "
+    env.pg.query("UPDATE chat.uploads SET unattached_since = now() - "
                  "interval '2 hours' WHERE id = %s", (up["id"],))
     env.pg.query(*sweep)
     assert env.pg.query("SELECT id FROM chat.uploads") == []
@@ -487,7 +487,7 @@ def test_r16f_8_a_re_upload_during_the_sweep_keeps_its_file(env, store):
         # the old row's grace over: swept, the file handed out
         env.pg.query("DELETE FROM chat.message_uploads")
         env.pg.query("UPDATE chat.uploads SET created_at = now() - "
-                     "interval '1 hour', released_at = now() - "
+                     "interval '1 hour', unattached_since = now() - "
                      "interval '1 hour' WHERE id = %s", (old["id"],))
         env.ng.wait_log(r'upload sweep: "%s" was stored again just now: '
                         r'kept' % path, timeout=15)

@@ -762,7 +762,15 @@ BEGIN
     WHERE id = v_mid
     RETURNING * INTO v_msg;
 
-    -- its files are served no more (and swept once nothing else has them)
+    -- its files are served no more (and swept once nothing else has them);
+    -- their uploads locked first, in id order, as chat.delete_user_uploads
+    -- does: the links' trigger locks them after the links, and an erasure
+    -- deleting them would wait for our links crosswise (R16H-4)
+    PERFORM 1 FROM chat.uploads u
+    WHERE u.id IN (SELECT mu.upload_id FROM chat.message_uploads mu
+                   WHERE mu.message_id = v_mid)
+    ORDER BY u.id
+    FOR NO KEY UPDATE;
     DELETE FROM chat.message_uploads WHERE message_id = v_mid;
 
     v_obj := chat.message_obj(v_msg);

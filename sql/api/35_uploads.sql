@@ -152,14 +152,18 @@ CREATE OR REPLACE TRIGGER uploads_delete_files
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_of_deleted();
 
--- A message's link to an upload went (the message deleted, or removed
--- with its conversation or by retention): the upload's grace starts
--- again (released_at), so that its owner can attach it again (R16F-5).
--- Set on every link that goes, not only the last: the sweep looks only
--- at uploads no link has, and two deletes of the last two links at once
--- would each see the other's link and set nothing.  The rows locked in
--- id order: two such deletes never wait for each other crosswise.  A
--- link that goes because its upload is deleted finds no row to update.
+-- chat.uploads.unattached_since, kept by the links (R16F-5, R16H-3): an
+-- upload a message attaches has none; one whose last link went (its
+-- message deleted, or removed with its conversation or by retention) has
+-- the time it went, from which its grace counts again, so that its owner
+-- can attach it again.  Each trigger locks the uploads first, in id
+-- order, and only then looks at the links, in a statement of its own (a
+-- snapshot taken after the lock): of two transactions that drop the last
+-- two links of an upload, or drop one while another adds one, the second
+-- to take the lock waits until the first commits, and sees its links and
+-- the column as they are then (the locks are taken whatever the column
+-- says: a filter read before the lock could be stale).  A link that goes because its upload is deleted finds no
+-- row to update.
 CREATE OR REPLACE FUNCTION chat.uploads_released() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $$
@@ -168,8 +172,10 @@ BEGIN
     WHERE u.id IN (SELECT upload_id FROM gone)
     ORDER BY u.id
     FOR NO KEY UPDATE;
-    UPDATE chat.uploads u SET released_at = now()
-    WHERE u.id IN (SELECT upload_id FROM gone);
+    UPDATE chat.uploads u SET unattached_since = now()
+    WHERE u.id IN (SELECT upload_id FROM gone)
+      AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
+                      WHERE mu.upload_id = u.id);
     RETURN NULL;
 END
 $$;
@@ -178,6 +184,26 @@ CREATE OR REPLACE TRIGGER message_uploads_released
     AFTER DELETE ON chat.message_uploads
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_released();
+
+CREATE OR REPLACE FUNCTION chat.uploads_attached() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+BEGIN
+    PERFORM 1 FROM chat.uploads u
+    WHERE u.id IN (SELECT upload_id FROM added)
+    ORDER BY u.id
+    FOR NO KEY UPDATE;
+    UPDATE chat.uploads u SET unattached_since = NULL
+    WHERE u.id IN (SELECT upload_id FROM added)
+      AND u.unattached_since IS NOT NULL;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER message_uploads_attached
+    AFTER INSERT ON chat.message_uploads
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION chat.uploads_attached();
 
 -- upload_sweep: {"grace": seconds, "limit": n, "retry": seconds,
 -- "token": t, "done": [sha256, ...], "seen": [sha256, ...]} -> {"files":
@@ -257,12 +283,10 @@ BEGIN
     -- A send that comes after the lock waits for it and finds no upload.
     SELECT array_agg(o.id) INTO v_ids
     FROM (SELECT c.id FROM chat.uploads c
-          WHERE c.created_at < now() - make_interval(secs => v_grace)
-            AND (c.released_at IS NULL
-                 OR c.released_at < now() - make_interval(secs => v_grace))
+          WHERE c.unattached_since < now() - make_interval(secs => v_grace)
             AND NOT EXISTS (SELECT 1 FROM chat.message_uploads mu
                             WHERE mu.upload_id = c.id)
-          ORDER BY c.created_at
+          ORDER BY c.unattached_since
           LIMIT v_limit
           FOR UPDATE SKIP LOCKED) o;
     v_rows := coalesce(cardinality(v_ids), 0);

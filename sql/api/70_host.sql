@@ -161,6 +161,11 @@ AS $$
 DECLARE
     v_n  bigint;
 BEGIN
+    -- locked first, in id order, as a message delete locks its uploads
+    -- before its links (R16H-4)
+    PERFORM 1 FROM chat.uploads WHERE owner_id = p_user
+    ORDER BY id
+    FOR UPDATE;
     DELETE FROM chat.uploads WHERE owner_id = p_user;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
