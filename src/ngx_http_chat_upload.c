@@ -261,10 +261,13 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     wait = 0;
 
-    if (length > 0) {
+    if (length != 0) {
+        /* chunked: not read whole into tmp/ with no byte of the quota
+         * left (R16G-3) */
         wait = ngx_http_chat_rate_spend(ccf, user,
                                         NGX_HTTP_CHAT_RATE_UPLOAD_BYTES,
-                                        (ngx_uint_t) length, 1);
+                                        length > 0 ? (ngx_uint_t) length : 1,
+                                        1);
     }
 
     if (wait == 0) {

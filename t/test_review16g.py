@@ -13,7 +13,7 @@ from chatlib import API_LOCATIONS, TIMEOUT
 from conftest import base_dir, free_port
 from test_handshake import _h2_frame, _h2_literal
 from test_review16 import first_response_line
-from test_uploads import (blob, make_store, start, temp_files,
+from test_uploads import (blob, make_store, ok_upload, start, temp_files,
                           wait_until)
 
 
@@ -134,3 +134,28 @@ def test_r16g_2_json_chunked_without_client_max_body_size(env, store):
         pass            # refused while sending: what the fix does
     line = first_response_line(c)
     assert line.startswith("HTTP/1.1 413"), line
+
+
+# --------------------------------------------------------------------------
+# R16G-3: the day's upload quota is checked before the body only against
+# a Content-Length: a user whose quota is used up still has every chunked
+# upload read whole into tmp/ (hashed, written, up to chat_upload_max_size
+# each, chat_upload_concurrency at once, 30 a minute) before its 429.
+# Fixed: a chunked upload is refused at once when not a byte of the quota
+# is left.
+
+@pytest.mark.review16("R16G-3")
+def test_r16g_3_chunked_upload_past_quota_refused_before_body(env, store):
+    start(env, store, "chat_upload_quota 1k; chat_upload_rate 1000r/s; "
+          "chat_upload_max_size 64m;")
+    ok_upload(env.conn("alice"), blob(1024))
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads", headers=[
+        ("Transfer-Encoding", "chunked")]) + b"1000000\r\n")
+    try:
+        for _ in range(16):
+            c.send(blob(64 * 1024))
+    except OSError:
+        pass
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 429"), line
