@@ -159,3 +159,40 @@ def test_r16g_3_chunked_upload_past_quota_refused_before_body(env, store):
         pass
     line = first_response_line(c)
     assert line.startswith("HTTP/1.1 429"), line
+
+
+# --------------------------------------------------------------------------
+# R16G-4: tmp/'s sweep after a reload uses the new configuration's
+# chat_upload_timeout; the old workers finish their uploads under the old
+# one.  A reload that shortens chat_upload_timeout has the new first
+# worker remove the temporary files of uploads still in flight in old
+# workers (begun longer ago than the new deadline, within the old): the
+# client sends the whole body and gets 503.  The file's age stands for
+# the two hours the upload has run.  Open: the sweep would need the
+# longest deadline of every generation still running (kept in the zone,
+# which outlives a reload).
+
+@pytest.mark.review16("R16G-4")
+@pytest.mark.xfail(strict=True, reason="R16G-4, open: the sweep knows only "
+                   "the new configuration's chat_upload_timeout")
+def test_r16g_4_reload_shortening_the_deadline_spares_old_uploads(env,
+                                                                  store):
+    import time
+    from test_uploads import stored, where
+    start(env, store, "chat_upload_timeout 3h;")
+    data = blob(1000000)
+    c = env.conn("alice")
+    c.send(c.build("POST", "uploads", headers=[
+        ("Content-Length", str(len(data)))]) + data[:40000])
+    wait_until(lambda: len(temp_files(store)) == 1, "the temporary file")
+    tmp = os.path.join(store, "tmp")
+    then = time.time() - 2 * 3600
+    for name in os.listdir(tmp):
+        os.utime(os.path.join(tmp, name), (then, then))
+    env.ng.reload(locations=env.locations % (
+        "chat_upload_path %s; chat_upload_timeout 1h;" % store))
+    ok_upload(env.conn("bob"), blob(100))      # the new workers are up
+    c.send(data[40000:])
+    line = first_response_line(c)
+    assert line.startswith("HTTP/1.1 201"), line
+    assert stored(store).get(where(data)) == data
