@@ -738,9 +738,9 @@ ngx_http_chat_upload_read(ngx_http_request_t *r)
 
 
 /*
- * The body could not be read in whole: too large, or the temporary file
- * failed (a full disk is 507); the client's own failures (gone, timed
- * out) are nginx's to end.  The rest of the body stays unread.
+ * The body could not be read in whole: too large, malformed chunks, or
+ * the temporary file failed (a full disk is 507); the client's own
+ * failures (gone, timed out) are nginx's to end.  The rest of the body stays unread.
  */
 
 static ngx_int_t
@@ -757,14 +757,19 @@ ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
         ngx_del_timer(&up->deadline);
     }
 
-    if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
-        || rc == NGX_HTTP_BAD_REQUEST)
-    {
+    if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT) {
         return rc;
     }
 
     r->keepalive = 0;
     r->lingering_close = 1;
+
+    if (rc == NGX_HTTP_BAD_REQUEST) {
+        /* a malformed chunked body: not nginx's HTML page (R16G-5) */
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "bad_request",
+                                             "malformed chunked body");
+    }
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         return ngx_http_chat_http_send_error(r,

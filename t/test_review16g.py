@@ -196,3 +196,24 @@ def test_r16g_4_reload_shortening_the_deadline_spares_old_uploads(env,
     line = first_response_line(c)
     assert line.startswith("HTTP/1.1 201"), line
     assert stored(store).get(where(data)) == data
+
+
+# --------------------------------------------------------------------------
+# R16G-5: a malformed chunked body (a chunk size that is no hex number)
+# in the chat_api location gets nginx's HTML 400, an upload's and a JSON
+# route's alike: the module passed nginx's 400 on as the client's own
+# failure.  Fixed: answered with the protocol's JSON 400, the connection
+# closed after it (the rest of the stream cannot be parsed).
+
+@pytest.mark.review16("R16G-5")
+@pytest.mark.parametrize("path", ["uploads", "conversations"])
+def test_r16g_5_malformed_chunked_body_is_json(env, store, path):
+    start(env, store)
+    c = env.conn("alice")
+    c.send(c.build("POST", path, headers=[
+        ("Content-Type", "application/json"),
+        ("Transfer-Encoding", "chunked")]) + b"2\r\n{}\r\nzz\r\n")
+    r = c.read()
+    assert r.status == 400, r
+    assert r.json()["error"]["code"] == "bad_request", r
+    assert not r.keep_alive, r
