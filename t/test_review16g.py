@@ -217,3 +217,46 @@ def test_r16g_5_malformed_chunked_body_is_json(env, store, path):
     assert r.status == 400, r
     assert r.json()["error"]["code"] == "bad_request", r
     assert not r.keep_alive, r
+
+
+# --------------------------------------------------------------------------
+# R16G-6: a full zone makes room by forgetting the users offline for
+# longest, passing over at most 64 entries kept for their upload buckets
+# (NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN): when 64 such entries lead the list,
+# the allocation fails as if nothing could be forgotten, though thousands
+# of entries behind them could.  That allocation is anyone's: a
+# WebSocket's (refused, "chat_zone is full"), an upload's (503), a REST
+# user's buckets.  64 users who each uploaded a file recently (under the
+# default 1 GB a day, 25 MB keeps an entry 35 minutes) and are offline
+# for longest: in a zone that has filled with offline users (its steady
+# state) that happens by itself.  Here: 70 users' files of chat_upload_rate
+# 1r/m lead the list, then users of another server (1000r/s: nothing kept)
+# fill the zone; one of them is refused when the zone becomes full.  Open:
+# the scan's bound keeps the zone's lock short; a fix would keep the
+# entries with upload buckets out of the list's head (a list of their own).
+
+@pytest.mark.review16("R16G-6")
+@pytest.mark.xfail(strict=True, reason="R16G-6, open: 64 kept entries at "
+                   "the LRU's head refuse an allocation in a full zone")
+@pytest.mark.parametrize("chat_env", [dict(zone="256k")], indirect=True)
+def test_r16g_6_kept_entries_do_not_refuse_others(env, store):
+    from chatlib import Conn
+    port = free_port()
+    env.start("chat_upload_path %s; chat_upload_rate 1r/m;" % store,
+              http="server { listen 127.0.0.1:%d; location /api/chat/ { "
+                   "chat_api; chat_upload_path %s; "
+                   "chat_upload_rate 1000r/s; } }\n" % (port, store))
+    c = env.conn("bob")
+    for i in range(70):
+        r = c.request("POST", "uploads", body=b"",
+                      token=env.token("k%d" % i))
+        assert r.status == 400, r           # an empty file, a file taken
+    statuses = {}
+    for batch in range(10):
+        other = Conn(port, env.token("bob"), "bob", TIMEOUT)
+        for i in range(500):
+            r = other.request("POST", "uploads", body=b"",
+                              token=env.token("f%d" % (batch * 500 + i)))
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        other.close()
+    assert statuses == {400: 5000}, statuses
