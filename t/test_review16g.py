@@ -260,3 +260,39 @@ def test_r16g_6_kept_entries_do_not_refuse_others(env, store):
             statuses[r.status] = statuses.get(r.status, 0) + 1
         other.close()
     assert statuses == {400: 5000}, statuses
+
+
+# --------------------------------------------------------------------------
+# R16G-7: a reload closes the WebSockets so that old workers exit at once
+# (protocol.md), but an upload in flight keeps its old worker, and the
+# worker's slot of chat_zone, for up to chat_upload_timeout (an hour by
+# default): anyone may hold one with a byte a minute.  Slots are 64; with
+# reloads more frequent than the uploads' deadline, old workers pile up
+# until a new worker gets no slot, and then its WebSocket clients are all
+# refused ("all 64 slots of chat_zone are taken").  Here one upload pins
+# each generation.  Open: a way out needs a decision (an exiting worker
+# giving its slot up for its uploads' sake, or a shorter deadline for
+# uploads of an exiting worker).
+
+@pytest.mark.review16("R16G-7")
+@pytest.mark.xfail(strict=True, reason="R16G-7, open: uploads in flight pin "
+                   "old workers and their zone slots across reloads")
+@pytest.mark.allow_log(r"slots of chat_zone are taken")
+def test_r16g_7_uploads_in_flight_do_not_exhaust_zone_slots(env, store):
+    start(env, store)
+    held = []
+    try:
+        for i in range(64):
+            c = env.conn("u%d" % i)
+            c.send(c.build("POST", "uploads", headers=[
+                ("Content-Length", "1000000")]) + blob(40000))
+            held.append(c)
+            wait_until(lambda: len(temp_files(store)) == i + 1,
+                       "the temporary file")
+            env.ng.reload()
+        ws = env.ws("bob")
+        ws.close()
+    finally:
+        for c in held:
+            c.close()
+    assert "slots of chat_zone are taken" not in env.ng.error_log()
