@@ -874,6 +874,22 @@ ngx_http_chat_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (ccf->body_max_size && told > ccf->body_max_size) {
             r->lingering_close = 1;
+
+#if (NGX_HTTP_V2)
+            if (r->stream) {
+                /*
+                 * HTTP/2's DATA handler would finalize the request with
+                 * nginx's HTML 413: the JSON one goes now, then the
+                 * stream is closed (R16G-1)
+                 */
+                (void) ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large",
+                                        "the request body is too large");
+                return NGX_HTTP_CLOSE;
+            }
+#endif
+
             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
         }
     }
@@ -942,6 +958,8 @@ ngx_http_chat_api_body_read(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_chat_api_body_failed(ngx_http_request_t *r, ngx_int_t rc)
 {
+    /* NGX_HTTP_CLOSE: answered already (HTTP/2, the filter) */
+
     if ((rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
          && rc != NGX_HTTP_BAD_REQUEST)
         || r->connection->error)

@@ -685,6 +685,22 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (up->size + (off_t) n > up->max) {
             up->over = 1;
+
+#if (NGX_HTTP_V2)
+            if (r->stream) {
+                /* not nginx's HTML 413 from HTTP/2's DATA handler: the
+                 * JSON one now, then the stream closed (R16G-1) */
+                if (up->deadline.timer_set) {
+                    ngx_del_timer(&up->deadline);
+                }
+
+                (void) ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large", "the file is too large");
+                return NGX_HTTP_CLOSE;
+            }
+#endif
+
             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
         }
 
@@ -757,7 +773,11 @@ ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
         ngx_del_timer(&up->deadline);
     }
 
-    if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT) {
+    /* NGX_HTTP_CLOSE: answered already (HTTP/2, the filter) */
+
+    if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || rc == NGX_HTTP_CLOSE)
+    {
         return rc;
     }
 

@@ -6,13 +6,14 @@ PostgreSQL.  No timing is asserted.
 import os
 import socket
 import struct
+import time
 
 import pytest
 
 from chatlib import API_LOCATIONS, TIMEOUT
 from conftest import base_dir, free_port
 from test_handshake import _h2_frame, _h2_literal
-from test_review16 import first_response_line
+from test_review16 import accepted_again, first_response_line
 from test_uploads import (blob, make_store, ok_upload, start, temp_files,
                           wait_until)
 
@@ -34,7 +35,8 @@ def h2_env(env, store, extra=""):
     return port
 
 
-def h2_post(env, port, path, body, headers=(), end=True, user="alice"):
+def h2_post(env, port, path, body, headers=(), end=True, user="alice",
+            pause=0):
     """POST over HTTP/2 (prior knowledge, no content-length) with body in
     DATA frames (within the first windows); the response body, or what
     ended the stream: "RST", "GOAWAY", "EOF"."""
@@ -51,6 +53,12 @@ def h2_post(env, port, path, body, headers=(), end=True, user="alice"):
         for i in range(0, len(body), 16384):
             last = end and i + 16384 >= len(body)
             out += _h2_frame(0, 1 if last else 0, 1, body[i:i + 16384])
+        if pause:
+            # the body after the handler began to read it: through
+            # HTTP/2's DATA handler, not the stream's preread buffer
+            sock.sendall(out[:out.index(block) + len(block)])
+            time.sleep(pause)
+            out = out[out.index(block) + len(block):]
         sock.sendall(out)
         buf, resp = b"", b""
         while True:
@@ -82,32 +90,31 @@ def h2_post(env, port, path, body, headers=(), end=True, user="alice"):
 # --------------------------------------------------------------------------
 # R16G-1: over HTTP/2 a body that goes past its limit while it is read
 # (no content-length: an upload past chat_upload_max_size, a JSON body past
-# client_max_body_size) gets nginx's HTML 413, not the protocol's JSON one:
+# client_max_body_size) got nginx's HTML 413, not the protocol's JSON one:
 # the filters' 413 goes from nginx's DATA frame handler straight to
 # ngx_http_finalize_request (HTTP/1.1 goes through the module's read
-# handler, which answers in JSON).  Open: answering in JSON there needs
-# the filter to stop the stream's body itself (skip_data, no last_buf to
-# the save filter) and answer from a posted request.
-
-H2_OPEN = "R16G-1, open: HTTP/2's DATA handler finalizes the filters' 413"
+# handler, which answers in JSON).  Fixed: over HTTP/2 the filter sends
+# the JSON 413 itself and has the stream closed (NGX_HTTP_CLOSE).
 
 @pytest.mark.review16("R16G-1")
-@pytest.mark.xfail(strict=True, reason=H2_OPEN)
-def test_r16g_1_h2_upload_past_max_is_json(env, store):
-    port = h2_env(env, store, "chat_upload_max_size 10k;")
-    out = h2_post(env, port, "uploads", blob(40 * 1024))
-    print(out)
+@pytest.mark.parametrize("pause", [0, 0.5])
+def test_r16g_1_h2_upload_past_max_is_json(env, store, pause):
+    port = h2_env(env, store, "chat_upload_max_size 10k; "
+                  "chat_upload_concurrency 1;")
+    out = h2_post(env, port, "uploads", blob(40 * 1024), pause=pause)
     assert "too_large" in out, out
+    # the stream closed, its count given back, its file removed
+    accepted_again(env, blob(100))
+    wait_until(lambda: temp_files(store) == [], "tmp/ empty")
 
 
 @pytest.mark.review16("R16G-1")
-@pytest.mark.xfail(strict=True, reason=H2_OPEN)
-def test_r16g_1_h2_json_past_client_max_body_size_is_json(env, store):
+@pytest.mark.parametrize("pause", [0, 0.5])
+def test_r16g_1_h2_json_past_client_max_body_size_is_json(env, store, pause):
     port = h2_env(env, store, "chat_max_message_size 1k; "
                   "client_max_body_size 4k;")
     out = h2_post(env, port, "conversations", b"[" + b" " * 40 * 1024,
-                  [("content-type", "application/json")])
-    print(out)
+                  [("content-type", "application/json")], pause=pause)
     assert "too_large" in out, out
 
 
