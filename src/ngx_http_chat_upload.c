@@ -98,6 +98,8 @@ static ngx_int_t ngx_http_chat_upload_tmp_open(
     ngx_http_chat_upload_tmp_t *tmp);
 static ngx_int_t ngx_http_chat_upload_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_chat_upload_filter_failed(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_http_chat_upload_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_upload_failed(ngx_http_request_t *r,
     ngx_int_t rc);
@@ -685,23 +687,8 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (up->size + (off_t) n > up->max) {
             up->over = 1;
-
-#if (NGX_HTTP_V2)
-            if (r->stream) {
-                /* not nginx's HTML 413 from HTTP/2's DATA handler: the
-                 * JSON one now, then the stream closed (R16G-1) */
-                if (up->deadline.timer_set) {
-                    ngx_del_timer(&up->deadline);
-                }
-
-                (void) ngx_http_chat_http_send_error(r,
-                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                        "too_large", "the file is too large");
-                return NGX_HTTP_CLOSE;
-            }
-#endif
-
-            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            return ngx_http_chat_upload_filter_failed(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
         }
 
         up->size += n;
@@ -723,7 +710,29 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         /* the save filter failed: the temporary file's write or open
          * (ngx_write_chain_to_temp_file logged it; errno is still its) */
         up->err = ngx_errno;
+        rc = ngx_http_chat_upload_filter_failed(r, rc);
     }
+
+    return rc;
+}
+
+
+/*
+ * Over HTTP/2 a failure of the body filter goes from nginx's DATA handler
+ * straight to ngx_http_finalize_request, which would answer with nginx's
+ * HTML page: the JSON answer goes now, and the stream is closed (R16G-1).
+ * HTTP/1.1's goes through ngx_http_chat_upload_failed from our handlers.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_filter_failed(ngx_http_request_t *r, ngx_int_t rc)
+{
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        (void) ngx_http_chat_upload_failed(r, rc);
+        return NGX_HTTP_CLOSE;
+    }
+#endif
 
     return rc;
 }

@@ -14,7 +14,8 @@ from chatlib import API_LOCATIONS, TIMEOUT
 from conftest import base_dir, free_port
 from test_handshake import _h2_frame, _h2_literal
 from test_review16 import accepted_again, first_response_line
-from test_uploads import (blob, make_store, ok_upload, start, temp_files,
+from test_uploads import (blob, make_store, ok_upload, small_disk, start,
+                          temp_files,
                           wait_until)
 
 
@@ -303,3 +304,21 @@ def test_r16g_7_uploads_in_flight_do_not_exhaust_zone_slots(env, store):
         for c in held:
             c.close()
     assert "slots of chat_zone are taken" not in env.ng.error_log()
+
+
+@pytest.mark.review16("R16G-1")
+@pytest.mark.parametrize("pause", [0, 0.5])
+def test_r16g_1_h2_upload_disk_full_is_json(env, small_disk, pause):
+    """The temporary file cannot be written, over HTTP/2: the JSON 507."""
+    port = h2_env(env, small_disk, "chat_upload_max_size 2m;")
+    env.ng.allow_log.append(r"No space left on device")
+    # the tmpfs nearly full: what is left is less than the body
+    with open(os.path.join(small_disk, "filler"), "wb") as f:
+        try:
+            f.write(b"\0" * (256 * 1024))
+        except OSError:
+            pass
+    os.truncate(os.path.join(small_disk, "filler"), 236 * 1024)
+    out = h2_post(env, port, "uploads", blob(60 * 1024), pause=pause)
+    assert "insufficient_storage" in out, out
+    wait_until(lambda: temp_files(small_disk) == [], "tmp/ empty")
