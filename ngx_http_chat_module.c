@@ -1603,7 +1603,13 @@ ngx_http_chat_api_location(ngx_conf_t *cf, ngx_http_chat_loc_conf_t *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    conf->body_max_size = clcf->client_max_body_size;
+    /*
+     * "client_max_body_size 0" reads a JSON body without end, its bytes
+     * dropped: none is kept past chat_max_message_size (R16G-2)
+     */
+    conf->body_max_size = clcf->client_max_body_size
+                          ? clcf->client_max_body_size
+                          : (off_t) conf->max_message_size;
     clcf->client_max_body_size = 0;
 
     if (conf->upload_temp == NULL) {

@@ -874,6 +874,22 @@ ngx_http_chat_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (ccf->body_max_size && told > ccf->body_max_size) {
             r->lingering_close = 1;
+
+#if (NGX_HTTP_V2)
+            if (r->stream) {
+                /*
+                 * HTTP/2's DATA handler would finalize the request with
+                 * nginx's HTML 413: the JSON one goes now, then the
+                 * stream is closed (R16G-1)
+                 */
+                (void) ngx_http_chat_http_send_error(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "too_large",
+                                        "the request body is too large");
+                return NGX_HTTP_CLOSE;
+            }
+#endif
+
             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
         }
     }
@@ -935,18 +951,31 @@ ngx_http_chat_api_body_read(ngx_http_request_t *r)
 
 /*
  * The body could not be read: past client_max_body_size (the filter) is
- * the protocol's 413, the rest unread; the client's own failures are
- * nginx's to end
+ * the protocol's 413, malformed chunks its 400, the rest unread; the
+ * client's own failures are nginx's to end
  */
 
 static ngx_int_t
 ngx_http_chat_api_body_failed(ngx_http_request_t *r, ngx_int_t rc)
 {
-    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE || r->connection->error) {
+    /* NGX_HTTP_CLOSE: answered already (HTTP/2, the filter) */
+
+    if ((rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+         && rc != NGX_HTTP_BAD_REQUEST)
+        || r->connection->error)
+    {
         return rc;
     }
 
     r->keepalive = 0;
+
+    if (rc == NGX_HTTP_BAD_REQUEST) {
+        /* malformed chunks: the rest cannot be parsed (R16G-5) */
+        r->lingering_close = 1;
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "bad_request",
+                                             "malformed chunked body");
+    }
 
     return ngx_http_chat_http_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                          "too_large",

@@ -98,6 +98,8 @@ static ngx_int_t ngx_http_chat_upload_tmp_open(
     ngx_http_chat_upload_tmp_t *tmp);
 static ngx_int_t ngx_http_chat_upload_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_chat_upload_filter_failed(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_http_chat_upload_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_upload_failed(ngx_http_request_t *r,
     ngx_int_t rc);
@@ -261,10 +263,13 @@ ngx_http_chat_upload_handler(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     wait = 0;
 
-    if (length > 0) {
+    if (length != 0) {
+        /* chunked: not read whole into tmp/ with no byte of the quota
+         * left (R16G-3) */
         wait = ngx_http_chat_rate_spend(ccf, user,
                                         NGX_HTTP_CHAT_RATE_UPLOAD_BYTES,
-                                        (ngx_uint_t) length, 1);
+                                        length > 0 ? (ngx_uint_t) length : 1,
+                                        1);
     }
 
     if (wait == 0) {
@@ -682,7 +687,8 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (up->size + (off_t) n > up->max) {
             up->over = 1;
-            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            return ngx_http_chat_upload_filter_failed(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
         }
 
         up->size += n;
@@ -704,7 +710,29 @@ ngx_http_chat_upload_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         /* the save filter failed: the temporary file's write or open
          * (ngx_write_chain_to_temp_file logged it; errno is still its) */
         up->err = ngx_errno;
+        rc = ngx_http_chat_upload_filter_failed(r, rc);
     }
+
+    return rc;
+}
+
+
+/*
+ * Over HTTP/2 a failure of the body filter goes from nginx's DATA handler
+ * straight to ngx_http_finalize_request, which would answer with nginx's
+ * HTML page: the JSON answer goes now, and the stream is closed (R16G-1).
+ * HTTP/1.1's goes through ngx_http_chat_upload_failed from our handlers.
+ */
+
+static ngx_int_t
+ngx_http_chat_upload_filter_failed(ngx_http_request_t *r, ngx_int_t rc)
+{
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        (void) ngx_http_chat_upload_failed(r, rc);
+        return NGX_HTTP_CLOSE;
+    }
+#endif
 
     return rc;
 }
@@ -735,9 +763,9 @@ ngx_http_chat_upload_read(ngx_http_request_t *r)
 
 
 /*
- * The body could not be read in whole: too large, or the temporary file
- * failed (a full disk is 507); the client's own failures (gone, timed
- * out) are nginx's to end.  The rest of the body stays unread.
+ * The body could not be read in whole: too large, malformed chunks, or
+ * the temporary file failed (a full disk is 507); the client's own
+ * failures (gone, timed out) are nginx's to end.  The rest of the body stays unread.
  */
 
 static ngx_int_t
@@ -754,14 +782,23 @@ ngx_http_chat_upload_failed(ngx_http_request_t *r, ngx_int_t rc)
         ngx_del_timer(&up->deadline);
     }
 
+    /* NGX_HTTP_CLOSE: answered already (HTTP/2, the filter) */
+
     if (r->connection->error || rc == NGX_HTTP_REQUEST_TIME_OUT
-        || rc == NGX_HTTP_BAD_REQUEST)
+        || rc == NGX_HTTP_CLOSE)
     {
         return rc;
     }
 
     r->keepalive = 0;
     r->lingering_close = 1;
+
+    if (rc == NGX_HTTP_BAD_REQUEST) {
+        /* a malformed chunked body: not nginx's HTML page (R16G-5) */
+        return ngx_http_chat_http_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "bad_request",
+                                             "malformed chunked body");
+    }
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         return ngx_http_chat_http_send_error(r,
