@@ -23,8 +23,11 @@
 #define NGX_HTTP_CHAT_PRESENCE_CLOCK     0x7fffff
 #define NGX_HTTP_CHAT_PRESENCE_HOLD_MAX  (2 * 86400)
 
-/* entries that must be kept, passed over at most for one allocation */
-#define NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN  64
+/*
+ * entries that must be kept, moved out of the LRU or passed over in their
+ * own list at most for one allocation
+ */
+#define NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN  1024
 
 
 /*
@@ -235,19 +238,24 @@ ngx_http_chat_presence_entry_locked(u_char *user, size_t len)
 static ngx_http_chat_presence_t *
 ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
 {
-    ngx_uint_t                 n, kept;
-    ngx_queue_t               *q, *lru;
+    ngx_uint_t                 n, scanned;
+    ngx_queue_t               *q, *lru, *kept;
     ngx_http_chat_presence_t  *p, *victim;
 
     lru = &ngx_http_chat_zone_sh->sh->lru;
-    kept = 0;
+    kept = &ngx_http_chat_zone_sh->sh->kept;
+    scanned = 0;
 
     /*
-     * room is made by forgetting the users offline for longest, but not
+     * Room is made by forgetting the users offline for longest, but not
      * those whose uploads are in flight or whose upload buckets still
      * hold something (R16-7: forgotten, the day's quota would start
-     * afresh): such an entry goes to the end of the list, and after a
-     * few of them nothing is forgotten (an upload is then refused)
+     * afresh).  Such an entry met at the head of the LRU moves to a list
+     * of its own, so that no later allocation meets it again there
+     * (R16G-6: a few dozen of them at the head refused every allocation);
+     * that list is looked at only when the LRU is empty, for entries
+     * that hold nothing any more.  Either scan is bounded: the lock is
+     * everybody's.
      */
 
     for (n = 0; n < 16; /* void */) {
@@ -258,19 +266,24 @@ ngx_http_chat_presence_alloc_locked(u_char *user, size_t len, uint32_t hash)
             break;
         }
 
-        if (ngx_queue_empty(lru)) {
+        if (!ngx_queue_empty(lru)) {
+            q = ngx_queue_head(lru);
+
+        } else if (!ngx_queue_empty(kept)) {
+            q = ngx_queue_head(kept);
+
+        } else {
             return NULL;
         }
 
-        q = ngx_queue_head(lru);
         victim = ngx_queue_data(q, ngx_http_chat_presence_t, pending);
 
         ngx_queue_remove(q);
 
         if (ngx_http_chat_presence_keeps(victim)) {
-            ngx_queue_insert_tail(lru, q);
+            ngx_queue_insert_tail(kept, q);
 
-            if (++kept == NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN) {
+            if (++scanned == NGX_HTTP_CHAT_PRESENCE_KEPT_SCAN) {
                 return NULL;
             }
 

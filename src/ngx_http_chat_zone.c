@@ -171,6 +171,7 @@ ngx_http_chat_zone_init(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&sh->pending);
     ngx_queue_init(&sh->lru);
+    ngx_queue_init(&sh->kept);
 
     /* made here, in the master, so that every worker inherits them */
 

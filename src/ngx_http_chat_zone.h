@@ -80,7 +80,8 @@ typedef struct {
     ngx_uint_t                    total;     /* connections, all slots */
     time_t                        last_seen;
     ngx_http_chat_bucket_t        buckets[NGX_HTTP_CHAT_RATES];
-    ngx_queue_t                   pending;   /* in sh->pending or sh->lru */
+    ngx_queue_t                   pending;   /* in sh->pending, lru or
+                                                kept */
     u_char                        counts[NGX_HTTP_CHAT_SLOTS];
     unsigned                      announced:1;  /* online said to peers */
     /* in the word announced takes anyway: the entry does not grow */
@@ -96,6 +97,8 @@ typedef struct {
     ngx_rbtree_node_t             sentinel;
     ngx_queue_t                   pending;   /* users gone, oldest first */
     ngx_queue_t                   lru;       /* offline, oldest first */
+    ngx_queue_t                   kept;      /* offline, upload buckets
+                                                still held (presence.c) */
     ngx_uint_t                    online;    /* users with a connection */
     ngx_uint_t                    full;      /* allocation failures */
     ngx_http_chat_slot_t          slots[NGX_HTTP_CHAT_SLOTS];

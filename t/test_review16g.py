@@ -239,13 +239,11 @@ def test_r16g_5_malformed_chunked_body_is_json(env, store, path):
 # for longest: in a zone that has filled with offline users (its steady
 # state) that happens by itself.  Here: 70 users' files of chat_upload_rate
 # 1r/m lead the list, then users of another server (1000r/s: nothing kept)
-# fill the zone; one of them is refused when the zone becomes full.  Open:
-# the scan's bound keeps the zone's lock short; a fix would keep the
-# entries with upload buckets out of the list's head (a list of their own).
+# fill the zone; one of them is refused when the zone becomes full.
+# Fixed: an entry kept for its upload buckets that the LRU's scan meets
+# moves to a list of its own, looked at only when the LRU is empty.
 
 @pytest.mark.review16("R16G-6")
-@pytest.mark.xfail(strict=True, reason="R16G-6, open: 64 kept entries at "
-                   "the LRU's head refuse an allocation in a full zone")
 @pytest.mark.parametrize("chat_env", [dict(zone="256k")], indirect=True)
 def test_r16g_6_kept_entries_do_not_refuse_others(env, store):
     from chatlib import Conn
