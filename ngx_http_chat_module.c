@@ -2040,6 +2040,9 @@ ngx_http_chat_init_process(ngx_cycle_t *cycle)
         }
 
         if (ngx_http_chat_zone_slot != NGX_HTTP_CHAT_NO_SLOT) {
+            ngx_http_chat_zone_sh->sh->slots[ngx_http_chat_zone_slot]
+                .upload_timeout = (time_t) (cmcf->upload_timeout + 999) / 1000;
+
             ngx_http_chat_presence_init_process(cycle,
                                                 ngx_http_chat_store_announce);
 

@@ -76,7 +76,8 @@ typedef struct {
     ngx_array_t                  *paths;     /* ngx_str_t: the stores */
     ngx_uint_t                    path;      /* the one being read */
     ngx_dir_t                     dir;
-    time_t                        age;       /* older than this goes */
+    time_t                        timeout;   /* this worker's longest
+                                                chat_upload_timeout, s */
     unsigned                      open:1;
 } ngx_http_chat_upload_tmp_t;
 
@@ -94,6 +95,8 @@ static ngx_int_t ngx_http_chat_upload_local_take(ngx_http_chat_upload_t *up,
 static void ngx_http_chat_upload_local_release(ngx_http_chat_upload_t *up);
 static void ngx_http_chat_upload_deadline(ngx_event_t *ev);
 static void ngx_http_chat_upload_tmp_tick(ngx_event_t *ev);
+static time_t ngx_http_chat_upload_tmp_age(
+    ngx_http_chat_upload_tmp_t *tmp);
 static ngx_int_t ngx_http_chat_upload_tmp_open(
     ngx_http_chat_upload_tmp_t *tmp);
 static ngx_int_t ngx_http_chat_upload_body_filter(ngx_http_request_t *r,
@@ -1159,7 +1162,8 @@ ngx_http_chat_upload_done(ngx_http_chat_store_done_t *done, json_t *result)
  * the request's cleanup, which a worker killed (a crash, the OOM killer)
  * never runs.  The first worker (ngx_worker 0: after a start, a reload,
  * or the respawn of a dead one) removes from each store's tmp/ the files
- * older than the longest chat_upload_timeout and a margin, then again
+ * older than the longest chat_upload_timeout of the node's live workers
+ * and a margin, then again
  * every hour.  An upload in flight began less than chat_upload_timeout
  * ago and its file is younger still, so none is touched, another node's
  * on a shared store neither (with the same chat_upload_timeout).  A few
@@ -1171,7 +1175,6 @@ void
 ngx_http_chat_upload_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_main_conf_t *cmcf)
 {
-    time_t                       timeout;
     ngx_http_chat_upload_tmp_t  *tmp;
 
     if (cmcf->upload_paths == NULL || ngx_worker != 0) {
@@ -1182,13 +1185,8 @@ ngx_http_chat_upload_init_process(ngx_cycle_t *cycle,
 
     tmp->paths = cmcf->upload_paths;
 
-    /*
-     * the margin: the deadline's timer may fire late, mtime has seconds,
-     * another node's clock may differ a little (up to a minute)
-     */
-    timeout = (time_t) ((cmcf->upload_timeout ? cmcf->upload_timeout
-                                              : 3600000) + 999) / 1000;
-    tmp->age = timeout + ngx_min(timeout, 60) + 1;
+    tmp->timeout = (time_t) ((cmcf->upload_timeout ? cmcf->upload_timeout
+                                                   : 3600000) + 999) / 1000;
 
     tmp->timer.handler = ngx_http_chat_upload_tmp_tick;
     tmp->timer.log = cycle->log;
@@ -1218,6 +1216,38 @@ ngx_http_chat_upload_exit_process(void)
 }
 
 
+/*
+ * What is older than this goes: the longest chat_upload_timeout of the
+ * workers alive on this node (old ones finishing their uploads after a
+ * reload that shortened it included, R16G-4), and a margin: the
+ * deadline's timer may fire late, mtime has seconds, another node's clock
+ * may differ a little (up to a minute).
+ */
+
+static time_t
+ngx_http_chat_upload_tmp_age(ngx_http_chat_upload_tmp_t *tmp)
+{
+    time_t                 timeout;
+    ngx_uint_t             i;
+    ngx_http_chat_slot_t  *slot;
+
+    timeout = tmp->timeout;
+
+    if (ngx_http_chat_zone_sh != NULL) {
+        slot = ngx_http_chat_zone_sh->sh->slots;
+
+        /* words read without the lock: a slot taken or left meanwhile */
+        for (i = 0; i < NGX_HTTP_CHAT_SLOTS; i++) {
+            if (slot[i].pid != 0 && slot[i].upload_timeout > timeout) {
+                timeout = slot[i].upload_timeout;
+            }
+        }
+    }
+
+    return timeout + ngx_min(timeout, 60) + 1;
+}
+
+
 static void
 ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
 {
@@ -1236,7 +1266,7 @@ ngx_http_chat_upload_tmp_tick(ngx_event_t *ev)
         return;
     }
 
-    old = ngx_time() - tmp->age;
+    old = ngx_time() - ngx_http_chat_upload_tmp_age(tmp);
 
     for (n = 0; n < NGX_HTTP_CHAT_UPLOAD_TMP_BATCH; n++) {
 

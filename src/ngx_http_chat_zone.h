@@ -64,6 +64,13 @@ typedef struct {
 
     /* this process's uploads in flight, one record each (presence.c) */
     ngx_queue_t                   uploads;
+
+    /*
+     * this process's longest chat_upload_timeout, in seconds: tmp/'s sweep
+     * spares what is younger than any live worker's, an old generation's
+     * after a reload included (R16G-4)
+     */
+    time_t                        upload_timeout;
 } ngx_http_chat_slot_t;
 
 

@@ -176,13 +176,11 @@ def test_r16g_3_chunked_upload_past_quota_refused_before_body(env, store):
 # worker remove the temporary files of uploads still in flight in old
 # workers (begun longer ago than the new deadline, within the old): the
 # client sends the whole body and gets 503.  The file's age stands for
-# the two hours the upload has run.  Open: the sweep would need the
-# longest deadline of every generation still running (kept in the zone,
-# which outlives a reload).
+# the two hours the upload has run.  Fixed: each worker's slot of the
+# zone (which outlives a reload) holds its chat_upload_timeout, and the
+# sweep spares what is younger than the longest of the live workers'.
 
 @pytest.mark.review16("R16G-4")
-@pytest.mark.xfail(strict=True, reason="R16G-4, open: the sweep knows only "
-                   "the new configuration's chat_upload_timeout")
 def test_r16g_4_reload_shortening_the_deadline_spares_old_uploads(env,
                                                                   store):
     import time
