@@ -60,6 +60,23 @@ typedef struct {
     u_char                        arg[2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
                                       * NGX_HTTP_CHAT_FILES_ITEM
                                       + 4 * NGX_INT64_LEN + 64];
+    /*
+     * the filesystem's work of a tick, on this plain data only (it may
+     * run in a thread of chat_upload_threads): the answer's files to
+     * unlink (batch, their results in rc), then the crawl if crawling
+     */
+    ngx_uint_t                    nbatch;
+    u_char                        batch[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT]
+                                       [64 + 1];
+    ngx_int_t                     rc[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT];
+    time_t                        at;        /* the answer's transaction */
+    time_t                        now;       /* the crawl's */
+#if (NGX_THREADS)
+    ngx_thread_pool_t            *threads;
+    ngx_thread_task_t            *task;
+#endif
+    unsigned                      crawling:1;
+    unsigned                      more:1;    /* the answer's "more" */
     unsigned                      busy:1;
     unsigned                      active:1;
 } ngx_http_chat_files_sweep_t;
@@ -80,6 +97,14 @@ static u_char *ngx_http_chat_files_disposition(ngx_pool_t *pool,
 static ngx_uint_t ngx_http_chat_files_hex(const char *s);
 static ngx_uint_t ngx_http_chat_files_hex2(u_char *s);
 static void ngx_http_chat_files_tick(ngx_event_t *ev);
+static ngx_int_t ngx_http_chat_files_post(ngx_http_chat_files_sweep_t *sw);
+static void ngx_http_chat_files_work(ngx_http_chat_files_sweep_t *sw);
+#if (NGX_THREADS)
+static void ngx_http_chat_files_thread(void *data, ngx_log_t *log);
+static void ngx_http_chat_files_worked(ngx_event_t *ev);
+#endif
+static void ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw);
+static void ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
@@ -641,6 +666,21 @@ ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
     sw->timer.data = sw;
     sw->timer.cancelable = 1;
 
+#if (NGX_THREADS)
+    if (cmcf->upload_threads) {
+        sw->task = ngx_thread_task_alloc(cycle->pool, 0);
+        if (sw->task == NULL) {
+            return;
+        }
+
+        sw->threads = cmcf->upload_threads;
+        sw->task->ctx = sw;
+        sw->task->handler = ngx_http_chat_files_thread;
+        sw->task->event.data = sw;
+        sw->task->event.handler = ngx_http_chat_files_worked;
+    }
+#endif
+
     ngx_add_timer(&sw->timer, sw->period);
 }
 
@@ -655,7 +695,6 @@ ngx_http_chat_files_exit_process(void)
 static void
 ngx_http_chat_files_tick(ngx_event_t *ev)
 {
-    u_char                       *p;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = ev->data;
@@ -669,9 +708,125 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
         return;
     }
 
-    if (sw->seen_len == 0) {
+    sw->nbatch = 0;
+    sw->crawling = (sw->seen_len == 0);
+
+    if (sw->crawling) {
+        sw->now = ngx_time();
+
+        switch (ngx_http_chat_files_post(sw)) {
+
+        case NGX_OK:
+            /* the call once the crawl is done (files_worked) */
+            return;
+
+        case NGX_DECLINED:
+            ngx_http_chat_files_work(sw);
+            break;
+
+        default: /* NGX_ERROR */
+            /* no crawl this time */
+            break;
+        }
+    }
+
+    ngx_http_chat_files_call(sw);
+}
+
+
+/*
+ * The tick's filesystem work to a thread of chat_upload_threads: NGX_OK
+ * (files_worked goes on), NGX_DECLINED (no pool: the caller does it
+ * inline), NGX_ERROR (the pool's queue is full: not done this time).
+ */
+
+static ngx_int_t
+ngx_http_chat_files_post(ngx_http_chat_files_sweep_t *sw)
+{
+#if (NGX_THREADS)
+
+    if (sw->threads == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_thread_task_post(sw->threads, sw->task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the timer stays off and the sweep's data is the task's meanwhile */
+    sw->busy = 1;
+
+    return NGX_OK;
+
+#else
+
+    return NGX_DECLINED;
+
+#endif
+}
+
+
+/*
+ * The batch's unlinks, then the crawl if asked: plain system calls on
+ * the sweep's data (the stores, the grace, the batch), no other nginx
+ * structure but the cycle's log, so that it may run in a thread.
+ */
+
+static void
+ngx_http_chat_files_work(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sw->nbatch; i++) {
+        sw->rc[i] = ngx_http_chat_files_unlink(sw, (char *) sw->batch[i],
+                                               sw->at);
+    }
+
+    if (sw->crawling) {
         ngx_http_chat_files_crawl(sw);
     }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_chat_files_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chat_files_work(data);
+}
+
+
+/* back in the event loop: the call after a crawl, or the unlinks' end */
+
+static void
+ngx_http_chat_files_worked(ngx_event_t *ev)
+{
+    ngx_http_chat_files_sweep_t  *sw;
+
+    sw = ev->data;
+    sw->busy = 0;
+
+    /* the process is going: nothing more (the timer is not armed) */
+    if (!sw->active || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sw->crawling) {
+        ngx_http_chat_files_call(sw);
+
+    } else {
+        ngx_http_chat_files_unlinked(sw);
+    }
+}
+
+#endif
+
+
+static void
+ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw)
+{
+    u_char  *p;
 
     /* what the last answer's files became goes with the next call */
 
@@ -707,16 +862,11 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     u_char                        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                        i;
     json_t                       *result, *ok, *files, *f;
-    time_t                        at;
-    ngx_int_t                     frc;
-    ngx_uint_t                    failed;
-    ngx_msec_t                    next;
     const char                   *sha, *why;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = q->data;
     sw->busy = 0;
-    next = sw->period;
 
     result = ngx_http_chat_pg_json(rc, res);
 
@@ -749,13 +899,15 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     sw->seen_len = 0;
 
     files = json_object_get(ok, "files");
-    at = (time_t) json_integer_value(json_object_get(ok, "at"));
+    sw->at = (time_t) json_integer_value(json_object_get(ok, "at"));
+    sw->more = json_is_true(json_object_get(ok, "more"));
 
     if (json_array_size(files)) {
         sw->token = json_integer_value(json_object_get(ok, "token"));
     }
 
-    failed = 0;
+    sw->nbatch = 0;
+    sw->crawling = 0;
 
     json_array_foreach(files, i, f) {
         sha = json_string_value(f);
@@ -766,28 +918,76 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
             continue;
         }
 
-        frc = ngx_http_chat_files_unlink(sw, sha, at);
-
-        if (frc != NGX_OK) {
-            /* stays queued: handed out again later (the SQL's "retry") */
-            failed += (frc == NGX_ERROR);
-            continue;
-        }
-
-        sw->done_len = ngx_sprintf(sw->done + sw->done_len,
-                                   sw->done_len ? ",\"%s\"" : "\"%s\"", sha)
-                       - sw->done;
-    }
-
-    /* a store that fails is not worked through the whole queue at once */
-
-    if (json_is_true(json_object_get(ok, "more")) && failed == 0) {
-        next = NGX_HTTP_CHAT_FILES_SWEEP_MORE;
+        ngx_memcpy(sw->batch[sw->nbatch], sha, 64 + 1);
+        sw->nbatch++;
     }
 
     json_decref(result);
 
+    if (sw->nbatch) {
+        switch (ngx_http_chat_files_post(sw)) {
+
+        case NGX_OK:
+            /* files_worked goes on */
+            return;
+
+        case NGX_DECLINED:
+            ngx_http_chat_files_work(sw);
+            break;
+
+        default: /* NGX_ERROR */
+            for (i = 0; i < sw->nbatch; i++) {
+                sw->rc[i] = NGX_ERROR;
+            }
+
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat: upload sweep: the thread pool's queue is "
+                          "full, retried later");
+            break;
+        }
+    }
+
+    ngx_http_chat_files_unlinked(sw);
+    return;
+
 next:
+
+    if (sw->active && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&sw->timer, sw->period);
+    }
+}
+
+
+/* the batch's results: the files done go with the next call */
+
+static void
+ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i, failed;
+    ngx_msec_t  next;
+
+    failed = 0;
+
+    for (i = 0; i < sw->nbatch; i++) {
+
+        if (sw->rc[i] != NGX_OK) {
+            /* stays queued: handed out again later (the SQL's "retry") */
+            failed += (sw->rc[i] == NGX_ERROR);
+            continue;
+        }
+
+        sw->done_len = ngx_sprintf(sw->done + sw->done_len,
+                                   sw->done_len ? ",\"%s\"" : "\"%s\"",
+                                   sw->batch[i])
+                       - sw->done;
+    }
+
+    sw->nbatch = 0;
+
+    /* a store that fails is not worked through the whole queue at once */
+
+    next = (sw->more && failed == 0) ? NGX_HTTP_CHAT_FILES_SWEEP_MORE
+                                     : sw->period;
 
     if (sw->active && !ngx_exiting && !ngx_terminate) {
         ngx_add_timer(&sw->timer, next);
@@ -1115,7 +1315,7 @@ ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
         if (!ngx_http_chat_files_hex((char *) name)
             || ngx_link_info(dir, &fi) == NGX_FILE_ERROR
             || !ngx_is_file(&fi)
-            || ngx_file_mtime(&fi) > ngx_time() - sw->grace)
+            || ngx_file_mtime(&fi) > sw->now - sw->grace)
         {
             continue;
         }
