@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from chatlib import assert_error
-from test_files import LOCATIONS, ok_get
+from chatlib import assert_error, direct, send
+from test_files import LOCATIONS, attach, ok_get, orphan_file
 from test_uploads import (NOBODY, blob, make_store, png, rows, sha, stored,
                           temp_files, upload, wait_until, where)
 
@@ -119,6 +119,78 @@ def test_client_leaves_while_storing(env, store, pool):
     assert env.ng.worker_pids() == pids
     env.ng.allow_log.append(r"client prematurely closed|"
                             r"Connection reset by peer|Broken pipe")
+
+
+# --------------------------------------------------------------------------
+# the sweep (worker 0): its crawl and its unlinks in the same task
+
+def gone(pg):
+    return pg.query("SELECT count(*) FROM chat.uploads_gone") == [(0,)]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_sweep_removes(env, store, pool):
+    """A lone upload goes after the grace, an attached one stays, and
+    files no row names (more than a call's worth in one directory) are
+    crawled and go too."""
+    start(env, store, pool, http="chat_upload_grace 1s;")
+    c = env.conn("alice")
+    lone, kept = blob(701), blob(702)
+    ok(c, lone)
+    k = ok(c, kept)
+    attach(env.pg, send(c, direct(c, "bob")["id"], "f"), k["id"])
+    old = time.time() - 3600
+    orphans = [orphan_file(store, b"x", old, "0000" + os.urandom(30).hex())
+               for _ in range(150)]
+    lone_path = os.path.join(store, where(lone))
+    wait_until(lambda: not os.path.exists(lone_path), "the lone file", 30)
+    wait_until(lambda: not any(os.path.exists(p) for p in orphans),
+               "the orphans unlinked", 30)
+    wait_until(lambda: gone(env.pg), "the queue empty")
+    assert [r[4] for r in rows(env.pg)] == [sha(kept)]
+    ok_get(c, k["id"], kept)
+    assert os.listdir(os.path.join(store, "tmp")) == []
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_sweep_failed_unlink_retried(env, store, pool):
+    """A rename to the tomb refused: logged (from the event loop's
+    results, once a try), the file stays queued, goes once fixed."""
+    start(env, store, pool, http="chat_upload_grace 1s;")
+    data = blob(1234)
+    ok(env.conn("alice"), data)
+    path = os.path.join(store, where(data))
+    cd = os.path.dirname(path)
+    os.chmod(cd, 0o500)
+    env.ng.allow_log.append(r"upload sweep: rename\(\) .* failed, "
+                            r"retried later")
+    try:
+        env.ng.wait_log(r'upload sweep: rename\(\) "%s" to ".*" failed, '
+                        r'retried later' % path, timeout=15)
+        assert os.path.exists(path)
+    finally:
+        os.chmod(cd, 0o700)
+    wait_until(lambda: not os.path.exists(path), "unlinked once fixed", 30)
+    wait_until(lambda: gone(env.pg), "off the queue")
+
+
+@pytest.mark.parametrize("pool", [None, "default"])
+def test_sweep_across_reloads(env, store, pool):
+    """Reloads while the sweep's tasks run: the old worker 0 exits with a
+    task in flight or its completion pending (nothing touched after),
+    the new one sweeps on."""
+    start(env, store, pool, http="chat_upload_grace 1s;")
+    old = time.time() - 3600
+    orphans = [orphan_file(store, b"y", old, "0000" + os.urandom(30).hex())
+               for _ in range(300)]
+    for _ in range(4):
+        env.ng.reload()
+        time.sleep(0.3)
+    wait_until(lambda: not any(os.path.exists(p) for p in orphans),
+               "the orphans unlinked", 60)
+    data = png(2, 3)
+    up = ok(env.conn("alice"), data)
+    ok_get(env.conn("alice"), up["id"], data)
 
 
 def test_unknown_pool(nginx):
