@@ -16,9 +16,10 @@
  * The sweep: the first worker of each node asks chat.api_upload_sweep
  * now and then for the stored files no row has any more, and unlinks a
  * bounded number of them per tick, as nginx's own cache manager removes
- * files: metadata operations of a local filesystem.  It tells the next
- * call which it unlinked (or found absent): only those leave the queue,
- * the others are handed out again later.
+ * files: metadata operations of a local filesystem, or with
+ * chat_upload_threads one task of nginx's thread pool a tick.  It tells
+ * the next call which it unlinked (or found absent): only those leave
+ * the queue, the others are handed out again later.
  */
 
 

@@ -15,8 +15,9 @@
  * included.  Then the row, through the pool.
  *
  * The directories and the rename are made by the worker itself, as
- * nginx's own dav and proxy_store do: metadata operations of a local
- * filesystem.
+ * nginx's own dav and proxy_store do (metadata operations of a local
+ * filesystem), or with chat_upload_threads in a thread of nginx's pool
+ * (a network filesystem that stalls must not stall the worker).
  *
  * A user has at most chat_upload_concurrency uploads in flight (counted in
  * the zone, presence.c), each its whole body within chat_upload_timeout;
