@@ -36,6 +36,10 @@
 /* a file stored again within this many seconds is kept (see below) */
 #define NGX_HTTP_CHAT_FILES_FRESH        60
 
+/* the lines a tick's filesystem work keeps for the event loop to log */
+#define NGX_HTTP_CHAT_FILES_NOTES        (2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT)
+#define NGX_HTTP_CHAT_FILES_NOTES_SIZE   65536
+
 /* a quoted hash and its comma */
 #define NGX_HTTP_CHAT_FILES_ITEM         (64 + 3)
 
@@ -76,6 +80,17 @@ typedef struct {
     ngx_thread_pool_t            *threads;
     ngx_thread_task_t            *task;
 #endif
+    /* its log lines (a thread logs nothing itself): text in notes_text */
+    struct {
+        ngx_uint_t                level;
+        ngx_err_t                 err;
+        size_t                    start;
+        size_t                    len;
+    }                             notes[NGX_HTTP_CHAT_FILES_NOTES];
+    ngx_uint_t                    nnotes;
+    ngx_uint_t                    notes_lost;
+    size_t                        notes_len;
+    u_char                        notes_text[NGX_HTTP_CHAT_FILES_NOTES_SIZE];
     unsigned                      crawling:1;
     unsigned                      more:1;    /* the answer's "more" */
     unsigned                      busy:1;
@@ -104,16 +119,21 @@ static void ngx_http_chat_files_work(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_thread(void *data, ngx_log_t *log);
 static void ngx_http_chat_files_worked(ngx_event_t *ev);
 #endif
+static void ngx_http_chat_files_note(ngx_http_chat_files_sweep_t *sw,
+    ngx_uint_t level, ngx_err_t err, const char *fmt, ...);
+static void ngx_http_chat_files_log(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
     const char *sha256, time_t at);
-static ngx_int_t ngx_http_chat_files_bury(ngx_str_t *store,
+static ngx_int_t ngx_http_chat_files_bury(ngx_http_chat_files_sweep_t *sw,
+    ngx_str_t *store,
     const char *sha256, time_t at, time_t fresh);
 static void ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw);
-static ngx_int_t ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+static ngx_int_t ngx_http_chat_files_crawl_next(
+    ngx_http_chat_files_sweep_t *sw, u_char *dir, ngx_uint_t from,
     ngx_uint_t *found);
 static void ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw,
     u_char *dir, size_t len);
@@ -769,8 +789,9 @@ ngx_http_chat_files_post(ngx_http_chat_files_sweep_t *sw)
 
 /*
  * The batch's unlinks, then the crawl if asked: plain system calls on
- * the sweep's data (the stores, the grace, the batch), no other nginx
- * structure but the cycle's log, so that it may run in a thread.
+ * the sweep's data (the stores, the grace, the batch; its lines kept by
+ * ngx_http_chat_files_note), no other nginx structure, so that it may
+ * run in a thread.
  */
 
 static void
@@ -824,10 +845,72 @@ ngx_http_chat_files_worked(ngx_event_t *ev)
 #endif
 
 
+/*
+ * A line of the filesystem work, kept for ngx_http_chat_files_log: the
+ * work may run in a thread, which must not use the cycle's log.
+ */
+
+static void
+ngx_http_chat_files_note(ngx_http_chat_files_sweep_t *sw, ngx_uint_t level,
+    ngx_err_t err, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    if (sw->nnotes == NGX_HTTP_CHAT_FILES_NOTES
+        || sw->notes_len + NGX_MAX_ERROR_STR > NGX_HTTP_CHAT_FILES_NOTES_SIZE)
+    {
+        sw->notes_lost++;
+        return;
+    }
+
+    p = sw->notes_text + sw->notes_len;
+    last = p + NGX_MAX_ERROR_STR;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, last, fmt, args);
+    va_end(args);
+
+    sw->notes[sw->nnotes].level = level;
+    sw->notes[sw->nnotes].err = err;
+    sw->notes[sw->nnotes].start = sw->notes_len;
+    sw->notes[sw->nnotes].len = last - p;
+    sw->nnotes++;
+    sw->notes_len += last - p;
+}
+
+
+/* the lines kept, logged from the event loop */
+
+static void
+ngx_http_chat_files_log(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sw->nnotes; i++) {
+        ngx_log_error(sw->notes[i].level, ngx_cycle->log, sw->notes[i].err,
+                      "%*s", sw->notes[i].len,
+                      sw->notes_text + sw->notes[i].start);
+    }
+
+    if (sw->notes_lost) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat: upload sweep: %ui more lines not logged",
+                      sw->notes_lost);
+    }
+
+    sw->nnotes = 0;
+    sw->notes_lost = 0;
+    sw->notes_len = 0;
+}
+
+
 static void
 ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw)
 {
     u_char  *p;
+
+    ngx_http_chat_files_log(sw);
 
     /* what the last answer's files became goes with the next call */
 
@@ -967,6 +1050,8 @@ ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw)
     ngx_uint_t  i, failed;
     ngx_msec_t  next;
 
+    ngx_http_chat_files_log(sw);
+
     failed = 0;
 
     for (i = 0; i < sw->nbatch; i++) {
@@ -1017,7 +1102,7 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
     rc = NGX_OK;
 
     for (i = 0; i < sw->paths->nelts; i++) {
-        frc = ngx_http_chat_files_bury(&store[i], sha256, at, fresh);
+        frc = ngx_http_chat_files_bury(sw, &store[i], sha256, at, fresh);
 
         if (frc == NGX_ERROR || rc == NGX_OK) {
             rc = frc;
@@ -1063,8 +1148,8 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
  */
 
 static ngx_int_t
-ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
-    time_t fresh)
+ngx_http_chat_files_bury(ngx_http_chat_files_sweep_t *sw, ngx_str_t *store,
+    const char *sha256, time_t at, time_t fresh)
 {
     u_char           path[NGX_MAX_PATH], tomb[NGX_MAX_PATH];
     ngx_err_t        err;
@@ -1089,9 +1174,10 @@ ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
             return NGX_OK;
         }
 
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
-                      "chat: upload sweep: " ngx_rename_file_n " \"%s\" to "
-                      "\"%s\" failed, retried later", path, tomb);
+        ngx_http_chat_files_note(sw, NGX_LOG_ERR, err,
+                                 "chat: upload sweep: " ngx_rename_file_n
+                                 " \"%s\" to \"%s\" failed, retried later",
+                                 path, tomb);
         return NGX_ERROR;
     }
 
@@ -1103,34 +1189,35 @@ ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
     if (ngx_is_dir(&fi) || ngx_file_mtime(&fi) >= at - fresh) {
 
         if (ngx_rename_file(tomb, path) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
-                          "chat: upload sweep: " ngx_rename_file_n
-                          " \"%s\" back to \"%s\" failed", tomb, path);
+            ngx_http_chat_files_note(sw, NGX_LOG_ALERT, ngx_errno,
+                                     "chat: upload sweep: " ngx_rename_file_n
+                                     " \"%s\" back to \"%s\" failed",
+                                     tomb, path);
             return NGX_ERROR;
         }
 
         if (ngx_is_dir(&fi)) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "chat: upload sweep: \"%s\" is a directory, "
-                          "retried later", path);
+            ngx_http_chat_files_note(sw, NGX_LOG_ERR, 0,
+                                     "chat: upload sweep: \"%s\" is a "
+                                     "directory, retried later", path);
             return NGX_ERROR;
         }
 
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "chat: upload sweep: \"%s\" was stored again "
-                      "just now: kept", path);
+        ngx_http_chat_files_note(sw, NGX_LOG_INFO, 0,
+                                 "chat: upload sweep: \"%s\" was stored again "
+                                 "just now: kept", path);
         return NGX_DECLINED;
     }
 
     if (ngx_delete_file(tomb) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                      "chat: upload sweep: " ngx_delete_file_n " \"%s\" "
-                      "failed", tomb);
+        ngx_http_chat_files_note(sw, NGX_LOG_ERR, ngx_errno,
+                                 "chat: upload sweep: " ngx_delete_file_n
+                                 " \"%s\" failed", tomb);
         return NGX_ERROR;
     }
 
-    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                  "chat: upload sweep: \"%s\" removed", path);
+    ngx_http_chat_files_note(sw, NGX_LOG_INFO, 0,
+                             "chat: upload sweep: \"%s\" removed", path);
 
     return NGX_OK;
 }
@@ -1172,7 +1259,7 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
 
         *ngx_sprintf(dir, "%V", store) = '\0';
 
-        if (ngx_http_chat_files_crawl_next(dir, ab, &ab) != NGX_OK) {
+        if (ngx_http_chat_files_crawl_next(sw, dir, ab, &ab) != NGX_OK) {
             break;
         }
 
@@ -1184,7 +1271,7 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
               - dir;
         dir[len] = '\0';
 
-        if (ngx_http_chat_files_crawl_next(dir, cd, &cd) == NGX_OK) {
+        if (ngx_http_chat_files_crawl_next(sw, dir, cd, &cd) == NGX_OK) {
 
             if ((ab << 8 | cd) != sw->crawl) {
                 sw->crawl_skip = 0;
@@ -1225,8 +1312,8 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
 /* the smallest two-digit hex name in dir at least from */
 
 static ngx_int_t
-ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
-    ngx_uint_t *found)
+ngx_http_chat_files_crawl_next(ngx_http_chat_files_sweep_t *sw, u_char *dir,
+    ngx_uint_t from, ngx_uint_t *found)
 {
     u_char     *name;
     ngx_int_t   v, best;
@@ -1239,9 +1326,9 @@ ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
     if (ngx_open_dir(&path, &d) == NGX_ERROR) {
         /* gone, or a file in the way (the upload that meets it says so) */
         if (ngx_errno != NGX_ENOENT && ngx_errno != NGX_ENOTDIR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                          "chat: upload sweep: " ngx_open_dir_n " \"%s\" "
-                          "failed", dir);
+            ngx_http_chat_files_note(sw, NGX_LOG_ERR, ngx_errno,
+                                     "chat: upload sweep: " ngx_open_dir_n
+                                     " \"%s\" failed", dir);
         }
 
         return NGX_DECLINED;
