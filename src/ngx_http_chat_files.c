@@ -689,16 +689,17 @@ ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
 
 #if (NGX_THREADS)
     if (cmcf->upload_threads) {
+        /* without one (no memory): inline */
         sw->task = ngx_thread_task_alloc(cycle->pool, 0);
-        if (sw->task == NULL) {
-            return;
-        }
 
-        sw->threads = cmcf->upload_threads;
-        sw->task->ctx = sw;
-        sw->task->handler = ngx_http_chat_files_thread;
-        sw->task->event.data = sw;
-        sw->task->event.handler = ngx_http_chat_files_worked;
+        if (sw->task) {
+            sw->threads = cmcf->upload_threads;
+            sw->task->ctx = sw;
+            sw->task->handler = ngx_http_chat_files_thread;
+            sw->task->event.data = sw;
+            sw->task->event.log = cycle->log;
+            sw->task->event.handler = ngx_http_chat_files_worked;
+        }
     }
 #endif
 

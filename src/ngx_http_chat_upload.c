@@ -915,6 +915,7 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 
         task->handler = ngx_http_chat_upload_thread;
         task->event.data = r;
+        task->event.log = r->connection->log;
         task->event.handler = ngx_http_chat_upload_thread_done;
 
         if (ngx_thread_task_post(cmcf->upload_threads, task) != NGX_OK) {
