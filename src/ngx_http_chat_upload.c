@@ -823,8 +823,12 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
     ngx_str_t                  *temp;
     ngx_msec_t                  wait;
     unsigned int                len;
+#if (NGX_THREADS)
+    ngx_thread_task_t          *task;
+#endif
     ngx_http_chat_ctx_t        *ctx;
     ngx_http_chat_upload_t     *up;
+    ngx_http_chat_upload_fs_t   fs;
     ngx_http_chat_loc_conf_t   *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
 
@@ -901,14 +905,12 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 #if (NGX_THREADS)
 
     if (cmcf->upload_threads) {
-        ngx_thread_task_t  *task;
-
         task = ngx_thread_task_alloc(r->pool,
                                      sizeof(ngx_http_chat_upload_fs_t));
         if (task == NULL
             || ngx_http_chat_upload_fs_make(r, task->ctx, up, temp) == NULL)
         {
-            ngx_http_chat_upload_unlink(r, NULL);
+            ngx_http_chat_upload_unlink(r, temp);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
@@ -919,18 +921,18 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
         task->event.handler = ngx_http_chat_upload_thread_done;
 
         if (ngx_thread_task_post(cmcf->upload_threads, task) != NGX_OK) {
+            /* the pool's queue is full */
             ngx_http_chat_upload_unlink(r, temp);
-            ngx_http_finalize_request(r,
-                        ngx_http_chat_upload_error(r,
-                                            NGX_HTTP_SERVICE_UNAVAILABLE));
+            ngx_http_finalize_request(r, ngx_http_chat_upload_error(r,
+                                             NGX_HTTP_SERVICE_UNAVAILABLE));
             return;
         }
 
         /*
          * The body's reference to the request passes to the task's end;
-         * blocked keeps a termination (a worker exiting, a fatal error)
-         * from freeing the request under the thread, as nginx's own
-         * aio threads do.  A client leaving meanwhile is seen after.
+         * blocked keeps ngx_http_terminate_request (an error elsewhere)
+         * from freeing the request under the thread, as nginx's own aio
+         * threads do.  A client that leaves meanwhile is seen after.
          */
         r->main->blocked++;
 
@@ -939,18 +941,14 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
 
 #endif
 
-    {
-        ngx_http_chat_upload_fs_t  fs;
-
-        if (ngx_http_chat_upload_fs_make(r, &fs, up, temp) == NULL) {
-            ngx_http_chat_upload_unlink(r, NULL);
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        ngx_http_chat_upload_fs(&fs);
-        ngx_http_chat_upload_stored(r, &fs);
+    if (ngx_http_chat_upload_fs_make(r, &fs, up, temp) == NULL) {
+        ngx_http_chat_upload_unlink(r, temp);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
+
+    ngx_http_chat_upload_fs(&fs);
+    ngx_http_chat_upload_stored(r, &fs);
 }
 
 
