@@ -7,6 +7,7 @@
 #   make migrate DB=CONNINFO   bring a database up to date (sql/migrate.sh)
 #   make test             every test (installs what it needs)
 #   make test-asan        the same suite against nginx built with ASan+UBSan
+#   make test-threads     the upload and sweep tests with chat_upload_threads
 #   make screenshots      the browser tests, refreshing docs/screenshots/
 #   make fuzz             each libFuzzer target for FUZZ_SECONDS
 #   make bench            ours, nchan and Socket.IO under the same load;
@@ -47,6 +48,7 @@ endif
 NGINX_OBJS    = $(dir $(MODULE))objs
 
 .PHONY: all module static deps web-deps run stop migrate test test-unit test-t \
+        test-threads \
         test-asan fuzz bench screenshots deb clean FORCE
 
 all: module
@@ -136,6 +138,13 @@ test-unit: $(UNIT_BINS)
 
 test-t: module
 	cd t && CHAT_MODULE=$(MODULE) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# the store's tests once more with its filesystem calls in nginx's
+# default thread pool (t/test_upload_threads.py runs both ways anyway)
+test-threads: module
+	cd t && CHAT_UPLOAD_THREADS=default CHAT_MODULE=$(MODULE) \
+	    $(PYTHON) -m pytest $(PYTEST_ARGS) test_uploads.py test_files.py \
+	    test_review16.py test_review16f.py test_review16h.py
 
 test: deps web-deps
 	$(MAKE) module

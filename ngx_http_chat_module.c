@@ -48,6 +48,8 @@ static char *ngx_http_chat_cluster_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_uint_t ngx_http_chat_any_origin(ngx_array_t *origins);
+static char *ngx_http_chat_upload_threads(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_chat_upload_path(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_http_chat_api_location(ngx_conf_t *cf,
@@ -214,6 +216,14 @@ static ngx_command_t  ngx_http_chat_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_main_conf_t, upload_grace),
+      NULL },
+
+    /* the store's filesystem calls in a thread pool (upload.c, files.c) */
+    { ngx_string("chat_upload_threads"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_upload_threads,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_max_connections_per_user"),
@@ -458,6 +468,7 @@ ngx_http_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->dev_tokens = NULL;
      *     cmcf->attachment_hosts = NULL;
      *     cmcf->attachment_hosts_sql = { 0, NULL };
+     *     cmcf->upload_threads = NULL;
      */
 
     cmcf->cluster = NGX_CONF_UNSET;
@@ -1482,6 +1493,45 @@ ngx_http_chat_service_claim(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ccf->service_value = value[2];
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * chat_upload_threads NAME: the thread pool (nginx's thread_pool, or
+ * "default") the upload store's filesystem calls run in: a stalled
+ * network filesystem stalls a thread, not the worker and its WebSockets.
+ * nginx checks at the end of the configuration that the pool exists.
+ */
+
+static char *
+ngx_http_chat_upload_threads(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+#if (NGX_THREADS)
+    ngx_http_chat_main_conf_t *cmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (cmcf->upload_threads) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    cmcf->upload_threads = ngx_thread_pool_add(cf, &value[1]);
+    if (cmcf->upload_threads == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+#else
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"chat_upload_threads\" needs nginx built "
+                       "--with-threads: this one has no thread support");
+    return NGX_CONF_ERROR;
+
+#endif
 }
 
 

@@ -151,6 +151,10 @@ typedef struct {
     time_t                        upload_grace;   /* chat_upload_grace */
     /* the longest chat_upload_timeout: tmp/'s sweep (upload.c) */
     ngx_msec_t                    upload_timeout;
+#if (NGX_THREADS)
+    /* chat_upload_threads: the store's calls there; NULL: inline */
+    ngx_thread_pool_t            *upload_threads;
+#endif
     /* chat_attachment_hosts: char *, lower case; NULL: no links */
     ngx_array_t                  *attachment_hosts;
     ngx_str_t                     attachment_hosts_sql;  /* {a,b}, NUL */

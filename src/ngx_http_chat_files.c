@@ -16,9 +16,10 @@
  * The sweep: the first worker of each node asks chat.api_upload_sweep
  * now and then for the stored files no row has any more, and unlinks a
  * bounded number of them per tick, as nginx's own cache manager removes
- * files: metadata operations of a local filesystem.  It tells the next
- * call which it unlinked (or found absent): only those leave the queue,
- * the others are handed out again later.
+ * files: metadata operations of a local filesystem, or with
+ * chat_upload_threads one task of nginx's thread pool a tick.  It tells
+ * the next call which it unlinked (or found absent): only those leave
+ * the queue, the others are handed out again later.
  */
 
 
@@ -34,6 +35,10 @@
 
 /* a file stored again within this many seconds is kept (see below) */
 #define NGX_HTTP_CHAT_FILES_FRESH        60
+
+/* the lines a tick's filesystem work keeps for the event loop to log */
+#define NGX_HTTP_CHAT_FILES_NOTES        (2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT)
+#define NGX_HTTP_CHAT_FILES_NOTES_SIZE   65536
 
 /* a quoted hash and its comma */
 #define NGX_HTTP_CHAT_FILES_ITEM         (64 + 3)
@@ -60,6 +65,34 @@ typedef struct {
     u_char                        arg[2 * NGX_HTTP_CHAT_FILES_SWEEP_LIMIT
                                       * NGX_HTTP_CHAT_FILES_ITEM
                                       + 4 * NGX_INT64_LEN + 64];
+    /*
+     * the filesystem's work of a tick, on this plain data only (it may
+     * run in a thread of chat_upload_threads): the answer's files to
+     * unlink (batch, their results in rc), then the crawl if crawling
+     */
+    ngx_uint_t                    nbatch;
+    u_char                        batch[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT]
+                                       [64 + 1];
+    ngx_int_t                     rc[NGX_HTTP_CHAT_FILES_SWEEP_LIMIT];
+    time_t                        at;        /* the answer's transaction */
+    time_t                        now;       /* the crawl's */
+#if (NGX_THREADS)
+    ngx_thread_pool_t            *threads;
+    ngx_thread_task_t            *task;
+#endif
+    /* its log lines (a thread logs nothing itself): text in notes_text */
+    struct {
+        ngx_uint_t                level;
+        ngx_err_t                 err;
+        size_t                    start;
+        size_t                    len;
+    }                             notes[NGX_HTTP_CHAT_FILES_NOTES];
+    ngx_uint_t                    nnotes;
+    ngx_uint_t                    notes_lost;
+    size_t                        notes_len;
+    u_char                        notes_text[NGX_HTTP_CHAT_FILES_NOTES_SIZE];
+    unsigned                      crawling:1;
+    unsigned                      more:1;    /* the answer's "more" */
     unsigned                      busy:1;
     unsigned                      active:1;
 } ngx_http_chat_files_sweep_t;
@@ -80,14 +113,27 @@ static u_char *ngx_http_chat_files_disposition(ngx_pool_t *pool,
 static ngx_uint_t ngx_http_chat_files_hex(const char *s);
 static ngx_uint_t ngx_http_chat_files_hex2(u_char *s);
 static void ngx_http_chat_files_tick(ngx_event_t *ev);
+static ngx_int_t ngx_http_chat_files_post(ngx_http_chat_files_sweep_t *sw);
+static void ngx_http_chat_files_work(ngx_http_chat_files_sweep_t *sw);
+#if (NGX_THREADS)
+static void ngx_http_chat_files_thread(void *data, ngx_log_t *log);
+static void ngx_http_chat_files_worked(ngx_event_t *ev);
+#endif
+static void ngx_http_chat_files_note(ngx_http_chat_files_sweep_t *sw,
+    ngx_uint_t level, ngx_err_t err, const char *fmt, ...);
+static void ngx_http_chat_files_log(ngx_http_chat_files_sweep_t *sw);
+static void ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw);
+static void ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw);
 static void ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q,
     ngx_int_t rc, PGresult *res);
 static ngx_int_t ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
     const char *sha256, time_t at);
-static ngx_int_t ngx_http_chat_files_bury(ngx_str_t *store,
+static ngx_int_t ngx_http_chat_files_bury(ngx_http_chat_files_sweep_t *sw,
+    ngx_str_t *store,
     const char *sha256, time_t at, time_t fresh);
 static void ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw);
-static ngx_int_t ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
+static ngx_int_t ngx_http_chat_files_crawl_next(
+    ngx_http_chat_files_sweep_t *sw, u_char *dir, ngx_uint_t from,
     ngx_uint_t *found);
 static void ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw,
     u_char *dir, size_t len);
@@ -641,6 +687,22 @@ ngx_http_chat_files_init_process(ngx_cycle_t *cycle,
     sw->timer.data = sw;
     sw->timer.cancelable = 1;
 
+#if (NGX_THREADS)
+    if (cmcf->upload_threads) {
+        /* without one (no memory): inline */
+        sw->task = ngx_thread_task_alloc(cycle->pool, 0);
+
+        if (sw->task) {
+            sw->threads = cmcf->upload_threads;
+            sw->task->ctx = sw;
+            sw->task->handler = ngx_http_chat_files_thread;
+            sw->task->event.data = sw;
+            sw->task->event.log = cycle->log;
+            sw->task->event.handler = ngx_http_chat_files_worked;
+        }
+    }
+#endif
+
     ngx_add_timer(&sw->timer, sw->period);
 }
 
@@ -655,7 +717,6 @@ ngx_http_chat_files_exit_process(void)
 static void
 ngx_http_chat_files_tick(ngx_event_t *ev)
 {
-    u_char                       *p;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = ev->data;
@@ -669,9 +730,188 @@ ngx_http_chat_files_tick(ngx_event_t *ev)
         return;
     }
 
-    if (sw->seen_len == 0) {
+    sw->nbatch = 0;
+    sw->crawling = (sw->seen_len == 0);
+
+    if (sw->crawling) {
+        sw->now = ngx_time();
+
+        switch (ngx_http_chat_files_post(sw)) {
+
+        case NGX_OK:
+            /* the call once the crawl is done (files_worked) */
+            return;
+
+        case NGX_DECLINED:
+            ngx_http_chat_files_work(sw);
+            break;
+
+        default: /* NGX_ERROR */
+            /* no crawl this time */
+            break;
+        }
+    }
+
+    ngx_http_chat_files_call(sw);
+}
+
+
+/*
+ * The tick's filesystem work to a thread of chat_upload_threads: NGX_OK
+ * (files_worked goes on), NGX_DECLINED (no pool: the caller does it
+ * inline), NGX_ERROR (the pool's queue is full: not done this time).
+ */
+
+static ngx_int_t
+ngx_http_chat_files_post(ngx_http_chat_files_sweep_t *sw)
+{
+#if (NGX_THREADS)
+
+    if (sw->threads == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_thread_task_post(sw->threads, sw->task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the timer stays off and the sweep's data is the task's meanwhile */
+    sw->busy = 1;
+
+    return NGX_OK;
+
+#else
+
+    return NGX_DECLINED;
+
+#endif
+}
+
+
+/*
+ * The batch's unlinks, then the crawl if asked: plain system calls on
+ * the sweep's data (the stores, the grace, the batch; its lines kept by
+ * ngx_http_chat_files_note), no other nginx structure, so that it may
+ * run in a thread.
+ */
+
+static void
+ngx_http_chat_files_work(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sw->nbatch; i++) {
+        sw->rc[i] = ngx_http_chat_files_unlink(sw, (char *) sw->batch[i],
+                                               sw->at);
+    }
+
+    if (sw->crawling) {
         ngx_http_chat_files_crawl(sw);
     }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_chat_files_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chat_files_work(data);
+}
+
+
+/* back in the event loop: the call after a crawl, or the unlinks' end */
+
+static void
+ngx_http_chat_files_worked(ngx_event_t *ev)
+{
+    ngx_http_chat_files_sweep_t  *sw;
+
+    sw = ev->data;
+    sw->busy = 0;
+
+    /* the process is going: nothing more (the timer is not armed) */
+    if (!sw->active || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sw->crawling) {
+        ngx_http_chat_files_call(sw);
+
+    } else {
+        ngx_http_chat_files_unlinked(sw);
+    }
+}
+
+#endif
+
+
+/*
+ * A line of the filesystem work, kept for ngx_http_chat_files_log: the
+ * work may run in a thread, which must not use the cycle's log.
+ */
+
+static void
+ngx_http_chat_files_note(ngx_http_chat_files_sweep_t *sw, ngx_uint_t level,
+    ngx_err_t err, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    if (sw->nnotes == NGX_HTTP_CHAT_FILES_NOTES
+        || sw->notes_len + NGX_MAX_ERROR_STR > NGX_HTTP_CHAT_FILES_NOTES_SIZE)
+    {
+        sw->notes_lost++;
+        return;
+    }
+
+    p = sw->notes_text + sw->notes_len;
+    last = p + NGX_MAX_ERROR_STR;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, last, fmt, args);
+    va_end(args);
+
+    sw->notes[sw->nnotes].level = level;
+    sw->notes[sw->nnotes].err = err;
+    sw->notes[sw->nnotes].start = sw->notes_len;
+    sw->notes[sw->nnotes].len = last - p;
+    sw->nnotes++;
+    sw->notes_len += last - p;
+}
+
+
+/* the lines kept, logged from the event loop */
+
+static void
+ngx_http_chat_files_log(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sw->nnotes; i++) {
+        ngx_log_error(sw->notes[i].level, ngx_cycle->log, sw->notes[i].err,
+                      "%*s", sw->notes[i].len,
+                      sw->notes_text + sw->notes[i].start);
+    }
+
+    if (sw->notes_lost) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat: upload sweep: %ui more lines not logged",
+                      sw->notes_lost);
+    }
+
+    sw->nnotes = 0;
+    sw->notes_lost = 0;
+    sw->notes_len = 0;
+}
+
+
+static void
+ngx_http_chat_files_call(ngx_http_chat_files_sweep_t *sw)
+{
+    u_char  *p;
+
+    ngx_http_chat_files_log(sw);
 
     /* what the last answer's files became goes with the next call */
 
@@ -707,16 +947,11 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     u_char                        msg[NGX_HTTP_CHAT_PG_ERR_MAX];
     size_t                        i;
     json_t                       *result, *ok, *files, *f;
-    time_t                        at;
-    ngx_int_t                     frc;
-    ngx_uint_t                    failed;
-    ngx_msec_t                    next;
     const char                   *sha, *why;
     ngx_http_chat_files_sweep_t  *sw;
 
     sw = q->data;
     sw->busy = 0;
-    next = sw->period;
 
     result = ngx_http_chat_pg_json(rc, res);
 
@@ -749,13 +984,15 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
     sw->seen_len = 0;
 
     files = json_object_get(ok, "files");
-    at = (time_t) json_integer_value(json_object_get(ok, "at"));
+    sw->at = (time_t) json_integer_value(json_object_get(ok, "at"));
+    sw->more = json_is_true(json_object_get(ok, "more"));
 
     if (json_array_size(files)) {
         sw->token = json_integer_value(json_object_get(ok, "token"));
     }
 
-    failed = 0;
+    sw->nbatch = 0;
+    sw->crawling = 0;
 
     json_array_foreach(files, i, f) {
         sha = json_string_value(f);
@@ -766,28 +1003,78 @@ ngx_http_chat_files_swept(ngx_http_chat_pg_query_t *q, ngx_int_t rc,
             continue;
         }
 
-        frc = ngx_http_chat_files_unlink(sw, sha, at);
-
-        if (frc != NGX_OK) {
-            /* stays queued: handed out again later (the SQL's "retry") */
-            failed += (frc == NGX_ERROR);
-            continue;
-        }
-
-        sw->done_len = ngx_sprintf(sw->done + sw->done_len,
-                                   sw->done_len ? ",\"%s\"" : "\"%s\"", sha)
-                       - sw->done;
-    }
-
-    /* a store that fails is not worked through the whole queue at once */
-
-    if (json_is_true(json_object_get(ok, "more")) && failed == 0) {
-        next = NGX_HTTP_CHAT_FILES_SWEEP_MORE;
+        ngx_memcpy(sw->batch[sw->nbatch], sha, 64 + 1);
+        sw->nbatch++;
     }
 
     json_decref(result);
 
+    if (sw->nbatch) {
+        switch (ngx_http_chat_files_post(sw)) {
+
+        case NGX_OK:
+            /* files_worked goes on */
+            return;
+
+        case NGX_DECLINED:
+            ngx_http_chat_files_work(sw);
+            break;
+
+        default: /* NGX_ERROR */
+            for (i = 0; i < sw->nbatch; i++) {
+                sw->rc[i] = NGX_ERROR;
+            }
+
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat: upload sweep: the thread pool's queue is "
+                          "full, retried later");
+            break;
+        }
+    }
+
+    ngx_http_chat_files_unlinked(sw);
+    return;
+
 next:
+
+    if (sw->active && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&sw->timer, sw->period);
+    }
+}
+
+
+/* the batch's results: the files done go with the next call */
+
+static void
+ngx_http_chat_files_unlinked(ngx_http_chat_files_sweep_t *sw)
+{
+    ngx_uint_t  i, failed;
+    ngx_msec_t  next;
+
+    ngx_http_chat_files_log(sw);
+
+    failed = 0;
+
+    for (i = 0; i < sw->nbatch; i++) {
+
+        if (sw->rc[i] != NGX_OK) {
+            /* stays queued: handed out again later (the SQL's "retry") */
+            failed += (sw->rc[i] == NGX_ERROR);
+            continue;
+        }
+
+        sw->done_len = ngx_sprintf(sw->done + sw->done_len,
+                                   sw->done_len ? ",\"%s\"" : "\"%s\"",
+                                   sw->batch[i])
+                       - sw->done;
+    }
+
+    sw->nbatch = 0;
+
+    /* a store that fails is not worked through the whole queue at once */
+
+    next = (sw->more && failed == 0) ? NGX_HTTP_CHAT_FILES_SWEEP_MORE
+                                     : sw->period;
 
     if (sw->active && !ngx_exiting && !ngx_terminate) {
         ngx_add_timer(&sw->timer, next);
@@ -816,7 +1103,7 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
     rc = NGX_OK;
 
     for (i = 0; i < sw->paths->nelts; i++) {
-        frc = ngx_http_chat_files_bury(&store[i], sha256, at, fresh);
+        frc = ngx_http_chat_files_bury(sw, &store[i], sha256, at, fresh);
 
         if (frc == NGX_ERROR || rc == NGX_OK) {
             rc = frc;
@@ -862,8 +1149,8 @@ ngx_http_chat_files_unlink(ngx_http_chat_files_sweep_t *sw,
  */
 
 static ngx_int_t
-ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
-    time_t fresh)
+ngx_http_chat_files_bury(ngx_http_chat_files_sweep_t *sw, ngx_str_t *store,
+    const char *sha256, time_t at, time_t fresh)
 {
     u_char           path[NGX_MAX_PATH], tomb[NGX_MAX_PATH];
     ngx_err_t        err;
@@ -888,9 +1175,10 @@ ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
             return NGX_OK;
         }
 
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
-                      "chat: upload sweep: " ngx_rename_file_n " \"%s\" to "
-                      "\"%s\" failed, retried later", path, tomb);
+        ngx_http_chat_files_note(sw, NGX_LOG_ERR, err,
+                                 "chat: upload sweep: " ngx_rename_file_n
+                                 " \"%s\" to \"%s\" failed, retried later",
+                                 path, tomb);
         return NGX_ERROR;
     }
 
@@ -902,34 +1190,35 @@ ngx_http_chat_files_bury(ngx_str_t *store, const char *sha256, time_t at,
     if (ngx_is_dir(&fi) || ngx_file_mtime(&fi) >= at - fresh) {
 
         if (ngx_rename_file(tomb, path) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
-                          "chat: upload sweep: " ngx_rename_file_n
-                          " \"%s\" back to \"%s\" failed", tomb, path);
+            ngx_http_chat_files_note(sw, NGX_LOG_ALERT, ngx_errno,
+                                     "chat: upload sweep: " ngx_rename_file_n
+                                     " \"%s\" back to \"%s\" failed",
+                                     tomb, path);
             return NGX_ERROR;
         }
 
         if (ngx_is_dir(&fi)) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "chat: upload sweep: \"%s\" is a directory, "
-                          "retried later", path);
+            ngx_http_chat_files_note(sw, NGX_LOG_ERR, 0,
+                                     "chat: upload sweep: \"%s\" is a "
+                                     "directory, retried later", path);
             return NGX_ERROR;
         }
 
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "chat: upload sweep: \"%s\" was stored again "
-                      "just now: kept", path);
+        ngx_http_chat_files_note(sw, NGX_LOG_INFO, 0,
+                                 "chat: upload sweep: \"%s\" was stored again "
+                                 "just now: kept", path);
         return NGX_DECLINED;
     }
 
     if (ngx_delete_file(tomb) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                      "chat: upload sweep: " ngx_delete_file_n " \"%s\" "
-                      "failed", tomb);
+        ngx_http_chat_files_note(sw, NGX_LOG_ERR, ngx_errno,
+                                 "chat: upload sweep: " ngx_delete_file_n
+                                 " \"%s\" failed", tomb);
         return NGX_ERROR;
     }
 
-    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                  "chat: upload sweep: \"%s\" removed", path);
+    ngx_http_chat_files_note(sw, NGX_LOG_INFO, 0,
+                             "chat: upload sweep: \"%s\" removed", path);
 
     return NGX_OK;
 }
@@ -971,7 +1260,7 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
 
         *ngx_sprintf(dir, "%V", store) = '\0';
 
-        if (ngx_http_chat_files_crawl_next(dir, ab, &ab) != NGX_OK) {
+        if (ngx_http_chat_files_crawl_next(sw, dir, ab, &ab) != NGX_OK) {
             break;
         }
 
@@ -983,7 +1272,7 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
               - dir;
         dir[len] = '\0';
 
-        if (ngx_http_chat_files_crawl_next(dir, cd, &cd) == NGX_OK) {
+        if (ngx_http_chat_files_crawl_next(sw, dir, cd, &cd) == NGX_OK) {
 
             if ((ab << 8 | cd) != sw->crawl) {
                 sw->crawl_skip = 0;
@@ -1024,8 +1313,8 @@ ngx_http_chat_files_crawl(ngx_http_chat_files_sweep_t *sw)
 /* the smallest two-digit hex name in dir at least from */
 
 static ngx_int_t
-ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
-    ngx_uint_t *found)
+ngx_http_chat_files_crawl_next(ngx_http_chat_files_sweep_t *sw, u_char *dir,
+    ngx_uint_t from, ngx_uint_t *found)
 {
     u_char     *name;
     ngx_int_t   v, best;
@@ -1038,9 +1327,9 @@ ngx_http_chat_files_crawl_next(u_char *dir, ngx_uint_t from,
     if (ngx_open_dir(&path, &d) == NGX_ERROR) {
         /* gone, or a file in the way (the upload that meets it says so) */
         if (ngx_errno != NGX_ENOENT && ngx_errno != NGX_ENOTDIR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                          "chat: upload sweep: " ngx_open_dir_n " \"%s\" "
-                          "failed", dir);
+            ngx_http_chat_files_note(sw, NGX_LOG_ERR, ngx_errno,
+                                     "chat: upload sweep: " ngx_open_dir_n
+                                     " \"%s\" failed", dir);
         }
 
         return NGX_DECLINED;
@@ -1115,7 +1404,7 @@ ngx_http_chat_files_crawl_read(ngx_http_chat_files_sweep_t *sw, u_char *dir,
         if (!ngx_http_chat_files_hex((char *) name)
             || ngx_link_info(dir, &fi) == NGX_FILE_ERROR
             || !ngx_is_file(&fi)
-            || ngx_file_mtime(&fi) > ngx_time() - sw->grace)
+            || ngx_file_mtime(&fi) > sw->now - sw->grace)
         {
             continue;
         }

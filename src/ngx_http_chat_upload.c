@@ -15,8 +15,9 @@
  * included.  Then the row, through the pool.
  *
  * The directories and the rename are made by the worker itself, as
- * nginx's own dav and proxy_store do: metadata operations of a local
- * filesystem.
+ * nginx's own dav and proxy_store do (metadata operations of a local
+ * filesystem), or with chat_upload_threads in a thread of nginx's pool
+ * (a network filesystem that stalls must not stall the worker).
  *
  * A user has at most chat_upload_concurrency uploads in flight (counted in
  * the zone, presence.c), each its whole body within chat_upload_timeout;
@@ -60,6 +61,22 @@ typedef struct {
     unsigned                      over:1;
     unsigned                      local:1;   /* hold: this worker's */
 } ngx_http_chat_upload_t;
+
+
+/*
+ * The store's filesystem work on plain data: done inline, or in a thread
+ * of chat_upload_threads, which may touch nothing else.
+ */
+typedef struct {
+    u_char                       *temp;      /* the temporary file, NUL */
+    ngx_fd_t                      fd;        /* its descriptor */
+    u_char                       *path;      /* root/ab/cd/<sha256>, NUL */
+    size_t                        root;      /* the root's length */
+    time_t                        now;       /* the mtime to set */
+    ngx_err_t                     err;       /* 0: stored */
+    const char                   *what;      /* the call that failed */
+    ngx_uint_t                    level;     /* to log it at */
+} ngx_http_chat_upload_fs_t;
 
 
 /* without a zone: a user's uploads in flight in this worker */
@@ -107,10 +124,16 @@ static void ngx_http_chat_upload_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_upload_failed(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_chat_upload_body(ngx_http_request_t *r);
-static ngx_int_t ngx_http_chat_upload_store(ngx_http_request_t *r,
+static ngx_http_chat_upload_fs_t *ngx_http_chat_upload_fs_make(
+    ngx_http_request_t *r, ngx_http_chat_upload_fs_t *fs,
     ngx_http_chat_upload_t *up, ngx_str_t *temp);
-static ngx_int_t ngx_http_chat_upload_store_failed(ngx_http_request_t *r,
-    ngx_err_t err, const char *what, u_char *path);
+static void ngx_http_chat_upload_fs(ngx_http_chat_upload_fs_t *fs);
+#if (NGX_THREADS)
+static void ngx_http_chat_upload_thread(void *data, ngx_log_t *log);
+static void ngx_http_chat_upload_thread_done(ngx_event_t *ev);
+#endif
+static void ngx_http_chat_upload_stored(ngx_http_request_t *r,
+    ngx_http_chat_upload_fs_t *fs);
 static ngx_int_t ngx_http_chat_upload_error(ngx_http_request_t *r,
     ngx_int_t status);
 static void ngx_http_chat_upload_unlink(ngx_http_request_t *r,
@@ -837,13 +860,15 @@ static void
 ngx_http_chat_upload_body(ngx_http_request_t *r)
 {
     u_char                      digest[EVP_MAX_MD_SIZE];
-    json_t                     *req;
-    ngx_int_t                   rc;
     ngx_str_t                  *temp;
     ngx_msec_t                  wait;
     unsigned int                len;
+#if (NGX_THREADS)
+    ngx_thread_task_t          *task;
+#endif
     ngx_http_chat_ctx_t        *ctx;
     ngx_http_chat_upload_t     *up;
+    ngx_http_chat_upload_fs_t   fs;
     ngx_http_chat_loc_conf_t   *ccf;
     ngx_http_chat_main_conf_t  *cmcf;
 
@@ -917,18 +942,241 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
                                up->size <= NGX_HTTP_CHAT_SNIFF_HEAD,
                                &up->sniff);
 
-    rc = ngx_http_chat_upload_store(r, up, temp);
+#if (NGX_THREADS)
 
-    /*
-     * The temporary name is gone with the rename, or goes now, before the
-     * answer; either way nginx's cleanup may not delete it again.
-     */
-    ngx_http_chat_upload_unlink(r, rc == NGX_OK ? NULL : temp);
+    if (cmcf->upload_threads) {
+        task = ngx_thread_task_alloc(r->pool,
+                                     sizeof(ngx_http_chat_upload_fs_t));
+        if (task == NULL
+            || ngx_http_chat_upload_fs_make(r, task->ctx, up, temp) == NULL)
+        {
+            ngx_http_chat_upload_unlink(r, temp);
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
 
-    if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, ngx_http_chat_upload_error(r, rc));
+        task->handler = ngx_http_chat_upload_thread;
+        task->event.data = r;
+        task->event.log = r->connection->log;
+        task->event.handler = ngx_http_chat_upload_thread_done;
+
+        if (ngx_thread_task_post(cmcf->upload_threads, task) != NGX_OK) {
+            /* the pool's queue is full */
+            ngx_http_chat_upload_unlink(r, temp);
+            ngx_http_finalize_request(r, ngx_http_chat_upload_error(r,
+                                             NGX_HTTP_SERVICE_UNAVAILABLE));
+            return;
+        }
+
+        /*
+         * The body's reference to the request passes to the task's end;
+         * blocked keeps ngx_http_terminate_request (an error elsewhere)
+         * from freeing the request under the thread, as nginx's own aio
+         * threads do.  A client that leaves meanwhile is seen after.
+         */
+        r->main->blocked++;
+
         return;
     }
+
+#endif
+
+    if (ngx_http_chat_upload_fs_make(r, &fs, up, temp) == NULL) {
+        ngx_http_chat_upload_unlink(r, temp);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_chat_upload_fs(&fs);
+    ngx_http_chat_upload_stored(r, &fs);
+}
+
+
+/*
+ * The store's work, on what ngx_http_chat_upload_fs does: the paths
+ * allocated in the request's pool now, the calls made later, inline or
+ * in a thread.
+ */
+
+static ngx_http_chat_upload_fs_t *
+ngx_http_chat_upload_fs_make(ngx_http_request_t *r,
+    ngx_http_chat_upload_fs_t *fs, ngx_http_chat_upload_t *up,
+    ngx_str_t *temp)
+{
+    ngx_http_chat_loc_conf_t  *ccf;
+
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
+
+    fs->path = ngx_pnalloc(r->pool, ccf->upload_path.len
+                                    + sizeof("/ab/cd/") - 1 + 64 + 1);
+    if (fs->path == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(fs->path, "%V/%*s/%*s/%s%Z", &ccf->upload_path,
+                (size_t) 2, up->hex, (size_t) 2, up->hex + 2, up->hex);
+
+    fs->root = ccf->upload_path.len;
+    fs->temp = temp->data;
+    fs->fd = r->request_body->temp_file->file.fd;
+
+    /*
+     * the mtime is the store's time, not the body's last write: a client
+     * may hold the end of a body it wrote long ago (the last chunk's
+     * extension, trailers, a byte at a time), and the sweep keeps only a
+     * file stored within a minute of its transaction (R16H-1)
+     */
+    fs->now = ngx_time();
+
+    fs->err = 0;
+    fs->what = NULL;
+    fs->level = NGX_LOG_ERR;
+
+    return fs;
+}
+
+
+/*
+ * The temporary file under its hash: ab/cd/<sha256>, the two directories
+ * made as needed, then a rename() over whatever is there (R16-3).  The
+ * bytes were hashed on their way into the temporary file: a file already
+ * there is not trusted, whatever its size (other bytes, a file torn by a
+ * crash, a symlink: rename() replaces the link, not what it points to).
+ * The same bytes stored again are replaced by the same bytes.  A reader
+ * in flight of the replaced file keeps it on a local filesystem (on NFS
+ * it may get ESTALE: docs/operations.md).  The new file's mtime is set
+ * to the rename's time: the sweep keeps a file that fresh (files.c).
+ * A failure leaves fs->err, fs->what and fs->path cut where it failed,
+ * the temporary file deleted.  Plain system calls on fs only: this may
+ * run in a thread.
+ */
+
+static void
+ngx_http_chat_upload_fs(ngx_http_chat_upload_fs_t *fs)
+{
+    size_t  n;
+
+    /* root/ab, then root/ab/cd */
+
+    for (n = fs->root + 3; n <= fs->root + 6; n += 3) {
+        fs->path[n] = '\0';
+
+        if (ngx_create_dir(fs->path, 0700) == NGX_FILE_ERROR
+            && ngx_errno != NGX_EEXIST)
+        {
+            fs->err = ngx_errno;
+            fs->what = "mkdir()";
+            goto failed;
+        }
+
+        fs->path[n] = '/';
+    }
+
+    if (ngx_set_file_time(fs->temp, fs->fd, fs->now) != NGX_OK) {
+        fs->err = ngx_errno;
+        fs->what = ngx_set_file_time_n;
+        goto failed;
+    }
+
+    if (ngx_rename_file(fs->temp, fs->path) == NGX_FILE_ERROR) {
+        fs->err = ngx_errno;
+        fs->what = "rename()";
+        goto failed;
+    }
+
+    return;
+
+failed:
+
+    if (fs->err == 0) {
+        fs->err = NGX_EINVAL;
+    }
+
+    /* the name goes now, before the answer (ngx_http_chat_upload_unlink) */
+    if (ngx_delete_file(fs->temp) == NGX_FILE_ERROR
+        && ngx_errno != NGX_ENOENT)
+    {
+        fs->err = ngx_errno;
+        fs->what = ngx_delete_file_n;
+        fs->level = NGX_LOG_CRIT;
+        fs->path = fs->temp;
+    }
+}
+
+
+#if (NGX_THREADS)
+
+static void
+ngx_http_chat_upload_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chat_upload_fs_t  *fs = data;
+
+    ngx_http_chat_upload_fs(fs);
+}
+
+
+/* the task is done: back in the worker's event loop */
+
+static void
+ngx_http_chat_upload_thread_done(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_thread_task_t   *task;
+
+    r = ev->data;
+    c = r->connection;
+    task = (ngx_thread_task_t *) ((u_char *) ev
+                                  - offsetof(ngx_thread_task_t, event));
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->main->blocked--;
+
+    ngx_http_chat_upload_stored(r, task->ctx);
+    ngx_http_run_posted_requests(c);
+}
+
+#endif
+
+
+/*
+ * The store's work is done: the row through PostgreSQL, or the error.
+ * The temporary name is renamed into the store, or deleted already:
+ * either way nginx's cleanup may not delete it again.
+ */
+
+static void
+ngx_http_chat_upload_stored(ngx_http_request_t *r,
+    ngx_http_chat_upload_fs_t *fs)
+{
+    json_t                  *req;
+    ngx_http_chat_ctx_t     *ctx;
+    ngx_http_chat_upload_t  *up;
+
+    ngx_http_chat_upload_unlink(r, NULL);
+
+    if (fs->err) {
+        ngx_log_error(fs->level, r->connection->log, fs->err,
+                      "chat upload: %s \"%s\" failed", fs->what, fs->path);
+
+        ngx_http_finalize_request(r,
+            ngx_http_chat_upload_error(r, (fs->err == NGX_ENOSPC
+                                           || fs->err == EDQUOT)
+                                          ? 507
+                                          : NGX_HTTP_SERVICE_UNAVAILABLE));
+        return;
+    }
+
+    if (r->connection->error) {
+        /* the client left while the file was stored: no row; the
+         * sweep's crawl removes the file if no other row names it */
+        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_module);
+    up = ctx->upload;
 
     /* sizes past PostgreSQL's integer are no image a browser shows */
 
@@ -973,93 +1221,6 @@ ngx_http_chat_upload_body(ngx_http_request_t *r)
     json_decref(req);
 
     ngx_http_finalize_request(r, NGX_DONE);
-}
-
-
-/*
- * The temporary file under its hash: ab/cd/<sha256>, the two directories
- * made as needed, then a rename() over whatever is there (R16-3).  The
- * bytes were hashed on their way into the temporary file: a file already
- * there is not trusted, whatever its size (other bytes, a file torn by a
- * crash, a symlink: rename() replaces the link, not what it points to).
- * The same bytes stored again are replaced by the same bytes.  A reader
- * in flight of the replaced file keeps it on a local filesystem (on NFS
- * it may get ESTALE: docs/operations.md).  The new file's mtime is set
- * to the rename's time: the sweep keeps a file that fresh (files.c).
- * NGX_OK, or the status to answer (507, 503).
- */
-
-static ngx_int_t
-ngx_http_chat_upload_store(ngx_http_request_t *r, ngx_http_chat_upload_t *up,
-    ngx_str_t *temp)
-{
-    u_char                    *path, *p;
-    ngx_http_chat_loc_conf_t  *ccf;
-
-    ccf = ngx_http_get_module_loc_conf(r, ngx_http_chat_module);
-
-    path = ngx_pnalloc(r->pool, ccf->upload_path.len
-                                + sizeof("/ab/cd/") - 1 + 64 + 1);
-    if (path == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_sprintf(path, "%V/%*s", &ccf->upload_path, (size_t) 2, up->hex);
-    *p = '\0';
-
-    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
-        && ngx_errno != NGX_EEXIST)
-    {
-        return ngx_http_chat_upload_store_failed(r, ngx_errno,
-                                                 "mkdir()", path);
-    }
-
-    p = ngx_sprintf(p, "/%*s", (size_t) 2, up->hex + 2);
-    *p = '\0';
-
-    if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
-        && ngx_errno != NGX_EEXIST)
-    {
-        return ngx_http_chat_upload_store_failed(r, ngx_errno,
-                                                 "mkdir()", path);
-    }
-
-    p = ngx_sprintf(p, "/%s", up->hex);
-    *p = '\0';
-
-    /*
-     * the mtime is the store's time, not the body's last write: a client
-     * may hold the end of a body it wrote long ago (the last chunk's
-     * extension, trailers, a byte at a time), and the sweep keeps only a
-     * file stored within a minute of its transaction (R16H-1)
-     */
-    if (ngx_set_file_time(temp->data, r->request_body->temp_file->file.fd,
-                          ngx_time())
-        != NGX_OK)
-    {
-        return ngx_http_chat_upload_store_failed(r, ngx_errno,
-                                                 ngx_set_file_time_n,
-                                                 temp->data);
-    }
-
-    if (ngx_rename_file(temp->data, path) == NGX_FILE_ERROR) {
-        return ngx_http_chat_upload_store_failed(r, ngx_errno, "rename()",
-                                                 path);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_chat_upload_store_failed(ngx_http_request_t *r, ngx_err_t err,
-    const char *what, u_char *path)
-{
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, err,
-                  "chat upload: %s \"%s\" failed", what, path);
-
-    return (err == NGX_ENOSPC || err == EDQUOT)
-           ? 507 : NGX_HTTP_SERVICE_UNAVAILABLE;
 }
 
 

@@ -1179,10 +1179,11 @@ class ChatEnv:
         self.clients = []
 
     def start(self, loc="", http=None, storage=True, pg_params="",
-              options="", workers=None):
+              options="", workers=None, main=""):
         """nginx with loc in the locations and http after chat_postgres
         (no chat_postgres without storage); pg_params: more parameters of
-        chat_postgres; options: its connections' options=."""
+        chat_postgres; options: its connections' options=; main: the main
+        context's directives (thread_pool)."""
         workers = workers or self.workers
         conf = ""
         if storage:
@@ -1194,8 +1195,13 @@ class ChatEnv:
         if self.zone:
             conf += "chat_zone chat %s;\n" % self.zone
         conf += self.http if http is None else http
+        # CHAT_UPLOAD_THREADS=<pool>: a whole file's run with the upload
+        # store's filesystem calls in that thread pool ("default")
+        if os.environ.get("CHAT_UPLOAD_THREADS"):
+            conf += "\nchat_upload_threads %s;\n" \
+                % os.environ["CHAT_UPLOAD_THREADS"]
         self.ng = self.factory(self.locations % loc, http=conf,
-                               workers=workers)
+                               workers=workers, main=main)
         assert len(self.ng.worker_pids()) == workers
         if self.ready:
             self.ng.wait_log(r"PostgreSQL connection ready", timeout=10)
